@@ -1,0 +1,246 @@
+//! Reading `.evtx` files: in parallel across files and across the chunks of each file, never
+//! stopping at a damaged chunk or record.
+//!
+//! A file is walked chunk by chunk; each chunk (64 KiB, self-contained) is parsed on the rayon
+//! pool. Whatever cannot be read is reported as a [`ReadError`] with the file and the byte
+//! offset of the chunk or record, and the walk goes on with the next one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use evtx::err::EvtxError;
+use evtx::{EvtxParser, ParserSettings};
+use rayon::prelude::*;
+
+use crate::winevent::WinEvent;
+
+const FILE_HEADER_SIZE: u64 = 4096;
+const CHUNK_SIZE: u64 = 65536;
+
+/// Something in an input that could not be read, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    pub path: PathBuf,
+    /// Byte offset in the file of the damaged part (file header, chunk or record), if known.
+    pub offset: Option<u64>,
+    /// What went wrong, with the chunk or record number where the parser gave one.
+    pub message: String,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.offset {
+            Some(offset) => write!(
+                f,
+                "{} at offset {offset:#x}: {}",
+                self.path.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// What reading one file gave, apart from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    /// Records read and handed on.
+    pub records: u64,
+    /// Chunks or records that could not be read.
+    pub errors: Vec<ReadError>,
+}
+
+/// Expands files and folders into the `.evtx` files below them, sorted; a path that does not
+/// exist or cannot be listed becomes an error, and the others are still returned.
+pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ReadError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        if path.is_file() {
+            files.push(path.clone());
+            continue;
+        }
+        if !path.exists() {
+            errors.push(ReadError {
+                path: path.clone(),
+                offset: None,
+                message: "no such file or folder".into(),
+            });
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(path).follow_links(true) {
+            match entry {
+                Ok(e) if e.file_type().is_file() && is_evtx(e.path()) => files.push(e.into_path()),
+                Ok(_) => {}
+                Err(err) => errors.push(ReadError {
+                    path: err.path().unwrap_or(path).to_path_buf(),
+                    offset: None,
+                    message: err.to_string(),
+                }),
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, errors)
+}
+
+fn is_evtx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("evtx"))
+}
+
+/// Reads one file, calling `on_event` for every record (from several threads at once, in no
+/// particular order). Damaged parts are counted in the summary; the rest is read.
+pub fn read_file<F>(path: &Path, on_event: F) -> FileSummary
+where
+    F: Fn(WinEvent) + Sync,
+{
+    let source: Arc<Path> = Arc::from(path);
+    let fail = |offset: Option<u64>, message: String| ReadError {
+        path: path.to_path_buf(),
+        offset,
+        message,
+    };
+    let parser = match EvtxParser::from_path(path) {
+        Ok(p) => p,
+        Err(err) => {
+            return FileSummary {
+                records: 0,
+                errors: vec![fail(Some(0), chain(&err))],
+            };
+        }
+    };
+    let settings = Arc::new(
+        ParserSettings::new()
+            .separate_json_attributes(true)
+            .num_threads(1),
+    );
+    let parser = parser.with_configuration((*settings).clone());
+
+    let (records, errors) = parser
+        .into_chunks()
+        .enumerate()
+        .par_bridge()
+        .map(|(index, chunk)| {
+            let chunk_offset = FILE_HEADER_SIZE + index as u64 * CHUNK_SIZE;
+            let mut errors = Vec::new();
+            let mut records = 0u64;
+            let mut data = match chunk {
+                Ok(data) => data,
+                Err(err) => {
+                    errors.push(fail(
+                        Some(error_offset(&err).unwrap_or(chunk_offset)),
+                        chain(&err),
+                    ));
+                    return (0, errors);
+                }
+            };
+            let chunk_offset = data
+                .number
+                .map_or(chunk_offset, |n| FILE_HEADER_SIZE + n * CHUNK_SIZE);
+            let mut chunk = match data.parse(settings.clone()) {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    errors.push(fail(
+                        Some(chunk_offset),
+                        format!("chunk cannot be parsed: {err}"),
+                    ));
+                    return (0, errors);
+                }
+            };
+            for record in chunk.iter() {
+                let record = match record {
+                    Ok(r) => r,
+                    Err(err) => {
+                        let offset = error_offset(&err).unwrap_or(chunk_offset);
+                        errors.push(fail(Some(offset), chain(&err)));
+                        continue;
+                    }
+                };
+                let offset = chunk_offset + record.binxml_offset;
+                let record_id = record.event_record_id;
+                let timestamp = to_utc(record.timestamp);
+                match record.into_json_value() {
+                    Ok(json) => {
+                        match WinEvent::from_json(source.clone(), record_id, timestamp, json.data) {
+                            Some(event) => {
+                                records += 1;
+                                on_event(event);
+                            }
+                            None => errors.push(fail(
+                                Some(offset),
+                                format!("record {record_id} has no Event element"),
+                            )),
+                        }
+                    }
+                    Err(err) => errors.push(fail(Some(offset), chain(&err))),
+                }
+            }
+            (records, errors)
+        })
+        .reduce(
+            || (0, Vec::new()),
+            |(r1, mut e1), (r2, e2)| {
+                e1.extend(e2);
+                (r1 + r2, e1)
+            },
+        );
+    let mut errors = errors;
+    errors.sort_by_key(|e| e.offset);
+    FileSummary { records, errors }
+}
+
+/// Reads many files in parallel; `on_file` is told when each is done.
+pub fn read_files<F, D>(files: &[PathBuf], on_event: F, on_file: D) -> Vec<(PathBuf, FileSummary)>
+where
+    F: Fn(WinEvent) + Sync,
+    D: Fn(&Path, &FileSummary) + Sync,
+{
+    files
+        .par_iter()
+        .map(|path| {
+            let summary = read_file(path, &on_event);
+            on_file(path, &summary);
+            (path.clone(), summary)
+        })
+        .collect()
+}
+
+fn to_utc(ts: evtx::Timestamp) -> DateTime<Utc> {
+    let nanos = ts.as_nanosecond();
+    DateTime::from_timestamp_nanos(nanos.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
+/// The byte offset the parser names for a record it could not read, if it names one.
+fn error_offset(err: &EvtxError) -> Option<u64> {
+    match err {
+        EvtxError::FailedToReadRecordAt {
+            chunk: Some(chunk),
+            offset,
+            ..
+        } => Some(FILE_HEADER_SIZE + chunk * CHUNK_SIZE + offset),
+        EvtxError::FailedToParseChunk { chunk_id, .. } => {
+            Some(FILE_HEADER_SIZE + chunk_id * CHUNK_SIZE)
+        }
+        _ => None,
+    }
+}
+
+/// The error and its causes on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
