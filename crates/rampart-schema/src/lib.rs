@@ -36,6 +36,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 
+pub mod attack;
+
 pub use arrow_array;
 pub use arrow_schema;
 

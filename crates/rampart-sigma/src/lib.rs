@@ -1,1 +1,24 @@
-//! rampart-sigma
+//! Rampart's Sigma engine for Windows event logs.
+//!
+//! Parsing, compilation to matchers and evaluation of the Sigma specification (all value
+//! modifiers, conditions, filters, correlation rules) come from the `rsigma-parser` and
+//! `rsigma-eval` crates; this crate adds what triage and the server need around them:
+//!
+//! - [`taxonomy`]: Sigma's Windows logsource taxonomy — which channels and event ids each
+//!   `service` and `category` covers, and the field aliases that let a `process_creation` rule
+//!   written on Sysmon names read Security 4688 records;
+//! - [`RuleSet`]: loading folders of rules in parallel, reporting each rule that cannot load
+//!   with its reason, routing records only to the rules of their logsource, and holding back
+//!   what correlation rules need until records can be fed in time order ([`Correlator`]).
+
+mod event;
+mod level;
+mod ruleset;
+pub mod taxonomy;
+
+pub use event::SigmaEvent;
+pub use level::Level;
+pub use ruleset::{
+    CorrelationInput, Correlator, Detection, MAX_RULE_FILE_BYTES, RuleInfo, RuleKind, RuleReport,
+    RuleSet, RuleStatus,
+};

@@ -18,10 +18,22 @@ use crate::winevent::WinEvent;
 const FILE_HEADER_SIZE: u64 = 4096;
 const CHUNK_SIZE: u64 = 65536;
 
+/// What part of an input could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Damage {
+    /// The whole file (missing, unreadable, not EVTX).
+    File,
+    /// A 64 KiB chunk: its records are lost.
+    Chunk,
+    /// One record: it is counted as read and set aside.
+    Record,
+}
+
 /// Something in an input that could not be read, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadError {
     pub path: PathBuf,
+    pub damage: Damage,
     /// Byte offset in the file of the damaged part (file header, chunk or record), if known.
     pub offset: Option<u64>,
     /// What went wrong, with the chunk or record number where the parser gave one.
@@ -53,6 +65,16 @@ pub struct FileSummary {
     pub errors: Vec<ReadError>,
 }
 
+impl FileSummary {
+    /// Records that were found but could not be read (set aside).
+    pub fn damaged_records(&self) -> u64 {
+        self.errors
+            .iter()
+            .filter(|e| e.damage == Damage::Record)
+            .count() as u64
+    }
+}
+
 /// Expands files and folders into the `.evtx` files below them, sorted; a path that does not
 /// exist or cannot be listed becomes an error, and the others are still returned.
 pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ReadError>) {
@@ -66,6 +88,7 @@ pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ReadError>) {
         if !path.exists() {
             errors.push(ReadError {
                 path: path.clone(),
+                damage: Damage::File,
                 offset: None,
                 message: "no such file or folder".into(),
             });
@@ -77,6 +100,7 @@ pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ReadError>) {
                 Ok(_) => {}
                 Err(err) => errors.push(ReadError {
                     path: err.path().unwrap_or(path).to_path_buf(),
+                    damage: Damage::File,
                     offset: None,
                     message: err.to_string(),
                 }),
@@ -100,8 +124,9 @@ where
     F: Fn(WinEvent) + Sync,
 {
     let source: Arc<Path> = Arc::from(path);
-    let fail = |offset: Option<u64>, message: String| ReadError {
+    let fail = |damage: Damage, offset: Option<u64>, message: String| ReadError {
         path: path.to_path_buf(),
+        damage,
         offset,
         message,
     };
@@ -110,7 +135,7 @@ where
         Err(err) => {
             return FileSummary {
                 records: 0,
-                errors: vec![fail(Some(0), chain(&err))],
+                errors: vec![fail(Damage::File, Some(0), chain(&err))],
             };
         }
     };
@@ -133,6 +158,7 @@ where
                 Ok(data) => data,
                 Err(err) => {
                     errors.push(fail(
+                        Damage::Chunk,
                         Some(error_offset(&err).unwrap_or(chunk_offset)),
                         chain(&err),
                     ));
@@ -146,6 +172,7 @@ where
                 Ok(chunk) => chunk,
                 Err(err) => {
                     errors.push(fail(
+                        Damage::Chunk,
                         Some(chunk_offset),
                         format!("chunk cannot be parsed: {err}"),
                     ));
@@ -157,7 +184,7 @@ where
                     Ok(r) => r,
                     Err(err) => {
                         let offset = error_offset(&err).unwrap_or(chunk_offset);
-                        errors.push(fail(Some(offset), chain(&err)));
+                        errors.push(fail(Damage::Record, Some(offset), chain(&err)));
                         continue;
                     }
                 };
@@ -172,12 +199,13 @@ where
                                 on_event(event);
                             }
                             None => errors.push(fail(
+                                Damage::Record,
                                 Some(offset),
                                 format!("record {record_id} has no Event element"),
                             )),
                         }
                     }
-                    Err(err) => errors.push(fail(Some(offset), chain(&err))),
+                    Err(err) => errors.push(fail(Damage::Record, Some(offset), chain(&err))),
                 }
             }
             (records, errors)

@@ -1,0 +1,546 @@
+//! Loading Sigma rules into a [`RuleSet`] and evaluating Windows records against it.
+//!
+//! Rules are parsed and compiled in parallel, then grouped by [`RouteKey`] into one compiled
+//! engine per category or service. A record is evaluated only against the engines of its own
+//! routes, and each engine's literal index (rsigma's candidate index) skips the rules whose
+//! required literals the record lacks, so most rules never run on most records.
+//!
+//! Correlation rules are stateful and need records in time order. Detections of rules that a
+//! correlation refers to are therefore held back by [`RuleSet::evaluate`] as
+//! [`CorrelationInput`]s; the caller sorts them by time and feeds them to a [`Correlator`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rampart_sources::WinEvent;
+use rayon::prelude::*;
+use rsigma_eval::{CorrelationConfig, CorrelationEngine, Engine, EvaluationResult};
+use rsigma_parser::{CorrelationRule, FilterRule, SigmaCollection, SigmaRule};
+use serde_json::Value;
+
+use crate::Level;
+use crate::event::SigmaEvent;
+use crate::taxonomy::{self, RouteKey};
+
+/// Largest rule file read; Sigma rules are a few KiB.
+pub const MAX_RULE_FILE_BYTES: u64 = 1024 * 1024;
+
+/// What a rule is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleKind {
+    Detection,
+    Correlation,
+    Filter,
+}
+
+impl RuleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Detection => "detection",
+            RuleKind::Correlation => "correlation",
+            RuleKind::Filter => "filter",
+        }
+    }
+}
+
+/// A loaded rule's identity, as detections carry it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleInfo {
+    pub id: Option<String>,
+    pub title: String,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub path: PathBuf,
+    pub kind: RuleKind,
+}
+
+/// What became of one rule (or of a file that held none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleStatus {
+    /// Compiled and evaluated on the records its logsource covers.
+    Loaded,
+    /// Valid, but nothing in Windows event logs reaches it (e.g. `product: linux`).
+    Inactive(String),
+    /// Could not be parsed or compiled.
+    Failed(String),
+}
+
+/// One line of the load report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleReport {
+    pub path: PathBuf,
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub kind: Option<RuleKind>,
+    /// Where the rule is evaluated (`category:process_creation`), when loaded.
+    pub route: Option<String>,
+    pub status: RuleStatus,
+}
+
+/// A rule that matched a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub rule: Arc<RuleInfo>,
+    pub timestamp: DateTime<Utc>,
+    pub computer: String,
+    pub channel: String,
+    pub event_id: u32,
+    pub record_id: u64,
+    pub source: Arc<Path>,
+    /// The fields that matched and their values (for a correlation: its group-by values).
+    pub matched: Vec<(String, Value)>,
+}
+
+/// A record whose detections feed correlation rules, held back until records are in time order.
+pub struct CorrelationInput {
+    pub event: WinEvent,
+    results: Vec<EvaluationResult>,
+}
+
+/// Compiled rules, ready to evaluate records from many threads at once.
+pub struct RuleSet {
+    engines: BTreeMap<RouteKey, Engine>,
+    /// By rule id, and by title for rules without one.
+    rules: HashMap<String, Arc<RuleInfo>>,
+    correlations: Vec<CorrelationRule>,
+    /// Detection rules (parsed) that correlations refer to, by id and name.
+    correlated: Vec<SigmaRule>,
+    correlated_keys: HashSet<String>,
+    /// What was loaded, set aside or refused, file by file.
+    pub report: Vec<RuleReport>,
+}
+
+/// One parsed document, before compilation.
+enum Parsed {
+    Rule(Box<SigmaRule>),
+    Correlation(Box<CorrelationRule>),
+    Filter(Box<FilterRule>),
+}
+
+impl RuleSet {
+    /// Loads every `.yml`/`.yaml` file below the given files and folders. Nothing here fails:
+    /// a rule that cannot load is reported in [`RuleSet::report`] with the reason.
+    pub fn load(paths: &[PathBuf]) -> RuleSet {
+        let (files, mut report) = rule_files(paths);
+        let parsed: Vec<(PathBuf, Result<Vec<Parsed>, String>, Vec<String>)> = files
+            .par_iter()
+            .map(|path| {
+                let (docs, errors) = parse_file(path);
+                (path.clone(), docs, errors)
+            })
+            .collect();
+        let mut docs = Vec::new();
+        for (path, result, errors) in parsed {
+            for error in errors {
+                report.push(failed(&path, None, None, error));
+            }
+            match result {
+                Ok(list) => docs.extend(list.into_iter().map(|d| (path.clone(), d))),
+                Err(error) => report.push(failed(&path, None, None, error)),
+            }
+        }
+        let mut set = RuleSet::build(docs);
+        report.append(&mut set.report);
+        report.sort_by(|a, b| a.path.cmp(&b.path).then(a.title.cmp(&b.title)));
+        set.report = report;
+        set
+    }
+
+    /// Loads rules from YAML text (one or more documents), as if read from `path`.
+    pub fn from_yaml(yaml: &str, path: &Path) -> RuleSet {
+        let (docs, errors) = parse_text(yaml);
+        let mut report: Vec<RuleReport> = errors
+            .into_iter()
+            .map(|e| failed(path, None, None, e))
+            .collect();
+        let docs = match docs {
+            Ok(docs) => docs.into_iter().map(|d| (path.to_path_buf(), d)).collect(),
+            Err(e) => {
+                report.push(failed(path, None, None, e));
+                Vec::new()
+            }
+        };
+        let mut set = RuleSet::build(docs);
+        report.append(&mut set.report);
+        set.report = report;
+        set
+    }
+
+    fn build(docs: Vec<(PathBuf, Parsed)>) -> RuleSet {
+        let mut rules = Vec::new();
+        let mut correlations = Vec::new();
+        let mut filters = Vec::new();
+        for (path, doc) in docs {
+            match doc {
+                Parsed::Rule(r) => rules.push((path, *r)),
+                Parsed::Correlation(c) => correlations.push((path, *c)),
+                Parsed::Filter(f) => filters.push((path, *f)),
+            }
+        }
+
+        // Compile in parallel; group by route.
+        let compiled: Vec<_> = rules
+            .par_iter()
+            .map(|(path, rule)| {
+                let ls = &rule.logsource;
+                let route = taxonomy::route(
+                    ls.product.as_deref(),
+                    ls.category.as_deref(),
+                    ls.service.as_deref(),
+                );
+                let compiled = match route {
+                    Ok(_) => rsigma_eval::compile_rule(rule)
+                        .map(Some)
+                        .map_err(|e| e.to_string()),
+                    Err(_) => Ok(None),
+                };
+                (path, rule, route, compiled)
+            })
+            .collect();
+
+        let mut report = Vec::new();
+        let mut engines: BTreeMap<RouteKey, Vec<rsigma_eval::CompiledRule>> = BTreeMap::new();
+        let mut infos: HashMap<String, Arc<RuleInfo>> = HashMap::new();
+        for (path, rule, route, compiled) in compiled {
+            let info = RuleInfo {
+                id: rule.id.clone(),
+                title: rule.title.clone(),
+                level: rule.level.map(Level::from).unwrap_or(Level::Medium),
+                tags: rule.tags.clone(),
+                path: path.clone(),
+                kind: RuleKind::Detection,
+            };
+            let mut line = RuleReport {
+                path: path.clone(),
+                id: rule.id.clone(),
+                title: Some(rule.title.clone()),
+                kind: Some(RuleKind::Detection),
+                route: None,
+                status: RuleStatus::Loaded,
+            };
+            match (route, compiled) {
+                (Err(reason), _) => line.status = RuleStatus::Inactive(reason),
+                (Ok(_), Err(reason)) => line.status = RuleStatus::Failed(reason),
+                (Ok(key), Ok(Some(c))) => {
+                    line.route = Some(key.to_string());
+                    engines.entry(key).or_default().push(c);
+                    infos.insert(rule_key(rule.id.as_deref(), &rule.title), Arc::new(info));
+                }
+                (Ok(_), Ok(None)) => unreachable!("a routed rule is always compiled"),
+            }
+            report.push(line);
+        }
+        let mut engines: BTreeMap<RouteKey, Engine> = engines
+            .into_iter()
+            .map(|(key, compiled)| {
+                let mut engine = Engine::new();
+                engine.extend_compiled_rules(compiled);
+                (key, engine)
+            })
+            .collect();
+
+        for (path, filter) in filters {
+            let mut line = RuleReport {
+                path: path.clone(),
+                id: filter.id.clone(),
+                title: Some(filter.title.clone()),
+                kind: Some(RuleKind::Filter),
+                route: None,
+                status: RuleStatus::Loaded,
+            };
+            for engine in engines.values_mut() {
+                if let Err(e) = engine.apply_filter(&filter) {
+                    line.status = RuleStatus::Failed(e.to_string());
+                    break;
+                }
+            }
+            report.push(line);
+        }
+
+        // Correlations: validate by compiling them into a throwaway engine with their rules.
+        let mut kept = Vec::new();
+        for (path, corr) in correlations {
+            let mut line = RuleReport {
+                path: path.clone(),
+                id: corr.id.clone(),
+                title: Some(corr.title.clone()),
+                kind: Some(RuleKind::Correlation),
+                route: None,
+                status: RuleStatus::Loaded,
+            };
+            let missing: Vec<&String> = corr
+                .rules
+                .iter()
+                .filter(|r| {
+                    !infos.contains_key(*r)
+                        && !rules
+                            .iter()
+                            .any(|(_, x)| x.name.as_deref() == Some(r.as_str()))
+                })
+                .collect();
+            let mut probe = CorrelationEngine::new(CorrelationConfig::default());
+            if !missing.is_empty() {
+                let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+                line.status = RuleStatus::Inactive(format!(
+                    "refers to rules that are not loaded: {}",
+                    names.join(", ")
+                ));
+            } else if let Err(e) = probe.add_correlation(&corr) {
+                line.status = RuleStatus::Failed(e.to_string());
+            } else {
+                infos.insert(
+                    rule_key(corr.id.as_deref(), &corr.title),
+                    Arc::new(RuleInfo {
+                        id: corr.id.clone(),
+                        title: corr.title.clone(),
+                        level: corr.level.map(Level::from).unwrap_or(Level::Medium),
+                        tags: corr.tags.clone(),
+                        path: path.clone(),
+                        kind: RuleKind::Correlation,
+                    }),
+                );
+                kept.push(corr);
+            }
+            report.push(line);
+        }
+        let correlated_keys: HashSet<String> =
+            kept.iter().flat_map(|c| c.rules.iter().cloned()).collect();
+        let correlated: Vec<SigmaRule> = rules
+            .into_iter()
+            .filter(|(_, r)| {
+                r.id.as_ref().is_some_and(|id| correlated_keys.contains(id))
+                    || r.name.as_ref().is_some_and(|n| correlated_keys.contains(n))
+            })
+            .map(|(_, r)| r)
+            .collect();
+        // Results carry the rule id only; match held-back detections by id.
+        let correlated_ids = correlated_ids(&correlated, &correlated_keys);
+
+        RuleSet {
+            engines,
+            rules: infos,
+            correlations: kept,
+            correlated,
+            correlated_keys: correlated_ids,
+            report,
+        }
+    }
+
+    /// Number of rules compiled and evaluated (detections and correlations).
+    pub fn active_rules(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Evaluates one record; detections go to `out`. Detections of rules that correlations
+    /// use are held back and returned with the record, for [`Correlator::feed`].
+    pub fn evaluate(&self, event: &WinEvent, out: &mut Vec<Detection>) -> Option<CorrelationInput> {
+        let view = SigmaEvent::new(event);
+        let mut keys = Vec::with_capacity(4);
+        taxonomy::routes_of(event, &mut keys);
+        let mut held = Vec::new();
+        for key in &keys {
+            let Some(engine) = self.engines.get(key) else {
+                continue;
+            };
+            for result in engine.evaluate(&view) {
+                let key = rule_key(result.header.rule_id.as_deref(), &result.header.rule_title);
+                if self.correlated_keys.contains(&key) {
+                    held.push(result);
+                } else if let Some(d) = self.detection(event, &result) {
+                    out.push(d);
+                }
+            }
+        }
+        (!held.is_empty()).then(|| CorrelationInput {
+            event: event.clone(),
+            results: held,
+        })
+    }
+
+    fn detection(&self, event: &WinEvent, result: &EvaluationResult) -> Option<Detection> {
+        let rule = self.rules.get(&rule_key(
+            result.header.rule_id.as_deref(),
+            &result.header.rule_title,
+        ))?;
+        let matched = match &result.body {
+            rsigma_eval::ResultBody::Detection(d) => d
+                .matched_fields
+                .iter()
+                .map(|m| (m.field.clone(), m.value.clone()))
+                .collect(),
+            rsigma_eval::ResultBody::Correlation(c) => c
+                .group_key
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        };
+        Some(Detection {
+            rule: rule.clone(),
+            timestamp: event.timestamp,
+            computer: event.computer.clone(),
+            channel: event.channel.clone(),
+            event_id: event.event_id,
+            record_id: event.record_id,
+            source: event.source.clone(),
+            matched,
+        })
+    }
+
+    /// A fresh correlation state over this rule set.
+    pub fn correlator(&self) -> Correlator<'_> {
+        let mut engine = CorrelationEngine::new(CorrelationConfig::default());
+        for rule in &self.correlated {
+            // Already compiled once at load; here only to register ids and names.
+            let _ = engine.add_rule(rule);
+        }
+        for corr in &self.correlations {
+            let _ = engine.add_correlation(corr);
+        }
+        Correlator { set: self, engine }
+    }
+
+    /// Whether any correlation rule is loaded.
+    pub fn has_correlations(&self) -> bool {
+        !self.correlations.is_empty()
+    }
+}
+
+/// Correlation state; feed it held-back records in time order.
+pub struct Correlator<'a> {
+    set: &'a RuleSet,
+    engine: CorrelationEngine,
+}
+
+impl Correlator<'_> {
+    /// Feeds one record; the base detections a correlation lets through (`generate: true`)
+    /// and every correlation that fires go to `out`.
+    pub fn feed(&mut self, input: CorrelationInput, out: &mut Vec<Detection>) {
+        let view = SigmaEvent::new(&input.event);
+        let results = self.engine.process_with_detections(
+            &view,
+            input.results,
+            input.event.timestamp.timestamp(),
+        );
+        out.extend(
+            results
+                .iter()
+                .filter_map(|r| self.set.detection(&input.event, r)),
+        );
+    }
+}
+
+fn rule_key(id: Option<&str>, title: &str) -> String {
+    match id {
+        Some(id) => id.to_string(),
+        None => format!("title:{title}"),
+    }
+}
+
+fn correlated_ids(rules: &[SigmaRule], keys: &HashSet<String>) -> HashSet<String> {
+    let mut out: HashSet<String> = keys.clone();
+    for r in rules {
+        out.insert(rule_key(r.id.as_deref(), &r.title));
+    }
+    out
+}
+
+fn failed(path: &Path, id: Option<String>, title: Option<String>, reason: String) -> RuleReport {
+    RuleReport {
+        path: path.to_path_buf(),
+        id,
+        title,
+        kind: None,
+        route: None,
+        status: RuleStatus::Failed(reason),
+    }
+}
+
+/// Every `.yml`/`.yaml` file below the given paths, sorted; unreadable paths are reported.
+fn rule_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<RuleReport>) {
+    let mut files = Vec::new();
+    let mut report = Vec::new();
+    for path in paths {
+        if path.is_file() {
+            files.push(path.clone());
+            continue;
+        }
+        if !path.exists() {
+            report.push(failed(path, None, None, "no such file or folder".into()));
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(path).follow_links(true) {
+            match entry {
+                Ok(e) if e.file_type().is_file() => {
+                    let ext = e
+                        .path()
+                        .extension()
+                        .and_then(|x| x.to_str())
+                        .unwrap_or_default();
+                    if ext.eq_ignore_ascii_case("yml") || ext.eq_ignore_ascii_case("yaml") {
+                        files.push(e.into_path());
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => report.push(failed(
+                    err.path().unwrap_or(path),
+                    None,
+                    None,
+                    err.to_string(),
+                )),
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, report)
+}
+
+fn parse_file(path: &Path) -> (Result<Vec<Parsed>, String>, Vec<String>) {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_RULE_FILE_BYTES => {
+            return (
+                Err(format!(
+                    "file is {} bytes, over the {MAX_RULE_FILE_BYTES}-byte limit",
+                    m.len()
+                )),
+                Vec::new(),
+            );
+        }
+        Err(e) => return (Err(e.to_string()), Vec::new()),
+        Ok(_) => {}
+    }
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse_text(&text),
+            Err(e) => (Err(format!("not UTF-8: {e}")), Vec::new()),
+        },
+        Err(e) => (Err(e.to_string()), Vec::new()),
+    }
+}
+
+/// Parses YAML text; per-document errors come back beside the documents that parsed.
+fn parse_text(text: &str) -> (Result<Vec<Parsed>, String>, Vec<String>) {
+    let collection: SigmaCollection = match rsigma_parser::parse_sigma_yaml(text) {
+        Ok(c) => c,
+        Err(e) => return (Err(e.to_string()), Vec::new()),
+    };
+    let SigmaCollection {
+        rules,
+        correlations,
+        filters,
+        errors,
+    } = collection;
+    let docs = rules
+        .into_iter()
+        .map(|r| Parsed::Rule(Box::new(r)))
+        .chain(
+            correlations
+                .into_iter()
+                .map(|c| Parsed::Correlation(Box::new(c))),
+        )
+        .chain(filters.into_iter().map(|f| Parsed::Filter(Box::new(f))))
+        .collect();
+    (Ok(docs), errors)
+}

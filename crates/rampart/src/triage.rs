@@ -1,0 +1,422 @@
+//! `rampart triage`: Sigma rules over Windows event logs, as a timeline.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use rampart_schema::attack;
+use rampart_sigma::{Detection, Level, RuleSet, RuleStatus};
+use rampart_sources::evtx::{self, Damage, ReadError};
+use rampart_sources::windows::map_event;
+
+use crate::output::{Table, write_detections};
+use crate::stats::{Shard, peak_rss_bytes};
+use crate::{EXIT_PARTIAL, Format};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// .evtx files or folders to read (folders are searched recursively for *.evtx).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Sigma rule file or folder; repeat for more. Every .yml/.yaml below a folder is loaded.
+    #[arg(long, short, required = true, value_name = "DIR")]
+    rules: Vec<PathBuf>,
+    /// Output format of the detections.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Write detections to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Report only detections of rules at this level or above
+    /// (informational, low, medium, high, critical).
+    #[arg(long, value_name = "LEVEL", default_value = "informational")]
+    min_level: Level,
+    /// Only records at or after this time (UTC; RFC 3339, "YYYY-MM-DD HH:MM:SS" or "YYYY-MM-DD").
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: Option<DateTime<Utc>>,
+    /// Only records before this time (same forms as --from).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    to: Option<DateTime<Utc>>,
+    /// Do not print the closing summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Accepts RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]` and `YYYY-MM-DD`, all UTC.
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!("'{s}' is not a time (use RFC 3339, 'YYYY-MM-DD HH:MM:SS' or 'YYYY-MM-DD')")
+        })
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if let (Some(from), Some(to)) = (args.from, args.to)
+        && from >= to
+    {
+        bail!("--from ({from}) must be before --to ({to})");
+    }
+    let started = Instant::now();
+    let rules = RuleSet::load(&args.rules);
+    let failed_rules = rules
+        .report
+        .iter()
+        .filter(|r| matches!(r.status, RuleStatus::Failed(_)))
+        .count();
+    let inactive_rules = rules
+        .report
+        .iter()
+        .filter(|r| matches!(r.status, RuleStatus::Inactive(_)))
+        .count();
+    if rules.active_rules() == 0 {
+        bail!(
+            "no rule could be loaded from {} ({failed_rules} failed, {inactive_rules} inactive); see 'rampart rules check'",
+            args.rules
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let rules_loaded_in = started.elapsed();
+    // Open the output before the long part, so a bad path fails at once.
+    let mut out = crate::open_output(args.output.as_ref())?;
+
+    let (files, mut input_errors) = evtx::collect_files(&args.paths);
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(total_bytes, files.len());
+
+    let shards: Vec<Mutex<Shard>> = (0..rayon::current_num_threads() + 1)
+        .map(|_| Mutex::default())
+        .collect();
+    let (from, to) = (args.from, args.to);
+    let on_event = |event: rampart_sources::WinEvent| {
+        let slot = rayon::current_thread_index().map_or(0, |i| i + 1);
+        let mut detections = Vec::new();
+        let in_window =
+            from.is_none_or(|f| event.timestamp >= f) && to.is_none_or(|t| event.timestamp < t);
+        let held = if in_window {
+            rules.evaluate(&event, &mut detections)
+        } else {
+            None
+        };
+        let mapped = map_event(&event);
+        let mut shard = shards[slot].lock().unwrap_or_else(|p| p.into_inner());
+        *shard.per_channel.entry(event.channel.clone()).or_default() += 1;
+        match mapped {
+            Ok(row) => *shard.per_table.entry(row.table()).or_default() += 1,
+            Err(e) => shard.unmapped.push(format!(
+                "{} record {}: {}",
+                event.source.display(),
+                event.record_id,
+                e.0
+            )),
+        }
+        shard.detections.append(&mut detections);
+        shard.correlation_inputs.extend(held);
+    };
+    let on_file = |path: &std::path::Path, _: &evtx::FileSummary| {
+        bar.inc(std::fs::metadata(path).map_or(0, |m| m.len()));
+    };
+    let per_file = evtx::read_files(&files, on_event, on_file);
+    bar.finish_and_clear();
+
+    let mut all = Shard::default();
+    for s in shards {
+        all.merge(s.into_inner().unwrap_or_else(|p| p.into_inner()));
+    }
+    // Correlations need records in time order.
+    if !all.correlation_inputs.is_empty() {
+        let mut inputs = std::mem::take(&mut all.correlation_inputs);
+        inputs.sort_by_key(|i| (i.event.timestamp, i.event.record_id));
+        let mut correlator = rules.correlator();
+        for input in inputs {
+            correlator.feed(input, &mut all.detections);
+        }
+    }
+    let mut detections: Vec<Detection> = all
+        .detections
+        .into_iter()
+        .filter(|d| d.rule.level >= args.min_level)
+        .collect();
+    detections.sort_by(|a, b| {
+        (a.timestamp, &a.computer, a.record_id, &a.rule.title).cmp(&(
+            b.timestamp,
+            &b.computer,
+            b.record_id,
+            &b.rule.title,
+        ))
+    });
+
+    write_detections(&mut out, args.format, &detections)
+        .and_then(|()| out.flush().map_err(Into::into))
+        .with_context(|| match &args.output {
+            Some(p) => format!("cannot write {}", p.display()),
+            None => "cannot write to stdout".into(),
+        })?;
+
+    let records_ok: u64 = per_file.iter().map(|(_, s)| s.records).sum();
+    let damaged: u64 = per_file.iter().map(|(_, s)| s.damaged_records()).sum();
+    for (_, s) in per_file {
+        input_errors.extend(s.errors);
+    }
+    let summary = Summary {
+        files: files.len(),
+        bytes: total_bytes,
+        records_ok,
+        damaged,
+        unmapped: all.unmapped,
+        per_channel: all.per_channel,
+        per_table: all.per_table,
+        errors: &input_errors,
+        detections: &detections,
+        rules: &rules,
+        failed_rules,
+        inactive_rules,
+        rules_loaded_in: rules_loaded_in.as_secs_f64(),
+        elapsed: started.elapsed().as_secs_f64(),
+    };
+    summary.print(args.quiet)?;
+    Ok(if input_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+fn progress_bar(bytes: u64, files: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(bytes);
+    let style = ProgressStyle::with_template(
+        "{spinner} reading {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, eta {eta})",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(format!("{files} files"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+struct Summary<'a> {
+    files: usize,
+    bytes: u64,
+    records_ok: u64,
+    damaged: u64,
+    unmapped: Vec<String>,
+    per_channel: HashMap<String, u64>,
+    per_table: BTreeMap<rampart_schema::Table, u64>,
+    errors: &'a [ReadError],
+    detections: &'a [Detection],
+    rules: &'a RuleSet,
+    failed_rules: usize,
+    inactive_rules: usize,
+    rules_loaded_in: f64,
+    elapsed: f64,
+}
+
+impl Summary<'_> {
+    fn print(&self, quiet: bool) -> Result<()> {
+        let err = std::io::stderr();
+        let mut e = err.lock();
+        // Input errors are always shown: they are why the exit status is 2.
+        for error in self.errors {
+            writeln!(e, "warning: {error}")?;
+        }
+        for u in &self.unmapped {
+            writeln!(e, "warning: set aside {u}")?;
+        }
+        if quiet {
+            return Ok(());
+        }
+        let records_read = self.records_ok + self.damaged;
+        let set_aside = self.damaged + self.unmapped.len() as u64;
+        let mb = self.bytes as f64 / 1e6;
+        writeln!(e, "\n== Input")?;
+        writeln!(
+            e,
+            "{} files, {:.1} MB, {} records read in {:.2} s ({:.0} records/s); rules loaded in {:.2} s; peak memory {:.0} MiB",
+            self.files,
+            mb,
+            records_read,
+            self.elapsed,
+            records_read as f64 / self.elapsed.max(1e-9),
+            self.rules_loaded_in,
+            peak_rss_bytes() as f64 / (1024.0 * 1024.0),
+        )?;
+        let chunks = self
+            .errors
+            .iter()
+            .filter(|x| x.damage == Damage::Chunk)
+            .count();
+        let bad_files = self
+            .errors
+            .iter()
+            .filter(|x| x.damage == Damage::File)
+            .count();
+        writeln!(
+            e,
+            "{set_aside} records set aside ({} unreadable, {} unmapped); {chunks} damaged chunks; {bad_files} unreadable files or paths",
+            self.damaged,
+            self.unmapped.len()
+        )?;
+
+        let mut t = Table::new(["CHANNEL", "RECORDS"]);
+        let mut channels: Vec<_> = self.per_channel.iter().collect();
+        channels.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (c, n) in channels {
+            t.row([c.clone(), n.to_string()]);
+        }
+        writeln!(e)?;
+        t.write(&mut e)?;
+
+        let mut t = Table::new(["TABLE", "ROWS"]);
+        for (table, n) in &self.per_table {
+            t.row([table.name().to_string(), n.to_string()]);
+        }
+        t.row(["(set aside)".into(), set_aside.to_string()]);
+        writeln!(e)?;
+        t.write(&mut e)?;
+
+        writeln!(e, "\n== Rules")?;
+        writeln!(
+            e,
+            "{} rules active, {} inactive on Windows event logs, {} failed to load (see 'rampart rules check')",
+            self.rules.active_rules(),
+            self.inactive_rules,
+            self.failed_rules
+        )?;
+
+        writeln!(e, "\n== Detections")?;
+        let files_hit: BTreeSet<_> = self.detections.iter().map(|d| &d.source).collect();
+        let pairs: BTreeSet<_> = self
+            .detections
+            .iter()
+            .map(|d| (&d.source, &d.rule.title))
+            .collect();
+        writeln!(
+            e,
+            "{} detections in {} of {} files ({} distinct file/rule pairs)",
+            self.detections.len(),
+            files_hit.len(),
+            self.files,
+            pairs.len()
+        )?;
+        let mut per_level: BTreeMap<Level, u64> = BTreeMap::new();
+        let mut per_rule: HashMap<(&str, Level), u64> = HashMap::new();
+        let mut per_computer: HashMap<&str, u64> = HashMap::new();
+        let mut tactics: BTreeMap<attack::Tactic, u64> = BTreeMap::new();
+        for d in self.detections {
+            *per_level.entry(d.rule.level).or_default() += 1;
+            *per_rule
+                .entry((d.rule.title.as_str(), d.rule.level))
+                .or_default() += 1;
+            *per_computer.entry(d.computer.as_str()).or_default() += 1;
+            let found: BTreeSet<_> = d
+                .rule
+                .tags
+                .iter()
+                .filter_map(|t| attack::tactic_of_tag(t))
+                .collect();
+            for tactic in found {
+                *tactics.entry(tactic).or_default() += 1;
+            }
+        }
+        let levels: Vec<String> = per_level
+            .iter()
+            .rev()
+            .map(|(l, n)| format!("{l} {n}"))
+            .collect();
+        writeln!(
+            e,
+            "by level: {}",
+            if levels.is_empty() {
+                "none".into()
+            } else {
+                levels.join(", ")
+            }
+        )?;
+
+        let mut rules: Vec<_> = per_rule.into_iter().collect();
+        rules.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.1.cmp(&a.0.1)).then(a.0.0.cmp(b.0.0)));
+        let mut t = Table::new(["TOP RULES", "LEVEL", "HITS"]);
+        for ((title, level), n) in rules.into_iter().take(15) {
+            t.row([title.to_string(), level.to_string(), n.to_string()]);
+        }
+        writeln!(e)?;
+        t.write(&mut e)?;
+
+        let mut computers: Vec<_> = per_computer.into_iter().collect();
+        computers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut t = Table::new(["COMPUTER", "DETECTIONS"]);
+        for (c, n) in computers.into_iter().take(15) {
+            t.row([c.to_string(), n.to_string()]);
+        }
+        writeln!(e)?;
+        t.write(&mut e)?;
+
+        let mut t = Table::new(["ATT&CK TACTIC", "ID", "DETECTIONS"]);
+        for (tactic, n) in &tactics {
+            t.row([
+                tactic.name.to_string(),
+                tactic.id.to_string(),
+                n.to_string(),
+            ]);
+        }
+        writeln!(
+            e,
+            "\n{} of {} ATT&CK tactics covered",
+            tactics.len(),
+            attack::TACTICS.len()
+        )?;
+        t.write(&mut e)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn parses_times() {
+        assert_eq!(
+            parse_time("2019-03-18").unwrap().to_rfc3339(),
+            "2019-03-18T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2019-03-18 17:35:24").unwrap().to_rfc3339(),
+            "2019-03-18T17:35:24+00:00"
+        );
+        assert_eq!(
+            parse_time("2019-03-18T17:35:24+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2019-03-18T15:35:24+00:00"
+        );
+        assert!(parse_time("yesterday").unwrap_err().contains("yesterday"));
+    }
+}
