@@ -64,6 +64,13 @@ impl WinEvent {
             }
         }
         let event_id = fields.get("EventID").and_then(as_u64).unwrap_or(0) as u32;
+        // The rendered System time is what Windows shows; the record header's copy is only a
+        // fallback.
+        let timestamp = fields
+            .get("TimeCreated_SystemTime")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or(timestamp, |t| t.to_utc());
         let text = |k: &str| {
             fields
                 .get(k)
@@ -153,11 +160,17 @@ fn flatten_system(system: Map<String, Value>, out: &mut Map<String, Value>) {
 }
 
 /// EventData: named items by name; unnamed `<Data>` items as `Data` (one value or a list).
+/// Names lose their spaces (Defender's `Threat Name` is Sigma's `ThreatName`).
 fn flatten_data(data: Map<String, Value>, out: &mut Map<String, Value>) {
     for (key, value) in data {
         if key.ends_with("_attributes") {
             continue;
         }
+        let key = if key.contains(' ') {
+            key.replace(' ', "")
+        } else {
+            key
+        };
         match value {
             Value::Null => {
                 out.insert(key, Value::String(String::new()));
@@ -212,10 +225,12 @@ mod tests {
                 "Computer": "WS01", "Security_attributes": {"UserID": "S-1-5-18"},
                 "Correlation": null,
                 "Execution_attributes": {"ProcessID": 2, "ThreadID": 3},
+                "TimeCreated_attributes": {"SystemTime": "2019-03-18T17:35:24.123456Z"},
             },
-            "EventData": {"Image": "C:\\Windows\\System32\\cmd.exe", "CommandLine": "cmd /c whoami", "Empty": null}
+            "EventData": {"Image": "C:\\Windows\\System32\\cmd.exe", "CommandLine": "cmd /c whoami", "Empty": null, "Threat Name": "EICAR"}
         }}));
         assert_eq!(e.event_id, 1);
+        assert_eq!(e.timestamp.to_rfc3339(), "2019-03-18T17:35:24.123456+00:00");
         assert_eq!(e.provider, "Microsoft-Windows-Sysmon");
         assert_eq!(e.channel, "Microsoft-Windows-Sysmon/Operational");
         assert_eq!(e.computer, "WS01");
@@ -223,6 +238,7 @@ mod tests {
         assert_eq!(e.fields["Execution_ProcessID"], 2);
         assert_eq!(e.fields["CommandLine"], "cmd /c whoami");
         assert_eq!(e.get_str("Empty"), None);
+        assert_eq!(e.get_str("ThreatName").as_deref(), Some("EICAR"));
         assert!(!e.fields.contains_key("Correlation"));
         assert!(!e.fields.contains_key("Event_attributes"));
     }

@@ -1,0 +1,38 @@
+//! Where tests find the third-party data that sits beside the repository (never inside it).
+//!
+//! The data lives in `../shared` next to the workspace, or in `$RAMPART_DATA_DIR`. When it is
+//! missing a test skips with a printed reason — unless `RAMPART_REQUIRE_DATA=1` (CI), where a
+//! missing dataset is a failure.
+
+use std::path::PathBuf;
+
+/// The data root: `$RAMPART_DATA_DIR`, or `../shared` beside the workspace.
+pub fn data_root() -> PathBuf {
+    match std::env::var_os("RAMPART_DATA_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
+    }
+}
+
+/// Whether CI demands the data (`RAMPART_REQUIRE_DATA=1`).
+pub fn data_required() -> bool {
+    std::env::var("RAMPART_REQUIRE_DATA").is_ok_and(|v| v == "1")
+}
+
+/// `relative` below the data root, or `None` after printing why the test skips.
+///
+/// # Panics
+/// When the path is missing and `RAMPART_REQUIRE_DATA=1`.
+pub fn dataset(relative: &str) -> Option<PathBuf> {
+    let path = data_root().join(relative);
+    if path.exists() {
+        return Some(path);
+    }
+    let reason = format!(
+        "{} is missing (set RAMPART_DATA_DIR to the folder holding datasets/ and rules/)",
+        path.display()
+    );
+    assert!(!data_required(), "RAMPART_REQUIRE_DATA=1 but {reason}");
+    eprintln!("skipping: {reason}");
+    None
+}
