@@ -46,6 +46,9 @@ pub struct Args {
     /// Do not print the closing summary.
     #[arg(long, short)]
     quiet: bool,
+    /// Also write the closing summary as JSON to this file (for scripts and benchmarks).
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
 }
 
 /// Accepts RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]` and `YYYY-MM-DD`, all UTC.
@@ -198,6 +201,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         elapsed: started.elapsed().as_secs_f64(),
     };
     summary.print(args.quiet)?;
+    if let Some(path) = &args.summary_json {
+        let text = serde_json::to_string_pretty(&summary.to_json())?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(if input_errors.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -239,6 +247,40 @@ struct Summary<'a> {
 }
 
 impl Summary<'_> {
+    fn to_json(&self) -> serde_json::Value {
+        let count = |kind| self.errors.iter().filter(|x| x.damage == kind).count();
+        let pairs: BTreeSet<_> = self
+            .detections
+            .iter()
+            .map(|d| (&d.source, &d.rule.title))
+            .collect();
+        let files_hit: BTreeSet<_> = self.detections.iter().map(|d| &d.source).collect();
+        let mut per_level: BTreeMap<&str, u64> = BTreeMap::new();
+        for d in self.detections {
+            *per_level.entry(d.rule.level.name()).or_default() += 1;
+        }
+        serde_json::json!({
+            "files": self.files,
+            "bytes": self.bytes,
+            "records_read": self.records_ok + self.damaged,
+            "records_set_aside": self.damaged + self.unmapped.len() as u64,
+            "damaged_chunks": count(Damage::Chunk),
+            "unreadable_files": count(Damage::File),
+            "records_per_channel": self.per_channel,
+            "rows_per_table": self.per_table.iter().map(|(t, n)| (t.name(), *n)).collect::<BTreeMap<_, _>>(),
+            "rules_active": self.rules.active_rules(),
+            "rules_inactive": self.inactive_rules,
+            "rules_failed": self.failed_rules,
+            "detections": self.detections.len(),
+            "detections_per_level": per_level,
+            "files_with_detections": files_hit.len(),
+            "distinct_file_rule_pairs": pairs.len(),
+            "seconds": self.elapsed,
+            "rules_load_seconds": self.rules_loaded_in,
+            "peak_rss_bytes": peak_rss_bytes(),
+        })
+    }
+
     fn print(&self, quiet: bool) -> Result<()> {
         let err = std::io::stderr();
         let mut e = err.lock();
