@@ -112,6 +112,9 @@ pub struct RuleSet {
     pub report: Vec<RuleReport>,
 }
 
+/// A file's documents (or why none could be read), and per-document errors.
+type ParsedFile = (Result<Vec<Parsed>, String>, Vec<String>);
+
 /// One parsed document, before compilation.
 enum Parsed {
     Rule(Box<SigmaRule>),
@@ -124,15 +127,12 @@ impl RuleSet {
     /// a rule that cannot load is reported in [`RuleSet::report`] with the reason.
     pub fn load(paths: &[PathBuf]) -> RuleSet {
         let (files, mut report) = rule_files(paths);
-        let parsed: Vec<(PathBuf, Result<Vec<Parsed>, String>, Vec<String>)> = files
+        let parsed: Vec<(PathBuf, ParsedFile)> = files
             .par_iter()
-            .map(|path| {
-                let (docs, errors) = parse_file(path);
-                (path.clone(), docs, errors)
-            })
+            .map(|path| (path.clone(), parse_file(path)))
             .collect();
         let mut docs = Vec::new();
-        for (path, result, errors) in parsed {
+        for (path, (result, errors)) in parsed {
             for error in errors {
                 report.push(failed(&path, None, None, error));
             }
@@ -497,7 +497,7 @@ fn rule_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<RuleReport>) {
     (files, report)
 }
 
-fn parse_file(path: &Path) -> (Result<Vec<Parsed>, String>, Vec<String>) {
+fn parse_file(path: &Path) -> ParsedFile {
     match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_RULE_FILE_BYTES => {
             return (
@@ -521,7 +521,7 @@ fn parse_file(path: &Path) -> (Result<Vec<Parsed>, String>, Vec<String>) {
 }
 
 /// Parses YAML text; per-document errors come back beside the documents that parsed.
-fn parse_text(text: &str) -> (Result<Vec<Parsed>, String>, Vec<String>) {
+fn parse_text(text: &str) -> ParsedFile {
     let collection: SigmaCollection = match rsigma_parser::parse_sigma_yaml(text) {
         Ok(c) => c,
         Err(e) => return (Err(e.to_string()), Vec::new()),

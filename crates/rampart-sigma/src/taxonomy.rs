@@ -155,8 +155,11 @@ const SERVICES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// `category` → the (channels, event ids) that record it.
-const CATEGORIES: &[(&str, &[(&[&str], &[u32])])] = &[
+/// Channels and the event ids in them that record a category.
+type Source = (&'static [&'static str], &'static [u32]);
+
+/// `category` → the sources that record it.
+const CATEGORIES: &[(&str, &[Source])] = &[
     (
         "process_creation",
         &[(&[SYSMON], &[1]), (&[SECURITY], &[4688])],

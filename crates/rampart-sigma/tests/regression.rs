@@ -30,10 +30,11 @@ fn read_info(info: &Path, root: &Path) -> Vec<Sample> {
         } else if !line.starts_with(' ') && !line.starts_with('-') {
             in_metadata = false;
         }
-        if in_metadata && rule_id.is_none() {
-            if let Some(id) = t.strip_prefix("- id:").or_else(|| t.strip_prefix("id:")) {
-                rule_id = Some(id.trim().to_string());
-            }
+        if in_metadata
+            && rule_id.is_none()
+            && let Some(id) = t.strip_prefix("- id:").or_else(|| t.strip_prefix("id:"))
+        {
+            rule_id = Some(id.trim().to_string());
         }
         if let Some(p) = t.strip_prefix("path:") {
             let p = p.trim();
