@@ -108,6 +108,8 @@ pub struct RuleSet {
     /// Detection rules (parsed) that correlations refer to, by id and name.
     correlated: Vec<SigmaRule>,
     correlated_keys: HashSet<String>,
+    /// Correlated rules whose own matches are not reported (no correlation says `generate`).
+    silent: HashSet<String>,
     /// What was loaded, set aside or refused, file by file.
     pub report: Vec<RuleReport>,
 }
@@ -305,25 +307,35 @@ impl RuleSet {
             }
             report.push(line);
         }
-        let correlated_keys: HashSet<String> =
-            kept.iter().flat_map(|c| c.rules.iter().cloned()).collect();
+        // A correlation names its rules by id or name; results carry id (or title) only.
+        let refers = |c: &CorrelationRule, r: &SigmaRule| {
+            c.rules
+                .iter()
+                .any(|x| Some(x) == r.id.as_ref() || Some(x) == r.name.as_ref())
+        };
         let correlated: Vec<SigmaRule> = rules
             .into_iter()
-            .filter(|(_, r)| {
-                r.id.as_ref().is_some_and(|id| correlated_keys.contains(id))
-                    || r.name.as_ref().is_some_and(|n| correlated_keys.contains(n))
-            })
             .map(|(_, r)| r)
+            .filter(|r| kept.iter().any(|c| refers(c, r)))
             .collect();
-        // Results carry the rule id only; match held-back detections by id.
-        let correlated_ids = correlated_ids(&correlated, &correlated_keys);
+        let correlated_keys = correlated
+            .iter()
+            .map(|r| rule_key(r.id.as_deref(), &r.title))
+            .collect();
+        // Sigma 2: a correlation's rules alert on their own only with `generate: true`.
+        let silent = correlated
+            .iter()
+            .filter(|r| !kept.iter().any(|c| c.generate && refers(c, r)))
+            .map(|r| rule_key(r.id.as_deref(), &r.title))
+            .collect();
 
         RuleSet {
             engines,
             rules: infos,
             correlations: kept,
             correlated,
-            correlated_keys: correlated_ids,
+            correlated_keys,
+            silent,
             report,
         }
     }
@@ -423,9 +435,17 @@ impl Correlator<'_> {
             input.results,
             input.event.timestamp.timestamp(),
         );
+        let silent = |r: &EvaluationResult| {
+            r.is_detection()
+                && self
+                    .set
+                    .silent
+                    .contains(&rule_key(r.header.rule_id.as_deref(), &r.header.rule_title))
+        };
         out.extend(
             results
                 .iter()
+                .filter(|r| !silent(r))
                 .filter_map(|r| self.set.detection(&input.event, r)),
         );
     }
@@ -436,14 +456,6 @@ fn rule_key(id: Option<&str>, title: &str) -> String {
         Some(id) => id.to_string(),
         None => format!("title:{title}"),
     }
-}
-
-fn correlated_ids(rules: &[SigmaRule], keys: &HashSet<String>) -> HashSet<String> {
-    let mut out: HashSet<String> = keys.clone();
-    for r in rules {
-        out.insert(rule_key(r.id.as_deref(), &r.title));
-    }
-    out
 }
 
 fn failed(path: &Path, id: Option<String>, title: Option<String>, reason: String) -> RuleReport {
