@@ -12,6 +12,7 @@
 //!   what correlation rules need until records can be fed in time order ([`Correlator`]).
 
 mod event;
+mod expand;
 mod level;
 mod ruleset;
 pub mod taxonomy;

@@ -182,6 +182,9 @@ impl RuleSet {
             }
         }
 
+        rules
+            .par_iter_mut()
+            .for_each(|(_, rule)| crate::expand::expand_rule(rule));
         // Compile in parallel; group by route.
         let compiled: Vec<_> = rules
             .par_iter()

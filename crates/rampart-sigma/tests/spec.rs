@@ -385,11 +385,13 @@ fn base64offset_encodings_are_distinct() {
     const VALUE: &str = "IEX (New-Object";
     for (chain, encode) in ENCODINGS {
         // The value in each other encoding whose bytes do not hold this one's (UTF-16 with a
-        // BOM holds UTF-16LE), at every alignment.
+        // BOM holds UTF-16LE), at every alignment. The pattern leaves out its last byte's
+        // partial character, so UTF-16BE shifted by one byte holds UTF-16LE too.
         let mine = encode(VALUE);
+        let core = &mine[..mine.len() - 1];
         let others: Vec<WinEvent> = ENCODINGS
             .iter()
-            .filter(|(_, e)| !e(VALUE).windows(mine.len()).any(|w| w == mine))
+            .filter(|(_, e)| !e(VALUE).windows(core.len()).any(|w| w == core))
             .flat_map(|(_, e)| encoded_at_every_alignment(*e, VALUE))
             .collect();
         check(&base64offset_rule(chain, VALUE), &[], &others);
@@ -400,7 +402,6 @@ fn base64offset_encodings_are_distinct() {
 /// modifiers appendix has base64offset match "the static part in the middle", so the last
 /// base64 character, which also depends on the next byte, must not be part of the pattern.
 #[test]
-#[ignore = "rsigma-eval 0.23 base64offset keeps the trailing partial base64 character: misses the value when more text follows at 2 of 3 alignments"]
 fn base64offset_value_followed_by_more_text() {
     const VALUE: &str = "IEX (New-Object";
     for (chain, encode) in ENCODINGS {
@@ -460,7 +461,6 @@ fn windash_every_dash_of_the_value_varies() {
 /// and `―` characters", so a value written with `/` also matches `-`. SigmaHQ writes values
 /// this way (`CommandLine|contains|windash: ' /create '`).
 #[test]
-#[ignore = "rsigma-eval 0.23 windash expands only '-' in the value, not '/': ' /create ' never matches ' -create '"]
 fn windash_value_written_with_a_slash() {
     check(
         "
