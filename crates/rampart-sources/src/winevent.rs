@@ -182,20 +182,26 @@ fn flatten_data(data: Map<String, Value>, out: &mut Map<String, Value>) {
     }
 }
 
-/// UserData: `<UserData><LogFileCleared><SubjectUserName>..` → `SubjectUserName`.
+/// UserData: `<UserData><LogFileCleared><SubjectUserName>..` → `SubjectUserName`. A leaf
+/// whose name the System block already uses (104's `Channel`: the log that was cleared) is
+/// kept as `UserData_<name>`.
 fn lift_leaves(data: Map<String, Value>, out: &mut Map<String, Value>) {
     for (key, value) in data {
         if key.ends_with("_attributes") || key == "xmlns" {
             continue;
         }
-        match value {
-            Value::Object(inner) => lift_leaves(inner, out),
-            Value::Null => {
-                out.entry(key).or_insert(Value::String(String::new()));
+        let leaf = match value {
+            Value::Object(inner) => {
+                lift_leaves(inner, out);
+                continue;
             }
-            leaf => {
-                out.entry(key).or_insert(leaf);
-            }
+            Value::Null => Value::String(String::new()),
+            leaf => leaf,
+        };
+        if out.contains_key(&key) {
+            out.insert(format!("UserData_{key}"), leaf);
+        } else {
+            out.insert(key, leaf);
         }
     }
 }
@@ -247,11 +253,16 @@ mod tests {
     fn lifts_user_data_leaves_and_keeps_unnamed_data() {
         let e = event(json!({"Event": {
             "System": {"EventID": 1102, "Channel": "Security", "Provider_attributes": {"Name": "Microsoft-Windows-Eventlog"}},
-            "UserData": {"LogFileCleared": {"LogFileCleared_attributes": {"xmlns": "x"}, "SubjectUserName": "bob", "SubjectLogonId": "0x3e7"}}
+            "UserData": {"LogFileCleared": {"LogFileCleared_attributes": {"xmlns": "x"}, "SubjectUserName": "bob", "SubjectLogonId": "0x3e7", "Channel": "Microsoft-Windows-Sysmon/Operational"}}
         }}));
         assert_eq!(e.event_id, 1102);
         assert_eq!(e.get_str("SubjectUserName").as_deref(), Some("bob"));
         assert_eq!(e.get_i64("SubjectLogonId"), Some(0x3e7));
+        assert_eq!(e.channel, "Security");
+        assert_eq!(
+            e.fields["UserData_Channel"],
+            "Microsoft-Windows-Sysmon/Operational"
+        );
         let e = event(
             json!({"Event": {"System": {"EventID": "7045"}, "EventData": {"Data": ["a", "b"]}}}),
         );
