@@ -24,6 +24,9 @@ use crate::Level;
 use crate::event::SigmaEvent;
 use crate::taxonomy::{self, RouteKey};
 
+/// Rules per compiled engine: SigmaHQ's 1,600 process_creation rules build in parallel parts.
+const MAX_RULES_PER_ENGINE: usize = 512;
+
 /// Largest rule file read; Sigma rules are a few KiB.
 pub const MAX_RULE_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -101,7 +104,8 @@ pub struct CorrelationInput {
 
 /// Compiled rules, ready to evaluate records from many threads at once.
 pub struct RuleSet {
-    engines: BTreeMap<RouteKey, Engine>,
+    /// The compiled rules of each route, in engines of at most `MAX_RULES_PER_ENGINE`.
+    engines: BTreeMap<RouteKey, Vec<Engine>>,
     /// By rule id, and by title for rules without one.
     rules: HashMap<String, Arc<RuleInfo>>,
     correlations: Vec<CorrelationRule>,
@@ -182,9 +186,15 @@ impl RuleSet {
             }
         }
 
-        rules
-            .par_iter_mut()
-            .for_each(|(_, rule)| crate::expand::expand_rule(rule));
+        // Results, and rsigma's correlation engine, know a rule by its id only: a rule without
+        // one gets its rule key as id (the report keeps what the file declared).
+        let declared: Vec<Option<String>> = rules.iter().map(|(_, r)| r.id.clone()).collect();
+        rules.par_iter_mut().for_each(|(_, rule)| {
+            crate::expand::expand_rule(rule);
+            if rule.id.is_none() {
+                rule.id = Some(rule_key(None, &rule.title));
+            }
+        });
         // Compile in parallel; group by route.
         let compiled: Vec<_> = rules
             .par_iter()
@@ -208,9 +218,9 @@ impl RuleSet {
         let mut report = Vec::new();
         let mut engines: BTreeMap<RouteKey, Vec<rsigma_eval::CompiledRule>> = BTreeMap::new();
         let mut infos: HashMap<String, Arc<RuleInfo>> = HashMap::new();
-        for (path, rule, route, compiled) in compiled {
+        for ((path, rule, route, compiled), declared) in compiled.into_iter().zip(declared) {
             let info = RuleInfo {
-                id: rule.id.clone(),
+                id: declared.clone(),
                 title: rule.title.clone(),
                 level: rule.level.map(Level::from).unwrap_or(Level::Medium),
                 tags: rule.tags.clone(),
@@ -219,7 +229,7 @@ impl RuleSet {
             };
             let mut line = RuleReport {
                 path: path.clone(),
-                id: rule.id.clone(),
+                id: declared,
                 title: Some(rule.title.clone()),
                 kind: Some(RuleKind::Detection),
                 route: None,
@@ -237,14 +247,27 @@ impl RuleSet {
             }
             report.push(line);
         }
-        let mut engines: BTreeMap<RouteKey, Engine> = engines
-            .into_iter()
+        // Index building (Aho-Corasick automata) is most of the load time: build the engines in
+        // parallel, the big routes split so that no single engine holds the pool up.
+        let mut parts: Vec<(RouteKey, Vec<rsigma_eval::CompiledRule>)> = Vec::new();
+        for (key, compiled) in engines {
+            let mut compiled = compiled.into_iter().peekable();
+            while compiled.peek().is_some() {
+                parts.push((key, compiled.by_ref().take(MAX_RULES_PER_ENGINE).collect()));
+            }
+        }
+        let built: Vec<(RouteKey, Engine)> = parts
+            .into_par_iter()
             .map(|(key, compiled)| {
                 let mut engine = Engine::new();
                 engine.extend_compiled_rules(compiled);
                 (key, engine)
             })
             .collect();
+        let mut engines: BTreeMap<RouteKey, Vec<Engine>> = BTreeMap::new();
+        for (key, engine) in built {
+            engines.entry(key).or_default().push(engine);
+        }
 
         for (path, filter) in filters {
             let mut line = RuleReport {
@@ -255,7 +278,7 @@ impl RuleSet {
                 route: None,
                 status: RuleStatus::Loaded,
             };
-            for engine in engines.values_mut() {
+            for engine in engines.values_mut().flatten() {
                 if let Err(e) = engine.apply_filter(&filter) {
                     line.status = RuleStatus::Failed(e.to_string());
                     break;
@@ -356,10 +379,10 @@ impl RuleSet {
         taxonomy::routes_of(event, &mut keys);
         let mut held = Vec::new();
         for key in &keys {
-            let Some(engine) = self.engines.get(key) else {
+            let Some(list) = self.engines.get(key) else {
                 continue;
             };
-            for result in engine.evaluate(&view) {
+            for result in list.iter().flat_map(|e| e.evaluate(&view)) {
                 let key = rule_key(result.header.rule_id.as_deref(), &result.header.rule_title);
                 if self.correlated_keys.contains(&key) {
                     held.push(result);

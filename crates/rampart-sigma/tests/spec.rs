@@ -1394,7 +1394,6 @@ fn correlation_by_name_reference_fires() {
 /// `id` is optional and `name` is what correlations refer to, so a base rule may have only a
 /// `name`.
 #[test]
-#[ignore = "rsigma-eval 0.23 CorrelationEngine::find_rule_identity looks base results up by rule_id only; a base rule without `id` never feeds its correlation"]
 fn correlation_by_name_to_a_rule_without_id_fires() {
     let yaml =
         brute_force("failed_logon", "").replace("id: 5638f7c0-ac70-491d-8465-2a65075e0d86\n", "");
