@@ -17,6 +17,8 @@ use crate::winevent::WinEvent;
 
 const FILE_HEADER_SIZE: u64 = 4096;
 const CHUNK_SIZE: u64 = 65536;
+const CHUNK_HEADER_SIZE: u64 = 512;
+const RECORD_HEADER_SIZE: u64 = 24;
 
 /// What part of an input could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,7 +27,8 @@ pub enum Damage {
     File,
     /// A 64 KiB chunk: its records are lost.
     Chunk,
-    /// One record: it is counted as read and set aside.
+    /// One record, or the bytes where one was expected; records lost are in
+    /// [`FileSummary::lost`].
     Record,
 }
 
@@ -61,18 +64,10 @@ impl std::error::Error for ReadError {}
 pub struct FileSummary {
     /// Records read and handed on.
     pub records: u64,
+    /// Records the chunk headers count that could not be read (set aside).
+    pub lost: u64,
     /// Chunks or records that could not be read.
     pub errors: Vec<ReadError>,
-}
-
-impl FileSummary {
-    /// Records that were found but could not be read (set aside).
-    pub fn damaged_records(&self) -> u64 {
-        self.errors
-            .iter()
-            .filter(|e| e.damage == Damage::Record)
-            .count() as u64
-    }
 }
 
 /// Expands files and folders into the `.evtx` files below them, sorted; a path that does not
@@ -123,7 +118,6 @@ pub fn read_file<F>(path: &Path, on_event: F) -> FileSummary
 where
     F: Fn(WinEvent) + Sync,
 {
-    let source: Arc<Path> = Arc::from(path);
     let fail = |damage: Damage, offset: Option<u64>, message: String| ReadError {
         path: path.to_path_buf(),
         damage,
@@ -135,91 +129,177 @@ where
         Err(err) => {
             return FileSummary {
                 records: 0,
+                lost: 0,
                 errors: vec![fail(Damage::File, Some(0), chain(&err))],
             };
         }
     };
+    let mut errors = truncation(path, &parser);
     let settings = Arc::new(
         ParserSettings::new()
             .separate_json_attributes(true)
             .num_threads(1),
     );
     let parser = parser.with_configuration((*settings).clone());
+    let source: Arc<Path> = Arc::from(path);
 
-    let (records, errors) = parser
+    let total = parser
         .into_chunks()
         .enumerate()
         .par_bridge()
         .map(|(index, chunk)| {
-            let chunk_offset = FILE_HEADER_SIZE + index as u64 * CHUNK_SIZE;
-            let mut errors = Vec::new();
-            let mut records = 0u64;
-            let mut data = match chunk {
-                Ok(data) => data,
+            let fallback = FILE_HEADER_SIZE + index as u64 * CHUNK_SIZE;
+            match chunk {
+                Ok(data) => read_chunk(data, &settings, &source, &on_event, fallback),
                 Err(err) => {
-                    errors.push(fail(
-                        Damage::Chunk,
-                        Some(error_offset(&err).unwrap_or(chunk_offset)),
-                        chain(&err),
-                    ));
-                    return (0, errors);
-                }
-            };
-            let chunk_offset = data
-                .number
-                .map_or(chunk_offset, |n| FILE_HEADER_SIZE + n * CHUNK_SIZE);
-            let mut chunk = match data.parse(settings.clone()) {
-                Ok(chunk) => chunk,
-                Err(err) => {
-                    errors.push(fail(
-                        Damage::Chunk,
-                        Some(chunk_offset),
-                        format!("chunk cannot be parsed: {err}"),
-                    ));
-                    return (0, errors);
-                }
-            };
-            for record in chunk.iter() {
-                let record = match record {
-                    Ok(r) => r,
-                    Err(err) => {
-                        let offset = error_offset(&err).unwrap_or(chunk_offset);
-                        errors.push(fail(Damage::Record, Some(offset), chain(&err)));
-                        continue;
+                    let offset = error_offset(&err).unwrap_or(fallback);
+                    ChunkOutcome {
+                        errors: vec![(Damage::Chunk, offset, chain(&err))],
+                        ..Default::default()
                     }
-                };
-                let offset = chunk_offset + record.binxml_offset;
-                let record_id = record.event_record_id;
-                let timestamp = to_utc(record.timestamp);
-                match record.into_json_value() {
-                    Ok(json) => {
-                        match WinEvent::from_json(source.clone(), record_id, timestamp, json.data) {
-                            Some(event) => {
-                                records += 1;
-                                on_event(event);
-                            }
-                            None => errors.push(fail(
-                                Damage::Record,
-                                Some(offset),
-                                format!("record {record_id} has no Event element"),
-                            )),
-                        }
-                    }
-                    Err(err) => errors.push(fail(Damage::Record, Some(offset), chain(&err))),
                 }
             }
-            (records, errors)
         })
-        .reduce(
-            || (0, Vec::new()),
-            |(r1, mut e1), (r2, e2)| {
-                e1.extend(e2);
-                (r1 + r2, e1)
-            },
-        );
-    let mut errors = errors;
+        .reduce(ChunkOutcome::default, ChunkOutcome::merge);
+    errors.extend(
+        total
+            .errors
+            .into_iter()
+            .map(|(damage, offset, message)| fail(damage, Some(offset), message)),
+    );
     errors.sort_by_key(|e| e.offset);
-    FileSummary { records, errors }
+    FileSummary {
+        records: total.records,
+        lost: total.lost,
+        errors,
+    }
+}
+
+/// What one chunk gave.
+#[derive(Default)]
+struct ChunkOutcome {
+    records: u64,
+    lost: u64,
+    errors: Vec<(Damage, u64, String)>,
+}
+
+impl ChunkOutcome {
+    fn merge(mut self, other: ChunkOutcome) -> ChunkOutcome {
+        self.records += other.records;
+        self.lost += other.lost;
+        self.errors.extend(other.errors);
+        self
+    }
+}
+
+/// Reads the records of one chunk. Records the chunk header counts but that could not be read
+/// are `lost`; a damaged spot that costs no record (the parser finds the next one) is reported
+/// but loses nothing.
+fn read_chunk<F>(
+    mut data: evtx::EvtxChunkData,
+    settings: &Arc<ParserSettings>,
+    source: &Arc<Path>,
+    on_event: &F,
+    fallback_offset: u64,
+) -> ChunkOutcome
+where
+    F: Fn(WinEvent) + Sync,
+{
+    let chunk_offset = data
+        .number
+        .map_or(fallback_offset, |n| FILE_HEADER_SIZE + n * CHUNK_SIZE);
+    let header = &data.header;
+    // A sane header says how many records the chunk holds (a record takes at least 24 bytes).
+    let expected = (header.first_event_record_id <= header.last_event_record_id)
+        .then(|| header.last_event_record_id - header.first_event_record_id + 1)
+        .filter(|n| *n <= CHUNK_SIZE / 24);
+    let mut out = ChunkOutcome::default();
+    let mut chunk = match data.parse(settings.clone()) {
+        Ok(chunk) => chunk,
+        Err(err) => {
+            out.lost = expected.unwrap_or(0);
+            out.errors.push((
+                Damage::Chunk,
+                chunk_offset,
+                format!("chunk cannot be parsed: {err}"),
+            ));
+            return out;
+        }
+    };
+    let mut record_errors = 0;
+    // Where the next record should start: after the chunk header, then after the last good one.
+    let mut next_record = CHUNK_HEADER_SIZE;
+    for record in chunk.iter() {
+        let record = match record {
+            Ok(r) => r,
+            Err(err) => {
+                let offset = error_offset(&err).unwrap_or(chunk_offset + next_record);
+                out.errors.push((Damage::Record, offset, chain(&err)));
+                record_errors += 1;
+                continue;
+            }
+        };
+        let start = record.binxml_offset.saturating_sub(RECORD_HEADER_SIZE);
+        next_record = record.binxml_offset + u64::from(record.binxml_size) + 4;
+        let offset = chunk_offset + start;
+        let record_id = record.event_record_id;
+        let timestamp = to_utc(record.timestamp);
+        let message = match record.into_json_value() {
+            Ok(json) => {
+                match WinEvent::from_json(source.clone(), record_id, timestamp, json.data) {
+                    Some(event) => {
+                        out.records += 1;
+                        on_event(event);
+                        continue;
+                    }
+                    None => format!("record {record_id} has no Event element"),
+                }
+            }
+            Err(err) => chain(&err),
+        };
+        out.errors.push((Damage::Record, offset, message));
+        record_errors += 1;
+    }
+    out.lost = match expected {
+        Some(n) => n.saturating_sub(out.records),
+        None => record_errors,
+    };
+    out
+}
+
+/// A file that ends inside a chunk, or holds fewer chunks than its header names, lost data
+/// that the parser silently stops before.
+fn truncation(path: &Path, parser: &EvtxParser<std::fs::File>) -> Vec<ReadError> {
+    let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let body = len.saturating_sub(FILE_HEADER_SIZE);
+    let whole = body / CHUNK_SIZE;
+    let mut errors = Vec::new();
+    let at = |offset: u64, message: String| ReadError {
+        path: path.to_path_buf(),
+        damage: Damage::Chunk,
+        offset: Some(offset),
+        message,
+    };
+    if body % CHUNK_SIZE != 0 {
+        let offset = FILE_HEADER_SIZE + whole * CHUNK_SIZE;
+        errors.push(at(
+            offset,
+            format!(
+                "file is truncated: the chunk here has {} of {CHUNK_SIZE} bytes",
+                body % CHUNK_SIZE
+            ),
+        ));
+    } else if u64::from(parser.header().chunk_count) > whole {
+        let offset = FILE_HEADER_SIZE + whole * CHUNK_SIZE;
+        let named = parser.header().chunk_count;
+        errors.push(at(
+            offset,
+            format!("file is truncated: its header names {named} chunks, {whole} are present"),
+        ));
+    }
+    errors
 }
 
 /// Reads many files in parallel; `on_file` is told when each is done.

@@ -180,7 +180,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         })?;
 
     let records_ok: u64 = per_file.iter().map(|(_, s)| s.records).sum();
-    let damaged: u64 = per_file.iter().map(|(_, s)| s.damaged_records()).sum();
+    let damaged: u64 = per_file.iter().map(|(_, s)| s.lost).sum();
     for (_, s) in per_file {
         input_errors.extend(s.errors);
     }
