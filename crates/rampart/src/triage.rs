@@ -291,6 +291,20 @@ impl Summary<'_> {
         for u in &self.unmapped {
             writeln!(e, "warning: set aside {u}")?;
         }
+        for rule in &self.rules.report {
+            if let RuleStatus::Failed(why) = &rule.status {
+                let title = rule
+                    .title
+                    .as_deref()
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default();
+                writeln!(
+                    e,
+                    "warning: rule {}{title} not loaded: {why}",
+                    rule.path.display()
+                )?;
+            }
+        }
         if quiet {
             return Ok(());
         }

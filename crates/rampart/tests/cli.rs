@@ -133,6 +133,11 @@ fn triage_writes_jsonl_with_the_contract_fields_and_a_summary() {
 
     let sum: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(sum["rules_failed"], 1, "the broken rule is counted");
+    assert!(
+        stderr(&o).contains("bad.yml not loaded: Unknown modifier 'nosuchmodifier'"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(sum["rules_active"], 2);
     let rows: u64 = sum["rows_per_table"]
         .as_object()
