@@ -21,6 +21,14 @@ impl<'a> SigmaEvent<'a> {
         }
     }
 
+    /// Every value as text (strings as they are, numbers and booleans rendered as string
+    /// matchers see them), for the literal index.
+    pub fn visit_text(&self, visit: &mut dyn FnMut(&str)) {
+        for v in self.values() {
+            visit_text(v, visit);
+        }
+    }
+
     fn values(&self) -> impl Iterator<Item = &Value> {
         self.aliases
             .iter()
@@ -96,5 +104,16 @@ fn visit_strings(v: &Value, visit: &mut dyn FnMut(&str)) {
         Value::Array(a) => a.iter().for_each(|x| visit_strings(x, visit)),
         Value::Object(o) => o.values().for_each(|x| visit_strings(x, visit)),
         _ => {}
+    }
+}
+
+fn visit_text(v: &Value, visit: &mut dyn FnMut(&str)) {
+    match v {
+        Value::String(s) => visit(s),
+        Value::Number(n) => visit(&n.to_string()),
+        Value::Bool(b) => visit(if *b { "true" } else { "false" }),
+        Value::Array(a) => a.iter().for_each(|x| visit_text(x, visit)),
+        Value::Object(o) => o.values().for_each(|x| visit_text(x, visit)),
+        Value::Null => {}
     }
 }

@@ -13,7 +13,9 @@
 
 mod event;
 mod expand;
+mod filter;
 mod level;
+mod prefilter;
 mod ruleset;
 pub mod taxonomy;
 

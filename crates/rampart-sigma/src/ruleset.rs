@@ -1,9 +1,9 @@
 //! Loading Sigma rules into a [`RuleSet`] and evaluating Windows records against it.
 //!
-//! Rules are parsed and compiled in parallel, then grouped by [`RouteKey`] into one compiled
-//! engine per category or service. A record is evaluated only against the engines of its own
-//! routes, and each engine's literal index (rsigma's candidate index) skips the rules whose
-//! required literals the record lacks, so most rules never run on most records.
+//! Rules are parsed and compiled in parallel, then grouped by [`RouteKey`] (category or
+//! service). A record is evaluated only against the rules of its own routes, and each route's
+//! literal index ([`Prefilter`]) skips the rules whose required literals the record lacks, so
+//! most rules never run on most records.
 //!
 //! Correlation rules are stateful and need records in time order. Detections of rules that a
 //! correlation refers to are therefore held back by [`RuleSet::evaluate`] as
@@ -16,16 +16,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rampart_sources::WinEvent;
 use rayon::prelude::*;
-use rsigma_eval::{CorrelationConfig, CorrelationEngine, Engine, EvaluationResult};
+use rsigma_eval::{CompiledRule, CorrelationConfig, CorrelationEngine, EvaluationResult};
 use rsigma_parser::{CorrelationRule, FilterRule, SigmaCollection, SigmaRule};
 use serde_json::Value;
 
 use crate::Level;
 use crate::event::SigmaEvent;
+use crate::prefilter::Prefilter;
 use crate::taxonomy::{self, RouteKey};
-
-/// Rules per compiled engine: SigmaHQ's 1,600 process_creation rules build in parallel parts.
-const MAX_RULES_PER_ENGINE: usize = 512;
 
 /// Largest rule file read; Sigma rules are a few KiB.
 pub const MAX_RULE_FILE_BYTES: u64 = 1024 * 1024;
@@ -96,6 +94,12 @@ pub struct Detection {
     pub matched: Vec<(String, Value)>,
 }
 
+/// The rules of one route and their literal index.
+pub(crate) struct Route {
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) prefilter: Prefilter,
+}
+
 /// A record whose detections feed correlation rules, held back until records are in time order.
 pub struct CorrelationInput {
     pub event: WinEvent,
@@ -104,8 +108,8 @@ pub struct CorrelationInput {
 
 /// Compiled rules, ready to evaluate records from many threads at once.
 pub struct RuleSet {
-    /// The compiled rules of each route, in engines of at most `MAX_RULES_PER_ENGINE`.
-    engines: BTreeMap<RouteKey, Vec<Engine>>,
+    /// The compiled rules of each route, with their literal index.
+    pub(crate) routes: BTreeMap<RouteKey, Route>,
     /// By rule id, and by title for rules without one.
     rules: HashMap<String, Arc<RuleInfo>>,
     correlations: Vec<CorrelationRule>,
@@ -216,7 +220,7 @@ impl RuleSet {
             .collect();
 
         let mut report = Vec::new();
-        let mut engines: BTreeMap<RouteKey, Vec<rsigma_eval::CompiledRule>> = BTreeMap::new();
+        let mut routes: BTreeMap<RouteKey, Vec<CompiledRule>> = BTreeMap::new();
         let mut infos: HashMap<String, Arc<RuleInfo>> = HashMap::new();
         for ((path, rule, route, compiled), declared) in compiled.into_iter().zip(declared) {
             let info = RuleInfo {
@@ -240,36 +244,14 @@ impl RuleSet {
                 (Ok(_), Err(reason)) => line.status = RuleStatus::Failed(reason),
                 (Ok(key), Ok(Some(c))) => {
                     line.route = Some(key.to_string());
-                    engines.entry(key).or_default().push(c);
+                    routes.entry(key).or_default().push(c);
                     infos.insert(rule_key(rule.id.as_deref(), &rule.title), Arc::new(info));
                 }
                 (Ok(_), Ok(None)) => unreachable!("a routed rule is always compiled"),
             }
             report.push(line);
         }
-        // Index building (Aho-Corasick automata) is most of the load time: build the engines in
-        // parallel, the big routes split so that no single engine holds the pool up.
-        let mut parts: Vec<(RouteKey, Vec<rsigma_eval::CompiledRule>)> = Vec::new();
-        for (key, compiled) in engines {
-            let mut compiled = compiled.into_iter().peekable();
-            while compiled.peek().is_some() {
-                parts.push((key, compiled.by_ref().take(MAX_RULES_PER_ENGINE).collect()));
-            }
-        }
-        let built: Vec<(RouteKey, Engine)> = parts
-            .into_par_iter()
-            .map(|(key, compiled)| {
-                let mut engine = Engine::new();
-                engine.extend_compiled_rules(compiled);
-                (key, engine)
-            })
-            .collect();
-        let mut engines: BTreeMap<RouteKey, Vec<Engine>> = BTreeMap::new();
-        for (key, engine) in built {
-            engines.entry(key).or_default().push(engine);
-        }
-
-        for (path, filter) in filters {
+        for (index, (path, filter)) in filters.into_iter().enumerate() {
             let mut line = RuleReport {
                 path: path.clone(),
                 id: filter.id.clone(),
@@ -278,14 +260,26 @@ impl RuleSet {
                 route: None,
                 status: RuleStatus::Loaded,
             };
-            for engine in engines.values_mut().flatten() {
-                if let Err(e) = engine.apply_filter(&filter) {
-                    line.status = RuleStatus::Failed(e.to_string());
+            for rules in routes.values_mut() {
+                if let Err(e) = crate::filter::apply(&filter, index, rules) {
+                    line.status = RuleStatus::Failed(e);
                     break;
                 }
             }
             report.push(line);
         }
+        let routes: BTreeMap<RouteKey, Route> = routes
+            .into_par_iter()
+            .map(|(key, rules)| {
+                (
+                    key,
+                    Route {
+                        prefilter: Prefilter::build(&rules),
+                        rules,
+                    },
+                )
+            })
+            .collect();
 
         // Correlations: validate by compiling them into a throwaway engine with their rules.
         let mut kept = Vec::new();
@@ -356,7 +350,7 @@ impl RuleSet {
             .collect();
 
         RuleSet {
-            engines,
+            routes,
             rules: infos,
             correlations: kept,
             correlated,
@@ -379,10 +373,14 @@ impl RuleSet {
         taxonomy::routes_of(event, &mut keys);
         let mut held = Vec::new();
         for key in &keys {
-            let Some(list) = self.engines.get(key) else {
+            let Some(route) = self.routes.get(key) else {
                 continue;
             };
-            for result in list.iter().flat_map(|e| e.evaluate(&view)) {
+            let candidates = route.prefilter.candidates(&view);
+            let results = candidates
+                .into_iter()
+                .filter_map(|i| rsigma_eval::evaluate_rule(&route.rules[i as usize], &view));
+            for result in results {
                 let key = rule_key(result.header.rule_id.as_deref(), &result.header.rule_title);
                 if self.correlated_keys.contains(&key) {
                     held.push(result);
