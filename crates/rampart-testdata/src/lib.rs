@@ -4,6 +4,7 @@
 //! missing a test skips with a printed reason — unless `RAMPART_REQUIRE_DATA=1` (CI), where a
 //! missing dataset is a failure.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 /// The data root: `$RAMPART_DATA_DIR`, or `../shared` beside the workspace.
@@ -33,6 +34,7 @@ pub fn dataset(relative: &str) -> Option<PathBuf> {
         path.display()
     );
     assert!(!data_required(), "RAMPART_REQUIRE_DATA=1 but {reason}");
-    eprintln!("skipping: {reason}");
+    // Written to stderr directly, not with `eprintln!`, so the test harness does not swallow it.
+    let _ = writeln!(std::io::stderr(), "skipping: {reason}");
     None
 }
