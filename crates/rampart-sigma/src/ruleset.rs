@@ -209,20 +209,20 @@ impl RuleSet {
                     ls.category.as_deref(),
                     ls.service.as_deref(),
                 );
-                let compiled = match route {
-                    Ok(_) => rsigma_eval::compile_rule(rule)
-                        .map(Some)
-                        .map_err(|e| e.to_string()),
-                    Err(_) => Ok(None),
+                let outcome = match route {
+                    Err(reason) => Err(RuleStatus::Inactive(reason)),
+                    Ok(key) => rsigma_eval::compile_rule(rule)
+                        .map(|c| (key, c))
+                        .map_err(|e| RuleStatus::Failed(e.to_string())),
                 };
-                (path, rule, route, compiled)
+                (path, rule, outcome)
             })
             .collect();
 
         let mut report = Vec::new();
         let mut routes: BTreeMap<RouteKey, Vec<CompiledRule>> = BTreeMap::new();
         let mut infos: HashMap<String, Arc<RuleInfo>> = HashMap::new();
-        for ((path, rule, route, compiled), declared) in compiled.into_iter().zip(declared) {
+        for ((path, rule, outcome), declared) in compiled.into_iter().zip(declared) {
             let info = RuleInfo {
                 id: declared.clone(),
                 title: rule.title.clone(),
@@ -239,15 +239,13 @@ impl RuleSet {
                 route: None,
                 status: RuleStatus::Loaded,
             };
-            match (route, compiled) {
-                (Err(reason), _) => line.status = RuleStatus::Inactive(reason),
-                (Ok(_), Err(reason)) => line.status = RuleStatus::Failed(reason),
-                (Ok(key), Ok(Some(c))) => {
+            match outcome {
+                Err(status) => line.status = status,
+                Ok((key, c)) => {
                     line.route = Some(key.to_string());
                     routes.entry(key).or_default().push(c);
                     infos.insert(rule_key(rule.id.as_deref(), &rule.title), Arc::new(info));
                 }
-                (Ok(_), Ok(None)) => unreachable!("a routed rule is always compiled"),
             }
             report.push(line);
         }
