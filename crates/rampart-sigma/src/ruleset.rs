@@ -562,10 +562,13 @@ fn parse_text(text: &str) -> ParsedFile {
     };
     let SigmaCollection {
         rules,
-        correlations,
+        mut correlations,
         filters,
         errors,
     } = collection;
+    if !correlations.is_empty() {
+        default_temporal_conditions(text, &mut correlations);
+    }
     let docs = rules
         .into_iter()
         .map(|r| Parsed::Rule(Box::new(r)))
@@ -577,4 +580,39 @@ fn parse_text(text: &str) -> ParsedFile {
         .chain(filters.into_iter().map(|f| Parsed::Filter(Box::new(f))))
         .collect();
     (Ok(docs), errors)
+}
+
+/// A `temporal` or `temporal_ordered` correlation without `condition` needs every rule it names
+/// (Sigma 2); rsigma-parser 0.23 defaults it to `gte: 1`, i.e. any one rule. The raw documents
+/// tell which correlations had no condition.
+fn default_temporal_conditions(text: &str, correlations: &mut [CorrelationRule]) {
+    use rsigma_parser::{ConditionOperator, CorrelationCondition, CorrelationType};
+    use serde::Deserialize;
+    let mut absent = Vec::new();
+    for doc in yaml_serde::Deserializer::from_str(text) {
+        // A document that does not parse ends the stream (as in rsigma's own parser).
+        let Ok(value) = yaml_serde::Value::deserialize(doc) else {
+            break;
+        };
+        if let Some(corr) = value.get("correlation") {
+            absent.push(corr.get("condition").is_none());
+        }
+    }
+    if absent.len() != correlations.len() {
+        return; // documents and correlations do not line up (collection actions): leave as is
+    }
+    for (corr, absent) in correlations.iter_mut().zip(absent) {
+        if absent
+            && matches!(
+                corr.correlation_type,
+                CorrelationType::Temporal | CorrelationType::TemporalOrdered
+            )
+        {
+            corr.condition = CorrelationCondition::Threshold {
+                predicates: vec![(ConditionOperator::Gte, corr.rules.len() as u64)],
+                field: None,
+                percentile: None,
+            };
+        }
+    }
 }

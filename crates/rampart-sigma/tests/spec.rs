@@ -1572,7 +1572,6 @@ fn temporal_any_order_within_timespan() {
 /// The spec's temporal example has no `condition`: "All events defined by the rules referred
 /// by the rule field must occur in the time frame defined by timespan."
 #[test]
-#[ignore = "rsigma-parser 0.23 defaults a temporal correlation without condition to gte: 1, so one base rule alone fires it"]
 fn temporal_without_condition_needs_every_rule() {
     let rules = load(&temporal("temporal", ""));
     assert!(fires_correlation(&rules, &[net_user_at(0), whoami_at(60)]));
