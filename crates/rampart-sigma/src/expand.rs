@@ -7,8 +7,12 @@
 //!   before and after the value; rsigma keeps the trailing partial character, so the value was
 //!   missed whenever more text followed it (two alignments in three).
 //!
-//! Both are rewritten into plain value lists (an OR, as the spec defines them). Items that also
-//! carry `all` are left to rsigma: an AND of ORs has no flat-list form.
+//! - field-less `'|all':` lists: each value must occur somewhere in the record; rsigma compiles
+//!   them to whole-value equality that one single value must satisfy.
+//!
+//! The first two are rewritten into plain value lists (an OR, as the spec defines them); items
+//! that also carry `all` are left to rsigma: an AND of ORs has no flat-list form. The third
+//! becomes one keyword item per value.
 
 use base64::Engine as _;
 use rsigma_parser::value::{SigmaString, SigmaValue, SpecialChar, StringPart};
@@ -27,10 +31,48 @@ pub fn expand_rule(rule: &mut SigmaRule) {
 
 fn expand_detection(detection: &mut Detection) {
     match detection {
-        Detection::AllOf(items) => items.iter_mut().for_each(expand_item),
+        Detection::AllOf(items) => {
+            *items = std::mem::take(items)
+                .into_iter()
+                .flat_map(split_keyword_all)
+                .collect();
+            items.iter_mut().for_each(expand_item);
+        }
         Detection::AnyOf(list) => list.iter_mut().for_each(expand_detection),
         _ => {}
     }
+}
+
+/// `'|all': [a, b]` without a field → one `'|contains': a` keyword item per value (ANDed).
+fn split_keyword_all(item: DetectionItem) -> Vec<DetectionItem> {
+    if item.field.name.is_some()
+        || !item.field.modifiers.contains(&Modifier::All)
+        || item.values.len() < 2
+    {
+        return vec![item];
+    }
+    let mut modifiers: Vec<Modifier> = item
+        .field
+        .modifiers
+        .iter()
+        .copied()
+        .filter(|m| *m != Modifier::All)
+        .collect();
+    if !modifiers.iter().any(|m| {
+        matches!(
+            m,
+            Modifier::Contains | Modifier::StartsWith | Modifier::EndsWith | Modifier::Re
+        )
+    }) {
+        modifiers.push(Modifier::Contains);
+    }
+    item.values
+        .into_iter()
+        .map(|v| DetectionItem {
+            field: rsigma_parser::FieldSpec::new(None, modifiers.clone()),
+            values: vec![v],
+        })
+        .collect()
 }
 
 fn expand_item(item: &mut DetectionItem) {

@@ -1038,7 +1038,6 @@ fn keywords_match_any_field_value() {
 /// The rules specification: `'|all':` over a keyword list gives "OabVirtualDirectory" **and**
 /// " -ExternalUrl " (SigmaHQ's Exchange rules, `service: msexchange-management`, use it).
 #[test]
-#[ignore = "rsigma-eval 0.23: plain values under a field-less '|all' compile to whole-value equality (not keyword contains) and must all hold on one single field value"]
 fn keywords_with_all_need_every_value() {
     check(
         "
