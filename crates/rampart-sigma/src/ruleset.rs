@@ -399,11 +399,20 @@ impl RuleSet {
             &result.header.rule_title,
         ))?;
         let matched = match &result.body {
-            rsigma_eval::ResultBody::Detection(d) => d
-                .matched_fields
-                .iter()
-                .map(|m| (m.field.clone(), m.value.clone()))
-                .collect(),
+            rsigma_eval::ResultBody::Detection(d) => {
+                // rsigma lists them in hash-map order; sort so output is reproducible.
+                let mut m: Vec<(String, Value)> = d
+                    .matched_fields
+                    .iter()
+                    .map(|m| (m.field.clone(), m.value.clone()))
+                    .collect();
+                m.sort_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| a.1.to_string().cmp(&b.1.to_string()))
+                });
+                m.dedup();
+                m
+            }
             rsigma_eval::ResultBody::Correlation(c) => c
                 .group_key
                 .iter()

@@ -163,14 +163,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .into_iter()
         .filter(|d| d.rule.level >= args.min_level)
         .collect();
-    detections.sort_by(|a, b| {
-        (a.timestamp, &a.computer, a.record_id, &a.rule.title).cmp(&(
-            b.timestamp,
-            &b.computer,
-            b.record_id,
-            &b.rule.title,
-        ))
-    });
+    // A total order, so that the same input always gives the same output whatever the threads did.
+    let key = |d: &Detection| {
+        (
+            d.timestamp,
+            d.computer.clone(),
+            d.source.clone(),
+            d.record_id,
+            d.rule.title.clone(),
+            d.rule.id.clone(),
+        )
+    };
+    detections.sort_by_cached_key(key);
 
     write_detections(&mut out, args.format, &detections)
         .and_then(|()| out.flush().map_err(Into::into))

@@ -402,3 +402,31 @@ fn attack_samples_with_sigmahq_rules() {
     );
     assert_eq!(sum["rules_failed"], 0, "{sum}");
 }
+
+/// The same input gives byte-identical output, whatever the threads did.
+#[test]
+fn output_is_reproducible() {
+    let Some(samples) = attack_samples() else {
+        return;
+    };
+    let Some(rules) = rampart_testdata::dataset("rules/sigma") else {
+        return;
+    };
+    let dir = samples.join("Defense Evasion");
+    let run = || {
+        let o = rampart(&[
+            "triage",
+            "-q",
+            "--rules",
+            s(&rules),
+            "--format",
+            "jsonl",
+            s(&dir),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o.stdout
+    };
+    let first = run();
+    assert!(first.len() > 1000);
+    assert_eq!(first, run());
+}
