@@ -221,14 +221,8 @@ fn directory(ev: &WinEvent, action: &str) -> IdentityDirectoryEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::windows::map_event;
-    use crate::windows::security::PROVIDER;
-    use crate::windows::tests::event;
+    use crate::windows::tests::security;
     use serde_json::json;
-
-    fn security(id: u32, data: Value) -> Row {
-        map_event(&event(PROVIDER, "Security", id, data)).unwrap()
-    }
 
     #[test]
     fn kerberos_service_ticket_4769() {

@@ -107,6 +107,11 @@ pub(crate) mod tests {
 
     use super::*;
 
+    /// A Security-log record of `id`, mapped.
+    pub(crate) fn security(id: u32, data: Value) -> Row {
+        map_event(&event(security::PROVIDER, "Security", id, data)).unwrap()
+    }
+
     /// A record of `provider` as `WinEvent::from_json` builds it: computer `WS01.corp.local`,
     /// record id 42, writer process 2796, event data `data`.
     pub(crate) fn event(provider: &str, channel: &str, id: u32, data: Value) -> WinEvent {

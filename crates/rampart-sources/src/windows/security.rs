@@ -243,13 +243,8 @@ fn connection(ev: &WinEvent) -> DeviceNetworkEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::windows::map_event;
-    use crate::windows::tests::event;
-    use serde_json::{Value, json};
-
-    fn security(id: u32, data: Value) -> Row {
-        map_event(&event(PROVIDER, "Security", id, data)).unwrap()
-    }
+    use crate::windows::tests::security;
+    use serde_json::json;
 
     #[test]
     fn process_create_4688() {
