@@ -10,8 +10,6 @@ use rampart_sigma::{CorrelationInput, Detection};
 pub struct Shard {
     pub per_channel: HashMap<String, u64>,
     pub per_table: BTreeMap<Table, u64>,
-    /// Records that were read but could not be mapped, with the reason.
-    pub unmapped: Vec<String>,
     pub detections: Vec<Detection>,
     pub correlation_inputs: Vec<CorrelationInput>,
 }
@@ -24,7 +22,6 @@ impl Shard {
         for (k, v) in other.per_table {
             *self.per_table.entry(k).or_default() += v;
         }
-        self.unmapped.extend(other.unmapped);
         self.detections.extend(other.detections);
         self.correlation_inputs.extend(other.correlation_inputs);
     }

@@ -124,18 +124,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } else {
             None
         };
-        let mapped = map_event(&event);
+        let table = map_event(&event).table();
         let mut shard = shards[slot].lock().unwrap_or_else(|p| p.into_inner());
         *shard.per_channel.entry(event.channel.clone()).or_default() += 1;
-        match mapped {
-            Ok(row) => *shard.per_table.entry(row.table()).or_default() += 1,
-            Err(e) => shard.unmapped.push(format!(
-                "{} record {}: {}",
-                event.source.display(),
-                event.record_id,
-                e.0
-            )),
-        }
+        *shard.per_table.entry(table).or_default() += 1;
         shard.detections.append(&mut detections);
         shard.correlation_inputs.extend(held);
     };
@@ -184,7 +176,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         })?;
 
     let records_ok: u64 = per_file.iter().map(|(_, s)| s.records).sum();
-    let damaged: u64 = per_file.iter().map(|(_, s)| s.lost).sum();
+    let lost: u64 = per_file.iter().map(|(_, s)| s.lost).sum();
     for (_, s) in per_file {
         input_errors.extend(s.errors);
     }
@@ -192,8 +184,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         files: files.len(),
         bytes: total_bytes,
         records_ok,
-        damaged,
-        unmapped: all.unmapped,
+        lost,
         per_channel: all.per_channel,
         per_table: all.per_table,
         errors: &input_errors,
@@ -237,8 +228,8 @@ struct Summary<'a> {
     files: usize,
     bytes: u64,
     records_ok: u64,
-    damaged: u64,
-    unmapped: Vec<String>,
+    /// Records the files hold that could not be read (set aside).
+    lost: u64,
     per_channel: HashMap<String, u64>,
     per_table: BTreeMap<rampart_schema::Table, u64>,
     errors: &'a [ReadError],
@@ -266,8 +257,8 @@ impl Summary<'_> {
         serde_json::json!({
             "files": self.files,
             "bytes": self.bytes,
-            "records_read": self.records_ok + self.damaged,
-            "records_set_aside": self.damaged + self.unmapped.len() as u64,
+            "records_read": self.records_ok + self.lost,
+            "records_set_aside": self.lost,
             "damaged_chunks": count(Damage::Chunk),
             "unreadable_files": count(Damage::File),
             "records_per_channel": self.per_channel,
@@ -292,9 +283,6 @@ impl Summary<'_> {
         for error in self.errors {
             writeln!(e, "warning: {error}")?;
         }
-        for u in &self.unmapped {
-            writeln!(e, "warning: set aside {u}")?;
-        }
         for rule in &self.rules.report {
             if let RuleStatus::Failed(why) = &rule.status {
                 let title = rule
@@ -312,8 +300,8 @@ impl Summary<'_> {
         if quiet {
             return Ok(());
         }
-        let records_read = self.records_ok + self.damaged;
-        let set_aside = self.damaged + self.unmapped.len() as u64;
+        let records_read = self.records_ok + self.lost;
+        let set_aside = self.lost;
         let mb = self.bytes as f64 / 1e6;
         writeln!(e, "\n== Input")?;
         writeln!(
@@ -339,9 +327,7 @@ impl Summary<'_> {
             .count();
         writeln!(
             e,
-            "{set_aside} records set aside ({} unreadable, {} unmapped); {chunks} damaged chunks; {bad_files} unreadable files or paths",
-            self.damaged,
-            self.unmapped.len()
+            "{set_aside} records set aside (unreadable); {chunks} damaged chunks; {bad_files} unreadable files or paths"
         )?;
 
         let mut t = Table::new(["CHANNEL", "RECORDS"]);

@@ -74,7 +74,7 @@ mod tests {
                 "Path": "file:_C:\\Users\\bob\\Downloads\\mimikatz.exe;process:_pid:4,ProcessStart:1",
                 "Process Name": "C:\\Windows\\explorer.exe", "Detection User": "CORP\\bob"}),
         );
-        let Row::DeviceEvents(r) = map_event(&ev).unwrap() else {
+        let Row::DeviceEvents(r) = map_event(&ev) else {
             panic!()
         };
         assert_eq!(r.action_type.as_deref(), Some("AntivirusDetection"));

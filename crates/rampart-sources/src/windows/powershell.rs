@@ -117,7 +117,7 @@ mod tests {
                 "ScriptBlockText": "Get-Process lsass", "ScriptBlockId": "27f08bda",
                 "Path": "C:\\Users\\Public\\lsass_wer_ps.ps1"}),
         );
-        let Row::DeviceEvents(r) = map_event(&ev).unwrap() else {
+        let Row::DeviceEvents(r) = map_event(&ev) else {
             panic!()
         };
         assert_eq!(r.action_type.as_deref(), Some("AmsiScriptContent"));
@@ -137,7 +137,7 @@ mod tests {
             json!({"ContextInfo": "        Severity = Informational\r\n        Host Application = powershell.exe -nop -w hidden\r\n        Command Name = Invoke-WebRequest\r\n        User = CORP\\bob\r\n",
                 "Payload": "CommandInvocation(Invoke-WebRequest): \"Invoke-WebRequest\"\r\n"}),
         );
-        let Row::DeviceEvents(r) = map_event(&ev).unwrap() else {
+        let Row::DeviceEvents(r) = map_event(&ev) else {
             panic!()
         };
         assert_eq!(r.action_type.as_deref(), Some("PowerShellCommand"));
@@ -166,7 +166,7 @@ mod tests {
                 "CommandInvocation(Invoke-Item): \"Invoke-Item\"\r\n"
             ]}}),
         );
-        let Row::DeviceEvents(r) = map_event(&ev).unwrap() else {
+        let Row::DeviceEvents(r) = map_event(&ev) else {
             panic!()
         };
         assert_eq!(r.action_type.as_deref(), Some("PowerShellCommand"));

@@ -353,7 +353,6 @@ mod tests {
             id,
             data,
         ))
-        .unwrap()
     }
 
     #[test]

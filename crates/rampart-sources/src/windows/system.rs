@@ -85,7 +85,7 @@ mod tests {
                 "ServiceType": "user mode service", "StartType": "auto start",
                 "AccountName": "LocalSystem"}),
         );
-        let Row::DeviceEvents(r) = map_event(&ev).unwrap() else {
+        let Row::DeviceEvents(r) = map_event(&ev) else {
             panic!()
         };
         assert_eq!(r.action_type.as_deref(), Some("ServiceInstalled"));
@@ -109,7 +109,7 @@ mod tests {
             json!({"SubjectUserSid": "S-1-5-21-1-1108", "SubjectUserName": "admin01",
                 "SubjectDomainName": "EXAMPLE", "SubjectLogonId": "0xaf855"}),
         );
-        let Row::DeviceEvents(r) = map_event(&ev).unwrap() else {
+        let Row::DeviceEvents(r) = map_event(&ev) else {
             panic!()
         };
         assert_eq!(r.action_type.as_deref(), Some("SecurityLogCleared"));
