@@ -26,11 +26,18 @@ impl Table {
         }
     }
 
+    /// Adds a row: each cell on one line, whitespace runs collapsed; every cell but the last
+    /// (which aligns nothing) is cut to `MAX_CELL` characters.
     pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+        let last = N.saturating_sub(1);
         self.rows.push(
             cells
                 .into_iter()
-                .map(|c| cut(&c.replace(['\n', '\r', '\t'], " ")))
+                .enumerate()
+                .map(|(i, c)| {
+                    let one_line = c.split_whitespace().collect::<Vec<_>>().join(" ");
+                    if i == last { one_line } else { cut(&one_line) }
+                })
                 .collect(),
         );
     }
