@@ -103,11 +103,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut out = crate::open_output(args.output.as_ref())?;
 
     let (files, mut input_errors) = evtx::collect_files(&args.paths);
-    let total_bytes: u64 = files
+    let sizes: HashMap<&std::path::Path, u64> = files
         .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
+        .map(|f| (f.as_path(), std::fs::metadata(f).map_or(0, |m| m.len())))
+        .collect();
+    let total_bytes: u64 = sizes.values().sum();
     let bar = progress_bar(total_bytes, files.len());
 
     let shards: Vec<Mutex<Shard>> = (0..rayon::current_num_threads() + 1)
@@ -126,13 +126,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         };
         let table = map_event(&event).table();
         let mut shard = shards[slot].lock().unwrap_or_else(|p| p.into_inner());
-        *shard.per_channel.entry(event.channel.clone()).or_default() += 1;
+        match shard.per_channel.get_mut(&event.channel) {
+            Some(n) => *n += 1,
+            None => {
+                shard.per_channel.insert(event.channel.clone(), 1);
+            }
+        }
         *shard.per_table.entry(table).or_default() += 1;
         shard.detections.append(&mut detections);
         shard.correlation_inputs.extend(held);
     };
     let on_file = |path: &std::path::Path, _: &evtx::FileSummary| {
-        bar.inc(std::fs::metadata(path).map_or(0, |m| m.len()));
+        bar.inc(sizes.get(path).copied().unwrap_or(0));
     };
     let per_file = evtx::read_files(&files, on_event, on_file);
     bar.finish_and_clear();
