@@ -8,11 +8,17 @@ use std::io::Write;
 use std::path::PathBuf;
 
 /// The data root: `$RAMPART_DATA_DIR`, or `../shared` beside the workspace.
+///
+/// The workspace is found at run time from the running test's `CARGO_MANIFEST_DIR` (every
+/// crate sits in `crates/<name>`): a path compiled in would point at whichever checkout built
+/// this crate first when several checkouts share one target directory.
 pub fn data_root() -> PathBuf {
-    match std::env::var_os("RAMPART_DATA_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
+    if let Some(dir) = std::env::var_os("RAMPART_DATA_DIR") {
+        return PathBuf::from(dir);
     }
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("../../../shared")
 }
 
 /// Whether CI demands the data (`RAMPART_REQUIRE_DATA=1`).
