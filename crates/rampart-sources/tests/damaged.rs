@@ -71,6 +71,30 @@ impl Good {
     }
 }
 
+impl Good {
+    /// A copy of the file with every byte in `range` inverted.
+    fn inverted(&self, range: Range<usize>) -> Vec<u8> {
+        let mut bytes = self.bytes.clone();
+        for b in &mut bytes[range] {
+            *b ^= 0xFF;
+        }
+        bytes
+    }
+}
+
+/// Damage in chunk `chunk` was noticed, located there, and cost records of that chunk only.
+fn assert_confined_to_chunk(read: &Read, good: &Good, chunk: usize, path: &Path) {
+    let summary = &read.summary;
+    assert!(!summary.errors.is_empty(), "the damage went unnoticed");
+    assert_located(&summary.errors, path, good.chunks[chunk].range.clone());
+    assert!(
+        read.ids.is_superset(&good.ids_outside(chunk)),
+        "other chunks lost records"
+    );
+    assert!(summary.records < good.records);
+    assert!(summary.records + summary.lost <= good.records);
+}
+
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
 }
@@ -285,25 +309,17 @@ fn flipped_bytes_in_a_record_body() {
     let dir = TempDir::new("flip-record");
     let records = good.record_offsets(1);
     assert!(records.len() > 3);
-    let chunk = &good.chunks[1];
     // The third record of the second chunk: its BinXML starts right after the record header.
     let at = records[2] + RECORD_HEADER;
-    let mut bytes = good.bytes.clone();
-    for b in &mut bytes[at..at + 8] {
-        *b ^= 0xFF;
-    }
-    let path = dir.write("flip-record.evtx", &bytes);
+    let path = dir.write("flip-record.evtx", &good.inverted(at..at + 8));
     let read = read(&path);
-    let summary = &read.summary;
-    assert!(!summary.errors.is_empty(), "the flip went unnoticed");
-    assert!(summary.errors.iter().all(|e| e.damage == Damage::Record));
-    assert_located(&summary.errors, &path, chunk.range.clone());
     assert!(
-        read.ids.is_superset(&good.ids_outside(1)),
-        "other chunks lost records"
+        read.summary
+            .errors
+            .iter()
+            .all(|e| e.damage == Damage::Record)
     );
-    assert!(summary.records < good.records);
-    assert!(summary.records + summary.lost <= good.records);
+    assert_confined_to_chunk(&read, good, 1, &path);
 }
 
 /// `ReadError::offset` is documented as the offset of the damaged part: for a record, the
@@ -313,11 +329,8 @@ fn damaged_record_is_reported_at_its_offset() {
     let Some(good) = good() else { return };
     let dir = TempDir::new("flip-record-offset");
     let record = good.record_offsets(1)[2];
-    let mut bytes = good.bytes.clone();
-    for b in &mut bytes[record + RECORD_HEADER..record + RECORD_HEADER + 8] {
-        *b ^= 0xFF;
-    }
-    let path = dir.write("flip-record.evtx", &bytes);
+    let at = record + RECORD_HEADER;
+    let path = dir.write("flip-record.evtx", &good.inverted(at..at + 8));
     let errors = read(&path).summary.errors;
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0].offset, Some(record as u64), "{}", errors[0]);
@@ -329,23 +342,9 @@ fn flipped_bytes_in_chunk_templates() {
     // there loses much of the chunk, but nothing outside it.
     let Some(good) = good() else { return };
     let dir = TempDir::new("flip-templates");
-    let chunk = &good.chunks[1];
     let at = good.record_offsets(1)[0] + RECORD_HEADER + 76;
-    let mut bytes = good.bytes.clone();
-    for b in &mut bytes[at..at + 64] {
-        *b ^= 0xFF;
-    }
-    let path = dir.write("flip-templates.evtx", &bytes);
-    let read = read(&path);
-    let summary = &read.summary;
-    assert!(!summary.errors.is_empty(), "the flip went unnoticed");
-    assert_located(&summary.errors, &path, chunk.range.clone());
-    assert!(
-        read.ids.is_superset(&good.ids_outside(1)),
-        "other chunks lost records"
-    );
-    assert!(summary.records < good.records);
-    assert!(summary.records + summary.lost <= good.records);
+    let path = dir.write("flip-templates.evtx", &good.inverted(at..at + 64));
+    assert_confined_to_chunk(&read(&path), good, 1, &path);
 }
 
 #[test]

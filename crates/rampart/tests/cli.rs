@@ -16,6 +16,14 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// One JSON value per line (`--format jsonl`); a line that is not JSON fails the test.
+fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(bytes).expect("UTF-8 output");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
 /// A fresh folder for one test's files.
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rampart-cli-{}-{name}", std::process::id()));
@@ -86,11 +94,7 @@ fn triage_writes_jsonl_with_the_contract_fields_and_a_summary() {
         s(&file),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let text = std::fs::read_to_string(&out).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
-        .collect();
+    let lines = json_lines(&std::fs::read(&out).unwrap());
     assert!(!lines.is_empty());
     for d in &lines {
         for key in [
@@ -178,11 +182,7 @@ fn min_level_and_time_window_filter_detections() {
         args.push(s(&file));
         let o = rampart(&args);
         assert!(o.status.success(), "{}", stderr(&o));
-        String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        json_lines(&o.stdout)
     };
     let all = run(&[]);
     let high = run(&["--min-level", "high"]);
@@ -320,11 +320,7 @@ fn rules_check_lists_loaded_inactive_and_failed() {
     std::fs::write(dir.join("notyaml.yml"), "title: [unclosed\n").unwrap();
     let o = rampart(&["rules", "check", "--format", "jsonl", s(&dir)]);
     assert_eq!(o.status.code(), Some(2), "failures give exit 2");
-    let lines: Vec<Value> = String::from_utf8(o.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o.stdout);
     let status_of = |file: &str| -> Vec<String> {
         lines
             .iter()
