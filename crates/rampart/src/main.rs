@@ -1,5 +1,6 @@
 //! `rampart`: the Rampart command line.
 
+mod hunt;
 mod output;
 mod rules;
 mod stats;
@@ -44,6 +45,33 @@ enum Command {
     /// Work with Sigma rule folders.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Run a KQL query over the event store (Defender's advanced-hunting tables).
+    ///
+    /// The query reads the tables `rampart ingest` filled (DeviceProcessEvents,
+    /// DeviceNetworkEvents, DeviceLogonEvents, ...); `--schema` lists them and their columns.
+    /// Results print as a table, CSV or one JSON object per row (--format jsonl, or json).
+    ///
+    /// Exit status: 0 when the query ran (or, with --dry-run, would run); 1 when it cannot run,
+    /// with the error's line and column.
+    ///
+    /// Examples:
+    ///   rampart hunt --data ./store 'DeviceProcessEvents | where FileName =~ "powershell.exe" | take 10'
+    ///   rampart hunt --data ./store -f query.kql --format csv -o out.csv
+    ///   rampart hunt --data ./store --schema DeviceLogonEvents
+    #[command(verbatim_doc_comment)]
+    Hunt(hunt::Args),
+    /// Work with libraries of KQL hunting queries.
+    #[command(subcommand)]
+    Queries(QueriesCommand),
+}
+
+#[derive(Subcommand)]
+enum QueriesCommand {
+    /// Parse, plan and run every query of files and folders (.kql, .txt, and the fenced code
+    /// blocks of .md) against the store, and report which fail and why.
+    ///
+    /// Exit status: 0 when every query ran, 2 when some failed, 1 on a fatal error.
+    Check(hunt::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -64,6 +92,7 @@ pub enum Format {
     /// Comma-separated values with a header line.
     Csv,
     /// One JSON object per line.
+    #[value(alias = "json")]
     Jsonl,
 }
 
@@ -75,6 +104,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Triage(args) => triage::run(args),
         Command::Rules(RulesCommand::Check(args)) => rules::check(args),
+        Command::Hunt(args) => hunt::run(args),
+        Command::Queries(QueriesCommand::Check(args)) => hunt::check(args),
     };
     match result {
         Ok(code) => code,

@@ -20,8 +20,13 @@ pub struct Table {
 
 impl Table {
     pub fn new<const N: usize>(header: [&str; N]) -> Table {
+        Table::with_header(header.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// A table whose columns are known only at run time (query results).
+    pub fn with_header(header: Vec<String>) -> Table {
         Table {
-            header: header.iter().map(|s| s.to_string()).collect(),
+            header,
             rows: Vec::new(),
         }
     }
@@ -29,7 +34,12 @@ impl Table {
     /// Adds a row: each cell on one line, whitespace runs collapsed; every cell but the last
     /// (which aligns nothing) is cut to `MAX_CELL` characters.
     pub fn row<const N: usize>(&mut self, cells: [String; N]) {
-        let last = N.saturating_sub(1);
+        self.row_vec(cells.into());
+    }
+
+    /// [`Table::row`] for rows whose width is known only at run time.
+    pub fn row_vec(&mut self, cells: Vec<String>) {
+        let last = cells.len().saturating_sub(1);
         self.rows.push(
             cells
                 .into_iter()
@@ -40,6 +50,17 @@ impl Table {
                 })
                 .collect(),
         );
+    }
+
+    /// The same cells as CSV with a header line.
+    pub fn write_csv(&self, out: &mut dyn Write) -> Result<()> {
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record(&self.header)?;
+        for row in &self.rows {
+            w.write_record(row)?;
+        }
+        w.flush()?;
+        Ok(())
     }
 
     pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {

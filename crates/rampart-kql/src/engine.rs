@@ -1,0 +1,162 @@
+//! Running queries: parse, plan, optimise, execute with a row limit and a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
+use rampart_kql_syntax::KqlError;
+
+use crate::catalog::Catalog;
+use crate::planner::{self, Plan, clean_message};
+
+/// Limits of one query.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    /// Most rows returned; more are cut and [`QueryResult::truncated`] says so.
+    pub limit: usize,
+    /// Past this, the query is cancelled.
+    pub timeout: Duration,
+}
+
+impl Default for QueryOptions {
+    fn default() -> QueryOptions {
+        QueryOptions {
+            limit: 10_000,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What a query returned.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// More rows existed than the limit allowed.
+    pub truncated: bool,
+    /// The chart a trailing `render` asked for.
+    pub chart: Option<String>,
+}
+
+impl QueryResult {
+    /// Rows returned.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Plans and runs KQL over a catalog.
+#[derive(Clone)]
+pub struct Engine {
+    catalog: Arc<dyn Catalog>,
+    ctx: SessionContext,
+}
+
+impl Engine {
+    pub fn new(catalog: impl Catalog + 'static) -> Engine {
+        Engine::with_catalog(Arc::new(catalog))
+    }
+
+    pub fn with_catalog(catalog: Arc<dyn Catalog>) -> Engine {
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            // Kusto compares names case-sensitively; so must the engine.
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+        Engine {
+            catalog,
+            ctx: SessionContext::new_with_config(config),
+        }
+    }
+
+    /// Parses and plans a query, without optimising or running it.
+    pub fn logical_plan(&self, source: &str) -> Result<Plan, KqlError> {
+        let query = rampart_kql_syntax::parse(source)?;
+        planner::plan_query(&query, self.catalog.as_ref())
+    }
+
+    /// Parses, plans and optimises down to a physical plan, without running it: what
+    /// `--dry-run` checks.
+    pub async fn check(&self, source: &str) -> Result<Plan, KqlError> {
+        let plan = self.logical_plan(source)?;
+        self.ctx
+            .state()
+            .create_physical_plan(&plan.plan)
+            .await
+            .map_err(|e| KqlError::execution(clean_message(&e)))?;
+        Ok(plan)
+    }
+
+    /// Runs a query to completion within the options' limits.
+    pub async fn run(&self, source: &str, options: &QueryOptions) -> Result<QueryResult, KqlError> {
+        let planned = self.logical_plan(source)?;
+        self.execute(planned, options).await
+    }
+
+    /// Runs an already planned query.
+    pub async fn execute(&self, planned: Plan, options: &QueryOptions) -> Result<QueryResult, KqlError> {
+        let Plan { plan, chart } = planned;
+        // One row past the limit tells whether the result was cut.
+        let fetch = options.limit.saturating_add(1);
+        let plan = LogicalPlanBuilder::from(plan)
+            .limit(0, Some(fetch))
+            .and_then(LogicalPlanBuilder::build)
+            .map_err(|e| KqlError::execution(clean_message(&e)))?;
+        let run = async {
+            let df = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|e| KqlError::execution(clean_message(&e)))?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| KqlError::execution(clean_message(&e)))?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            let mut truncated = false;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| KqlError::execution(clean_message(&e)))?;
+                let room = options.limit - rows;
+                if batch.num_rows() > room {
+                    truncated = true;
+                    if room > 0 {
+                        batches.push(batch.slice(0, room));
+                    }
+                    rows = options.limit;
+                    break;
+                }
+                rows += batch.num_rows();
+                batches.push(batch);
+            }
+            Ok::<_, KqlError>(QueryResult {
+                schema,
+                batches,
+                truncated,
+                chart: chart.clone(),
+            })
+        };
+        match tokio::time::timeout(options.timeout, run).await {
+            Ok(result) => result,
+            // Dropping the stream cancels every operator still running.
+            Err(_) => Err(KqlError::execution(format!(
+                "the query ran past its timeout of {} and was cancelled",
+                humanize(options.timeout)
+            ))),
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
+}
