@@ -5,13 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 DATA="${RAMPART_DATA_DIR:-../../shared}"
-for dataset in datasets/evtx-attack-samples datasets/sigma-regression rules/sigma; do
+for dataset in datasets/evtx-attack-samples datasets/sigma-regression rules/sigma kql/defender-hunting-queries; do
     [ -d "$DATA/$dataset" ] || { echo "missing $DATA/$dataset (set RAMPART_DATA_DIR)" >&2; exit 1; }
 done
 
 EVTX=corpus/evtx_mapper
 RULES=corpus/rule_loader
-mkdir -p "$EVTX" "$RULES"
+KQL=corpus/kql_parser
+mkdir -p "$EVTX" "$RULES" "$KQL"
 
 # EVTX seeds. A chunk is 64 KiB after a 4 KiB file header: every attack sample cut to its first
 # chunk (69632 bytes), the ones with more used chunks also to their first two (135168 bytes),
@@ -75,4 +76,20 @@ while IFS= read -r -d '' f; do
     cp "$f" "$RULES/rule-$i.yml"
 done < <(find "$DATA/rules/sigma" -name '*.yml' -size -64k -print0 | sort -z)
 
-echo "$(ls "$EVTX" | wc -l) seeds in $EVTX, $(ls "$RULES" | wc -l) in $RULES"
+# KQL seeds: every public Defender hunting query, one file per Markdown code block or query file.
+python3 - "$DATA/kql/defender-hunting-queries" "$KQL" <<'PY'
+import pathlib, re, sys
+
+source, target = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+n = 0
+for path in sorted(source.rglob("*")):
+    if path.suffix not in (".md", ".txt"):
+        continue
+    text = path.read_text(encoding="utf-8", errors="replace")
+    blocks = re.findall(r"^\s*(?:```|~~~)[^\n]*\n(.*?)^\s*(?:```|~~~)", text, re.M | re.S)
+    for block in blocks if path.suffix == ".md" else [text]:
+        n += 1
+        (target / f"query-{n}.kql").write_text(block, encoding="utf-8")
+PY
+
+echo "$(ls "$EVTX" | wc -l) seeds in $EVTX, $(ls "$RULES" | wc -l) in $RULES, $(ls "$KQL" | wc -l) in $KQL"

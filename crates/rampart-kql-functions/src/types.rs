@@ -69,7 +69,9 @@ pub fn dynamic_metadata() -> HashMap<String, String> {
 pub fn field_is_dynamic(field: &Field) -> bool {
     let meta = field.metadata();
     meta.get(KUSTO_TYPE_KEY).is_some_and(|t| t == "dynamic")
-        || meta.get(EXTENSION_NAME_KEY).is_some_and(|t| t == "arrow.json")
+        || meta
+            .get(EXTENSION_NAME_KEY)
+            .is_some_and(|t| t == "arrow.json")
 }
 
 pub fn ktype_of_field(field: &Field) -> KType {
@@ -103,7 +105,9 @@ pub fn ktype_of_field(field: &Field) -> KType {
 
 /// The Kusto type of a planned expression.
 pub fn ktype(expr: &Expr, schema: &DFSchema) -> Result<KType, FnError> {
-    let (_, field) = expr.to_field(schema).map_err(|e| FnError::Type(e.to_string()))?;
+    let (_, field) = expr
+        .to_field(schema)
+        .map_err(|e| FnError::Type(e.to_string()))?;
     Ok(ktype_of_field(&field))
 }
 
@@ -126,7 +130,10 @@ pub fn datetime_value(us: Option<i64>) -> ScalarValue {
 
 /// A `dynamic` literal: its text (see [`dynamic_text`]) tagged as dynamic.
 pub fn dynamic_literal(text: Option<String>) -> Expr {
-    Expr::Literal(ScalarValue::Utf8(text), Some(FieldMetadata::from(dynamic_metadata())))
+    Expr::Literal(
+        ScalarValue::Utf8(text),
+        Some(FieldMetadata::from(dynamic_metadata())),
+    )
 }
 
 /// The text of a dynamic value in Rampart's representation: a JSON string is its raw content,
@@ -189,7 +196,11 @@ pub fn format_datetime(us: i64) -> Option<String> {
         t.minute(),
         t.second()
     );
-    Some(if frac == 0 { format!("{base}Z") } else { format!("{base}.{:07}Z", frac * 10) })
+    Some(if frac == 0 {
+        format!("{base}Z")
+    } else {
+        format!("{base}.{:07}Z", frac * 10)
+    })
 }
 
 /// Kusto's text for a timespan: `[-][d.]hh:mm:ss[.fffffff]`.
@@ -221,7 +232,11 @@ pub fn format_real(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     let a = v.abs();
     if a != 0.0 && !(1e-5..1e15).contains(&a) {
@@ -250,8 +265,16 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Some(d.timestamp_micros());
     }
-    let bare = s.strip_suffix('Z').or_else(|| s.strip_suffix('z')).unwrap_or(s);
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    let bare = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix('z'))
+        .unwrap_or(s);
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(bare, f) {
             return Some(t.and_utc().timestamp_micros());
         }
@@ -262,7 +285,9 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     if let Ok(d) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%:z") {
         return Some(d.timestamp_micros());
     }
-    DateTime::parse_from_rfc2822(s).ok().map(|d| d.timestamp_micros())
+    DateTime::parse_from_rfc2822(s)
+        .ok()
+        .map(|d| d.timestamp_micros())
 }
 
 /// Parses Kusto's timespan text: `[-][d.]hh:mm[:ss[.f]]`, or a number with a unit (`1.5h`,
@@ -273,7 +298,11 @@ pub fn parse_timespan(s: &str) -> Option<i64> {
         Some(rest) => (true, rest.trim_start()),
         None => (false, s),
     };
-    let us = if body.contains(':') { parse_clock(body)? } else { parse_unit_span(body)? };
+    let us = if body.contains(':') {
+        parse_clock(body)?
+    } else {
+        parse_unit_span(body)?
+    };
     Some(if neg { -us } else { us })
 }
 
@@ -351,12 +380,24 @@ mod tests {
     fn datetime_text_round_trips() {
         let us = parse_datetime("2024-03-05T06:07:08.1234567Z");
         assert_eq!(us, Some(1_709_618_828_123_456));
-        assert_eq!(format_datetime(1_709_618_828_123_456).as_deref(), Some("2024-03-05T06:07:08.1234560Z"));
+        assert_eq!(
+            format_datetime(1_709_618_828_123_456).as_deref(),
+            Some("2024-03-05T06:07:08.1234560Z")
+        );
         assert_eq!(format_datetime(0).as_deref(), Some("1970-01-01T00:00:00Z"));
         assert_eq!(parse_datetime("2024-03-05"), Some(1_709_596_800_000_000));
-        assert_eq!(parse_datetime("2024-03-05 01:02"), Some(1_709_596_800_000_000 + 3_720_000_000));
-        assert_eq!(parse_datetime("2024-03-05T01:00:00+01:00"), Some(1_709_596_800_000_000));
-        assert_eq!(parse_datetime("Tue, 5 Mar 2024 00:00:00 GMT"), Some(1_709_596_800_000_000));
+        assert_eq!(
+            parse_datetime("2024-03-05 01:02"),
+            Some(1_709_596_800_000_000 + 3_720_000_000)
+        );
+        assert_eq!(
+            parse_datetime("2024-03-05T01:00:00+01:00"),
+            Some(1_709_596_800_000_000)
+        );
+        assert_eq!(
+            parse_datetime("Tue, 5 Mar 2024 00:00:00 GMT"),
+            Some(1_709_596_800_000_000)
+        );
         assert_eq!(parse_datetime("yesterday"), None);
         assert_eq!(parse_datetime(""), None);
     }
@@ -364,14 +405,20 @@ mod tests {
     #[test]
     fn timespan_text_round_trips() {
         assert_eq!(parse_timespan("01:00:00"), Some(US_PER_HOUR));
-        assert_eq!(parse_timespan("1.02:03:04.5"), Some(US_PER_DAY + 2 * US_PER_HOUR + 3 * US_PER_MIN + 4_500_000));
+        assert_eq!(
+            parse_timespan("1.02:03:04.5"),
+            Some(US_PER_DAY + 2 * US_PER_HOUR + 3 * US_PER_MIN + 4_500_000)
+        );
         assert_eq!(parse_timespan("-00:30"), Some(-30 * US_PER_MIN));
         assert_eq!(parse_timespan("1.5h"), Some(90 * US_PER_MIN));
         assert_eq!(parse_timespan("100ms"), Some(100_000));
         assert_eq!(parse_timespan("2d"), Some(2 * US_PER_DAY));
         assert_eq!(parse_timespan("25:00:00"), None);
         assert_eq!(parse_timespan("abc"), None);
-        assert_eq!(format_timespan(US_PER_DAY + 2 * US_PER_HOUR + 3 * US_PER_MIN + 4_500_000), "1.02:03:04.5000000");
+        assert_eq!(
+            format_timespan(US_PER_DAY + 2 * US_PER_HOUR + 3 * US_PER_MIN + 4_500_000),
+            "1.02:03:04.5000000"
+        );
         assert_eq!(format_timespan(-30 * US_PER_MIN), "-00:30:00");
         assert_eq!(format_timespan(0), "00:00:00");
     }

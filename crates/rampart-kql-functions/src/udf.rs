@@ -17,8 +17,8 @@ use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility,
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 
 use crate::types::dynamic_metadata;
@@ -41,7 +41,9 @@ impl Call<'_> {
 
     /// Whether argument `i` is Kusto `dynamic` (JSON text), as opposed to a plain string.
     pub fn is_dynamic(&self, i: usize) -> bool {
-        self.fields.get(i).is_some_and(|f| crate::types::field_is_dynamic(f))
+        self.fields
+            .get(i)
+            .is_some_and(|f| crate::types::field_is_dynamic(f))
     }
 
     /// Argument `i` as an array of `rows` values.
@@ -93,7 +95,10 @@ impl KernelUdf {
 
     /// A function returning Kusto `dynamic` (JSON text tagged as such).
     pub fn dynamic(name: &'static str, kernel: Kernel) -> KernelUdf {
-        KernelUdf { dynamic: true, ..KernelUdf::new(name, DataType::Utf8, kernel) }
+        KernelUdf {
+            dynamic: true,
+            ..KernelUdf::new(name, DataType::Utf8, kernel)
+        }
     }
 
     /// The result is never null (string predicates: a Kusto string is never null).
@@ -130,7 +135,11 @@ impl ScalarUDFImpl for KernelUdf {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let call = Call { args: &args.args, fields: &args.arg_fields, rows: args.number_rows };
+        let call = Call {
+            args: &args.args,
+            fields: &args.arg_fields,
+            rows: args.number_rows,
+        };
         (self.kernel)(&call).map(ColumnarValue::Array)
     }
 }
@@ -187,17 +196,9 @@ impl<'a> Strs<'a> {
     pub fn text(&self, i: usize) -> &'a str {
         self.get(i).unwrap_or("")
     }
-
-    /// The constant value, when the argument is one.
-    pub fn constant(&self) -> Option<Option<&'a str>> {
-        match self {
-            Strs::One(v) => Some(*v),
-            _ => None,
-        }
-    }
 }
 
-/// A primitive argument (`Int64`, `Float64`, `Boolean` aside): a constant or a column.
+/// A primitive argument (`Int64`, `Float64`, timestamps ...): a constant or a column.
 pub(crate) enum Prims<'a, T: ArrowPrimitiveType> {
     One(Option<T::Native>),
     Arr(&'a PrimitiveArray<T>),
@@ -234,35 +235,6 @@ impl<'a, T: ArrowPrimitiveType> Prims<'a, T> {
     }
 }
 
-/// A boolean argument.
-pub(crate) enum Bools<'a> {
-    One(Option<bool>),
-    Arr(&'a BooleanArray),
-}
-
-impl<'a> Bools<'a> {
-    pub fn new(value: &'a ColumnarValue) -> Result<Bools<'a>> {
-        match value {
-            ColumnarValue::Scalar(ScalarValue::Boolean(v)) => Ok(Bools::One(*v)),
-            ColumnarValue::Scalar(s) if s.is_null() => Ok(Bools::One(None)),
-            ColumnarValue::Array(a) => match a.as_boolean_opt() {
-                Some(b) => Ok(Bools::Arr(b)),
-                None if a.data_type() == &DataType::Null => Ok(Bools::One(None)),
-                None => exec_err!("expected booleans, got {}", a.data_type()),
-            },
-            ColumnarValue::Scalar(s) => exec_err!("expected a boolean, got {}", s.data_type()),
-        }
-    }
-
-    #[inline]
-    pub fn get(&self, i: usize) -> Option<bool> {
-        match self {
-            Bools::One(v) => *v,
-            Bools::Arr(a) => (i < a.len() && a.is_valid(i)).then(|| a.value(i)),
-        }
-    }
-}
-
 /// Builds a `Utf8` column.
 pub(crate) fn strings<S: AsRef<str>>(
     rows: usize,
@@ -277,7 +249,10 @@ pub(crate) fn strings<S: AsRef<str>>(
 
 /// Builds a `Boolean` column without nulls.
 pub(crate) fn bools_total(rows: usize, f: impl FnMut(usize) -> bool) -> ArrayRef {
-    Arc::new(BooleanArray::new(BooleanBuffer::collect_bool(rows, f), None))
+    Arc::new(BooleanArray::new(
+        BooleanBuffer::collect_bool(rows, f),
+        None,
+    ))
 }
 
 /// Builds a `Boolean` column.

@@ -116,6 +116,12 @@ struct Lexer<'a> {
     tokens: Vec<Token>,
 }
 
+/// Zero-width spaces, word joiners and byte-order marks: invisible, and left behind when
+/// queries are copied from web pages and documents. They separate tokens like whitespace.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}' | '\u{2060}' | '\u{FEFF}')
+}
+
 fn is_ident_start(c: char) -> bool {
     c == '_' || c.is_alphabetic()
 }
@@ -124,8 +130,8 @@ fn is_ident_char(c: char) -> bool {
     c == '_' || c.is_alphanumeric()
 }
 
-impl Lexer<'_> {
-    fn rest(&self) -> &str {
+impl<'a> Lexer<'a> {
+    fn rest(&self) -> &'a str {
         self.src.get(self.pos..).unwrap_or("")
     }
 
@@ -153,7 +159,10 @@ impl Lexer<'_> {
     fn run(&mut self) -> Result<(), KqlError> {
         while let Some(c) = self.peek() {
             let start = self.pos;
-            if c.is_whitespace() {
+            if (c == 'h' || c == 'H') && self.obfuscated_string(start)? {
+                continue;
+            }
+            if c.is_whitespace() || is_invisible(c) {
                 self.pos += c.len_utf8();
             } else if self.rest().starts_with("//") {
                 self.pos = self.scan_while(start, |c| c != '\n');
@@ -168,8 +177,6 @@ impl Lexer<'_> {
             } else if self.rest().starts_with("```") || self.rest().starts_with("~~~") {
                 let s = self.multi_line(start)?;
                 self.push(Tok::Str(s), start);
-            } else if (c == 'h' || c == 'H') && self.obfuscated_string(start)? {
-                // `h"..."`: the text is hidden from logs, the value is an ordinary string.
             } else if is_ident_start(c) || (c == '$' && self.peek_at(1).is_some_and(is_ident_start))
             {
                 self.ident(start)?;
@@ -180,7 +187,8 @@ impl Lexer<'_> {
         Ok(())
     }
 
-    /// `h"..."`, `h'...'`, `h@"..."`: returns false (consuming nothing) when `h` starts a name.
+    /// `h"..."`, `h'...'`, `h@"..."` (hidden from logs; the value is an ordinary string).
+    /// Returns false, consuming nothing, when the `h` starts a name.
     fn obfuscated_string(&mut self, start: usize) -> Result<bool, KqlError> {
         let s = match (self.peek_at(1), self.peek_at(2)) {
             (Some('"' | '\''), _) => self.quoted(start, start + 1)?,
@@ -223,7 +231,11 @@ impl Lexer<'_> {
 
     /// A string in `"` or `'` whose opening quote is at `quote`; backslash escapes apply.
     fn quoted(&mut self, start: usize, quote: usize) -> Result<String, KqlError> {
-        let q = self.src.get(quote..).and_then(|t| t.chars().next()).unwrap_or('"');
+        let q = self
+            .src
+            .get(quote..)
+            .and_then(|t| t.chars().next())
+            .unwrap_or('"');
         let mut out = String::new();
         let mut chars = self.src.get(quote + 1..).unwrap_or("").char_indices();
         while let Some((i, c)) = chars.next() {
@@ -258,7 +270,9 @@ impl Lexer<'_> {
                         '0'..='7' => (8, 3),
                         _ => {
                             return Err(KqlError::syntax(
-                                format!("unknown escape sequence '\\{e}' (use @\"...\" for a string without escapes)"),
+                                format!(
+                                    "unknown escape sequence '\\{e}' (use @\"...\" for a string without escapes)"
+                                ),
                                 Span::new(at, at + 1 + e.len_utf8()),
                             ));
                         }
@@ -305,9 +319,18 @@ impl Lexer<'_> {
 
     /// `@"..."` / `@'...'` with the quote at `quote`: no escapes, a doubled quote is one quote.
     fn verbatim(&mut self, start: usize, quote: usize) -> Result<String, KqlError> {
-        let q = self.src.get(quote..).and_then(|t| t.chars().next()).unwrap_or('"');
+        let q = self
+            .src
+            .get(quote..)
+            .and_then(|t| t.chars().next())
+            .unwrap_or('"');
         let mut out = String::new();
-        let mut chars = self.src.get(quote + 1..).unwrap_or("").char_indices().peekable();
+        let mut chars = self
+            .src
+            .get(quote + 1..)
+            .unwrap_or("")
+            .char_indices()
+            .peekable();
         while let Some((i, c)) = chars.next() {
             match c {
                 _ if c == q => {
@@ -349,11 +372,14 @@ impl Lexer<'_> {
     }
 
     /// A long (decimal or `0x` hex), a real (`1.5`, `1e6`, `1.`) or a timespan (`1.5h`).
-    fn number(&mut self, ) -> Result<(), KqlError> {
+    fn number(&mut self) -> Result<(), KqlError> {
         let start = self.pos;
         let rest = self.rest();
         if (rest.starts_with("0x") || rest.starts_with("0X"))
-            && rest.get(2..).and_then(|t| t.chars().next()).is_some_and(|c| c.is_ascii_hexdigit())
+            && rest
+                .get(2..)
+                .and_then(|t| t.chars().next())
+                .is_some_and(|c| c.is_ascii_hexdigit())
         {
             let end = self.scan_while(start + 2, |c| c.is_ascii_hexdigit());
             let digits = self.src.get(start + 2..end).unwrap_or("");
@@ -369,7 +395,11 @@ impl Lexer<'_> {
         let mut frac = "";
         let mut is_real = false;
         // `1.5` and `1.` are reals, but `1..5` is a range: the dot must not start `..`.
-        if self.src.get(end..).is_some_and(|t| t.starts_with('.') && !t.starts_with("..")) {
+        if self
+            .src
+            .get(end..)
+            .is_some_and(|t| t.starts_with('.') && !t.starts_with(".."))
+        {
             let frac_end = self.scan_while(end + 1, |c| c.is_ascii_digit());
             frac = self.src.get(end + 1..frac_end).unwrap_or("");
             end = frac_end;
@@ -567,10 +597,25 @@ mod tests {
     }
 
     #[test]
+    fn invisible_characters_separate_tokens() {
+        assert_eq!(
+            toks("\u{FEFF}\u{200B}T\u{200B}| take\u{2060}1"),
+            [ident("T"), Tok::Pipe, ident("take"), Tok::Int(1), Tok::Eof]
+        );
+    }
+
+    #[test]
     fn identifiers() {
         assert_eq!(
             toks("_a b1 $left Été 1st"),
-            [ident("_a"), ident("b1"), ident("$left"), ident("Été"), ident("1st"), Tok::Eof]
+            [
+                ident("_a"),
+                ident("b1"),
+                ident("$left"),
+                ident("Été"),
+                ident("1st"),
+                Tok::Eof
+            ]
         );
     }
 
@@ -578,7 +623,12 @@ mod tests {
     fn string_escapes() {
         assert_eq!(
             toks(r#""a\"b\\c\n\t" 'it\'s' "\u0041\x42\101\0""#),
-            [string("a\"b\\c\n\t"), string("it's"), string("ABA\0"), Tok::Eof]
+            [
+                string("a\"b\\c\n\t"),
+                string("it's"),
+                string("ABA\0"),
+                Tok::Eof
+            ]
         );
         assert_eq!(toks(r#"'say "hi"'"#), [string("say \"hi\""), Tok::Eof]);
     }
@@ -594,7 +644,12 @@ mod tests {
     fn verbatim_strings() {
         assert_eq!(
             toks(r#"@"C:\Windows\" @'it''s' @"say ""hi""""#),
-            [string(r"C:\Windows\"), string("it's"), string("say \"hi\""), Tok::Eof]
+            [
+                string(r"C:\Windows\"),
+                string("it's"),
+                string("say \"hi\""),
+                Tok::Eof
+            ]
         );
     }
 
@@ -602,7 +657,13 @@ mod tests {
     fn obfuscated_strings() {
         assert_eq!(
             toks(r#"h"secret" H'x' h@"c:\a" h"#),
-            [string("secret"), string("x"), string(r"c:\a"), ident("h"), Tok::Eof]
+            [
+                string("secret"),
+                string("x"),
+                string(r"c:\a"),
+                ident("h"),
+                Tok::Eof
+            ]
         );
     }
 
@@ -648,7 +709,10 @@ mod tests {
             toks("9223372036854775808"),
             [Tok::Int(9_223_372_036_854_775_808), Tok::Eof]
         );
-        assert_eq!(lex_err("99999999999999999999").message, "number out of range");
+        assert_eq!(
+            lex_err("99999999999999999999").message,
+            "number out of range"
+        );
         assert_eq!(lex_err("0x1G").message, "invalid number literal");
         assert_eq!(lex_err("1e5x").span, Some(Span::new(0, 4)));
     }

@@ -4,10 +4,12 @@
 //! into an [`ast::Query`] or a [`KqlError`] that points at the line and column.
 
 pub mod ast;
+pub mod blocks;
 pub mod error;
 mod lexer;
 mod parser;
 
+pub use blocks::{QueryBlock, query_blocks};
 pub use error::{ErrorKind, KqlError, Location, nearest};
 
 /// Parses a whole query (statements separated by `;`, then the tabular expression).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use rampart_kql_syntax::KqlError;
@@ -73,16 +73,39 @@ impl Engine {
         }
     }
 
-    /// Parses and plans a query, without optimising or running it.
-    pub fn logical_plan(&self, source: &str) -> Result<Plan, KqlError> {
+    /// Parses and plans a query. Operators whose columns depend on the data (`bag_unpack`)
+    /// run a small query of their own while planning.
+    pub async fn plan(&self, source: &str) -> Result<Plan, KqlError> {
         let query = rampart_kql_syntax::parse(source)?;
-        planner::plan_query(&query, self.catalog.as_ref())
+        let this = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        // Planning may run sub-queries and wait for them: it runs off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let runner = |plan: LogicalPlan| -> Result<Vec<RecordBatch>, KqlError> {
+                handle
+                    .block_on(async {
+                        let df = this.ctx.execute_logical_plan(plan).await?;
+                        df.collect().await
+                    })
+                    .map_err(|e| KqlError::execution(clean_message(&e)))
+            };
+            planner::plan_query(&query, this.catalog.as_ref(), Some(&runner))
+        })
+        .await
+        .map_err(|e| KqlError::execution(format!("planning stopped: {e}")))?
+    }
+
+    /// Parses and plans a query without touching the data (data-dependent operators are
+    /// refused).
+    pub fn plan_offline(&self, source: &str) -> Result<Plan, KqlError> {
+        let query = rampart_kql_syntax::parse(source)?;
+        planner::plan_query(&query, self.catalog.as_ref(), None)
     }
 
     /// Parses, plans and optimises down to a physical plan, without running it: what
     /// `--dry-run` checks.
     pub async fn check(&self, source: &str) -> Result<Plan, KqlError> {
-        let plan = self.logical_plan(source)?;
+        let plan = self.plan(source).await?;
         self.ctx
             .state()
             .create_physical_plan(&plan.plan)
@@ -93,7 +116,7 @@ impl Engine {
 
     /// Runs a query to completion within the options' limits.
     pub async fn run(&self, source: &str, options: &QueryOptions) -> Result<QueryResult, KqlError> {
-        let planned = self.logical_plan(source)?;
+        let planned = self.plan(source).await?;
         self.execute(planned, options).await
     }
 
@@ -128,7 +151,6 @@ impl Engine {
                     if room > 0 {
                         batches.push(batch.slice(0, room));
                     }
-                    rows = options.limit;
                     break;
                 }
                 rows += batch.num_rows();

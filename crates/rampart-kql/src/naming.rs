@@ -87,8 +87,4 @@ impl UniqueNames {
         self.taken.insert(candidate.clone());
         candidate
     }
-
-    pub fn is_taken(&self, name: &str) -> bool {
-        self.taken.contains(name)
-    }
 }

@@ -355,7 +355,7 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         let is_md = f.extension().is_some_and(|e| e == "md");
         for block in query_blocks(&text, is_md) {
             total += 1;
-            let (stage, reason) = match engine.logical_plan(&block.text) {
+            let (stage, reason) = match rt.block_on(engine.plan(&block.text)) {
                 Err(e) if e.kind == ErrorKind::Syntax => (Stage::ParseFailed, located(&e, &block.text)),
                 Err(e) if e.kind == ErrorKind::Unsupported && is_parse_refusal(&e, &block.text) => {
                     (Stage::ParseFailed, located(&e, &block.text))

@@ -1,6 +1,7 @@
 //! `rampart`: the Rampart command line.
 
 mod hunt;
+mod ingest;
 mod output;
 mod rules;
 mod stats;
@@ -42,6 +43,19 @@ enum Command {
     /// Example: rampart triage --rules sigma/rules/windows --min-level high ./logs/
     #[command(verbatim_doc_comment)]
     Triage(triage::Args),
+    /// Read Windows event logs into the event store as hunting-schema rows.
+    ///
+    /// Reads .evtx files and folders (recursively) in parallel, maps every record to a row of
+    /// its hunting table, appends the rows to the store in --data (durable once appended) and
+    /// flushes them to Parquet. The summary gives records read, rows per table, records set
+    /// aside and why, and the store's totals.
+    ///
+    /// Exit status: 0 when every input was read, 2 when some inputs had errors (each is
+    /// reported; the rest was ingested), 1 on a fatal error.
+    ///
+    /// Example: rampart ingest --data ./rampart-data ./logs/
+    #[command(verbatim_doc_comment)]
+    Ingest(ingest::Args),
     /// Work with Sigma rule folders.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -103,6 +117,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Triage(args) => triage::run(args),
+        Command::Ingest(args) => ingest::run(args),
         Command::Rules(RulesCommand::Check(args)) => rules::check(args),
         Command::Hunt(args) => hunt::run(args),
         Command::Queries(QueriesCommand::Check(args)) => hunt::check(args),

@@ -1,11 +1,11 @@
 //! `mv-expand`'s element function: a dynamic value (JSON text) to a list DataFusion can unnest.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, ListBuilder, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::cast::as_string_array;
+use datafusion::common::exec_err;
 use datafusion::error::Result;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -37,10 +37,6 @@ fn item_type() -> DataType {
 }
 
 impl ScalarUDFImpl for Elements {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn name(&self) -> &str {
         "mv_expand_elements"
     }
@@ -56,9 +52,7 @@ impl ScalarUDFImpl for Elements {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let Some(input) = arrays.first() else {
-            return Ok(ColumnarValue::Array(
-                ListBuilder::new(StringBuilder::new()).finish().slice(0, 0),
-            ));
+            return exec_err!("mv-expand's element function takes one argument");
         };
         let strings = as_string_array(input)?;
         let mut out = ListBuilder::new(StringBuilder::new());

@@ -146,6 +146,15 @@ impl Planner<'_> {
         let fname = canonical_function(&name.name);
         match fname {
             "toscalar" => return self.toscalar(name, args),
+            // `typeof(long)` names a type; the function library takes it as a string.
+            "typeof" => {
+                if let [ast::Expr { kind: ExprKind::Name(t), .. }] = args
+                    && ast::TypeName::from_name(t).is_some()
+                {
+                    return Ok(lit(t.clone()));
+                }
+                return Err(KqlError::semantic("typeof() takes a type name, e.g. typeof(long)", name.span));
+            }
             "column_ifexists" => {
                 let (Some(c), Some(default)) = (args.first(), args.get(1)) else {
                     return Err(arity("column_ifexists", "2", args.len(), name.span));
@@ -208,10 +217,9 @@ impl Planner<'_> {
             .filter(|(_, b)| matches!(b, Binding::Function(_)))
             .map(|(n, _)| n.clone())
             .collect();
-        nearest(
-            name,
-            functions::names().chain(user.iter().map(String::as_str)),
-        )
+        let mut all: Vec<&str> = functions::names().collect();
+        all.extend(user.iter().map(String::as_str));
+        nearest(name, all)
     }
 
     /// `toscalar(T)`: the first column of the first row.
@@ -387,9 +395,13 @@ fn first_column(
     let Some(first) = plan.schema().columns().into_iter().next() else {
         return Err(KqlError::semantic("the table has no column", span));
     };
+    // A name of its own, so that it never clashes with the outer query's columns when both
+    // read the same table (DataFusion's decorrelation joins the two).
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!("__subquery{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     df(
         LogicalPlanBuilder::from(plan)
-            .project(vec![Expr::Column(first)])
+            .project(vec![Expr::Column(first).alias(name)])
             .and_then(LogicalPlanBuilder::build),
         span,
     )

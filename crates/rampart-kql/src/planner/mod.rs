@@ -14,6 +14,7 @@ mod ops;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::provider_as_source;
@@ -32,9 +33,18 @@ pub struct Plan {
     pub chart: Option<String>,
 }
 
-/// Plans a parsed query over `catalog`.
-pub fn plan_query(query: &ast::Query, catalog: &dyn Catalog) -> Result<Plan, KqlError> {
-    let mut planner = Planner::new(catalog);
+/// Runs a sub-plan while planning, for operators whose output columns depend on the data
+/// (`evaluate bag_unpack`).
+pub type Runner<'a> = &'a dyn Fn(LogicalPlan) -> Result<Vec<RecordBatch>, KqlError>;
+
+/// Plans a parsed query over `catalog`. Without a `runner`, data-dependent operators are
+/// refused.
+pub fn plan_query(
+    query: &ast::Query,
+    catalog: &dyn Catalog,
+    runner: Option<Runner<'_>>,
+) -> Result<Plan, KqlError> {
+    let mut planner = Planner::new(catalog, runner);
     for l in &query.lets {
         planner.bind_let(l)?;
     }
@@ -66,6 +76,7 @@ enum Binding {
 
 pub(crate) struct Planner<'a> {
     catalog: &'a dyn Catalog,
+    runner: Option<Runner<'a>>,
     scopes: Vec<HashMap<String, Binding>>,
     chart: Option<String>,
     depth: usize,
@@ -77,9 +88,10 @@ pub(crate) struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(catalog: &'a dyn Catalog) -> Planner<'a> {
+    fn new(catalog: &'a dyn Catalog, runner: Option<Runner<'a>>) -> Planner<'a> {
         Planner {
             catalog,
+            runner,
             scopes: vec![HashMap::new()],
             chart: None,
             depth: 0,
@@ -156,8 +168,23 @@ impl<'a> Planner<'a> {
                 step,
             } => self.range(column, from, to, step, span),
             ast::Source::Print(items) => {
+                // Kusto names unnamed print columns by position: print_0, print_1, ...
+                let named: Vec<ast::NamedExpr> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| match item.names.is_empty() {
+                        true => ast::NamedExpr {
+                            names: vec![ast::Ident {
+                                name: format!("print_{i}"),
+                                span: item.expr.span,
+                            }],
+                            expr: item.expr.clone(),
+                        },
+                        false => item.clone(),
+                    })
+                    .collect();
                 let empty = one_row()?;
-                self.project(empty, items, span)
+                self.project(empty, &named, span)
             }
             ast::Source::Paren(t) => self.tabular(t),
         }
@@ -430,15 +457,15 @@ pub(crate) fn df<T>(r: Result<T, DataFusionError>, span: Span) -> Result<T, KqlE
     r.map_err(|e| KqlError::semantic(clean_message(&e), span))
 }
 
-/// DataFusion's message without its layers of "Error during planning:" prefixes and backtraces.
+/// DataFusion's message without its layers of context ("Optimizer rule ... failed", "caused
+/// by", "Error during planning: ") and backtraces: the innermost cause, on one line.
 pub(crate) fn clean_message(e: &DataFusionError) -> String {
-    let text = e.to_string();
+    let text = e.find_root().to_string();
     let mut s = text.as_str();
     for prefix in [
         "Error during planning: ",
         "Schema error: ",
         "Execution error: ",
-        "Optimizer rule '",
         "Internal error: ",
         "This feature is not implemented: ",
         "Arrow error: ",

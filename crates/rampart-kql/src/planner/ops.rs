@@ -9,12 +9,16 @@ use datafusion::logical_expr::{
     Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, lit, try_cast,
 };
 use rampart_kql_functions as functions;
+use serde_json::Value;
 use rampart_kql_syntax::ast::{self, ExprKind, OperatorKind, Span};
 use rampart_kql_syntax::{KqlError, nearest};
 
 use super::expr::{canonical_function, fn_error};
 use super::{Binding, Planner, column, column_names, df, glob_match};
 use crate::naming::{self, UniqueNames};
+
+/// Most columns `bag_unpack` makes (one per distinct property name).
+const MAX_UNPACKED_COLUMNS: usize = 1024;
 
 /// Most rows `take`/`top` accept as a count (Kusto's own limit is the result-set limit).
 const MAX_TAKE: i64 = i64::MAX / 2;
@@ -28,7 +32,7 @@ impl Planner<'_> {
         let span = op.span;
         match &op.kind {
             OperatorKind::Where(e) => {
-                let predicate = self.expr(e, plan.schema())?;
+                let predicate = functions::filter_predicate(self.expr(e, plan.schema())?);
                 build(LogicalPlanBuilder::from(plan).filter(predicate), span)
             }
             OperatorKind::Project(items) => self.project(plan, items, span),
@@ -309,7 +313,7 @@ impl Planner<'_> {
                     _ => None,
                 };
                 let name = names.claim(&self.item_name(item, natural)?);
-                outputs.push(Output::Expr(item.expr.clone(), name));
+                outputs.push(Output::Expr(&item.expr, name));
             }
         }
         let aggregated = build(
@@ -746,7 +750,8 @@ impl Planner<'_> {
     ) -> Result<LogicalPlan, KqlError> {
         let schema = plan.schema().clone();
         let text = self.expr(source, &schema)?;
-        let mut regex = String::from("(?s)^");
+        // Simple patterns match from the start of the text; regex patterns anywhere.
+        let mut regex = String::from(if kind == ast::ParseKind::Regex { "(?s)" } else { "(?s)^" });
         let mut captures = Vec::new();
         let last_column = parts
             .iter()
@@ -806,17 +811,91 @@ impl Planner<'_> {
         build(LogicalPlanBuilder::from(plan).project(exprs), span)
     }
 
+    /// `evaluate plugin(...)`: `bag_unpack` only.
     fn evaluate(
         &mut self,
         plan: LogicalPlan,
         plugin: &ast::Ident,
         args: &[ast::Expr],
     ) -> Result<LogicalPlan, KqlError> {
-        let _ = (plan, args);
-        Err(KqlError::unsupported(
-            format!("the '{}' plugin is not supported", plugin.name),
-            plugin.span,
-        ))
+        if plugin.name != "bag_unpack" {
+            return Err(KqlError::unsupported(
+                format!("the '{}' plugin is not supported (bag_unpack is)", plugin.name),
+                plugin.span,
+            ));
+        }
+        let Some(bag) = args.first() else {
+            return Err(KqlError::semantic(
+                "bag_unpack() needs the dynamic column to unpack",
+                plugin.span,
+            ));
+        };
+        let prefix = match args.get(1).map(|a| &a.kind) {
+            Some(ExprKind::Literal(ast::Literal::String(p))) => p.clone(),
+            _ => String::new(),
+        };
+        let schema = plan.schema().clone();
+        let bag_expr = self.expr(bag, &schema)?;
+        let keys = self.bag_keys(&plan, bag_expr.clone(), plugin.span)?;
+        let unpacked_name = naming::natural_name(bag);
+        let mut names = UniqueNames::default();
+        let mut exprs = Vec::new();
+        for n in column_names(&schema) {
+            if Some(&n) == unpacked_name.as_ref() {
+                continue;
+            }
+            if let Some(c) = column(&schema, &n) {
+                exprs.push(c.alias(names.claim(&n)));
+            }
+        }
+        for k in keys {
+            let name = names.claim(&format!("{prefix}{k}"));
+            exprs.push(functions::member(bag_expr.clone(), &k).alias(name));
+        }
+        build(LogicalPlanBuilder::from(plan).project(exprs), plugin.span)
+    }
+
+    /// The distinct property names of a dynamic column, found by running a query over the
+    /// plan so far (bag_unpack's columns depend on the data).
+    fn bag_keys(
+        &mut self,
+        plan: &LogicalPlan,
+        bag: Expr,
+        span: Span,
+    ) -> Result<Vec<String>, KqlError> {
+        let Some(runner) = self.runner else {
+            return Err(KqlError::unsupported(
+                "bag_unpack needs to read the data to know its columns, which this context does not allow",
+                span,
+            ));
+        };
+        let keys = functions::scalar("bag_keys", vec![bag], plan.schema())
+            .map_err(|err| fn_error(err, "bag_keys", span))?;
+        let probe = build(
+            LogicalPlanBuilder::from(plan.clone())
+                .project(vec![crate::planner::expand::elements(keys).alias("__key")])
+                .and_then(|b| b.unnest_column(Column::new_unqualified("__key")))
+                .and_then(LogicalPlanBuilder::distinct)
+                .and_then(|b| b.limit(0, Some(MAX_UNPACKED_COLUMNS + 1))),
+            span,
+        )?;
+        let mut out = Vec::new();
+        for batch in runner(probe)? {
+            let col = batch.column(0);
+            for row in 0..batch.num_rows() {
+                if let Value::String(k) = crate::results::json_value(col, row) {
+                    out.push(k);
+                }
+            }
+        }
+        if out.len() > MAX_UNPACKED_COLUMNS {
+            return Err(KqlError::semantic(
+                format!("bag_unpack would make more than {MAX_UNPACKED_COLUMNS} columns"),
+                span,
+            ));
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// `datatable(a: long, ...)[values]`
@@ -910,11 +989,12 @@ impl Planner<'_> {
     }
 }
 
-enum Output {
+enum Output<'q> {
     /// Columns produced directly by a multi-output aggregation: (internal, name).
     Columns(Vec<(String, String)>),
-    /// An item to plan over the aggregate's output, and its name.
-    Expr(ast::Expr, String),
+    /// An item to plan over the aggregate's output (the node itself: its aggregation calls
+    /// are known by address), and its name.
+    Expr(&'q ast::Expr, String),
 }
 
 /// The aggregation with several output columns at the top of a `summarize` item, if any.

@@ -1,0 +1,240 @@
+//! Parquet files: how rows are laid out in them, writing and reading them, and the live-file
+//! handle that deletes a replaced file once nothing reads it any more.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use rampart_schema::Table;
+
+use crate::manifest::FileMeta;
+use crate::{StoreError, io_err};
+
+/// The column every table that has one is sorted and partitioned by.
+pub(crate) const TIMESTAMP: &str = "Timestamp";
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Rows gathered per write into the Parquet writer (bounds the copy made while sorting).
+const WRITE_CHUNK_ROWS: usize = 64 * 1024;
+/// Rows per batch when a file is read back for compaction.
+const READ_BATCH_ROWS: usize = 8192;
+
+/// A live Parquet file. Readers hold it (in their scan plans) while they may still open the
+/// file; once it is replaced or dropped by retention it is marked retired and deleted when
+/// the last holder lets go, so a scan planned before a compaction still finds its files.
+#[derive(Debug)]
+pub(crate) struct DataFile {
+    pub(crate) meta: FileMeta,
+    pub(crate) path: PathBuf,
+    retired: AtomicBool,
+}
+
+impl DataFile {
+    pub(crate) fn new(meta: FileMeta, store_dir: &Path) -> DataFile {
+        DataFile {
+            path: store_dir.join(&meta.path),
+            meta,
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the file for deletion once no one holds it (call after the manifest that drops it
+    /// is committed).
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for DataFile {
+    fn drop(&mut self) {
+        if self.retired.load(Ordering::Acquire) {
+            // A failure leaves an orphan that the next open deletes.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The day (since 1970-01-01) of a timestamp in microseconds, if it is a calendar date.
+pub(crate) fn day_of_micros(us: i64) -> Option<i32> {
+    let day = i32::try_from(us.div_euclid(MICROS_PER_DAY)).ok()?;
+    date_of_day(day).map(|_| day)
+}
+
+pub(crate) fn date_of_day(day: i32) -> Option<NaiveDate> {
+    // 719_163 is 1970-01-01 counted from 0001-01-01 (day 1).
+    day.checked_add(719_163)
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+}
+
+/// `tables/tenant=T/table=Name/day=YYYY-MM-DD/<id>.parquet`, relative to the store.
+pub(crate) fn relative_path(tenant: &str, table: Table, day: i32, id: u64) -> String {
+    let date = date_of_day(day).map_or_else(|| format!("{day}"), |d| d.format("%Y-%m-%d").to_string());
+    format!("tables/tenant={tenant}/table={table}/day={date}/{id:020}.parquet")
+}
+
+/// Where a row goes: its day and Timestamp, and where it sits among the batches being written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowRef {
+    pub(crate) day: i32,
+    pub(crate) ts: Option<i64>,
+    batch: u32,
+    row: u32,
+}
+
+/// Orders the rows of `batches` as files hold them: by day, then by Timestamp with nulls
+/// first, arrival order among equals. A row without a Timestamp (or with one that is no
+/// calendar date) belongs to its batch's ingestion day.
+pub(crate) fn order_rows(batches: &[(&RecordBatch, i32)], table: Table) -> Vec<RowRef> {
+    let total = batches.iter().map(|(b, _)| b.num_rows()).sum();
+    let mut rows = Vec::with_capacity(total);
+    for (b, (batch, ingest_day)) in batches.iter().enumerate() {
+        let ts = timestamps(batch, table);
+        for row in 0..batch.num_rows() {
+            let t = ts.and_then(|a| a.is_valid(row).then(|| a.value(row)));
+            rows.push(RowRef {
+                day: t.and_then(day_of_micros).unwrap_or(*ingest_day),
+                ts: t,
+                batch: b as u32,
+                row: row as u32,
+            });
+        }
+    }
+    // Stable: rows with equal keys keep their arrival order. Input that is already in time
+    // order (the common case) is one run and sorts in linear time.
+    rows.sort_by_key(|r| (r.day, r.ts));
+    rows
+}
+
+/// The Timestamp column of a batch of `table`, if the table has one.
+pub(crate) fn timestamps(
+    batch: &RecordBatch,
+    table: Table,
+) -> Option<&datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType>> {
+    table.column(TIMESTAMP)?;
+    batch
+        .column_by_name(TIMESTAMP)
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+}
+
+/// How files are written: zstd, dictionaries, row-group statistics, and page statistics plus
+/// the sort order for Timestamp (what time filters prune on).
+pub(crate) fn writer_properties(
+    table: Table,
+    zstd_level: i32,
+    row_group_rows: usize,
+) -> Result<WriterProperties, StoreError> {
+    let level = ZstdLevel::try_new(zstd_level)
+        .map_err(|e| StoreError::Config(format!("zstd level {zstd_level}: {e}")))?;
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)));
+    if let Some(index) = table.columns().iter().position(|c| c.name == TIMESTAMP) {
+        props = props
+            .set_column_statistics_enabled(ColumnPath::from(TIMESTAMP), EnabledStatistics::Page)
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: index as i32,
+                descending: false,
+                nulls_first: true,
+            }]));
+    }
+    Ok(props.build())
+}
+
+/// What writing a file gave.
+pub(crate) struct Written {
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) memory_bytes: u64,
+    pub(crate) min_ts: Option<i64>,
+    pub(crate) max_ts: Option<i64>,
+}
+
+/// Writes `rows` (in order, all of one day) from `batches` to a new file at `path`, and
+/// fsyncs it. The file must not exist.
+pub(crate) fn write_file(
+    path: &Path,
+    table: Table,
+    props: &WriterProperties,
+    batches: &[&RecordBatch],
+    rows: &[RowRef],
+) -> Result<Written, StoreError> {
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut writer = ArrowWriter::try_new(file, table.arrow_schema(), Some(props.clone()))
+        .map_err(parquet_err)?;
+    let mut memory_bytes = 0u64;
+    let mut indices = Vec::with_capacity(WRITE_CHUNK_ROWS.min(rows.len()));
+    for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
+        indices.clear();
+        indices.extend(chunk.iter().map(|r| (r.batch as usize, r.row as usize)));
+        let part = interleave_record_batch(batches, &indices)?;
+        memory_bytes += part.get_array_memory_size() as u64;
+        writer.write(&part).map_err(parquet_err)?;
+    }
+    let file = writer.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(|e| io_err(path, e))?;
+    let bytes = file.metadata().map_err(|e| io_err(path, e))?.len();
+    Ok(Written {
+        rows: rows.len() as u64,
+        bytes,
+        memory_bytes,
+        min_ts: rows.iter().find_map(|r| r.ts),
+        max_ts: rows.iter().rev().find_map(|r| r.ts),
+    })
+}
+
+/// Reads a whole file back as batches of the table's schema.
+pub(crate) fn read_file(path: &Path, table: Table) -> Result<Vec<RecordBatch>, StoreError> {
+    let parquet_err = |message: String| StoreError::Parquet {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
+        .map_err(|e| parquet_err(e.to_string()))?;
+    let schema = table.arrow_schema();
+    reader
+        .map(|batch| {
+            let batch = batch.map_err(|e| parquet_err(e.to_string()))?;
+            // Same columns; this restores the table's own field metadata.
+            RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                .map_err(|e| parquet_err(e.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_paths() {
+        assert_eq!(day_of_micros(0), Some(0));
+        assert_eq!(day_of_micros(-1), Some(-1));
+        assert_eq!(day_of_micros(MICROS_PER_DAY), Some(1));
+        assert_eq!(day_of_micros(i64::MAX), None, "beyond the calendar");
+        assert_eq!(
+            relative_path("default", Table::DeviceEvents, 19_723, 7),
+            "tables/tenant=default/table=DeviceEvents/day=2024-01-01/00000000000000000007.parquet"
+        );
+    }
+}

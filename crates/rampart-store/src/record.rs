@@ -1,0 +1,224 @@
+//! What goes into the store: batches checked against their table's schema, with Kusto's
+//! string semantics, and their encoding as log records.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::ipc::CompressionType;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use rampart_schema::{KustoType, Table};
+
+use crate::files::{day_of_micros, timestamps};
+use crate::{StoreError, validate_tenant};
+
+/// A batch as the store keeps it in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct MemBatch {
+    pub(crate) batch: RecordBatch,
+    /// Where rows without a Timestamp go.
+    pub(crate) ingest_day: i32,
+    pub(crate) min_ts: Option<i64>,
+    pub(crate) max_ts: Option<i64>,
+    pub(crate) bytes: usize,
+}
+
+impl MemBatch {
+    pub(crate) fn new(batch: RecordBatch, table: Table, ingest_us: i64) -> MemBatch {
+        let ts = timestamps(&batch, table);
+        MemBatch {
+            ingest_day: day_of_micros(ingest_us).unwrap_or_default(),
+            min_ts: ts.and_then(datafusion::arrow::compute::min),
+            max_ts: ts.and_then(datafusion::arrow::compute::max),
+            bytes: batch.get_array_memory_size(),
+            batch,
+        }
+    }
+}
+
+/// Checks that `batch` has the columns of `table` (names and types, in order) and returns it
+/// with the table's own schema, null strings made empty: in Kusto a string is never null, so
+/// `where X == ""` and `isempty(X)` must find missing values. `dynamic` columns keep nulls.
+pub(crate) fn conform(table: Table, batch: RecordBatch) -> Result<RecordBatch, StoreError> {
+    let schema = table.arrow_schema();
+    let found = batch.schema();
+    let mismatch = |detail: String| StoreError::SchemaMismatch { table, detail };
+    if found.fields().len() != schema.fields().len() {
+        return Err(mismatch(format!(
+            "the table has {} columns, the batch {}",
+            schema.fields().len(),
+            found.fields().len()
+        )));
+    }
+    for (i, (want, got)) in schema.fields().iter().zip(found.fields()).enumerate() {
+        if want.name() != got.name() || want.data_type() != got.data_type() {
+            return Err(mismatch(format!(
+                "column {i} is {} ({}) in the table, {} ({}) in the batch",
+                want.name(),
+                want.data_type(),
+                got.name(),
+                got.data_type()
+            )));
+        }
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(table.columns())
+        .map(|(column, c)| match c.kind {
+            KustoType::String => empty_for_null(column),
+            _ => Ok(column.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns).map_err(|e| mismatch(e.to_string()))
+}
+
+fn empty_for_null(column: &ArrayRef) -> Result<ArrayRef, StoreError> {
+    let Some(nulls) = column.nulls().filter(|n| n.null_count() > 0) else {
+        return Ok(column.clone());
+    };
+    let Some(strings) = column.as_string_opt::<i32>() else {
+        return Ok(column.clone());
+    };
+    // Builders leave null slots zero-length: dropping the validity bitmap makes them "".
+    let nulls_are_empty = strings
+        .offsets()
+        .windows(2)
+        .zip(nulls.iter())
+        .all(|(w, valid)| valid || w[0] == w[1]);
+    let filled = if nulls_are_empty {
+        StringArray::try_new(strings.offsets().clone(), strings.values().clone(), None)?
+    } else {
+        strings.iter().map(|v| Some(v.unwrap_or(""))).collect()
+    };
+    Ok(Arc::new(filled))
+}
+
+/// A log record: ingestion time (µs), tenant, table, then the batch as an Arrow IPC stream.
+pub(crate) fn encode(
+    tenant: &str,
+    table: Table,
+    ingest_us: i64,
+    batch: &RecordBatch,
+    compress: bool,
+) -> Result<Vec<u8>, StoreError> {
+    let name = table.name();
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    out.extend_from_slice(&ingest_us.to_le_bytes());
+    // Both are at most 64 bytes: tenants are validated, table names are ours.
+    out.push(tenant.len() as u8);
+    out.extend_from_slice(tenant.as_bytes());
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    let options = IpcWriteOptions::default()
+        .try_with_compression(compress.then_some(CompressionType::LZ4_FRAME))?;
+    let mut writer = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+/// A log record read back.
+pub(crate) struct Decoded {
+    pub(crate) tenant: String,
+    pub(crate) table: Table,
+    pub(crate) ingest_us: i64,
+    pub(crate) batches: Vec<RecordBatch>,
+}
+
+pub(crate) fn decode(payload: &[u8]) -> Result<Decoded, String> {
+    let short = || "record too short".to_string();
+    let (ingest, rest) = payload.split_at_checked(8).ok_or_else(short)?;
+    let ingest_us = i64::from_le_bytes(ingest.try_into().map_err(|_| short())?);
+    let (tenant, rest) = take_name(rest).ok_or_else(short)?;
+    let (table, rest) = take_name(rest).ok_or_else(short)?;
+    validate_tenant(tenant).map_err(|e| e.to_string())?;
+    let table = Table::from_name(table).ok_or_else(|| format!("unknown table '{table}'"))?;
+    let reader = StreamReader::try_new(Cursor::new(rest), None).map_err(|e| e.to_string())?;
+    let batches = reader
+        .map(|b| {
+            let b = b.map_err(|e| e.to_string())?;
+            conform(table, b).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Decoded {
+        tenant: tenant.to_string(),
+        table,
+        ingest_us,
+        batches,
+    })
+}
+
+fn take_name(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = bytes.split_first()?;
+    let (name, rest) = rest.split_at_checked(usize::from(len))?;
+    Some((std::str::from_utf8(name).ok()?, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_schema::{DeviceProcessEvents, Row};
+
+    fn batch() -> RecordBatch {
+        let mut b = Table::DeviceProcessEvents.batch_builder();
+        let row = DeviceProcessEvents {
+            file_name: Some("cmd.exe".into()),
+            report_id: Some(7),
+            ..Default::default()
+        };
+        b.append(&Row::from(row)).unwrap();
+        b.append(&Row::from(DeviceProcessEvents::default())).unwrap();
+        b.finish()
+    }
+
+    #[test]
+    fn null_strings_become_empty_but_other_nulls_stay() {
+        let b = conform(Table::DeviceProcessEvents, batch()).unwrap();
+        let names = b.column_by_name("FileName").unwrap().as_string::<i32>();
+        assert_eq!(names.null_count(), 0);
+        assert_eq!(names.value(1), "");
+        assert_eq!(names.value(0), "cmd.exe");
+        assert_eq!(b.column_by_name("ReportId").unwrap().null_count(), 1);
+        let mut kb = Table::DeviceTvmSoftwareVulnerabilitiesKB.batch_builder();
+        kb.append(&Row::from(rampart_schema::DeviceTvmSoftwareVulnerabilitiesKB::default()))
+            .unwrap();
+        let kb = conform(Table::DeviceTvmSoftwareVulnerabilitiesKB, kb.finish()).unwrap();
+        let dynamic = kb.column_by_name("AffectedSoftware").unwrap();
+        assert_eq!(dynamic.null_count(), 1, "dynamic columns keep nulls");
+        assert_eq!(kb.column_by_name("CveId").unwrap().null_count(), 0);
+        // Null slots that hold bytes are rebuilt, not reinterpreted.
+        let odd = StringArray::try_new(
+            datafusion::arrow::buffer::OffsetBuffer::new(vec![0, 3, 6].into()),
+            b"abcdef".to_vec().into(),
+            Some(vec![true, false].into()),
+        )
+        .unwrap();
+        let filled = empty_for_null(&(Arc::new(odd) as ArrayRef)).unwrap();
+        let filled = filled.as_string::<i32>();
+        assert_eq!((filled.value(0), filled.value(1)), ("abc", ""));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let b = conform(Table::DeviceProcessEvents, batch()).unwrap();
+        for compress in [false, true] {
+            let bytes = encode("acme", Table::DeviceProcessEvents, 42, &b, compress).unwrap();
+            let d = decode(&bytes).unwrap();
+            assert_eq!((d.tenant.as_str(), d.table, d.ingest_us), ("acme", Table::DeviceProcessEvents, 42));
+            assert_eq!(d.batches, vec![b.clone()]);
+            assert!(decode(&bytes[..20]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_batch_of_another_table_is_refused() {
+        let err = conform(Table::DeviceFileEvents, batch()).unwrap_err();
+        assert!(
+            err.to_string().contains("DeviceFileEvents"),
+            "{err}"
+        );
+    }
+}
