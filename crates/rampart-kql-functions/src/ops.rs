@@ -118,6 +118,9 @@ fn coerce(l: Expr, r: Expr, what: &str, schema: &DFSchema) -> Result<(Expr, Expr
         }
         (String | Dynamic, Bool) => (to_bool(l, schema)?, r, Bool),
         (Bool, String | Dynamic) => (l, to_bool(r, schema)?, Bool),
+        // Kusto compares bools with numbers as 1 and 0 (`where IsLocalAdmin == 1`).
+        (Bool, Int | Long | Real) => (cast(l, DataType::Int64), r, Long),
+        (Int | Long | Real, Bool) => (l, cast(r, DataType::Int64), Long),
         (Int | Long | Real, Int | Long | Real) => (l, r, Real),
         (a, b) if a == b || a == Null || b == Null => (l, r, if a == Null { b } else { a }),
         (a, b) => return Err(type_err(what, a, b)),

@@ -18,7 +18,8 @@ use crate::error::{KqlError, nearest};
 use crate::lexer::{Tok, Token, TypedKind, scale, tokenize, unit_nanos};
 
 /// How deeply expressions, pipelines and `let` functions may nest. Public hunting queries nest
-/// at most 7 levels; at 64, parsing stays well within a 2 MiB thread stack even unoptimised.
+/// at most 7 levels. At 64 the deepest input takes about 1 MiB of stack in an unoptimised
+/// build (15 KiB a level at worst; 6 KiB optimised), so it parses on a 2 MiB thread.
 pub(crate) const MAX_NESTING: usize = 64;
 /// How tall the syntax tree may grow (nesting plus chained binary and postfix operators), so
 /// that the planner's recursive walks stay shallow too. Public hunting queries reach 15.

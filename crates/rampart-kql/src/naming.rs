@@ -14,8 +14,20 @@ pub fn natural_name(expr: &Expr) -> Option<String> {
             ExprKind::Literal(Literal::Long(i)) => natural_name(base).map(|b| format!("{b}_{i}")),
             _ => None,
         },
+        // Conversions keep their column's name: `project tostring(X)` is `X`.
+        ExprKind::Call { name, args } if args.len() == 1 && is_conversion(&name.name) => {
+            args.first().and_then(natural_name)
+        }
         _ => None,
     }
+}
+
+fn is_conversion(name: &str) -> bool {
+    matches!(
+        name,
+        "tostring" | "toint" | "tolong" | "todouble" | "toreal" | "tobool" | "toboolean"
+            | "todatetime" | "totimespan" | "todynamic" | "toguid" | "todecimal"
+    )
 }
 
 /// The name of a `summarize ... by` key: as [`natural_name`], and `bin(Col, ...)` /
@@ -25,6 +37,10 @@ pub fn group_key_name(expr: &Expr) -> Option<String> {
         && matches!(name.name.as_str(), "bin" | "floor" | "bin_at")
         && let Some(first) = args.first()
     {
+        // `bin(Name = Timestamp, 1h)` names the key.
+        if let ExprKind::NamedArg { name, .. } = &first.kind {
+            return Some(name.name.clone());
+        }
         return natural_name(first);
     }
     natural_name(expr)

@@ -82,10 +82,9 @@ impl Planner<'_> {
                 "a tabular expression is used where a scalar is expected (use toscalar())",
                 e.span,
             )),
-            ExprKind::NamedArg { name, .. } => Err(KqlError::semantic(
-                format!("named argument '{}' is not valid here", name.name),
-                e.span,
-            )),
+            // `bin(Name = Timestamp, 1h)` in `summarize ... by` names the key; the value is the
+            // argument (the name is taken by the summarize planner).
+            ExprKind::NamedArg { value, .. } => self.expr(value, schema),
         }
     }
 
@@ -170,6 +169,7 @@ impl Planner<'_> {
                     None => self.expr(default, schema),
                 };
             }
+            "extractjson" | "extract_json" => return self.extract_json(name, args, schema),
             "pack_all" => {
                 let mut kv = Vec::new();
                 for n in column_names(schema) {
@@ -199,6 +199,57 @@ impl Planner<'_> {
                 e
             }
         })
+    }
+
+    /// `extract_json("$.a.b[0]", text [, typeof(t)])`: the JSONPath walked as member and index
+    /// accesses over the parsed text.
+    fn extract_json(
+        &mut self,
+        name: &ast::Ident,
+        args: &[ast::Expr],
+        schema: &DFSchema,
+    ) -> Result<Expr, KqlError> {
+        let (Some(path), Some(text)) = (args.first(), args.get(1)) else {
+            return Err(arity(&name.name, "2 or 3", args.len(), name.span));
+        };
+        let ExprKind::Literal(Literal::String(path_text)) = &path.kind else {
+            return Err(KqlError::semantic(
+                format!("{}() takes the JSONPath as a string literal", name.name),
+                path.span,
+            ));
+        };
+        let steps = json_path(path_text).ok_or_else(|| {
+            KqlError::semantic(
+                format!("'{path_text}' is not a JSONPath Rampart reads ($.a.b, $['a'], $.a[0])"),
+                path.span,
+            )
+        })?;
+        let t = self.expr(text, schema)?;
+        let mut value = functions::scalar("parse_json", vec![t], schema)
+            .map_err(|err| fn_error(err, &name.name, name.span))?;
+        for step in steps {
+            value = match step {
+                PathStep::Key(k) => functions::member(value, &k),
+                PathStep::Index(i) => functions::index(value, lit(i), schema)
+                    .map_err(|err| fn_error(err, &name.name, name.span))?,
+            };
+        }
+        match args.get(2) {
+            Some(ast::Expr {
+                kind: ExprKind::Call { name: f, args: targs },
+                ..
+            }) if f.name == "typeof" => match targs.as_slice() {
+                [ast::Expr { kind: ExprKind::Name(tn), span }] => {
+                    let ty = ast::TypeName::from_name(tn)
+                        .ok_or_else(|| KqlError::semantic(format!("unknown type '{tn}'"), *span))?;
+                    functions::cast(value, ty, schema)
+                        .map_err(|err| fn_error(err, &name.name, name.span))
+                }
+                _ => Err(KqlError::semantic("typeof() takes a type name", f.span)),
+            },
+            Some(other) => Err(KqlError::semantic("expected typeof(type)", other.span)),
+            None => Ok(value),
+        }
     }
 
     pub(crate) fn args(
@@ -371,6 +422,42 @@ impl Planner<'_> {
             _ => None,
         }
     }
+}
+
+enum PathStep {
+    Key(String),
+    Index(i64),
+}
+
+/// The steps of a simple JSONPath: `$`, then `.name`, `['name']` or `[index]` steps.
+fn json_path(path: &str) -> Option<Vec<PathStep>> {
+    let mut rest = path.trim().strip_prefix('$')?;
+    let mut steps = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            if end == 0 {
+                return None;
+            }
+            steps.push(PathStep::Key(r[..end].to_string()));
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let inner = r[..end].trim();
+            let quoted = inner
+                .strip_prefix('\'')
+                .and_then(|x| x.strip_suffix('\''))
+                .or_else(|| inner.strip_prefix('"').and_then(|x| x.strip_suffix('"')));
+            match quoted {
+                Some(k) => steps.push(PathStep::Key(k.to_string())),
+                None => steps.push(PathStep::Index(inner.parse().ok()?)),
+            }
+            rest = &r[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(steps)
 }
 
 /// A JSON element of a literal array as a scalar literal (strings raw, numbers as numbers).
