@@ -248,6 +248,9 @@ impl<'a> Lexer<'a> {
                 '\n' | '\r' => break,
                 '\\' => {
                     let Some((_, e)) = chars.next() else { break };
+                    if e == '\n' || e == '\r' {
+                        break;
+                    }
                     let simple = match e {
                         '\'' | '"' | '\\' => Some(e),
                         'a' => Some('\u{7}'),
@@ -681,6 +684,9 @@ mod tests {
         assert_eq!(e.span, Some(Span::new(15, 19)));
         assert_eq!(e.message, "unterminated string literal");
         let e = lex_err("x @'abc");
+        assert_eq!(e.span, Some(Span::new(2, 7)));
+        let e = lex_err("x 'abc\\\nd'");
+        assert_eq!(e.message, "unterminated string literal");
         assert_eq!(e.span, Some(Span::new(2, 7)));
         let e = lex_err("x ```abc");
         assert_eq!(e.message, "unterminated multi-line string literal");

@@ -696,6 +696,13 @@ impl Parser {
         let mut ops = Vec::new();
         while self.eat(&Tok::Pipe) {
             let op = self.operator()?;
+            if self.at(&Tok::Assign) {
+                return Err(KqlError::syntax(
+                    "unexpected '=': comparisons are written '=='",
+                    self.span(),
+                )
+                .with_suggestion(Some("==".into())));
+            }
             if !self.at_op_end() {
                 return Err(KqlError::syntax(
                     format!(
@@ -1883,6 +1890,10 @@ impl Parser {
                 Some(literal) => ExprKind::Literal(literal),
                 None => ExprKind::Name(w.clone()),
             },
+            // `* has "x"`: any column (Kusto's search of a whole row).
+            Tok::Star if matches!(self.peek(1), Tok::Ident(w) if str_op(w).is_some()) => {
+                ExprKind::Star
+            }
             _ => return Err(self.expected("an expression")),
         };
         self.bump();
@@ -2303,7 +2314,13 @@ fn clock_timespan(body: &str) -> Option<i64> {
     if h > 23 || m > 59 || s > 59 {
         return None;
     }
-    let total = ((d * 24 + h) * 60 + m) * 60 + s;
+    let total = d
+        .checked_mul(24)?
+        .checked_add(h)?
+        .checked_mul(60)?
+        .checked_add(m)?
+        .checked_mul(60)?
+        .checked_add(s)?;
     let frac_nanos = if frac.is_empty() {
         0
     } else {
@@ -2891,6 +2908,19 @@ mod tests {
     }
 
     #[test]
+    fn a_star_before_a_string_operator_is_any_column() {
+        assert_eq!(ex("* has 'mimikatz'"), r#"(has * "mimikatz")"#);
+        assert_eq!(
+            ex("* contains_cs 'x' and a"),
+            r#"(and (contains_cs * "x") a)"#
+        );
+        assert_eq!(
+            parse_err("T | where * == 1").message,
+            "expected an expression, found '*'"
+        );
+    }
+
+    #[test]
     fn calls_arguments_and_not() {
         assert_eq!(ex("f()"), "(f)");
         assert_eq!(ex("arg_max(T, *)"), "(arg_max T *)");
@@ -2971,7 +3001,14 @@ mod tests {
             lit("timespan(null)"),
             Literal::Null(Some(TypeName::TimeSpan))
         );
-        for bad in ["time(1w)", "time(25:00)", "time(1:2:3:4)", "time()"] {
+        for bad in [
+            "time(1w)",
+            "time(25:00)",
+            "time(1:2:3:4)",
+            "time()",
+            "time(99999999999999999999999999999999999999.00:00)",
+            "time(99999999999d)",
+        ] {
             let e = parse_err(&format!("T | where {bad}"));
             assert_eq!(e.message, "invalid timespan literal", "{bad}");
             assert_eq!(e.span, Some(Span::new(10, 10 + bad.len())), "{bad}");
@@ -2999,6 +3036,11 @@ mod tests {
             ("datetime(Saturday, 08-Nov-14 15:05)", 1_415_459_100_000_000),
             ("datetime(10 MAY 2021)", 1_620_604_800_000_000),
             ("datetime(2020/01/01)", 1_577_836_800_000_000),
+            // Pasted text may hold no-break spaces.
+            (
+                "datetime(2021-01-01\u{202F}10:10:17)",
+                1_609_495_817_000_000,
+            ),
         ];
         for (src, us) in cases {
             assert_eq!(lit(src), Literal::DateTime(us), "{src}");
@@ -3730,6 +3772,12 @@ mod tests {
             e.message
         );
         assert_eq!(e.span, Some(Span::new(17, 18)));
+
+        let src = "T | where x = 1";
+        let e = parse_err(src);
+        assert_eq!(e.message, "unexpected '=': comparisons are written '=='");
+        assert_eq!(e.suggestion.as_deref(), Some("=="));
+        assert_eq!(e.span, Some(Span::new(12, 13)));
 
         let src = "T | take";
         let e = parse_err(src);

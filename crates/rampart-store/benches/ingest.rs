@@ -4,7 +4,9 @@
 //! `cargo bench -p rampart-store` (release). `RAMPART_BENCH_ROWS` sets the row count (default
 //! 1,000,000); rows come in batches of 8,192 from one appending thread. The data imitates a
 //! fleet: ~1,000 devices, ~300 executables, ~2,000 accounts, command lines built from
-//! templates with varying arguments, timestamps spread over one day in time order.
+//! templates with varying arguments (numbers, hex ids, user names), process ids as Windows
+//! gives them, ReportId counting per device, timestamps spread over one day in time order.
+//! `RAMPART_BENCH_ZSTD` overrides the Parquet zstd level.
 
 use std::path::Path;
 use std::time::Instant;
@@ -40,12 +42,28 @@ impl Rng {
 }
 
 const TOOLS: [&str; 12] = [
-    "cmd.exe", "powershell.exe", "svchost.exe", "chrome.exe", "msedge.exe", "conhost.exe",
-    "rundll32.exe", "wmiprvse.exe", "taskhostw.exe", "backgroundTaskHost.exe", "git.exe", "python.exe",
+    "cmd.exe",
+    "powershell.exe",
+    "svchost.exe",
+    "chrome.exe",
+    "msedge.exe",
+    "conhost.exe",
+    "rundll32.exe",
+    "wmiprvse.exe",
+    "taskhostw.exe",
+    "backgroundTaskHost.exe",
+    "git.exe",
+    "python.exe",
 ];
 const PARENTS: [&str; 8] = [
-    "explorer.exe", "services.exe", "svchost.exe", "cmd.exe", "powershell.exe", "wmiprvse.exe",
-    "taskeng.exe", "winlogon.exe",
+    "explorer.exe",
+    "services.exe",
+    "svchost.exe",
+    "cmd.exe",
+    "powershell.exe",
+    "wmiprvse.exe",
+    "taskeng.exe",
+    "winlogon.exe",
 ];
 const TEMPLATES: [&str; 10] = [
     "{exe} /c echo {n} > C:\\Users\\{user}\\AppData\\Local\\Temp\\{guid}.tmp",
@@ -77,13 +95,28 @@ fn make_batches(rows: usize) -> Vec<datafusion::arrow::array::RecordBatch> {
     let files: Vec<(String, String, String, String, String)> = (0..300)
         .map(|i| {
             let base = TOOLS[i % TOOLS.len()];
-            let name = if i < TOOLS.len() { base.to_string() } else { format!("{}{i}.exe", &base[..base.len() - 4]) };
+            let name = if i < TOOLS.len() {
+                base.to_string()
+            } else {
+                format!("{}{i}.exe", &base[..base.len() - 4])
+            };
             let folder = format!("C:\\Program Files\\Vendor{}\\{name}", i % 40);
-            (name, folder, hex(&mut rng, 40), hex(&mut rng, 64), hex(&mut rng, 32))
+            (
+                name,
+                folder,
+                hex(&mut rng, 40),
+                hex(&mut rng, 64),
+                hex(&mut rng, 32),
+            )
         })
         .collect();
     let accounts: Vec<(String, String)> = (0..2000)
-        .map(|i| (format!("user{i:04}"), format!("S-1-5-21-1004336348-1177238915-682003330-{}", 1000 + i)))
+        .map(|i| {
+            (
+                format!("user{i:04}"),
+                format!("S-1-5-21-1004336348-1177238915-682003330-{}", 1000 + i),
+            )
+        })
         .collect();
     let start: DateTime<Utc> = DateTime::parse_from_rfc3339("2024-05-01T00:00:00Z")
         .map(|t| t.to_utc())
@@ -91,10 +124,17 @@ fn make_batches(rows: usize) -> Vec<datafusion::arrow::array::RecordBatch> {
     let step_us = (86_400_000_000 / rows.max(1)) as i64;
     let mut builder = Table::DeviceProcessEvents.batch_builder();
     let mut batches = Vec::new();
+    // ReportId counts per device, as event record ids do.
+    let mut report_ids = vec![0i64; devices.len()];
+    // Windows process ids are multiples of 4, mostly below 32768.
+    let pid = |rng: &mut Rng| 4 * rng.below(8192) as i64;
     for i in 0..rows {
-        let (device_id, device_name) = &devices[rng.skewed(1000) as usize];
+        let device = rng.skewed(1000) as usize;
+        let (device_id, device_name) = &devices[device];
+        report_ids[device] += 1;
         let (name, folder, sha1, sha256, md5) = &files[rng.skewed(300) as usize];
-        let (parent, parent_folder, psha1, psha256, pmd5) = &files[rng.below(PARENTS.len() as u64) as usize];
+        let (parent, parent_folder, psha1, psha256, pmd5) =
+            &files[rng.below(PARENTS.len() as u64) as usize];
         let (user, sid) = &accounts[rng.skewed(2000) as usize];
         let template = TEMPLATES[rng.skewed(TEMPLATES.len() as u64) as usize];
         let command = template
@@ -117,10 +157,15 @@ fn make_batches(rows: usize) -> Vec<datafusion::arrow::array::RecordBatch> {
             sha256: Some(sha256.clone()),
             md5: Some(md5.clone()),
             file_size: Some(100_000 + (sha1.len() as i64) * 1000),
-            process_id: Some(rng.below(65536) as i64),
+            process_id: Some(pid(&mut rng)),
             process_command_line: Some(command),
-            process_integrity_level: Some(["Medium", "High", "System"][rng.skewed(3) as usize].into()),
-            process_token_elevation: Some(["TokenElevationTypeDefault", "TokenElevationTypeFull"][rng.below(2) as usize].into()),
+            process_integrity_level: Some(
+                ["Medium", "High", "System"][rng.skewed(3) as usize].into(),
+            ),
+            process_token_elevation: Some(
+                ["TokenElevationTypeDefault", "TokenElevationTypeFull"][rng.below(2) as usize]
+                    .into(),
+            ),
             process_creation_time: Some(when),
             account_domain: Some("CORP".into()),
             account_name: Some(user.clone()),
@@ -129,18 +174,20 @@ fn make_batches(rows: usize) -> Vec<datafusion::arrow::array::RecordBatch> {
             initiating_process_account_domain: Some("CORP".into()),
             initiating_process_account_name: Some(user.clone()),
             initiating_process_account_sid: Some(sid.clone()),
-            initiating_process_file_name: Some(PARENTS[rng.skewed(PARENTS.len() as u64) as usize].into()),
+            initiating_process_file_name: Some(
+                PARENTS[rng.skewed(PARENTS.len() as u64) as usize].into(),
+            ),
             initiating_process_folder_path: Some(parent_folder.clone()),
             initiating_process_sha1: Some(psha1.clone()),
             initiating_process_sha256: Some(psha256.clone()),
             initiating_process_md5: Some(pmd5.clone()),
-            initiating_process_id: Some(rng.below(65536) as i64),
+            initiating_process_id: Some(pid(&mut rng)),
             initiating_process_command_line: Some(format!("{parent} -k {}", rng.below(20))),
             initiating_process_creation_time: Some(created),
-            initiating_process_parent_id: Some(rng.below(65536) as i64),
+            initiating_process_parent_id: Some(pid(&mut rng)),
             initiating_process_parent_file_name: Some("services.exe".into()),
             initiating_process_integrity_level: Some("Medium".into()),
-            report_id: Some(i as i64),
+            report_id: Some(report_ids[device]),
             ..Default::default()
         };
         // The builder is the table's own; a row of it always fits.
@@ -165,17 +212,33 @@ fn cpu_seconds() -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 Hz.
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn run(dir: &Path, batches: &[datafusion::arrow::array::RecordBatch], rows: usize, wal_compression: bool) {
+fn run(
+    dir: &Path,
+    batches: &[datafusion::arrow::array::RecordBatch],
+    rows: usize,
+    wal_compression: bool,
+) {
     let _ = std::fs::remove_dir_all(dir);
-    let config = StoreConfig {
+    let mut config = StoreConfig {
         wal_compression,
         ..StoreConfig::default()
     };
+    if let Some(level) = std::env::var("RAMPART_BENCH_ZSTD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.zstd_level = level;
+    }
     let store = match Store::open(dir, config) {
         Ok(s) => s,
         Err(e) => {
@@ -220,6 +283,44 @@ fn run(dir: &Path, batches: &[datafusion::arrow::array::RecordBatch], rows: usiz
     if let Err(e) = store.close() {
         eprintln!("close failed: {e}");
     }
+    let columns: Vec<String> = largest_columns(dir)
+        .into_iter()
+        .take(8)
+        .map(|(name, bytes)| format!("{name} {:.1}", bytes as f64 / rows as f64))
+        .collect();
+    println!("  B/row by column, largest first: {}", columns.join(", "));
+}
+
+/// Compressed bytes per column over every Parquet file below `dir`, largest first.
+fn largest_columns(dir: &Path) -> Vec<(String, i64)> {
+    let mut sizes: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let Ok(reader) = std::fs::File::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    parquet::file::reader::SerializedFileReader::new(f).map_err(|e| e.to_string())
+                })
+            else {
+                continue;
+            };
+            use parquet::file::reader::FileReader;
+            for rg in reader.metadata().row_groups() {
+                for c in rg.columns() {
+                    *sizes.entry(c.column_path().string()).or_default() += c.compressed_size();
+                }
+            }
+        }
+    }
+    let mut sizes: Vec<(String, i64)> = sizes.into_iter().collect();
+    sizes.sort_by_key(|s| std::cmp::Reverse(s.1));
+    sizes
 }
 
 fn main() {

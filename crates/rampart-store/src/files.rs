@@ -11,11 +11,11 @@ use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
-use rampart_schema::Table;
+use rampart_schema::{KustoType, Table};
 
 use crate::manifest::FileMeta;
 use crate::{StoreError, io_err};
@@ -77,7 +77,8 @@ pub(crate) fn date_of_day(day: i32) -> Option<NaiveDate> {
 
 /// `tables/tenant=T/table=Name/day=YYYY-MM-DD/<id>.parquet`, relative to the store.
 pub(crate) fn relative_path(tenant: &str, table: Table, day: i32, id: u64) -> String {
-    let date = date_of_day(day).map_or_else(|| format!("{day}"), |d| d.format("%Y-%m-%d").to_string());
+    let date =
+        date_of_day(day).map_or_else(|| format!("{day}"), |d| d.format("%Y-%m-%d").to_string());
     format!("tables/tenant={tenant}/table={table}/day={date}/{id:020}.parquet")
 }
 
@@ -135,10 +136,23 @@ pub(crate) fn writer_properties(
     let level = ZstdLevel::try_new(zstd_level)
         .map_err(|e| StoreError::Config(format!("zstd level {zstd_level}: {e}")))?;
     let mut props = WriterProperties::builder()
+        // Version 2 falls back from a full dictionary to delta encodings rather than plain.
+        .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_compression(Compression::ZSTD(level))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)));
+    // Times are nearly unique and, in time-sorted files, nearly in order: deltas, not a
+    // dictionary.
+    for c in table
+        .columns()
+        .iter()
+        .filter(|c| c.kind == KustoType::DateTime)
+    {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(c.name), false)
+            .set_column_encoding(ColumnPath::from(c.name), Encoding::DELTA_BINARY_PACKED);
+    }
     if let Some(index) = table.columns().iter().position(|c| c.name == TIMESTAMP) {
         props = props
             .set_column_statistics_enabled(ColumnPath::from(TIMESTAMP), EnabledStatistics::Page)

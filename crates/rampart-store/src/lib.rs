@@ -30,6 +30,13 @@
 //! replayed. A torn record at the end of the log (never acknowledged) is truncated and
 //! reported in [`Store::recovery`].
 //!
+//! **Files.** A flush writes one file per tenant, table and day (zstd, dictionaries, version 2
+//! pages; sorted by Timestamp, nulls first; statistics per row group, and per page for
+//! Timestamp). The background thread merges files of about the same size in a partition, a
+//! few at a time, so each row is rewritten only a few times; [`Store::compact`] merges all
+//! small files. [`Store::apply_retention`] drops whole days. The manifest keeps each file's
+//! Timestamp range, so scans skip files (and so days) before opening them.
+//!
 //! **Limits.** In-memory batches are bounded by [`StoreConfig::memory_limit_bytes`]: above
 //! half of it a background flush starts, and an append that finds the limit reached waits for
 //! a flush (back-pressure). One append is at most [`StoreConfig::max_batch_bytes`]. Appends in
@@ -42,7 +49,10 @@
 //! The store's calls block (on fsync, on a flush); from async code call them in
 //! `spawn_blocking`.
 
+#![warn(missing_docs)]
+
 mod files;
+mod maintain;
 mod manifest;
 mod provider;
 mod record;
@@ -63,8 +73,8 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::TableProvider;
 use rampart_schema::Table;
 
-use crate::files::{DataFile, RowRef, order_rows, relative_path, write_file};
-use crate::manifest::{FileMeta, Manifest};
+use crate::files::DataFile;
+use crate::manifest::Manifest;
 use crate::provider::{StoreTable, TimeRange};
 use crate::record::MemBatch;
 use crate::wal::Wal;
@@ -94,8 +104,8 @@ pub struct StoreConfig {
     pub background: bool,
     /// Files smaller than this are merged by compaction (64 MiB).
     pub compact_small_file_bytes: u64,
-    /// Background compaction merges a partition once it has this many small files (4);
-    /// [`Store::compact`] merges any two.
+    /// Background compaction merges this many small files of about the same size (4), so
+    /// that each row is rewritten only a few times; [`Store::compact`] merges any two.
     pub compact_min_files: usize,
     /// Rows per Parquet row group (128 Ki): the unit that Timestamp filters skip.
     pub row_group_rows: usize,
@@ -151,29 +161,65 @@ impl StoreConfig {
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// A tenant name that is not 1 to 64 of `a-z`, `0-9`, `_`, `-`.
     #[error("invalid tenant name '{0}': use 1 to 64 characters among a-z, 0-9, '_' and '-'")]
     InvalidTenant(String),
+    /// A batch whose columns are not the table's (names and types, in order).
     #[error("the batch does not fit table {table}: {detail}")]
-    SchemaMismatch { table: Table, detail: String },
+    SchemaMismatch {
+        /// The table the batch was appended to.
+        table: Table,
+        /// The first difference.
+        detail: String,
+    },
+    /// A batch above [`StoreConfig::max_batch_bytes`].
     #[error("a batch of {bytes} bytes is more than the {limit} bytes one append takes")]
-    BatchTooLarge { bytes: usize, limit: usize },
+    BatchTooLarge {
+        /// The batch's Arrow size.
+        bytes: usize,
+        /// The most one append takes.
+        limit: usize,
+    },
+    /// A file or folder could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// A Parquet file could not be written or read back.
     #[error("{}: {message}", path.display())]
-    Parquet { path: PathBuf, message: String },
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What the Parquet library said.
+        message: String,
+    },
+    /// Arrow could not encode or rearrange a batch.
     #[error("arrow: {0}")]
     Arrow(String),
+    /// The store's own files contradict each other (a manifest that cannot be read, a file it
+    /// names that is missing, data without a manifest); nothing is changed.
     #[error("{}: {message}", path.display())]
-    Corrupt { path: PathBuf, message: String },
+    Corrupt {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Another process (or another `Store` in this one) has the store open.
     #[error("the store at {} is open in another process", .0.display())]
     Locked(PathBuf),
+    /// A [`StoreConfig`] value out of range.
     #[error("invalid store configuration: {0}")]
     Config(String),
-    #[error("the store stopped accepting writes after an earlier failure (reopen it to recover): {0}")]
+    /// A write failed in a way that leaves the log or the manifest uncertain; the store
+    /// refuses further changes until it is opened again (which recovers).
+    #[error(
+        "the store stopped accepting writes after an earlier failure (reopen it to recover): {0}"
+    )]
     Failed(String),
 }
 
@@ -215,6 +261,7 @@ pub fn validate_tenant(name: &str) -> Result<(), StoreError> {
 pub struct Recovery {
     /// Log records replayed into memory (acknowledged, not yet in Parquet).
     pub replayed_records: u64,
+    /// Rows in those records.
     pub replayed_rows: u64,
     /// Torn records cut off the end of log segments.
     pub torn: Vec<TornRecord>,
@@ -227,9 +274,13 @@ pub struct Recovery {
 /// A log record that was not completely written (a crash during the write), truncated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornRecord {
+    /// The log segment.
     pub path: PathBuf,
+    /// Where the torn record starts (the segment now ends there).
     pub offset: u64,
+    /// Bytes cut off.
     pub dropped_bytes: u64,
+    /// What was wrong with the record (incomplete, checksum mismatch, ...).
     pub reason: String,
 }
 
@@ -256,6 +307,7 @@ pub struct StoreStats {
     /// Log writes (each one fsync) and records (appends) since open: records per commit is
     /// the group-commit factor.
     pub wal_commits: u64,
+    /// See `wal_commits`.
     pub wal_records: u64,
     /// The last error of the background flush or compaction, if any.
     pub background_error: Option<String>,
@@ -264,13 +316,19 @@ pub struct StoreStats {
 /// One tenant's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableStats {
+    /// The tenant.
     pub tenant: String,
+    /// The table.
     pub table: Table,
-    /// Rows acknowledged and not yet in Parquet, and their Arrow size.
+    /// Rows acknowledged and not yet in Parquet.
     pub memory_rows: u64,
+    /// Their Arrow size in memory.
     pub memory_bytes: u64,
+    /// Parquet files.
     pub files: usize,
+    /// Rows in them.
     pub file_rows: u64,
+    /// Their size on disk.
     pub file_bytes: u64,
     /// Day partitions with files.
     pub days: usize,
@@ -314,8 +372,11 @@ impl StoreStats {
 pub struct CompactionReport {
     /// Day partitions that had files merged.
     pub partitions: usize,
+    /// Files replaced.
     pub files_merged: usize,
+    /// Files that replaced them.
     pub files_written: usize,
+    /// Rows rewritten.
     pub rows: u64,
 }
 
@@ -324,8 +385,11 @@ pub struct CompactionReport {
 pub struct RetentionReport {
     /// Day partitions dropped (per tenant and table).
     pub partitions: usize,
+    /// Files deleted.
     pub files: usize,
+    /// Rows in them.
     pub rows: u64,
+    /// Their size on disk.
     pub bytes: u64,
 }
 
@@ -348,9 +412,7 @@ struct State {
 
 impl State {
     fn part(&mut self, tenant: &str, table: Table) -> &mut Part {
-        self.parts
-            .entry((tenant.to_string(), table))
-            .or_default()
+        self.parts.entry((tenant.to_string(), table)).or_default()
     }
 
     /// Puts batches a failed flush had taken back in front of the newer ones.
@@ -516,20 +578,25 @@ impl Store {
         remove_orphans(&dir.join(TABLES_DIR), &live, &mut recovery.orphans_removed)?;
 
         let mut memory = 0usize;
-        let opened = wal::open(&dir.join(WAL_DIR), manifest.wal_seq, |seq, payload| {
-            match record::decode(payload) {
-                Ok(d) => {
-                    recovery.replayed_records += 1;
-                    for batch in d.batches {
-                        recovery.replayed_rows += batch.num_rows() as u64;
-                        let batch = MemBatch::new(batch, d.table, d.ingest_us);
-                        memory += batch.bytes;
-                        state.part(&d.tenant, d.table).active.push(batch);
+        let opened =
+            wal::open(
+                &dir.join(WAL_DIR),
+                manifest.wal_seq,
+                |seq, payload| match record::decode(payload) {
+                    Ok(d) => {
+                        recovery.replayed_records += 1;
+                        for batch in d.batches {
+                            recovery.replayed_rows += batch.num_rows() as u64;
+                            let batch = MemBatch::new(batch, d.table, d.ingest_us);
+                            memory += batch.bytes;
+                            state.part(&d.tenant, d.table).active.push(batch);
+                        }
                     }
-                }
-                Err(why) => recovery.skipped_records.push(format!("record {seq}: {why}")),
-            }
-        })?;
+                    Err(why) => recovery
+                        .skipped_records
+                        .push(format!("record {seq}: {why}")),
+                },
+            )?;
         recovery.torn = opened.torn;
         state.applied_seq = opened.wal.last_seq();
 
@@ -555,7 +622,9 @@ impl Store {
         threads.push(spawn("rampart-store-wal", move || writer.run_writer())?);
         if config.background {
             let background = Arc::clone(&inner);
-            threads.push(spawn("rampart-store-bg", move || background.run_background())?);
+            threads.push(spawn("rampart-store-bg", move || {
+                background.run_background()
+            })?);
         }
         let store = Store {
             inner,
@@ -599,7 +668,13 @@ impl Store {
             return Ok(());
         }
         let now = Utc::now().timestamp_micros();
-        let payload = record::encode(tenant, table, now, &batch, self.inner.config.wal_compression)?;
+        let payload = record::encode(
+            tenant,
+            table,
+            now,
+            &batch,
+            self.inner.config.wal_compression,
+        )?;
         let batch = MemBatch::new(batch, table, now);
         self.inner.wait_for_memory()?;
         let (reply, done) = sync_channel(1);
@@ -633,7 +708,7 @@ impl Store {
     /// Merges the small files of every day partition that has two or more (rows stay sorted by
     /// Timestamp; each row exactly once).
     pub fn compact(&self) -> Result<CompactionReport, StoreError> {
-        self.inner.compact(2)
+        self.inner.compact(false)
     }
 
     /// Drops every day partition that ended more than [`StoreConfig::retention`] before `now`,
@@ -693,7 +768,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         })
 }
 
-/// Deletes Parquet and temporary files below `dir` that are not `live`, and empty folders.
+/// Deletes Parquet files below `dir` that are not `live`, and empty folders.
 fn remove_orphans(
     dir: &Path,
     live: &HashSet<PathBuf>,
@@ -708,11 +783,7 @@ fn remove_orphans(
             remove_orphans(&path, live, removed)?;
             // Only succeeds when empty, which is all that is wanted.
             let _ = std::fs::remove_dir(&path);
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "parquet" || e == "tmp")
-            && !live.contains(&path)
-        {
+        } else if path.extension().is_some_and(|e| e == "parquet") && !live.contains(&path) {
             std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
             removed.push(path);
         }
@@ -797,7 +868,10 @@ impl Inner {
             replies.push(pending.reply);
             if written.is_ok() {
                 added += pending.batch.bytes;
-                state.part(&pending.key.0, pending.key.1).active.push(pending.batch);
+                state
+                    .part(&pending.key.0, pending.key.1)
+                    .active
+                    .push(pending.batch);
             }
         }
         written?;
@@ -833,323 +907,11 @@ impl Inner {
                 }
             }
             last = Instant::now();
-            let done = self
-                .flush()
-                .and_then(|()| self.compact(self.config.compact_min_files));
+            let done = self.flush().and_then(|()| self.compact(true));
             if let Err(e) = done {
                 *lock(&self.background_error) = Some(e.to_string());
             }
         }
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.check_failed()?;
-        let mut m = lock(&self.maintenance);
-        self.flush_locked(&mut m)
-    }
-
-    fn flush_locked(&self, m: &mut Maintenance) -> Result<(), StoreError> {
-        // Freeze: the batches to write stay visible; appends go on into fresh lists and a new
-        // log segment, so the old segments hold only what this flush writes.
-        let (work, upto) = {
-            let mut wal = lock(&self.wal);
-            let mut state = lock(&self.state);
-            let mut work: Vec<(Key, Vec<(RecordBatch, i32)>)> = Vec::new();
-            for (key, part) in &mut state.parts {
-                if part.active.is_empty() {
-                    continue;
-                }
-                part.frozen = std::mem::take(&mut part.active);
-                let batches = part
-                    .frozen
-                    .iter()
-                    .map(|b| (b.batch.clone(), b.ingest_day))
-                    .collect();
-                work.push((key.clone(), batches));
-            }
-            if work.is_empty() {
-                return Ok(());
-            }
-            if let Err(e) = wal.rotate() {
-                state.unfreeze();
-                return Err(e);
-            }
-            (work, state.applied_seq)
-        };
-
-        let mut created = Vec::new();
-        let mut new_files = Vec::new();
-        let written = self.write_partitions(m, &work, &mut created, &mut new_files);
-        let mut next = m.manifest.clone();
-        next.files.extend(new_files.iter().map(|(_, f)| f.clone()));
-        next.wal_seq = upto;
-        next.next_file_id = m.next_file_id;
-        if let Err(e) = written.and_then(|()| self.commit_manifest(&next)) {
-            if self.failure.get().is_none() {
-                remove_all(&created);
-            }
-            lock(&self.state).unfreeze();
-            return Err(e);
-        }
-        m.manifest = next;
-
-        // Publish: the files replace the frozen batches in one step for readers.
-        let mut freed = 0;
-        {
-            let mut state = lock(&self.state);
-            for (table, meta) in new_files {
-                let file = Arc::new(DataFile::new(meta, &self.dir));
-                state.part(&file.meta.tenant, table).files.push(file);
-            }
-            for part in state.parts.values_mut() {
-                freed += part.frozen.iter().map(|b| b.bytes).sum::<usize>();
-                part.frozen.clear();
-            }
-        }
-        self.memory_bytes.fetch_sub(freed, Ordering::AcqRel);
-        lock(&self.wal).trim(upto)
-    }
-
-    /// Writes one file per tenant, table and day of the frozen batches.
-    fn write_partitions(
-        &self,
-        m: &mut Maintenance,
-        work: &[(Key, Vec<(RecordBatch, i32)>)],
-        created: &mut Vec<PathBuf>,
-        new_files: &mut Vec<(Table, FileMeta)>,
-    ) -> Result<(), StoreError> {
-        let mut folders = BTreeSet::new();
-        for ((tenant, table), batches) in work {
-            let props =
-                files::writer_properties(*table, self.config.zstd_level, self.config.row_group_rows)?;
-            let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|(b, d)| (b, *d)).collect();
-            let rows = order_rows(&refs, *table);
-            let sources: Vec<&RecordBatch> = batches.iter().map(|(b, _)| b).collect();
-            for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
-                let meta = self.write_new_file(m, tenant, *table, &props, &sources, day_rows, created)?;
-                folders.insert(self.dir.join(&meta.path).with_file_name(""));
-                new_files.push((*table, meta));
-            }
-        }
-        folders.iter().try_for_each(|f| sync_dir(f))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write_new_file(
-        &self,
-        m: &mut Maintenance,
-        tenant: &str,
-        table: Table,
-        props: &parquet::file::properties::WriterProperties,
-        sources: &[&RecordBatch],
-        rows: &[RowRef],
-        created: &mut Vec<PathBuf>,
-    ) -> Result<FileMeta, StoreError> {
-        let day = rows.first().map_or(0, |r| r.day);
-        let id = m.next_file_id;
-        m.next_file_id += 1;
-        let rel = relative_path(tenant, table, day, id);
-        let path = self.dir.join(&rel);
-        if let Some(folder) = path.parent() {
-            self.ensure_dir(folder)?;
-        }
-        created.push(path.clone());
-        let w = write_file(&path, table, props, sources, rows)?;
-        Ok(FileMeta {
-            id,
-            path: rel,
-            tenant: tenant.to_string(),
-            table: table.name().to_string(),
-            day,
-            rows: w.rows,
-            bytes: w.bytes,
-            memory_bytes: w.memory_bytes,
-            min_ts: w.min_ts,
-            max_ts: w.max_ts,
-        })
-    }
-
-    /// Creates a partition folder and makes its entry durable up to the store's folder.
-    fn ensure_dir(&self, dir: &Path) -> Result<(), StoreError> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let mut child = dir;
-        while let Some(parent) = child.parent() {
-            sync_dir(parent)?;
-            if parent == self.dir {
-                break;
-            }
-            child = parent;
-        }
-        Ok(())
-    }
-
-    /// Commits a manifest; a failure after which the live one is unknown stops the store.
-    fn commit_manifest(&self, next: &Manifest) -> Result<(), StoreError> {
-        manifest::commit(&self.dir, next).map_err(|e| {
-            if e.uncertain {
-                self.fail(&e.error);
-            }
-            e.error
-        })
-    }
-
-    /// Swaps files in the readers' view: `gone` out (deleted once no scan holds them), `new`
-    /// in. Call after the manifest saying so is committed.
-    fn replace_files(&self, gone: &HashSet<u64>, new: Option<(Table, FileMeta)>) {
-        let mut state = lock(&self.state);
-        for part in state.parts.values_mut() {
-            part.files.retain(|f| {
-                let keep = !gone.contains(&f.meta.id);
-                if !keep {
-                    f.retire();
-                }
-                keep
-            });
-        }
-        if let Some((table, meta)) = new {
-            let file = Arc::new(DataFile::new(meta, &self.dir));
-            state.part(&file.meta.tenant, table).files.push(file);
-        }
-    }
-
-    fn compact(&self, min_files: usize) -> Result<CompactionReport, StoreError> {
-        self.check_failed()?;
-        let mut m = lock(&self.maintenance);
-        let budget = (self.config.memory_limit_bytes / 2) as u64;
-        let mut partitions: BTreeMap<(&str, &str, i32), Vec<&FileMeta>> = BTreeMap::new();
-        for f in &m.manifest.files {
-            if f.bytes < self.config.compact_small_file_bytes {
-                partitions
-                    .entry((&f.tenant, &f.table, f.day))
-                    .or_default()
-                    .push(f);
-            }
-        }
-        // Groups of files to merge, each within the memory budget.
-        let mut groups: Vec<Vec<FileMeta>> = Vec::new();
-        for files in partitions.into_values() {
-            if files.len() < min_files {
-                continue;
-            }
-            let mut group: Vec<FileMeta> = Vec::new();
-            let mut size = 0;
-            for f in files {
-                if !group.is_empty() && size + f.memory_bytes > budget {
-                    groups.push(std::mem::take(&mut group));
-                    size = 0;
-                }
-                size += f.memory_bytes;
-                group.push(f.clone());
-            }
-            groups.push(group);
-        }
-        groups.retain(|g| g.len() >= 2);
-
-        let mut report = CompactionReport::default();
-        let mut seen = BTreeSet::new();
-        for group in groups {
-            if let Some(first) = group.first() {
-                seen.insert((first.tenant.clone(), first.table.clone(), first.day));
-            }
-            report.files_merged += group.len();
-            report.rows += group.iter().map(|f| f.rows).sum::<u64>();
-            report.files_written += 1;
-            self.merge(&mut m, group)?;
-        }
-        report.partitions = seen.len();
-        Ok(report)
-    }
-
-    /// Replaces `inputs` (files of one partition) by one file holding all their rows.
-    fn merge(&self, m: &mut Maintenance, inputs: Vec<FileMeta>) -> Result<(), StoreError> {
-        let Some(first) = inputs.first() else {
-            return Ok(());
-        };
-        let table = table_of(first)?;
-        let (tenant, day) = (first.tenant.clone(), first.day);
-        let mut batches = Vec::new();
-        for f in &inputs {
-            batches.extend(files::read_file(&self.dir.join(&f.path), table)?);
-        }
-        let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|b| (b, day)).collect();
-        let rows = order_rows(&refs, table);
-        let sources: Vec<&RecordBatch> = batches.iter().collect();
-        let props = files::writer_properties(table, self.config.zstd_level, self.config.row_group_rows)?;
-        let mut created = Vec::new();
-        let written = self
-            .write_new_file(m, &tenant, table, &props, &sources, &rows, &mut created)
-            .and_then(|meta| {
-                sync_dir(&self.dir.join(&meta.path).with_file_name(""))?;
-                Ok(meta)
-            });
-        let gone: HashSet<u64> = inputs.iter().map(|f| f.id).collect();
-        let committed = written.and_then(|meta| {
-            let mut next = m.manifest.clone();
-            next.files.retain(|f| !gone.contains(&f.id));
-            next.files.push(meta.clone());
-            next.next_file_id = m.next_file_id;
-            self.commit_manifest(&next)?;
-            Ok((next, meta))
-        });
-        match committed {
-            Ok((next, meta)) => {
-                m.manifest = next;
-                self.replace_files(&gone, Some((table, meta)));
-                Ok(())
-            }
-            Err(e) => {
-                if self.failure.get().is_none() {
-                    remove_all(&created);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn apply_retention(&self, now: DateTime<Utc>) -> Result<RetentionReport, StoreError> {
-        self.check_failed()?;
-        let mut m = lock(&self.maintenance);
-        self.flush_locked(&mut m)?;
-        let cutoff = (now - self.config.retention).timestamp_micros();
-        // A day is dropped once it has wholly ended before the cutoff.
-        let first_kept = cutoff.div_euclid(86_400_000_000);
-        let doomed: Vec<&FileMeta> = m
-            .manifest
-            .files
-            .iter()
-            .filter(|f| i64::from(f.day) < first_kept)
-            .collect();
-        let report = RetentionReport {
-            partitions: doomed
-                .iter()
-                .map(|f| (&f.tenant, &f.table, f.day))
-                .collect::<BTreeSet<_>>()
-                .len(),
-            files: doomed.len(),
-            rows: doomed.iter().map(|f| f.rows).sum(),
-            bytes: doomed.iter().map(|f| f.bytes).sum(),
-        };
-        if doomed.is_empty() {
-            return Ok(report);
-        }
-        let gone: HashSet<u64> = doomed.iter().map(|f| f.id).collect();
-        let folders: BTreeSet<PathBuf> = doomed
-            .iter()
-            .map(|f| self.dir.join(&f.path).with_file_name(""))
-            .collect();
-        let mut next = m.manifest.clone();
-        next.files.retain(|f| !gone.contains(&f.id));
-        self.commit_manifest(&next)?;
-        m.manifest = next;
-        self.replace_files(&gone, None);
-        for folder in folders {
-            // Empty unless a scan still holds one of its files; then the next open tidies it.
-            let _ = std::fs::remove_dir(&folder);
-        }
-        Ok(report)
     }
 
     pub(crate) fn snapshot(&self, tenant: &str, table: Table, range: &TimeRange) -> Snapshot {
@@ -1214,21 +976,6 @@ impl Inner {
     }
 }
 
-fn table_of(meta: &FileMeta) -> Result<Table, StoreError> {
-    Table::from_name(&meta.table).ok_or_else(|| StoreError::Corrupt {
-        path: PathBuf::from(&meta.path),
-        message: format!("unknown table '{}'", meta.table),
-    })
-}
-
-/// Deletes files of a change that did not commit (best effort: the next open deletes what is
-/// left, as orphans).
-fn remove_all(paths: &[PathBuf]) {
-    for p in paths {
-        let _ = std::fs::remove_file(p);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1264,7 +1011,10 @@ mod tests {
             },
         ];
         for config in bad {
-            assert!(matches!(config.check(), Err(StoreError::Config(_))), "{config:?}");
+            assert!(
+                matches!(config.check(), Err(StoreError::Config(_))),
+                "{config:?}"
+            );
         }
         assert!(StoreConfig::default().check().is_ok());
     }

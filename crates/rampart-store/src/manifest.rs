@@ -67,11 +67,10 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Manifest>, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&path, e)),
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
-            path: path.clone(),
-            message: format!("the manifest cannot be read: {e}"),
-        })?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
+        path: path.clone(),
+        message: format!("the manifest cannot be read: {e}"),
+    })?;
     if manifest.format != FORMAT {
         return Err(StoreError::Corrupt {
             path,

@@ -23,8 +23,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use rampart_schema::Table;
 
-use crate::files::TIMESTAMP;
 use crate::Inner;
+use crate::files::TIMESTAMP;
 
 /// A table of one tenant, as DataFusion sees it.
 #[derive(Debug)]
@@ -195,15 +195,15 @@ impl TableProvider for StoreTable {
         let snapshot = self.inner.snapshot(&self.tenant, self.table, &range);
         let partitions = state.config().target_partitions().max(1);
 
-        let mut memory: Vec<Vec<_>> = vec![Vec::new(); partitions.min(snapshot.batches.len()).max(1)];
+        let mut memory: Vec<Vec<_>> =
+            vec![Vec::new(); partitions.min(snapshot.batches.len()).max(1)];
         let slots = memory.len();
         for (i, batch) in snapshot.batches.into_iter().enumerate() {
             memory[i % slots].push(batch);
         }
         let memory = MemorySourceConfig::try_new(&memory, schema.clone(), projection.cloned())?
             .with_limit(limit);
-        let mut plans: Vec<Arc<dyn ExecutionPlan>> =
-            vec![DataSourceExec::from_data_source(memory)];
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![DataSourceExec::from_data_source(memory)];
 
         if !snapshot.files.is_empty() {
             let mut options = state.table_options().parquet.clone();
@@ -262,33 +262,73 @@ mod tests {
     use datafusion::logical_expr::{ident, lit};
 
     fn ts(us: i64) -> Expr {
-        lit(ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())))
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(us),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]
     fn time_bounds_come_from_comparisons_joined_by_and() {
-        let r = time_range(&[ident("Timestamp").gt_eq(ts(10)), ident("Timestamp").lt(ts(20))]);
-        assert_eq!(r, TimeRange { lo: Some(10), hi: Some(19) });
-        let r = time_range(&[ts(10).lt_eq(ident("Timestamp")).and(ident("X").eq(lit("a")))]);
-        assert_eq!(r, TimeRange { lo: Some(10), hi: None });
+        let r = time_range(&[
+            ident("Timestamp").gt_eq(ts(10)),
+            ident("Timestamp").lt(ts(20)),
+        ]);
+        assert_eq!(
+            r,
+            TimeRange {
+                lo: Some(10),
+                hi: Some(19)
+            }
+        );
+        let r = time_range(&[ts(10)
+            .lt_eq(ident("Timestamp"))
+            .and(ident("X").eq(lit("a")))]);
+        assert_eq!(
+            r,
+            TimeRange {
+                lo: Some(10),
+                hi: None
+            }
+        );
         let r = time_range(&[ident("Timestamp").between(ts(5), ts(7))]);
-        assert_eq!(r, TimeRange { lo: Some(5), hi: Some(7) });
+        assert_eq!(
+            r,
+            TimeRange {
+                lo: Some(5),
+                hi: Some(7)
+            }
+        );
         // OR, NOT and other columns say nothing certain.
-        let r = time_range(&[ident("Timestamp").gt(ts(10)).or(ident("Timestamp").lt(ts(0)))]);
+        let r = time_range(&[ident("Timestamp")
+            .gt(ts(10))
+            .or(ident("Timestamp").lt(ts(0)))]);
         assert_eq!(r, TimeRange::default());
         let r = time_range(&[ident("ProcessCreationTime").gt(ts(10))]);
         assert_eq!(r, TimeRange::default());
         // Nanoseconds: whole microseconds around them.
         let ns = |v| lit(ScalarValue::TimestampNanosecond(Some(v), None));
-        let r = time_range(&[ident("Timestamp").gt(ns(1_500)), ident("Timestamp").lt(ns(4_500))]);
-        assert_eq!(r, TimeRange { lo: Some(2), hi: Some(4) });
+        let r = time_range(&[
+            ident("Timestamp").gt(ns(1_500)),
+            ident("Timestamp").lt(ns(4_500)),
+        ]);
+        assert_eq!(
+            r,
+            TimeRange {
+                lo: Some(2),
+                hi: Some(4)
+            }
+        );
         let r = time_range(&[ident("Timestamp").eq(ns(1_500))]);
         assert!(!r.overlaps(Some(0), Some(10)), "no microsecond is 1.5 µs");
     }
 
     #[test]
     fn ranges_overlap() {
-        let r = TimeRange { lo: Some(10), hi: Some(20) };
+        let r = TimeRange {
+            lo: Some(10),
+            hi: Some(20),
+        };
         assert!(r.overlaps(Some(0), Some(10)));
         assert!(r.overlaps(Some(20), Some(30)));
         assert!(!r.overlaps(Some(21), Some(30)));

@@ -62,7 +62,7 @@ pub(crate) fn conform(table: Table, batch: RecordBatch) -> Result<RecordBatch, S
             )));
         }
     }
-    let columns = batch
+    let mut columns = batch
         .columns()
         .iter()
         .zip(table.columns())
@@ -71,6 +71,13 @@ pub(crate) fn conform(table: Table, batch: RecordBatch) -> Result<RecordBatch, S
             _ => Ok(column.clone()),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    drop(batch);
+    // Builders leave spare capacity (a 200-row batch can hold 300 KB): give it back, so that
+    // the memory limit counts rows rather than slack. Buffers the caller still shares are
+    // left as they are.
+    for column in &mut columns {
+        column.shrink_to_fit();
+    }
     RecordBatch::try_new(schema, columns).map_err(|e| mismatch(e.to_string()))
 }
 
@@ -170,7 +177,8 @@ mod tests {
             ..Default::default()
         };
         b.append(&Row::from(row)).unwrap();
-        b.append(&Row::from(DeviceProcessEvents::default())).unwrap();
+        b.append(&Row::from(DeviceProcessEvents::default()))
+            .unwrap();
         b.finish()
     }
 
@@ -183,8 +191,10 @@ mod tests {
         assert_eq!(names.value(0), "cmd.exe");
         assert_eq!(b.column_by_name("ReportId").unwrap().null_count(), 1);
         let mut kb = Table::DeviceTvmSoftwareVulnerabilitiesKB.batch_builder();
-        kb.append(&Row::from(rampart_schema::DeviceTvmSoftwareVulnerabilitiesKB::default()))
-            .unwrap();
+        kb.append(&Row::from(
+            rampart_schema::DeviceTvmSoftwareVulnerabilitiesKB::default(),
+        ))
+        .unwrap();
         let kb = conform(Table::DeviceTvmSoftwareVulnerabilitiesKB, kb.finish()).unwrap();
         let dynamic = kb.column_by_name("AffectedSoftware").unwrap();
         assert_eq!(dynamic.null_count(), 1, "dynamic columns keep nulls");
@@ -207,7 +217,10 @@ mod tests {
         for compress in [false, true] {
             let bytes = encode("acme", Table::DeviceProcessEvents, 42, &b, compress).unwrap();
             let d = decode(&bytes).unwrap();
-            assert_eq!((d.tenant.as_str(), d.table, d.ingest_us), ("acme", Table::DeviceProcessEvents, 42));
+            assert_eq!(
+                (d.tenant.as_str(), d.table, d.ingest_us),
+                ("acme", Table::DeviceProcessEvents, 42)
+            );
             assert_eq!(d.batches, vec![b.clone()]);
             assert!(decode(&bytes[..20]).is_err());
         }
@@ -216,9 +229,6 @@ mod tests {
     #[test]
     fn a_batch_of_another_table_is_refused() {
         let err = conform(Table::DeviceFileEvents, batch()).unwrap_err();
-        assert!(
-            err.to_string().contains("DeviceFileEvents"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("DeviceFileEvents"), "{err}");
     }
 }

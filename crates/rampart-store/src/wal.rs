@@ -173,7 +173,10 @@ fn read_segment(
         let crc = u32::from_le_bytes(to_array(crc));
         let seq = u64::from_le_bytes(to_array(seq));
         if length > len - offset - HEADER_BYTES {
-            return Ok((offset, Some(torn(offset, "record runs past the end of the file"))));
+            return Ok((
+                offset,
+                Some(torn(offset, "record runs past the end of the file")),
+            ));
         }
         payload.resize(length as usize, 0);
         reader
@@ -339,7 +342,11 @@ mod tests {
         let (got, o) = read_all(&dir, 0);
         assert_eq!(
             got,
-            vec![(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]
+            vec![
+                (1, b"one".to_vec()),
+                (2, b"two".to_vec()),
+                (3, b"three".to_vec())
+            ]
         );
         assert!(o.torn.is_empty());
         drop(o);

@@ -84,7 +84,10 @@ fn report_ids(store: &Store, tenant: &str, filter: Option<Expr>) -> Vec<i64> {
     let mut ids: Vec<i64> = batches
         .iter()
         .flat_map(|b| {
-            let c = b.column_by_name("ReportId").unwrap().as_primitive::<Int64Type>();
+            let c = b
+                .column_by_name("ReportId")
+                .unwrap()
+                .as_primitive::<Int64Type>();
             c.iter().flatten().collect::<Vec<_>>()
         })
         .collect();
@@ -119,29 +122,53 @@ fn appended_rows_are_visible_at_once_flushed_and_kept_across_reopen() {
     let dir = scratch("visible");
     let store = Store::open(&dir, config()).unwrap();
     let at = |_| Some(day("2024-05-01") + Duration::minutes(5));
-    store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..100, at)).unwrap();
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..100).collect::<Vec<_>>());
+    store
+        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..100, at))
+        .unwrap();
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..100).collect::<Vec<_>>()
+    );
     let s = store.stats();
     assert_eq!((s.tables[0].memory_rows, s.files()), (100, 0));
 
     store.flush().unwrap();
     let s = store.stats();
-    assert_eq!((s.tables[0].memory_rows, s.tables[0].file_rows, s.files()), (0, 100, 1));
+    assert_eq!(
+        (s.tables[0].memory_rows, s.tables[0].file_rows, s.files()),
+        (0, 100, 1)
+    );
     assert_eq!(report_ids(&store, DEFAULT_TENANT, None).len(), 100);
 
     // Acknowledged but not flushed, then the process goes away without closing.
-    store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(100..150, at)).unwrap();
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(100..150, at),
+        )
+        .unwrap();
     drop(store);
     let store = Store::open(&dir, config()).unwrap();
     assert_eq!(store.recovery().replayed_rows, 50);
     assert!(store.recovery().torn.is_empty());
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..150).collect::<Vec<_>>());
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..150).collect::<Vec<_>>()
+    );
     store.close().unwrap();
 
     let store = Store::open(&dir, config()).unwrap();
-    assert_eq!(store.recovery().replayed_rows, 0, "close flushed everything");
+    assert_eq!(
+        store.recovery().replayed_rows,
+        0,
+        "close flushed everything"
+    );
     assert_eq!(store.stats().rows(), 150);
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..150).collect::<Vec<_>>());
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..150).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -154,7 +181,9 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
         1 => Some(day("2024-05-02") + Duration::seconds(1000 - id)),
         _ => Some(day("2024-05-01") + Duration::seconds(1000 - id)),
     };
-    store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..400, at)).unwrap();
+    store
+        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..400, at))
+        .unwrap();
     let mut b = Table::DeviceTvmSoftwareInventory.batch_builder();
     let sw = DeviceTvmSoftwareInventory {
         device_name: Some("ws-1".into()),
@@ -162,7 +191,9 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
         ..Default::default()
     };
     b.append(&Row::from(sw)).unwrap();
-    store.append("acme", Table::DeviceTvmSoftwareInventory, b.finish()).unwrap();
+    store
+        .append("acme", Table::DeviceTvmSoftwareInventory, b.finish())
+        .unwrap();
     let today = Utc::now().format("%Y-%m-%d").to_string();
     store.flush().unwrap();
 
@@ -176,7 +207,10 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
     ];
     expected.sort();
     assert_eq!(partitions, expected);
-    assert!(report_ids(&store, "acme", None).is_empty(), "tenants are apart");
+    assert!(
+        report_ids(&store, "acme", None).is_empty(),
+        "tenants are apart"
+    );
 
     // Each file: sorted by Timestamp, zstd, statistics per row group and per page.
     for f in &files {
@@ -189,18 +223,27 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
             if let Some(ts) = batch.column_by_name("Timestamp") {
                 let ts = ts.as_primitive::<TimestampMicrosecondType>();
                 let values: Vec<Option<i64>> = ts.iter().collect();
-                assert!(values.is_sorted(), "{f} is sorted by Timestamp, nulls first");
+                assert!(
+                    values.is_sorted(),
+                    "{f} is sorted by Timestamp, nulls first"
+                );
             }
             let names = batch.column_by_name("DeviceName").unwrap();
             assert_eq!(names.null_count(), 0, "strings are never null");
         }
         let rg = meta.row_group(0);
         let column = rg.column(0);
-        assert!(matches!(column.compression(), parquet::basic::Compression::ZSTD(_)), "{f}");
+        assert!(
+            matches!(column.compression(), parquet::basic::Compression::ZSTD(_)),
+            "{f}"
+        );
         assert!(column.statistics().is_some(), "{f}: row-group statistics");
         if f.contains("DeviceProcessEvents") {
             assert_eq!(rg.column(0).column_path().string(), "Timestamp");
-            assert!(rg.column(0).column_index_offset().is_some(), "{f}: page statistics");
+            assert!(
+                rg.column(0).column_index_offset().is_some(),
+                "{f}: page statistics"
+            );
         }
     }
 }
@@ -215,14 +258,24 @@ fn retention_drops_whole_days_past_the_age_and_nothing_else() {
     for (i, d) in days.iter().enumerate() {
         let first = i as i64 * 10;
         store
-            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(first..first + 10, |_| Some(day(d) + Duration::hours(23))))
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(first..first + 10, |_| Some(day(d) + Duration::hours(23))),
+            )
             .unwrap();
         store.flush().unwrap();
     }
     let report = store.apply_retention(now).unwrap();
     assert_eq!((report.partitions, report.files, report.rows), (2, 2, 20));
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (20..40).collect::<Vec<_>>());
-    let left: Vec<String> = parquet_files(&dir).iter().map(|f| partition_of(f).to_string()).collect();
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (20..40).collect::<Vec<_>>()
+    );
+    let left: Vec<String> = parquet_files(&dir)
+        .iter()
+        .map(|f| partition_of(f).to_string())
+        .collect();
     assert_eq!(
         left,
         vec![
@@ -230,17 +283,27 @@ fn retention_drops_whole_days_past_the_age_and_nothing_else() {
             "tables/tenant=default/table=DeviceProcessEvents/day=2024-06-29"
         ]
     );
-    assert!(!dir.join("tables/tenant=default/table=DeviceProcessEvents/day=2024-05-21").exists());
+    assert!(
+        !dir.join("tables/tenant=default/table=DeviceProcessEvents/day=2024-05-21")
+            .exists()
+    );
     // Rows still in memory are covered too (retention flushes first).
     store
-        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(100..105, |_| Some(day("2024-01-01"))))
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(100..105, |_| Some(day("2024-01-01"))),
+        )
         .unwrap();
     let report = store.apply_retention(now).unwrap();
     assert_eq!(report.rows, 5);
     assert_eq!(store.apply_retention(now).unwrap(), Default::default());
     drop(store);
     let store = Store::open(&dir, config()).unwrap();
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (20..40).collect::<Vec<_>>());
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (20..40).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -251,7 +314,13 @@ fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     for f in 0..5i64 {
         let ids = f * 100..(f + 1) * 100;
         store
-            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(ids, |id| Some(day("2024-05-01") + Duration::seconds((id % 100) * 10 + (id / 100)))))
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(ids, |id| {
+                    Some(day("2024-05-01") + Duration::seconds((id % 100) * 10 + (id / 100)))
+                }),
+            )
             .unwrap();
         store.flush().unwrap();
     }
@@ -267,19 +336,43 @@ fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     let plan = rt.block_on(df.create_physical_plan()).unwrap();
 
     let report = store.compact().unwrap();
-    assert_eq!((report.partitions, report.files_merged, report.files_written, report.rows), (1, 5, 1, 500));
+    assert_eq!(
+        (
+            report.partitions,
+            report.files_merged,
+            report.files_written,
+            report.rows
+        ),
+        (1, 5, 1, 500)
+    );
     let after = parquet_files(&dir);
     assert_eq!(after.len(), 6, "the old files wait for the planned scan");
-    let old = rt.block_on(datafusion::physical_plan::collect(plan, ctx.task_ctx())).unwrap();
+    let old = rt
+        .block_on(datafusion::physical_plan::collect(plan, ctx.task_ctx()))
+        .unwrap();
     assert_eq!(old.iter().map(RecordBatch::num_rows).sum::<usize>(), 500);
     drop(old);
-    assert_eq!(parquet_files(&dir).len(), 1, "deleted once the scan is gone");
+    assert_eq!(
+        parquet_files(&dir).len(),
+        1,
+        "deleted once the scan is gone"
+    );
 
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..500).collect::<Vec<_>>());
-    assert_eq!(store.compact().unwrap(), Default::default(), "nothing left to merge");
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..500).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.compact().unwrap(),
+        Default::default(),
+        "nothing left to merge"
+    );
     drop(store);
     let store = Store::open(&dir, config()).unwrap();
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..500).collect::<Vec<_>>());
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..500).collect::<Vec<_>>()
+    );
     let merged = parquet_files(&dir);
     let file = std::fs::File::open(dir.join(&merged[0])).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -289,7 +382,12 @@ fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     let mut times = Vec::new();
     for b in reader {
         let b = b.unwrap();
-        times.extend(b.column_by_name("Timestamp").unwrap().as_primitive::<TimestampMicrosecondType>().iter());
+        times.extend(
+            b.column_by_name("Timestamp")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>()
+                .iter(),
+        );
     }
     assert_eq!(times.len(), 500);
     assert!(times.is_sorted());
@@ -301,7 +399,13 @@ fn a_torn_log_tail_is_cut_reported_and_the_rest_replayed() {
     let store = Store::open(&dir, config()).unwrap();
     let at = |_| Some(day("2024-05-01"));
     for i in 0..3 {
-        store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(i * 10..(i + 1) * 10, at)).unwrap();
+        store
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(i * 10..(i + 1) * 10, at),
+            )
+            .unwrap();
     }
     drop(store);
     // Half of the last record made it to disk.
@@ -320,21 +424,47 @@ fn a_torn_log_tail_is_cut_reported_and_the_rest_replayed() {
     assert_eq!(torn.len(), 1, "{torn:?}");
     assert_eq!(torn[0].path, segment.canonicalize().unwrap());
     assert!(torn[0].to_string().contains("never acknowledged"));
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..20).collect::<Vec<_>>());
-    store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(20..30, at)).unwrap();
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..20).collect::<Vec<_>>()
+    );
+    store
+        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(20..30, at))
+        .unwrap();
     drop(store);
     let store = Store::open(&dir, config()).unwrap();
     assert!(store.recovery().torn.is_empty());
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..30).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn batches_that_do_not_fit_are_refused_and_the_store_goes_on() {
     let dir = scratch("refused");
-    let store = Store::open(&dir, StoreConfig { max_batch_bytes: 1 << 20, ..config() }).unwrap();
+    let store = Store::open(
+        &dir,
+        StoreConfig {
+            max_batch_bytes: 1 << 20,
+            ..config()
+        },
+    )
+    .unwrap();
     let at = |_| Some(day("2024-05-01"));
-    let err = store.append(DEFAULT_TENANT, Table::DeviceFileEvents, rows(0..1, at)).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaMismatch { table: Table::DeviceFileEvents, .. }), "{err}");
+    let err = store
+        .append(DEFAULT_TENANT, Table::DeviceFileEvents, rows(0..1, at))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaMismatch {
+                table: Table::DeviceFileEvents,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("column"), "{err}");
 
     // Same names, one type changed.
@@ -342,36 +472,75 @@ fn batches_that_do_not_fit_are_refused_and_the_store_goes_on() {
     let schema = good.schema();
     let mut fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let i = schema.index_of("ReportId").unwrap();
-    fields[i] = fields[i].clone().with_data_type(datafusion::arrow::datatypes::DataType::Utf8);
+    fields[i] = fields[i]
+        .clone()
+        .with_data_type(datafusion::arrow::datatypes::DataType::Utf8);
     let mut columns = good.columns().to_vec();
     columns[i] = Arc::new(datafusion::arrow::array::StringArray::from(vec!["1"]));
-    let wrong = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), columns).unwrap();
-    let err = store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, wrong).unwrap_err();
-    assert!(err.to_string().contains("ReportId (Int64) in the table, ReportId (Utf8) in the batch"), "{err}");
+    let wrong = RecordBatch::try_new(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
+    .unwrap();
+    let err = store
+        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, wrong)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ReportId (Int64) in the table, ReportId (Utf8) in the batch"),
+        "{err}"
+    );
 
-    let err = store.append("Not A Tenant", Table::DeviceProcessEvents, rows(0..1, at)).unwrap_err();
+    let err = store
+        .append("Not A Tenant", Table::DeviceProcessEvents, rows(0..1, at))
+        .unwrap_err();
     assert!(matches!(err, StoreError::InvalidTenant(_)), "{err}");
-    let err = store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..20_000, at)).unwrap_err();
+    let err = store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(0..20_000, at),
+        )
+        .unwrap_err();
     assert!(matches!(err, StoreError::BatchTooLarge { .. }), "{err}");
 
-    store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..10, at)).unwrap();
+    store
+        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..10, at))
+        .unwrap();
     assert_eq!(store.stats().rows(), 10);
 }
 
 #[test]
 fn timestamp_filters_prune_files_row_groups_and_memory() {
     let dir = scratch("prune");
-    let store = Store::open(&dir, StoreConfig { row_group_rows: 100, ..config() }).unwrap();
+    let store = Store::open(
+        &dir,
+        StoreConfig {
+            row_group_rows: 100,
+            ..config()
+        },
+    )
+    .unwrap();
     // Ten days of 1000 rows, one every 60 s from midnight, in files; one more day in memory.
     for d in 0..10i64 {
         let start = day("2024-05-01") + Duration::days(d);
         store
-            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(d * 1000..(d + 1) * 1000, |id| Some(start + Duration::seconds((id % 1000) * 60))))
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(d * 1000..(d + 1) * 1000, |id| {
+                    Some(start + Duration::seconds((id % 1000) * 60))
+                }),
+            )
             .unwrap();
     }
     store.flush().unwrap();
     store
-        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(10_000..10_010, |_| Some(day("2024-05-20"))))
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(10_000..10_010, |_| Some(day("2024-05-20"))),
+        )
         .unwrap();
     assert_eq!(store.stats().files(), 10);
 
@@ -384,7 +553,12 @@ fn timestamp_filters_prune_files_row_groups_and_memory() {
             .filter(filter)
             .unwrap();
         let plan = rt.block_on(df.create_physical_plan()).unwrap();
-        let batches = rt.block_on(datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())).unwrap();
+        let batches = rt
+            .block_on(datafusion::physical_plan::collect(
+                plan.clone(),
+                ctx.task_ctx(),
+            ))
+            .unwrap();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let mut seen = Seen::default();
         seen.visit(&plan);
@@ -393,12 +567,19 @@ fn timestamp_filters_prune_files_row_groups_and_memory() {
 
     // One day: one file of ten, no in-memory batch.
     let from = day("2024-05-04");
-    let (n, seen) = scan(ident("Timestamp").gt_eq(ts_lit(from)).and(ident("Timestamp").lt(ts_lit(from + Duration::days(1)))));
+    let (n, seen) = scan(
+        ident("Timestamp")
+            .gt_eq(ts_lit(from))
+            .and(ident("Timestamp").lt(ts_lit(from + Duration::days(1)))),
+    );
     assert_eq!(n, 1000);
     assert_eq!((seen.files, seen.memory_batches), (1, 0));
 
     // One hour of that day: 60 rows, most row groups (100 rows each) skipped by statistics.
-    let (n, seen) = scan(ident("Timestamp").between(ts_lit(from + Duration::hours(2)), ts_lit(from + Duration::minutes(179))));
+    let (n, seen) = scan(ident("Timestamp").between(
+        ts_lit(from + Duration::hours(2)),
+        ts_lit(from + Duration::minutes(179)),
+    ));
     assert_eq!(n, 60);
     assert_eq!(seen.files, 1);
     assert!(seen.row_groups_pruned >= 8, "{seen:?}");
@@ -435,8 +616,11 @@ impl Seen {
                     .flat_map(|g| g.iter().map(|f| f.object_meta.location.clone()))
                     .collect();
                 self.files += distinct.len();
-                if let Some(MetricValue::PruningMetrics { pruning_metrics, .. }) =
-                    plan.metrics().and_then(|m| m.sum_by_name("row_groups_pruned_statistics"))
+                if let Some(MetricValue::PruningMetrics {
+                    pruning_metrics, ..
+                }) = plan
+                    .metrics()
+                    .and_then(|m| m.sum_by_name("row_groups_pruned_statistics"))
                 {
                     self.row_groups_pruned += pruning_metrics.pruned();
                     self.row_groups_read += pruning_metrics.matched();
@@ -457,9 +641,18 @@ fn missing_strings_read_as_empty_strings() {
     let dir = scratch("empty");
     let store = Store::open(&dir, config()).unwrap();
     // ReportIds divisible by 3 have no FileName.
-    store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..9, |_| Some(day("2024-05-01")))).unwrap();
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(0..9, |_| Some(day("2024-05-01"))),
+        )
+        .unwrap();
     let empty = Some(ident("FileName").eq(lit("")));
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, empty.clone()), vec![0, 3, 6]);
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, empty.clone()),
+        vec![0, 3, 6]
+    );
     store.flush().unwrap();
     assert_eq!(report_ids(&store, DEFAULT_TENANT, empty), vec![0, 3, 6]);
     assert!(report_ids(&store, DEFAULT_TENANT, Some(ident("FileName").is_null())).is_empty());
@@ -476,7 +669,11 @@ fn concurrent_appends_share_log_writes_and_all_land() {
                 for i in 0..50 {
                     let first = (t * 50 + i) * 10;
                     store
-                        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(first..first + 10, |_| Some(day("2024-05-01"))))
+                        .append(
+                            DEFAULT_TENANT,
+                            Table::DeviceProcessEvents,
+                            rows(first..first + 10, |_| Some(day("2024-05-01"))),
+                        )
                         .unwrap();
                 }
             });
@@ -485,27 +682,45 @@ fn concurrent_appends_share_log_writes_and_all_land() {
     let s = store.stats();
     assert_eq!(s.wal_records, 400);
     assert!(s.wal_commits <= s.wal_records);
-    eprintln!("400 appends from 8 threads took {} log writes", s.wal_commits);
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..4000).collect::<Vec<_>>());
+    eprintln!(
+        "400 appends from 8 threads took {} log writes",
+        s.wal_commits
+    );
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..4000).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn the_memory_limit_makes_appends_flush() {
     let dir = scratch("memory");
     let limit = 1 << 20;
-    let store = Store::open(&dir, StoreConfig { memory_limit_bytes: limit, ..config() }).unwrap();
+    let store = Store::open(
+        &dir,
+        StoreConfig {
+            memory_limit_bytes: limit,
+            ..config()
+        },
+    )
+    .unwrap();
     let mut largest = 0;
     for i in 0..40 {
         let batch = rows(i * 500..(i + 1) * 500, |_| Some(day("2024-05-01")));
         largest = largest.max(batch.get_array_memory_size() as u64);
-        store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, batch).unwrap();
+        store
+            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, batch)
+            .unwrap();
         let memory = store.stats().tables[0].memory_bytes;
         assert!(memory <= limit as u64 + largest, "{memory} bytes in memory");
     }
     let s = store.stats();
     assert!(s.files() > 1, "the limit forced flushes");
     assert_eq!(s.rows(), 20_000);
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..20_000).collect::<Vec<_>>());
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..20_000).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -522,7 +737,11 @@ fn the_background_thread_flushes_and_compacts() {
     let mut counts = BTreeMap::new();
     for i in 0..6 {
         store
-            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(i * 10..(i + 1) * 10, |_| Some(day("2024-05-01"))))
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(i * 10..(i + 1) * 10, |_| Some(day("2024-05-01"))),
+            )
             .unwrap();
         // Each batch gets flushed on its own, and files get merged.
         while store.stats().tables[0].memory_rows > 0 && std::time::Instant::now() < deadline {
@@ -530,17 +749,30 @@ fn the_background_thread_flushes_and_compacts() {
         }
         *counts.entry(store.stats().files()).or_insert(0) += 1;
     }
-    assert_eq!(store.stats().tables[0].memory_rows, 0, "flushed in the background");
-    assert!(store.stats().files() < 6, "compacted in the background: {counts:?}");
+    assert_eq!(
+        store.stats().tables[0].memory_rows,
+        0,
+        "flushed in the background"
+    );
+    assert!(
+        store.stats().files() < 6,
+        "compacted in the background: {counts:?}"
+    );
     assert_eq!(store.stats().background_error, None);
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..60).collect::<Vec<_>>());
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..60).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn a_store_is_open_in_one_place_at_a_time() {
     let dir = scratch("locked");
     let store = Store::open(&dir, config()).unwrap();
-    assert!(matches!(Store::open(&dir, config()), Err(StoreError::Locked(_))));
+    assert!(matches!(
+        Store::open(&dir, config()),
+        Err(StoreError::Locked(_))
+    ));
     drop(store);
     Store::open(&dir, config()).unwrap();
 }
@@ -559,7 +791,13 @@ fn a_folder_with_data_but_no_manifest_is_left_alone() {
 fn leftovers_of_an_interrupted_flush_are_removed_at_open() {
     let dir = scratch("orphans");
     let store = Store::open(&dir, config()).unwrap();
-    store.append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..10, |_| Some(day("2024-05-01")))).unwrap();
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(0..10, |_| Some(day("2024-05-01"))),
+        )
+        .unwrap();
     store.flush().unwrap();
     drop(store);
     // A file written by a flush that crashed before its manifest commit.
@@ -569,6 +807,12 @@ fn leftovers_of_an_interrupted_flush_are_removed_at_open() {
     let store = Store::open(&dir, config()).unwrap();
     assert_eq!(store.recovery().orphans_removed.len(), 1);
     assert!(!orphan.exists());
-    assert!(!orphan.parent().unwrap().exists(), "empty partition folder removed");
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), (0..10).collect::<Vec<_>>());
+    assert!(
+        !orphan.parent().unwrap().exists(),
+        "empty partition folder removed"
+    );
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..10).collect::<Vec<_>>()
+    );
 }

@@ -52,7 +52,11 @@ fn ingest_accounts_for_every_record_and_the_store_keeps_the_rows() {
     let aside = summary["records_set_aside"].as_u64().unwrap();
     assert!(summary["files"].as_u64().unwrap() > 100);
     assert!(rows > 1000, "{summary}");
-    assert_eq!(rows + aside, read, "rows per table plus set aside add up to records read");
+    assert_eq!(
+        rows + aside,
+        read,
+        "rows per table plus set aside add up to records read"
+    );
     assert_eq!(summary["store"]["rows"].as_u64(), Some(rows));
     assert!(per_table.contains_key("DeviceProcessEvents"));
 
@@ -71,12 +75,24 @@ fn ingest_accounts_for_every_record_and_the_store_keeps_the_rows() {
 #[test]
 fn ingest_refuses_a_bad_tenant_and_reports_missing_input() {
     let data = scratch("bad");
-    let o = rampart(&["ingest", "--data", data.to_str().unwrap(), "--tenant", "Not/OK", "x.evtx"]);
+    let o = rampart(&[
+        "ingest",
+        "--data",
+        data.to_str().unwrap(),
+        "--tenant",
+        "Not/OK",
+        "x.evtx",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid tenant name 'Not/OK'"));
 
     let missing = data.join("nowhere");
-    let o = rampart(&["ingest", "--data", data.to_str().unwrap(), missing.to_str().unwrap()]);
+    let o = rampart(&[
+        "ingest",
+        "--data",
+        data.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no such file or folder"), "{stderr}");

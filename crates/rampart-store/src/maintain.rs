@@ -1,0 +1,374 @@
+//! Changes to the set of Parquet files, one at a time under the maintenance lock: flush
+//! (in-memory batches to files), compaction (small files merged) and retention (old days
+//! dropped). Each writes its new files and fsyncs them, commits a manifest, and only then
+//! changes what readers see and deletes anything.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::RecordBatch;
+use parquet::file::properties::WriterProperties;
+use rampart_schema::Table;
+
+use crate::files::{self, DataFile, RowRef, order_rows, relative_path, write_file};
+use crate::manifest::{self, FileMeta, Manifest};
+use crate::{
+    CompactionReport, Inner, Key, Maintenance, RetentionReport, StoreError, io_err, lock, sync_dir,
+};
+
+/// Files below this size are one tier for background compaction.
+const TIER_UNIT_BYTES: u64 = 64 << 10;
+
+impl Inner {
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        let mut m = lock(&self.maintenance);
+        self.flush_locked(&mut m)
+    }
+
+    /// Writes the in-memory batches to one file per tenant, table and day.
+    pub(crate) fn flush_locked(&self, m: &mut Maintenance) -> Result<(), StoreError> {
+        self.check_failed()?;
+        // Freeze: the batches to write stay visible; appends go on into fresh lists and a new
+        // log segment, so the old segments hold only what this flush writes.
+        let (work, upto) = {
+            let mut wal = lock(&self.wal);
+            let mut state = lock(&self.state);
+            let mut work: Vec<(Key, Vec<(RecordBatch, i32)>)> = Vec::new();
+            for (key, part) in &mut state.parts {
+                if part.active.is_empty() {
+                    continue;
+                }
+                part.frozen = std::mem::take(&mut part.active);
+                let batches = part
+                    .frozen
+                    .iter()
+                    .map(|b| (b.batch.clone(), b.ingest_day))
+                    .collect();
+                work.push((key.clone(), batches));
+            }
+            if work.is_empty() {
+                return Ok(());
+            }
+            if let Err(e) = wal.rotate() {
+                state.unfreeze();
+                return Err(e);
+            }
+            (work, state.applied_seq)
+        };
+
+        let mut created = Vec::new();
+        let mut new_files = Vec::new();
+        let written = self.write_partitions(m, &work, &mut created, &mut new_files);
+        let mut next = m.manifest.clone();
+        next.files.extend(new_files.iter().map(|(_, f)| f.clone()));
+        next.wal_seq = upto;
+        next.next_file_id = m.next_file_id;
+        if let Err(e) = written.and_then(|()| self.commit_manifest(&next)) {
+            if self.failure.get().is_none() {
+                remove_all(&created);
+            }
+            lock(&self.state).unfreeze();
+            return Err(e);
+        }
+        m.manifest = next;
+
+        // Publish: the files replace the frozen batches in one step for readers.
+        let mut freed = 0;
+        {
+            let mut state = lock(&self.state);
+            for (table, meta) in new_files {
+                let file = Arc::new(DataFile::new(meta, &self.dir));
+                state.part(&file.meta.tenant, table).files.push(file);
+            }
+            for part in state.parts.values_mut() {
+                freed += part.frozen.iter().map(|b| b.bytes).sum::<usize>();
+                part.frozen.clear();
+            }
+        }
+        self.memory_bytes.fetch_sub(freed, Ordering::AcqRel);
+        lock(&self.wal).trim(upto)
+    }
+
+    /// Writes one file per tenant, table and day of the frozen batches.
+    fn write_partitions(
+        &self,
+        m: &mut Maintenance,
+        work: &[(Key, Vec<(RecordBatch, i32)>)],
+        created: &mut Vec<PathBuf>,
+        new_files: &mut Vec<(Table, FileMeta)>,
+    ) -> Result<(), StoreError> {
+        let mut folders = BTreeSet::new();
+        for ((tenant, table), batches) in work {
+            let props = files::writer_properties(
+                *table,
+                self.config.zstd_level,
+                self.config.row_group_rows,
+            )?;
+            let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|(b, d)| (b, *d)).collect();
+            let rows = order_rows(&refs, *table);
+            let sources: Vec<&RecordBatch> = batches.iter().map(|(b, _)| b).collect();
+            for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
+                let meta =
+                    self.write_new_file(m, tenant, *table, &props, &sources, day_rows, created)?;
+                folders.insert(self.dir.join(&meta.path).with_file_name(""));
+                new_files.push((*table, meta));
+            }
+        }
+        folders.iter().try_for_each(|f| sync_dir(f))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_new_file(
+        &self,
+        m: &mut Maintenance,
+        tenant: &str,
+        table: Table,
+        props: &WriterProperties,
+        sources: &[&RecordBatch],
+        rows: &[RowRef],
+        created: &mut Vec<PathBuf>,
+    ) -> Result<FileMeta, StoreError> {
+        let day = rows.first().map_or(0, |r| r.day);
+        let id = m.next_file_id;
+        m.next_file_id += 1;
+        let rel = relative_path(tenant, table, day, id);
+        let path = self.dir.join(&rel);
+        if let Some(folder) = path.parent() {
+            self.ensure_dir(folder)?;
+        }
+        created.push(path.clone());
+        let w = write_file(&path, table, props, sources, rows)?;
+        Ok(FileMeta {
+            id,
+            path: rel,
+            tenant: tenant.to_string(),
+            table: table.name().to_string(),
+            day,
+            rows: w.rows,
+            bytes: w.bytes,
+            memory_bytes: w.memory_bytes,
+            min_ts: w.min_ts,
+            max_ts: w.max_ts,
+        })
+    }
+
+    /// Creates a partition folder and makes its entry durable up to the store's folder.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let mut child = dir;
+        while let Some(parent) = child.parent() {
+            sync_dir(parent)?;
+            if parent == self.dir {
+                break;
+            }
+            child = parent;
+        }
+        Ok(())
+    }
+
+    /// Commits a manifest; a failure after which the live one is unknown stops the store.
+    fn commit_manifest(&self, next: &Manifest) -> Result<(), StoreError> {
+        manifest::commit(&self.dir, next).map_err(|e| {
+            if e.uncertain {
+                self.fail(&e.error);
+            }
+            e.error
+        })
+    }
+
+    /// Swaps files in the readers' view: `gone` out (deleted once no scan holds them), `new`
+    /// in. Call after the manifest saying so is committed.
+    fn replace_files(&self, gone: &HashSet<u64>, new: Option<(Table, FileMeta)>) {
+        let mut state = lock(&self.state);
+        for part in state.parts.values_mut() {
+            part.files.retain(|f| {
+                let keep = !gone.contains(&f.meta.id);
+                if !keep {
+                    f.retire();
+                }
+                keep
+            });
+        }
+        if let Some((table, meta)) = new {
+            let file = Arc::new(DataFile::new(meta, &self.dir));
+            state.part(&file.meta.tenant, table).files.push(file);
+        }
+    }
+
+    /// Merges small files per partition. `tiered` (the background's way) merges only files of
+    /// about the same size, `compact_min_files` of them at a time, so that a row is rewritten
+    /// a logarithmic number of times however many flushes feed a day; otherwise every small
+    /// file of a partition with two or more is merged.
+    pub(crate) fn compact(&self, tiered: bool) -> Result<CompactionReport, StoreError> {
+        self.check_failed()?;
+        let mut m = lock(&self.maintenance);
+        let budget = (self.config.memory_limit_bytes / 2) as u64;
+        let min_files = if tiered {
+            self.config.compact_min_files
+        } else {
+            2
+        };
+        // Sizes within a factor of `min_files` share a tier (the config keeps it at least 2).
+        let tier = |bytes: u64| match tiered {
+            true => (bytes / TIER_UNIT_BYTES).max(1).ilog(min_files as u64),
+            false => 0,
+        };
+        let mut partitions: BTreeMap<(&str, &str, i32, u32), Vec<&FileMeta>> = BTreeMap::new();
+        for f in &m.manifest.files {
+            if f.bytes < self.config.compact_small_file_bytes {
+                let tier = tier(f.bytes);
+                partitions
+                    .entry((&f.tenant, &f.table, f.day, tier))
+                    .or_default()
+                    .push(f);
+            }
+        }
+        // Groups of files to merge, each within the memory budget.
+        let mut groups: Vec<Vec<FileMeta>> = Vec::new();
+        for files in partitions.into_values() {
+            if files.len() < min_files {
+                continue;
+            }
+            let mut group: Vec<FileMeta> = Vec::new();
+            let mut size = 0;
+            for f in files {
+                if !group.is_empty() && size + f.memory_bytes > budget {
+                    groups.push(std::mem::take(&mut group));
+                    size = 0;
+                }
+                size += f.memory_bytes;
+                group.push(f.clone());
+            }
+            groups.push(group);
+        }
+        groups.retain(|g| g.len() >= 2);
+
+        let mut report = CompactionReport::default();
+        let mut seen = BTreeSet::new();
+        for group in groups {
+            if let Some(first) = group.first() {
+                seen.insert((first.tenant.clone(), first.table.clone(), first.day));
+            }
+            report.files_merged += group.len();
+            report.rows += group.iter().map(|f| f.rows).sum::<u64>();
+            report.files_written += 1;
+            self.merge(&mut m, group)?;
+        }
+        report.partitions = seen.len();
+        Ok(report)
+    }
+
+    /// Replaces `inputs` (files of one partition) by one file holding all their rows.
+    fn merge(&self, m: &mut Maintenance, inputs: Vec<FileMeta>) -> Result<(), StoreError> {
+        let Some(first) = inputs.first() else {
+            return Ok(());
+        };
+        let table = table_of(first)?;
+        let (tenant, day) = (first.tenant.clone(), first.day);
+        let mut batches = Vec::new();
+        for f in &inputs {
+            batches.extend(files::read_file(&self.dir.join(&f.path), table)?);
+        }
+        let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|b| (b, day)).collect();
+        let rows = order_rows(&refs, table);
+        let sources: Vec<&RecordBatch> = batches.iter().collect();
+        let props =
+            files::writer_properties(table, self.config.zstd_level, self.config.row_group_rows)?;
+        let mut created = Vec::new();
+        let written = self
+            .write_new_file(m, &tenant, table, &props, &sources, &rows, &mut created)
+            .and_then(|meta| {
+                sync_dir(&self.dir.join(&meta.path).with_file_name(""))?;
+                Ok(meta)
+            });
+        let gone: HashSet<u64> = inputs.iter().map(|f| f.id).collect();
+        let committed = written.and_then(|meta| {
+            let mut next = m.manifest.clone();
+            next.files.retain(|f| !gone.contains(&f.id));
+            next.files.push(meta.clone());
+            next.next_file_id = m.next_file_id;
+            self.commit_manifest(&next)?;
+            Ok((next, meta))
+        });
+        match committed {
+            Ok((next, meta)) => {
+                m.manifest = next;
+                self.replace_files(&gone, Some((table, meta)));
+                Ok(())
+            }
+            Err(e) => {
+                if self.failure.get().is_none() {
+                    remove_all(&created);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn apply_retention(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<RetentionReport, StoreError> {
+        self.check_failed()?;
+        let mut m = lock(&self.maintenance);
+        self.flush_locked(&mut m)?;
+        let cutoff = (now - self.config.retention).timestamp_micros();
+        // A day is dropped once it has wholly ended before the cutoff.
+        let first_kept = cutoff.div_euclid(86_400_000_000);
+        let doomed: Vec<&FileMeta> = m
+            .manifest
+            .files
+            .iter()
+            .filter(|f| i64::from(f.day) < first_kept)
+            .collect();
+        let report = RetentionReport {
+            partitions: doomed
+                .iter()
+                .map(|f| (&f.tenant, &f.table, f.day))
+                .collect::<BTreeSet<_>>()
+                .len(),
+            files: doomed.len(),
+            rows: doomed.iter().map(|f| f.rows).sum(),
+            bytes: doomed.iter().map(|f| f.bytes).sum(),
+        };
+        if doomed.is_empty() {
+            return Ok(report);
+        }
+        let gone: HashSet<u64> = doomed.iter().map(|f| f.id).collect();
+        let folders: BTreeSet<PathBuf> = doomed
+            .iter()
+            .map(|f| self.dir.join(&f.path).with_file_name(""))
+            .collect();
+        let mut next = m.manifest.clone();
+        next.files.retain(|f| !gone.contains(&f.id));
+        self.commit_manifest(&next)?;
+        m.manifest = next;
+        self.replace_files(&gone, None);
+        for folder in folders {
+            // Empty unless a scan still holds one of its files; then the next open tidies it.
+            let _ = std::fs::remove_dir(&folder);
+        }
+        Ok(report)
+    }
+}
+
+fn table_of(meta: &FileMeta) -> Result<Table, StoreError> {
+    Table::from_name(&meta.table).ok_or_else(|| StoreError::Corrupt {
+        path: PathBuf::from(&meta.path),
+        message: format!("unknown table '{}'", meta.table),
+    })
+}
+
+/// Deletes files of a change that did not commit (best effort: the next open deletes what is
+/// left, as orphans).
+fn remove_all(paths: &[PathBuf]) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
