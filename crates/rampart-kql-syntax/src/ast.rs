@@ -75,6 +75,8 @@ pub struct Function {
 }
 
 /// The result of a function body: a scalar expression or a tabular one.
+// A tree is built once per query; boxing the large variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum LetBody {
     Expr(Expr),
@@ -139,6 +141,8 @@ pub struct TabExpr {
 }
 
 /// Where a pipeline's rows come from.
+// A tree is built once per query; boxing the large variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     /// A table, a tabular `let`, or a user function called without arguments.
@@ -164,6 +168,9 @@ pub enum Source {
     Print(Vec<NamedExpr>),
     /// `( tabular )`
     Paren(Box<TabExpr>),
+    /// Valid KQL that Rampart does not run (`externaldata`, `find`, `search`): parsed, so its
+    /// syntax is checked, and refused by the planner naming the construct.
+    Unsupported(Ident),
 }
 
 /// `union` as a source or an operator.
@@ -177,6 +184,8 @@ pub struct Union {
     pub span: Span,
 }
 
+// A tree is built once per query; boxing the large variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum UnionTable {
     /// A tabular expression (a plain name, a parenthesised pipeline, a call).
@@ -368,6 +377,9 @@ pub enum OperatorKind {
     Serialize(Vec<NamedExpr>),
     /// `sample n`
     Sample(Expr),
+    /// Valid KQL that Rampart does not run (`top-nested`, `partition`, `fork`, `facet`, ...):
+    /// parsed, so its syntax is checked, and refused by the planner naming the operator.
+    Unsupported(Ident),
 }
 
 /// A scalar expression.

@@ -13,6 +13,10 @@ pub struct QueryBlock {
 /// document). Anything else (`.kql`, `.txt`): the whole text is one query.
 pub fn query_blocks(text: &str, is_markdown: bool) -> Vec<QueryBlock> {
     if !is_markdown {
+        // An empty file holds no query.
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
         return vec![QueryBlock {
             line: 1,
             text: text.to_string(),

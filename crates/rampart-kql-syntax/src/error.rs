@@ -167,7 +167,7 @@ mod tests {
         let src = "T\n| where é == 1";
         assert_eq!(Location::of(src, 0), Location { line: 1, column: 1 });
         let at = src.find("==").unwrap();
-        assert_eq!(Location::of(src, at), Location { line: 2, column: 12 });
+        assert_eq!(Location::of(src, at), Location { line: 2, column: 11 });
     }
 
     #[test]

@@ -75,7 +75,7 @@ use rampart_schema::Table;
 
 use crate::files::DataFile;
 use crate::manifest::Manifest;
-use crate::provider::{StoreTable, TimeRange};
+use crate::provider::{Snapshots, StoreTable, TimeRange};
 use crate::record::MemBatch;
 use crate::wal::Wal;
 
@@ -411,6 +411,31 @@ struct State {
 }
 
 impl State {
+    /// The files and in-memory batches of one table that may hold rows in `range`.
+    fn snapshot(&self, tenant: &str, table: Table, range: &TimeRange) -> Snapshot {
+        let Some(part) = self.parts.get(&(tenant.to_string(), table)) else {
+            return Snapshot {
+                files: Vec::new(),
+                batches: Vec::new(),
+            };
+        };
+        Snapshot {
+            files: part
+                .files
+                .iter()
+                .filter(|f| range.overlaps(f.meta.min_ts, f.meta.max_ts))
+                .cloned()
+                .collect(),
+            batches: part
+                .frozen
+                .iter()
+                .chain(&part.active)
+                .filter(|b| range.overlaps(b.min_ts, b.max_ts))
+                .map(|b| b.batch.clone())
+                .collect(),
+        }
+    }
+
     fn part(&mut self, tenant: &str, table: Table) -> &mut Part {
         self.parts.entry((tenant.to_string(), table)).or_default()
     }
@@ -496,6 +521,86 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.inner.fmt(f)
+    }
+}
+
+impl Snapshots for Inner {
+    fn snapshot(&self, tenant: &str, table: Table, range: &TimeRange) -> Snapshot {
+        lock(&self.state).snapshot(tenant, table, range)
+    }
+}
+
+/// A read-only view of a store, as it was when opened, for a process that only queries
+/// (`rampart hunt`) while another may be writing. It takes no lock and changes nothing: the
+/// manifest's files, plus the log records after them (a half-written last record is skipped).
+/// A file that compaction or retention deletes meanwhile fails a scan that needs it; open
+/// the view again.
+pub struct StoreReader {
+    dir: PathBuf,
+    state: State,
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreReader").field("dir", &self.dir).finish()
+    }
+}
+
+impl Snapshots for StoreReader {
+    fn snapshot(&self, tenant: &str, table: Table, range: &TimeRange) -> Snapshot {
+        self.state.snapshot(tenant, table, range)
+    }
+}
+
+impl StoreReader {
+    /// Opens a view of the store in `dir`, which must exist.
+    pub fn open(dir: &Path) -> Result<Arc<StoreReader>, StoreError> {
+        let dir = std::fs::canonicalize(dir).map_err(|e| io_err(dir, e))?;
+        let Some(manifest) = manifest::load(&dir)? else {
+            return Err(StoreError::Corrupt {
+                path: dir.join(manifest::FILE_NAME),
+                message: "missing: not a store".into(),
+            });
+        };
+        let mut state = State {
+            parts: BTreeMap::new(),
+            applied_seq: manifest.wal_seq,
+        };
+        for meta in &manifest.files {
+            let table = Table::from_name(&meta.table).ok_or_else(|| StoreError::Corrupt {
+                path: dir.join(manifest::FILE_NAME),
+                message: format!("unknown table '{}'", meta.table),
+            })?;
+            let file = DataFile::new(meta.clone(), &dir);
+            state.part(&meta.tenant, table).files.push(Arc::new(file));
+        }
+        let wal_dir = dir.join(WAL_DIR);
+        if wal_dir.is_dir() {
+            wal::read_only(&wal_dir, manifest.wal_seq, |_, payload| {
+                // A record that does not decode is skipped here; the writer reports it.
+                if let Ok(d) = record::decode(payload) {
+                    for batch in d.batches {
+                        let batch = MemBatch::new(batch, d.table, d.ingest_us);
+                        state.part(&d.tenant, d.table).active.push(batch);
+                    }
+                }
+            })?;
+        }
+        Ok(Arc::new(StoreReader { dir, state }))
+    }
+
+    /// One table of one tenant, for DataFusion.
+    pub fn table_provider(self: &Arc<Self>, tenant: &str, table: Table) -> Arc<dyn TableProvider> {
+        Arc::new(StoreTable {
+            source: Arc::clone(self) as Arc<dyn Snapshots>,
+            tenant: tenant.to_string(),
+            table,
+        })
+    }
+
+    /// The store's directory (absolute).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -721,7 +826,7 @@ impl Store {
     /// when each scan is planned. Timestamp filters skip files, row groups, pages and batches.
     pub fn table_provider(&self, tenant: &str, table: Table) -> Arc<dyn TableProvider> {
         Arc::new(StoreTable {
-            inner: Arc::clone(&self.inner),
+            source: Arc::clone(&self.inner) as Arc<dyn Snapshots>,
             tenant: tenant.to_string(),
             table,
         })
@@ -914,30 +1019,6 @@ impl Inner {
         }
     }
 
-    pub(crate) fn snapshot(&self, tenant: &str, table: Table, range: &TimeRange) -> Snapshot {
-        let state = lock(&self.state);
-        let Some(part) = state.parts.get(&(tenant.to_string(), table)) else {
-            return Snapshot {
-                files: Vec::new(),
-                batches: Vec::new(),
-            };
-        };
-        Snapshot {
-            files: part
-                .files
-                .iter()
-                .filter(|f| range.overlaps(f.meta.min_ts, f.meta.max_ts))
-                .cloned()
-                .collect(),
-            batches: part
-                .frozen
-                .iter()
-                .chain(&part.active)
-                .filter(|b| range.overlaps(b.min_ts, b.max_ts))
-                .map(|b| b.batch.clone())
-                .collect(),
-        }
-    }
 
     fn stats(&self) -> StoreStats {
         let mut tables = Vec::new();

@@ -23,13 +23,19 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use rampart_schema::Table;
 
-use crate::Inner;
+use crate::Snapshot;
 use crate::files::TIMESTAMP;
+
+/// Where a scan takes its files and in-memory batches from: the live store or a read-only
+/// view of it.
+pub(crate) trait Snapshots: std::fmt::Debug + Send + Sync {
+    fn snapshot(&self, tenant: &str, table: Table, range: &TimeRange) -> Snapshot;
+}
 
 /// A table of one tenant, as DataFusion sees it.
 #[derive(Debug)]
 pub(crate) struct StoreTable {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) source: Arc<dyn Snapshots>,
     pub(crate) tenant: String,
     pub(crate) table: Table,
 }
@@ -192,7 +198,7 @@ impl TableProvider for StoreTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
         let range = time_range(filters);
-        let snapshot = self.inner.snapshot(&self.tenant, self.table, &range);
+        let snapshot = self.source.snapshot(&self.tenant, self.table, &range);
         let partitions = state.config().target_partitions().max(1);
 
         let mut memory: Vec<Vec<_>> =

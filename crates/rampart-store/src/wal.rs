@@ -62,6 +62,42 @@ fn segment_seq(path: &Path) -> Option<u64> {
 /// sequence number is above `covered` to `on_record` (records at or below it are already in
 /// Parquet). A torn tail is truncated and reported. Segments wholly covered are deleted. New
 /// records go to a fresh segment.
+/// Reads the records after `covered` without changing anything: for a reader beside a live
+/// writer, whose last record may be half written (it is skipped, not truncated).
+pub(crate) fn read_only(
+    dir: &Path,
+    covered: u64,
+    mut on_record: impl FnMut(u64, &[u8]),
+) -> Result<(), StoreError> {
+    let mut segments: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let path = entry.map_err(|e| io_err(dir, e))?.path();
+        if let Some(seq) = segment_seq(&path) {
+            segments.push((seq, path));
+        }
+    }
+    segments.sort();
+    let mut last_seq = covered;
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let wholly_covered = segments
+            .get(i + 1)
+            .is_some_and(|(next, _)| next.saturating_sub(1) <= covered);
+        if wholly_covered {
+            continue;
+        }
+        match read_segment(path, &mut last_seq, covered, &mut on_record) {
+            Ok(_) => {}
+            // Trimmed by the writer since it was listed: its records are in Parquet now, and
+            // the manifest read before says so only if it was covered; a reader retries then.
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn open(
     dir: &Path,
     covered: u64,

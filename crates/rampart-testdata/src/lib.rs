@@ -1,8 +1,11 @@
-//! Where tests find the third-party data that sits beside the repository (never inside it).
+//! Where tests find the third-party data that sits beside the repository (never inside it),
+//! and [`fleet`], the synthetic hunting data that benchmarks generate.
 //!
 //! The data lives in `../shared` next to the workspace, or in `$RAMPART_DATA_DIR`. When it is
 //! missing a test skips with a printed reason — unless `RAMPART_REQUIRE_DATA=1` (CI), where a
 //! missing dataset is a failure.
+
+pub mod fleet;
 
 use std::io::Write;
 use std::path::PathBuf;

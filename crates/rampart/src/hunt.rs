@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rampart_kql::syntax::blocks::query_blocks;
-use rampart_kql::{Catalog, Engine, ErrorKind, KqlError, QueryOptions, QueryResult};
+use rampart_kql::{Catalog, Engine, KqlError, QueryOptions, QueryResult};
 use rampart_schema::Table as HuntingTable;
-use rampart_store::{Store, StoreConfig};
+use rampart_store::StoreReader;
 
 use crate::output::Table;
 use crate::{EXIT_PARTIAL, Format};
@@ -76,12 +76,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The store's tables of one tenant, as the KQL engine sees them.
 pub struct StoreCatalog {
-    store: Arc<Store>,
+    store: Arc<StoreReader>,
     tenant: String,
 }
 
 impl StoreCatalog {
-    pub fn new(store: Arc<Store>, tenant: &str) -> StoreCatalog {
+    pub fn new(store: Arc<StoreReader>, tenant: &str) -> StoreCatalog {
         StoreCatalog {
             store,
             tenant: tenant.to_string(),
@@ -115,9 +115,11 @@ fn open_engine(data: &Path, tenant: &str) -> Result<Engine> {
             data.display()
         );
     }
-    let store = Store::open(data, StoreConfig::default())
+    rampart_store::validate_tenant(tenant)?;
+    // A read-only view: hunting never waits for (or blocks) an ingest in progress.
+    let store = StoreReader::open(data)
         .with_context(|| format!("cannot open the store at {}", data.display()))?;
-    Ok(Engine::new(StoreCatalog::new(Arc::new(store), tenant)))
+    Ok(Engine::new(StoreCatalog::new(store, tenant)))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -302,14 +304,14 @@ pub struct CheckArgs {
     tenant: String,
 }
 
-/// How far a query got.
+/// How far a query got, worst first.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stage {
     ParseFailed,
     PlanFailed,
     RunFailed,
-    Ran,
     Planned,
+    Ran,
 }
 
 impl Stage {
@@ -355,23 +357,24 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         let is_md = f.extension().is_some_and(|e| e == "md");
         for block in query_blocks(&text, is_md) {
             total += 1;
-            let (stage, reason) = match rt.block_on(engine.plan(&block.text)) {
-                Err(e) if e.kind == ErrorKind::Syntax => (Stage::ParseFailed, located(&e, &block.text)),
-                Err(e) if e.kind == ErrorKind::Unsupported && is_parse_refusal(&e, &block.text) => {
-                    (Stage::ParseFailed, located(&e, &block.text))
-                }
-                Err(e) => (Stage::PlanFailed, located(&e, &block.text)),
-                Ok(plan) if args.no_run => match rt.block_on(engine.check(&block.text)) {
-                    Ok(_) => (Stage::Planned, String::new()),
-                    Err(e) => {
-                        let _ = plan;
-                        (Stage::PlanFailed, located(&e, &block.text))
+            let (stage, reason) = match rampart_kql::syntax::parse(&block.text) {
+                Ok(_) => check_query(&engine, &rt, &block.text, args.no_run, &options),
+                Err(whole) => {
+                    // A collection of queries separated by blank lines, as the query editors
+                    // read them: each must parse, and the block is as good as its worst.
+                    let parts = block.editor_queries();
+                    let all_parse = parts.len() > 1
+                        && parts.iter().all(|q| rampart_kql::syntax::parse(&q.text).is_ok());
+                    if all_parse {
+                        parts
+                            .iter()
+                            .map(|q| check_query(&engine, &rt, &q.text, args.no_run, &options))
+                            .min_by_key(|(stage, _)| *stage as u8)
+                            .unwrap_or((Stage::ParseFailed, String::new()))
+                    } else {
+                        (Stage::ParseFailed, located(&whole, &block.text))
                     }
-                },
-                Ok(plan) => match rt.block_on(engine.execute(plan, &options)) {
-                    Ok(r) => (Stage::Ran, format!("{} rows", r.rows())),
-                    Err(e) => (Stage::RunFailed, located(&e, &block.text)),
-                },
+                }
             };
             if stage != Stage::ParseFailed {
                 parsed += 1;
@@ -422,10 +425,27 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
     })
 }
 
-/// The parser refuses some constructs outright (e.g. `externaldata`): those count as not parsed
-/// only when the refusal came from the parser, i.e. the text does not parse.
-fn is_parse_refusal(_e: &KqlError, text: &str) -> bool {
-    rampart_kql::syntax::parse(text).is_err()
+/// How far one query gets: plan (and optimise), then run unless `no_run`.
+fn check_query(
+    engine: &Engine,
+    rt: &tokio::runtime::Runtime,
+    text: &str,
+    no_run: bool,
+    options: &QueryOptions,
+) -> (Stage, String) {
+    let planned = if no_run {
+        rt.block_on(engine.check(text))
+    } else {
+        rt.block_on(engine.plan(text))
+    };
+    match planned {
+        Err(e) => (Stage::PlanFailed, located(&e, text)),
+        Ok(_) if no_run => (Stage::Planned, String::new()),
+        Ok(plan) => match rt.block_on(engine.execute(plan, options)) {
+            Ok(r) => (Stage::Ran, format!("{} rows", r.rows())),
+            Err(e) => (Stage::RunFailed, located(&e, text)),
+        },
+    }
 }
 
 /// `line:col: message` on one line.

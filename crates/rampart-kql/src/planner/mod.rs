@@ -187,6 +187,7 @@ impl<'a> Planner<'a> {
                 self.project(empty, &named, span)
             }
             ast::Source::Paren(t) => self.tabular(t),
+            ast::Source::Unsupported(name) => Err(unsupported(name)),
         }
     }
 
@@ -436,6 +437,16 @@ impl<'a> Planner<'a> {
         self.unnamed += 1;
         format!("Column{}", self.unnamed)
     }
+}
+
+/// The refusal of a construct Rampart parses but does not run.
+pub(crate) fn unsupported(name: &ast::Ident) -> KqlError {
+    let why = match name.name.as_str() {
+        "externaldata" => "it reads data from outside Rampart's store",
+        "find" | "search" => "it searches every table; query the tables with `union` and `where`",
+        _ => "Rampart does not run it yet",
+    };
+    KqlError::unsupported(format!("'{}' is not supported: {why}", name.name), name.span)
 }
 
 /// A scan of a catalog table.

@@ -160,6 +160,7 @@ impl Planner<'_> {
                 self.tabular_call(function, args, Some(plan))
             }
             OperatorKind::GetSchema => getschema(&plan, span),
+            OperatorKind::Unsupported(name) => Err(super::unsupported(name)),
         }
     }
 

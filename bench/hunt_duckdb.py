@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""DuckDB's side of the hunting benchmark (crates/rampart/benches/hunt.rs).
+
+    python3 bench/hunt_duckdb.py STORE_DIR QUERY_NAME
+
+Runs the SQL equivalent of one of the benchmark's KQL queries over the Parquet files of a
+Rampart store and prints one JSON line: the in-process time of `execute(sql).fetchall()` in
+seconds, the column names and the rows (the benchmark compares them with Rampart's). The
+connection is fresh (in memory, DuckDB's default of one thread per core), so, like one
+`rampart hunt` run, nothing is cached but what the operating system keeps.
+
+The SQL says what Kusto means: `=~` is a case-insensitive comparison (`lower(x) = 'lit'` for
+ASCII literals), `has` a case-insensitive whole-term match (a term is a run of ASCII letters and
+digits; RE2's case folding is Unicode's, which differs only on characters the data has none of),
+`dcount` is exact in Rampart (so `count(DISTINCT ...)`), `join kind=inner` is an inner join, and
+`top 10 by X` is `ORDER BY X DESC LIMIT 10`.
+"""
+
+import json
+import sys
+import time
+
+try:
+    import duckdb
+except ImportError:
+    sys.exit("duckdb is not installed for this python3: pip install duckdb")
+
+PROCESS = "DeviceProcessEvents"
+NETWORK = "DeviceNetworkEvents"
+
+QUERIES = {
+    "filter_count": f"""
+        SELECT count(*) AS Count FROM {PROCESS}
+        WHERE Timestamp BETWEEN TIMESTAMPTZ '2024-05-01 06:00:00+00'
+                            AND TIMESTAMPTZ '2024-05-02 18:00:00+00'
+          AND lower(FileName) = 'powershell.exe'
+    """,
+    # The ILIKE is a cheap prefilter DuckDB users add (every whole-term match contains the
+    # word); the regular expression then checks the term boundaries.
+    "has_term": f"""
+        SELECT count(*) AS Count FROM {PROCESS}
+        WHERE ProcessCommandLine ILIKE '%bypass%'
+          AND regexp_matches(ProcessCommandLine, '(^|[^0-9A-Za-z])bypass($|[^0-9A-Za-z])', 'i')
+    """,
+    "dcount": f"""
+        SELECT count(*) AS Count FROM (
+            SELECT DeviceId, FileName, count(DISTINCT AccountName) AS Accounts
+            FROM {PROCESS}
+            GROUP BY DeviceId, FileName
+            HAVING count(DISTINCT AccountName) > 1
+        )
+    """,
+    "join": f"""
+        SELECT p.FileName, count(*) AS Connections
+        FROM {PROCESS} p
+        JOIN {NETWORK} n ON p.DeviceId = n.DeviceId AND p.ProcessId = n.InitiatingProcessId
+        WHERE n.ActionType = 'ConnectionSuccess'
+        GROUP BY p.FileName
+    """,
+    "top_arg_max": f"""
+        SELECT DeviceId, max(Timestamp) AS Timestamp,
+               arg_max(FileName, Timestamp) AS FileName,
+               arg_max(ProcessCommandLine, Timestamp) AS ProcessCommandLine,
+               count(*) AS Processes
+        FROM {PROCESS}
+        GROUP BY DeviceId
+        ORDER BY Processes DESC
+        LIMIT 10
+    """,
+}
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in QUERIES:
+        sys.exit(f"usage: {sys.argv[0]} STORE_DIR {{{'|'.join(QUERIES)}}}")
+    store, name = sys.argv[1], sys.argv[2]
+    con = duckdb.connect()
+    sql = QUERIES[name]
+    for table in (PROCESS, NETWORK):
+        files = f"{store}/tables/tenant=default/table={table}/*/*.parquet".replace("'", "''")
+        # Inline, not a view, so that finding the files and reading their schema is timed, as
+        # planning is on Rampart's side. No hive partitioning: the folder names would add
+        # columns the KQL tables do not have.
+        sql = sql.replace(table, f"read_parquet('{files}', hive_partitioning = false)")
+    started = time.perf_counter()
+    cursor = con.execute(sql)
+    rows = cursor.fetchall()
+    seconds = time.perf_counter() - started
+    columns = [d[0] for d in cursor.description]
+    print(json.dumps({"seconds": seconds, "columns": columns, "rows": rows}, default=str))
+
+
+if __name__ == "__main__":
+    main()
