@@ -121,7 +121,11 @@ impl Engine {
     }
 
     /// Runs an already planned query.
-    pub async fn execute(&self, planned: Plan, options: &QueryOptions) -> Result<QueryResult, KqlError> {
+    pub async fn execute(
+        &self,
+        planned: Plan,
+        options: &QueryOptions,
+    ) -> Result<QueryResult, KqlError> {
         let Plan { plan, chart } = planned;
         // One row past the limit tells whether the result was cut.
         let fetch = options.limit.saturating_add(1);
@@ -176,7 +180,7 @@ impl Engine {
 
 fn humanize(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{ms} ms")

@@ -17,8 +17,8 @@
 mod catalog;
 mod engine;
 mod naming;
-pub mod results;
 pub mod planner;
+pub mod results;
 
 pub use catalog::{Catalog, MemCatalog};
 pub use engine::{Engine, QueryOptions, QueryResult};

@@ -25,8 +25,18 @@ pub fn natural_name(expr: &Expr) -> Option<String> {
 fn is_conversion(name: &str) -> bool {
     matches!(
         name,
-        "tostring" | "toint" | "tolong" | "todouble" | "toreal" | "tobool" | "toboolean"
-            | "todatetime" | "totimespan" | "todynamic" | "toguid" | "todecimal"
+        "tostring"
+            | "toint"
+            | "tolong"
+            | "todouble"
+            | "toreal"
+            | "tobool"
+            | "toboolean"
+            | "todatetime"
+            | "totimespan"
+            | "todynamic"
+            | "toguid"
+            | "todecimal"
     )
 }
 
@@ -56,7 +66,8 @@ pub fn aggregate_name(function: &str, args: &[Expr]) -> String {
         "take_any" | "take_anyif" | "any" | "anyif" => "any",
         other => other,
     };
-    let takes_column = !matches!(function, "count" | "countif");
+    // `count()` is `count_`; the old `count(X)` names its column like the others.
+    let takes_column = function != "countif";
     let arg = if takes_column {
         args.first().and_then(natural_name).unwrap_or_default()
     } else {

@@ -18,7 +18,11 @@ use crate::engine::QueryResult;
 impl QueryResult {
     /// Column names, in order.
     pub fn column_names(&self) -> Vec<String> {
-        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 
     /// Every row as a JSON object, columns in order.
@@ -88,7 +92,9 @@ pub fn json_value(array: &ArrayRef, row: usize) -> Value {
                     .as_primitive::<TimestampMillisecondType>()
                     .value(row)
                     .saturating_mul(1000),
-                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
+                TimeUnit::Microsecond => {
+                    array.as_primitive::<TimestampMicrosecondType>().value(row)
+                }
                 TimeUnit::Nanosecond => {
                     array.as_primitive::<TimestampNanosecondType>().value(row) / 1000
                 }
@@ -101,7 +107,8 @@ pub fn json_value(array: &ArrayRef, row: usize) -> Value {
         DataType::Duration(unit) => {
             let nanos: i128 = match unit {
                 TimeUnit::Second => {
-                    i128::from(array.as_primitive::<DurationSecondType>().value(row)) * 1_000_000_000
+                    i128::from(array.as_primitive::<DurationSecondType>().value(row))
+                        * 1_000_000_000
                 }
                 TimeUnit::Millisecond => {
                     i128::from(array.as_primitive::<DurationMillisecondType>().value(row))
@@ -158,7 +165,10 @@ mod tests {
     fn timespans_print_as_kusto_does() {
         assert_eq!(timespan_text(0), "00:00:00");
         assert_eq!(timespan_text(90 * 1_000_000_000), "00:01:30");
-        assert_eq!(timespan_text(86_400 * 1_000_000_000 + 1_000_000_000), "1.00:00:01");
+        assert_eq!(
+            timespan_text(86_400 * 1_000_000_000 + 1_000_000_000),
+            "1.00:00:01"
+        );
         assert_eq!(timespan_text(-1_500_000_000), "-00:00:01.5000000");
     }
 }

@@ -168,10 +168,22 @@ fn hasprefix_hassuffix_has_any_has_all() {
     assert_eq!(eval("'North America' hasprefix 'ica'"), json!(false));
     assert_eq!(eval("'North America' hassuffix 'ica'"), json!(true));
     assert_eq!(eval("'North America' hassuffix 'ame'"), json!(false));
-    assert_eq!(eval("'North America' has_any ('south', 'north')"), json!(true));
-    assert_eq!(eval("'North America' has_any ('south', 'east')"), json!(false));
-    assert_eq!(eval("'North America' has_all ('north', 'america')"), json!(true));
-    assert_eq!(eval("'North America' has_all ('north', 'europe')"), json!(false));
+    assert_eq!(
+        eval("'North America' has_any ('south', 'north')"),
+        json!(true)
+    );
+    assert_eq!(
+        eval("'North America' has_any ('south', 'east')"),
+        json!(false)
+    );
+    assert_eq!(
+        eval("'North America' has_all ('north', 'america')"),
+        json!(true)
+    );
+    assert_eq!(
+        eval("'North America' has_all ('north', 'europe')"),
+        json!(false)
+    );
     assert_eq!(count("where Cmd has_any ('whoami', 'dir')"), 2);
 }
 
@@ -281,7 +293,15 @@ fn summarize_names_and_groups() {
         columns(&format!(
             "{PROCS} P | summarize count(), dcount(Proc), make_set(Proc), make_list(Pid), sum(Pid), take_any(Cmd) by Device"
         )),
-        ["Device", "count_", "dcount_Proc", "set_Proc", "list_Pid", "sum_Pid", "any_Cmd"]
+        [
+            "Device",
+            "count_",
+            "dcount_Proc",
+            "set_Proc",
+            "list_Pid",
+            "sum_Pid",
+            "any_Cmd"
+        ]
     );
     let r = procs("summarize n = count() by Device | sort by Device asc");
     assert_eq!(
@@ -295,11 +315,20 @@ fn summarize_names_and_groups() {
     assert_eq!(procs_col("summarize max(Pid)"), vec![json!(30)]);
     assert_eq!(procs_col("summarize min(Pid)"), vec![json!(10)]);
     assert_eq!(procs_col("summarize avg(Pid)"), vec![json!(18.4)]);
-    assert_eq!(procs_col("summarize sumif(Pid, Device == 'dev1')"), vec![json!(21)]);
+    assert_eq!(
+        procs_col("summarize sumif(Pid, Device == 'dev1')"),
+        vec![json!(21)]
+    );
     assert_eq!(procs_col("summarize countif(Pid > 15)"), vec![json!(3)]);
-    assert_eq!(procs_col("summarize dcountif(Device, Pid > 15)"), vec![json!(2)]);
+    assert_eq!(
+        procs_col("summarize dcountif(Device, Pid > 15)"),
+        vec![json!(2)]
+    );
     // An expression over aggregations.
-    assert_eq!(procs_col("summarize r = max(Pid) - min(Pid)"), vec![json!(20)]);
+    assert_eq!(
+        procs_col("summarize r = max(Pid) - min(Pid)"),
+        vec![json!(20)]
+    );
     // summarize without aggregations is distinct on the keys.
     assert_eq!(procs("summarize by Device").len(), 3);
 }
@@ -315,7 +344,9 @@ fn summarize_by_bin_on_datetimes() {
             vec![json!("2024-05-03T00:00:00Z"), json!(1)]
         ]
     );
-    let r = procs("where T < datetime(2024-05-02) | summarize n = count() by H = bin(T, 1h) | sort by H asc");
+    let r = procs(
+        "where T < datetime(2024-05-02) | summarize n = count() by H = bin(T, 1h) | sort by H asc",
+    );
     assert_eq!(
         r,
         vec![
@@ -323,10 +354,16 @@ fn summarize_by_bin_on_datetimes() {
             vec![json!("2024-05-01T11:00:00Z"), json!(1)]
         ]
     );
-    assert_eq!(eval("bin(datetime(2024-05-01 10:47:13), 15m)"), json!("2024-05-01T10:45:00Z"));
+    assert_eq!(
+        eval("bin(datetime(2024-05-01 10:47:13), 15m)"),
+        json!("2024-05-01T10:45:00Z")
+    );
     assert_eq!(eval("bin(17, 5)"), json!(15));
     assert_eq!(eval("bin(4.7, 1.0)"), json!(4.0));
-    assert_eq!(eval("floor(datetime(2024-05-01 10:47:13), 1h)"), json!("2024-05-01T10:00:00Z"));
+    assert_eq!(
+        eval("floor(datetime(2024-05-01 10:47:13), 1h)"),
+        json!("2024-05-01T10:00:00Z")
+    );
 }
 
 #[test]
@@ -348,7 +385,14 @@ fn arg_max_and_arg_min() {
         ["Device", "Pid", "Proc", "Cmd", "T"]
     );
     let r = procs("summarize arg_min(T, Proc) by Device | sort by Device asc | project Proc");
-    assert_eq!(r, vec![vec![json!("cmd.exe")], vec![json!("CMD.EXE")], vec![json!("svchost.exe")]]);
+    assert_eq!(
+        r,
+        vec![
+            vec![json!("cmd.exe")],
+            vec![json!("CMD.EXE")],
+            vec![json!("svchost.exe")]
+        ]
+    );
     assert_eq!(
         columns(&format!("{PROCS} P | summarize arg_min(T, Proc) by Device")),
         ["Device", "T", "Proc"]
@@ -358,7 +402,9 @@ fn arg_max_and_arg_min() {
 #[test]
 fn make_set_make_list_make_bag() {
     assert_eq!(
-        one("datatable(x: string)['a', 'b', 'a'] | summarize s = make_set(x) | project n = array_length(s)"),
+        one(
+            "datatable(x: string)['a', 'b', 'a'] | summarize s = make_set(x) | project n = array_length(s)"
+        ),
         json!(2)
     );
     assert_eq!(
@@ -366,15 +412,21 @@ fn make_set_make_list_make_bag() {
         json!("[1,2,3]")
     );
     assert_eq!(
-        one("datatable(x: string)['a', 'b', 'c'] | summarize l = make_list(x, 2) | project array_length(l)"),
+        one(
+            "datatable(x: string)['a', 'b', 'c'] | summarize l = make_list(x, 2) | project array_length(l)"
+        ),
         json!(2)
     );
     assert_eq!(
-        one("datatable(k: string, v: long)['a', 1, 'b', 2] | summarize b = make_bag(pack(k, v)) | project b.b"),
+        one(
+            "datatable(k: string, v: long)['a', 1, 'b', 2] | summarize b = make_bag(pack(k, v)) | project b.b"
+        ),
         json!("2")
     );
     assert_eq!(
-        one("datatable(x: string, y: long)['a', 1, 'b', 2, 'c', 3] | summarize s = make_set_if(x, y > 1) | project array_length(s)"),
+        one(
+            "datatable(x: string, y: long)['a', 1, 'b', 2, 'c', 3] | summarize s = make_set_if(x, y > 1) | project array_length(s)"
+        ),
         json!(2)
     );
 }
@@ -402,8 +454,14 @@ fn count_take_top_sort_distinct() {
     assert_eq!(procs("take 2").len(), 2);
     assert_eq!(procs("limit 3").len(), 3);
     // top and sort default to descending.
-    assert_eq!(procs_col("top 2 by Pid | project Pid"), vec![json!(30), json!(21)]);
-    assert_eq!(procs_col("top 2 by Pid asc | project Pid"), vec![json!(10), json!(11)]);
+    assert_eq!(
+        procs_col("top 2 by Pid | project Pid"),
+        vec![json!(30), json!(21)]
+    );
+    assert_eq!(
+        procs_col("top 2 by Pid asc | project Pid"),
+        vec![json!(10), json!(11)]
+    );
     assert_eq!(
         procs_col("sort by Pid | project Pid"),
         vec![json!(30), json!(21), json!(20), json!(11), json!(10)]
@@ -559,7 +617,9 @@ fn let_functions_invoke_as_materialize_toscalar() {
         json!(4)
     );
     assert_eq!(
-        one(&format!("{PROCS} let M = materialize(P | where Pid < 20); M | count")),
+        one(&format!(
+            "{PROCS} let M = materialize(P | where Pid < 20); M | count"
+        )),
         json!(2)
     );
     assert_eq!(
@@ -574,14 +634,17 @@ fn let_functions_invoke_as_materialize_toscalar() {
 
 #[test]
 fn mv_expand_arrays_and_bags() {
-    let t = "datatable(id: long, d: dynamic)[1, dynamic(['a', 'b']), 2, dynamic([3]), 3, dynamic([])]";
+    let t =
+        "datatable(id: long, d: dynamic)[1, dynamic(['a', 'b']), 2, dynamic([3]), 3, dynamic([])]";
     assert_eq!(one(&format!("{t} | mv-expand d | count")), json!(3));
     assert_eq!(
         rows(&format!("{t} | mv-expand d | where id == 1 | project d")),
         vec![vec![json!("a")], vec![json!("b")]]
     );
     assert_eq!(
-        rows(&format!("{t} | mv-expand d to typeof(long) | where id == 2 | project d")),
+        rows(&format!(
+            "{t} | mv-expand d to typeof(long) | where id == 2 | project d"
+        )),
         vec![vec![json!(3)]]
     );
     assert_eq!(
@@ -598,11 +661,18 @@ fn mv_expand_arrays_and_bags() {
 fn parse_operator() {
     let t = "datatable(s: string)['user=alice id=42 ok', 'nothing here']";
     assert_eq!(
-        rows(&format!("{t} | parse s with 'user=' User ' id=' Id:long ' ' * | project User, Id")),
-        vec![vec![json!("alice"), json!(42)], vec![Value::Null, Value::Null]]
+        rows(&format!(
+            "{t} | parse s with 'user=' User ' id=' Id:long ' ' * | project User, Id"
+        )),
+        vec![
+            vec![json!("alice"), json!(42)],
+            vec![Value::Null, Value::Null]
+        ]
     );
     assert_eq!(
-        one("print s = 'GET /index.html 200' | parse s with Method ' ' Path ' ' Status:int | project Path"),
+        one(
+            "print s = 'GET /index.html 200' | parse s with Method ' ' Path ' ' Status:int | project Path"
+        ),
         json!("/index.html")
     );
     assert_eq!(
@@ -613,8 +683,14 @@ fn parse_operator() {
 
 #[test]
 fn datetime_and_timespan_arithmetic() {
-    assert_eq!(eval("datetime(2024-05-01 10:00:00) + 1h"), json!("2024-05-01T11:00:00Z"));
-    assert_eq!(eval("datetime(2024-05-01) - 1d"), json!("2024-04-30T00:00:00Z"));
+    assert_eq!(
+        eval("datetime(2024-05-01 10:00:00) + 1h"),
+        json!("2024-05-01T11:00:00Z")
+    );
+    assert_eq!(
+        eval("datetime(2024-05-01) - 1d"),
+        json!("2024-04-30T00:00:00Z")
+    );
     assert_eq!(
         eval("datetime(2024-05-02) - datetime(2024-05-01 12:00:00)"),
         json!("12:00:00")
@@ -628,8 +704,14 @@ fn datetime_and_timespan_arithmetic() {
     assert_eq!(eval("100ms"), json!("00:00:00.1000000"));
     assert_eq!(eval("ago(1d) < now()"), json!(true));
     assert_eq!(eval("now() - ago(1h) >= 1h"), json!(true));
-    assert_eq!(eval("datetime(2024-05-01T10:00:00Z)"), json!("2024-05-01T10:00:00Z"));
-    assert_eq!(eval("datetime(2024-05-01 10:00:00.5)"), json!("2024-05-01T10:00:00.500Z"));
+    assert_eq!(
+        eval("datetime(2024-05-01T10:00:00Z)"),
+        json!("2024-05-01T10:00:00Z")
+    );
+    assert_eq!(
+        eval("datetime(2024-05-01 10:00:00.5)"),
+        json!("2024-05-01T10:00:00.500Z")
+    );
     assert_eq!(count("where T > datetime(2024-05-01 12:00)"), 2);
     assert_eq!(count("where T > ago(36500d)"), 5);
     assert_eq!(count("where T > ago(1d)"), 0);
@@ -637,14 +719,38 @@ fn datetime_and_timespan_arithmetic() {
 
 #[test]
 fn datetime_functions() {
-    assert_eq!(eval("startofday(datetime(2024-05-01 10:47:13))"), json!("2024-05-01T00:00:00Z"));
-    assert_eq!(eval("startofmonth(datetime(2024-05-17))"), json!("2024-05-01T00:00:00Z"));
-    assert_eq!(eval("startofyear(datetime(2024-05-17))"), json!("2024-01-01T00:00:00Z"));
-    assert_eq!(eval("startofweek(datetime(2024-05-01))"), json!("2024-04-28T00:00:00Z"));
-    assert_eq!(eval("endofday(datetime(2024-05-01 10:00))"), json!("2024-05-01T23:59:59.999999Z"));
-    assert_eq!(eval("datetime_add('day', 2, datetime(2024-05-01))"), json!("2024-05-03T00:00:00Z"));
-    assert_eq!(eval("datetime_add('month', 1, datetime(2024-01-31))"), json!("2024-02-29T00:00:00Z"));
-    assert_eq!(eval("datetime_add('second', -30, datetime(2024-05-01))"), json!("2024-04-30T23:59:30Z"));
+    assert_eq!(
+        eval("startofday(datetime(2024-05-01 10:47:13))"),
+        json!("2024-05-01T00:00:00Z")
+    );
+    assert_eq!(
+        eval("startofmonth(datetime(2024-05-17))"),
+        json!("2024-05-01T00:00:00Z")
+    );
+    assert_eq!(
+        eval("startofyear(datetime(2024-05-17))"),
+        json!("2024-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        eval("startofweek(datetime(2024-05-01))"),
+        json!("2024-04-28T00:00:00Z")
+    );
+    assert_eq!(
+        eval("endofday(datetime(2024-05-01 10:00))"),
+        json!("2024-05-01T23:59:59.999999Z")
+    );
+    assert_eq!(
+        eval("datetime_add('day', 2, datetime(2024-05-01))"),
+        json!("2024-05-03T00:00:00Z")
+    );
+    assert_eq!(
+        eval("datetime_add('month', 1, datetime(2024-01-31))"),
+        json!("2024-02-29T00:00:00Z")
+    );
+    assert_eq!(
+        eval("datetime_add('second', -30, datetime(2024-05-01))"),
+        json!("2024-04-30T23:59:30Z")
+    );
     assert_eq!(
         eval("datetime_diff('day', datetime(2024-05-03), datetime(2024-05-01 23:00))"),
         json!(2)
@@ -661,16 +767,25 @@ fn datetime_functions() {
         eval("format_datetime(datetime(2024-05-01 09:05:03.25), 'yyyy-MM-dd HH:mm:ss.fff')"),
         json!("2024-05-01 09:05:03.250")
     );
-    assert_eq!(eval("format_datetime(datetime(2024-05-01), 'MM/dd/yy')"), json!("05/01/24"));
+    assert_eq!(
+        eval("format_datetime(datetime(2024-05-01), 'MM/dd/yy')"),
+        json!("05/01/24")
+    );
     assert_eq!(eval("dayofweek(datetime(2024-05-01))"), json!("3.00:00:00"));
     assert_eq!(eval("hourofday(datetime(2024-05-01 13:45))"), json!(13));
     assert_eq!(eval("dayofmonth(datetime(2024-05-17))"), json!(17));
     assert_eq!(eval("monthofyear(datetime(2024-05-17))"), json!(5));
     assert_eq!(eval("getyear(datetime(2024-05-17))"), json!(2024));
-    assert_eq!(eval("todatetime('2024-05-01T10:00:00Z')"), json!("2024-05-01T10:00:00Z"));
+    assert_eq!(
+        eval("todatetime('2024-05-01T10:00:00Z')"),
+        json!("2024-05-01T10:00:00Z")
+    );
     assert_eq!(eval("todatetime('not a date')"), Value::Null);
     assert_eq!(eval("totimespan('01:30:00')"), json!("01:30:00"));
-    assert_eq!(eval("unixtime_seconds_todatetime(0)"), json!("1970-01-01T00:00:00Z"));
+    assert_eq!(
+        eval("unixtime_seconds_todatetime(0)"),
+        json!("1970-01-01T00:00:00Z")
+    );
 }
 
 #[test]
@@ -685,13 +800,25 @@ fn dynamic_values() {
     assert_eq!(eval(&format!("array_length({j}.a.b)")), json!(3));
     assert_eq!(eval(&format!("array_length({j}.s)")), Value::Null);
     assert_eq!(eval(&format!("{j}.n > 4")), json!(true));
-    assert_eq!(eval(&format!("tostring(bag_keys({j}))")), json!(r#"["a","s","n"]"#));
-    assert_eq!(eval("tostring(pack('k', 1, 'v', 'x'))"), json!(r#"{"k":1,"v":"x"}"#));
+    assert_eq!(
+        eval(&format!("tostring(bag_keys({j}))")),
+        json!(r#"["a","s","n"]"#)
+    );
+    assert_eq!(
+        eval("tostring(pack('k', 1, 'v', 'x'))"),
+        json!(r#"{"k":1,"v":"x"}"#)
+    );
     assert_eq!(eval("tostring(bag_pack('k', 1))"), json!(r#"{"k":1}"#));
-    assert_eq!(eval("tostring(pack_array(1, 'a', true))"), json!(r#"[1,"a",true]"#));
+    assert_eq!(
+        eval("tostring(pack_array(1, 'a', true))"),
+        json!(r#"[1,"a",true]"#)
+    );
     assert_eq!(eval("tostring(dynamic(['a', 'b']))"), json!(r#"["a","b"]"#));
     assert_eq!(eval("array_length(dynamic([]))"), json!(0));
-    assert_eq!(eval("set_has_element(dynamic(['a', 'b']), 'b')"), json!(true));
+    assert_eq!(
+        eval("set_has_element(dynamic(['a', 'b']), 'b')"),
+        json!(true)
+    );
     assert_eq!(
         eval("array_length(set_union(dynamic([1, 2]), dynamic([2, 3])))"),
         json!(3)
@@ -720,14 +847,23 @@ fn string_functions() {
     assert_eq!(eval("substring('abcdef', 2, 3)"), json!("cde"));
     assert_eq!(eval("strcat('a', 1, 'b')"), json!("a1b"));
     assert_eq!(eval("strcat_delim('-', 'a', 'b', 'c')"), json!("a-b-c"));
-    assert_eq!(eval("tostring(split('a,b,c', ','))"), json!(r#"["a","b","c"]"#));
+    assert_eq!(
+        eval("tostring(split('a,b,c', ','))"),
+        json!(r#"["a","b","c"]"#)
+    );
     assert_eq!(eval("tostring(split('a,b,c', ',', 1))"), json!(r#"["b"]"#));
     assert_eq!(eval("extract('([0-9]+)', 1, 'abc123def')"), json!("123"));
     assert_eq!(eval("extract('x([0-9]+)', 1, 'abc')"), Value::Null);
     assert_eq!(eval("extract('[0-9]+', 0, 'ab12')"), json!("12"));
-    assert_eq!(eval("tostring(extract_all('([0-9])', 'a1b2c3'))"), json!(r#"["1","2","3"]"#));
+    assert_eq!(
+        eval("tostring(extract_all('([0-9])', 'a1b2c3'))"),
+        json!(r#"["1","2","3"]"#)
+    );
     assert_eq!(eval("replace_string('aXbXc', 'X', '-')"), json!("a-b-c"));
-    assert_eq!(eval("replace_regex('a1b22c', '[0-9]+', '#')"), json!("a#b#c"));
+    assert_eq!(
+        eval("replace_regex('a1b22c', '[0-9]+', '#')"),
+        json!("a#b#c")
+    );
     assert_eq!(eval("trim(' ', '  ab  ')"), json!("ab"));
     assert_eq!(eval("trim_start('x', 'xxab')"), json!("ab"));
     assert_eq!(eval("trim_end('x', 'abxx')"), json!("ab"));
@@ -753,7 +889,10 @@ fn parsing_functions() {
     let p = r"parse_path(@'C:\Windows\System32\cmd.exe')";
     assert_eq!(eval(&format!("{p}.Filename")), json!("cmd.exe"));
     assert_eq!(eval(&format!("{p}.Extension")), json!("exe"));
-    assert_eq!(eval(&format!("{p}.DirectoryPath")), json!(r"C:\Windows\System32"));
+    assert_eq!(
+        eval(&format!("{p}.DirectoryPath")),
+        json!(r"C:\Windows\System32")
+    );
     assert_eq!(
         eval(r#"tostring(parse_command_line(@'cmd.exe /c "echo hi" x', 'windows'))"#),
         json!(r#"["cmd.exe","/c","echo hi","x"]"#)
@@ -800,9 +939,18 @@ fn ip_functions() {
     assert_eq!(eval("ipv4_is_private('192.168.0.1')"), json!(true));
     assert_eq!(eval("ipv4_is_private('172.20.0.1')"), json!(true));
     assert_eq!(eval("ipv4_is_private('8.8.8.8')"), json!(false));
-    assert_eq!(eval("ipv4_is_in_range('10.1.2.3', '10.0.0.0/8')"), json!(true));
-    assert_eq!(eval("ipv4_is_in_range('11.1.2.3', '10.0.0.0/8')"), json!(false));
-    assert_eq!(eval("ipv4_is_in_range('10.1.2.3', '10.1.2.3')"), json!(true));
+    assert_eq!(
+        eval("ipv4_is_in_range('10.1.2.3', '10.0.0.0/8')"),
+        json!(true)
+    );
+    assert_eq!(
+        eval("ipv4_is_in_range('11.1.2.3', '10.0.0.0/8')"),
+        json!(false)
+    );
+    assert_eq!(
+        eval("ipv4_is_in_range('10.1.2.3', '10.1.2.3')"),
+        json!(true)
+    );
     assert_eq!(eval("ipv4_compare('10.0.0.1', '10.0.0.2')"), json!(-1));
     assert_eq!(eval("ipv4_compare('10.0.0.2', '10.0.0.1')"), json!(1));
     assert_eq!(eval("ipv4_compare('10.0.0.1', '10.0.0.1')"), json!(0));
@@ -813,16 +961,23 @@ fn ip_functions() {
 
 #[test]
 fn sources_print_range_datatable_getschema_render() {
-    assert_eq!(rows("print a = 1, b = 'x'"), vec![vec![json!(1), json!("x")]]);
+    assert_eq!(
+        rows("print a = 1, b = 'x'"),
+        vec![vec![json!(1), json!("x")]]
+    );
     assert_eq!(columns("print 1, x = 2, 3"), ["print_0", "x", "print_2"]);
     assert_eq!(one("range x from 1 to 10 step 1 | count"), json!(10));
-    assert_eq!(one("range x from 1 to 10 step 3 | summarize sum(x)"), json!(22));
+    assert_eq!(
+        one("range x from 1 to 10 step 3 | summarize sum(x)"),
+        json!(22)
+    );
     assert_eq!(
         one("range t from datetime(2024-05-01) to datetime(2024-05-02) step 6h | count"),
         json!(5)
     );
     assert_eq!(one("datatable(a: long)[] | count"), json!(0));
-    let r = rows("datatable(a: long, b: string)[1, 'x'] | getschema | project ColumnName, ColumnType");
+    let r =
+        rows("datatable(a: long, b: string)[1, 'x'] | getschema | project ColumnName, ColumnType");
     assert_eq!(
         r,
         vec![
@@ -842,7 +997,9 @@ fn sources_print_range_datatable_getschema_render() {
 
 #[test]
 fn hunting_tables_have_defender_columns() {
-    let r = rows("DeviceProcessEvents | getschema | where ColumnName in ('Timestamp', 'ProcessId', 'AdditionalFields') | project ColumnName, ColumnType");
+    let r = rows(
+        "DeviceProcessEvents | getschema | where ColumnName in ('Timestamp', 'ProcessId', 'AdditionalFields') | project ColumnName, ColumnType",
+    );
     assert_eq!(
         r,
         vec![
@@ -852,7 +1009,9 @@ fn hunting_tables_have_defender_columns() {
         ]
     );
     assert_eq!(
-        one("IdentityLogonEvents | getschema | where ColumnName == 'AdditionalFields' | project ColumnType"),
+        one(
+            "IdentityLogonEvents | getschema | where ColumnName == 'AdditionalFields' | project ColumnType"
+        ),
         json!("dynamic")
     );
     assert_eq!(one("DeviceLogonEvents | count"), json!(0));

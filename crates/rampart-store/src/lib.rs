@@ -31,8 +31,8 @@
 //! reported in [`Store::recovery`].
 //!
 //! **Files.** A flush writes one file per tenant, table and day (zstd, dictionaries, version 2
-//! pages; sorted by Timestamp, nulls first; statistics per row group, and per page for
-//! Timestamp). The background thread merges files of about the same size in a partition, a
+//! pages; sorted by Timestamp, nulls first; statistics per row group for numbers and times,
+//! and per page for Timestamp). The background thread merges files of about the same size in a partition, a
 //! few at a time, so each row is rewritten only a few times; [`Store::compact`] merges all
 //! small files. [`Store::apply_retention`] drops whole days. The manifest keeps each file's
 //! Timestamp range, so scans skip files (and so days) before opening them.
@@ -542,7 +542,9 @@ pub struct StoreReader {
 
 impl std::fmt::Debug for StoreReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreReader").field("dir", &self.dir).finish()
+        f.debug_struct("StoreReader")
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -1018,7 +1020,6 @@ impl Inner {
             }
         }
     }
-
 
     fn stats(&self) -> StoreStats {
         let mut tables = Vec::new();

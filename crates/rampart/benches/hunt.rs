@@ -111,7 +111,8 @@ fn run() -> Result<bool> {
     let (dir, _cleanup) = match std::env::var_os("RAMPART_BENCH_DIR") {
         Some(dir) => (PathBuf::from(dir), None),
         None => {
-            let dir = std::env::temp_dir().join(format!("rampart-hunt-bench-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("rampart-hunt-bench-{}", std::process::id()));
             (dir.clone(), Some(RemoveOnDrop(dir)))
         }
     };
@@ -317,7 +318,11 @@ fn ingest(dir: &Path, rows: usize) -> Result<()> {
     let process = ingest_table(&store, Table::DeviceProcessEvents, &mut processes)?;
     process.report(Table::DeviceProcessEvents);
     let flushed = bytes_per_row(&store, Table::DeviceProcessEvents);
-    let network = ingest_table(&store, Table::DeviceNetworkEvents, &mut processes.network_events())?;
+    let network = ingest_table(
+        &store,
+        Table::DeviceNetworkEvents,
+        &mut processes.network_events(),
+    )?;
     network.report(Table::DeviceNetworkEvents);
 
     let cpu = process_cpu();
@@ -404,9 +409,10 @@ fn run_rampart(dir: &Path, q: &Query) -> Result<Outcome> {
         let row: Value = serde_json::from_str(line)
             .with_context(|| format!("rampart printed a line that is not JSON: {line}"))?;
         rows += 1;
-        check += row.get(q.check).and_then(number).with_context(|| {
-            format!("{}: no number in column {} of {line}", q.name, q.check)
-        })?;
+        check += row
+            .get(q.check)
+            .and_then(number)
+            .with_context(|| format!("{}: no number in column {} of {line}", q.name, q.check))?;
     }
     Ok(Outcome {
         seconds,
@@ -431,7 +437,9 @@ fn run_duckdb(dir: &Path, script: &Path, q: &Query) -> Result<Outcome> {
     }
     let result: Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("DuckDB's script printed no JSON for {}", q.name))?;
-    let seconds = result["seconds"].as_f64().context("no seconds from DuckDB")?;
+    let seconds = result["seconds"]
+        .as_f64()
+        .context("no seconds from DuckDB")?;
     let column = result["columns"]
         .as_array()
         .and_then(|c| c.iter().position(|c| c.as_str() == Some(q.check)))
@@ -485,16 +493,16 @@ fn queries(dir: &Path, script: &Path, runs: usize) -> Result<bool> {
             times(&duckdb)
         );
         let first = rampart[0];
-        let same = rampart
-            .iter()
-            .chain(&duckdb)
-            .all(|o| o.agrees(&first));
+        let same = rampart.iter().chain(&duckdb).all(|o| o.agrees(&first));
         if !same {
             agreed = false;
             println!(
                 "!!! MISMATCH on {}: rampart {:?} vs duckdb {:?} (rows, sum of {})",
                 q.name,
-                rampart.iter().map(|o| (o.rows, o.check)).collect::<Vec<_>>(),
+                rampart
+                    .iter()
+                    .map(|o| (o.rows, o.check))
+                    .collect::<Vec<_>>(),
                 duckdb.iter().map(|o| (o.rows, o.check)).collect::<Vec<_>>(),
                 q.check
             );

@@ -66,7 +66,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86_400.0,
-        _ => return Err(format!("unknown unit '{unit}' in '{s}' (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{s}' (use ms, s, m, h or d)"
+            ));
+        }
     };
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("'{s}' must be a positive duration"));
@@ -96,7 +100,10 @@ impl Catalog for StoreCatalog {
     }
 
     fn table_names(&self) -> Vec<String> {
-        HuntingTable::ALL.iter().map(|t| t.name().to_string()).collect()
+        HuntingTable::ALL
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect()
     }
 }
 
@@ -134,8 +141,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             s
         }
         (Some(q), _) => q.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
         (None, None) => bail!("give a query, or -f FILE"),
     };
     let engine = open_engine(&args.data, &args.tenant)?;
@@ -227,16 +235,19 @@ fn print_schema(table: &str, format: Format, output: Option<&PathBuf>) -> Result
         for tab in HuntingTable::ALL {
             t.row([tab.name().to_string(), tab.columns().len().to_string()]);
         }
-        write_plain(&t, format, &mut out, HuntingTable::ALL.iter().map(|tab| {
-            serde_json::json!({"table": tab.name(), "columns": tab.columns().len()})
-        }))?;
+        write_plain(
+            &t,
+            format,
+            &mut out,
+            HuntingTable::ALL.iter().map(
+                |tab| serde_json::json!({"table": tab.name(), "columns": tab.columns().len()}),
+            ),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(tab) = HuntingTable::from_name(table) else {
-        let suggestion = rampart_kql::syntax::nearest(
-            table,
-            HuntingTable::ALL.iter().map(|t| t.name()),
-        );
+        let suggestion =
+            rampart_kql::syntax::nearest(table, HuntingTable::ALL.iter().map(|t| t.name()));
         match suggestion {
             Some(s) => bail!("unknown table '{table}' (did you mean `{s}`?)"),
             None => bail!("unknown table '{table}' (`rampart hunt --schema` lists them)"),
@@ -334,7 +345,11 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         if p.is_dir() {
             for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
                 let entry = entry.with_context(|| format!("cannot read {}", p.display()))?;
-                let ext = entry.path().extension().and_then(|e| e.to_str()).unwrap_or("");
+                let ext = entry
+                    .path()
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or("");
                 if entry.file_type().is_file() && matches!(ext, "md" | "kql" | "txt") {
                     files.push(entry.path().to_path_buf());
                 }
@@ -353,7 +368,8 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
     let mut json = Vec::new();
     let (mut total, mut parsed, mut planned, mut ran) = (0usize, 0usize, 0usize, 0usize);
     for f in &files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         let is_md = f.extension().is_some_and(|e| e == "md");
         for block in query_blocks(&text, is_md) {
             total += 1;
@@ -362,13 +378,13 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
                 Err(whole) => {
                     // A collection of queries separated by blank lines, as the query editors
                     // read them: each must parse, and the block is as good as its worst.
-                    let parts = block.editor_queries();
+                    let parts = editor_queries(&block);
                     let all_parse = parts.len() > 1
-                        && parts.iter().all(|q| rampart_kql::syntax::parse(&q.text).is_ok());
+                        && parts.iter().all(|q| rampart_kql::syntax::parse(q).is_ok());
                     if all_parse {
                         parts
                             .iter()
-                            .map(|q| check_query(&engine, &rt, &q.text, args.no_run, &options))
+                            .map(|q| check_query(&engine, &rt, q, args.no_run, &options))
                             .min_by_key(|(stage, _)| *stage as u8)
                             .unwrap_or((Stage::ParseFailed, String::new()))
                     } else {
@@ -389,7 +405,9 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
             let name = format!("{}:{}", f.display(), block.line);
             if args.show == "all" || !ok {
                 report.row([name.clone(), stage.name().to_string(), reason.clone()]);
-                json.push(serde_json::json!({"query": name, "result": stage.name(), "reason": reason}));
+                json.push(
+                    serde_json::json!({"query": name, "result": stage.name(), "reason": reason}),
+                );
             }
         }
     }
@@ -405,7 +423,13 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         }
     }
     out.flush()?;
-    let pct = |n: usize| if total == 0 { 100.0 } else { n as f64 * 100.0 / total as f64 };
+    let pct = |n: usize| {
+        if total == 0 {
+            100.0
+        } else {
+            n as f64 * 100.0 / total as f64
+        }
+    };
     eprintln!(
         "{total} queries in {} files: {parsed} parse ({:.1}%), {planned} plan ({:.1}%){}",
         files.len(),
@@ -417,12 +441,37 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
             format!(", {ran} run ({:.1}%)", pct(ran))
         }
     );
-    let all_ok = if args.no_run { planned == total } else { ran == total };
+    let all_ok = if args.no_run {
+        planned == total
+    } else {
+        ran == total
+    };
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_PARTIAL)
     })
+}
+
+/// The queries of a collection as the editors run them; a paragraph of only `let` statements
+/// belongs to the query after it (authors put shared `let`s first).
+fn editor_queries(block: &rampart_kql::syntax::blocks::QueryBlock) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lets = String::new();
+    for q in block.editor_queries() {
+        let text = format!("{lets}{}", q.text);
+        match rampart_kql::syntax::parse(&text) {
+            Ok(parsed) if parsed.body.is_none() => lets = format!("{text}\n"),
+            _ => {
+                out.push(text);
+                lets.clear();
+            }
+        }
+    }
+    if !lets.is_empty() {
+        out.push(lets);
+    }
+    out
 }
 
 /// How far one query gets: plan (and optimise), then run unless `no_run`.

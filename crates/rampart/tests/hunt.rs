@@ -99,7 +99,11 @@ fn a_hunting_query_finds_the_attack() {
     assert_eq!(lines.next(), Some("DeviceName,n"));
     assert!(lines.count() >= 2, "{out}");
     // The table format has a header and aligned columns.
-    let o = hunt(data, "DeviceLogonEvents | summarize count() by ActionType", &[]);
+    let o = hunt(
+        data,
+        "DeviceLogonEvents | summarize count() by ActionType",
+        &[],
+    );
     assert!(o.status.success());
     let out = text(&o.stdout);
     assert!(out.starts_with("ActionType"), "{out}");
@@ -112,8 +116,16 @@ fn the_limit_cuts_and_says_so() {
     let o = hunt(data, "DeviceEvents", &["--limit", "7", "--format", "json"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(json_rows(&o).len(), 7);
-    assert!(text(&o.stderr).contains("cut at --limit 7"), "{}", text(&o.stderr));
-    let o = hunt(data, "DeviceEvents | take 3", &["--limit", "7", "--format", "json"]);
+    assert!(
+        text(&o.stderr).contains("cut at --limit 7"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = hunt(
+        data,
+        "DeviceEvents | take 3",
+        &["--limit", "7", "--format", "json"],
+    );
     assert_eq!(json_rows(&o).len(), 3);
     assert!(!text(&o.stderr).contains("cut"), "{}", text(&o.stderr));
 }
@@ -121,7 +133,11 @@ fn the_limit_cuts_and_says_so() {
 #[test]
 fn errors_are_located_and_exit_1() {
     let Some((data, _)) = store() else { return };
-    let o = hunt(data, "DeviceProcessEvents\n| where FileNam =~ 'cmd.exe'", &[]);
+    let o = hunt(
+        data,
+        "DeviceProcessEvents\n| where FileNam =~ 'cmd.exe'",
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
     assert!(err.contains("line 2, column 9"), "{err}");
@@ -129,7 +145,11 @@ fn errors_are_located_and_exit_1() {
     let o = hunt(data, "DeviceProcessEvents | wher x", &["--dry-run"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("column 23"), "{}", text(&o.stderr));
-    let o = hunt(data, "DeviceProcessEvents | where FileName == 'x'", &["--dry-run"]);
+    let o = hunt(
+        data,
+        "DeviceProcessEvents | where FileName == 'x'",
+        &["--dry-run"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(o.stdout.is_empty(), "a dry run prints no rows");
 }
@@ -148,7 +168,15 @@ fn queries_come_from_files_and_stdin() {
     let Some((data, _)) = store() else { return };
     let file = data.with_extension("kql");
     std::fs::write(&file, "// a comment\nDeviceNetworkEvents\n| count\n").unwrap();
-    let o = rampart(&["hunt", "--data", s(data), "-f", s(&file), "--format", "json"]);
+    let o = rampart(&[
+        "hunt",
+        "--data",
+        s(data),
+        "-f",
+        s(&file),
+        "--format",
+        "json",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let rows = json_rows(&o);
     assert_eq!(rows.len(), 1);
@@ -162,7 +190,15 @@ fn schema_lists_tables_and_columns() {
     assert!(o.status.success());
     let out = text(&o.stdout);
     assert_eq!(out.lines().count(), 30, "a header and the 29 tables: {out}");
-    let o = rampart(&["hunt", "--data", s(data), "--schema", "DeviceLogonEvents", "--format", "json"]);
+    let o = rampart(&[
+        "hunt",
+        "--data",
+        s(data),
+        "--schema",
+        "DeviceLogonEvents",
+        "--format",
+        "json",
+    ]);
     assert!(o.status.success());
     let cols = json_rows(&o);
     assert!(cols.contains(&serde_json::json!({"column": "LogonType", "type": "string"})));
@@ -178,7 +214,13 @@ fn public_hunting_queries_run_against_the_store() {
         return;
     };
     let o = rampart(&[
-        "queries", "check", "--data", s(data), "--format", "json", s(&queries),
+        "queries",
+        "check",
+        "--data",
+        s(data),
+        "--format",
+        "json",
+        s(&queries),
     ]);
     let err = text(&o.stderr);
     let summary = err.lines().last().unwrap_or_default().to_string();
@@ -190,7 +232,10 @@ fn public_hunting_queries_run_against_the_store() {
     let (total, parsed, ran) = (numbers[0], numbers[2], numbers[6]);
     eprintln!("{summary}");
     for failure in json_rows(&o) {
-        eprintln!("{} {} {}", failure["query"], failure["result"], failure["reason"]);
+        eprintln!(
+            "{} {} {}",
+            failure["query"], failure["result"], failure["reason"]
+        );
     }
     assert!(total > 200.0, "{summary}");
     assert!(parsed / total >= 0.98, "{summary}");

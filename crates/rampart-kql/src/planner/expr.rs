@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::functions::expr_fn::lower;
 use datafusion::logical_expr::expr::InSubquery;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, Subquery, lit};
-use datafusion::functions::expr_fn::lower;
 use rampart_kql_functions::{self as functions, FnError};
 use rampart_kql_syntax::ast::{self, BinaryOp, ExprKind, Literal, StrOp, StrOpKind};
 use rampart_kql_syntax::{ErrorKind, KqlError, nearest};
@@ -118,11 +118,10 @@ impl Planner<'_> {
             None => {
                 let mut names = column_names(schema);
                 names.extend(self.tabular_binding_names());
-                Err(KqlError::semantic(
-                    format!("unknown column or name '{n}'"),
-                    e.span,
+                Err(
+                    KqlError::semantic(format!("unknown column or name '{n}'"), e.span)
+                        .with_suggestion(nearest(n, names.iter().map(String::as_str))),
                 )
-                .with_suggestion(nearest(n, names.iter().map(String::as_str))))
             }
         }
     }
@@ -135,9 +134,8 @@ impl Planner<'_> {
         schema: &DFSchema,
     ) -> Result<Expr, KqlError> {
         if let Some(c) = self.agg_columns.get(&(e as *const ast::Expr)) {
-            return column(schema, c).ok_or_else(|| {
-                KqlError::semantic("aggregation is not valid here", e.span)
-            });
+            return column(schema, c)
+                .ok_or_else(|| KqlError::semantic("aggregation is not valid here", e.span));
         }
         if let Some(Binding::Function(f)) = self.lookup(&name.name).cloned() {
             return self.call_scalar_function(name, &f, args, schema);
@@ -147,12 +145,20 @@ impl Planner<'_> {
             "toscalar" => return self.toscalar(name, args),
             // `typeof(long)` names a type; the function library takes it as a string.
             "typeof" => {
-                if let [ast::Expr { kind: ExprKind::Name(t), .. }] = args
+                if let [
+                    ast::Expr {
+                        kind: ExprKind::Name(t),
+                        ..
+                    },
+                ] = args
                     && ast::TypeName::from_name(t).is_some()
                 {
                     return Ok(lit(t.clone()));
                 }
-                return Err(KqlError::semantic("typeof() takes a type name, e.g. typeof(long)", name.span));
+                return Err(KqlError::semantic(
+                    "typeof() takes a type name, e.g. typeof(long)",
+                    name.span,
+                ));
             }
             "column_ifexists" => {
                 let (Some(c), Some(default)) = (args.first(), args.get(1)) else {
@@ -193,7 +199,10 @@ impl Planner<'_> {
         let planned = self.args(args, schema)?;
         functions::scalar(fname, planned, schema).map_err(|err| {
             let e = fn_error(err, fname, name.span);
-            if e.kind == ErrorKind::Semantic && e.suggestion.is_none() && e.message.starts_with("unknown function") {
+            if e.kind == ErrorKind::Semantic
+                && e.suggestion.is_none()
+                && e.message.starts_with("unknown function")
+            {
                 e.with_suggestion(self.function_suggestion(fname))
             } else {
                 e
@@ -236,10 +245,19 @@ impl Planner<'_> {
         }
         match args.get(2) {
             Some(ast::Expr {
-                kind: ExprKind::Call { name: f, args: targs },
+                kind:
+                    ExprKind::Call {
+                        name: f,
+                        args: targs,
+                    },
                 ..
             }) if f.name == "typeof" => match targs.as_slice() {
-                [ast::Expr { kind: ExprKind::Name(tn), span }] => {
+                [
+                    ast::Expr {
+                        kind: ExprKind::Name(tn),
+                        span,
+                    },
+                ] => {
                     let ty = ast::TypeName::from_name(tn)
                         .ok_or_else(|| KqlError::semantic(format!("unknown type '{tn}'"), *span))?;
                     functions::cast(value, ty, schema)
@@ -302,7 +320,10 @@ impl Planner<'_> {
         schema: &DFSchema,
     ) -> Result<Expr, KqlError> {
         if let BinaryOp::Str(s) = op
-            && matches!(s.kind, StrOpKind::In | StrOpKind::HasAny | StrOpKind::HasAll)
+            && matches!(
+                s.kind,
+                StrOpKind::In | StrOpKind::HasAny | StrOpKind::HasAll
+            )
         {
             return self.in_list(s, left, right, e, schema);
         }
@@ -393,10 +414,12 @@ impl Planner<'_> {
                 Some(Binding::Planned(_)) => false,
                 None => self.catalog.table(n).is_some(),
             },
-            ExprKind::Call { name, .. } => matches!(
-                self.lookup(&name.name),
-                Some(Binding::Function(f)) if matches!(f.body, ast::LetBody::Tabular(_))
-            ) || name.name == "materialize",
+            ExprKind::Call { name, .. } => {
+                matches!(
+                    self.lookup(&name.name),
+                    Some(Binding::Function(f)) if matches!(f.body, ast::LetBody::Tabular(_))
+                ) || name.name == "materialize"
+            }
             _ => false,
         }
     }
@@ -485,7 +508,10 @@ fn first_column(
     // A name of its own, so that it never clashes with the outer query's columns when both
     // read the same table (DataFusion's decorrelation joins the two).
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let name = format!("__subquery{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let name = format!(
+        "__subquery{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     df(
         LogicalPlanBuilder::from(plan)
             .project(vec![Expr::Column(first).alias(name)])

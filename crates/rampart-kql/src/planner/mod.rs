@@ -70,8 +70,8 @@ enum Binding {
     Scalar(ast::Expr),
     /// A function argument, already planned in the caller's scope.
     Planned(Expr),
-    Tabular(LogicalPlan),
-    Function(ast::Function),
+    Tabular(Box<LogicalPlan>),
+    Function(Box<ast::Function>),
 }
 
 pub(crate) struct Planner<'a> {
@@ -113,8 +113,8 @@ impl<'a> Planner<'a> {
     fn bind_let(&mut self, l: &ast::Let) -> Result<(), KqlError> {
         let binding = match &l.value {
             ast::LetValue::Expr(e) => Binding::Scalar(e.clone()),
-            ast::LetValue::Tabular(t) => Binding::Tabular(self.tabular(t)?),
-            ast::LetValue::Function(f) => Binding::Function(f.clone()),
+            ast::LetValue::Tabular(t) => Binding::Tabular(Box::new(self.tabular(t)?)),
+            ast::LetValue::Function(f) => Binding::Function(Box::new(f.clone())),
         };
         self.bind(&l.name.name, binding);
         Ok(())
@@ -195,7 +195,7 @@ impl<'a> Planner<'a> {
     /// `let` that names a table (`let T = DeviceEvents;`), or a table.
     fn tabular_name(&mut self, id: &ast::Ident) -> Result<LogicalPlan, KqlError> {
         match self.lookup(&id.name).cloned() {
-            Some(Binding::Tabular(plan)) => return Ok(plan),
+            Some(Binding::Tabular(plan)) => return Ok(*plan),
             Some(Binding::Function(f)) => return self.call_function(id, &f, &[], None),
             Some(Binding::Scalar(e)) => {
                 self.enter(id.span)?;
@@ -217,9 +217,8 @@ impl<'a> Planner<'a> {
         let mut names = self.catalog.table_names();
         names.extend(self.tabular_binding_names());
         Err(
-            KqlError::semantic(format!("unknown table '{}'", id.name), id.span).with_suggestion(
-                nearest(&id.name, names.iter().map(String::as_str)),
-            ),
+            KqlError::semantic(format!("unknown table '{}'", id.name), id.span)
+                .with_suggestion(nearest(&id.name, names.iter().map(String::as_str))),
         )
     }
 
@@ -368,7 +367,7 @@ impl<'a> Planner<'a> {
                     name.span,
                 ));
             };
-            scope.insert(p.name.name.clone(), Binding::Tabular(plan));
+            scope.insert(p.name.name.clone(), Binding::Tabular(Box::new(plan)));
         }
         let params: Vec<&ast::Param> = params.collect();
         if args.len() > params.len() {
@@ -384,7 +383,9 @@ impl<'a> Planner<'a> {
         }
         for (i, p) in params.iter().enumerate() {
             let binding = match (args.get(i), &p.kind) {
-                (Some(a), ast::ParamKind::Tabular) => Binding::Tabular(self.expr_as_tabular(a)?),
+                (Some(a), ast::ParamKind::Tabular) => {
+                    Binding::Tabular(Box::new(self.expr_as_tabular(a)?))
+                }
                 (Some(a), ast::ParamKind::Scalar(_)) => Binding::Planned(self.expr(a, schema)?),
                 (None, _) => match &p.default {
                     Some(d) => Binding::Scalar(d.clone()),
@@ -446,7 +447,10 @@ pub(crate) fn unsupported(name: &ast::Ident) -> KqlError {
         "find" | "search" => "it searches every table; query the tables with `union` and `where`",
         _ => "Rampart does not run it yet",
     };
-    KqlError::unsupported(format!("'{}' is not supported: {why}", name.name), name.span)
+    KqlError::unsupported(
+        format!("'{}' is not supported: {why}", name.name),
+        name.span,
+    )
 }
 
 /// A scan of a catalog table.

@@ -9,9 +9,9 @@ use datafusion::logical_expr::{
     Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, lit, try_cast,
 };
 use rampart_kql_functions as functions;
-use serde_json::Value;
 use rampart_kql_syntax::ast::{self, ExprKind, OperatorKind, Span};
 use rampart_kql_syntax::{KqlError, nearest};
+use serde_json::Value;
 
 use super::expr::{canonical_function, fn_error};
 use super::{Binding, Planner, column, column_names, df, glob_match};
@@ -58,7 +58,10 @@ impl Planner<'_> {
             OperatorKind::ProjectRename(pairs) => {
                 let schema = plan.schema().clone();
                 let mut exprs = Vec::new();
-                if let Some((_, old)) = pairs.iter().find(|(_, old)| column(&schema, &old.name).is_none()) {
+                if let Some((_, old)) = pairs
+                    .iter()
+                    .find(|(_, old)| column(&schema, &old.name).is_none())
+                {
                     return Err(unknown_column(&schema, old));
                 }
                 for n in column_names(&schema) {
@@ -153,7 +156,7 @@ impl Planner<'_> {
                 Ok(plan)
             }
             OperatorKind::As(name) => {
-                self.bind(&name.name, Binding::Tabular(plan.clone()));
+                self.bind(&name.name, Binding::Tabular(Box::new(plan.clone())));
                 Ok(plan)
             }
             OperatorKind::Invoke { function, args } => {
@@ -293,7 +296,8 @@ impl Planner<'_> {
         for item in aggs {
             let top = multi_output(&item.expr);
             if let Some((fname, args)) = top {
-                let cols = self.multi_aggregate(fname, args, &item.expr, &input, by, &mut agg_exprs)?;
+                let cols =
+                    self.multi_aggregate(fname, args, &item.expr, &input, by, &mut agg_exprs)?;
                 let mut named = Vec::new();
                 for (i, (internal, natural)) in cols.into_iter().enumerate() {
                     let name = match (item.names.get(i), i) {
@@ -426,7 +430,8 @@ impl Planner<'_> {
                         }
                     } else {
                         let e = self.expr(a, input)?;
-                        let natural = naming::natural_name(a).unwrap_or_else(|| self.next_unnamed());
+                        let natural =
+                            naming::natural_name(a).unwrap_or_else(|| self.next_unnamed());
                         push(first_value(e, order.clone()), natural, out);
                     }
                 }
@@ -461,7 +466,8 @@ impl Planner<'_> {
                         }
                     } else {
                         let e = self.expr(a, input)?;
-                        let natural = naming::natural_name(a).unwrap_or_else(|| self.next_unnamed());
+                        let natural =
+                            naming::natural_name(a).unwrap_or_else(|| self.next_unnamed());
                         push(first_value(e, vec![]), natural, out);
                     }
                 }
@@ -721,7 +727,9 @@ impl Planner<'_> {
             let schema = expanded.schema().clone();
             let mut exprs = Vec::new();
             for n in column_names(&schema) {
-                let Some(c) = column(&schema, &n) else { continue };
+                let Some(c) = column(&schema, &n) else {
+                    continue;
+                };
                 let typed = match names.iter().find(|(m, _)| *m == n).and_then(|(_, t)| *t) {
                     Some(t) => functions::cast(c, t, &schema)
                         .map_err(|err| fn_error(err, "mv-expand", span))?,
@@ -752,7 +760,11 @@ impl Planner<'_> {
         let schema = plan.schema().clone();
         let text = self.expr(source, &schema)?;
         // Simple patterns match from the start of the text; regex patterns anywhere.
-        let mut regex = String::from(if kind == ast::ParseKind::Regex { "(?s)" } else { "(?s)^" });
+        let mut regex = String::from(if kind == ast::ParseKind::Regex {
+            "(?s)"
+        } else {
+            "(?s)^"
+        });
         let mut captures = Vec::new();
         let last_column = parts
             .iter()
@@ -821,7 +833,10 @@ impl Planner<'_> {
     ) -> Result<LogicalPlan, KqlError> {
         if plugin.name != "bag_unpack" {
             return Err(KqlError::unsupported(
-                format!("the '{}' plugin is not supported (bag_unpack is)", plugin.name),
+                format!(
+                    "the '{}' plugin is not supported (bag_unpack is)",
+                    plugin.name
+                ),
                 plugin.span,
             ));
         }
@@ -909,7 +924,7 @@ impl Planner<'_> {
         if columns.is_empty() {
             return Err(KqlError::semantic("datatable needs columns", span));
         }
-        if values.len() % columns.len() != 0 {
+        if !values.len().is_multiple_of(columns.len()) {
             return Err(KqlError::semantic(
                 format!(
                     "datatable has {} columns but {} values (not a whole number of rows)",
@@ -926,7 +941,8 @@ impl Planner<'_> {
             for ((_, t), v) in columns.iter().zip(chunk) {
                 let e = self.expr(v, &empty)?;
                 row.push(
-                    functions::cast(e, *t, &empty).map_err(|err| fn_error(err, "datatable", v.span))?,
+                    functions::cast(e, *t, &empty)
+                        .map_err(|err| fn_error(err, "datatable", v.span))?,
                 );
             }
             rows.push(row);
@@ -966,11 +982,8 @@ impl Planner<'_> {
         let s = self.expr(step, &empty)?;
         let ft = df(f.get_type(&empty), from.span)?;
         let as_i64 = |e: Expr| cast(e, DataType::Int64);
-        let series = datafusion::functions_nested::expr_fn::gen_series(
-            as_i64(f),
-            as_i64(t),
-            as_i64(s),
-        );
+        let series =
+            datafusion::functions_nested::expr_fn::gen_series(as_i64(f), as_i64(t), as_i64(s));
         let one = build(
             LogicalPlanBuilder::empty(true).project(vec![series.alias(&column_name.name)]),
             span,
