@@ -5,9 +5,14 @@
 //! expression stand in for a scalar (function arguments, parentheses, `let` values), the parser
 //! reads an expression and, if a `|` follows, turns it into the source of a pipeline.
 //!
+//! Valid KQL that Rampart does not run (`find`, `top-nested`, `fork`, ...) is parsed all the
+//! same, so that its syntax errors are reported as such, and becomes an `Unsupported` node that
+//! the planner refuses by name.
+//!
 //! Hostile input cannot exhaust the stack. Every cycle of recursion passes through one of
-//! `expr`, `unary`, `json`, `function` or `tab_atom`, which count nesting up to
-//! [`MAX_NESTING`]; and the height of the tree (which the recursive `Drop`, `Clone` and the
+//! `expr`, `unary`, `json`, `function`, `tab_atom`, `subquery` or the bodies of `partition
+//! { ... }` and of `evaluate` as a source, which count nesting up to [`MAX_NESTING`]; and the
+//! height of the tree (which the recursive `Drop`, `Clone` and the
 //! planner's walks follow) is capped at [`MAX_HEIGHT`], counting the left-leaning chains like
 //! `a + b + c` and `a.b.c` that are built in a loop.
 
@@ -36,6 +41,7 @@ pub(crate) fn parse_query(src: &str) -> Result<Query> {
         last_end: 0,
         nesting: 0,
         height: 0,
+        search_terms: false,
         eof: Token {
             tok: Tok::Eof,
             span: Span::new(end, end),
@@ -44,7 +50,8 @@ pub(crate) fn parse_query(src: &str) -> Result<Query> {
     parser.query()
 }
 
-/// Tabular operators Rampart parses.
+/// Tabular operators Rampart parses. Some are refused by the planner, named in
+/// [`OperatorKind::Unsupported`]: they are parsed so that their syntax is checked.
 const OPERATORS: &[&str] = &[
     "where",
     "filter",
@@ -76,17 +83,28 @@ const OPERATORS: &[&str] = &[
     "getschema",
     "serialize",
     "sample",
+    "consume",
+    "facet",
+    "fork",
+    "mv-apply",
+    "mvapply",
+    "parse-kv",
+    "parse-where",
+    "partition",
+    "reduce",
+    "sample-distinct",
+    "scan",
+    "search",
+    "top-hitters",
+    "top-nested",
 ];
 
-/// Tabular operators Kusto has and Rampart refuses.
+/// Tabular operators Kusto has that Rampart neither parses nor runs: graph operators and
+/// operators without a public grammar.
 const UNSUPPORTED_OPERATORS: &[&str] = &[
     "assert-schema",
-    "consume",
     "execute-and-cache",
     "extend-smart",
-    "facet",
-    "find",
-    "fork",
     "graph-mark-components",
     "graph-match",
     "graph-merge",
@@ -94,19 +112,8 @@ const UNSUPPORTED_OPERATORS: &[&str] = &[
     "graph-to-table",
     "macro-expand",
     "make-graph",
-    "mv-apply",
-    "mvapply",
-    "parse-kv",
-    "parse-where",
-    "partition",
     "project-by-names",
     "project-smart",
-    "reduce",
-    "sample-distinct",
-    "scan",
-    "search",
-    "top-hitters",
-    "top-nested",
 ];
 
 const TYPE_NAMES: &[&str] = &[
@@ -161,6 +168,8 @@ struct Parser {
     last_end: usize,
     nesting: usize,
     height: usize,
+    /// Inside the predicate of `search`, where `Column : "term"` is a binary operator.
+    search_terms: bool,
     /// Returned by lookahead past the end (the token list always ends with `Eof` too).
     eof: Token,
 }
@@ -661,6 +670,7 @@ impl Parser {
             next,
             Tok::Pipe
                 | Tok::RParen
+                | Tok::RBrace
                 | Tok::Comma
                 | Tok::Semi
                 | Tok::Eof
@@ -681,59 +691,204 @@ impl Parser {
                 self.bump();
                 return Ok(Some(Source::Print(self.named_list()?)));
             }
-            "externaldata" | "external_data" if next_is_paren || next_is_name => "externaldata",
-            "find" | "search" if !next_ends_name => word.as_str(),
-            "evaluate" if next_is_name => "evaluate (as a source)",
+            "externaldata" | "external_data" if next_is_paren => {
+                self.bump();
+                self.externaldata()?;
+                "externaldata"
+            }
+            "find" if !next_ends_name => {
+                self.bump();
+                self.find()?;
+                "find"
+            }
+            "search" if !next_ends_name => {
+                self.bump();
+                self.search(true)?;
+                "search"
+            }
+            "evaluate" if next_is_name => {
+                self.bump();
+                self.hints()?;
+                self.plain_name("a plugin name")?;
+                // Arguments may hold pipelines that start with `evaluate` again.
+                self.enter()?;
+                self.args()?;
+                self.leave();
+                "evaluate (as a source)"
+            }
             _ => return Ok(None),
         };
-        Err(KqlError::unsupported(
-            format!("'{refused}' is not supported"),
+        Ok(Some(Source::Unsupported(Ident {
+            name: refused.to_string(),
             span,
-        ))
+        })))
+    }
+
+    /// After `externaldata`: `(Column: type, ...) ["uri", ...] [with (property = value, ...)]`.
+    fn externaldata(&mut self) -> Result<()> {
+        self.columns()?;
+        self.expect(&Tok::LBracket)?;
+        loop {
+            if !matches!(self.tok(), Tok::Str(_)) {
+                return Err(self.expected("a string (where the data is)"));
+            }
+            self.strings();
+            // A trailing comma is allowed.
+            if !self.eat(&Tok::Comma) || self.at(&Tok::RBracket) {
+                break;
+            }
+        }
+        self.expect(&Tok::RBracket)?;
+        if self.eat_ident("with") {
+            self.paren_properties()?;
+        }
+        Ok(())
+    }
+
+    /// After `find`: `[withsource = Column] [in (Table, ...)] where Predicate` (`where` may be
+    /// left out when nothing precedes it), then `project-smart` or
+    /// `project Column[: type], ... [, pack_all()]`.
+    fn find(&mut self) -> Result<()> {
+        let mut needs_where = false;
+        if self.at_option("withsource") || self.at_option("with_source") {
+            self.bump();
+            self.bump();
+            self.name()?;
+            needs_where = true;
+        }
+        if self.at_ident("in") && self.peek(1) == &Tok::LParen {
+            self.bump();
+            self.tables()?;
+            needs_where = true;
+        }
+        if needs_where {
+            self.expect_ident("where")?;
+        } else {
+            self.eat_ident("where");
+        }
+        self.expr()?;
+        match self.op_name_ahead(0) {
+            Some((clause, _)) if clause == "project-smart" => {
+                self.op_name()?;
+            }
+            Some((clause, _)) if clause == "project" => {
+                self.bump();
+                loop {
+                    if self.at_ident("pack_all") && self.peek(1) == &Tok::LParen {
+                        self.bump();
+                        self.bump();
+                        self.expect(&Tok::RParen)?;
+                    } else {
+                        self.name()?;
+                        if self.eat(&Tok::Colon) {
+                            self.type_name()?;
+                        }
+                    }
+                    if !self.eat(&Tok::Comma) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// After `search`: `[kind = CaseSensitivity] [in (Table, ...)] Predicate`. The tables are
+    /// only for a query that starts with `search`: after `|`, the input is what is searched.
+    fn search(&mut self, starts_query: bool) -> Result<()> {
+        loop {
+            if self.at_option("kind") {
+                self.bump();
+                self.bump();
+                let value = self.option_value()?;
+                const KINDS: [&str; 3] = ["default", "case_insensitive", "case_sensitive"];
+                if !KINDS.contains(&value.name.as_str()) {
+                    return Err(KqlError::syntax(
+                        format!("unknown search kind '{}'", value.name),
+                        value.span,
+                    )
+                    .with_suggestion(nearest(&value.name, KINDS)));
+                }
+            } else if self.at_ident("hint") && self.peek(1) == &Tok::Dot {
+                self.hints()?;
+            } else {
+                break;
+            }
+        }
+        if self.at_ident("in") && self.peek(1) == &Tok::LParen {
+            if !starts_query {
+                return Err(KqlError::syntax(
+                    "'search in (...)' names the tables to search, so it can only start a query",
+                    self.span(),
+                ));
+            }
+            self.bump();
+            self.tables()?;
+        }
+        let outer = std::mem::replace(&mut self.search_terms, true);
+        let predicate = self.expr();
+        self.search_terms = outer;
+        predicate.map(drop)
+    }
+
+    /// `(Table, ...)` after `find in` and `search in`: names with `*` wildcards, calls and
+    /// parenthesised queries, as `union` takes them.
+    fn tables(&mut self) -> Result<()> {
+        self.expect(&Tok::LParen)?;
+        loop {
+            self.union_table()?;
+            if !self.eat(&Tok::Comma) {
+                break;
+            }
+        }
+        if !self.at(&Tok::RParen) {
+            return Err(self.expected("',' or ')'"));
+        }
+        self.bump();
+        Ok(())
     }
 
     fn ops(&mut self) -> Result<Vec<Operator>> {
         let mut ops = Vec::new();
         while self.eat(&Tok::Pipe) {
-            let op = self.operator()?;
-            if self.at(&Tok::Assign) {
-                return Err(KqlError::syntax(
-                    "unexpected '=': comparisons are written '=='",
-                    self.span(),
-                )
-                .with_suggestion(Some("==".into())));
-            }
-            if !self.at_op_end() {
-                return Err(KqlError::syntax(
-                    format!(
-                        "unexpected {} after the operator's arguments; expected '|' or the end of the query",
-                        describe(self.tok())
-                    ),
-                    self.span(),
-                ));
-            }
-            ops.push(op);
+            ops.push(self.operator()?);
         }
         Ok(ops)
     }
 
-    /// An operator name, with its hyphenated parts joined (`project-away`, `mv-expand`).
-    fn op_name(&mut self) -> Result<Ident> {
-        let Tok::Ident(first) = self.tok() else {
-            return Err(self.expected("an operator after '|'"));
+    /// The operator name `n` tokens ahead, with its hyphenated parts joined (`project-away`,
+    /// `mv-expand`), and how many tokens spell it.
+    fn op_name_ahead(&self, n: usize) -> Option<(String, usize)> {
+        let Tok::Ident(first) = self.peek(n) else {
+            return None;
         };
         if first.starts_with('$') {
-            return Err(self.expected("an operator after '|'"));
+            return None;
         }
         let mut name = first.clone();
-        let mut span = self.bump().span;
-        while self.at(&Tok::Minus) && span.end == self.span().start && self.adjacent(0) {
-            let Tok::Ident(part) = self.peek(1) else {
+        let mut len = 1;
+        while self.peek(n + len) == &Tok::Minus
+            && self.adjacent(n + len - 1)
+            && self.adjacent(n + len)
+        {
+            let Tok::Ident(part) = self.peek(n + len + 1) else {
                 break;
             };
             name.push('-');
             name.push_str(part);
-            self.bump();
+            len += 2;
+        }
+        Some((name, len))
+    }
+
+    /// An operator name (see [`Self::op_name_ahead`]).
+    fn op_name(&mut self) -> Result<Ident> {
+        let Some((name, len)) = self.op_name_ahead(0) else {
+            return Err(self.expected("an operator after '|'"));
+        };
+        let mut span = self.span();
+        for _ in 0..len {
             span = span.to(self.bump().span);
         }
         Ok(Ident { name, span })
@@ -791,23 +946,327 @@ impl Parser {
                 self.named_list()?
             }),
             "sample" => OperatorKind::Sample(self.expr()?),
-            other if UNSUPPORTED_OPERATORS.contains(&other) => {
-                return Err(KqlError::unsupported(
-                    format!("the '{other}' operator is not supported"),
-                    name.span,
-                ));
-            }
             other => {
-                return Err(
-                    KqlError::syntax(format!("unknown operator '{other}'"), name.span)
-                        .with_suggestion(nearest(other, OPERATORS.iter().copied())),
-                );
+                let Some(arguments) = refused_operator(other) else {
+                    return Err(not_an_operator(&name));
+                };
+                arguments(self)?;
+                OperatorKind::Unsupported(name.clone())
             }
         };
+        // The operator must end where a pipeline's next `|` could follow.
+        if self.at(&Tok::Assign) {
+            return Err(KqlError::syntax(
+                "unexpected '=': comparisons are written '=='",
+                self.span(),
+            )
+            .with_suggestion(Some("==".into())));
+        }
+        if !self.at_op_end() {
+            return Err(KqlError::syntax(
+                format!(
+                    "unexpected {} after the operator's arguments; expected '|' or the end of the query",
+                    describe(self.tok())
+                ),
+                self.span(),
+            ));
+        }
         Ok(Operator {
             kind,
             span: Span::new(name.span.start, self.last_end),
         })
+    }
+
+    /// After `consume`: `[decodeblocks = bool]`.
+    fn consume(&mut self) -> Result<()> {
+        if self.at_option("decodeblocks") {
+            self.bump();
+            self.bump();
+            self.option_value()?;
+        }
+        Ok(())
+    }
+
+    /// After `parse-kv`: `Expr as (Key: type, ...) with (property = value, ...)`.
+    fn parse_kv(&mut self) -> Result<()> {
+        self.expr()?;
+        self.expect_ident("as")?;
+        self.columns()?;
+        self.expect_ident("with")?;
+        self.paren_properties()
+    }
+
+    /// After `sample-distinct`: `[hints] N of Column`.
+    fn sample_distinct(&mut self) -> Result<()> {
+        self.hints()?;
+        self.expr()?;
+        self.expect_ident("of")?;
+        self.expr()?;
+        Ok(())
+    }
+
+    /// After `top-hitters`: `N of Expr [by Expr]`.
+    fn top_hitters(&mut self) -> Result<()> {
+        self.expr()?;
+        self.expect_ident("of")?;
+        self.named_expr()?;
+        if self.eat_ident("by") {
+            self.named_expr()?;
+        }
+        Ok(())
+    }
+
+    /// After `top-nested`: `[N] of [Name =] Expr [with others = Value] by [Name =] Aggregation
+    /// [asc | desc]`, then more levels, each after `, top-nested`.
+    fn top_nested(&mut self) -> Result<()> {
+        loop {
+            if !self.at_ident("of") {
+                self.expr()?;
+            }
+            self.expect_ident("of")?;
+            self.named_expr()?;
+            if self.at_ident("with") && self.peek_is_ident(1, "others") {
+                self.bump();
+                self.bump();
+                self.expect(&Tok::Assign)?;
+                self.expr()?;
+            }
+            self.expect_ident("by")?;
+            self.named_expr()?;
+            self.sort_order()?;
+            // A comma followed by anything else ends the operator (as in `f(T | top-nested
+            // ..., x)`).
+            let more = self.at(&Tok::Comma)
+                && self
+                    .op_name_ahead(1)
+                    .is_some_and(|(next, _)| next == "top-nested");
+            if !more {
+                return Ok(());
+            }
+            self.bump();
+            self.op_name()?;
+        }
+    }
+
+    /// After `partition`: `[hints] by Column ( operators )`, or `{ query }` whose rows come from
+    /// a source of its own.
+    fn partition(&mut self) -> Result<()> {
+        self.hints()?;
+        self.expect_ident("by")?;
+        self.name()?;
+        if !self.at(&Tok::LBrace) {
+            return self.subquery("'(' or '{'");
+        }
+        self.enter()?;
+        self.bump();
+        self.body()?;
+        self.expect(&Tok::RBrace)?;
+        self.leave();
+        Ok(())
+    }
+
+    /// After `fork`: one or more `[Name =] ( operators )`.
+    fn fork(&mut self) -> Result<()> {
+        loop {
+            if self.at_name() && self.name_then_assign() {
+                self.name()?;
+                self.bump();
+            }
+            self.subquery("'('")?;
+            let another_leg = self.at(&Tok::LParen) || (self.at_name() && self.name_then_assign());
+            if !another_leg {
+                return Ok(());
+            }
+        }
+    }
+
+    /// After `facet`: `by Column, ... [with ( operators )]`.
+    fn facet(&mut self) -> Result<()> {
+        self.expect_ident("by")?;
+        loop {
+            self.name()?;
+            if !self.eat(&Tok::Comma) {
+                break;
+            }
+        }
+        if self.eat_ident("with") {
+            self.subquery("'('")?;
+        }
+        Ok(())
+    }
+
+    /// After `mv-apply`: `[with_itemindex = Name] Item, ... [limit N] on ( operators )`, items
+    /// as `mv-expand` takes them.
+    fn mv_apply(&mut self) -> Result<()> {
+        loop {
+            if self.at_option("with_itemindex") {
+                self.bump();
+                self.bump();
+                self.name()?;
+            } else if self.at_ident("hint") && self.peek(1) == &Tok::Dot {
+                self.hints()?;
+            } else {
+                break;
+            }
+        }
+        self.mv_items()?;
+        if self.eat_ident("limit") {
+            self.expr()?;
+        }
+        self.expect_ident("on")?;
+        self.subquery("'('")
+    }
+
+    /// After `reduce`: `[kind = source] by Expr [with property = value, ...]`.
+    fn reduce(&mut self) -> Result<()> {
+        if self.at_option("kind") {
+            self.bump();
+            self.bump();
+            let value = self.option_value()?;
+            if value.name != "source" {
+                return Err(KqlError::syntax(
+                    format!("unknown reduce kind '{}'", value.name),
+                    value.span,
+                )
+                .with_suggestion(nearest(&value.name, ["source"])));
+            }
+        }
+        self.expect_ident("by")?;
+        self.expr()?;
+        if self.eat_ident("with") {
+            self.properties()?;
+        }
+        Ok(())
+    }
+
+    /// After `scan`: `[with_match_id = Name] [order by ...] [partition by ...]
+    /// [declare (Column: type [= default], ...)] with ( step ... )`.
+    fn scan(&mut self) -> Result<()> {
+        loop {
+            if self.at_option("with_match_id") {
+                self.bump();
+                self.bump();
+                self.name()?;
+            } else if self.at_ident("hint") && self.peek(1) == &Tok::Dot {
+                self.hints()?;
+            } else {
+                break;
+            }
+        }
+        if self.eat_ident("order") {
+            self.expect_ident("by")?;
+            self.sort_keys()?;
+        }
+        if self.eat_ident("partition") {
+            self.expect_ident("by")?;
+            loop {
+                self.expr()?;
+                if !self.eat(&Tok::Comma) {
+                    break;
+                }
+            }
+        }
+        if self.eat_ident("declare") {
+            self.expect(&Tok::LParen)?;
+            loop {
+                self.name()?;
+                self.expect(&Tok::Colon)?;
+                self.type_name()?;
+                if self.eat(&Tok::Assign) {
+                    self.expr()?;
+                }
+                if !self.eat(&Tok::Comma) {
+                    break;
+                }
+            }
+            self.expect(&Tok::RParen)?;
+        }
+        self.expect_ident("with")?;
+        self.expect(&Tok::LParen)?;
+        loop {
+            self.scan_step()?;
+            if !self.at_ident("step") {
+                break;
+            }
+        }
+        self.expect(&Tok::RParen)?;
+        Ok(())
+    }
+
+    /// `step Name [output = all | last | none] : Condition [=> Column = Value, ...] ;`
+    fn scan_step(&mut self) -> Result<()> {
+        self.expect_ident("step")?;
+        self.name()?;
+        if self.at_option("output") {
+            self.bump();
+            self.bump();
+            let value = self.option_value()?;
+            const OUTPUTS: [&str; 3] = ["all", "last", "none"];
+            if !OUTPUTS.contains(&value.name.as_str()) {
+                return Err(KqlError::syntax(
+                    format!("unknown step output '{}'", value.name),
+                    value.span,
+                )
+                .with_suggestion(nearest(&value.name, OUTPUTS)));
+            }
+        }
+        self.expect(&Tok::Colon)?;
+        self.expr()?;
+        // `=>` is lexed as `=` and `>`.
+        if self.at(&Tok::Assign) && self.peek(1) == &Tok::Gt && self.adjacent(0) {
+            self.bump();
+            self.bump();
+            loop {
+                self.name()?;
+                self.expect(&Tok::Assign)?;
+                self.expr()?;
+                if !self.eat(&Tok::Comma) {
+                    break;
+                }
+            }
+        }
+        self.expect(&Tok::Semi)?;
+        Ok(())
+    }
+
+    /// `( operator | operator ... )`: a pipeline whose rows come from the operator around it
+    /// (`fork`, `partition`, `facet`, `mv-apply`). `open` describes what may start it.
+    fn subquery(&mut self, open: &str) -> Result<()> {
+        self.enter()?;
+        if !self.at(&Tok::LParen) {
+            return Err(self.expected(open));
+        }
+        self.bump();
+        if self.op_name_ahead(0).is_none() {
+            return Err(self.expected("an operator"));
+        }
+        self.operator()?;
+        self.ops()?;
+        self.expect(&Tok::RParen)?;
+        self.leave();
+        Ok(())
+    }
+
+    /// `( property = value, ... )`, possibly empty: options of `externaldata` and `parse-kv`.
+    fn paren_properties(&mut self) -> Result<()> {
+        self.expect(&Tok::LParen)?;
+        if !self.at(&Tok::RParen) {
+            self.properties()?;
+        }
+        self.expect(&Tok::RParen)?;
+        Ok(())
+    }
+
+    /// `property = value, ...`
+    fn properties(&mut self) -> Result<()> {
+        loop {
+            self.plain_name("a property name")?;
+            self.expect(&Tok::Assign)?;
+            self.expr()?;
+            if !self.eat(&Tok::Comma) {
+                return Ok(());
+            }
+        }
     }
 
     /// `hint.name = value` options: they steer Kusto's distribution strategy, not results.
@@ -862,23 +1321,7 @@ impl Parser {
         let mut keys = Vec::new();
         loop {
             let expr = self.expr()?;
-            let ascending = if self.eat_ident("asc") {
-                true
-            } else {
-                self.eat_ident("desc");
-                false
-            };
-            let nulls_first = if self.eat_ident("nulls") {
-                if self.eat_ident("first") {
-                    Some(true)
-                } else if self.eat_ident("last") {
-                    Some(false)
-                } else {
-                    return Err(self.expected("'first' or 'last'"));
-                }
-            } else {
-                None
-            };
+            let (ascending, nulls_first) = self.sort_order()?;
             keys.push(SortKey {
                 expr,
                 ascending,
@@ -888,6 +1331,29 @@ impl Parser {
                 return Ok(keys);
             }
         }
+    }
+
+    /// `[asc | desc] [nulls first | nulls last]` after a sort key: whether ascending (Kusto's
+    /// default is descending) and whether nulls come first (`None`: Kusto's default).
+    fn sort_order(&mut self) -> Result<(bool, Option<bool>)> {
+        let ascending = if self.eat_ident("asc") {
+            true
+        } else {
+            self.eat_ident("desc");
+            false
+        };
+        let nulls_first = if self.eat_ident("nulls") {
+            if self.eat_ident("first") {
+                Some(true)
+            } else if self.eat_ident("last") {
+                Some(false)
+            } else {
+                return Err(self.expected("'first' or 'last'"));
+            }
+        } else {
+            None
+        };
+        Ok((ascending, nulls_first))
     }
 
     fn distinct(&mut self) -> Result<OperatorKind> {
@@ -1160,18 +1626,20 @@ impl Parser {
     }
 
     fn mv_expand(&mut self) -> Result<OperatorKind> {
+        // An option Rampart does not run makes the operator refused, named by the option.
+        let mut refused = None;
         loop {
             if self.at_option("bagexpansion") || self.at_option("kind") {
-                self.bump();
+                let option = self.plain_name("an option")?;
                 self.bump();
                 let value = self.option_value()?;
                 match value.name.as_str() {
                     "bag" => {}
                     "array" => {
-                        return Err(KqlError::unsupported(
-                            "mv-expand of property bags into arrays ('bagexpansion=array') is not supported",
-                            value.span,
-                        ));
+                        refused.get_or_insert(Ident {
+                            name: format!("mv-expand {}=array", option.name),
+                            span: option.span.to(value.span),
+                        });
                     }
                     other => {
                         return Err(KqlError::syntax(
@@ -1182,17 +1650,33 @@ impl Parser {
                     }
                 }
             } else if self.at_option("with_itemindex") {
-                let span = self.span();
-                return Err(KqlError::unsupported(
-                    "mv-expand 'with_itemindex' is not supported",
-                    span,
-                ));
+                let option = self.plain_name("an option")?;
+                self.bump();
+                self.name()?;
+                refused.get_or_insert(Ident {
+                    name: "mv-expand with_itemindex".into(),
+                    span: option.span,
+                });
             } else if self.at_ident("hint") && self.peek(1) == &Tok::Dot {
                 self.hints()?;
             } else {
                 break;
             }
         }
+        let items = self.mv_items()?;
+        let limit = if self.eat_ident("limit") {
+            Some(self.expr()?)
+        } else {
+            None
+        };
+        Ok(match refused {
+            Some(option) => OperatorKind::Unsupported(option),
+            None => OperatorKind::MvExpand { items, limit },
+        })
+    }
+
+    /// The items of `mv-expand` and `mv-apply`: `[Name =] Expr [to typeof(type)], ...`
+    fn mv_items(&mut self) -> Result<Vec<MvExpandItem>> {
         let mut items = Vec::new();
         loop {
             let name = if self.at_name() && self.name_then_assign() {
@@ -1218,20 +1702,16 @@ impl Parser {
                 to_type,
             });
             if !self.eat(&Tok::Comma) {
-                break;
+                return Ok(items);
             }
         }
-        let limit = if self.eat_ident("limit") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
-        Ok(OperatorKind::MvExpand { items, limit })
     }
 
     /// `parse [kind=...] expr with * "text" Column:type ...`
     fn parse_op(&mut self) -> Result<OperatorKind> {
         let mut kind = ParseKind::Simple;
+        // Regex flags are not run: they make the operator refused.
+        let mut flags = None;
         loop {
             if self.at_option("kind") {
                 self.bump();
@@ -1250,13 +1730,21 @@ impl Parser {
                     }
                 };
             } else if self.at_option("flags") {
-                return Err(KqlError::unsupported(
-                    "parse 'flags' are not supported",
-                    self.span(),
-                ));
+                let option = self.plain_name("an option")?;
+                self.bump();
+                self.option_value()?;
+                flags = Some(option);
             } else {
                 break;
             }
+        }
+        if let Some(option) = &flags
+            && kind != ParseKind::Regex
+        {
+            return Err(KqlError::syntax(
+                "'flags' are regex flags: they need 'kind=regex'",
+                option.span,
+            ));
         }
         let expr = self.expr()?;
         self.expect_ident("with")?;
@@ -1286,16 +1774,35 @@ impl Parser {
         if parts.is_empty() {
             return Err(self.expected("a parse pattern"));
         }
-        Ok(OperatorKind::Parse { kind, expr, parts })
+        Ok(match flags {
+            Some(option) => OperatorKind::Unsupported(Ident {
+                name: "parse flags".into(),
+                span: option.span,
+            }),
+            None => OperatorKind::Parse { kind, expr, parts },
+        })
     }
 
     fn make_series(&mut self) -> Result<OperatorKind> {
+        // `kind=nonempty` (a row of defaults for an empty input) is not run: it makes the
+        // operator refused.
+        let mut refused = None;
         loop {
             if self.at_option("kind") {
-                return Err(KqlError::unsupported(
-                    "make-series 'kind' is not supported",
-                    self.span(),
-                ));
+                let option = self.plain_name("an option")?;
+                self.bump();
+                let value = self.option_value()?;
+                if value.name != "nonempty" {
+                    return Err(KqlError::syntax(
+                        format!("unknown make-series kind '{}'", value.name),
+                        value.span,
+                    )
+                    .with_suggestion(nearest(&value.name, ["nonempty"])));
+                }
+                refused = Some(Ident {
+                    name: "make-series kind=nonempty".into(),
+                    span: option.span.to(value.span),
+                });
             } else if self.at_ident("hint") && self.peek(1) == &Tok::Dot {
                 self.hints()?;
             } else {
@@ -1349,6 +1856,9 @@ impl Parser {
         } else {
             Vec::new()
         };
+        if let Some(option) = refused {
+            return Ok(OperatorKind::Unsupported(option));
+        }
         Ok(OperatorKind::MakeSeries(Box::new(MakeSeries {
             aggs,
             on,
@@ -1370,17 +1880,7 @@ impl Parser {
 
     fn datatable(&mut self) -> Result<Source> {
         let start = self.expect_ident("datatable")?.start;
-        self.expect(&Tok::LParen)?;
-        let mut columns = Vec::new();
-        loop {
-            let name = self.name()?;
-            self.expect(&Tok::Colon)?;
-            columns.push((name, self.type_name()?));
-            if !self.eat(&Tok::Comma) {
-                break;
-            }
-        }
-        self.expect(&Tok::RParen)?;
+        let columns = self.columns()?;
         self.expect(&Tok::LBracket)?;
         let mut values = Vec::new();
         while !self.at(&Tok::RBracket) {
@@ -1395,6 +1895,22 @@ impl Parser {
             values,
             span: Span::new(start, self.last_end),
         })
+    }
+
+    /// `(Column: type, ...)`: the schema of `datatable`, `externaldata`, `parse-kv`.
+    fn columns(&mut self) -> Result<Vec<(Ident, TypeName)>> {
+        self.expect(&Tok::LParen)?;
+        let mut columns = Vec::new();
+        loop {
+            let name = self.name()?;
+            self.expect(&Tok::Colon)?;
+            columns.push((name, self.type_name()?));
+            if !self.eat(&Tok::Comma) {
+                break;
+            }
+        }
+        self.expect(&Tok::RParen)?;
+        Ok(columns)
     }
 
     fn range(&mut self) -> Result<Source> {
@@ -1665,6 +2181,10 @@ impl Parser {
             Tok::Star => Some((BinForm::Op(BinaryOp::Mul), MUL, 1)),
             Tok::Slash => Some((BinForm::Op(BinaryOp::Div), MUL, 1)),
             Tok::Percent => Some((BinForm::Op(BinaryOp::Mod), MUL, 1)),
+            // `Column : "term"` in a search predicate: the term in that column.
+            Tok::Colon if self.search_terms => {
+                Some((str_form(StrOpKind::Has, false, false), CMP, 1))
+            }
             Tok::Ident(w) => match w.as_str() {
                 "or" => Some((BinForm::Op(BinaryOp::Or), OR, 1)),
                 "and" => Some((BinForm::Op(BinaryOp::And), AND, 1)),
@@ -2081,6 +2601,44 @@ impl Parser {
             }
             _ => Err(p.expected("a JSON value")),
         }
+    }
+}
+
+/// The parser of the arguments of an operator Rampart parses, to check its syntax, and refuses
+/// by name ([`OperatorKind::Unsupported`]). A separate table keeps [`Parser::operator`]'s stack
+/// frame, which every level of nesting repeats, small.
+fn refused_operator(name: &str) -> Option<fn(&mut Parser) -> Result<()>> {
+    Some(match name {
+        "consume" => Parser::consume,
+        "facet" => Parser::facet,
+        "fork" => Parser::fork,
+        "mv-apply" | "mvapply" => Parser::mv_apply,
+        "parse-kv" => Parser::parse_kv,
+        "parse-where" => |p| p.parse_op().map(drop),
+        "partition" => Parser::partition,
+        "reduce" => Parser::reduce,
+        "sample-distinct" => Parser::sample_distinct,
+        "scan" => Parser::scan,
+        "search" => |p| p.search(false),
+        "top-hitters" => Parser::top_hitters,
+        "top-nested" => Parser::top_nested,
+        _ => return None,
+    })
+}
+
+/// Why `name` is no operator Rampart parses.
+fn not_an_operator(name: &Ident) -> KqlError {
+    match name.name.as_str() {
+        "find" => KqlError::syntax(
+            "'find' searches tables of its own, so it can only start a query",
+            name.span,
+        ),
+        other if UNSUPPORTED_OPERATORS.contains(&other) => KqlError::unsupported(
+            format!("the '{other}' operator is not supported"),
+            name.span,
+        ),
+        other => KqlError::syntax(format!("unknown operator '{other}'"), name.span)
+            .with_suggestion(nearest(other, OPERATORS.iter().copied())),
     }
 }
 
@@ -3567,12 +4125,9 @@ mod tests {
         assert!(
             matches!(op("T | mvexpand todynamic(x)"), OperatorKind::MvExpand { items, .. } if items.len() == 1)
         );
-        for src in [
-            "T | mv-expand bagexpansion=array x",
-            "T | mv-expand with_itemindex=I x",
-        ] {
-            assert_eq!(parse_err(src).kind, ErrorKind::Unsupported, "{src}");
-        }
+        let e = parse_err("T | mv-expand bagexpansion=arry x");
+        assert_eq!(e.kind, ErrorKind::Syntax);
+        assert_eq!(e.suggestion.as_deref(), Some("array"));
     }
 
     #[test]
@@ -3618,10 +4173,6 @@ mod tests {
         assert_eq!(
             parse_err("T | parse x with").message,
             "expected a parse pattern, found the end of the query"
-        );
-        assert_eq!(
-            parse_err("T | parse kind=regex flags=Ui x with y").kind,
-            ErrorKind::Unsupported
         );
     }
 
@@ -3718,25 +4269,399 @@ mod tests {
         }
     }
 
+    /// The one operator of `src` that Rampart refuses, and its name.
+    fn refused_op(src: &str) -> Ident {
+        let mut refused = body(src).ops.into_iter().filter_map(|o| match o.kind {
+            OperatorKind::Unsupported(name) => Some(name),
+            _ => None,
+        });
+        match (refused.next(), refused.next()) {
+            (Some(name), None) => name,
+            other => panic!("{src}: {other:?}"),
+        }
+    }
+
+    /// The span of the first `needle` in `src`.
+    fn span_of(src: &str, needle: &str) -> Span {
+        let start = src.find(needle).expect(needle);
+        Span::new(start, start + needle.len())
+    }
+
     #[test]
-    fn kusto_features_rampart_refuses_are_unsupported_and_named() {
-        for (src, name, at) in [
-            ("T | top-nested 10 of A by count()", "top-nested", (4, 14)),
-            ("T | mv-apply x on (take 1)", "mv-apply", (4, 12)),
-            ("T | scan with (step s: true;)", "scan", (4, 8)),
-            ("T | fork (take 1)", "fork", (4, 8)),
-            ("T | facet by A", "facet", (4, 9)),
-            ("T | search 'x'", "search", (4, 10)),
-            ("T | partition by A (take 1)", "partition", (4, 13)),
-            ("T | parse-where x with * 'a' y", "parse-where", (4, 15)),
+    fn operators_rampart_does_not_run_parse_to_unsupported_nodes() {
+        for (src, name, keyword) in [
             (
-                "externaldata(a: string)[@'https://x']",
-                "externaldata",
-                (0, 12),
+                "T | top-nested 3 of A by count(), top-nested 2 of B with others = -1 by \
+                 Total = sum(x) asc nulls last, top-nested of Name = C by max(1) | take 1",
+                "top-nested",
+                "top-nested",
             ),
-            ("find in (T) where x", "find", (0, 4)),
-            ("search 'evil'", "search", (0, 6)),
-            ("evaluate python(typeof(*), 'x')", "evaluate", (0, 8)),
+            (
+                "T | partition by A (top 1 by B | project A) | count",
+                "partition",
+                "partition",
+            ),
+            (
+                "T | partition hint.strategy=native hint.concurrency=4 by A (summarize count())",
+                "partition",
+                "partition",
+            ),
+            (
+                "T | partition by A { U | where B == toscalar(A) | take 1 }",
+                "partition",
+                "partition",
+            ),
+            (
+                "T | fork (where a > 1) (where b > 1 | as B) Named = (take 5)",
+                "fork",
+                "fork",
+            ),
+            (
+                "T | facet by A, B with (where x > 1 | take 5)",
+                "facet",
+                "facet",
+            ),
+            ("T | facet by A", "facet", "facet"),
+            (
+                "T | scan with_match_id=Id order by Ts partition by Dev \
+                 declare (Start: datetime, n: long = 0) with (\
+                 step s1 output=last: Ev == 'a' => Start = Ts, n = s1.n + 1; \
+                 step s2: Ev == 'b' and Ts - s1.Start < 5m;)",
+                "scan",
+                "scan",
+            ),
+            (
+                "T | mv-apply with_itemindex=I Metric to typeof(real), B = Other limit 10 \
+                 on (top 2 by Metric desc | extend I)",
+                "mv-apply",
+                "mv-apply",
+            ),
+            ("T | mvapply x on (take 1)", "mvapply", "mvapply"),
+            (
+                "T | search kind=case_sensitive \"err\" and Col:\"x\" or * has 'y'",
+                "search",
+                "search",
+            ),
+            (
+                "T | parse-where kind=regex Msg with 'user=' User:string",
+                "parse-where",
+                "parse-where",
+            ),
+            (
+                "T | parse-kv Msg as (a: string, b: long) with (pair_delimiter=' ', kv_delimiter='=')",
+                "parse-kv",
+                "parse-kv",
+            ),
+            (
+                "T | parse-kv Msg as (a: string) with ()",
+                "parse-kv",
+                "parse-kv",
+            ),
+            (
+                "T | reduce kind=source by Msg with threshold=0.1, characters='-'",
+                "reduce",
+                "reduce",
+            ),
+            (
+                "T | sample-distinct 5 of A",
+                "sample-distinct",
+                "sample-distinct",
+            ),
+            (
+                "T | top-hitters 5 of A by sum(B)",
+                "top-hitters",
+                "top-hitters",
+            ),
+            ("T | consume decodeblocks=true", "consume", "consume"),
+            (
+                "T | mv-expand with_itemindex=I x",
+                "mv-expand with_itemindex",
+                "with_itemindex",
+            ),
+            (
+                "T | mv-expand bagexpansion=array x to typeof(string) limit 5",
+                "mv-expand bagexpansion=array",
+                "bagexpansion=array",
+            ),
+            (
+                "T | mv-expand kind=array x",
+                "mv-expand kind=array",
+                "kind=array",
+            ),
+            (
+                "T | parse kind=regex flags=Ui Msg with 'a=' A",
+                "parse flags",
+                "flags",
+            ),
+            (
+                "T | make-series kind=nonempty count() on Ts step 1h by A",
+                "make-series kind=nonempty",
+                "kind=nonempty",
+            ),
+        ] {
+            let refused = refused_op(src);
+            assert_eq!(refused.name, name, "{src}");
+            assert_eq!(refused.span, span_of(src, keyword), "{src}");
+        }
+        // The operator's span covers its arguments.
+        let src = "T | fork (take 1) (take 2) | count";
+        assert_eq!(
+            body(src).ops[0].span,
+            span_of(src, "fork (take 1) (take 2)")
+        );
+        // A comma after `top-nested` that no `top-nested` follows is not the operator's.
+        let b = body("f(T | top-nested 1 of A by count(), 2)");
+        assert!(matches!(&b.source, Source::Call { args, .. } if args.len() == 2));
+    }
+
+    #[test]
+    fn sources_rampart_does_not_run_parse_to_unsupported_nodes() {
+        let source = |src: &str| match parse_ok(src).body.map(|b| b.source) {
+            Some(Source::Unsupported(name)) => name,
+            other => panic!("{src}: {other:?}"),
+        };
+        for (src, name, keyword) in [
+            (
+                "externaldata (a: string, b: bool) [h@'https://x/a.csv', @'https://x/b.csv',] \
+                 with (format = 'csv', ignoreFirstRecord = true) | where b",
+                "externaldata",
+                "externaldata",
+            ),
+            (
+                "external_data (a: string) ['u']",
+                "externaldata",
+                "external_data",
+            ),
+            (
+                "find withsource=Src in (T1, (T2 | where x > 1), D*) where A == 1 \
+                 project A, B: string, pack_all() | take 1",
+                "find",
+                "find",
+            ),
+            ("find A == 1 project-smart", "find", "find"),
+            ("find where A has 'x'", "find", "find"),
+            (
+                "search in (T1, T2, A*) \"err\" | take 1",
+                "search",
+                "search",
+            ),
+            (
+                "search kind=default Col:'x' and Other == 1",
+                "search",
+                "search",
+            ),
+            ("search * has 'x'", "search", "search"),
+            (
+                "evaluate http_request('https://x') | take 1",
+                "evaluate (as a source)",
+                "evaluate",
+            ),
+        ] {
+            let refused = source(src);
+            assert_eq!(refused.name, name, "{src}");
+            assert_eq!(refused.span, span_of(src, keyword), "{src}");
+        }
+        // They are tabular expressions wherever one may stand.
+        let q = parse_ok(
+            "let T = (externaldata (x: string) ['u'] | take 1);\n\
+             let S = toscalar(externaldata (x: string) ['u'] with (format='txt') | count);\n\
+             union (find x == 1), (search 'y')",
+        );
+        let refused = |t: &TabExpr| matches!(t.source, Source::Unsupported(_));
+        assert!(matches!(&q.lets[0].value, LetValue::Tabular(t) if refused(t)));
+        assert!(matches!(&q.lets[1].value, LetValue::Expr(Expr {
+            kind: ExprKind::Call { args, .. }, ..
+        }) if matches!(&args[0].kind, ExprKind::Tabular(t) if refused(t))));
+        let tables = match q.body.map(|b| b.source) {
+            Some(Source::Union(u)) => u.tables,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            tables
+                .iter()
+                .all(|t| matches!(t, UnionTable::Tab(t) if refused(t)))
+        );
+        // `find` and `search` stay names where a name is all they can be.
+        assert!(matches!(body("search | take 1").source, Source::Name(n) if n.name == "search"));
+        assert!(matches!(body("find").source, Source::Name(n) if n.name == "find"));
+        assert!(matches!(
+            &parse_ok("let f = (find: string) { find }; f('x')").lets[0].value,
+            LetValue::Function(f) if matches!(&f.body, LetBody::Expr(e) if sx(e) == "find")
+        ));
+    }
+
+    #[test]
+    fn broken_refused_constructs_are_located_syntax_errors() {
+        for (src, at, message) in [
+            (
+                "T | top-nested 3 A by count()",
+                "A by",
+                "expected 'of', found 'A'",
+            ),
+            (
+                "T | top-nested 3 of A with others 1 by count()",
+                "1 by",
+                "expected '=', found a number",
+            ),
+            (
+                "T | top-nested 3 of A by count(), top-nested 2 of B",
+                "",
+                "expected 'by', found the end of the query",
+            ),
+            (
+                "T | partition by A take 1",
+                "take",
+                "expected '(' or '{', found 'take'",
+            ),
+            (
+                "T | partition by A (U | take 1)",
+                "U |",
+                "unknown operator 'U'",
+            ),
+            (
+                "T | partition by A { U | take 1 ",
+                "",
+                "expected '}', found the end",
+            ),
+            (
+                "T | partition A (take 1)",
+                "A (",
+                "expected 'by', found 'A'",
+            ),
+            ("T | fork (where)", ")", "expected an expression, found ')'"),
+            ("T | fork ()", ")", "expected an operator, found ')'"),
+            ("T | fork where x", "where", "expected '(', found 'where'"),
+            (
+                "T | fork (where a) X = take 1",
+                "take",
+                "expected '(', found 'take'",
+            ),
+            ("T | facet A", "A", "expected 'by', found 'A'"),
+            (
+                "T | facet by A with take 1",
+                "take",
+                "expected '(', found 'take'",
+            ),
+            ("T | scan with (step s: x)", ")", "expected ';', found ')'"),
+            (
+                "T | scan with (step s output=first: x;)",
+                "first",
+                "unknown step output 'first'",
+            ),
+            (
+                "T | scan declare (n) with (step s: x;)",
+                ") with",
+                "expected ':', found ')'",
+            ),
+            ("T | scan with ()", ")", "expected 'step', found ')'"),
+            (
+                "T | scan with (step s: x => y; )",
+                ";",
+                "expected '=', found ';'",
+            ),
+            (
+                "T | mv-apply x limit 5 (take 1)",
+                "(",
+                "expected 'on', found '('",
+            ),
+            (
+                "T | mv-apply x on (wher y)",
+                "wher",
+                "unknown operator 'wher'",
+            ),
+            (
+                "T | search in (U) 'x'",
+                "in",
+                "'search in (...)' names the tables to search",
+            ),
+            (
+                "T | search kind=upper 'x'",
+                "upper",
+                "unknown search kind 'upper'",
+            ),
+            ("search a:", "", "expected an expression, found the end"),
+            (
+                "search 'x' y",
+                "y",
+                "expected ';' or the end of the query, found 'y'",
+            ),
+            ("find in (T) A == 1", "A ==", "expected 'where', found 'A'"),
+            ("find where A == 1 project A:", "", "expected a type name"),
+            ("find in (T where x", "where", "expected ',' or ')'"),
+            (
+                "T | find where x",
+                "find",
+                "'find' searches tables of its own",
+            ),
+            ("externaldata (a: string) [1]", "1", "expected a string"),
+            (
+                "externaldata (a string) ['u']",
+                "string",
+                "expected ':', found 'string'",
+            ),
+            (
+                "externaldata (a: string) ['u'] with (format)",
+                ")",
+                "expected '=', found ')'",
+            ),
+            (
+                "evaluate http_request 'x'",
+                "'x'",
+                "expected '(', found a string",
+            ),
+            (
+                "T | parse flags=U x with y",
+                "flags",
+                "'flags' are regex flags: they need 'kind=regex'",
+            ),
+            (
+                "T | make-series kind=empty count() on T step 1h",
+                "empty",
+                "unknown make-series kind 'empty'",
+            ),
+            ("T | parse-where x", "", "expected 'with', found the end"),
+            (
+                "T | parse-kv x as (a: string)",
+                "",
+                "expected 'with', found the end",
+            ),
+            ("T | reduce x", "x", "expected 'by', found 'x'"),
+            (
+                "T | reduce kind=sink by x",
+                "sink",
+                "unknown reduce kind 'sink'",
+            ),
+            ("T | sample-distinct 5 A", "A", "expected 'of', found 'A'"),
+            ("T | top-hitters 5 by A", "by", "expected 'of', found 'by'"),
+            (
+                "T | consume decodeblocks",
+                "decodeblocks",
+                "unexpected 'decodeblocks'",
+            ),
+        ] {
+            let e = parse_err(src);
+            assert_eq!(e.kind, ErrorKind::Syntax, "{src}: {}", e.message);
+            assert!(e.message.starts_with(message), "{src}: {}", e.message);
+            let start = if at.is_empty() {
+                src.len()
+            } else {
+                src.rfind(at).expect(at)
+            };
+            assert_eq!(e.span.map(|s| s.start), Some(start), "{src}: {}", e.message);
+        }
+        // A location on a later line of a refused construct.
+        let src = "T\n| fork\n    (where x > 1)\n    (summarize count() by)";
+        let e = parse_err(src);
+        assert_eq!(e.kind, ErrorKind::Syntax);
+        assert_eq!(loc(src, &e), (4, 26));
+        let e = parse_err("T | fork (wher x)");
+        assert_eq!(e.suggestion.as_deref(), Some("where"));
+    }
+
+    #[test]
+    fn kusto_features_rampart_does_not_parse_are_unsupported_and_named() {
+        for (src, name, at) in [
+            ("T | graph-match (a)-->(b)", "graph-match", (4, 15)),
             ("T | where a like 'x%'", "like", (12, 16)),
             (
                 "cluster('c').database('d').T | take 1",
@@ -3826,7 +4751,7 @@ mod tests {
         fn deep(open: &str, close: &str, n: usize) -> String {
             format!("T | where {}x{}", open.repeat(n), close.repeat(n))
         }
-        let constructs: [(&str, Gen); 7] = [
+        let constructs: [(&str, Gen); 10] = [
             ("parentheses", |n| deep("(", ")", n)),
             ("calls", |n| deep("f(", ")", n)),
             ("signs", |n| deep("-", "", n)),
@@ -3843,6 +4768,19 @@ mod tests {
             }),
             ("functions", |n| {
                 format!("{}T{}", "let f = () { ".repeat(n), " }; f".repeat(n))
+            }),
+            ("evaluate sources", |n| {
+                format!("{}1{}", "evaluate p(".repeat(n), ")".repeat(n))
+            }),
+            ("forks", |n| {
+                format!("T | {}take 1{}", "fork (".repeat(n), ")".repeat(n))
+            }),
+            ("partitions", |n| {
+                format!(
+                    "T | {}take 1{}",
+                    "partition by A { T | ".repeat(n),
+                    " }".repeat(n)
+                )
             }),
         ];
         // On a thread with a 2 MiB stack (a test thread's, a tokio worker's), the deepest input

@@ -6,15 +6,16 @@
 //! Defender editors read it — a collection of queries separated by blank lines. A block that
 //! does not parse whole counts as parsed when it has several such queries and each parses.
 //!
-//! Blocks refused with [`ErrorKind::Unsupported`] use Kusto features Rampart does not run
-//! (`externaldata`, `find`, `top-nested`, ...); the unit tests check those refusals. Of the
-//! other blocks, at least [`MIN_PARSED`] must parse: the rest are not KQL at all.
+//! Valid KQL that Rampart does not run (`externaldata`, `find`, `top-nested`, ...) parses to
+//! the syntax tree's `Unsupported` nodes, which the planner refuses by name: such blocks count
+//! as parsed. At least [`MIN_PARSED`] of all blocks must parse; the rest are not KQL at all
+//! (templates, prose, separator lines), and every failure is listed.
 
 use std::path::{Path, PathBuf};
 
-use rampart_kql_syntax::{ErrorKind, parse, query_blocks};
+use rampart_kql_syntax::{parse, query_blocks};
 
-/// The share of blocks that must parse, among those not refused as unsupported.
+/// The share of all blocks that must parse.
 const MIN_PARSED: f64 = 0.98;
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -50,6 +51,10 @@ fn public_defender_hunting_queries_parse() {
     );
 
     let (mut total, mut whole, mut collections, mut refused) = (0usize, 0usize, 0usize, 0usize);
+    // The syntax tree's `Unsupported` nodes can sit anywhere in it (in a `let`, a join's right
+    // side, `toscalar(...)`): its debug form finds them without a walk over every node kind.
+    let uses_unsupported =
+        |q: &rampart_kql_syntax::ast::Query| format!("{q:?}").contains("Unsupported(Ident {");
     let mut failures = String::new();
     for path in &paths {
         let text = match std::fs::read(path) {
@@ -64,27 +69,34 @@ fn public_defender_hunting_queries_parse() {
         let markdown = path.extension().is_some_and(|e| e == "md");
         for block in query_blocks(&text, markdown) {
             total += 1;
-            let Err(error) = parse(&block.text) else {
-                whole += 1;
-                continue;
+            let error = match parse(&block.text) {
+                Ok(q) => {
+                    whole += 1;
+                    refused += usize::from(uses_unsupported(&q));
+                    continue;
+                }
+                Err(e) => e,
             };
             let queries = block.editor_queries();
-            let failed: Vec<_> = queries
-                .iter()
-                .filter_map(|q| parse(&q.text).err().map(|e| (q, e)))
-                .collect();
-            if queries.len() > 1 && failed.is_empty() {
+            let parsed: Vec<_> = queries.iter().map(|q| (q, parse(&q.text))).collect();
+            if queries.len() > 1 && parsed.iter().all(|(_, r)| r.is_ok()) {
                 collections += 1;
+                refused += usize::from(
+                    parsed
+                        .iter()
+                        .any(|(_, r)| r.as_ref().is_ok_and(uses_unsupported)),
+                );
                 continue;
             }
+            let failed: Vec<_> = parsed
+                .into_iter()
+                .filter_map(|(q, r)| r.err().map(|e| (q, e)))
+                .collect();
             // For a collection, the first of its queries that fails says more than the whole.
             let (query, e) = match failed.into_iter().next() {
                 Some(first) if queries.len() > 1 => first,
                 _ => (&block, error),
             };
-            if e.kind == ErrorKind::Unsupported {
-                refused += 1;
-            }
             let at = e.location(&query.text).map_or(0, |l| l.line - 1);
             failures.push_str(&format!(
                 "{name}:{} ({:?})\n{}\n",
@@ -95,18 +107,17 @@ fn public_defender_hunting_queries_parse() {
         }
     }
     let parsed = whole + collections;
-    let attempted = total - refused;
     eprintln!(
         "{parsed} of {total} query blocks parse ({whole} as one query, {collections} as \
-         collections of blank-line-separated queries); {refused} refused as unsupported; \
-         {} fail\n{failures}",
-        attempted - parsed
+         collections of blank-line-separated queries; {refused} use constructs the planner \
+         refuses); {} fail\n{failures}",
+        total - parsed
     );
     assert!(total > 200, "only {total} query blocks found");
-    let rate = parsed as f64 / attempted.max(1) as f64;
+    let rate = parsed as f64 / total as f64;
     assert!(
         rate >= MIN_PARSED,
-        "{parsed} of the {attempted} blocks not refused parse ({:.1}%), below {:.0}%",
+        "{parsed} of the {total} blocks parse ({:.1}%), below {:.0}%:\n{failures}",
         rate * 100.0,
         MIN_PARSED * 100.0
     );
