@@ -395,15 +395,34 @@ pub enum ExprKind {
     /// A column, a scalar `let`, or a function parameter.
     Name(String),
     /// `$left.Col` / `$right.Col` (only meaningful in join conditions).
-    Side { right: bool, column: String },
+    Side {
+        right: bool,
+        column: String,
+    },
     /// `base.name` (dynamic member access, or a name qualified by table in `union`/join)
-    Member { base: Box<Expr>, name: String },
+    Member {
+        base: Box<Expr>,
+        name: String,
+    },
     /// `base[index]`: array index or bag key.
-    Index { base: Box<Expr>, index: Box<Expr> },
+    Index {
+        base: Box<Expr>,
+        index: Box<Expr>,
+    },
     /// `name(args)`. `count()` has no args; `*` appears as [`ExprKind::Star`].
-    Call { name: Ident, args: Vec<Expr> },
-    Unary { op: UnaryOp, expr: Box<Expr> },
-    Binary { op: BinaryOp, left: Box<Expr>, right: Box<Expr> },
+    Call {
+        name: Ident,
+        args: Vec<Expr>,
+    },
+    Unary {
+        op: UnaryOp,
+        expr: Box<Expr>,
+    },
+    Binary {
+        op: BinaryOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
     /// `expr between (low .. high)` and `!between`.
     Between {
         expr: Box<Expr>,
@@ -419,7 +438,10 @@ pub enum ExprKind {
     Tabular(Box<TabExpr>),
     /// `name = value` as a function argument (e.g. `bag_unpack(col, prefix = "x")`, named
     /// render/plugin args).
-    NamedArg { name: Ident, value: Box<Expr> },
+    NamedArg {
+        name: Ident,
+        value: Box<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

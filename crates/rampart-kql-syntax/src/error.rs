@@ -103,11 +103,12 @@ impl KqlError {
                 let width = source
                     .get(span.start..span.end.min(source.len()))
                     .map_or(1, |s| s.lines().next().unwrap_or("").chars().count().max(1));
-                out.push_str(&format!("  | {line_text}\n"));
+                let (shown, caret_at) = window(line_text, loc.column - 1);
+                out.push_str(&format!("  | {shown}\n"));
                 out.push_str(&format!(
                     "  | {}{}\n",
-                    " ".repeat(loc.column - 1),
-                    "^".repeat(width)
+                    " ".repeat(caret_at),
+                    "^".repeat(width.min(SHOWN_CHARS))
                 ));
             }
             None => out.push_str(&format!("error: {}\n", self.message)),
@@ -130,6 +131,33 @@ impl fmt::Display for KqlError {
 }
 
 impl std::error::Error for KqlError {}
+
+/// Most characters of the offending line an error shows.
+const SHOWN_CHARS: usize = 100;
+
+/// The part of a long line around `column` (0-based, in characters), with `…` where cut, and
+/// where the column falls in it.
+fn window(line: &str, column: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= SHOWN_CHARS {
+        return (line.to_string(), column);
+    }
+    let start = column
+        .saturating_sub(SHOWN_CHARS / 2)
+        .min(chars.len() - SHOWN_CHARS);
+    let end = start + SHOWN_CHARS;
+    let mut shown = String::new();
+    let mut caret = column - start;
+    if start > 0 {
+        shown.push('…');
+        caret += 1;
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, caret)
+}
 
 /// The candidate closest to `name` by edit distance (case-insensitive), if close enough to be a
 /// plausible typo.
@@ -167,7 +195,13 @@ mod tests {
         let src = "T\n| where é == 1";
         assert_eq!(Location::of(src, 0), Location { line: 1, column: 1 });
         let at = src.find("==").unwrap();
-        assert_eq!(Location::of(src, at), Location { line: 2, column: 11 });
+        assert_eq!(
+            Location::of(src, at),
+            Location {
+                line: 2,
+                column: 11
+            }
+        );
     }
 
     #[test]
@@ -179,6 +213,20 @@ mod tests {
         assert!(r.starts_with("error at line 1, column 5: unknown operator 'wher'"));
         assert!(r.contains("  |     ^^^^\n"), "{r}");
         assert!(r.contains("did you mean `where`"));
+    }
+
+    #[test]
+    fn long_lines_are_shown_around_the_error() {
+        let src = format!("print x = {}nope", "1 + ".repeat(100));
+        let at = src.find("nope").unwrap();
+        let e = KqlError::semantic("unknown name", Span::new(at, at + 4));
+        let r = e.render(&src);
+        let lines: Vec<&str> = r.lines().collect();
+        assert!(lines[1].starts_with("  | …"), "{r}");
+        assert!(lines[1].chars().count() <= SHOWN_CHARS + 6, "{r}");
+        let caret = lines[2].find('^').unwrap();
+        let under: String = lines[1].chars().skip(caret).take(4).collect();
+        assert_eq!(under, "nope", "{r}");
     }
 
     #[test]

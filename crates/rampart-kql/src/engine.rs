@@ -14,6 +14,19 @@ use rampart_kql_syntax::KqlError;
 use crate::catalog::Catalog;
 use crate::planner::{self, Plan, clean_message};
 
+/// Stack of the threads that parse, plan and run queries. The parser bounds nesting and tree
+/// height, but a tree at those bounds (a 500-term `or` chain) still recurses deeply in
+/// DataFusion's optimiser, past the 2 MiB a thread gets by default.
+pub const QUERY_STACK_BYTES: usize = 16 << 20;
+
+/// A runtime fit for running queries: multi-threaded, with [`QUERY_STACK_BYTES`] stacks.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(QUERY_STACK_BYTES)
+        .enable_all()
+        .build()
+}
+
 /// Limits of one query.
 #[derive(Debug, Clone)]
 pub struct QueryOptions {
@@ -50,7 +63,7 @@ impl QueryResult {
     }
 }
 
-/// Plans and runs KQL over a catalog.
+/// Plans and runs KQL over a catalog. Run it on a [`runtime`] (deep queries need its stacks).
 #[derive(Clone)]
 pub struct Engine {
     catalog: Arc<dyn Catalog>,

@@ -6,7 +6,7 @@
 //! - [`Engine`] runs plans with a row limit and a timeout.
 //!
 //! ```
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # rampart_kql::runtime().unwrap().block_on(async {
 //! use rampart_kql::{Engine, MemCatalog, QueryOptions};
 //! let engine = Engine::new(MemCatalog::hunting_tables());
 //! let result = engine.run("print x = 1 + 2", &QueryOptions::default()).await.unwrap();
@@ -21,6 +21,6 @@ pub mod planner;
 pub mod results;
 
 pub use catalog::{Catalog, MemCatalog};
-pub use engine::{Engine, QueryOptions, QueryResult};
+pub use engine::{Engine, QUERY_STACK_BYTES, QueryOptions, QueryResult, runtime};
 pub use rampart_kql_syntax as syntax;
 pub use rampart_kql_syntax::{ErrorKind, KqlError};

@@ -12,13 +12,7 @@ use serde_json::{Value, json};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
+    RT.get_or_init(|| rampart_kql::runtime().expect("runtime"))
 }
 
 fn engine() -> &'static Engine {
@@ -1065,4 +1059,22 @@ fn errors_point_at_their_place() {
     assert!(e.message.contains("externaldata"), "{}", e.message);
     let e = error("print count()");
     assert_eq!(e.kind, ErrorKind::Semantic);
+}
+
+#[test]
+fn deep_queries_run_and_deeper_ones_are_refused() {
+    let chain = vec!["1 == 2"; 400].join(" or ");
+    assert_eq!(eval(&chain), json!(false));
+    let nested = format!("{}1{}", "(".repeat(60), ")".repeat(60));
+    assert_eq!(eval(&nested), json!(1));
+    let too_long = vec!["1 == 2"; 3000].join(" or ");
+    assert_eq!(
+        error(&format!("print r = {too_long}")).kind,
+        ErrorKind::Syntax
+    );
+    let too_deep = format!("{}1{}", "(".repeat(500), ")".repeat(500));
+    assert_eq!(
+        error(&format!("print r = {too_deep}")).kind,
+        ErrorKind::Syntax
+    );
 }

@@ -108,10 +108,7 @@ impl Catalog for StoreCatalog {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the query runtime")
+    rampart_kql::runtime().context("cannot start the query runtime")
 }
 
 fn open_engine(data: &Path, tenant: &str) -> Result<Engine> {
