@@ -16,7 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::prelude::{Expr, SessionContext, ident, lit};
 use rampart_schema::{DeviceProcessEvents, DeviceTvmSoftwareInventory, Row, Table};
-use rampart_store::{DEFAULT_TENANT, Store, StoreConfig, StoreError};
+use rampart_store::{DEFAULT_TENANT, Store, StoreConfig, StoreError, StoreReader};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rampart-store-{}-{name}", std::process::id()));
@@ -71,11 +71,20 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The ReportIds a query returns, sorted.
 fn report_ids(store: &Store, tenant: &str, filter: Option<Expr>) -> Vec<i64> {
+    provider_ids(
+        store.table_provider(tenant, Table::DeviceProcessEvents),
+        filter,
+    )
+}
+
+/// The ReportIds a scan of `table` returns, sorted.
+fn provider_ids(
+    table: Arc<dyn datafusion::catalog::TableProvider>,
+    filter: Option<Expr>,
+) -> Vec<i64> {
     let batches = runtime().block_on(async {
         let ctx = SessionContext::new();
-        let mut df = ctx
-            .read_table(store.table_provider(tenant, Table::DeviceProcessEvents))
-            .unwrap();
+        let mut df = ctx.read_table(table).unwrap();
         if let Some(f) = filter {
             df = df.filter(f).unwrap();
         }
@@ -819,4 +828,54 @@ fn leftovers_of_an_interrupted_flush_are_removed_at_open() {
         report_ids(&store, DEFAULT_TENANT, None),
         (0..10).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_reader_sees_what_the_writer_acknowledged_without_blocking_it() {
+    let dir = scratch("reader");
+    let store = Store::open(&dir, config()).unwrap();
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(0..10, |_| Some(day("2024-05-01"))),
+        )
+        .unwrap();
+    store.flush().unwrap();
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(10..15, |_| Some(day("2024-05-02"))),
+        )
+        .unwrap();
+
+    // The writer holds its lock; a reader needs none and sees files and the log's tail.
+    let reader = StoreReader::open(&dir).unwrap();
+    let table = reader.table_provider(DEFAULT_TENANT, Table::DeviceProcessEvents);
+    assert_eq!(
+        provider_ids(table.clone(), None),
+        (0..15).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        provider_ids(
+            table,
+            Some(ident("Timestamp").gt_eq(ts_lit(day("2024-05-02"))))
+        ),
+        (10..15).collect::<Vec<_>>()
+    );
+    // The view is of the moment it was opened; the writer goes on.
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(15..20, |_| Some(day("2024-05-02"))),
+        )
+        .unwrap();
+    let table = reader.table_provider(DEFAULT_TENANT, Table::DeviceProcessEvents);
+    assert_eq!(provider_ids(table, None).len(), 15);
+    let again = StoreReader::open(&dir).unwrap();
+    let table = again.table_provider(DEFAULT_TENANT, Table::DeviceProcessEvents);
+    assert_eq!(provider_ids(table, None).len(), 20);
+    assert!(StoreReader::open(&dir.join("nope")).is_err());
 }
