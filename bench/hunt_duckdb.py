@@ -57,8 +57,9 @@ QUERIES = {
         WHERE n.ActionType = 'ConnectionSuccess'
         GROUP BY p.FileName
     """,
+    # The time as text: Python's datetime with a zone would need pytz.
     "top_arg_max": f"""
-        SELECT DeviceId, max(Timestamp) AS Timestamp,
+        SELECT DeviceId, CAST(max(Timestamp) AS VARCHAR) AS Timestamp,
                arg_max(FileName, Timestamp) AS FileName,
                arg_max(ProcessCommandLine, Timestamp) AS ProcessCommandLine,
                count(*) AS Processes

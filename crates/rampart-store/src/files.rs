@@ -25,6 +25,8 @@ pub(crate) const TIMESTAMP: &str = "Timestamp";
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Rows gathered per write into the Parquet writer (bounds the copy made while sorting).
 const WRITE_CHUNK_ROWS: usize = 64 * 1024;
+/// Runs of rows in source order at least this long are written as slices, not copied.
+const MIN_SLICE_ROWS: usize = 256;
 /// Rows per batch when a file is read back for compaction.
 const READ_BATCH_ROWS: usize = 8192;
 
@@ -202,13 +204,28 @@ pub(crate) fn write_file(
     let mut writer = ArrowWriter::try_new(file, table.arrow_schema(), Some(props.clone()))
         .map_err(parquet_err)?;
     let mut memory_bytes = 0u64;
-    let mut indices = Vec::with_capacity(WRITE_CHUNK_ROWS.min(rows.len()));
-    for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
-        indices.clear();
-        indices.extend(chunk.iter().map(|r| (r.batch as usize, r.row as usize)));
-        let part = interleave_record_batch(batches, &indices)?;
-        memory_bytes += part.get_array_memory_size() as u64;
-        writer.write(&part).map_err(parquet_err)?;
+    let mut write = |part: &RecordBatch| -> Result<(), StoreError> {
+        memory_bytes += data_bytes(part);
+        writer.write(part).map_err(parquet_err)
+    };
+    let mut gathered: Vec<(usize, usize)> = Vec::with_capacity(WRITE_CHUNK_ROWS.min(rows.len()));
+    // Rows that follow each other in one source batch (the usual case: input arrives in time
+    // order) are written as slices of it, without a copy; the rest is gathered.
+    for run in rows.chunk_by(|a, b| a.batch == b.batch && a.row + 1 == b.row) {
+        let Some(first) = run.first() else { continue };
+        let slice = run.len() >= MIN_SLICE_ROWS;
+        if (slice || gathered.len() + run.len() > WRITE_CHUNK_ROWS) && !gathered.is_empty() {
+            write(&interleave_record_batch(batches, &gathered)?)?;
+            gathered.clear();
+        }
+        if slice {
+            write(&batches[first.batch as usize].slice(first.row as usize, run.len()))?;
+        } else {
+            gathered.extend(run.iter().map(|r| (r.batch as usize, r.row as usize)));
+        }
+    }
+    if !gathered.is_empty() {
+        write(&interleave_record_batch(batches, &gathered)?)?;
     }
     let file = writer.into_inner().map_err(parquet_err)?;
     file.sync_all().map_err(|e| io_err(path, e))?;
@@ -220,6 +237,19 @@ pub(crate) fn write_file(
         min_ts: rows.iter().find_map(|r| r.ts),
         max_ts: rows.iter().rev().find_map(|r| r.ts),
     })
+}
+
+/// The bytes of data a batch (or a slice of one) holds, without spare capacity.
+fn data_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum::<usize>() as u64
 }
 
 /// Reads a whole file back as batches of the table's schema.

@@ -558,12 +558,32 @@ impl StoreReader {
     /// Opens a view of the store in `dir`, which must exist.
     pub fn open(dir: &Path) -> Result<Arc<StoreReader>, StoreError> {
         let dir = std::fs::canonicalize(dir).map_err(|e| io_err(dir, e))?;
-        let Some(manifest) = manifest::load(&dir)? else {
-            return Err(StoreError::Corrupt {
+        let load = || {
+            manifest::load(&dir)?.ok_or_else(|| StoreError::Corrupt {
                 path: dir.join(manifest::FILE_NAME),
                 message: "missing: not a store".into(),
-            });
+            })
         };
+        // A flush may commit and trim the log between reading the manifest and reading the
+        // log, and its rows would be in neither view: read again until the manifest holds
+        // still across both.
+        let mut manifest = load()?;
+        for _ in 0..READER_ATTEMPTS {
+            let state = Self::read(&dir, &manifest)?;
+            let after = load()?;
+            if after == manifest {
+                return Ok(Arc::new(StoreReader { dir, state }));
+            }
+            manifest = after;
+        }
+        Err(StoreError::Corrupt {
+            path: dir.join(manifest::FILE_NAME),
+            message: format!("changed {READER_ATTEMPTS} times while it was being read; try again"),
+        })
+    }
+
+    /// The files `manifest` names and the log records after them.
+    fn read(dir: &Path, manifest: &Manifest) -> Result<State, StoreError> {
         let mut state = State {
             parts: BTreeMap::new(),
             applied_seq: manifest.wal_seq,
@@ -573,7 +593,7 @@ impl StoreReader {
                 path: dir.join(manifest::FILE_NAME),
                 message: format!("unknown table '{}'", meta.table),
             })?;
-            let file = DataFile::new(meta.clone(), &dir);
+            let file = DataFile::new(meta.clone(), dir);
             state.part(&meta.tenant, table).files.push(Arc::new(file));
         }
         let wal_dir = dir.join(WAL_DIR);
@@ -588,7 +608,7 @@ impl StoreReader {
                 }
             })?;
         }
-        Ok(Arc::new(StoreReader { dir, state }))
+        Ok(state)
     }
 
     /// One table of one tenant, for DataFusion.
@@ -607,6 +627,8 @@ impl StoreReader {
 }
 
 const LOCK_FILE: &str = "LOCK";
+/// Reads of a store by [`StoreReader::open`] before it gives up on a store that keeps changing.
+const READER_ATTEMPTS: usize = 10;
 const WAL_DIR: &str = "wal";
 const TABLES_DIR: &str = "tables";
 

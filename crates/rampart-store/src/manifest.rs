@@ -19,7 +19,7 @@ const TEMP_NAME: &str = "MANIFEST.tmp";
 const FORMAT: &str = "rampart-store/1";
 
 /// The committed state of the Parquet side of the store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Manifest {
     pub(crate) format: String,
     /// Every log record with a sequence number at or below this is in the files below.

@@ -58,10 +58,6 @@ fn segment_seq(path: &Path) -> Option<u64> {
     if is_segment { stem.parse().ok() } else { None }
 }
 
-/// Opens the log in `dir`: reads every segment in order and hands each valid record whose
-/// sequence number is above `covered` to `on_record` (records at or below it are already in
-/// Parquet). A torn tail is truncated and reported. Segments wholly covered are deleted. New
-/// records go to a fresh segment.
 /// Reads the records after `covered` without changing anything: for a reader beside a live
 /// writer, whose last record may be half written (it is skipped, not truncated).
 pub(crate) fn read_only(
@@ -87,8 +83,8 @@ pub(crate) fn read_only(
         }
         match read_segment(path, &mut last_seq, covered, &mut on_record) {
             Ok(_) => {}
-            // Trimmed by the writer since it was listed: its records are in Parquet now, and
-            // the manifest read before says so only if it was covered; a reader retries then.
+            // Trimmed by the writer since it was listed: its records are in Parquet now. The
+            // caller sees the manifest change and reads again.
             Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 continue;
             }
@@ -98,6 +94,10 @@ pub(crate) fn read_only(
     Ok(())
 }
 
+/// Opens the log in `dir`: reads every segment in order and hands each valid record whose
+/// sequence number is above `covered` to `on_record` (records at or below it are already in
+/// Parquet). A torn tail is truncated and reported. Segments wholly covered are deleted. New
+/// records go to a fresh segment.
 pub(crate) fn open(
     dir: &Path,
     covered: u64,

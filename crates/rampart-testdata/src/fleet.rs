@@ -906,11 +906,21 @@ impl Fleet {
         }
     }
 
-    /// The executable's full path, with the account's name in per-user folders.
+    /// The user whose profile a process's paths name: its own account, or for the system
+    /// accounts (which have no profile of their own there) the device's user.
+    fn profile_user(&self, p: &Proc) -> &str {
+        let account = match p.account as usize {
+            a if a >= FIRST_USER => a,
+            _ => self.devices[p.device as usize].user,
+        };
+        &self.accounts[account].name
+    }
+
+    /// The executable's full path, with a user in per-user folders.
     fn folder_path(&self, p: &Proc, out: &mut String) {
         let exe = &self.exes[p.exe as usize];
         out.clear();
-        expand_user(&exe.dir, &self.accounts[p.account as usize].name, out);
+        expand_user(&exe.dir, self.profile_user(p), out);
         out.push('\\');
         out.push_str(&exe.name);
     }
@@ -925,7 +935,7 @@ impl Fleet {
         let exe = &self.exes[p.exe as usize];
         let mut rng = Rng(p.command_seed);
         let template = exe.commands[rng.skewed(exe.commands.len() as u64) as usize];
-        let user = &self.accounts[p.account as usize].name;
+        let user = self.profile_user(p);
         let mut rest = template;
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
