@@ -58,13 +58,8 @@ fn segment_seq(path: &Path) -> Option<u64> {
     if is_segment { stem.parse().ok() } else { None }
 }
 
-/// Reads the records after `covered` without changing anything: for a reader beside a live
-/// writer, whose last record may be half written (it is skipped, not truncated).
-pub(crate) fn read_only(
-    dir: &Path,
-    covered: u64,
-    mut on_record: impl FnMut(u64, &[u8]),
-) -> Result<(), StoreError> {
+/// The log's segments in order: (first sequence number, path).
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut segments: Vec<(u64, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let path = entry.map_err(|e| io_err(dir, e))?.path();
@@ -73,12 +68,28 @@ pub(crate) fn read_only(
         }
     }
     segments.sort();
+    Ok(segments)
+}
+
+/// Whether segment `i` holds only records at or below `covered` (the next one starts at or
+/// below `covered + 1`): no need to read it.
+fn wholly_covered(segments: &[(u64, PathBuf)], i: usize, covered: u64) -> bool {
+    segments
+        .get(i + 1)
+        .is_some_and(|(next, _)| next.saturating_sub(1) <= covered)
+}
+
+/// Reads the records after `covered` without changing anything: for a reader beside a live
+/// writer, whose last record may be half written (it is skipped, not truncated).
+pub(crate) fn read_only(
+    dir: &Path,
+    covered: u64,
+    mut on_record: impl FnMut(u64, &[u8]),
+) -> Result<(), StoreError> {
+    let segments = list_segments(dir)?;
     let mut last_seq = covered;
     for (i, (_, path)) in segments.iter().enumerate() {
-        let wholly_covered = segments
-            .get(i + 1)
-            .is_some_and(|(next, _)| next.saturating_sub(1) <= covered);
-        if wholly_covered {
+        if wholly_covered(&segments, i, covered) {
             continue;
         }
         match read_segment(path, &mut last_seq, covered, &mut on_record) {
@@ -103,24 +114,12 @@ pub(crate) fn open(
     covered: u64,
     mut on_record: impl FnMut(u64, &[u8]),
 ) -> Result<Opened, StoreError> {
-    let mut segments: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
-        let path = entry.map_err(|e| io_err(dir, e))?.path();
-        if let Some(seq) = segment_seq(&path) {
-            segments.push((seq, path));
-        }
-    }
-    segments.sort();
+    let segments = list_segments(dir)?;
     let mut torn = Vec::new();
     let mut last_seq = covered;
     let mut kept = Vec::new();
     for (i, (first, path)) in segments.iter().enumerate() {
-        // A segment followed by one starting at or below `covered + 1` holds only covered
-        // records: no need to read it.
-        let wholly_covered = segments
-            .get(i + 1)
-            .is_some_and(|(next, _)| next.saturating_sub(1) <= covered);
-        if wholly_covered {
+        if wholly_covered(&segments, i, covered) {
             remove(path)?;
             continue;
         }

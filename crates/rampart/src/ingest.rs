@@ -1,14 +1,13 @@
 //! `rampart ingest`: Windows event logs into the event store, as hunting-schema rows.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use rampart_schema::{BatchBuilder, Table};
 use rampart_sources::evtx::{self, Damage};
 use rampart_sources::windows::map_event;
@@ -97,7 +96,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .map(|f| (f.as_path(), std::fs::metadata(f).map_or(0, |m| m.len())))
         .collect();
     let total_bytes: u64 = sizes.values().sum();
-    let bar = progress_bar(total_bytes, files.len());
+    let bar = crate::output::progress_bar("ingesting", total_bytes, files.len());
 
     let batch_rows = args.batch_rows as usize;
     let sink = Sink {
@@ -187,22 +186,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_PARTIAL)
     })
-}
-
-fn progress_bar(bytes: u64, files: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(bytes);
-    let style = ProgressStyle::with_template(
-        "{spinner} ingesting {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, eta {eta})",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_message(format!("{files} files"));
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar
 }
 
 struct Summary<'a> {

@@ -208,3 +208,21 @@ pub fn write_detections(
     }
     Ok(())
 }
+
+/// A progress bar over `bytes` of input on a terminal (hidden elsewhere), saying what it does.
+pub fn progress_bar(verb: &str, bytes: u64, files: usize) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(bytes);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} {verb} {{msg}} [{{bar:30}}] {{binary_bytes}}/{{binary_total_bytes}} ({{binary_bytes_per_sec}}, eta {{eta}})"
+    ))
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(format!("{files} files"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

@@ -1,7 +1,7 @@
 //! `rampart triage`: Sigma rules over Windows event logs, as a timeline.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use indicatif::{ProgressBar, ProgressStyle};
 use rampart_schema::attack;
 use rampart_sigma::{Detection, Level, RuleSet, RuleStatus};
 use rampart_sources::evtx::{self, Damage, ReadError};
@@ -108,7 +107,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .map(|f| (f.as_path(), std::fs::metadata(f).map_or(0, |m| m.len())))
         .collect();
     let total_bytes: u64 = sizes.values().sum();
-    let bar = progress_bar(total_bytes, files.len());
+    let bar = crate::output::progress_bar("reading", total_bytes, files.len());
 
     let shards: Vec<Mutex<Shard>> = (0..rayon::current_num_threads() + 1)
         .map(|_| Mutex::default())
@@ -211,22 +210,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_PARTIAL)
     })
-}
-
-fn progress_bar(bytes: u64, files: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(bytes);
-    let style = ProgressStyle::with_template(
-        "{spinner} reading {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, eta {eta})",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_message(format!("{files} files"));
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar
 }
 
 struct Summary<'a> {
