@@ -325,6 +325,28 @@ fn summarize_names_and_groups() {
     );
     // summarize without aggregations is distinct on the keys.
     assert_eq!(procs("summarize by Device").len(), 3);
+    // dcount alone is planned as a group by on the keys and the value (DataFusion's
+    // single-distinct rewrite): nulls still do not count, and a group of nulls counts 0.
+    assert_eq!(
+        procs("summarize d = dcount(Proc) by Device | sort by Device asc"),
+        vec![
+            vec![json!("dev1"), json!(2)],
+            vec![json!("dev2"), json!(2)],
+            vec![json!("dev3"), json!(1)]
+        ]
+    );
+    assert_eq!(
+        rows(
+            "datatable(k: string, x: long)['a', 1, 'a', long(null), 'a', 1, 'b', long(null)] \
+             | summarize d = dcount(x) by k | sort by k asc"
+        ),
+        vec![vec![json!("a"), json!(1)], vec![json!("b"), json!(0)]]
+    );
+    // The same aggregation written twice is computed once; every column is kept.
+    assert_eq!(
+        procs("summarize a = count(), b = count(), c = count() + 1 by Device | sort by Device asc | take 1"),
+        vec![vec![json!("dev1"), json!(2), json!(2), json!(3)]]
+    );
 }
 
 #[test]

@@ -367,8 +367,7 @@ impl Planner<'_> {
                 let planned = self.args(args, input)?;
                 let agg = functions::aggregate(fname, planned, input)
                     .map_err(|err| fn_error(err, fname, name.span))?;
-                let internal = format!("__agg{}", out.len());
-                out.push(agg.alias(&internal));
+                let internal = add_aggregate(out, agg);
                 self.agg_columns.insert(e as *const ast::Expr, internal);
                 return Ok(());
             }
@@ -392,9 +391,7 @@ impl Planner<'_> {
     ) -> Result<Vec<(String, String)>, KqlError> {
         let mut cols = Vec::new();
         let mut push = |agg: Expr, natural: String, out: &mut Vec<Expr>| {
-            let internal = format!("__agg{}", out.len());
-            out.push(agg.alias(&internal));
-            cols.push((internal, natural));
+            cols.push((add_aggregate(out, agg), natural));
         };
         let by_names: HashSet<String> = by
             .iter()
@@ -1009,6 +1006,21 @@ enum Output<'q> {
     /// An item to plan over the aggregate's output (the node itself: its aggregation calls
     /// are known by address), and its name.
     Expr(&'q ast::Expr, String),
+}
+
+/// Adds an aggregation to those of a `summarize` and returns the name of its output column.
+///
+/// The aggregation goes in unaliased (its column is named after the expression) because
+/// DataFusion's rewrites match bare aggregate expressions only: the single-distinct rewrite
+/// turns `dcount(x) by k` into a group by on `k, x` then a count, instead of a set of values
+/// per group, which is many times slower with many groups. The same aggregation written twice
+/// is computed once (an aggregate cannot hold two expressions of the same name).
+fn add_aggregate(out: &mut Vec<Expr>, agg: Expr) -> String {
+    let name = agg.schema_name().to_string();
+    if !out.iter().any(|e| e.schema_name().to_string() == name) {
+        out.push(agg);
+    }
+    name
 }
 
 /// The aggregation with several output columns at the top of a `summarize` item, if any.
