@@ -344,7 +344,9 @@ fn summarize_names_and_groups() {
     );
     // The same aggregation written twice is computed once; every column is kept.
     assert_eq!(
-        procs("summarize a = count(), b = count(), c = count() + 1 by Device | sort by Device asc | take 1"),
+        procs(
+            "summarize a = count(), b = count(), c = count() + 1 by Device | sort by Device asc | take 1"
+        ),
         vec![vec![json!("dev1"), json!(2), json!(2), json!(3)]]
     );
 }
@@ -1097,6 +1099,31 @@ fn deep_queries_run_and_deeper_ones_are_refused() {
     let too_deep = format!("{}1{}", "(".repeat(500), ")".repeat(500));
     assert_eq!(
         error(&format!("print r = {too_deep}")).kind,
+        ErrorKind::Unsupported
+    );
+}
+
+#[test]
+fn bag_unpack_makes_a_column_per_property() {
+    let t =
+        "datatable(id: long, d: dynamic)[1, dynamic({'a': 'x', 'b': 2}), 2, dynamic({'c': 'z'})]";
+    assert_eq!(
+        columns(&format!("{t} | evaluate bag_unpack(d)")),
+        ["id", "a", "b", "c"]
+    );
+    assert_eq!(
+        rows(&format!("{t} | evaluate bag_unpack(d) | sort by id asc")),
+        vec![
+            vec![json!(1), json!("x"), json!("2"), Value::Null],
+            vec![json!(2), Value::Null, Value::Null, json!("z")]
+        ]
+    );
+    assert_eq!(
+        columns(&format!("{t} | evaluate bag_unpack(d, 'p_')")),
+        ["id", "p_a", "p_b", "p_c"]
+    );
+    assert_eq!(
+        error(&format!("{t} | evaluate pivot(d)")).kind,
         ErrorKind::Unsupported
     );
 }
