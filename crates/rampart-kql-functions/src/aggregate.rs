@@ -12,17 +12,18 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
 use datafusion::functions_aggregate::expr_fn as agg;
 use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::when;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::when;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Expr, ExprFunctionExt, Signature, SortExpr,
-    Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Expr, ExprFunctionExt, ExprSchemable, Signature,
+    SortExpr, Volatility,
 };
 use serde_json::{Map, Value};
 
 use crate::FnError;
 use crate::convert::{to_dynamic, to_real};
+use crate::extreme::{ExtremeUdaf, orderable};
 use crate::json::json_values;
 use crate::ops::as_bool;
 use crate::types::{KType, dynamic_metadata, field_is_dynamic, ktype};
@@ -621,14 +622,22 @@ fn numeric_agg(name: &str, x: Expr) -> Expr {
 }
 
 /// `arg_max` building block: the `value` on the row where `by` is largest (rows with a null
-/// `by` are last).
-pub fn value_at_max(by: Expr, value: Expr) -> Expr {
-    agg::first_value(value, vec![SortExpr::new(by, false, false)])
+/// `by` are last). Numbers, times and booleans order through [`ExtremeUdaf`] (fast);
+/// anything else (strings) through DataFusion's `first_value`, with the same meaning.
+pub fn value_at_max(by: Expr, value: Expr, schema: &DFSchema) -> Expr {
+    value_at_extreme(by, value, schema, true)
 }
 
 /// `arg_min` building block: the `value` on the row where `by` is smallest.
-pub fn value_at_min(by: Expr, value: Expr) -> Expr {
-    agg::first_value(value, vec![SortExpr::new(by, true, false)])
+pub fn value_at_min(by: Expr, value: Expr, schema: &DFSchema) -> Expr {
+    value_at_extreme(by, value, schema, false)
+}
+
+fn value_at_extreme(by: Expr, value: Expr, schema: &DFSchema, max: bool) -> Expr {
+    match by.get_type(schema) {
+        Ok(t) if orderable(&t) => udaf(ExtremeUdaf::new(max), vec![value, by]),
+        _ => agg::first_value(value, vec![SortExpr::new(by, !max, false)]),
+    }
 }
 
 /// Whether `name` is an aggregation.

@@ -90,6 +90,10 @@ impl Mode {
     }
 }
 
+/// Up to this many `=~` / `in~` needles are compared one by one on ASCII columns; more are
+/// looked up in a set.
+const FEW_NEEDLES: usize = 8;
+
 #[inline]
 fn is_term(b: u8) -> bool {
     b.is_ascii_alphanumeric()
@@ -220,9 +224,21 @@ impl Matcher {
                 Mode::Contains => !self.unicode,
                 _ => false,
             };
+        // `=~` / `in~` on a column that is all ASCII (checked once, over its whole buffer):
+        // ASCII folds byte by byte, so values compare in place, without copying or hashing.
+        let ascii_equals = self.mode == Mode::Equals
+            && !self.cs
+            && !self.unicode
+            && self.needles.len() <= FEW_NEEDLES;
         match (hay, &self.ac) {
             (Strs::Utf8(a), Some(ac)) if scans && a.len() == rows => self.scan_column(ac, *a),
             (Strs::Large(a), Some(ac)) if scans && a.len() == rows => self.scan_column(ac, *a),
+            (Strs::Utf8(a), _) if ascii_equals && a.len() == rows && a.value_data().is_ascii() => {
+                self.equals_ascii(*a)
+            }
+            (Strs::Large(a), _) if ascii_equals && a.len() == rows && a.value_data().is_ascii() => {
+                self.equals_ascii(*a)
+            }
             _ => {
                 let mut buf = String::new();
                 let empty = self.matches("", &mut buf);
@@ -232,6 +248,22 @@ impl Matcher {
                 })
             }
         }
+    }
+
+    /// Case-insensitive equality with the needles, for a column whose text is all ASCII.
+    fn equals_ascii<O: OffsetSizeTrait>(&self, a: &GenericStringArray<O>) -> ArrayRef {
+        let needles: Vec<&[u8]> = self.needles.iter().map(|n| n.as_bytes()).collect();
+        // A null reads as "".
+        let empty = needles.iter().any(|n| n.is_empty());
+        bools_total(a.len(), |i| {
+            if a.is_null(i) {
+                return empty;
+            }
+            let v = a.value(i).as_bytes();
+            needles
+                .iter()
+                .any(|n| n.len() == v.len() && n.eq_ignore_ascii_case(v))
+        })
     }
 
     fn scan_column<O: OffsetSizeTrait>(
@@ -971,6 +1003,39 @@ mod tests {
         assert_eq!(
             column(&m(Mode::Has, false, false, &["exe"]), &sliced),
             [true, false]
+        );
+    }
+
+    #[test]
+    fn equality_on_ascii_columns_agrees_with_folding() {
+        let eq = |needles: &[&str], values: Vec<Option<&str>>| {
+            let a = StringArray::from(values);
+            let fast = column(&m(Mode::Equals, false, false, needles), &a);
+            let matcher = m(Mode::Equals, false, false, needles);
+            let slow: Vec<bool> = a
+                .iter()
+                .map(|v| t(&matcher, v.unwrap_or_default()))
+                .collect();
+            assert_eq!(fast, slow, "{needles:?}");
+            fast
+        };
+        let values = vec![
+            Some("CMD.exe"),
+            None,
+            Some("cmd.exe1"),
+            Some(""),
+            Some("cmd"),
+        ];
+        assert_eq!(
+            eq(&["cmd.exe"], values.clone()),
+            [true, false, false, false, false]
+        );
+        // A null reads as "", which an empty needle matches.
+        assert_eq!(eq(&["", "CMD"], values), [false, true, false, true, true]);
+        // A column with other text takes the folding path (the Kelvin sign folds to `k`).
+        assert_eq!(
+            eq(&["k"], vec![Some("\u{212A}"), Some("K"), Some("é")]),
+            [true, true, false]
         );
     }
 

@@ -2457,17 +2457,41 @@ async fn collecting_aggregations() {
 #[tokio::test]
 async fn arg_max_helpers() {
     let f = logons();
+    let s = f.schema();
     let r = f
         .agg(
             vec![col("user")],
             vec![
-                Ok(crate::value_at_max(col("t"), col("host"))),
-                Ok(crate::value_at_min(col("t"), col("host"))),
+                Ok(crate::value_at_max(col("t"), col("host"), s)),
+                Ok(crate::value_at_min(col("t"), col("host"), s)),
+                // Ordered by a long with a null: the null row comes last.
+                Ok(crate::value_at_max(col("n"), col("t"), s)),
+                // Ordered by strings: DataFusion's first_value, same meaning.
+                Ok(crate::value_at_max(col("host"), col("n"), s)),
+                Ok(crate::value_at_min(col("host"), col("n"), s)),
             ],
         )
         .await;
     assert_eq!(r[0], ["h3", "h1", "null"]);
     assert_eq!(r[1], ["h3", "h1", "h1"]);
+    assert_eq!(
+        r[2],
+        ["null", "2024-01-03T00:00:00Z", "2024-01-05T00:00:00Z"]
+    );
+    assert_eq!(r[3], ["6", "2", "3"]);
+    assert_eq!(r[4], ["6", "1", "3"]);
+    // Without groups.
+    let r = f
+        .agg(
+            vec![],
+            vec![
+                Ok(crate::value_at_max(col("t"), col("host"), s)),
+                Ok(crate::value_at_min(col("n"), col("user"), s)),
+            ],
+        )
+        .await;
+    assert_eq!(r[0], ["null"]);
+    assert_eq!(r[1], ["a"]);
 }
 
 // ---------------------------------------------------------------- names and refusals

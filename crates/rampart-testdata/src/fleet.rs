@@ -2,11 +2,11 @@
 //! rows of the processes that connect, deterministic by seed, with the shape of a real estate.
 //!
 //! - **Devices**: 1,000 (100 servers, 900 workstations) with a skewed activity (Zipf-like, the
-//!   busiest ~60 times the median), each with a primary user, an IP address, and its own
+//!   busiest ~40 times the median), each with a primary user, an IP address, and its own
 //!   long-lived processes (explorer, services, two svchost groups, WMI, two browsers) with
 //!   fixed process ids and boot-time creation times, as Windows has.
 //! - **Executables**: 300 names (about 60 real Windows and application binaries, the rest
-//!   vendor tools), Zipf-skewed (the top one is ~1 row in 6), each with one folder (per-user
+//!   vendor tools), Zipf-skewed (the top one is ~1 row in 5), each with one folder (per-user
 //!   installs have the user in it), hashes, size and version information.
 //! - **Accounts**: 2,000 users (one primary user per device, the rest roaming admins seen across
 //!   devices) plus SYSTEM, LOCAL SERVICE and NETWORK SERVICE; the account, integrity level,

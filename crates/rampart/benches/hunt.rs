@@ -36,7 +36,7 @@ use rampart_testdata::fleet::{FleetConfig, ProcessEvents};
 use serde_json::Value;
 
 /// Batches generated, then appended, at a time: bounds the memory of generated rows (about
-/// 1 GiB of Arrow arrays) and is the flush interval of the ingest phase.
+/// 1.7 GiB of Arrow arrays of process rows) and is the flush interval of the ingest phase.
 const CHUNK_BATCHES: usize = 128;
 
 /// A benchmark query: its name (also DuckDB's, in `bench/hunt_duckdb.py`), the KQL, and the

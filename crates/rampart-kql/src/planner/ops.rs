@@ -411,10 +411,13 @@ impl Planner<'_> {
                     ));
                 };
                 let t = self.expr(target, input)?;
-                let order = vec![t.clone().sort(fname == "arg_min", false)];
+                let at = |value: Expr| match fname {
+                    "arg_min" => functions::value_at_min(t.clone(), value, input),
+                    _ => functions::value_at_max(t.clone(), value, input),
+                };
                 let target_name = naming::natural_name(target)
                     .unwrap_or_else(|| format!("{}_", fname.replace('_', "")));
-                push(first_value(t, order.clone()), target_name.clone(), out);
+                push(at(t.clone()), target_name.clone(), out);
                 for a in rest {
                     if matches!(a.kind, ExprKind::Star) {
                         for n in column_names(input) {
@@ -422,14 +425,14 @@ impl Planner<'_> {
                                 continue;
                             }
                             if let Some(c) = column(input, &n) {
-                                push(first_value(c, order.clone()), n, out);
+                                push(at(c), n, out);
                             }
                         }
                     } else {
                         let e = self.expr(a, input)?;
                         let natural =
                             naming::natural_name(a).unwrap_or_else(|| self.next_unnamed());
-                        push(first_value(e, order.clone()), natural, out);
+                        push(at(e), natural, out);
                     }
                 }
             }
