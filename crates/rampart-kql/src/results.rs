@@ -25,6 +25,15 @@ impl QueryResult {
             .collect()
     }
 
+    /// Kusto type names of the columns (`string`, `long`, `datetime`, `dynamic`, ...).
+    pub fn column_types(&self) -> Vec<String> {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| crate::planner::ops::kusto_type_name(f.data_type(), f.metadata()))
+            .collect()
+    }
+
     /// Every row as a JSON object, columns in order.
     pub fn json_rows(&self) -> Vec<serde_json::Map<String, Value>> {
         let names = self.column_names();

@@ -136,11 +136,31 @@ impl RuleSet {
     /// Loads every `.yml`/`.yaml` file below the given files and folders. Nothing here fails:
     /// a rule that cannot load is reported in [`RuleSet::report`] with the reason.
     pub fn load(paths: &[PathBuf]) -> RuleSet {
-        let (files, mut report) = rule_files(paths);
-        let parsed: Vec<(PathBuf, ParsedFile)> = files
+        let (files, report) = rule_files(paths);
+        let parsed = files
             .par_iter()
             .map(|path| (path.clone(), parse_file(path)))
             .collect();
+        RuleSet::assemble(parsed, report)
+    }
+
+    /// Loads rules from YAML text (one or more documents), as if read from `path`.
+    pub fn from_yaml(yaml: &str, path: &Path) -> RuleSet {
+        RuleSet::from_sources(&[(path.to_path_buf(), yaml.to_string())])
+    }
+
+    /// Loads rules from texts held elsewhere (the server's rule table), each named by the path
+    /// it is reported under. Texts over [`MAX_RULE_FILE_BYTES`] are refused like such files.
+    pub fn from_sources(sources: &[(PathBuf, String)]) -> RuleSet {
+        let parsed = sources
+            .par_iter()
+            .map(|(path, text)| (path.clone(), parse_bounded(text)))
+            .collect();
+        RuleSet::assemble(parsed, Vec::new())
+    }
+
+    /// Compiles parsed files; `report` already holds what could not be read.
+    fn assemble(parsed: Vec<(PathBuf, ParsedFile)>, mut report: Vec<RuleReport>) -> RuleSet {
         let mut docs = Vec::new();
         for (path, (result, errors)) in parsed {
             for error in errors {
@@ -154,26 +174,6 @@ impl RuleSet {
         let mut set = RuleSet::build(docs);
         report.append(&mut set.report);
         report.sort_by(|a, b| a.path.cmp(&b.path).then(a.title.cmp(&b.title)));
-        set.report = report;
-        set
-    }
-
-    /// Loads rules from YAML text (one or more documents), as if read from `path`.
-    pub fn from_yaml(yaml: &str, path: &Path) -> RuleSet {
-        let (docs, errors) = parse_text(yaml);
-        let mut report: Vec<RuleReport> = errors
-            .into_iter()
-            .map(|e| failed(path, None, None, e))
-            .collect();
-        let docs = match docs {
-            Ok(docs) => docs.into_iter().map(|d| (path.to_path_buf(), d)).collect(),
-            Err(e) => {
-                report.push(failed(path, None, None, e));
-                Vec::new()
-            }
-        };
-        let mut set = RuleSet::build(docs);
-        report.append(&mut set.report);
         set.report = report;
         set
     }
@@ -542,15 +542,7 @@ fn rule_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<RuleReport>) {
 
 fn parse_file(path: &Path) -> ParsedFile {
     match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_RULE_FILE_BYTES => {
-            return (
-                Err(format!(
-                    "file is {} bytes, over the {MAX_RULE_FILE_BYTES}-byte limit",
-                    m.len()
-                )),
-                Vec::new(),
-            );
-        }
+        Ok(m) if m.len() > MAX_RULE_FILE_BYTES => return too_big(m.len()),
         Err(e) => return (Err(e.to_string()), Vec::new()),
         Ok(_) => {}
     }
@@ -563,7 +555,22 @@ fn parse_file(path: &Path) -> ParsedFile {
     }
 }
 
-/// Parses YAML text; per-document errors come back beside the documents that parsed.
+fn parse_bounded(text: &str) -> ParsedFile {
+    match text.len() as u64 {
+        n if n > MAX_RULE_FILE_BYTES => too_big(n),
+        _ => parse_text(text),
+    }
+}
+
+fn too_big(len: u64) -> ParsedFile {
+    (
+        Err(format!(
+            "file is {len} bytes, over the {MAX_RULE_FILE_BYTES}-byte limit"
+        )),
+        Vec::new(),
+    )
+}
+
 fn parse_text(text: &str) -> ParsedFile {
     let collection: SigmaCollection = match rsigma_parser::parse_sigma_yaml(text) {
         Ok(c) => c,

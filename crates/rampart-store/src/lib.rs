@@ -51,6 +51,7 @@
 
 #![warn(missing_docs)]
 
+mod catalog;
 mod files;
 mod maintain;
 mod manifest;
@@ -73,6 +74,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::TableProvider;
 use rampart_schema::Table;
 
+pub use crate::catalog::TenantCatalog;
 use crate::files::DataFile;
 use crate::manifest::Manifest;
 use crate::provider::{Snapshots, StoreTable, TimeRange};

@@ -4,14 +4,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rampart_kql::syntax::blocks::query_blocks;
-use rampart_kql::{Catalog, Engine, KqlError, QueryOptions, QueryResult};
+use rampart_kql::{Engine, KqlError, QueryOptions, QueryResult};
 use rampart_schema::Table as HuntingTable;
-use rampart_store::StoreReader;
+use rampart_store::{StoreReader, TenantCatalog};
 
 use crate::output::Table;
 use crate::{EXIT_PARTIAL, Format};
@@ -78,35 +77,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// The store's tables of one tenant, as the KQL engine sees them.
-pub struct StoreCatalog {
-    store: Arc<StoreReader>,
-    tenant: String,
-}
-
-impl StoreCatalog {
-    pub fn new(store: Arc<StoreReader>, tenant: &str) -> StoreCatalog {
-        StoreCatalog {
-            store,
-            tenant: tenant.to_string(),
-        }
-    }
-}
-
-impl Catalog for StoreCatalog {
-    fn table(&self, name: &str) -> Option<Arc<dyn datafusion::catalog::TableProvider>> {
-        let table = HuntingTable::from_name(name)?;
-        Some(self.store.table_provider(&self.tenant, table))
-    }
-
-    fn table_names(&self) -> Vec<String> {
-        HuntingTable::ALL
-            .iter()
-            .map(|t| t.name().to_string())
-            .collect()
-    }
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     rampart_kql::runtime().context("cannot start the query runtime")
 }
@@ -123,7 +93,7 @@ fn open_engine(data: &Path, tenant: &str) -> Result<Engine> {
     // A read-only view: hunting never waits for (or blocks) an ingest in progress.
     let store = StoreReader::open(data)
         .with_context(|| format!("cannot open the store at {}", data.display()))?;
-    Ok(Engine::new(StoreCatalog::new(store, tenant)))
+    Ok(Engine::new(TenantCatalog::of_reader(store, tenant)))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {

@@ -4,14 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use rampart_schema::{BatchBuilder, Table};
+use anyhow::{Context, Result};
+use rampart_schema::Table;
+use rampart_server::pipeline::EvtxIngest;
 use rampart_sources::evtx::{self, Damage};
-use rampart_sources::windows::map_event;
-use rampart_store::{Store, StoreConfig, StoreError, StoreStats};
+use rampart_store::{Store, StoreConfig, StoreStats};
 use serde_json::json;
 
 use crate::EXIT_PARTIAL;
@@ -24,8 +23,27 @@ pub struct Args {
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// The store's data folder (created if missing).
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "server",
+        conflicts_with = "server"
+    )]
+    data: Option<PathBuf>,
+    /// Upload to a running server instead (https://HOST:PORT); it stores, detects and alerts.
+    #[arg(long, value_name = "URL", requires = "token")]
+    server: Option<String>,
+    /// API token for --server (create one with POST /api/v1/tokens).
+    #[arg(
+        long,
+        env = "RAMPART_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// The CA certificate the server's certificate chains to (its DATA_DIR/pki/ca.crt).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    cacert: Option<PathBuf>,
     /// Tenant the rows belong to (a-z, 0-9, '_', '-'; at most 64).
     #[arg(long, default_value = rampart_store::DEFAULT_TENANT)]
     tenant: String,
@@ -46,43 +64,19 @@ pub enum SummaryFormat {
     Json,
 }
 
-/// One rayon worker's rows being batched, and what it appended.
-#[derive(Default)]
-struct Shard {
-    builders: HashMap<Table, BatchBuilder>,
-    appended: BTreeMap<Table, u64>,
-}
-
-/// Appends to the store; the first failure stops further appends and is fatal.
-struct Sink<'a> {
-    store: &'a Store,
-    tenant: &'a str,
-    failure: Mutex<Option<StoreError>>,
-}
-
-impl Sink<'_> {
-    fn append(&self, shard: &mut Shard, mut builder: BatchBuilder) {
-        let failure = || self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        if failure().is_some() {
-            return;
-        }
-        let table = builder.table();
-        let batch = builder.finish();
-        let rows = batch.num_rows() as u64;
-        match self.store.append(self.tenant, table, batch) {
-            Ok(()) => *shard.appended.entry(table).or_default() += rows,
-            Err(e) => {
-                failure().get_or_insert(e);
-            }
-        }
-    }
-}
-
 pub fn run(args: Args) -> Result<ExitCode> {
+    let (Some(data), None) = (&args.data, &args.server) else {
+        let target = crate::upload::Target {
+            server: args.server.as_deref().unwrap_or_default(),
+            token: args.token.as_deref().unwrap_or_default(),
+            cacert: args.cacert.as_deref(),
+        };
+        return crate::upload::run(&target, &args.paths, args.format == SummaryFormat::Json);
+    };
     let started = Instant::now();
     rampart_store::validate_tenant(&args.tenant)?;
-    let store = Store::open(&args.data, StoreConfig::default())
-        .with_context(|| format!("cannot open the store at {}", args.data.display()))?;
+    let store = Store::open(data, StoreConfig::default())
+        .with_context(|| format!("cannot open the store at {}", data.display()))?;
     for torn in &store.recovery().torn {
         eprintln!("warning: store log: {torn}");
     }
@@ -98,63 +92,31 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let total_bytes: u64 = sizes.values().sum();
     let bar = crate::output::progress_bar("ingesting", total_bytes, files.len());
 
-    let batch_rows = args.batch_rows as usize;
-    let sink = Sink {
-        store: &store,
-        tenant: &args.tenant,
-        failure: Mutex::new(None),
-    };
-    let shards: Vec<Mutex<Shard>> = (0..rayon::current_num_threads() + 1)
-        .map(|_| Mutex::default())
-        .collect();
-    let on_event = |event: rampart_sources::WinEvent| {
-        let row = map_event(&event);
-        let table = row.table();
-        let slot = rayon::current_thread_index().map_or(0, |i| i + 1);
-        let mut shard = shards[slot].lock().unwrap_or_else(|p| p.into_inner());
-        let builder = shard
-            .builders
-            .entry(table)
-            .or_insert_with(|| table.batch_builder());
-        // The builder is the row's own table's: this cannot fail.
-        let _ = builder.append(&row);
-        if builder.len() >= batch_rows {
-            let full = std::mem::replace(builder, table.batch_builder());
-            sink.append(&mut shard, full);
-        }
-    };
     let on_file = |path: &Path, _: &evtx::FileSummary| {
         bar.inc(sizes.get(path).copied().unwrap_or(0));
     };
-    let per_file = evtx::read_files(&files, on_event, on_file);
+    let ingest = EvtxIngest {
+        store: &store,
+        tenant: &args.tenant,
+        rules: None,
+        batch_rows: args.batch_rows as usize,
+    };
+    let ingested = ingest.run(&files, on_file);
     bar.finish_and_clear();
-
-    let mut per_table: BTreeMap<Table, u64> = BTreeMap::new();
-    for shard in shards {
-        let mut shard = shard.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (_, builder) in std::mem::take(&mut shard.builders) {
-            if !builder.is_empty() {
-                sink.append(&mut shard, builder);
-            }
-        }
-        for (table, n) in shard.appended {
-            *per_table.entry(table).or_default() += n;
-        }
-    }
-    if let Some(e) = sink.failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        bail!("cannot append to the store at {}: {e}", args.data.display());
-    }
+    let ingested =
+        ingested.with_context(|| format!("cannot append to the store at {}", data.display()))?;
     store
         .flush()
-        .with_context(|| format!("cannot flush the store at {}", args.data.display()))?;
+        .with_context(|| format!("cannot flush the store at {}", data.display()))?;
     let stats = store.stats();
     store
         .close()
-        .with_context(|| format!("cannot close the store at {}", args.data.display()))?;
+        .with_context(|| format!("cannot close the store at {}", data.display()))?;
 
-    let records_ok: u64 = per_file.iter().map(|(_, s)| s.records).sum();
-    let lost: u64 = per_file.iter().map(|(_, s)| s.lost).sum();
-    for (_, s) in per_file {
+    let records_ok = ingested.records();
+    let lost = ingested.set_aside();
+    let per_table = ingested.per_table;
+    for (_, s) in ingested.per_file {
         input_errors.extend(s.errors);
     }
     let summary = Summary {

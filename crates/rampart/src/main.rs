@@ -4,8 +4,10 @@ mod hunt;
 mod ingest;
 mod output;
 mod rules;
+mod server;
 mod stats;
 mod triage;
+mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +79,20 @@ enum Command {
     /// Work with libraries of KQL hunting queries.
     #[command(subcommand)]
     Queries(QueriesCommand),
+    /// Run the Rampart server: ingest, detection, alerts, incidents, hunting and the REST API.
+    ///
+    /// Keeps everything in one data directory (events, the state database, its own CA). The
+    /// first run creates the admin account (password from RAMPART_ADMIN_PASSWORD, or generated
+    /// and printed once) and a CA whose certificate (DATA_DIR/pki/ca.crt) clients trust.
+    /// Serves HTTPS unless --insecure-http. The API is described at /api/openapi.json.
+    /// Logs go to stderr (level from RAMPART_LOG, e.g. debug). SIGTERM or Ctrl-C stops it
+    /// after flushing everything acknowledged.
+    ///
+    /// Exit status: 0 after a clean stop, 1 when it cannot start (the reason is printed).
+    ///
+    /// Example: rampart server --data-dir ./rampart-data --rules ../sigma/rules/windows
+    #[command(verbatim_doc_comment)]
+    Server(server::Args),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +137,7 @@ fn main() -> ExitCode {
         Command::Rules(RulesCommand::Check(args)) => rules::check(args),
         Command::Hunt(args) => hunt::run(args),
         Command::Queries(QueriesCommand::Check(args)) => hunt::check(args),
+        Command::Server(args) => server::run(args),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@
 
 mod expand;
 mod expr;
-mod ops;
+pub(crate) mod ops;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,424 @@
+//! From detections to stored alerts and incidents. One batch at a time (a lock), so that the
+//! correlator sees alerts in a deterministic order: drafts are sorted by event time before
+//! suppression and correlation. Everything is written to the state database before the
+//! ingest request is acknowledged, and the `AlertInfo` / `AlertEvidence` rows go to the store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rampart_alerts::{
+    Alert, AlertDraft, Correlation, Correlator, CorrelatorConfig, DetectionSource, EventRef,
+    Incident, MatchedField, alert_rows,
+};
+use rampart_schema::Table;
+use rampart_state::{
+    AlertFilter, DeviceSighting, IncidentUpdate, NewAlert, NewIncident, PageRequest, RuleKind,
+    RuleRef, Scope,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::app::{App, TenantRules};
+use crate::config::Config;
+use crate::pipeline::Ingested;
+use crate::problem::Problem;
+
+/// The correlator and the incidents it is building, in memory; the database has the rest.
+pub struct Alerting {
+    correlator: Correlator,
+    /// Open incidents of the window, to keep their titles and severities current.
+    incidents: HashMap<String, Incident>,
+    dedup_window: TimeDelta,
+}
+
+impl Alerting {
+    pub fn new(config: &Config) -> Alerting {
+        let window = TimeDelta::seconds(config.detection.incident_window_secs as i64);
+        let mut own_hosts = config.server_names.clone();
+        own_hosts.push(config.listen_host().to_string());
+        Alerting {
+            correlator: Correlator::new(CorrelatorConfig {
+                window,
+                own_hosts,
+                ..CorrelatorConfig::default()
+            }),
+            incidents: HashMap::new(),
+            dedup_window: TimeDelta::seconds(config.detection.dedup_window_secs as i64),
+        }
+    }
+}
+
+/// What a batch raised.
+#[derive(Debug, Default, Serialize)]
+pub struct Outcome {
+    /// New alerts.
+    pub raised: u64,
+    /// Detections folded into an open alert.
+    pub deduplicated: u64,
+    pub incidents_created: u64,
+    /// Alerts the database refused (logged with the reason).
+    pub refused: u64,
+    /// Incidents the batch's alerts went to.
+    pub incidents: Vec<String>,
+}
+
+/// Turns a batch's hits into alerts and incidents, and records the devices it saw.
+pub async fn raise(
+    app: &App,
+    tenant: &str,
+    source: &str,
+    rules: &TenantRules,
+    ingested: &Ingested,
+) -> Result<Outcome, Problem> {
+    let mut devices: BTreeMap<String, String> = BTreeMap::new();
+    for (computer, seen) in &ingested.computers {
+        if computer.is_empty() {
+            continue;
+        }
+        let sighting = DeviceSighting {
+            hostname: computer.clone(),
+            platform: "Windows".into(),
+            os_version: String::new(),
+            seen_at: *seen,
+        };
+        let device = app.db.record_device_sighting(tenant, &sighting).await?;
+        devices.insert(device.hostname.clone(), device.id);
+    }
+
+    let mut drafts: Vec<AlertDraft> = ingested
+        .hits
+        .iter()
+        .map(|hit| {
+            let mut draft = AlertDraft::from_detection(&hit.detection, Some(&hit.row));
+            // Alerts cite the upload by the name it was given, not the spool path.
+            draft.event.source = source.to_string();
+            draft
+        })
+        .collect();
+    drafts.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+
+    let mut outcome = Outcome::default();
+    let mut rows = Vec::new();
+    let mut state = app.alerting.lock().await;
+    for draft in drafts {
+        let since = draft.first_event_time - state.dedup_window;
+        if let Some(open) = app
+            .db
+            .find_open_alert_by_dedup_key(tenant, &draft.dedup_key, since)
+            .await?
+        {
+            app.db
+                .record_duplicate(tenant, &open.id, draft.last_event_time)
+                .await?;
+            outcome.deduplicated += 1;
+            continue;
+        }
+        let device_id = draft
+            .device_name
+            .as_ref()
+            .and_then(|name| devices.get(&name.to_lowercase()).cloned());
+        let rule_id = rules.id_of(std::path::Path::new(&draft.rule_path));
+        let stored = match app
+            .db
+            .create_alert(tenant, &new_alert(&draft, rule_id, device_id))
+            .await
+        {
+            Ok(stored) => stored,
+            // One alert the database refuses (a rule's text over a limit) must not fail the
+            // upload: its events are stored already. It is logged and counted.
+            Err(rampart_state::Error::Invalid { field, reason }) => {
+                tracing::warn!(rule = %draft.rule_path, field, %reason, "alert refused by the database");
+                outcome.refused += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        outcome.raised += 1;
+        let mut alert = Alert::new(stored.id.clone(), draft);
+        let incident_id = rampart_state::new_id("inc")?;
+        let correlation = state.correlator.assign(&alert, || incident_id.clone());
+        place(app, tenant, &mut state, &alert, &correlation, &mut outcome).await?;
+        alert.incident_id = Some(correlation.incident().to_string());
+        rows.extend(alert_rows(&alert));
+    }
+    drop(state);
+    append_rows(app, tenant, rows).await?;
+
+    let m = &app.metrics;
+    use std::sync::atomic::Ordering::Relaxed;
+    m.alerts_raised.fetch_add(outcome.raised, Relaxed);
+    m.alerts_deduplicated
+        .fetch_add(outcome.deduplicated, Relaxed);
+    m.rule_errors.fetch_add(outcome.refused, Relaxed);
+    m.incidents_created
+        .fetch_add(outcome.incidents_created, Relaxed);
+    outcome.incidents.sort();
+    outcome.incidents.dedup();
+    Ok(outcome)
+}
+
+/// Carries out the correlator's decision in the database.
+async fn place(
+    app: &App,
+    tenant: &str,
+    state: &mut Alerting,
+    alert: &Alert,
+    correlation: &Correlation,
+    outcome: &mut Outcome,
+) -> Result<(), Problem> {
+    let reason = json!({
+        "explanation": correlation.explain(),
+        "decision": correlation,
+    });
+    match correlation {
+        Correlation::New { incident, .. } => {
+            let found = Incident::found(incident.clone(), alert);
+            app.db
+                .create_incident(
+                    tenant,
+                    &NewIncident {
+                        id: Some(incident.clone()),
+                        title: found.title.clone(),
+                        tags: Vec::new(),
+                    },
+                )
+                .await?;
+            state.incidents.insert(incident.clone(), found);
+            outcome.incidents_created += 1;
+            app.db
+                .attach_alert(tenant, incident, &alert.id, &reason)
+                .await?;
+        }
+        Correlation::Join {
+            incident, merge, ..
+        } => {
+            app.db
+                .attach_alert(tenant, incident, &alert.id, &reason)
+                .await?;
+            let merged: Vec<String> = merge.iter().map(|m| m.incident.clone()).collect();
+            if !merged.is_empty() {
+                app.db.merge_incidents(tenant, incident, &merged).await?;
+            }
+            let absorbed: Vec<Incident> = merged
+                .iter()
+                .filter_map(|id| state.incidents.remove(id))
+                .collect();
+            if let Some(current) = state.incidents.get_mut(incident) {
+                let before = current.title.clone();
+                current.add_alert(alert);
+                for other in &absorbed {
+                    current.absorb(other);
+                }
+                if current.title != before {
+                    let update = IncidentUpdate {
+                        title: Some(current.title.clone()),
+                        ..IncidentUpdate::default()
+                    };
+                    app.db
+                        .update_incident(tenant, &Scope::all(), incident, &update)
+                        .await?;
+                }
+            }
+        }
+    }
+    outcome.incidents.push(correlation.incident().to_string());
+    Ok(())
+}
+
+/// The stored form of a draft. What the database has no column for (category, source, rule
+/// file, the event reference, matched fields) rides in `trigger_event` and `matched_fields`, so
+/// that [`draft_of`] can rebuild the draft after a restart.
+fn new_alert(d: &AlertDraft, rule_id: Option<&str>, device_id: Option<String>) -> NewAlert {
+    NewAlert {
+        rule: Some(RuleRef {
+            id: rule_id.map(str::to_string),
+            title: d.title.clone(),
+            kind: RuleKind::Sigma,
+        }),
+        title: printable(&d.title),
+        description: printable(&d.description),
+        severity: severity(d.severity),
+        tactics: d.tactics.clone(),
+        techniques: d.techniques.clone(),
+        device_id,
+        device_name: d.device_name.clone(),
+        first_event_time: d.first_event_time,
+        last_event_time: d.last_event_time,
+        dedup_key: Some(d.dedup_key.clone()),
+        evidence: d
+            .entities
+            .iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect(),
+        trigger_event: Some(json!({
+            "event": d.event,
+            "category": d.category,
+            "detection_source": d.detection_source,
+            "rule_path": d.rule_path,
+            "sigma_id": d.rule_id,
+            "device_id": d.device_id,
+        })),
+        matched_fields: serde_json::to_value(&d.matched).unwrap_or(Value::Null),
+    }
+}
+
+/// Rule texts may hold carriage returns and other control characters; alerts keep lines and tabs.
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect()
+}
+
+fn severity(s: rampart_alerts::Severity) -> rampart_state::Severity {
+    use rampart_alerts::Severity as A;
+    use rampart_state::Severity as S;
+    match s {
+        A::Informational => S::Informational,
+        A::Low => S::Low,
+        A::Medium => S::Medium,
+        A::High => S::High,
+    }
+}
+
+fn severity_back(s: rampart_state::Severity) -> rampart_alerts::Severity {
+    use rampart_alerts::Severity as A;
+    use rampart_state::Severity as S;
+    match s {
+        S::Informational => A::Informational,
+        S::Low => A::Low,
+        S::Medium => A::Medium,
+        S::High => A::High,
+    }
+}
+
+/// The draft an alert was stored from (see [`new_alert`]); `None` for alerts stored otherwise.
+fn draft_of(a: &rampart_state::Alert) -> Option<AlertDraft> {
+    let extra = a.trigger_event.as_ref()?;
+    let event: EventRef = serde_json::from_value(extra.get("event")?.clone()).ok()?;
+    Some(AlertDraft {
+        title: a.title.clone(),
+        description: a.description.clone(),
+        severity: severity_back(a.severity),
+        category: extra.get("category")?.as_str()?.to_string(),
+        tactics: a.tactics.clone(),
+        techniques: a.techniques.clone(),
+        detection_source: serde_json::from_value(extra.get("detection_source")?.clone())
+            .unwrap_or(DetectionSource::Sigma),
+        rule_id: extra.get("sigma_id")?.as_str()?.to_string(),
+        rule_path: extra.get("rule_path")?.as_str()?.to_string(),
+        device_name: a.device_name.clone(),
+        device_id: extra
+            .get("device_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        first_event_time: a.first_event_time,
+        last_event_time: a.last_event_time,
+        entities: a
+            .evidence
+            .iter()
+            .filter_map(|e| serde_json::from_value(e.clone()).ok())
+            .collect(),
+        event,
+        matched: serde_json::from_value::<Vec<MatchedField>>(a.matched_fields.clone())
+            .unwrap_or_default(),
+        dedup_key: a.dedup_key.clone().unwrap_or_default(),
+    })
+}
+
+/// Rebuilds the correlator from the alerts of the last window, at start-up. Alerts stored but
+/// not yet placed (the process stopped in between) are placed now.
+pub async fn restore(app: &App) -> Result<(), anyhow::Error> {
+    let window = app.config.detection.incident_window_secs as i64;
+    let since: DateTime<Utc> = Utc::now() - TimeDelta::seconds(window);
+    for tenant in app.db.list_tenants().await? {
+        let filter = AlertFilter {
+            from: Some(since),
+            ..AlertFilter::default()
+        };
+        let mut alerts = Vec::new();
+        let mut page = PageRequest::first(rampart_state::MAX_PAGE_LIMIT);
+        loop {
+            let got = app.db.list_alerts(&tenant.id, &filter, &page).await?;
+            alerts.extend(got.items);
+            match got.next {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        alerts.sort_by_key(|a| (a.first_event_time, a.id.clone()));
+        let mut state = app.alerting.lock().await;
+        let mut unplaced = 0;
+        for stored in &alerts {
+            let Some(draft) = draft_of(stored) else {
+                continue;
+            };
+            let mut alert = Alert::new(stored.id.clone(), draft);
+            alert.event_count = stored.event_count.max(1) as u64;
+            match &stored.incident_id {
+                Some(id) => {
+                    let incident = match state.incidents.get_mut(id) {
+                        Some(i) => {
+                            i.add_alert(&alert);
+                            i.clone()
+                        }
+                        None => {
+                            let i = Incident::found(id.clone(), &alert);
+                            state.incidents.insert(id.clone(), i.clone());
+                            i
+                        }
+                    };
+                    state.correlator.remember(&alert, &incident);
+                }
+                None => {
+                    unplaced += 1;
+                    let incident_id = rampart_state::new_id("inc")?;
+                    let correlation = state.correlator.assign(&alert, || incident_id.clone());
+                    let mut outcome = Outcome::default();
+                    place(
+                        app,
+                        &tenant.id,
+                        &mut state,
+                        &alert,
+                        &correlation,
+                        &mut outcome,
+                    )
+                    .await
+                    .map_err(|p| anyhow::anyhow!("{}", p.detail.unwrap_or_default()))?;
+                }
+            }
+        }
+        tracing::info!(tenant = %tenant.id, alerts = alerts.len(), unplaced, "correlation state restored");
+    }
+    Ok(())
+}
+
+/// Appends the alerts' hunting rows to the store (durably, before the batch is acknowledged).
+async fn append_rows(
+    app: &App,
+    tenant: &str,
+    rows: Vec<rampart_schema::Row>,
+) -> Result<(), Problem> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let store = app.store.clone();
+    let tenant = tenant.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut builders: BTreeMap<Table, rampart_schema::BatchBuilder> = BTreeMap::new();
+        for row in &rows {
+            let table = row.table();
+            let builder = builders
+                .entry(table)
+                .or_insert_with(|| table.batch_builder());
+            // The builder is the row's own table's: this cannot fail.
+            let _ = builder.append(row);
+        }
+        for (table, mut builder) in builders {
+            store.append(&tenant, table, builder.finish())?;
+        }
+        Ok::<_, rampart_store::StoreError>(())
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)
+}

@@ -1,0 +1,488 @@
+//! The REST API under `/api/v1`, one module per resource. [`routes`] is the whole table.
+
+mod alerts;
+mod devices;
+mod hunting;
+mod incidents;
+mod ingest;
+mod response;
+mod rules;
+mod session;
+mod system;
+
+use axum::http::Method;
+use axum::routing::{delete, get, patch, post};
+use rampart_state::{NewAuditEntry, PageRequest, Principal};
+use serde::Deserialize;
+
+use crate::app::App;
+use crate::auth::Access::{self, Admin, Analyst, Public, ReadOnly};
+use crate::problem::Problem;
+use crate::routes::Route;
+
+/// Every route of the server.
+pub fn routes() -> Vec<Route> {
+    use Method as M;
+    let r = Route::new;
+    vec![
+        r(
+            M::GET,
+            "/healthz",
+            Public,
+            "system",
+            "Liveness: 200 while the process serves",
+            get(system::healthz),
+        ),
+        r(
+            M::GET,
+            "/readyz",
+            Public,
+            "system",
+            "Readiness: 200 once storage and database answer",
+            get(system::readyz),
+        ),
+        r(
+            M::GET,
+            "/api/openapi.json",
+            Public,
+            "system",
+            "This document",
+            get(system::openapi),
+        ),
+        r(
+            M::GET,
+            "/metrics",
+            ReadOnly,
+            "system",
+            "Prometheus metrics",
+            get(system::metrics),
+        ),
+        r(
+            M::POST,
+            "/api/v1/auth/login",
+            Public,
+            "auth",
+            "Sign in: returns a session token for Authorization: Bearer",
+            post(session::login),
+        ),
+        r(
+            M::POST,
+            "/api/v1/auth/logout",
+            ReadOnly,
+            "auth",
+            "End the session (or revoke the token) used for this call",
+            post(session::logout),
+        ),
+        r(
+            M::GET,
+            "/api/v1/auth/me",
+            ReadOnly,
+            "auth",
+            "Who the token belongs to",
+            get(session::me),
+        ),
+        r(
+            M::GET,
+            "/api/v1/tokens",
+            ReadOnly,
+            "auth",
+            "Your API tokens (admins: everyone's)",
+            get(session::list_tokens),
+        ),
+        r(
+            M::POST,
+            "/api/v1/tokens",
+            Analyst,
+            "auth",
+            "Create an API token (its secret is shown once)",
+            post(session::create_token),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/tokens/{id}",
+            Analyst,
+            "auth",
+            "Revoke an API token",
+            delete(session::revoke_token),
+        ),
+        r(
+            M::GET,
+            "/api/v1/users",
+            Admin,
+            "users",
+            "List users",
+            get(session::list_users),
+        ),
+        r(
+            M::POST,
+            "/api/v1/users",
+            Admin,
+            "users",
+            "Create a user",
+            post(session::create_user),
+        ),
+        r(
+            M::PATCH,
+            "/api/v1/users/{id}",
+            Admin,
+            "users",
+            "Change a user's role, scope, password or disabled flag",
+            patch(session::update_user),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/users/{id}",
+            Admin,
+            "users",
+            "Delete a user",
+            delete(session::delete_user),
+        ),
+        r(
+            M::GET,
+            "/api/v1/tenants",
+            Admin,
+            "tenants",
+            "Tenants (provider admins only)",
+            get(session::list_tenants),
+        ),
+        r(
+            M::POST,
+            "/api/v1/tenants",
+            Admin,
+            "tenants",
+            "Create a tenant with its first admin (provider admins only)",
+            post(session::create_tenant),
+        ),
+        r(
+            M::GET,
+            "/api/v1/devices",
+            ReadOnly,
+            "devices",
+            "List devices (filters: group, tag, hostname, health, seen_after)",
+            get(devices::list),
+        ),
+        r(
+            M::GET,
+            "/api/v1/devices/{id}",
+            ReadOnly,
+            "devices",
+            "One device",
+            get(devices::get_one),
+        ),
+        r(
+            M::PATCH,
+            "/api/v1/devices/{id}",
+            Analyst,
+            "devices",
+            "Set a device's tags or group",
+            patch(devices::update),
+        ),
+        r(
+            M::GET,
+            "/api/v1/device-groups",
+            ReadOnly,
+            "devices",
+            "List device groups",
+            get(devices::list_groups),
+        ),
+        r(
+            M::POST,
+            "/api/v1/device-groups",
+            Admin,
+            "devices",
+            "Create a device group",
+            post(devices::create_group),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/device-groups/{id}",
+            Admin,
+            "devices",
+            "Delete a device group",
+            delete(devices::delete_group),
+        ),
+        r(
+            M::GET,
+            "/api/v1/alerts",
+            ReadOnly,
+            "alerts",
+            "List alerts (filters: status, severity, device_id, rule_id, incident_id, assigned_to, from, to)",
+            get(alerts::list),
+        ),
+        r(
+            M::GET,
+            "/api/v1/alerts/{id}",
+            ReadOnly,
+            "alerts",
+            "One alert with its evidence and triggering event",
+            get(alerts::get_one),
+        ),
+        r(
+            M::PATCH,
+            "/api/v1/alerts/{id}",
+            Analyst,
+            "alerts",
+            "Set status, classification, determination, assignment",
+            patch(alerts::update),
+        ),
+        r(
+            M::GET,
+            "/api/v1/alerts/{id}/comments",
+            ReadOnly,
+            "alerts",
+            "Comments on an alert",
+            get(incidents::alert_comments),
+        ),
+        r(
+            M::POST,
+            "/api/v1/alerts/{id}/comments",
+            Analyst,
+            "alerts",
+            "Comment on an alert",
+            post(incidents::comment_alert),
+        ),
+        r(
+            M::GET,
+            "/api/v1/incidents",
+            ReadOnly,
+            "incidents",
+            "List incidents (filters: status, severity, assigned_to, tag, from, to)",
+            get(incidents::list),
+        ),
+        r(
+            M::GET,
+            "/api/v1/incidents/{id}",
+            ReadOnly,
+            "incidents",
+            "One incident with its alerts, entities and why each alert joined",
+            get(incidents::get_one),
+        ),
+        r(
+            M::PATCH,
+            "/api/v1/incidents/{id}",
+            Analyst,
+            "incidents",
+            "Set title, status, classification, assignment, tags",
+            patch(incidents::update),
+        ),
+        r(
+            M::POST,
+            "/api/v1/incidents/{id}/merge",
+            Analyst,
+            "incidents",
+            "Fold other incidents into this one",
+            post(incidents::merge),
+        ),
+        r(
+            M::GET,
+            "/api/v1/incidents/{id}/comments",
+            ReadOnly,
+            "incidents",
+            "Comments on an incident",
+            get(incidents::incident_comments),
+        ),
+        r(
+            M::POST,
+            "/api/v1/incidents/{id}/comments",
+            Analyst,
+            "incidents",
+            "Comment on an incident",
+            post(incidents::comment_incident),
+        ),
+        r(
+            M::POST,
+            "/api/v1/hunting/query",
+            ReadOnly,
+            "hunting",
+            "Run a KQL query over the tenant's events",
+            post(hunting::query),
+        ),
+        r(
+            M::GET,
+            "/api/v1/hunting/schema",
+            ReadOnly,
+            "hunting",
+            "The hunting tables and their columns",
+            get(hunting::schema),
+        ),
+        r(
+            M::POST,
+            "/api/v1/ingest/evtx",
+            Analyst,
+            "ingest",
+            "Upload a Windows event log (.evtx body): stored, detected on, acknowledged once durable",
+            post(ingest::evtx),
+        ),
+        r(
+            M::GET,
+            "/api/v1/rules",
+            ReadOnly,
+            "rules",
+            "List detection rules (filters: kind, enabled, q)",
+            get(rules::list),
+        ),
+        r(
+            M::GET,
+            "/api/v1/rules/{id}",
+            ReadOnly,
+            "rules",
+            "One rule with its source",
+            get(rules::get_one),
+        ),
+        r(
+            M::POST,
+            "/api/v1/rules",
+            Admin,
+            "rules",
+            "Upload Sigma rules (YAML, one or more documents)",
+            post(rules::upload),
+        ),
+        r(
+            M::PATCH,
+            "/api/v1/rules/{id}",
+            Admin,
+            "rules",
+            "Enable or disable a rule",
+            patch(rules::update),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/rules/{id}",
+            Admin,
+            "rules",
+            "Delete an uploaded rule",
+            delete(rules::remove),
+        ),
+        r(
+            M::GET,
+            "/api/v1/indicators",
+            ReadOnly,
+            "indicators",
+            "List indicators (filters: kind, action, value, active_at)",
+            get(response::list_indicators),
+        ),
+        r(
+            M::POST,
+            "/api/v1/indicators",
+            Analyst,
+            "indicators",
+            "Add an indicator (hash, IP, domain, URL, certificate) with its action",
+            post(response::create_indicator),
+        ),
+        r(
+            M::GET,
+            "/api/v1/indicators/{id}",
+            ReadOnly,
+            "indicators",
+            "One indicator",
+            get(response::get_indicator),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/indicators/{id}",
+            Analyst,
+            "indicators",
+            "Delete an indicator",
+            delete(response::delete_indicator),
+        ),
+        r(
+            M::GET,
+            "/api/v1/actions",
+            ReadOnly,
+            "actions",
+            "Response actions, pending and past (filters: device_id, kind, status, from, to)",
+            get(response::list_actions),
+        ),
+        r(
+            M::POST,
+            "/api/v1/actions",
+            Analyst,
+            "actions",
+            "Queue a response action for a device",
+            post(response::create_action),
+        ),
+        r(
+            M::GET,
+            "/api/v1/actions/{id}",
+            ReadOnly,
+            "actions",
+            "One action with its result",
+            get(response::get_action),
+        ),
+        r(
+            M::POST,
+            "/api/v1/actions/{id}/cancel",
+            Analyst,
+            "actions",
+            "Cancel an action not yet carried out",
+            post(response::cancel_action),
+        ),
+        r(
+            M::GET,
+            "/api/v1/audit",
+            Admin,
+            "audit",
+            "The audit log (filters: actor, action, target_kind, target_id, from, to)",
+            get(response::list_audit),
+        ),
+        r(
+            M::GET,
+            "/api/v1/enrollment-tokens",
+            Admin,
+            "agents",
+            "Agent enrollment tokens",
+            get(response::list_enrollment_tokens),
+        ),
+        r(
+            M::POST,
+            "/api/v1/enrollment-tokens",
+            Admin,
+            "agents",
+            "Create an agent enrollment token (carries the CA fingerprint)",
+            post(response::create_enrollment_token),
+        ),
+    ]
+}
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, Default, Deserialize)]
+pub struct Paging {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl Paging {
+    pub fn request(&self) -> PageRequest {
+        PageRequest {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
+    }
+}
+
+/// Records a change in the audit log. A change that cannot be audited is reported as failed,
+/// though it was made: the caller sees the error and the log says why.
+pub async fn audit(
+    app: &App,
+    who: &Principal,
+    action: &str,
+    target_kind: &str,
+    target_id: &str,
+    details: serde_json::Value,
+) -> Result<(), Problem> {
+    let entry = NewAuditEntry {
+        actor: who.username.clone(),
+        action: action.to_string(),
+        target_kind: target_kind.to_string(),
+        target_id: target_id.to_string(),
+        details,
+        remote_addr: None,
+    };
+    app.db.append_audit(&who.tenant_id, &entry).await?;
+    Ok(())
+}
+
+/// Access levels, for modules that check beyond the route (e.g. own tokens vs everyone's).
+pub fn is_admin(p: &Principal) -> bool {
+    crate::auth::may(p, Access::Admin)
+}

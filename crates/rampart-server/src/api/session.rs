@@ -1,0 +1,255 @@
+//! Signing in and out, API tokens and users.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rampart_state::{NewUser, Principal, Role, Time, TokenKind, UserUpdate};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Paging, audit, is_admin};
+use crate::app::App;
+use crate::problem::{ApiResult, Json, Problem, Query, json};
+
+/// Longest password accepted at login (argon2 work is bounded by it).
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+pub async fn login(State(app): State<App>, Json(body): Json<Login>) -> ApiResult {
+    if body.password.len() > MAX_PASSWORD_BYTES || body.username.len() > 256 {
+        return Err(Problem::bad_request("username or password too long"));
+    }
+    let Some(user) = app
+        .db
+        .verify_password(&body.username, &body.password)
+        .await?
+    else {
+        tracing::info!(username = %body.username, "sign-in refused");
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong username or password",
+        ));
+    };
+    let (session, secret) = app
+        .db
+        .create_session(&user.tenant_id, &user.id, chrono_ttl(&app))
+        .await?;
+    tracing::info!(username = %user.username, "signed in");
+    Ok(json(&json!({
+        "token": secret,
+        "expires_at": session.expires_at,
+        "user": user,
+    })))
+}
+
+fn chrono_ttl(app: &App) -> chrono::Duration {
+    chrono::Duration::seconds(app.config.limits.session_secs as i64)
+}
+
+pub async fn logout(State(app): State<App>, Extension(p): Extension<Principal>) -> ApiResult {
+    app.db.revoke_token(&p.tenant_id, &p.token_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn me(Extension(p): Extension<Principal>) -> Response {
+    json(&p)
+}
+
+pub async fn list_tokens(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Query(paging): Query<Paging>,
+) -> ApiResult {
+    let owner = (!is_admin(&p)).then_some(p.user_id.as_str());
+    let page = app
+        .db
+        .list_api_tokens(&p.tenant_id, owner, Some(TokenKind::Api), &paging.request())
+        .await?;
+    Ok(json(&page))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    name: String,
+    /// Defaults to the caller's role; may not exceed it.
+    role: Option<Role>,
+    expires_at: Option<Time>,
+}
+
+pub async fn create_token(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<NewToken>,
+) -> ApiResult {
+    let role = body.role.unwrap_or(p.role);
+    if role > p.role {
+        return Err(Problem::forbidden(
+            "a token cannot have more rights than you",
+        ));
+    }
+    let (token, secret) = app
+        .db
+        .create_api_token(&p.tenant_id, &p.user_id, &body.name, role, body.expires_at)
+        .await?;
+    audit(
+        &app,
+        &p,
+        "token.create",
+        "token",
+        &token.id,
+        json!({"name": token.name, "role": token.role}),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"token": secret, "info": token})),
+    )
+        .into_response())
+}
+
+pub async fn revoke_token(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if !is_admin(&p) {
+        // Only one's own tokens: look among them.
+        let own = app
+            .db
+            .list_api_tokens(
+                &p.tenant_id,
+                Some(&p.user_id),
+                None,
+                &rampart_state::PageRequest::first(rampart_state::MAX_PAGE_LIMIT),
+            )
+            .await?;
+        if !own.items.iter().any(|t| t.id == id) {
+            return Err(Problem::not_found("token"));
+        }
+    }
+    app.db.revoke_token(&p.tenant_id, &id).await?;
+    audit(&app, &p, "token.revoke", "token", &id, json!({})).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list_users(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Query(paging): Query<Paging>,
+) -> ApiResult {
+    Ok(json(
+        &app.db.list_users(&p.tenant_id, &paging.request()).await?,
+    ))
+}
+
+pub async fn create_user(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<NewUser>,
+) -> ApiResult {
+    let user = app.db.create_user(&p.tenant_id, &body).await?;
+    audit(
+        &app,
+        &p,
+        "user.create",
+        "user",
+        &user.id,
+        json!({"username": user.username, "role": user.role}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(user)).into_response())
+}
+
+pub async fn update_user(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Json(body): Json<UserUpdate>,
+) -> ApiResult {
+    let user = app.db.update_user(&p.tenant_id, &id, &body).await?;
+    let details = json!({
+        "role": body.role, "scope_groups": body.scope_groups, "disabled": body.disabled,
+        "password_changed": body.password.is_some(),
+    });
+    audit(&app, &p, "user.update", "user", &id, details).await?;
+    Ok(json(&user))
+}
+
+pub async fn delete_user(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if id == p.user_id {
+        return Err(Problem::conflict("you cannot delete yourself"));
+    }
+    app.db.delete_user(&p.tenant_id, &id).await?;
+    audit(&app, &p, "user.delete", "user", &id, json!({})).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    name: String,
+    /// The tenant's first admin.
+    admin_username: String,
+    admin_password: String,
+}
+
+/// Tenants are managed by the admins of the default (provider) tenant.
+fn provider_admin(p: &Principal) -> Result<(), Problem> {
+    if p.tenant_id == rampart_state::DEFAULT_TENANT_ID && is_admin(p) {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(
+            "tenants are managed by the provider tenant's admins",
+        ))
+    }
+}
+
+pub async fn list_tenants(State(app): State<App>, Extension(p): Extension<Principal>) -> ApiResult {
+    provider_admin(&p)?;
+    Ok(json(&json!({"items": app.db.list_tenants().await?})))
+}
+
+pub async fn create_tenant(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<NewTenant>,
+) -> ApiResult {
+    provider_admin(&p)?;
+    let tenant = app.db.create_tenant(&body.name).await?;
+    let admin = NewUser {
+        username: body.admin_username,
+        password: body.admin_password,
+        role: Role::Admin,
+        scope_groups: Vec::new(),
+    };
+    let user = app.db.create_user(&tenant.id, &admin).await?;
+    crate::rules::install_builtin(&app, &tenant.id)
+        .await
+        .map_err(Problem::internal)?;
+    audit(
+        &app,
+        &p,
+        "tenant.create",
+        "tenant",
+        &tenant.id,
+        json!({"name": tenant.name, "admin": user.username}),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"tenant": tenant, "admin": user})),
+    )
+        .into_response())
+}

@@ -1,0 +1,55 @@
+//! Health, readiness, metrics and the OpenAPI document.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::problem::{ApiResult, Problem};
+
+pub async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready when the database answers (the store is open before the listener starts).
+pub async fn readyz(State(app): State<App>) -> ApiResult {
+    app.db
+        .get_tenant(rampart_state::DEFAULT_TENANT_ID)
+        .await
+        .map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")))?;
+    Ok(
+        axum::Json(json!({"status": "ready", "uptime_secs": app.started.elapsed().as_secs()}))
+            .into_response(),
+    )
+}
+
+pub async fn openapi() -> Response {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    let doc = DOC.get_or_init(|| crate::routes::openapi(&super::routes()));
+    axum::Json(doc).into_response()
+}
+
+pub async fn metrics(State(app): State<App>) -> Response {
+    let stats = app.store.stats();
+    let text = app.metrics.render(&[
+        (
+            "rampart_store_rows",
+            "Rows in the event store.",
+            stats.rows(),
+        ),
+        (
+            "rampart_store_files",
+            "Parquet files in the event store.",
+            stats.files() as u64,
+        ),
+        (
+            "rampart_store_file_bytes",
+            "Bytes of Parquet files in the event store.",
+            stats.file_bytes(),
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

@@ -1,0 +1,125 @@
+//! The shared state every handler sees.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use rampart_sigma::RuleSet;
+use rampart_state::StateDb;
+use rampart_store::Store;
+use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
+
+use crate::alerting::Alerting;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+
+/// A tenant's compiled rules, and the rule-table id of each source they were compiled from
+/// (detections name their rule by that source's path).
+pub struct TenantRules {
+    pub set: RuleSet,
+    pub ids: HashMap<PathBuf, String>,
+}
+
+impl TenantRules {
+    /// The rule-table id of the rule a detection came from.
+    pub fn id_of(&self, path: &std::path::Path) -> Option<&str> {
+        self.ids.get(path).map(String::as_str)
+    }
+}
+
+/// A cheap handle on the server's state.
+#[derive(Clone)]
+pub struct App(pub Arc<AppInner>);
+
+pub struct AppInner {
+    pub config: Config,
+    pub db: StateDb,
+    pub store: Arc<Store>,
+    /// The compiled rules of each tenant, swapped whole when rules change.
+    rules: RwLock<HashMap<String, Arc<TenantRules>>>,
+    /// Deduplication and incident grouping: one writer at a time keeps them deterministic.
+    pub alerting: Mutex<Alerting>,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// `sha256:…` of the CA that signs the server's and agents' certificates.
+    pub ca_fingerprint: Option<String>,
+    ingest_slots: Semaphore,
+}
+
+impl Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppInner {
+    pub fn new(
+        config: Config,
+        db: StateDb,
+        store: Arc<Store>,
+        alerting: Alerting,
+        ca_fingerprint: Option<String>,
+    ) -> AppInner {
+        let slots = config.limits.ingest_concurrency;
+        AppInner {
+            config,
+            db,
+            store,
+            rules: RwLock::default(),
+            alerting: Mutex::new(alerting),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            ca_fingerprint,
+            ingest_slots: Semaphore::new(slots),
+        }
+    }
+
+    /// The tenant's current rules (none when none are loaded).
+    pub fn rules_of(&self, tenant: &str) -> Arc<TenantRules> {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner());
+        match rules.get(tenant) {
+            Some(set) => set.clone(),
+            None => Arc::new(TenantRules {
+                set: RuleSet::from_sources(&[]),
+                ids: HashMap::new(),
+            }),
+        }
+    }
+
+    pub fn set_rules(&self, tenant: &str, rules: TenantRules) {
+        let mut all = self.rules.write().unwrap_or_else(|p| p.into_inner());
+        all.insert(tenant.to_string(), Arc::new(rules));
+    }
+
+    /// A turn at ingesting: waits while all workers are busy, and refuses (429) when too many
+    /// requests already wait — back-pressure instead of unbounded buffering.
+    pub async fn ingest_slot(&self) -> Result<SemaphorePermit<'_>, Problem> {
+        if let Ok(permit) = self.ingest_slots.try_acquire() {
+            return Ok(permit);
+        }
+        let waiting = self.metrics.ingest_waiting.fetch_add(1, Ordering::SeqCst);
+        let _gauge = Decrement(&self.metrics.ingest_waiting);
+        if waiting as usize >= self.config.limits.max_waiting_ingest {
+            self.metrics.ingest_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Problem::too_busy(1));
+        }
+        self.ingest_slots
+            .acquire()
+            .await
+            .map_err(|_| Problem::too_busy(1))
+    }
+}
+
+/// Takes one back off a gauge when dropped (the request stopped waiting, whichever way).
+struct Decrement<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

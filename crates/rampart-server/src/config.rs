@@ -1,0 +1,330 @@
+//! The server's configuration: defaults for one machine, a TOML file, environment variables and
+//! flags, later ones overriding earlier ones (the CLI maps flags and `RAMPART_*` variables onto
+//! [`Overrides`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `rampart server` can be told. Every field has a default fit for one machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where everything is kept: the event store, the state database, the CA.
+    pub data_dir: PathBuf,
+    /// `HOST:PORT` to listen on.
+    pub listen: String,
+    /// Serve plain HTTP (only behind a TLS-terminating proxy).
+    pub insecure_http: bool,
+    /// Sigma rules (files or folders) loaded at start, beside those uploaded through the API.
+    pub rules: Vec<PathBuf>,
+    /// State database: `sqlite://…` (default: `state.db` in the data dir) or `postgres://…`.
+    pub database_url: Option<String>,
+    /// Extra names (DNS or IP) the server certificate is valid for, beyond the listen host,
+    /// `localhost`, loopback and the machine's host name.
+    pub server_names: Vec<String>,
+    /// Use this certificate and key (PEM) instead of one signed by Rampart's own CA.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub limits: Limits,
+    pub detection: Detection,
+    pub hunting: Hunting,
+    pub store: Store,
+}
+
+/// Bounds on what clients may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest JSON request body.
+    pub max_json_bytes: usize,
+    /// Largest uploaded event-log file.
+    pub max_upload_bytes: u64,
+    /// Uploads processed at once; more wait, and past `max_waiting_ingest` get 429.
+    pub ingest_concurrency: usize,
+    pub max_waiting_ingest: usize,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Sessions (logins) last this long.
+    pub session_secs: u64,
+}
+
+/// Alerting and incident grouping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Detection {
+    /// A repeat of an open alert (same rule, device and key entities) within this window adds to
+    /// it instead of raising a new one.
+    pub dedup_window_secs: u64,
+    /// Alerts sharing an entity within this window join one incident.
+    pub incident_window_secs: u64,
+}
+
+/// Advanced hunting through the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hunting {
+    /// Rows returned at most (a query asking for more is cut, and says so).
+    pub max_rows: usize,
+    /// Longest a query may run.
+    pub timeout_secs: u64,
+}
+
+/// The event store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    /// Days of events kept; older days are dropped whole.
+    pub retention_days: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("rampart-data"),
+            listen: "127.0.0.1:8443".into(),
+            insecure_http: false,
+            rules: Vec::new(),
+            database_url: None,
+            server_names: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            limits: Limits::default(),
+            detection: Detection::default(),
+            hunting: Hunting::default(),
+            store: Store::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_json_bytes: 1 << 20,
+            max_upload_bytes: 256 << 20,
+            ingest_concurrency: 2,
+            max_waiting_ingest: 16,
+            max_connections: 1024,
+            session_secs: 12 * 3600,
+        }
+    }
+}
+
+impl Default for Detection {
+    fn default() -> Detection {
+        Detection {
+            dedup_window_secs: 3600,
+            incident_window_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for Hunting {
+    fn default() -> Hunting {
+        Hunting {
+            max_rows: 10_000,
+            timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store { retention_days: 30 }
+    }
+}
+
+/// What flags and environment variables set; `None` leaves the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub insecure_http: bool,
+    pub rules: Vec<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+/// A configuration that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// The file's settings (if any) over the defaults, then the overrides over those.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                // toml's message carries the line and column of the mistake.
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        if let Some(dir) = overrides.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        config.insecure_http |= overrides.insecure_http;
+        config.rules.extend(overrides.rules);
+        if overrides.database_url.is_some() {
+            config.database_url = overrides.database_url;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.to_string(),
+            })
+        };
+        if self.listen_addr().is_none() {
+            return invalid(
+                "listen",
+                &format!("'{}' is not HOST:PORT (e.g. 127.0.0.1:8443)", self.listen),
+            );
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert", "tls_cert and tls_key go together");
+        }
+        if self.limits.max_json_bytes < 1024 {
+            return invalid("limits.max_json_bytes", "must be at least 1024");
+        }
+        if self.limits.ingest_concurrency == 0 || self.limits.max_connections == 0 {
+            return invalid(
+                "limits",
+                "concurrency and connection limits must be at least 1",
+            );
+        }
+        if self.hunting.max_rows == 0 || self.hunting.timeout_secs == 0 {
+            return invalid("hunting", "max_rows and timeout_secs must be at least 1");
+        }
+        if self.store.retention_days == 0 {
+            return invalid("store.retention_days", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The socket address to bind. Host names resolve (`localhost:8443`).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.listen.to_socket_addrs().ok()?.next()
+    }
+
+    /// The host part of `listen`, as clients would write it.
+    pub fn listen_host(&self) -> &str {
+        match self.listen.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => &self.listen,
+        }
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.limits.session_secs)
+    }
+
+    /// The database URL, defaulting to SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("state.db").display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = std::env::temp_dir().join(format!("rampart-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nrules = [\"/a\"]\n[hunting]\nmax_rows = 5\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            Overrides {
+                rules: vec!["/b".into()],
+                database_url: Some("postgres://x".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.rules, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(config.hunting.max_rows, 5);
+        assert_eq!(config.hunting.timeout_secs, 60);
+        assert_eq!(config.database_url(), "postgres://x");
+
+        let listen = Overrides {
+            listen: Some("127.0.0.1:1".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::load(Some(&file), listen).unwrap().listen,
+            "127.0.0.1:1"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = std::env::temp_dir().join(format!("rampart-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.toml");
+        std::fs::write(&file, "listen = \"x\"\nlisten_typo = 1\n").unwrap();
+        let err = Config::load(Some(&file), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listen_typo"), "{err}");
+
+        let bad = Overrides {
+            listen: Some("nohost".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, bad).unwrap_err();
+        assert!(err.to_string().starts_with("listen:"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn listen_host_strips_brackets() {
+        let mut c = Config {
+            listen: "[::1]:8443".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.listen_host(), "::1");
+        c.listen = "localhost:1".into();
+        assert_eq!(c.listen_host(), "localhost");
+    }
+}

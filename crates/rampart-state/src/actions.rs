@@ -1,0 +1,229 @@
+//! Response actions queued for devices (the action center).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::db::{Cols, FromRow, Order, Page, PageRequest, Scope, Sql, Time, micros, now, str_enum};
+use crate::validate::{json, limits, line};
+use crate::{Error, Result, StateDb, ids};
+
+str_enum! {
+    ActionKind {
+        Isolate = "isolate",
+        Release = "release",
+        KillProcess = "kill_process",
+        QuarantineFile = "quarantine_file",
+        RestoreFile = "restore_file",
+        CollectPackage = "collect_package",
+        RunCommand = "run_command",
+    }
+}
+
+str_enum! {
+    ActionStatus {
+        Pending = "pending",
+        Sent = "sent",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+impl ActionStatus {
+    /// The states an action can move to `self` from. Terminal states are final, so a late or
+    /// repeated agent report cannot resurrect a cancelled action.
+    fn allowed_from(self) -> &'static [ActionStatus] {
+        use ActionStatus::*;
+        match self {
+            Pending => &[],
+            Sent => &[Pending],
+            Running => &[Pending, Sent],
+            Succeeded | Failed | Cancelled => &[Pending, Sent, Running],
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ActionStatus::Succeeded | ActionStatus::Failed | ActionStatus::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: String,
+    pub tenant_id: String,
+    pub device_id: String,
+    pub kind: ActionKind,
+    pub params: Value,
+    pub status: ActionStatus,
+    pub requested_by: String,
+    pub requested_at: Time,
+    pub updated_at: Time,
+    pub result: Option<Value>,
+}
+
+impl FromRow for Action {
+    const COLUMNS: &'static str = "id, tenant_id, device_id, kind, params, status, requested_by, requested_at, updated_at, result";
+    fn from_row(r: &Cols<'_>) -> Result<Self> {
+        Ok(Action {
+            id: r.str("id")?,
+            tenant_id: r.str("tenant_id")?,
+            device_id: r.str("device_id")?,
+            kind: r.parse("kind")?,
+            params: r.json("params")?,
+            status: r.parse("status")?,
+            requested_by: r.str("requested_by")?,
+            requested_at: r.time("requested_at")?,
+            updated_at: r.time("updated_at")?,
+            result: r.opt_json("result")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAction {
+    pub device_id: String,
+    pub kind: ActionKind,
+    #[serde(default)]
+    pub params: Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionFilter {
+    /// Actions on devices in scope.
+    #[serde(default)]
+    pub scope: Scope,
+    pub device_id: Option<String>,
+    pub kind: Option<ActionKind>,
+    pub status: Option<ActionStatus>,
+    /// Request time range, `[from, to)`.
+    pub from: Option<Time>,
+    pub to: Option<Time>,
+}
+
+impl StateDb {
+    /// Queues an action (status `pending`) for a device of this tenant.
+    pub async fn create_action(
+        &self,
+        tenant: &str,
+        new: &NewAction,
+        requested_by: &str,
+    ) -> Result<Action> {
+        self.ensure_exists("devices", tenant, &new.device_id, "device")
+            .await?;
+        let at = now();
+        let action = Action {
+            id: ids::new_id("act")?,
+            tenant_id: tenant.to_owned(),
+            device_id: new.device_id.clone(),
+            kind: new.kind,
+            params: new.params.clone(),
+            status: ActionStatus::Pending,
+            requested_by: line("requested_by", requested_by, limits::SHORT_MAX_CHARS, true)?,
+            requested_at: at,
+            updated_at: at,
+            result: None,
+        };
+        sqlx::query(
+            "INSERT INTO actions (id, tenant_id, device_id, kind, params, status, requested_by, requested_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(action.id.clone())
+        .bind(action.tenant_id.clone())
+        .bind(action.device_id.clone())
+        .bind(action.kind.as_str())
+        .bind(json("params", &action.params, limits::JSON_MAX_BYTES)?)
+        .bind(action.status.as_str())
+        .bind(action.requested_by.clone())
+        .bind(micros(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(action)
+    }
+
+    pub async fn get_action(&self, tenant: &str, scope: &Scope, id: &str) -> Result<Action> {
+        let mut sql = Self::select::<Action>("actions", tenant);
+        sql.and_eq("id", Some(id.to_owned()))
+            .and_device_scope(tenant, "device_id", scope);
+        self.fetch_one(sql, "action").await
+    }
+
+    /// Actions, newest first.
+    pub async fn list_actions(
+        &self,
+        tenant: &str,
+        filter: &ActionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Action>> {
+        let mut sql = Self::select::<Action>("actions", tenant);
+        sql.and_device_scope(tenant, "device_id", &filter.scope)
+            .and_eq("device_id", filter.device_id.clone())
+            .and_eq("kind", filter.kind.map(ActionKind::as_str))
+            .and_eq("status", filter.status.map(ActionStatus::as_str))
+            .and_range("requested_at", filter.from, filter.to);
+        self.fetch_page(sql, Order::NewestFirst("requested_at"), page)
+            .await
+    }
+
+    /// The device's actions still waiting to be sent, oldest first (the order to carry them out).
+    pub async fn pending_actions_for_device(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Vec<Action>> {
+        let mut sql = Self::select::<Action>("actions", tenant);
+        sql.and_eq("device_id", Some(device_id.to_owned()))
+            .and_eq("status", Some(ActionStatus::Pending.as_str()))
+            .push(" ORDER BY requested_at, id");
+        self.fetch_all(sql).await
+    }
+
+    /// Moves an action to `status` (with the agent's result, if any). The transition is checked
+    /// in the `UPDATE` itself, so two concurrent reports cannot both win; an illegal transition
+    /// (e.g. from a terminal state) is a `Conflict`.
+    pub async fn set_action_status(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: ActionStatus,
+        result: Option<&Value>,
+    ) -> Result<Action> {
+        let from: Vec<String> = status
+            .allowed_from()
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        if from.is_empty() {
+            return Err(Error::invalid(
+                "status",
+                format!("an action cannot move back to {status}"),
+            ));
+        }
+        let mut sql = Sql::new("UPDATE actions SET status = ");
+        sql.bind(status.as_str())
+            .push(", updated_at = ")
+            .bind(micros(now()));
+        if let Some(result) = result {
+            sql.push(", result = ")
+                .bind(json("result", result, limits::JSON_MAX_BYTES)?);
+        }
+        sql.push(" WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .push(" AND id = ")
+            .bind(id.to_owned())
+            .and_in("status", &from)
+            .push(&format!(" RETURNING {}", Action::COLUMNS));
+        if let Some(action) = self.fetch_optional(sql).await? {
+            return Ok(action);
+        }
+        // Nothing changed: say whether the action is missing or in the wrong state.
+        let current = self.get_action(tenant, &Scope::all(), id).await?;
+        Err(Error::Conflict(format!(
+            "action {id} is {} and cannot become {status}",
+            current.status
+        )))
+    }
+}

@@ -1,0 +1,398 @@
+//! Alerts: one detection hit (deduplicated over repeats) with its evidence entities.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::db::{
+    Cols, FromRow, Order, Page, PageRequest, Scope, Sql, Time, exact, micros, now, str_enum,
+    to_json,
+};
+use crate::devices::double_option;
+use crate::validate::{body, json, limits, line, tags};
+use crate::{Error, Result, RuleKind, StateDb, ids};
+
+str_enum! {
+    /// Alert and incident severity, ordered: `High` is the maximum.
+    Severity {
+        Informational = "informational",
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+    }
+}
+
+str_enum! {
+    AlertStatus {
+        New = "new",
+        InProgress = "in_progress",
+        Resolved = "resolved",
+    }
+}
+
+str_enum! {
+    Classification {
+        TruePositive = "true_positive",
+        FalsePositive = "false_positive",
+        InformationalExpected = "informational_expected",
+    }
+}
+
+/// The rule an alert came from, copied into the alert so it survives the rule's deletion
+/// (`id` becomes `None` then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub id: Option<String>,
+    pub title: String,
+    pub kind: RuleKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    pub tenant_id: String,
+    /// `None` for alerts not raised by a rule (indicator matches, behavioural detections).
+    pub rule: Option<RuleRef>,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    pub status: AlertStatus,
+    pub classification: Option<Classification>,
+    pub determination: Option<String>,
+    pub assigned_to: Option<String>,
+    /// ATT&CK tactics (e.g. `execution`) and techniques (e.g. `T1059.001`).
+    pub tactics: Vec<String>,
+    pub techniques: Vec<String>,
+    pub device_id: Option<String>,
+    pub device_name: Option<String>,
+    pub first_event_time: Time,
+    pub last_event_time: Time,
+    /// Events folded into this alert by deduplication (1 for a fresh alert).
+    pub event_count: i64,
+    pub dedup_key: Option<String>,
+    /// Evidence entities (process, file, user, ip, …) as JSON objects.
+    pub evidence: Vec<Value>,
+    /// Where the triggering event is stored: table, timestamp, source, record id, report id.
+    pub trigger_event: Option<Value>,
+    pub matched_fields: Value,
+    pub incident_id: Option<String>,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+impl FromRow for Alert {
+    const COLUMNS: &'static str = "id, tenant_id, rule_id, rule_title, rule_kind, title, description, severity, \
+        status, classification, determination, assigned_to, tactics, techniques, device_id, device_name, \
+        first_event_time, last_event_time, event_count, dedup_key, evidence, trigger_event, matched_fields, \
+        incident_id, created_at, updated_at";
+    fn from_row(r: &Cols<'_>) -> Result<Self> {
+        let rule = match (r.opt_str("rule_title")?, r.opt_parse("rule_kind")?) {
+            (Some(title), Some(kind)) => Some(RuleRef {
+                id: r.opt_str("rule_id")?,
+                title,
+                kind,
+            }),
+            _ => None,
+        };
+        Ok(Alert {
+            id: r.str("id")?,
+            tenant_id: r.str("tenant_id")?,
+            rule,
+            title: r.str("title")?,
+            description: r.str("description")?,
+            severity: r.parse("severity")?,
+            status: r.parse("status")?,
+            classification: r.opt_parse("classification")?,
+            determination: r.opt_str("determination")?,
+            assigned_to: r.opt_str("assigned_to")?,
+            tactics: r.json("tactics")?,
+            techniques: r.json("techniques")?,
+            device_id: r.opt_str("device_id")?,
+            device_name: r.opt_str("device_name")?,
+            first_event_time: r.time("first_event_time")?,
+            last_event_time: r.time("last_event_time")?,
+            event_count: r.i64("event_count")?,
+            dedup_key: r.opt_str("dedup_key")?,
+            evidence: r.json("evidence")?,
+            trigger_event: r.opt_json("trigger_event")?,
+            matched_fields: r.json("matched_fields")?,
+            incident_id: r.opt_str("incident_id")?,
+            created_at: r.time("created_at")?,
+            updated_at: r.time("updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAlert {
+    pub rule: Option<RuleRef>,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub severity: Severity,
+    #[serde(default)]
+    pub tactics: Vec<String>,
+    #[serde(default)]
+    pub techniques: Vec<String>,
+    pub device_id: Option<String>,
+    pub device_name: Option<String>,
+    pub first_event_time: Time,
+    pub last_event_time: Time,
+    pub dedup_key: Option<String>,
+    #[serde(default)]
+    pub evidence: Vec<Value>,
+    pub trigger_event: Option<Value>,
+    #[serde(default)]
+    pub matched_fields: Value,
+}
+
+/// An analyst's triage change; `None` leaves a field as is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertUpdate {
+    pub status: Option<AlertStatus>,
+    #[serde(default, with = "double_option")]
+    pub classification: Option<Option<Classification>>,
+    #[serde(default, with = "double_option")]
+    pub determination: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub assigned_to: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertFilter {
+    #[serde(default)]
+    pub scope: Scope,
+    pub status: Option<AlertStatus>,
+    pub severity: Option<Severity>,
+    pub device_id: Option<String>,
+    pub rule_id: Option<String>,
+    pub incident_id: Option<String>,
+    pub assigned_to: Option<String>,
+    /// Creation time range, `[from, to)`.
+    pub from: Option<Time>,
+    pub to: Option<Time>,
+}
+
+/// Optional single-line text clearing to `None` when blank.
+pub(crate) fn opt_line(field: &'static str, v: Option<&str>) -> Result<Option<String>> {
+    Ok(v.map(|s| line(field, s, limits::SHORT_MAX_CHARS, false))
+        .transpose()?
+        .filter(|s| !s.is_empty()))
+}
+
+impl StateDb {
+    pub async fn create_alert(&self, tenant: &str, new: &NewAlert) -> Result<Alert> {
+        if new.first_event_time > new.last_event_time {
+            return Err(Error::invalid("first_event_time", "after last_event_time"));
+        }
+        if let Some(device) = &new.device_id {
+            self.ensure_exists("devices", tenant, device, "device")
+                .await?;
+        }
+        let rule = match &new.rule {
+            Some(r) => {
+                if let Some(id) = &r.id {
+                    self.ensure_exists("rules", tenant, id, "rule").await?;
+                }
+                Some(RuleRef {
+                    id: r.id.clone(),
+                    title: line("rule.title", &r.title, limits::TITLE_MAX_CHARS, true)?,
+                    kind: r.kind,
+                })
+            }
+            None => None,
+        };
+        let at = now();
+        let alert = Alert {
+            id: ids::new_id("alr")?,
+            tenant_id: tenant.to_owned(),
+            rule,
+            title: line("title", &new.title, limits::TITLE_MAX_CHARS, true)?,
+            description: body(
+                "description",
+                &new.description,
+                limits::DESCRIPTION_MAX_CHARS,
+                false,
+            )?,
+            severity: new.severity,
+            status: AlertStatus::New,
+            classification: None,
+            determination: None,
+            assigned_to: None,
+            tactics: tags("tactics", &new.tactics)?,
+            techniques: tags("techniques", &new.techniques)?,
+            device_id: new.device_id.clone(),
+            device_name: opt_line("device_name", new.device_name.as_deref())?,
+            first_event_time: exact(new.first_event_time),
+            last_event_time: exact(new.last_event_time),
+            event_count: 1,
+            dedup_key: opt_line("dedup_key", new.dedup_key.as_deref())?,
+            evidence: new.evidence.clone(),
+            trigger_event: new.trigger_event.clone(),
+            matched_fields: new.matched_fields.clone(),
+            incident_id: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let evidence = json("evidence", &alert.evidence, limits::JSON_MAX_BYTES)?;
+        let trigger = alert
+            .trigger_event
+            .as_ref()
+            .map(|t| json("trigger_event", t, limits::JSON_MAX_BYTES))
+            .transpose()?;
+        let matched = json(
+            "matched_fields",
+            &alert.matched_fields,
+            limits::JSON_MAX_BYTES,
+        )?;
+        let rule = alert.rule.as_ref();
+        sqlx::query(
+            "INSERT INTO alerts (id, tenant_id, rule_id, rule_title, rule_kind, title, description, severity, status, \
+             tactics, techniques, device_id, device_name, first_event_time, last_event_time, event_count, dedup_key, \
+             evidence, trigger_event, matched_fields, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $17, $18, $19, $20, $20)",
+        )
+        .bind(alert.id.clone())
+        .bind(alert.tenant_id.clone())
+        .bind(rule.and_then(|r| r.id.clone()))
+        .bind(rule.map(|r| r.title.clone()))
+        .bind(rule.map(|r| r.kind.as_str()))
+        .bind(alert.title.clone())
+        .bind(alert.description.clone())
+        .bind(alert.severity.as_str())
+        .bind(alert.status.as_str())
+        .bind(to_json(&alert.tactics))
+        .bind(to_json(&alert.techniques))
+        .bind(alert.device_id.clone())
+        .bind(alert.device_name.clone())
+        .bind(micros(alert.first_event_time))
+        .bind(micros(alert.last_event_time))
+        .bind(alert.dedup_key.clone())
+        .bind(evidence)
+        .bind(trigger)
+        .bind(matched)
+        .bind(micros(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(alert)
+    }
+
+    /// The newest unresolved alert with this deduplication key whose last event is at or after
+    /// `since` (the deduplication window), if any.
+    pub async fn find_open_alert_by_dedup_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        since: Time,
+    ) -> Result<Option<Alert>> {
+        let mut sql = Self::select::<Alert>("alerts", tenant);
+        sql.and_eq("dedup_key", Some(key.to_owned()))
+            .push(" AND status <> ")
+            .bind(AlertStatus::Resolved.as_str())
+            .and_range("last_event_time", Some(since), None)
+            .push(" ORDER BY last_event_time DESC, id DESC LIMIT 1");
+        self.fetch_optional(sql).await
+    }
+
+    /// Folds one more matching event into an alert: counts it and widens the event time range
+    /// (and the incident's activity range, if the alert is in one).
+    pub async fn record_duplicate(
+        &self,
+        tenant: &str,
+        id: &str,
+        event_time: Time,
+    ) -> Result<Alert> {
+        let t = micros(event_time);
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE alerts SET event_count = event_count + 1, \
+             last_event_time = CASE WHEN last_event_time < $1 THEN $1 ELSE last_event_time END, \
+             first_event_time = CASE WHEN first_event_time > $1 THEN $1 ELSE first_event_time END, \
+             updated_at = $2 WHERE tenant_id = $3 AND id = $4 RETURNING {}",
+            Alert::COLUMNS
+        )))
+        .bind(t)
+        .bind(micros(now()))
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("alert"))?;
+        let alert = Alert::from_row(&Cols(&row))?;
+        if let Some(incident) = &alert.incident_id {
+            sqlx::query(
+                "UPDATE incidents SET \
+                 last_activity = CASE WHEN last_activity < $1 THEN $1 ELSE last_activity END, \
+                 first_activity = CASE WHEN first_activity > $1 THEN $1 ELSE first_activity END \
+                 WHERE tenant_id = $2 AND id = $3",
+            )
+            .bind(t)
+            .bind(tenant.to_owned())
+            .bind(incident.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(alert)
+    }
+
+    pub async fn get_alert(&self, tenant: &str, scope: &Scope, id: &str) -> Result<Alert> {
+        let mut sql = Self::select::<Alert>("alerts", tenant);
+        sql.and_eq("id", Some(id.to_owned()))
+            .and_device_scope(tenant, "device_id", scope);
+        self.fetch_one(sql, "alert").await
+    }
+
+    /// Alerts, newest first.
+    pub async fn list_alerts(
+        &self,
+        tenant: &str,
+        filter: &AlertFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Alert>> {
+        let mut sql = Self::select::<Alert>("alerts", tenant);
+        sql.and_device_scope(tenant, "device_id", &filter.scope)
+            .and_eq("status", filter.status.map(AlertStatus::as_str))
+            .and_eq("severity", filter.severity.map(Severity::as_str))
+            .and_eq("device_id", filter.device_id.clone())
+            .and_eq("rule_id", filter.rule_id.clone())
+            .and_eq("incident_id", filter.incident_id.clone())
+            .and_eq("assigned_to", filter.assigned_to.clone())
+            .and_range("created_at", filter.from, filter.to);
+        self.fetch_page(sql, Order::NewestFirst("created_at"), page)
+            .await
+    }
+
+    /// Applies an analyst's triage change.
+    pub async fn update_alert(
+        &self,
+        tenant: &str,
+        scope: &Scope,
+        id: &str,
+        update: &AlertUpdate,
+    ) -> Result<Alert> {
+        let mut sql = Sql::new("UPDATE alerts SET updated_at = ");
+        sql.bind(micros(now()));
+        if let Some(status) = update.status {
+            sql.push(", status = ").bind(status.as_str());
+        }
+        if let Some(c) = update.classification {
+            sql.push(", classification = ")
+                .bind(c.map(Classification::as_str));
+        }
+        if let Some(d) = &update.determination {
+            sql.push(", determination = ")
+                .bind(opt_line("determination", d.as_deref())?);
+        }
+        if let Some(a) = &update.assigned_to {
+            sql.push(", assigned_to = ")
+                .bind(opt_line("assigned_to", a.as_deref())?);
+        }
+        sql.push(" WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .push(" AND id = ")
+            .bind(id.to_owned())
+            .and_device_scope(tenant, "device_id", scope)
+            .push(&format!(" RETURNING {}", Alert::COLUMNS));
+        self.fetch_one(sql, "alert").await
+    }
+}

@@ -1,0 +1,527 @@
+//! Device groups and devices: devices with an agent (enrolled, with a certificate) and devices
+//! known only from the event logs that name them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::db::{
+    Cols, FromRow, Order, Page, PageRequest, Scope, Sql, Time, micros, now, str_enum, to_json,
+};
+use crate::validate::{body, json, limits, line, tags};
+use crate::{Error, Result, StateDb, ids};
+
+str_enum! {
+    /// Defender's device health states.
+    HealthStatus {
+        Active = "active",
+        Inactive = "inactive",
+        Misconfigured = "misconfigured",
+        /// Known from event logs only: no agent reports for it.
+        NoSensorData = "no_sensor_data",
+    }
+}
+
+str_enum! {
+    IsolationState {
+        NotIsolated = "not_isolated",
+        Isolating = "isolating",
+        Isolated = "isolated",
+        Releasing = "releasing",
+    }
+}
+
+str_enum! {
+    DeviceRisk {
+        None = "none",
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceGroup {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: Time,
+}
+
+impl FromRow for DeviceGroup {
+    const COLUMNS: &'static str = "id, tenant_id, name, description, created_at";
+    fn from_row(r: &Cols<'_>) -> Result<Self> {
+        Ok(DeviceGroup {
+            id: r.str("id")?,
+            tenant_id: r.str("tenant_id")?,
+            name: r.str("name")?,
+            description: r.str("description")?,
+            created_at: r.time("created_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub tenant_id: String,
+    /// Lowercased, unique per tenant.
+    pub hostname: String,
+    pub platform: String,
+    pub os_version: String,
+    pub agent_version: Option<String>,
+    pub group_id: Option<String>,
+    pub tags: Vec<String>,
+    pub first_seen: Time,
+    pub last_seen: Time,
+    pub health_status: HealthStatus,
+    /// Agent-reported health details (sensor mode, collectors, queue depth, …).
+    pub health: Value,
+    pub cert_fingerprint: Option<String>,
+    /// Events the agent dropped, as last reported (a cumulative counter).
+    pub events_dropped: i64,
+    /// Drop reports the agent sent, as last reported.
+    pub drops_reported: i64,
+    pub isolation: IsolationState,
+    pub risk: DeviceRisk,
+}
+
+impl FromRow for Device {
+    const COLUMNS: &'static str = "id, tenant_id, hostname, platform, os_version, agent_version, group_id, tags, \
+        first_seen, last_seen, health_status, health, cert_fingerprint, events_dropped, drops_reported, isolation, risk";
+    fn from_row(r: &Cols<'_>) -> Result<Self> {
+        Ok(Device {
+            id: r.str("id")?,
+            tenant_id: r.str("tenant_id")?,
+            hostname: r.str("hostname")?,
+            platform: r.str("platform")?,
+            os_version: r.str("os_version")?,
+            agent_version: r.opt_str("agent_version")?,
+            group_id: r.opt_str("group_id")?,
+            tags: r.json("tags")?,
+            first_seen: r.time("first_seen")?,
+            last_seen: r.time("last_seen")?,
+            health_status: r.parse("health_status")?,
+            health: r.json("health")?,
+            cert_fingerprint: r.opt_str("cert_fingerprint")?,
+            events_dropped: r.i64("events_dropped")?,
+            drops_reported: r.i64("drops_reported")?,
+            isolation: r.parse("isolation")?,
+            risk: r.parse("risk")?,
+        })
+    }
+}
+
+/// An agent enrolling (or re-enrolling) its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDevice {
+    pub hostname: String,
+    pub platform: String,
+    pub os_version: String,
+    pub agent_version: String,
+    pub group_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// SHA-256 of the agent's client certificate, hex.
+    pub cert_fingerprint: String,
+}
+
+/// A host named by an event (EVTX, syslog, …) with no agent of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSighting {
+    pub hostname: String,
+    /// Empty when the source does not say.
+    #[serde(default)]
+    pub platform: String,
+    #[serde(default)]
+    pub os_version: String,
+    pub seen_at: Time,
+}
+
+/// What an agent reports periodically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceHeartbeat {
+    pub agent_version: String,
+    pub health_status: HealthStatus,
+    pub health: Value,
+    pub events_dropped: i64,
+    pub drops_reported: i64,
+    pub seen_at: Time,
+}
+
+/// Changes an analyst or the response pipeline makes to a device; `None` leaves a field as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceUpdate {
+    /// `Some(None)` removes the device from its group.
+    #[serde(default, with = "double_option")]
+    pub group_id: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub isolation: Option<IsolationState>,
+    pub risk: Option<DeviceRisk>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`) in JSON.
+pub(crate) mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.as_ref().and_then(Option::as_ref).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceFilter {
+    #[serde(default)]
+    pub scope: Scope,
+    pub group_id: Option<String>,
+    pub tag: Option<String>,
+    /// Case-insensitive substring of the hostname.
+    pub hostname_contains: Option<String>,
+    pub health_status: Option<HealthStatus>,
+    pub last_seen_from: Option<Time>,
+    pub last_seen_to: Option<Time>,
+}
+
+fn hostname(value: &str) -> Result<String> {
+    Ok(line("hostname", value, limits::SHORT_MAX_CHARS, true)?.to_lowercase())
+}
+
+fn fingerprint(value: &str) -> Result<String> {
+    let v = value.trim().to_ascii_lowercase().replace(':', "");
+    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(
+            "cert_fingerprint",
+            "expected a SHA-256 in hex",
+        ));
+    }
+    Ok(v)
+}
+
+impl StateDb {
+    pub async fn create_device_group(
+        &self,
+        tenant: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<DeviceGroup> {
+        let group = DeviceGroup {
+            id: ids::new_id("grp")?,
+            tenant_id: tenant.to_owned(),
+            name: line("name", name, limits::NAME_MAX_CHARS, true)?,
+            description: body(
+                "description",
+                description,
+                limits::DESCRIPTION_MAX_CHARS,
+                false,
+            )?,
+            created_at: now(),
+        };
+        sqlx::query(
+            "INSERT INTO device_groups (id, tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(group.id.clone())
+        .bind(group.tenant_id.clone())
+        .bind(group.name.clone())
+        .bind(group.description.clone())
+        .bind(micros(group.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::from)
+        .map_err(Error::unique("device group name"))?;
+        Ok(group)
+    }
+
+    pub async fn get_device_group(&self, tenant: &str, id: &str) -> Result<DeviceGroup> {
+        let mut sql = Self::select::<DeviceGroup>("device_groups", tenant);
+        sql.and_eq("id", Some(id.to_owned()));
+        self.fetch_one(sql, "device group").await
+    }
+
+    /// Groups by name.
+    pub async fn list_device_groups(
+        &self,
+        tenant: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceGroup>> {
+        let sql = Self::select::<DeviceGroup>("device_groups", tenant);
+        self.fetch_page(sql, Order::Alphabetical("name"), page)
+            .await
+    }
+
+    pub async fn update_device_group(
+        &self,
+        tenant: &str,
+        id: &str,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<DeviceGroup> {
+        let mut sql = Sql::new("UPDATE device_groups SET id = id");
+        if let Some(name) = name {
+            sql.push(", name = ")
+                .bind(line("name", name, limits::NAME_MAX_CHARS, true)?);
+        }
+        if let Some(d) = description {
+            sql.push(", description = ").bind(body(
+                "description",
+                d,
+                limits::DESCRIPTION_MAX_CHARS,
+                false,
+            )?);
+        }
+        sql.push(" WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .push(" AND id = ")
+            .bind(id.to_owned());
+        let done = sql
+            .query()?
+            .execute(&self.pool)
+            .await
+            .map_err(Error::from)
+            .map_err(Error::unique("device group name"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound("device group"));
+        }
+        self.get_device_group(tenant, id).await
+    }
+
+    /// Deletes a group; its devices become ungrouped, its enrollment tokens are deleted.
+    pub async fn delete_device_group(&self, tenant: &str, id: &str) -> Result<()> {
+        self.delete_by_id("device_groups", tenant, id, "device group")
+            .await
+    }
+
+    /// Registers an enrolling agent's host. A host already known from event logs (same hostname)
+    /// is adopted, keeping its id and first-seen time, so earlier alerts stay attached to it.
+    pub async fn register_device(&self, tenant: &str, new: &NewDevice) -> Result<Device> {
+        let host = hostname(&new.hostname)?;
+        let platform = line("platform", &new.platform, limits::SHORT_MAX_CHARS, false)?;
+        let os_version = line(
+            "os_version",
+            &new.os_version,
+            limits::SHORT_MAX_CHARS,
+            false,
+        )?;
+        let agent_version = line(
+            "agent_version",
+            &new.agent_version,
+            limits::SHORT_MAX_CHARS,
+            true,
+        )?;
+        let tags = tags("tags", &new.tags)?;
+        let fp = fingerprint(&new.cert_fingerprint)?;
+        if let Some(group) = &new.group_id {
+            self.ensure_groups(tenant, "group_id", std::slice::from_ref(group))
+                .await?;
+        }
+        let at = micros(now());
+        let mut sql = Sql::new(
+            "INSERT INTO devices (id, tenant_id, hostname, platform, os_version, agent_version, \
+             group_id, tags, first_seen, last_seen, health_status, health, cert_fingerprint, events_dropped, \
+             drops_reported, isolation, risk) VALUES (",
+        );
+        sql.bind(ids::new_id("dev")?).push(", ");
+        sql.bind(tenant.to_owned()).push(", ");
+        sql.bind(host).push(", ");
+        sql.bind(platform).push(", ");
+        sql.bind(os_version).push(", ");
+        sql.bind(agent_version).push(", ");
+        sql.bind(new.group_id.clone()).push(", ");
+        sql.bind(to_json(&tags)).push(", ");
+        sql.bind(at).push(", ");
+        sql.bind(at).push(", ");
+        sql.bind(HealthStatus::Active.as_str()).push(", '{}', ");
+        sql.bind(fp).push(", 0, 0, ");
+        sql.bind(IsolationState::NotIsolated.as_str()).push(", ");
+        sql.bind(DeviceRisk::None.as_str());
+        sql.push(
+            ") ON CONFLICT (tenant_id, hostname) DO UPDATE SET platform = excluded.platform, \
+             os_version = excluded.os_version, agent_version = excluded.agent_version, \
+             group_id = COALESCE(excluded.group_id, devices.group_id), \
+             tags = excluded.tags, last_seen = excluded.last_seen, health_status = excluded.health_status, \
+             cert_fingerprint = excluded.cert_fingerprint",
+        );
+        sql.push(&format!(" RETURNING {}", Device::COLUMNS));
+        let row = sql
+            .query()?
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::from)
+            .map_err(Error::unique("certificate fingerprint"))?;
+        Device::from_row(&Cols(&row))
+    }
+
+    /// Records that a host appeared in an event: creates it (without agent) on first sight,
+    /// otherwise moves `last_seen` forward and fills in platform/version if now known.
+    pub async fn record_device_sighting(
+        &self,
+        tenant: &str,
+        seen: &DeviceSighting,
+    ) -> Result<Device> {
+        let host = hostname(&seen.hostname)?;
+        let platform = line("platform", &seen.platform, limits::SHORT_MAX_CHARS, false)?;
+        let os_version = line(
+            "os_version",
+            &seen.os_version,
+            limits::SHORT_MAX_CHARS,
+            false,
+        )?;
+        let at = micros(seen.seen_at);
+        let sql = format!(
+            "INSERT INTO devices (id, tenant_id, hostname, platform, os_version, tags, first_seen, last_seen, \
+             health_status, health, events_dropped, drops_reported, isolation, risk) \
+             VALUES ($1, $2, $3, $4, $5, '[]', $6, $6, $7, '{{}}', 0, 0, $8, $9) \
+             ON CONFLICT (tenant_id, hostname) DO UPDATE SET \
+             last_seen = CASE WHEN excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END, \
+             first_seen = CASE WHEN excluded.first_seen < devices.first_seen THEN excluded.first_seen ELSE devices.first_seen END, \
+             platform = CASE WHEN devices.platform = '' THEN excluded.platform ELSE devices.platform END, \
+             os_version = CASE WHEN devices.os_version = '' THEN excluded.os_version ELSE devices.os_version END \
+             RETURNING {}",
+            Device::COLUMNS
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids::new_id("dev")?)
+            .bind(tenant.to_owned())
+            .bind(host)
+            .bind(platform)
+            .bind(os_version)
+            .bind(at)
+            .bind(HealthStatus::NoSensorData.as_str())
+            .bind(IsolationState::NotIsolated.as_str())
+            .bind(DeviceRisk::None.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Device::from_row(&Cols(&row))
+    }
+
+    /// Applies an agent heartbeat.
+    pub async fn record_heartbeat(
+        &self,
+        tenant: &str,
+        id: &str,
+        hb: &DeviceHeartbeat,
+    ) -> Result<Device> {
+        let agent_version = line(
+            "agent_version",
+            &hb.agent_version,
+            limits::SHORT_MAX_CHARS,
+            true,
+        )?;
+        let health = json("health", &hb.health, limits::HEALTH_MAX_BYTES)?;
+        let mut sql = Sql::new("UPDATE devices SET agent_version = ");
+        sql.bind(agent_version)
+            .push(", health_status = ")
+            .bind(hb.health_status.as_str())
+            .push(", health = ")
+            .bind(health)
+            .push(", events_dropped = ")
+            .bind(hb.events_dropped.max(0))
+            .push(", drops_reported = ")
+            .bind(hb.drops_reported.max(0))
+            .push(", last_seen = CASE WHEN last_seen > ")
+            .bind(micros(hb.seen_at))
+            .push(" THEN last_seen ELSE ")
+            .bind(micros(hb.seen_at))
+            .push(" END");
+        self.update_device_with(tenant, id, sql).await
+    }
+
+    pub async fn update_device(
+        &self,
+        tenant: &str,
+        id: &str,
+        update: &DeviceUpdate,
+    ) -> Result<Device> {
+        let mut sql = Sql::new("UPDATE devices SET id = id");
+        if let Some(group) = &update.group_id {
+            if let Some(g) = group {
+                self.ensure_groups(tenant, "group_id", std::slice::from_ref(g))
+                    .await?;
+            }
+            sql.push(", group_id = ").bind(group.clone());
+        }
+        if let Some(t) = &update.tags {
+            sql.push(", tags = ").bind(to_json(&tags("tags", t)?));
+        }
+        if let Some(iso) = update.isolation {
+            sql.push(", isolation = ").bind(iso.as_str());
+        }
+        if let Some(risk) = update.risk {
+            sql.push(", risk = ").bind(risk.as_str());
+        }
+        self.update_device_with(tenant, id, sql).await
+    }
+
+    /// Finishes an `UPDATE devices SET …` with the tenant/id condition and returns the new row.
+    async fn update_device_with(&self, tenant: &str, id: &str, mut sql: Sql) -> Result<Device> {
+        sql.push(" WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .push(" AND id = ")
+            .bind(id.to_owned())
+            .push(&format!(" RETURNING {}", Device::COLUMNS));
+        self.fetch_one(sql, "device").await
+    }
+
+    /// A device, if it exists in this tenant and is within `scope`.
+    pub async fn get_device(&self, tenant: &str, scope: &Scope, id: &str) -> Result<Device> {
+        let mut sql = Self::select::<Device>("devices", tenant);
+        sql.and_eq("id", Some(id.to_owned()))
+            .and_device_scope(tenant, "id", scope);
+        self.fetch_one(sql, "device").await
+    }
+
+    /// The device a client certificate belongs to (agent gateway authentication; the
+    /// certificate determines the tenant).
+    pub async fn device_by_cert_fingerprint(
+        &self,
+        cert_fingerprint: &str,
+    ) -> Result<Option<Device>> {
+        let Ok(fp) = fingerprint(cert_fingerprint) else {
+            return Ok(None);
+        };
+        let mut sql = Sql::new(&format!(
+            "SELECT {} FROM devices WHERE cert_fingerprint = ",
+            Device::COLUMNS
+        ));
+        sql.bind(fp);
+        self.fetch_optional(sql).await
+    }
+
+    /// Devices by hostname.
+    pub async fn list_devices(
+        &self,
+        tenant: &str,
+        filter: &DeviceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Device>> {
+        let mut sql = Self::select::<Device>("devices", tenant);
+        sql.and_device_scope(tenant, "id", &filter.scope)
+            .and_eq("group_id", filter.group_id.clone())
+            .and_tag(self.backend, "tags", filter.tag.as_deref())
+            .and_contains(
+                self.backend,
+                "hostname",
+                filter.hostname_contains.as_ref().map(|h| h.to_lowercase()),
+            )
+            .and_eq(
+                "health_status",
+                filter.health_status.map(HealthStatus::as_str),
+            )
+            .and_range("last_seen", filter.last_seen_from, filter.last_seen_to);
+        self.fetch_page(sql, Order::Alphabetical("hostname"), page)
+            .await
+    }
+
+    /// Deletes a device with its pending actions; its alerts keep the device name.
+    pub async fn delete_device(&self, tenant: &str, id: &str) -> Result<()> {
+        self.delete_by_id("devices", tenant, id, "device").await
+    }
+}

@@ -1,0 +1,479 @@
+//! Incidents: correlated alerts, each with the reason it joined; severity and activity range
+//! are derived from the alerts and recomputed whenever alerts join or incidents merge.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::alerts::opt_line;
+use crate::db::{
+    Cols, FromRow, MAX_PAGE_LIMIT, Order, Page, PageRequest, Scope, Sql, Time, micros, now,
+    str_enum, to_json,
+};
+use crate::devices::double_option;
+use crate::validate::{json, limits, line, tags};
+use crate::{Alert, AlertFilter, Classification, Error, Result, Severity, StateDb, ids};
+
+str_enum! {
+    IncidentStatus {
+        Active = "active",
+        InProgress = "in_progress",
+        Resolved = "resolved",
+        /// Folded into another incident (`merged_into`); kept so old links can redirect.
+        Merged = "merged",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub tenant_id: String,
+    pub title: String,
+    /// The highest severity among its alerts.
+    pub severity: Severity,
+    pub status: IncidentStatus,
+    pub classification: Option<Classification>,
+    pub determination: Option<String>,
+    pub assigned_to: Option<String>,
+    pub tags: Vec<String>,
+    pub first_activity: Time,
+    pub last_activity: Time,
+    pub alert_count: i64,
+    pub merged_into: Option<String>,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+impl FromRow for Incident {
+    const COLUMNS: &'static str = "id, tenant_id, title, severity, status, classification, determination, \
+        assigned_to, tags, first_activity, last_activity, alert_count, merged_into, created_at, updated_at";
+    fn from_row(r: &Cols<'_>) -> Result<Self> {
+        Ok(Incident {
+            id: r.str("id")?,
+            tenant_id: r.str("tenant_id")?,
+            title: r.str("title")?,
+            severity: r.parse("severity")?,
+            status: r.parse("status")?,
+            classification: r.opt_parse("classification")?,
+            determination: r.opt_str("determination")?,
+            assigned_to: r.opt_str("assigned_to")?,
+            tags: r.json("tags")?,
+            first_activity: r.time("first_activity")?,
+            last_activity: r.time("last_activity")?,
+            alert_count: r.i64("alert_count")?,
+            merged_into: r.opt_str("merged_into")?,
+            created_at: r.time("created_at")?,
+            updated_at: r.time("updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewIncident {
+    /// An id from [`crate::new_id`]`("inc")`, when the caller named the incident already;
+    /// otherwise one is made.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub title: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// An analyst's change; `None` leaves a field as is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentUpdate {
+    pub title: Option<String>,
+    /// Any status but `merged` (use [`StateDb::merge_incidents`]).
+    pub status: Option<IncidentStatus>,
+    #[serde(default, with = "double_option")]
+    pub classification: Option<Option<Classification>>,
+    #[serde(default, with = "double_option")]
+    pub determination: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub assigned_to: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentFilter {
+    /// Incidents with at least one alert on a device in scope.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Without a status, merged incidents are left out.
+    pub status: Option<IncidentStatus>,
+    pub severity: Option<Severity>,
+    pub assigned_to: Option<String>,
+    pub tag: Option<String>,
+    /// Incidents whose activity overlaps `[activity_from, activity_to)`.
+    pub activity_from: Option<Time>,
+    pub activity_to: Option<Time>,
+}
+
+/// An alert of an incident with why it joined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentAlert {
+    pub alert: Alert,
+    pub reason: Value,
+    pub joined_at: Time,
+}
+
+/// An incident with its alerts (oldest first, at most [`MAX_PAGE_LIMIT`]) and the union of
+/// their evidence entities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentDetail {
+    pub incident: Incident,
+    pub alerts: Vec<IncidentAlert>,
+    /// More alerts exist than were returned (list them with an `incident_id` alert filter).
+    pub alerts_truncated: bool,
+    pub entities: Vec<Value>,
+}
+
+/// `AND id IN (incidents with an alert on a device in scope)`.
+fn and_incident_scope(sql: &mut Sql, tenant: &str, scope: &Scope) {
+    if !scope.is_all() {
+        sql.push(" AND id IN (SELECT incident_id FROM alerts WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .and_device_scope(tenant, "device_id", scope)
+            .push(")");
+    }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+async fn incident_in_tx(tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident> {
+    let mut sql = StateDb::select::<Incident>("incidents", tenant);
+    sql.and_eq("id", Some(id.to_owned()));
+    let row = sql.query()?.fetch_optional(&mut **tx).await?;
+    let incident = row
+        .map(|r| Incident::from_row(&Cols(&r)))
+        .transpose()?
+        .ok_or(Error::NotFound("incident"))?;
+    if let Some(into) = &incident.merged_into {
+        return Err(Error::Conflict(format!(
+            "incident {id} was merged into {into}"
+        )));
+    }
+    Ok(incident)
+}
+
+/// Re-derives an incident's severity, activity range and alert count from its alerts.
+async fn recompute(tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident> {
+    let rows = sqlx::query(
+        "SELECT severity, first_event_time, last_event_time FROM alerts WHERE tenant_id = $1 AND incident_id = $2",
+    )
+    .bind(tenant.to_owned())
+    .bind(id.to_owned())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut severity = Severity::Informational;
+    let mut range: Option<(i64, i64)> = None;
+    for row in &rows {
+        let r = Cols(row);
+        severity = severity.max(r.parse("severity")?);
+        let (first, last) = (r.i64("first_event_time")?, r.i64("last_event_time")?);
+        range = Some(range.map_or((first, last), |(f, l)| (f.min(first), l.max(last))));
+    }
+    let mut sql = Sql::new("UPDATE incidents SET severity = ");
+    sql.bind(severity.as_str())
+        .push(", alert_count = ")
+        .bind(rows.len() as i64)
+        .push(", updated_at = ")
+        .bind(micros(now()));
+    if let Some((first, last)) = range {
+        sql.push(", first_activity = ")
+            .bind(first)
+            .push(", last_activity = ")
+            .bind(last);
+    }
+    sql.push(" WHERE tenant_id = ")
+        .bind(tenant.to_owned())
+        .push(" AND id = ")
+        .bind(id.to_owned())
+        .push(&format!(" RETURNING {}", Incident::COLUMNS));
+    let row = sql.query()?.fetch_one(&mut **tx).await?;
+    Incident::from_row(&Cols(&row))
+}
+
+impl StateDb {
+    /// Creates an empty incident (attach its first alert next, in the correlator).
+    pub async fn create_incident(&self, tenant: &str, new: &NewIncident) -> Result<Incident> {
+        let at = now();
+        let incident = Incident {
+            id: match &new.id {
+                Some(id) => line("id", id, limits::SHORT_MAX_CHARS, true)?,
+                None => ids::new_id("inc")?,
+            },
+            tenant_id: tenant.to_owned(),
+            title: line("title", &new.title, limits::TITLE_MAX_CHARS, true)?,
+            severity: Severity::Informational,
+            status: IncidentStatus::Active,
+            classification: None,
+            determination: None,
+            assigned_to: None,
+            tags: tags("tags", &new.tags)?,
+            first_activity: at,
+            last_activity: at,
+            alert_count: 0,
+            merged_into: None,
+            created_at: at,
+            updated_at: at,
+        };
+        sqlx::query(
+            "INSERT INTO incidents (id, tenant_id, title, severity, status, tags, first_activity, last_activity, \
+             alert_count, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0, $7, $7)",
+        )
+        .bind(incident.id.clone())
+        .bind(incident.tenant_id.clone())
+        .bind(incident.title.clone())
+        .bind(incident.severity.as_str())
+        .bind(incident.status.as_str())
+        .bind(to_json(&incident.tags))
+        .bind(micros(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(incident)
+    }
+
+    /// Adds an alert to an incident with the correlator's reason (shared entities, time window,
+    /// …), in one transaction with the incident's severity/activity/count. Attaching an alert
+    /// to the incident it is already in changes nothing; an alert in another incident is a
+    /// `Conflict` (merge the incidents instead).
+    pub async fn attach_alert(
+        &self,
+        tenant: &str,
+        incident_id: &str,
+        alert_id: &str,
+        reason: &Value,
+    ) -> Result<Incident> {
+        let reason = json("reason", reason, limits::JSON_MAX_BYTES)?;
+        let mut tx = self.begin().await?;
+        let incident = incident_in_tx(&mut tx, tenant, incident_id).await?;
+        let current: Option<Option<String>> =
+            sqlx::query("SELECT incident_id FROM alerts WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.to_owned())
+                .bind(alert_id.to_owned())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| Cols(&r).opt_str("incident_id"))
+                .transpose()?;
+        match current {
+            None => return Err(Error::NotFound("alert")),
+            Some(Some(existing)) if existing == incident_id => return Ok(incident),
+            Some(Some(existing)) => {
+                return Err(Error::Conflict(format!(
+                    "alert {alert_id} is already in incident {existing}"
+                )));
+            }
+            Some(None) => {}
+        }
+        let at = micros(now());
+        sqlx::query(
+            "INSERT INTO incident_alerts (tenant_id, incident_id, alert_id, reason, joined_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant.to_owned())
+        .bind(incident_id.to_owned())
+        .bind(alert_id.to_owned())
+        .bind(reason)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::from)
+        .map_err(Error::unique("incident link for this alert"))?;
+        sqlx::query(
+            "UPDATE alerts SET incident_id = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+        )
+        .bind(incident_id.to_owned())
+        .bind(at)
+        .bind(tenant.to_owned())
+        .bind(alert_id.to_owned())
+        .execute(&mut *tx)
+        .await?;
+        let incident = recompute(&mut tx, tenant, incident_id).await?;
+        tx.commit().await?;
+        Ok(incident)
+    }
+
+    /// Moves every alert of `sources` into `target`, keeping each alert's join reason; the
+    /// sources become `merged` with `merged_into = target` and their tags join the target's.
+    pub async fn merge_incidents(
+        &self,
+        tenant: &str,
+        target: &str,
+        sources: &[String],
+    ) -> Result<Incident> {
+        if sources.is_empty() || sources.iter().any(|s| s == target) {
+            return Err(Error::invalid(
+                "sources",
+                "must be non-empty and not contain the target",
+            ));
+        }
+        let mut tx = self.begin().await?;
+        let mut into = incident_in_tx(&mut tx, tenant, target).await?;
+        for source in sources {
+            let s = incident_in_tx(&mut tx, tenant, source).await?;
+            for t in s.tags {
+                if into.tags.len() < limits::TAGS_MAX && !into.tags.contains(&t) {
+                    into.tags.push(t);
+                }
+            }
+        }
+        let at = micros(now());
+        for table in ["incident_alerts", "alerts"] {
+            let mut sql = Sql::new(&format!("UPDATE {table} SET incident_id = "));
+            sql.bind(target.to_owned())
+                .push(" WHERE tenant_id = ")
+                .bind(tenant.to_owned())
+                .and_in("incident_id", sources);
+            sql.query()?.execute(&mut *tx).await?;
+        }
+        let mut sql = Sql::new("UPDATE incidents SET status = ");
+        sql.bind(IncidentStatus::Merged.as_str())
+            .push(", merged_into = ")
+            .bind(target.to_owned())
+            .push(", alert_count = 0, updated_at = ")
+            .bind(at)
+            .push(" WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .and_in("id", sources);
+        sql.query()?.execute(&mut *tx).await?;
+        sqlx::query("UPDATE incidents SET tags = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(to_json(&into.tags))
+            .bind(tenant.to_owned())
+            .bind(target.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        let merged = recompute(&mut tx, tenant, target).await?;
+        tx.commit().await?;
+        Ok(merged)
+    }
+
+    pub async fn update_incident(
+        &self,
+        tenant: &str,
+        scope: &Scope,
+        id: &str,
+        update: &IncidentUpdate,
+    ) -> Result<Incident> {
+        let mut sql = Sql::new("UPDATE incidents SET updated_at = ");
+        sql.bind(micros(now()));
+        if let Some(title) = &update.title {
+            sql.push(", title = ")
+                .bind(line("title", title, limits::TITLE_MAX_CHARS, true)?);
+        }
+        if let Some(status) = update.status {
+            if status == IncidentStatus::Merged {
+                return Err(Error::invalid("status", "use merge to merge incidents"));
+            }
+            sql.push(", status = ").bind(status.as_str());
+        }
+        if let Some(c) = update.classification {
+            sql.push(", classification = ")
+                .bind(c.map(Classification::as_str));
+        }
+        if let Some(d) = &update.determination {
+            sql.push(", determination = ")
+                .bind(opt_line("determination", d.as_deref())?);
+        }
+        if let Some(a) = &update.assigned_to {
+            sql.push(", assigned_to = ")
+                .bind(opt_line("assigned_to", a.as_deref())?);
+        }
+        if let Some(t) = &update.tags {
+            sql.push(", tags = ").bind(to_json(&tags("tags", t)?));
+        }
+        sql.push(" WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .push(" AND id = ")
+            .bind(id.to_owned())
+            .push(" AND merged_into IS NULL");
+        and_incident_scope(&mut sql, tenant, scope);
+        sql.push(&format!(" RETURNING {}", Incident::COLUMNS));
+        self.fetch_one(sql, "incident").await
+    }
+
+    /// An incident (possibly `merged`: follow `merged_into`) without its alerts.
+    pub async fn get_incident(&self, tenant: &str, scope: &Scope, id: &str) -> Result<Incident> {
+        let mut sql = Self::select::<Incident>("incidents", tenant);
+        sql.and_eq("id", Some(id.to_owned()));
+        and_incident_scope(&mut sql, tenant, scope);
+        self.fetch_one(sql, "incident").await
+    }
+
+    /// An incident with its alerts, each alert's join reason, and the union of their evidence.
+    pub async fn incident_detail(
+        &self,
+        tenant: &str,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<IncidentDetail> {
+        let incident = self.get_incident(tenant, scope, id).await?;
+        let filter = AlertFilter {
+            scope: scope.clone(),
+            incident_id: Some(incident.id.clone()),
+            ..AlertFilter::default()
+        };
+        let alerts = self
+            .list_alerts(tenant, &filter, &PageRequest::first(MAX_PAGE_LIMIT))
+            .await?;
+        let reasons: HashMap<String, (Value, Time)> =
+            sqlx::query("SELECT alert_id, reason, joined_at FROM incident_alerts WHERE tenant_id = $1 AND incident_id = $2")
+                .bind(tenant.to_owned())
+                .bind(incident.id.clone())
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    let r = Cols(row);
+                    Ok((r.str("alert_id")?, (r.json("reason")?, r.time("joined_at")?)))
+                })
+                .collect::<Result<_>>()?;
+        let mut seen = HashSet::new();
+        let mut entities = Vec::new();
+        let mut items = Vec::with_capacity(alerts.items.len());
+        // Oldest first reads as the attack story.
+        for alert in alerts.items.into_iter().rev() {
+            for e in &alert.evidence {
+                if seen.insert(to_json(e)) {
+                    entities.push(e.clone());
+                }
+            }
+            let (reason, joined_at) = reasons.get(&alert.id).cloned().ok_or_else(|| {
+                Error::Corrupt(format!("alert {} has no incident link", alert.id))
+            })?;
+            items.push(IncidentAlert {
+                alert,
+                reason,
+                joined_at,
+            });
+        }
+        Ok(IncidentDetail {
+            incident,
+            alerts: items,
+            alerts_truncated: alerts.next.is_some(),
+            entities,
+        })
+    }
+
+    /// Incidents, newest first.
+    pub async fn list_incidents(
+        &self,
+        tenant: &str,
+        filter: &IncidentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Incident>> {
+        let mut sql = Self::select::<Incident>("incidents", tenant);
+        and_incident_scope(&mut sql, tenant, &filter.scope);
+        match filter.status {
+            Some(status) => sql.and_eq("status", Some(status.as_str())),
+            None => sql.push(" AND merged_into IS NULL"),
+        };
+        sql.and_eq("severity", filter.severity.map(Severity::as_str))
+            .and_eq("assigned_to", filter.assigned_to.clone())
+            .and_tag(self.backend, "tags", filter.tag.as_deref())
+            .and_range("last_activity", filter.activity_from, None)
+            .and_range("first_activity", None, filter.activity_to);
+        self.fetch_page(sql, Order::NewestFirst("created_at"), page)
+            .await
+    }
+}
