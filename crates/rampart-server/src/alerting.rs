@@ -85,22 +85,51 @@ pub async fn raise(
         devices.insert(device.hostname.clone(), device.id);
     }
 
-    let mut drafts: Vec<AlertDraft> = ingested
+    let candidates = ingested
         .hits
         .iter()
         .map(|hit| {
             let mut draft = AlertDraft::from_detection(&hit.detection, Some(&hit.row));
             // Alerts cite the upload by the name it was given, not the spool path.
             draft.event.source = source.to_string();
-            draft
+            let rule_id = rules
+                .id_of(std::path::Path::new(&draft.rule_path))
+                .map(str::to_string);
+            Candidate {
+                draft,
+                rule_id,
+                kind: RuleKind::Sigma,
+            }
         })
         .collect();
-    drafts.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    place_all(app, tenant, candidates, &devices).await
+}
 
+/// A draft and the rule-table id and kind of the rule that raised it.
+pub struct Candidate {
+    pub draft: AlertDraft,
+    pub rule_id: Option<String>,
+    pub kind: RuleKind,
+}
+
+/// Suppresses, stores and correlates drafts, in event-time order; `devices` maps host names to
+/// device ids.
+pub async fn place_all(
+    app: &App,
+    tenant: &str,
+    mut candidates: Vec<Candidate>,
+    devices: &BTreeMap<String, String>,
+) -> Result<Outcome, Problem> {
+    candidates.sort_by(|a, b| a.draft.order_key().cmp(&b.draft.order_key()));
     let mut outcome = Outcome::default();
     let mut rows = Vec::new();
     let mut state = app.alerting.lock().await;
-    for draft in drafts {
+    for Candidate {
+        draft,
+        rule_id,
+        kind,
+    } in candidates
+    {
         let since = draft.first_event_time - state.dedup_window;
         if let Some(open) = app
             .db
@@ -117,12 +146,8 @@ pub async fn raise(
             .device_name
             .as_ref()
             .and_then(|name| devices.get(&name.to_lowercase()).cloned());
-        let rule_id = rules.id_of(std::path::Path::new(&draft.rule_path));
-        let stored = match app
-            .db
-            .create_alert(tenant, &new_alert(&draft, rule_id, device_id))
-            .await
-        {
+        let new = new_alert(&draft, rule_id.as_deref(), kind, device_id);
+        let stored = match app.db.create_alert(tenant, &new).await {
             Ok(stored) => stored,
             // One alert the database refuses (a rule's text over a limit) must not fail the
             // upload: its events are stored already. It is logged and counted.
@@ -228,12 +253,17 @@ async fn place(
 /// The stored form of a draft. What the database has no column for (category, source, rule
 /// file, the event reference, matched fields) rides in `trigger_event` and `matched_fields`, so
 /// that [`draft_of`] can rebuild the draft after a restart.
-fn new_alert(d: &AlertDraft, rule_id: Option<&str>, device_id: Option<String>) -> NewAlert {
+fn new_alert(
+    d: &AlertDraft,
+    rule_id: Option<&str>,
+    kind: RuleKind,
+    device_id: Option<String>,
+) -> NewAlert {
     NewAlert {
         rule: Some(RuleRef {
             id: rule_id.map(str::to_string),
             title: d.title.clone(),
-            kind: RuleKind::Sigma,
+            kind,
         }),
         title: printable(&d.title),
         description: printable(&d.description),

@@ -45,7 +45,9 @@ pub struct AppInner {
     pub alerting: Mutex<Alerting>,
     pub metrics: Metrics,
     pub started: Instant,
-    /// `sha256:…` of the CA that signs the server's and agents' certificates.
+    /// The CA that signs the server's and agents' certificates (none with plain HTTP).
+    pub ca: Option<Arc<rampart_pki::Ca>>,
+    /// Its `sha256:…` fingerprint.
     pub ca_fingerprint: Option<String>,
     ingest_slots: Semaphore,
 }
@@ -63,7 +65,7 @@ impl AppInner {
         db: StateDb,
         store: Arc<Store>,
         alerting: Alerting,
-        ca_fingerprint: Option<String>,
+        ca: Option<Arc<rampart_pki::Ca>>,
     ) -> AppInner {
         let slots = config.limits.ingest_concurrency;
         AppInner {
@@ -74,7 +76,8 @@ impl AppInner {
             alerting: Mutex::new(alerting),
             metrics: Metrics::default(),
             started: Instant::now(),
-            ca_fingerprint,
+            ca_fingerprint: ca.as_ref().map(|c| c.fingerprint().to_string()),
+            ca,
             ingest_slots: Semaphore::new(slots),
         }
     }

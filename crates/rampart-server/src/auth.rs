@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::app::App;
+use crate::listener::Peer;
 use crate::problem::Problem;
 
 /// What a route requires.
@@ -39,6 +40,14 @@ impl Access {
 
 pub use rampart_state::{Principal, Role};
 
+/// An enrolled agent, known by its client certificate.
+#[derive(Debug, Clone)]
+pub struct AgentIdentity {
+    pub tenant: String,
+    pub device_id: String,
+    pub hostname: String,
+}
+
 /// Whether `principal` may use a route of `access`.
 pub fn may(principal: &Principal, access: Access) -> bool {
     match access {
@@ -50,14 +59,30 @@ pub fn may(principal: &Principal, access: Access) -> bool {
     }
 }
 
-/// Resolves the bearer token, if any, into a [`Principal`] request extension. A token that is
-/// present but unknown, expired or revoked is refused here, whatever the route.
+/// Resolves the bearer token, if any, into a [`Principal`] request extension, or else a client
+/// certificate into an [`AgentIdentity`]. A token that is present but unknown, expired or
+/// revoked is refused here, whatever the route; so is a certificate of no enrolled device.
 pub async fn authenticate(
     State(app): State<App>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, Problem> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        let cert = req
+            .extensions()
+            .get::<Peer>()
+            .and_then(|p| p.client_cert.clone());
+        if let Some(der) = cert {
+            match agent(&app, &der).await {
+                Ok(identity) => {
+                    req.extensions_mut().insert(identity);
+                }
+                Err(problem) => {
+                    crate::routes::drain(req).await;
+                    return Err(problem);
+                }
+            }
+        }
         return Ok(next.run(req).await);
     };
     let token = value
@@ -89,4 +114,27 @@ pub async fn authenticate(
             Err(problem)
         }
     }
+}
+
+/// The enrolled device a (TLS-verified) client certificate belongs to. The certificate must be
+/// the one the device enrolled with: a device deleted or re-enrolled invalidates the old one.
+async fn agent(app: &App, der: &[u8]) -> Result<AgentIdentity, Problem> {
+    let refused = |why: &str| Problem::new(axum::http::StatusCode::UNAUTHORIZED, why.to_string());
+    let claims = rampart_pki::AgentClaims::from_cert_der(der)
+        .map_err(|_| refused("the client certificate is not an agent certificate"))?;
+    let fingerprint = rampart_pki::cert_fingerprint(der).to_hex();
+    let device = app
+        .db
+        .device_by_cert_fingerprint(&fingerprint)
+        .await
+        .map_err(Problem::internal)?
+        .ok_or_else(|| refused("no enrolled device has this certificate"))?;
+    if device.tenant_id != claims.tenant || device.id != claims.device_id {
+        return Err(refused("the certificate does not match its device"));
+    }
+    Ok(AgentIdentity {
+        tenant: device.tenant_id,
+        device_id: device.id,
+        hostname: device.hostname,
+    })
 }

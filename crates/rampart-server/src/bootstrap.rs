@@ -22,6 +22,8 @@ pub const ADMIN_PASSWORD_ENV: &str = "RAMPART_ADMIN_PASSWORD";
 pub const ADMIN_USER: &str = "admin";
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// An agent silent this long is shown inactive (agents send a heartbeat every minute).
+const AGENT_SILENCE: Duration = Duration::from_secs(10 * 60);
 
 /// What the server tells whoever started it, once it listens.
 #[derive(Debug, Clone)]
@@ -68,7 +70,7 @@ pub async fn run(
     db.ensure_default_tenant().await?;
     let generated_admin_password = ensure_admin(&db).await?;
 
-    let (tls, ca_fingerprint, ca_cert) = if config.insecure_http {
+    let (tls, ca, ca_cert) = if config.insecure_http {
         (None, None, None)
     } else {
         let pki = config.data_dir.join("pki");
@@ -83,11 +85,7 @@ pub async fn run(
             }
         };
         let tls = rampart_pki::server_config(&identity, &ca)?;
-        (
-            Some(tls),
-            Some(ca.fingerprint().to_string()),
-            Some(pki.join("ca.crt")),
-        )
+        (Some(tls), Some(Arc::new(ca)), Some(pki.join("ca.crt")))
     };
 
     let alerting = Alerting::new(&config);
@@ -96,7 +94,7 @@ pub async fn run(
         db.clone(),
         store.clone(),
         alerting,
-        ca_fingerprint.clone(),
+        ca,
     )));
     sync_builtin_rules(&app).await?;
     crate::alerting::restore(&app).await?;
@@ -118,11 +116,13 @@ pub async fn run(
         addr,
         url: format!("{scheme}://{host}:{}/", addr.port()),
         generated_admin_password,
-        ca_fingerprint,
+        ca_fingerprint: app.ca_fingerprint.clone(),
         ca_cert,
     });
 
     let retention = tokio::spawn(retention_loop(app.clone()));
+    let silence = tokio::spawn(silence_loop(app.clone()));
+    let custom = tokio::spawn(crate::custom::scheduler(app.clone()));
     let router = crate::router(app.clone());
     crate::listener::serve(
         listener,
@@ -133,6 +133,8 @@ pub async fn run(
     )
     .await;
     retention.abort();
+    silence.abort();
+    custom.abort();
 
     tracing::info!("shutting down: flushing the event store");
     drop(app);
@@ -205,6 +207,20 @@ async fn retention_loop(app: App) {
             Ok(Ok(report)) => tracing::debug!(?report, "retention applied"),
             Ok(Err(error)) => tracing::warn!(%error, "retention failed"),
             Err(error) => tracing::warn!(%error, "retention task failed"),
+        }
+    }
+}
+
+/// Marks agents that stopped reporting inactive, every minute.
+async fn silence_loop(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let since = chrono::Utc::now() - AGENT_SILENCE;
+        match app.db.mark_silent_agents_inactive(since).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(agents = n, "agents silent for 10 minutes marked inactive"),
+            Err(error) => tracing::warn!(%error, "cannot mark silent agents"),
         }
     }
 }

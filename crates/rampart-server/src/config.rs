@@ -42,6 +42,11 @@ pub struct Limits {
     pub max_json_bytes: usize,
     /// Largest uploaded event-log file.
     pub max_upload_bytes: u64,
+    /// Largest body of forwarded JSON events, after decompression (the compressed body is held
+    /// to it too): a compression bomb is refused with 413 once it expands past this.
+    pub max_events_bytes: u64,
+    /// Most events (non-blank lines) in one request of forwarded JSON events; more get 413.
+    pub max_events_per_request: usize,
     /// Uploads processed at once; more wait, and past `max_waiting_ingest` get 429.
     pub ingest_concurrency: usize,
     pub max_waiting_ingest: usize,
@@ -104,6 +109,8 @@ impl Default for Limits {
         Limits {
             max_json_bytes: 1 << 20,
             max_upload_bytes: 256 << 20,
+            max_events_bytes: 64 << 20,
+            max_events_per_request: 100_000,
             ingest_concurrency: 2,
             max_waiting_ingest: 16,
             max_connections: 1024,
@@ -213,6 +220,12 @@ impl Config {
         }
         if self.limits.max_json_bytes < 1024 {
             return invalid("limits.max_json_bytes", "must be at least 1024");
+        }
+        if self.limits.max_events_bytes == 0 || self.limits.max_events_per_request == 0 {
+            return invalid(
+                "limits",
+                "max_events_bytes and max_events_per_request must be at least 1",
+            );
         }
         if self.limits.ingest_concurrency == 0 || self.limits.max_connections == 0 {
             return invalid(

@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 mod bootstrap;
 pub mod config;
+mod custom;
 pub mod listener;
 pub mod metrics;
 pub mod pipeline;

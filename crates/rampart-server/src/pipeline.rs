@@ -1,7 +1,9 @@
-//! Event logs into the store, through detection: every record is mapped to its hunting-table
-//! row and appended (durably) to the store in batches, and evaluated by the Sigma rules; what
-//! matched comes back as [`Hit`]s (the detection with its row) for alerting. The same code serves
-//! `rampart ingest` (no rules) and the server's uploads.
+//! Windows events into the store, through detection: every record is mapped to its
+//! hunting-table row and appended (durably) to the store in batches, and evaluated by the Sigma
+//! rules; what matched comes back as [`Hit`]s (the detection with its row) for alerting. One
+//! path ([`Ingest::events`]) whatever read the records — `.evtx` files ([`Ingest::run`]) or
+//! forwarded JSON lines ([`Ingest::run_lines`]) — for `rampart ingest` (no rules) and the
+//! server's uploads alike.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use rampart_schema::{BatchBuilder, Row, Table};
 use rampart_sigma::{CorrelationInput, Detection, RuleSet};
 use rampart_sources::WinEvent;
 use rampart_sources::evtx::{self, FileSummary};
+use rampart_sources::jsonl::{self, Line};
 use rampart_sources::windows::map_event;
 use rampart_store::{Store, StoreError};
 
@@ -25,7 +28,7 @@ pub struct Hit {
     pub row: Row,
 }
 
-/// What reading some files gave.
+/// What reading some inputs (files, or one request's lines) gave.
 #[derive(Debug, Default)]
 pub struct Ingested {
     /// Rows appended (acknowledged by the store) per table.
@@ -48,14 +51,17 @@ impl Ingested {
     }
 }
 
-/// Reads event-log files into one tenant's tables of a store.
-pub struct EvtxIngest<'a> {
+/// Reads Windows events into one tenant's tables of a store.
+pub struct Ingest<'a> {
     pub store: &'a Store,
     pub tenant: &'a str,
     /// Evaluated on every record when given.
     pub rules: Option<&'a RuleSet>,
     pub batch_rows: usize,
 }
+
+/// The name `rampart ingest` builds it by.
+pub type EvtxIngest<'a> = Ingest<'a>;
 
 /// One reading thread's rows being batched, and what it found.
 #[derive(Default)]
@@ -67,13 +73,34 @@ struct Shard {
     computers: HashMap<String, DateTime<Utc>>,
 }
 
-impl EvtxIngest<'_> {
-    /// Reads `files` (in parallel), calling `on_file` as each is done. The first store failure
-    /// stops further appends and is returned; rows appended before it stay acknowledged.
+impl Ingest<'_> {
+    /// Reads `files` (in parallel), calling `on_file` as each is done.
     pub fn run(
         &self,
         files: &[PathBuf],
         on_file: impl Fn(&Path, &FileSummary) + Sync,
+    ) -> Result<Ingested, StoreError> {
+        self.events(|on_event| evtx::read_files(files, on_event, on_file))
+    }
+
+    /// Reads forwarded events, one JSON record per line (in parallel); `source` names them in
+    /// alerts and errors.
+    pub fn run_lines(&self, source: &Path, lines: &[Line<'_>]) -> Result<Ingested, StoreError> {
+        self.events(|on_event| {
+            vec![(
+                source.to_path_buf(),
+                jsonl::read_lines(source, lines, on_event),
+            )]
+        })
+    }
+
+    /// The one path every reader goes through: `read` hands each record it reads to the
+    /// function it is given (from any thread) and returns what each of its inputs gave. The
+    /// first store failure stops further appends and is returned; rows appended before it stay
+    /// acknowledged.
+    pub fn events(
+        &self,
+        read: impl FnOnce(&(dyn Fn(WinEvent) + Sync)) -> Vec<(PathBuf, FileSummary)>,
     ) -> Result<Ingested, StoreError> {
         let failure: Mutex<Option<StoreError>> = Mutex::new(None);
         let shards: Vec<Mutex<Shard>> = (0..rayon::current_num_threads() + 1)
@@ -127,7 +154,7 @@ impl EvtxIngest<'_> {
                 append(&mut shard, full);
             }
         };
-        let per_file = evtx::read_files(files, on_event, on_file);
+        let per_file = read(&on_event);
 
         let mut out = Ingested {
             per_file,

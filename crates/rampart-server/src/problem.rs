@@ -56,6 +56,13 @@ impl Problem {
         )
     }
 
+    pub fn unauthorized_agent() -> Problem {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "agents present the client certificate they enrolled with",
+        )
+    }
+
     pub fn forbidden(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::FORBIDDEN, detail)
     }

@@ -13,7 +13,7 @@ use axum::routing::MethodRouter;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::auth::{Access, Principal, may};
+use crate::auth::{Access, AgentIdentity, Principal, may};
 use crate::problem::Problem;
 
 /// One operation of the API.
@@ -74,8 +74,10 @@ pub fn router(routes: Vec<Route>) -> Router<App> {
 /// Lets the request through when its principal (set by [`crate::auth::authenticate`]) has the
 /// route's access level: 401 without one, 403 with too little.
 async fn authorize(access: Access, req: Request, next: Next) -> Result<Response, Problem> {
+    let agent = req.extensions().get::<AgentIdentity>().is_some();
     let refusal = match req.extensions().get::<Principal>() {
         _ if access == Access::Public => None,
+        _ if access == Access::Agent => (!agent).then(Problem::unauthorized_agent),
         None => Some(Problem::unauthorized()),
         Some(p) if !may(p, access) => Some(Problem::forbidden(format!(
             "this needs the {} role",

@@ -30,6 +30,8 @@ pub enum Damage {
     /// One record, or the bytes where one was expected; records lost are in
     /// [`FileSummary::lost`].
     Record,
+    /// One line of newline-delimited JSON events ([`crate::jsonl`]): its record is lost.
+    Line,
 }
 
 /// Something in an input that could not be read, and where.
@@ -37,7 +39,8 @@ pub enum Damage {
 pub struct ReadError {
     pub path: PathBuf,
     pub damage: Damage,
-    /// Byte offset in the file of the damaged part (file header, chunk or record), if known.
+    /// Byte offset in the file of the damaged part (file header, chunk or record), if known;
+    /// for [`Damage::Line`], the line's number (from 1).
     pub offset: Option<u64>,
     /// What went wrong, with the chunk or record number where the parser gave one.
     pub message: String,
@@ -46,6 +49,9 @@ pub struct ReadError {
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.offset {
+            Some(line) if self.damage == Damage::Line => {
+                write!(f, "{} line {line}: {}", self.path.display(), self.message)
+            }
             Some(offset) => write!(
                 f,
                 "{} at offset {offset:#x}: {}",

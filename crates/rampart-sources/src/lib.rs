@@ -2,6 +2,8 @@
 //!
 //! - [`evtx`] reads Windows `.evtx` files in parallel (files and chunks), reporting damaged
 //!   chunks and records with their offsets and reading on.
+//! - [`jsonl`] reads forwarded records as newline-delimited JSON, reporting bad lines by
+//!   number and reading on.
 //! - [`winevent`] holds a record as [`WinEvent`]: its System fields and event data under the
 //!   flat names Sigma rules use.
 //! - [`windows`] maps a [`WinEvent`] to a row of the hunting schema (Sysmon, Security, System,
@@ -9,6 +11,7 @@
 //!   row whose `ActionType` names its provider and event id, so no record is dropped.
 
 pub mod evtx;
+pub mod jsonl;
 pub mod windows;
 pub mod winevent;
 

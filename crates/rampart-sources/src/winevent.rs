@@ -90,6 +90,28 @@ impl WinEvent {
         })
     }
 
+    /// Builds an event from a forwarded record: the same JSON rendering, but with no file
+    /// header to fall back on, so the record id is the rendering's `EventRecordID` (0 when
+    /// absent) and the time must be there (`System.TimeCreated_attributes.SystemTime`, RFC 3339).
+    pub fn from_forwarded_json(source: Arc<Path>, json: Value) -> Result<WinEvent, &'static str> {
+        let mut event = WinEvent::from_json(source, 0, DateTime::UNIX_EPOCH, json)
+            .ok_or("not a Windows event: no \"Event\" object")?;
+        let timed = event
+            .fields
+            .get("TimeCreated_SystemTime")
+            .and_then(Value::as_str)
+            .is_some_and(|t| DateTime::parse_from_rfc3339(t).is_ok());
+        if !timed {
+            return Err("no RFC 3339 time in Event.System.TimeCreated_attributes.SystemTime");
+        }
+        event.record_id = event
+            .fields
+            .get("EventRecordID")
+            .and_then(as_u64)
+            .unwrap_or(0);
+        Ok(event)
+    }
+
     /// A field's value as text (numbers and booleans are rendered), `None` when absent or empty.
     pub fn get_str(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         use std::borrow::Cow;
@@ -281,6 +303,22 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn forwarded_records_need_a_time_and_carry_their_record_id() {
+        let source: Arc<Path> = Arc::from(Path::new("fwd"));
+        let e = WinEvent::from_forwarded_json(
+            source.clone(),
+            json!({"Event": {"System": {"EventID": 1, "EventRecordID": 42,
+                "TimeCreated_attributes": {"SystemTime": "2024-05-01T10:00:00.5Z"}}}}),
+        )
+        .unwrap();
+        assert_eq!(e.record_id, 42);
+        assert_eq!(e.timestamp.to_rfc3339(), "2024-05-01T10:00:00.500+00:00");
+        let untimed = json!({"Event": {"System": {"EventID": 1, "EventRecordID": 42}}});
+        assert!(WinEvent::from_forwarded_json(source.clone(), untimed).is_err());
+        assert!(WinEvent::from_forwarded_json(source, json!([1])).is_err());
     }
 
     #[test]

@@ -402,6 +402,20 @@ impl StateDb {
         Device::from_row(&Cols(&row))
     }
 
+    /// Marks the agents of every tenant that have not reported since `silent_since` inactive;
+    /// returns how many changed. Devices known from event logs only are left as they are.
+    pub async fn mark_silent_agents_inactive(&self, silent_since: Time) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE devices SET health_status = $1 WHERE health_status = $2 AND last_seen < $3",
+        )
+        .bind(HealthStatus::Inactive.as_str())
+        .bind(HealthStatus::Active.as_str())
+        .bind(micros(silent_since))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Applies an agent heartbeat.
     pub async fn record_heartbeat(
         &self,

@@ -247,10 +247,12 @@ fn every_route_refuses_calls_without_a_valid_token() {
         }
     }
     public.sort();
+    // Enrollment authenticates by the one-time token in its body.
     assert_eq!(
         public,
         [
             "/api/openapi.json",
+            "/api/v1/agents/enroll",
             "/api/v1/auth/login",
             "/healthz",
             "/readyz"
@@ -656,6 +658,111 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
     }
 }
 
+/// An HTTPS client presenting an agent's certificate.
+fn agent_client(ca: &Path, cert_pem: &str, key_pem: &str) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let ca = Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap().to_owned();
+    let cert = Certificate::from_pem(cert_pem.as_bytes()).unwrap().to_owned();
+    let key = PrivateKey::from_pem(key_pem.as_bytes()).unwrap().to_owned();
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
+        .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+/// Enrolls `hostname` with a fresh enrollment token of the caller's tenant; returns the
+/// enrollment answer and an mTLS client.
+fn enroll(server: &Server, dir: &Path, admin: &str, hostname: &str) -> (Value, ureq::Agent) {
+    let token = server.post("/api/v1/enrollment-tokens", admin, json!({"name": hostname}));
+    let key = rampart_pki::AgentKey::generate().unwrap();
+    let body = json!({
+        "token": token["token"], "csr": key.csr_pem(hostname).unwrap(), "hostname": hostname,
+        "platform": "Linux", "os_version": "Debian 12", "agent_version": "0.1.0",
+    });
+    let (status, enrolled) = server.call("POST", "/api/v1/agents/enroll", None, Some(&body));
+    assert_eq!(status, 201, "{enrolled}");
+    // The token was for one device.
+    let (again, _) = server.call("POST", "/api/v1/agents/enroll", None, Some(&body));
+    assert_eq!(again, 401);
+    let client = agent_client(
+        &dir.join("pki/ca.crt"),
+        enrolled["certificate"].as_str().unwrap(),
+        &key.private_key_pem(),
+    );
+    (enrolled, client)
+}
+
+fn agent_post(server: &Server, client: &ureq::Agent, path: &str, body: &Value) -> (u16, Value) {
+    let mut r = client
+        .post(&format!("{}{path}", server.url))
+        .send_json(body)
+        .expect("the server answers");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+/// Agents: a one-time token enrolls a device; its certificate posts telemetry that lands in its
+/// own tenant and device whatever the rows claim; tokens and certificates open only their own
+/// routes; actions reach the agent and its results come back.
+#[test]
+fn agents_report_for_their_own_tenant_and_device_only() {
+    let dir = scratch("agents");
+    let server = Server::start(&dir, true, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let (enrolled, web01) = enroll(&server, &dir, &admin, "web01");
+    let device = enrolled["device_id"].as_str().unwrap().to_string();
+
+    let forged = json!({"batches": [{"table": "DeviceProcessEvents", "rows": [{
+        "Timestamp": "2026-12-01T10:00:00Z", "DeviceId": "dev_someone_else", "DeviceName": "dc01",
+        "ActionType": "ProcessCreated", "FileName": "bash", "ProcessCommandLine": "bash -c id",
+        "AdditionalFields": {"cwd": "/tmp"},
+    }]}]});
+    let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &forged);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], 1);
+    let found = server.hunt(&admin, "DeviceProcessEvents | where FileName == 'bash' | project DeviceId, DeviceName, cwd = tostring(AdditionalFields.cwd)");
+    assert_eq!(found["rows"], json!([[device, "web01", "/tmp"]]), "{found}");
+    let (status, body) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &json!({"batches": [{"table": "NoSuchTable", "rows": []}]}));
+    assert_eq!(status, 400, "{body}");
+
+    // An action queued by an analyst reaches the agent at its heartbeat; its result comes back.
+    let action = server.post("/api/v1/actions", &admin, json!({"device_id": device, "kind": "isolate"}));
+    let (status, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &json!({"agent_version": "0.1.0", "events_dropped": 3}));
+    assert_eq!(status, 200, "{hb}");
+    assert_eq!(hb["actions"][0]["id"], action["id"], "{hb}");
+    assert_eq!(hb["actions"][0]["status"], "sent");
+    let path = format!("/api/v1/agents/actions/{}/result", action["id"].as_str().unwrap());
+    let (status, done) = agent_post(&server, &web01, &path, &json!({"status": "succeeded", "result": {"isolated": true}}));
+    assert_eq!((status, done["status"].as_str()), (200, Some("succeeded")), "{done}");
+    let seen = server.get(&format!("/api/v1/devices/{device}"), &admin);
+    assert_eq!(seen["events_dropped"], 3, "{seen}");
+
+    // Certificates open agent routes only; tokens open user routes only.
+    let (status, _) = server.call("POST", "/api/v1/agents/heartbeat", Some(&admin), Some(&json!({"agent_version": "x"})));
+    assert_eq!(status, 401);
+    let mut r = web01.get(&format!("{}/api/v1/alerts", server.url)).call().unwrap();
+    assert_eq!(r.status().as_u16(), 401, "{:?}", r.body_mut().read_to_string());
+
+    // Tenant B's agent of the same host name writes into tenant B only.
+    server.post("/api/v1/tenants", &admin, json!({"name": "acme", "admin_username": "acme-admin", "admin_password": PASSWORD}));
+    let acme = server.login("acme-admin", PASSWORD);
+    let (b_enrolled, b_web01) = enroll(&server, &dir, &acme, "web01");
+    assert_ne!(b_enrolled["device_id"], enrolled["device_id"]);
+    let row = json!({"batches": [{"table": "DeviceProcessEvents", "rows": [{"Timestamp": "2026-12-01T11:00:00Z", "FileName": "acme-only"}]}]});
+    assert_eq!(agent_post(&server, &b_web01, "/api/v1/agents/telemetry", &row).0, 200);
+    assert_eq!(server.count(&acme, "DeviceProcessEvents | where FileName == 'acme-only'"), 1);
+    assert_eq!(server.count(&admin, "DeviceProcessEvents | where FileName == 'acme-only'"), 0);
+    assert_eq!(server.count(&acme, "DeviceProcessEvents | where FileName == 'bash'"), 0);
+    // Tenant B's agent cannot touch tenant A's action.
+    let (status, _) = agent_post(&server, &b_web01, &path, &json!({"status": "failed"}));
+    assert_eq!(status, 404);
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("dir") {
@@ -670,4 +777,398 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Every record of an `.evtx` file as the evtx crate renders it (separated attributes), one
+/// JSON object per line: what a forwarder posts to `/api/v1/ingest/events`.
+fn evtx_as_json_lines(file: &Path) -> String {
+    let settings = evtx::ParserSettings::new().separate_json_attributes(true);
+    let mut parser = evtx::EvtxParser::from_path(file)
+        .expect("evtx")
+        .with_configuration(settings);
+    let mut out = String::new();
+    for record in parser.records_json_value().flatten() {
+        out.push_str(&record.data.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// Posts forwarded events (`encoding`: a Content-Encoding, the body already encoded); returns
+/// the status, the answer and its Retry-After.
+fn post_events(
+    server: &Server,
+    token: &str,
+    name: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value, Option<String>) {
+    let url = format!("{}/api/v1/ingest/events?name={name}", server.url);
+    let mut req = server
+        .http
+        .post(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .content_type("application/x-ndjson");
+    if let Some(encoding) = encoding {
+        req = req.header("Content-Encoding", encoding);
+    }
+    let mut response = req.send(body).expect("the server answers");
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let status = response.status().as_u16();
+    let answer = response.body_mut().read_json().unwrap_or(Value::Null);
+    (status, answer, retry)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// The records of EVTX files posted as JSON lines (one request per file, as a forwarder would
+/// batch them) are stored and raise the same detections and alerts as the files uploaded.
+#[test]
+fn forwarded_json_events_raise_what_their_evtx_files_raise() {
+    let Some(samples) = rampart_testdata::dataset("datasets/evtx-attack-samples") else {
+        return;
+    };
+    let Some(rules) = rampart_testdata::dataset("rules/sigma/rules/windows") else {
+        return;
+    };
+    let mut files = walk(&samples);
+    files.sort();
+    files.truncate(30);
+    let rules = rules.to_str().unwrap().to_string();
+    let run = |forwarded: bool| {
+        let dir = scratch(if forwarded { "fwd-json" } else { "fwd-evtx" });
+        let server = Server::start(&dir, false, &["--rules", &rules]);
+        let admin = server.login("admin", PASSWORD);
+        let (mut records, mut detections, mut raised) = (0, 0, 0);
+        for file in &files {
+            let (status, body) = if forwarded {
+                let lines = evtx_as_json_lines(file);
+                let (status, body, _) =
+                    post_events(&server, &admin, "fwd", None, lines.into_bytes());
+                assert_eq!(body["set_aside"], 0, "{}: {body}", file.display());
+                (status, body)
+            } else {
+                server.upload(&admin, file)
+            };
+            assert_eq!(status, 200, "{}: {body}", file.display());
+            records += body["records"].as_u64().unwrap();
+            detections += body["detections"].as_u64().unwrap();
+            raised += body["alerts"]["raised"].as_u64().unwrap();
+        }
+        let alerts = server.get("/api/v1/alerts?limit=1000", &admin);
+        let mut alerts: Vec<String> = alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} | {} | {} | {}",
+                    a["title"], a["device_name"], a["first_event_time"], a["event_count"]
+                )
+            })
+            .collect();
+        alerts.sort();
+        let stored = server.count(&admin, "union Device*, Identity*");
+        (records, detections, raised, alerts, stored)
+    };
+    let uploaded = run(false);
+    let forwarded = run(true);
+    eprintln!(
+        "{} files: {} records, {} detections, {} alerts",
+        files.len(),
+        uploaded.0,
+        uploaded.1,
+        uploaded.2
+    );
+    assert!(uploaded.2 > 10, "only {} alerts", uploaded.2);
+    assert_eq!(uploaded.0, uploaded.4);
+    assert_eq!(forwarded, uploaded);
+}
+
+/// Bad lines are set aside with their numbers and the rest stored; gzip and zstd bodies are
+/// read; limits on size (after decompression: a bomb gets 413) and on events per request hold;
+/// a full ingest queue answers 429 with Retry-After.
+#[test]
+fn forwarded_json_events_bad_lines_compression_and_limits() {
+    let dir = scratch("fwd-limits");
+    let config = dir.with_extension("toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_events_bytes = 65536\nmax_events_per_request = 5\n\
+         ingest_concurrency = 1\nmax_waiting_ingest = 0\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir, false, &["--config", config.to_str().unwrap()]);
+    let admin = server.login("admin", PASSWORD);
+    let event = |id: u64, image: &str| {
+        json!({"Event": {"System": {
+            "Provider_attributes": {"Name": "Microsoft-Windows-Sysmon"},
+            "EventID": 1, "EventRecordID": id, "Channel": "Microsoft-Windows-Sysmon/Operational",
+            "Computer": "ws01.example.org",
+            "TimeCreated_attributes": {"SystemTime": "2024-05-01T10:00:00.000000Z"}},
+            "EventData": {"Image": image, "CommandLine": format!("{image} /c whoami"),
+                "ProcessId": 4242, "User": "EXAMPLE\\bob"}}})
+        .to_string()
+    };
+    let body = [
+        event(1, "C:\\Windows\\System32\\cmd.exe"),
+        "{\"Event\": {\"System\": ".to_string(),
+        String::new(),
+        "{\"Event\": {\"System\": {\"EventID\": 1}}}".to_string(),
+        event(2, "C:\\Windows\\System32\\whoami.exe"),
+    ]
+    .join("\n");
+    let (status, answer, _) = post_events(&server, &admin, "fwd01", None, body.into_bytes());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["records"].as_u64(), answer["set_aside"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        answer["rows_per_table"]["DeviceProcessEvents"], 2,
+        "{answer}"
+    );
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(
+        errors
+            .iter()
+            .map(|e| e["line"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 4]
+    );
+    assert!(
+        errors[1]["error"].as_str().unwrap().contains("TimeCreated"),
+        "{answer}"
+    );
+    assert_eq!(server.count(&admin, "DeviceProcessEvents"), 2);
+
+    let two = format!("{}\n{}\n", event(3, "C:\\a.exe"), event(4, "C:\\b.exe"));
+    let (status, answer, _) =
+        post_events(&server, &admin, "fwd01", Some("gzip"), gzip(two.as_bytes()));
+    assert_eq!(
+        (status, answer["records"].as_u64()),
+        (200, Some(2)),
+        "{answer}"
+    );
+    let zstd = zstd::encode_all(two.as_bytes(), 3).unwrap();
+    let (status, answer, _) = post_events(&server, &admin, "fwd01", Some("zstd"), zstd);
+    assert_eq!(
+        (status, answer["records"].as_u64()),
+        (200, Some(2)),
+        "{answer}"
+    );
+    assert_eq!(server.count(&admin, "DeviceProcessEvents"), 6);
+    let names = server.hunt(&admin, "DeviceProcessEvents | summarize by DeviceName");
+    assert_eq!(names["rows"], json!([["ws01.example.org"]]), "{names}");
+
+    // 16 MiB of newlines is 16 KiB of gzip: refused once it expands past the limit.
+    let bomb = gzip(&vec![b'\n'; 16 << 20]);
+    assert!(bomb.len() < 65536);
+    let (status, answer, _) = post_events(&server, &admin, "x", Some("gzip"), bomb);
+    assert_eq!(status, 413, "{answer}");
+    let bomb = zstd::encode_all(&vec![b'\n'; 16 << 20][..], 3).unwrap();
+    let (status, answer, _) = post_events(&server, &admin, "x", Some("zstd"), bomb);
+    assert_eq!(status, 413, "{answer}");
+    let six: Vec<String> = (10..16).map(|i| event(i, "C:\\c.exe")).collect();
+    let (status, answer, _) = post_events(&server, &admin, "x", None, six.join("\n").into_bytes());
+    assert_eq!(status, 413, "{answer}");
+    let (status, answer, _) = post_events(&server, &admin, "x", Some("br"), b"x".to_vec());
+    assert_eq!(status, 415, "{answer}");
+    let (status, answer, _) = post_events(&server, &admin, "x", Some("gzip"), b"nope".to_vec());
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer, _) = post_events(&server, &admin, "x", None, b"\n \n".to_vec());
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(server.count(&admin, "DeviceProcessEvents"), 6);
+
+    // One request holds the only ingest slot (its body is half sent); with no room to wait,
+    // the next is refused with 429 and Retry-After, and the first still completes.
+    use std::io::{Read, Write};
+    let line = event(20, "C:\\held.exe");
+    let host = server.url.trim_start_matches("http://");
+    let mut held = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        held,
+        "POST /api/v1/ingest/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        line.len(),
+        &line[..10]
+    )
+    .unwrap();
+    held.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let (status, answer, retry) = post_events(
+            &server,
+            &admin,
+            "x",
+            None,
+            event(21, "C:\\d.exe").into_bytes(),
+        );
+        if status == 429 {
+            break (answer, retry);
+        }
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "the held request never took the slot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refused.1.as_deref(), Some("1"), "{}", refused.0);
+    held.write_all(line[10..].as_bytes()).unwrap();
+    let mut answer = String::new();
+    held.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Custom detections: a KQL rule is checked when created, tested over stored events without
+/// alerting, and run: each row an alert (in an incident, in AlertInfo); a second run folds the
+/// same rows into their open alerts.
+#[test]
+fn custom_detections_turn_query_rows_into_alerts() {
+    let Some(samples) = rampart_testdata::dataset("datasets/evtx-attack-samples") else {
+        return;
+    };
+    let dir = scratch("custom");
+    let server = Server::start(&dir, false, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let mut files = walk(&samples);
+    files.sort();
+    for file in files.iter().take(20) {
+        assert_eq!(server.upload(&admin, file).0, 200);
+    }
+    let (status, body) = server.call(
+        "POST",
+        "/api/v1/custom-detections",
+        Some(&admin),
+        Some(&json!({"title": "bad", "query": "DeviceProcessEvents\n| summarize n = count() by DeviceNam", "schedule_secs": 3600})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["line"], 2, "{body}");
+    let query =
+        "DeviceProcessEvents | summarize n = count(), Timestamp = max(Timestamp) by DeviceName";
+    let rule = server.post(
+        "/api/v1/custom-detections",
+        &admin,
+        json!({"title": "Process activity per device", "query": query, "schedule_secs": 3600,
+               "severity": "low", "tactics": ["Execution"], "techniques": ["T1059"]}),
+    );
+    let id = rule["id"].as_str().unwrap();
+    assert_eq!(rule["kind"], "kql");
+
+    let devices = server.count(&admin, "DeviceProcessEvents | distinct DeviceName");
+    assert!(devices > 0);
+    let test = server.post(&format!("/api/v1/rules/{id}/test"), &admin, json!({}));
+    assert_eq!(test["matches"].as_u64(), Some(devices), "{test}");
+    let before = server.get("/api/v1/alerts?limit=1000", &admin)["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let empty = server.post(
+        &format!("/api/v1/rules/{id}/test"),
+        &admin,
+        json!({"from": "2000-01-01T00:00:00Z", "to": "2000-01-02T00:00:00Z"}),
+    );
+    assert_eq!(empty["matches"], 0, "{empty}");
+
+    let first = server.post(&format!("/api/v1/rules/{id}/run"), &admin, json!({}));
+    assert_eq!(first["raised"].as_u64(), Some(devices), "{first}");
+    let alerts = server.get(&format!("/api/v1/alerts?rule_id={id}&limit=1000"), &admin);
+    let alerts = alerts["items"].as_array().unwrap();
+    assert_eq!(alerts.len() as u64, devices);
+    assert_eq!(
+        server.get("/api/v1/alerts?limit=1000", &admin)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before + devices as usize
+    );
+    for a in alerts {
+        assert_eq!(a["rule"]["kind"], "kql", "{a}");
+        assert_eq!(a["severity"], "low");
+        assert_eq!(a["techniques"], json!(["T1059"]));
+        assert!(a["incident_id"].is_string());
+        assert!(
+            a["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "device"),
+            "{a}"
+        );
+    }
+    let again = server.post(&format!("/api/v1/rules/{id}/run"), &admin, json!({}));
+    assert_eq!(
+        (again["raised"].as_u64(), again["deduplicated"].as_u64()),
+        (Some(0), Some(devices)),
+        "{again}"
+    );
+    assert_eq!(
+        server.count(
+            &admin,
+            "AlertInfo | where DetectionSource == 'Custom detection'"
+        ),
+        devices
+    );
+}
+
+/// The same server on PostgreSQL (the state database of larger installs): what is stored
+/// survives a restart. Runs when `RAMPART_TEST_POSTGRES_URL` is set, in a schema of its own.
+#[test]
+fn the_server_runs_on_postgresql() {
+    let url = match std::env::var("RAMPART_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            assert!(
+                std::env::var("RAMPART_REQUIRE_DATA").as_deref() != Ok("1"),
+                "RAMPART_REQUIRE_DATA=1 but RAMPART_TEST_POSTGRES_URL is not set"
+            );
+            println!("skipping PostgreSQL: RAMPART_TEST_POSTGRES_URL is not set");
+            return;
+        }
+    };
+    let schema = format!("rampart_server_{}", std::process::id());
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .output()
+            .expect("psql runs (PostgreSQL's client, beside the server)");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    let dir = scratch("postgres");
+    let args = ["--database-url", db_url.as_str()];
+    let alert_count = {
+        let server = Server::start(&dir, false, &args);
+        let admin = server.login("admin", PASSWORD);
+        server.post("/api/v1/users", &admin, json!({"username": "pg-analyst", "password": PASSWORD, "role": "analyst"}));
+        let rule = server.post(
+            "/api/v1/custom-detections",
+            &admin,
+            json!({"title": "every device", "query": "print DeviceName = 'pg-host', Timestamp = now()", "schedule_secs": 3600}),
+        );
+        let ran = server.post(&format!("/api/v1/rules/{}/run", rule["id"].as_str().unwrap()), &admin, json!({}));
+        assert_eq!(ran["raised"], 1, "{ran}");
+        server.get("/api/v1/alerts", &admin)["items"].as_array().unwrap().len()
+    };
+    assert_eq!(alert_count, 1);
+    let server = Server::start(&dir, false, &args);
+    let analyst = server.login("pg-analyst", PASSWORD);
+    let alerts = server.get("/api/v1/alerts", &analyst);
+    assert_eq!(alerts["items"][0]["device_name"], "pg-host", "{alerts}");
+    let incidents = server.get("/api/v1/incidents", &analyst);
+    assert_eq!(incidents["items"].as_array().unwrap().len(), 1, "{incidents}");
+    drop(server);
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }

@@ -1,25 +1,32 @@
-//! File ingest through the API: an uploaded `.evtx` is spooled to disk (bounded), read into the
-//! tenant's tables, detected on, and acknowledged once its rows are durable and its alerts
-//! stored.
+//! Ingest through the API. An uploaded `.evtx` is spooled to disk (bounded); forwarded events
+//! arrive as newline-delimited JSON, optionally compressed, held in memory (bounded before and
+//! after decompression). Either way the records go through the one pipeline
+//! ([`crate::pipeline::Ingest`]) into the tenant's tables and detection, and the request is
+//! acknowledged once its rows are durable and its alerts stored.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
+use rampart_sources::jsonl;
 use rampart_state::Principal;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::app::App;
-use crate::pipeline::{DEFAULT_BATCH_ROWS, EvtxIngest};
+use crate::app::{App, TenantRules};
+use crate::pipeline::{DEFAULT_BATCH_ROWS, Ingest, Ingested};
 use crate::problem::{ApiResult, Problem, Query, json};
+
+/// Line errors listed in an answer at most; `set_aside` counts them all.
+const MAX_LISTED_ERRORS: usize = 100;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +43,7 @@ pub async fn evtx(
 ) -> ApiResult {
     let received = Instant::now();
     let _slot = app.ingest_slot().await?;
-    let name = sanitize_name(q.name.as_deref().unwrap_or("upload.evtx"));
+    let name = sanitize_name(q.name.as_deref().unwrap_or("upload.evtx"), "upload.evtx");
     let spool = Spool::create(&app, &name).await?;
     spool.fill(body, app.config.limits.max_upload_bytes).await?;
 
@@ -46,7 +53,7 @@ pub async fn evtx(
     let tenant = p.tenant_id.clone();
     let path = spool.path.clone();
     let ingested = tokio::task::spawn_blocking(move || {
-        EvtxIngest {
+        Ingest {
             store: &store,
             tenant: &tenant,
             rules: Some(&compiled.set),
@@ -60,8 +67,6 @@ pub async fn evtx(
     let spool_dir = spool.path.display().to_string();
     drop(spool);
 
-    let records = ingested.records();
-    let set_aside = ingested.set_aside();
     let errors: Vec<String> = ingested
         .per_file
         .iter()
@@ -71,10 +76,103 @@ pub async fn evtx(
                 .map(|e| e.to_string().replace(&spool_dir, &name))
         })
         .collect();
+    let mut body = answer(&app, &p, &name, &rules, &ingested, received).await?;
+    body.insert("file".into(), json!(name));
+    body.insert("errors".into(), json!(errors));
+    Ok(json(&body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// What alerts cite as the events' source (default `events`), e.g. the forwarder's name.
+    name: Option<String>,
+}
+
+/// Forwarded Windows events: one JSON record per line, in the `evtx` crate's rendering with
+/// separated attributes (`{"Event": {"System": {..., "TimeCreated_attributes": {"SystemTime":
+/// ...}}, "EventData": {...}}}`), optionally `Content-Encoding: gzip` or `zstd`. A line that is
+/// not such a record is set aside and reported by number; the others are ingested.
+pub async fn events(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let received = Instant::now();
+    let encoding = Encoding::of(&headers)?;
+    let _slot = app.ingest_slot().await?;
+    let limits = &app.config.limits;
+    let (max_bytes, max_events) = (limits.max_events_bytes, limits.max_events_per_request);
+    // The compressed body is held to the same bound: it is never larger than what it expands to
+    // by more than a few bytes.
+    let raw = read_bounded(body, max_bytes).await?;
+    let name = sanitize_name(q.name.as_deref().unwrap_or("events"), "events");
+
+    let rules = app.rules_of(&p.tenant_id);
+    let compiled = rules.clone();
+    let store = app.store.clone();
+    let tenant = p.tenant_id.clone();
+    let source = name.clone();
+    let ingested = tokio::task::spawn_blocking(move || {
+        let text = encoding.decode(raw, max_bytes)?;
+        let lines = jsonl::lines(&text);
+        if lines.is_empty() {
+            return Err(Problem::bad_request(
+                "the body holds no events: send one JSON record per line",
+            ));
+        }
+        if lines.len() > max_events {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{} events in one request; the limit is {max_events}",
+                    lines.len()
+                ),
+            ));
+        }
+        Ingest {
+            store: &store,
+            tenant: &tenant,
+            rules: Some(&compiled.set),
+            batch_rows: DEFAULT_BATCH_ROWS,
+        }
+        .run_lines(Path::new(&source), &lines)
+        .map_err(Problem::internal)
+    })
+    .await
+    .map_err(Problem::internal)??;
+
+    let errors: Vec<Value> = ingested
+        .per_file
+        .iter()
+        .flat_map(|(_, s)| &s.errors)
+        .take(MAX_LISTED_ERRORS)
+        .map(|e| json!({"line": e.offset, "error": e.message}))
+        .collect();
+    let mut body = answer(&app, &p, &name, &rules, &ingested, received).await?;
+    body.insert("source".into(), json!(name));
+    body.insert("errors".into(), json!(errors));
+    Ok(json(&body))
+}
+
+/// What both routes answer once the records are stored: counts, alerts raised (stored before
+/// this returns), and the metrics updated.
+async fn answer(
+    app: &App,
+    p: &Principal,
+    source: &str,
+    rules: &TenantRules,
+    ingested: &Ingested,
+    received: Instant,
+) -> Result<serde_json::Map<String, Value>, Problem> {
+    let records = ingested.records();
+    let set_aside = ingested.set_aside();
     let m = &app.metrics;
     m.events_ingested.fetch_add(records, Ordering::Relaxed);
     m.events_set_aside.fetch_add(set_aside, Ordering::Relaxed);
-    let outcome = crate::alerting::raise(&app, &p.tenant_id, &name, &rules, &ingested).await?;
+    let outcome = crate::alerting::raise(app, &p.tenant_id, source, rules, ingested).await?;
     m.observe_detection(received.elapsed());
 
     let per_table: BTreeMap<&str, u64> = ingested
@@ -82,24 +180,102 @@ pub async fn evtx(
         .iter()
         .map(|(t, n)| (t.name(), *n))
         .collect();
-    let body = json!({
-        "file": name,
-        "records": records,
-        "set_aside": set_aside,
-        "rows_per_table": per_table,
-        "errors": errors,
-        "detections": ingested.hits.len(),
-        "alerts": outcome,
-    });
-    Ok(json(&body))
+    let mut body = serde_json::Map::new();
+    body.insert("records".into(), json!(records));
+    body.insert("set_aside".into(), json!(set_aside));
+    body.insert("rows_per_table".into(), json!(per_table));
+    body.insert("detections".into(), json!(ingested.hits.len()));
+    body.insert("alerts".into(), json!(outcome));
+    Ok(body)
 }
 
-/// A file name safe to show and to put in a path: its last component, printable, bounded.
-fn sanitize_name(name: &str) -> String {
+/// How a body of events is compressed (`Content-Encoding`).
+#[derive(Clone, Copy)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+impl Encoding {
+    /// The request's encoding; 415 for one the server does not read (or a list of several).
+    fn of(headers: &HeaderMap) -> Result<Encoding, Problem> {
+        let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+            return Ok(Encoding::Identity);
+        };
+        let value = value.to_str().unwrap_or_default().trim();
+        if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("x-gzip") {
+            Ok(Encoding::Gzip)
+        } else if value.eq_ignore_ascii_case("zstd") {
+            Ok(Encoding::Zstd)
+        } else if value.eq_ignore_ascii_case("identity") || value.is_empty() {
+            Ok(Encoding::Identity)
+        } else {
+            Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding '{value}' is not read: use gzip, zstd or none"),
+            ))
+        }
+    }
+
+    /// The body as sent, decompressed; 413 as soon as it expands past `limit` bytes (only
+    /// `limit + 1` bytes are ever produced), 400 when it is not valid for its encoding.
+    fn decode(self, raw: Vec<u8>, limit: u64) -> Result<Vec<u8>, Problem> {
+        let (name, reader): (&str, Box<dyn Read + '_>) = match self {
+            Encoding::Identity => return Ok(raw),
+            Encoding::Gzip => (
+                "gzip",
+                Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
+            ),
+            Encoding::Zstd => (
+                "zstd",
+                Box::new(
+                    zstd::stream::read::Decoder::with_buffer(&raw[..])
+                        .map_err(|e| Problem::bad_request(format!("not valid zstd: {e}")))?,
+                ),
+            ),
+        };
+        let mut text = Vec::new();
+        reader
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut text)
+            .map_err(|e| Problem::bad_request(format!("the body is not valid {name}: {e}")))?;
+        if text.len() as u64 > limit {
+            return Err(too_large(format!(
+                "events are limited to {limit} bytes decompressed"
+            )));
+        }
+        Ok(text)
+    }
+}
+
+fn too_large(detail: String) -> Problem {
+    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
+}
+
+/// The body in memory, refusing (413) past `limit` bytes.
+async fn read_bounded(body: Body, limit: u64) -> Result<Vec<u8>, Problem> {
+    let mut stream = body.into_data_stream();
+    let mut raw = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Problem::bad_request(format!("upload interrupted: {e}")))?;
+        if (raw.len() + chunk.len()) as u64 > limit {
+            return Err(too_large(format!(
+                "event bodies are limited to {limit} bytes"
+            )));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    Ok(raw)
+}
+
+/// A file name safe to show and to put in a path: its last component, printable, bounded
+/// (`fallback` when nothing is left).
+fn sanitize_name(name: &str, fallback: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let clean: String = last.chars().filter(|c| !c.is_control()).take(200).collect();
     if clean.is_empty() || clean == "." || clean == ".." {
-        "upload.evtx".into()
+        fallback.into()
     } else {
         clean
     }
@@ -140,10 +316,7 @@ impl Spool {
                 chunk.map_err(|e| Problem::bad_request(format!("upload interrupted: {e}")))?;
             written += chunk.len() as u64;
             if written > limit {
-                return Err(Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("uploads are limited to {limit} bytes"),
-                ));
+                return Err(too_large(format!("uploads are limited to {limit} bytes")));
             }
             file.write_all(&chunk).await.map_err(Problem::internal)?;
         }

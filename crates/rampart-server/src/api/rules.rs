@@ -179,3 +179,155 @@ pub async fn remove(
         .map_err(Problem::internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCustomDetection {
+    title: String,
+    /// KQL over the hunting tables; each row it returns becomes an alert.
+    query: String,
+    /// How often it runs (at least [`crate::custom::MIN_SCHEDULE_SECS`]).
+    schedule_secs: i64,
+    #[serde(default = "medium")]
+    severity: rampart_state::Severity,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    description: String,
+    /// ATT&CK tactic names (`Execution`) and technique ids (`T1059.001`).
+    #[serde(default)]
+    tactics: Vec<String>,
+    #[serde(default)]
+    techniques: Vec<String>,
+}
+
+fn medium() -> rampart_state::Severity {
+    rampart_state::Severity::Medium
+}
+
+/// Creates a custom detection (a scheduled KQL rule). The query must plan against the tenant's
+/// tables: a mistake is answered with its line and column, and nothing is stored.
+pub async fn create_custom(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<NewCustomDetection>,
+) -> ApiResult {
+    if body.schedule_secs < crate::custom::MIN_SCHEDULE_SECS {
+        return Err(Problem::bad_request(format!(
+            "schedule_secs: at least {}",
+            crate::custom::MIN_SCHEDULE_SECS
+        )));
+    }
+    let engine = rampart_kql::Engine::new(rampart_store::TenantCatalog::of_store(
+        app.store.clone(),
+        &p.tenant_id,
+    ));
+    if let Err(e) = engine.check(&body.query).await {
+        let mut problem = Problem::bad_request(e.render(&body.query));
+        if let Some(at) = e.location(&body.query) {
+            problem = problem.with("line", at.line).with("column", at.column);
+        }
+        return Err(problem);
+    }
+    let new = rampart_state::NewRule {
+        kind: RuleKind::Kql,
+        sigma_id: None,
+        title: body.title,
+        source: body.query,
+        enabled: body.enabled.unwrap_or(true),
+        severity: body.severity,
+        tags: body
+            .techniques
+            .iter()
+            .map(|t| format!("attack.{}", t.to_lowercase()))
+            .collect(),
+        schedule_secs: Some(body.schedule_secs),
+        alert_template: Some(json!(crate::custom::AlertTemplate {
+            description: body.description,
+            tactics: body.tactics,
+            techniques: body.techniques,
+        })),
+        origin: RuleOrigin::Uploaded,
+    };
+    let rule = app.db.create_rule(&p.tenant_id, &new, &p.username).await?;
+    audit(
+        &app,
+        &p,
+        "rule.create",
+        "rule",
+        &rule.id,
+        json!({"title": rule.title, "kind": "kql"}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(rule)).into_response())
+}
+
+/// Runs a custom detection now (as its schedule would): its rows become alerts.
+pub async fn run_now(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let rule = app.db.get_rule(&p.tenant_id, &id).await?;
+    if rule.kind != RuleKind::Kql {
+        return Err(Problem::conflict(
+            "only custom detections (KQL rules) run on demand; Sigma rules run on every ingested event",
+        ));
+    }
+    let outcome = crate::custom::run(&app, &p.tenant_id, &rule).await?;
+    audit(&app, &p, "rule.run", "rule", &id, json!(outcome)).await?;
+    Ok(json(&outcome))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTest {
+    /// Only events in `[from, to)` (default: the whole store).
+    from: Option<rampart_state::Time>,
+    to: Option<rampart_state::Time>,
+    /// Rows shown at most (default 100).
+    limit: Option<usize>,
+}
+
+/// Tests a custom detection against stored events without raising anything: how many rows it
+/// would alert on, and the first ones.
+pub async fn test(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Json(body): Json<RuleTest>,
+) -> ApiResult {
+    let rule = app.db.get_rule(&p.tenant_id, &id).await?;
+    if rule.kind != RuleKind::Kql {
+        return Err(Problem::conflict(
+            "testing over stored events is for custom detections (KQL); a Sigma rule is tested by uploading events",
+        ));
+    }
+    let window = match (body.from, body.to) {
+        (None, None) => String::new(),
+        (from, to) => {
+            let mut w = String::from("| where ");
+            let mut parts = Vec::new();
+            if let Some(f) = from {
+                parts.push(format!("Timestamp >= datetime({})", f.to_rfc3339()));
+            }
+            if let Some(t) = to {
+                parts.push(format!("Timestamp < datetime({})", t.to_rfc3339()));
+            }
+            w.push_str(&parts.join(" and "));
+            w
+        }
+    };
+    // The window applies to what the query returns; a query without Timestamp cannot be
+    // windowed and says so.
+    let kql = format!("{}\n{window}", rule.source);
+    let limit = body.limit.unwrap_or(100).min(app.config.hunting.max_rows);
+    let rows = crate::custom::query(&app, &p.tenant_id, &kql, crate::custom::MAX_ALERTS_PER_RUN)
+        .await
+        .map_err(|e| Problem::bad_request(e.render(&kql)))?;
+    Ok(json(&json!({
+        "matches": rows.len(),
+        "capped": rows.len() >= crate::custom::MAX_ALERTS_PER_RUN,
+        "rows": rows.into_iter().take(limit).collect::<Vec<_>>(),
+    })))
+}
