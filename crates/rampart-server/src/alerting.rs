@@ -98,18 +98,19 @@ pub async fn raise(
             Candidate {
                 draft,
                 rule_id,
-                kind: RuleKind::Sigma,
+                kind: Some(RuleKind::Sigma),
             }
         })
         .collect();
     place_all(app, tenant, candidates, &devices).await
 }
 
-/// A draft and the rule-table id and kind of the rule that raised it.
+/// A draft and the rule-table id and kind of the rule that raised it (no rule for indicator
+/// matches).
 pub struct Candidate {
     pub draft: AlertDraft,
     pub rule_id: Option<String>,
-    pub kind: RuleKind,
+    pub kind: Option<RuleKind>,
 }
 
 /// Suppresses, stores and correlates drafts, in event-time order; `devices` maps host names to
@@ -256,11 +257,11 @@ async fn place(
 fn new_alert(
     d: &AlertDraft,
     rule_id: Option<&str>,
-    kind: RuleKind,
+    kind: Option<RuleKind>,
     device_id: Option<String>,
 ) -> NewAlert {
     NewAlert {
-        rule: Some(RuleRef {
+        rule: kind.map(|kind| RuleRef {
             id: rule_id.map(str::to_string),
             title: d.title.clone(),
             kind,

@@ -134,7 +134,7 @@ pub async fn run(app: &App, tenant: &str, rule: &Rule) -> Result<Outcome, Proble
         .map(|row| Candidate {
             draft: draft(rule, &template, row),
             rule_id: Some(rule.id.clone()),
-            kind: RuleKind::Kql,
+            kind: Some(RuleKind::Kql),
         })
         .collect();
     place_all(app, tenant, candidates, &BTreeMap::new()).await

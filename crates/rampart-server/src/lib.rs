@@ -15,6 +15,7 @@ pub mod auth;
 mod bootstrap;
 pub mod config;
 mod custom;
+mod indicators;
 pub mod listener;
 pub mod metrics;
 pub mod pipeline;

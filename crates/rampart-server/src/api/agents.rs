@@ -17,8 +17,10 @@ use rampart_state::{ActionStatus, DeviceHeartbeat, HealthStatus, NewAuditEntry, 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::alerting::Candidate;
 use crate::app::App;
 use crate::auth::AgentIdentity;
+use crate::indicators::Indicators;
 use crate::problem::{ApiResult, Json, Problem, json};
 
 /// Agent certificates are valid this long; agents renew by enrolling again.
@@ -227,25 +229,37 @@ pub async fn telemetry(
             .map_err(|e| Problem::bad_request(format!("batches[{i}] ({}): {e}", table.name())))?;
         batches.push((table, record));
     }
+    let indicators = Indicators::new(app.db.active_indicators(&agent.tenant, Utc::now()).await?);
     let store = app.store.clone();
     let tenant = agent.tenant.clone();
-    let appended = tokio::task::spawn_blocking(move || {
+    let (appended, candidates) = tokio::task::spawn_blocking(move || {
         let mut per_table: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut candidates = Vec::new();
         for (table, batch) in batches {
+            // Drafts first: the batch moves into the store.
+            candidates.extend(indicators.scan(table, &batch).iter().map(|hit| Candidate {
+                draft: crate::indicators::draft(table, &batch, hit),
+                rule_id: None,
+                kind: None,
+            }));
             let n = batch.num_rows() as u64;
             store.append(&tenant, table, batch)?;
             *per_table.entry(table.name()).or_default() += n;
         }
-        Ok::<_, rampart_store::StoreError>(per_table)
+        Ok::<_, rampart_store::StoreError>((per_table, candidates))
     })
     .await
     .map_err(Problem::internal)?
     .map_err(Problem::internal)?;
+    let devices = BTreeMap::from([(agent.hostname.clone(), agent.device_id.clone())]);
+    let outcome = crate::alerting::place_all(&app, &agent.tenant, candidates, &devices).await?;
     let total: u64 = appended.values().sum();
     app.metrics
         .events_ingested
         .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
-    Ok(json(&json!({"rows": total, "rows_per_table": appended})))
+    Ok(json(
+        &json!({"rows": total, "rows_per_table": appended, "alerts": outcome}),
+    ))
 }
 
 /// The body, decompressed when it says so, bounded either way.
