@@ -17,7 +17,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, Input};
-use datafusion::arrow::array::{Array, ArrayRef, GenericStringArray, OffsetSizeTrait};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, GenericStringArray, OffsetSizeTrait, StringViewArray,
+};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::{
@@ -230,6 +233,15 @@ impl Matcher {
             && !self.cs
             && !self.unicode
             && self.needles.len() <= FEW_NEEDLES;
+        if let (Strs::View(a), Some(ac)) = (hay, &self.ac)
+            && scans
+            && a.len() == rows
+            // The search runs across the values laid end to end: gathering them is the copy
+            // that reading the column as `Utf8` would have made.
+            && let Ok(gathered) = cast(*a, &DataType::Utf8)
+        {
+            return self.scan_column(ac, gathered.as_string::<i32>());
+        }
         match (hay, &self.ac) {
             (Strs::Utf8(a), Some(ac)) if scans && a.len() == rows => self.scan_column(ac, *a),
             (Strs::Large(a), Some(ac)) if scans && a.len() == rows => self.scan_column(ac, *a),
@@ -239,6 +251,7 @@ impl Matcher {
             (Strs::Large(a), _) if ascii_equals && a.len() == rows && a.value_data().is_ascii() => {
                 self.equals_ascii(*a)
             }
+            (Strs::View(a), _) if ascii_equals && a.len() == rows => self.equals_ascii_view(a),
             _ => {
                 let mut buf = String::new();
                 let empty = self.matches("", &mut buf);
@@ -260,6 +273,29 @@ impl Matcher {
                 return empty;
             }
             let v = a.value(i).as_bytes();
+            needles
+                .iter()
+                .any(|n| n.len() == v.len() && n.eq_ignore_ascii_case(v))
+        })
+    }
+
+    /// [`Matcher::equals_ascii`] for views, whose text is not in one buffer to check at once:
+    /// each value is checked, and one that is not ASCII (it may still fold to an ASCII needle,
+    /// as the Kelvin sign does to `k`) takes the general path.
+    fn equals_ascii_view(&self, a: &StringViewArray) -> ArrayRef {
+        let needles: Vec<&[u8]> = self.needles.iter().map(|n| n.as_bytes()).collect();
+        // A null reads as "".
+        let empty = needles.iter().any(|n| n.is_empty());
+        let mut buf = String::new();
+        bools_total(a.len(), |i| {
+            if a.is_null(i) {
+                return empty;
+            }
+            let v = a.value(i);
+            if !v.is_ascii() {
+                return self.matches(v, &mut buf);
+            }
+            let v = v.as_bytes();
             needles
                 .iter()
                 .any(|n| n.len() == v.len() && n.eq_ignore_ascii_case(v))
@@ -953,12 +989,18 @@ mod tests {
         assert!(!t(&m(Mode::Equals, true, false, &["ABC"]), "abc"));
     }
 
+    /// The operator over a column, as `Utf8` and as views (their paths must agree).
     fn column(m: &Matcher, a: &StringArray) -> Vec<bool> {
-        let out = m.eval(&Strs::Utf8(a), a.len());
-        match out.as_boolean_opt() {
-            Some(b) => b.iter().map(|v| v.unwrap_or(false)).collect(),
-            None => panic!("not booleans"),
-        }
+        let bools = |out: ArrayRef| -> Vec<bool> {
+            match out.as_boolean_opt() {
+                Some(b) => b.iter().map(|v| v.unwrap_or(false)).collect(),
+                None => panic!("not booleans"),
+            }
+        };
+        let utf8 = bools(m.eval(&Strs::Utf8(a), a.len()));
+        let views = StringViewArray::from_iter(a.iter());
+        assert_eq!(bools(m.eval(&Strs::View(&views), a.len())), utf8, "views");
+        utf8
     }
 
     #[test]

@@ -1839,39 +1839,6 @@ mod bodies {
         assert_eq!(again.last_seen, hb.last_seen);
         assert_eq!(again.platform, "linux");
 
-        // Agents silent since before a time turn inactive; a fresh heartbeat is not silent.
-        let active = db
-            .record_heartbeat(
-                &t,
-                &seen.id,
-                &DeviceHeartbeat {
-                    agent_version: "0.1.1".into(),
-                    health_status: HealthStatus::Active,
-                    health: json!({}),
-                    events_dropped: 0,
-                    drops_reported: 0,
-                    seen_at: Utc::now(),
-                },
-            )
-            .await
-            .unwrap();
-        let status = |id: String| {
-            let t = t.clone();
-            async move {
-                db.get_device(&t, &Scope::all(), &id)
-                    .await
-                    .unwrap()
-                    .health_status
-            }
-        };
-        let before = active.last_seen - Duration::seconds(1);
-        db.mark_silent_agents_inactive(before).await.unwrap();
-        assert_eq!(status(seen.id.clone()).await, HealthStatus::Active);
-        let later = active.last_seen + Duration::seconds(1);
-        assert!(db.mark_silent_agents_inactive(later).await.unwrap() >= 1);
-        let now_inactive = db.get_device(&t, &Scope::all(), &seen.id).await.unwrap();
-        assert_eq!(now_inactive.health_status, HealthStatus::Inactive);
-
         let other = device(db, &t, "laptop-7", None).await;
         let upd = db
             .update_device(
@@ -1978,6 +1945,39 @@ mod bodies {
             db.get_device(&t, &Scope::all(), &other.id).await,
             Err(Error::NotFound("device"))
         ));
+
+        // Agents silent since before a time turn inactive; a fresh heartbeat is not silent.
+        let active = db
+            .record_heartbeat(
+                &t,
+                &seen.id,
+                &DeviceHeartbeat {
+                    agent_version: "0.1.1".into(),
+                    health_status: HealthStatus::Active,
+                    health: json!({}),
+                    events_dropped: 0,
+                    drops_reported: 0,
+                    seen_at: Utc::now(),
+                },
+            )
+            .await
+            .unwrap();
+        let status = |id: String| {
+            let t = t.clone();
+            async move {
+                db.get_device(&t, &Scope::all(), &id)
+                    .await
+                    .unwrap()
+                    .health_status
+            }
+        };
+        let before = active.last_seen - Duration::seconds(1);
+        db.mark_silent_agents_inactive(before).await.unwrap();
+        assert_eq!(status(seen.id.clone()).await, HealthStatus::Active);
+        let later = active.last_seen + Duration::seconds(1);
+        assert!(db.mark_silent_agents_inactive(later).await.unwrap() >= 1);
+        let now_inactive = db.get_device(&t, &Scope::all(), &seen.id).await.unwrap();
+        assert_eq!(now_inactive.health_status, HealthStatus::Inactive);
     }
 
     pub(super) async fn actions(db: &StateDb) {

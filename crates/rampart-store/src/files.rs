@@ -23,6 +23,8 @@ use crate::{StoreError, io_err};
 /// The column every table that has one is sorted and partitioned by.
 pub(crate) const TIMESTAMP: &str = "Timestamp";
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Prefix of the columns that describe the process that caused an event.
+const INITIATING_PROCESS: &str = "InitiatingProcess";
 /// Rows gathered per write into the Parquet writer (bounds the copy made while sorting).
 const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 /// Runs of rows in source order at least this long are written as slices, not copied.
@@ -147,6 +149,10 @@ pub(crate) fn writer_properties(
     for c in table.columns() {
         let path = || ColumnPath::from(c.name);
         match c.kind {
+            // The times of the initiating process and of its parent repeat on every row that
+            // process starts (one of ~10,000 values in 100,000 rows of a fleet): dictionary
+            // indices take half the bytes of the deltas between them.
+            KustoType::DateTime if c.name.starts_with(INITIATING_PROCESS) => {}
             // Nearly unique and, in time-sorted files, nearly in order: deltas, not a
             // dictionary.
             KustoType::DateTime => {

@@ -850,6 +850,8 @@ impl Store {
 
     /// `tenant`'s `table` for DataFusion: its Parquet files and in-memory batches as they are
     /// when each scan is planned. Timestamp filters skip files, row groups, pages and batches.
+    /// `string` columns come back as `Utf8View` (the table's other types as they are stored);
+    /// scans carry each file's row count and Timestamp range as statistics.
     pub fn table_provider(&self, tenant: &str, table: Table) -> Arc<dyn TableProvider> {
         Arc::new(StoreTable {
             source: Arc::clone(&self.inner) as Arc<dyn Snapshots>,

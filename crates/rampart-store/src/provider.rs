@@ -1,13 +1,16 @@
 //! The DataFusion view of one tenant's table: its Parquet files and in-memory batches, as
 //! they are when a scan is planned.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::Session;
 use datafusion::catalog::TableProvider;
-use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Result, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -21,10 +24,11 @@ use datafusion::object_store::ObjectMeta;
 use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use rampart_schema::Table;
+use rampart_schema::{KustoType, Table};
 
 use crate::Snapshot;
 use crate::files::TIMESTAMP;
+use crate::manifest::FileMeta;
 
 /// Where a scan takes its files and in-memory batches from: the live store or a read-only
 /// view of it.
@@ -172,7 +176,7 @@ fn micros(expr: &Expr) -> Option<(i64, i64)> {
 #[async_trait]
 impl TableProvider for StoreTable {
     fn schema(&self) -> SchemaRef {
-        self.table.arrow_schema()
+        scan_schema(self.table)
     }
 
     fn table_type(&self) -> TableType {
@@ -204,17 +208,25 @@ impl TableProvider for StoreTable {
         let mut memory: Vec<Vec<_>> =
             vec![Vec::new(); partitions.min(snapshot.batches.len()).max(1)];
         let slots = memory.len();
+        // Only the columns the scan reads are cast to views (strings are stored as `Utf8`).
+        let projected = match projection {
+            Some(columns) => Arc::new(schema.project(columns)?),
+            None => schema.clone(),
+        };
         for (i, batch) in snapshot.batches.into_iter().enumerate() {
-            memory[i % slots].push(batch);
+            let batch = match projection {
+                Some(columns) => batch.project(columns)?,
+                None => batch,
+            };
+            memory[i % slots].push(as_scanned(&batch, &projected)?);
         }
-        let memory = MemorySourceConfig::try_new(&memory, schema.clone(), projection.cloned())?
-            .with_limit(limit);
+        let memory = MemorySourceConfig::try_new(&memory, projected, None)?.with_limit(limit);
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![DataSourceExec::from_data_source(memory)];
 
         if !snapshot.files.is_empty() {
             let mut options = state.table_options().parquet.clone();
-            // The schema says Utf8; reading as views would only be cast back.
-            options.global.schema_force_view_types = false;
+            // Strings come out of Parquet as views, as `scan_schema` has them.
+            options.global.schema_force_view_types = true;
             let url = ObjectStoreUrl::local_filesystem();
             let object_store = state.runtime_env().object_store(&url)?;
             let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
@@ -233,26 +245,41 @@ impl TableProvider for StoreTable {
             if let Some(predicate) = conjunction(usable) {
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
             }
-            let mut groups: Vec<Vec<PartitionedFile>> =
-                vec![Vec::new(); partitions.min(snapshot.files.len())];
-            let slots = groups.len();
+            let total = files_statistics(&schema, snapshot.files.iter().map(|f| &f.meta));
+            let mut dealt = vec![Vec::new(); partitions.min(snapshot.files.len())];
+            let slots = dealt.len();
             for (i, file) in snapshot.files.into_iter().enumerate() {
-                let location = ObjectPath::from_absolute_path(&file.path)
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-                let meta = ObjectMeta {
-                    location,
-                    // Files are never rewritten in place (every file has a new id), so a fixed
-                    // time keeps DataFusion's metadata cache valid.
-                    last_modified: chrono::DateTime::UNIX_EPOCH,
-                    size: file.meta.bytes,
-                    e_tag: None,
-                    version: None,
-                };
-                // The plan holds the file: it is not deleted while the plan may read it.
-                groups[i % slots].push(PartitionedFile::new_from_meta(meta).with_extension(file));
+                dealt[i % slots].push(file);
+            }
+            let mut groups = Vec::with_capacity(slots);
+            for files in dealt {
+                let stats = files_statistics(&schema, files.iter().map(|f| &f.meta));
+                let mut group = Vec::with_capacity(files.len());
+                for file in files {
+                    let location = ObjectPath::from_absolute_path(&file.path)
+                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                    let meta = ObjectMeta {
+                        location,
+                        // Files are never rewritten in place (every file has a new id), so a
+                        // fixed time keeps DataFusion's metadata cache valid.
+                        last_modified: chrono::DateTime::UNIX_EPOCH,
+                        size: file.meta.bytes,
+                        e_tag: None,
+                        version: None,
+                    };
+                    let file_stats = files_statistics(&schema, [&file.meta]);
+                    // The plan holds the file: it is not deleted while the plan may read it.
+                    group.push(
+                        PartitionedFile::new_from_meta(meta)
+                            .with_statistics(Arc::new(file_stats))
+                            .with_extension(file),
+                    );
+                }
+                groups.push(FileGroup::new(group).with_statistics(Arc::new(stats)));
             }
             let config = FileScanConfigBuilder::new(url, Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_file_groups(groups)
+                .with_statistics(total)
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
                 .build();
@@ -260,6 +287,82 @@ impl TableProvider for StoreTable {
         }
         UnionExec::try_new(plans)
     }
+}
+
+/// The table as scans return it: `string` columns as `Utf8View`, the rest as stored. A view
+/// points into the page it was decoded from, so reading a string does not copy it (a
+/// dictionary page's values are not copied once per row), and DataFusion groups, compares
+/// and joins views faster than `Utf8`. `dynamic` columns stay `Utf8`: they hold JSON text for
+/// the dynamic functions, and are rarely grouped or joined on.
+fn scan_schema(table: Table) -> SchemaRef {
+    static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        Table::ALL
+            .iter()
+            .map(|t| {
+                let fields: Vec<Field> = t
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        let field = c.arrow_field();
+                        match c.kind {
+                            KustoType::String => field.with_data_type(DataType::Utf8View),
+                            _ => field,
+                        }
+                    })
+                    .collect();
+                Arc::new(Schema::new(fields))
+            })
+            .collect()
+    });
+    let index = Table::ALL
+        .iter()
+        .position(|t| *t == table)
+        .unwrap_or_default();
+    schemas[index].clone()
+}
+
+/// An in-memory batch (columns as stored) as a scan returns it, in `schema`.
+fn as_scanned(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match c.data_type() == f.data_type() {
+            true => Ok(c.clone()),
+            false => cast(c, f.data_type()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// What the planner knows of files before opening them: their rows, so that a join builds its
+/// hash table on the smaller input, and their Timestamp range (file pruning by dynamic
+/// filters, answers from statistics). Exact: a file never changes once written.
+fn files_statistics<'a>(
+    schema: &Schema,
+    files: impl IntoIterator<Item = &'a FileMeta>,
+) -> Statistics {
+    let mut rows = 0usize;
+    let mut range: Option<(i64, i64)> = None;
+    for f in files {
+        rows = rows.saturating_add(usize::try_from(f.rows).unwrap_or(usize::MAX));
+        if let (Some(lo), Some(hi)) = (f.min_ts, f.max_ts) {
+            range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        }
+    }
+    let mut stats = Statistics::new_unknown(schema);
+    stats.num_rows = Precision::Exact(rows);
+    if let (Some((lo, hi)), Ok(index)) = (range, schema.index_of(TIMESTAMP))
+        && let DataType::Timestamp(TimeUnit::Microsecond, tz) = schema.field(index).data_type()
+    {
+        let column = &mut stats.column_statistics[index];
+        column.min_value =
+            Precision::Exact(ScalarValue::TimestampMicrosecond(Some(lo), tz.clone()));
+        column.max_value =
+            Precision::Exact(ScalarValue::TimestampMicrosecond(Some(hi), tz.clone()));
+    }
+    stats
 }
 
 #[cfg(test)]
@@ -327,6 +430,40 @@ mod tests {
         );
         let r = time_range(&[ident("Timestamp").eq(ns(1_500))]);
         assert!(!r.overlaps(Some(0), Some(10)), "no microsecond is 1.5 µs");
+    }
+
+    #[test]
+    fn file_statistics_sum_rows_and_span_timestamps() {
+        let meta = |rows, min_ts, max_ts| FileMeta {
+            id: 1,
+            path: String::new(),
+            tenant: "default".into(),
+            table: Table::DeviceProcessEvents.name().into(),
+            day: 0,
+            rows,
+            bytes: 0,
+            memory_bytes: 0,
+            min_ts,
+            max_ts,
+        };
+        let schema = scan_schema(Table::DeviceProcessEvents);
+        let files = [
+            meta(10, Some(5), Some(9)),
+            meta(7, None, None),
+            meta(3, Some(1), Some(4)),
+        ];
+        let stats = files_statistics(&schema, &files);
+        assert_eq!(stats.num_rows, Precision::Exact(20));
+        let ts = |v| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
+        let Ok(index) = schema.index_of(TIMESTAMP) else {
+            panic!("no Timestamp")
+        };
+        let column = &stats.column_statistics[index];
+        assert_eq!(column.min_value, Precision::Exact(ts(1)));
+        assert_eq!(column.max_value, Precision::Exact(ts(9)));
+        // Files with only null Timestamps say nothing of the range.
+        let stats = files_statistics(&schema, &files[1..2]);
+        assert_eq!(stats.column_statistics[index].min_value, Precision::Absent);
     }
 
     #[test]
