@@ -925,3 +925,31 @@ fn a_reader_sees_what_the_writer_acknowledged_without_blocking_it() {
     assert_eq!(provider_ids(table, None).len(), 20);
     assert!(StoreReader::open(&dir.join("nope")).is_err());
 }
+
+/// A count reads no column: rows in memory and in files are counted all the same (a scan of
+/// in-memory rows with an empty projection still carries its row count).
+#[test]
+fn counting_reads_no_column_from_memory_or_files() {
+    let dir = scratch("count");
+    let store = Arc::new(Store::open(&dir, config()).unwrap());
+    let at = |_| Some(day("2024-05-01"));
+    store
+        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(0..40, at))
+        .unwrap();
+    store.flush().unwrap();
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(40..100, at),
+        )
+        .unwrap();
+    let engine = rampart_kql::Engine::new(rampart_store::TenantCatalog::of_store(
+        store.clone(),
+        DEFAULT_TENANT,
+    ));
+    let result = runtime()
+        .block_on(engine.run("DeviceProcessEvents | count", &Default::default()))
+        .unwrap();
+    assert_eq!(result.json_rows()[0]["Count"], 100);
+}
