@@ -91,7 +91,10 @@ pub fn k_split(c: &Call) -> Result<ArrayRef> {
             Some(ix) => {
                 let k = usize::try_from(ix.get(i)?).ok();
                 let part = k.and_then(|k| parts.get(k));
-                let items = part.map(|p| Value::String((*p).to_string())).into_iter().collect();
+                let items = part
+                    .map(|p| Value::String((*p).to_string()))
+                    .into_iter()
+                    .collect();
                 Some(Value::Array(items).to_string())
             }
         }

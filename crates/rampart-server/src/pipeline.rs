@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
 use rampart_schema::{BatchBuilder, Row, Table};
 use rampart_sigma::{CorrelationInput, Detection, RuleSet};
 use rampart_sources::WinEvent;
@@ -17,6 +19,7 @@ use rampart_sources::evtx::{self, FileSummary};
 use rampart_sources::jsonl::{self, Line};
 use rampart_sources::windows::map_event;
 use rampart_store::{Store, StoreError};
+use rayon::prelude::*;
 
 /// Rows per batch appended to the store by default.
 pub const DEFAULT_BATCH_ROWS: usize = 8192;
@@ -59,9 +62,6 @@ pub struct Ingest<'a> {
     pub rules: Option<&'a RuleSet>,
     pub batch_rows: usize,
 }
-
-/// The name `rampart ingest` builds it by.
-pub type EvtxIngest<'a> = Ingest<'a>;
 
 /// One reading thread's rows being batched, and what it found.
 #[derive(Default)]
@@ -106,17 +106,23 @@ impl Ingest<'_> {
         let shards: Vec<Mutex<Shard>> = (0..rayon::current_num_threads() + 1)
             .map(|_| Mutex::default())
             .collect();
-        let append = |shard: &mut Shard, mut builder: BatchBuilder| {
-            let mut failed = failure.lock().unwrap_or_else(|p| p.into_inner());
-            if failed.is_some() {
-                return;
+        // Rows stored, or `None` once any append has failed. The failure lock is not held
+        // across the append: appends from several threads then wait for the store together and
+        // share its group commit (one fsync), instead of one fsync each in turn.
+        let store = |table: Table, batch: RecordBatch| -> Option<u64> {
+            if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                return None;
             }
-            let table = builder.table();
-            let batch = builder.finish();
             let rows = batch.num_rows() as u64;
             match self.store.append(self.tenant, table, batch) {
-                Ok(()) => *shard.appended.entry(table).or_default() += rows,
-                Err(e) => *failed = Some(e),
+                Ok(()) => Some(rows),
+                Err(e) => {
+                    failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                    None
+                }
             }
         };
         let on_event = |event: WinEvent| {
@@ -150,8 +156,14 @@ impl Ingest<'_> {
             // The builder is the row's own table's: this cannot fail.
             let _ = builder.append(&row);
             if builder.len() >= self.batch_rows {
-                let full = std::mem::replace(builder, table.batch_builder());
-                append(&mut shard, full);
+                let mut full = std::mem::replace(builder, table.batch_builder());
+                // Appended without the shard's lock: the thread's next record must not wait
+                // for the fsync of this batch.
+                drop(shard);
+                if let Some(rows) = store(table, full.finish()) {
+                    let mut shard = shards[slot].lock().unwrap_or_else(|p| p.into_inner());
+                    *shard.appended.entry(table).or_default() += rows;
+                }
             }
         };
         let per_file = read(&on_event);
@@ -161,11 +173,12 @@ impl Ingest<'_> {
             ..Ingested::default()
         };
         let mut held = Vec::new();
+        let mut rest: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
         for shard in shards {
             let mut shard = shard.into_inner().unwrap_or_else(|p| p.into_inner());
-            for (_, builder) in std::mem::take(&mut shard.builders) {
+            for (table, mut builder) in std::mem::take(&mut shard.builders) {
                 if !builder.is_empty() {
-                    append(&mut shard, builder);
+                    rest.entry(table).or_default().push(builder.finish());
                 }
             }
             for (table, n) in shard.appended {
@@ -177,6 +190,51 @@ impl Ingest<'_> {
             }
             out.hits.append(&mut shard.hits);
             held.append(&mut shard.held);
+        }
+        // What is left in the shards goes as few batches of at most `batch_rows` per table
+        // (fewer, larger log records and files), and every table at once (one group commit).
+        let mut packed: Vec<(Table, Vec<RecordBatch>)> = Vec::new();
+        for (table, batches) in rest {
+            let mut rows = 0;
+            for batch in batches {
+                match packed.last_mut() {
+                    Some((t, group))
+                        if *t == table && rows + batch.num_rows() <= self.batch_rows =>
+                    {
+                        rows += batch.num_rows();
+                        group.push(batch);
+                    }
+                    _ => {
+                        rows = batch.num_rows();
+                        packed.push((table, vec![batch]));
+                    }
+                }
+            }
+        }
+        let stored: Vec<(Table, u64)> = packed
+            .into_par_iter()
+            .filter_map(|(table, batches)| {
+                // Batches of one table's builders share its schema; were they not to, the
+                // request fails rather than lose rows.
+                let batch = match concat_batches(&table.arrow_schema(), &batches) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        let mismatch = StoreError::SchemaMismatch {
+                            table,
+                            detail: e.to_string(),
+                        };
+                        failure
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(mismatch);
+                        return None;
+                    }
+                };
+                Some((table, store(table, batch)?))
+            })
+            .collect();
+        for (table, n) in stored {
+            *out.per_table.entry(table).or_default() += n;
         }
         if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rampart_schema::Table;
-use rampart_server::pipeline::EvtxIngest;
+use rampart_server::pipeline::Ingest;
 use rampart_sources::evtx::{self, Damage};
 use rampart_store::{Store, StoreConfig, StoreStats};
 use serde_json::json;
@@ -95,7 +95,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let on_file = |path: &Path, _: &evtx::FileSummary| {
         bar.inc(sizes.get(path).copied().unwrap_or(0));
     };
-    let ingest = EvtxIngest {
+    let ingest = Ingest {
         store: &store,
         tenant: &args.tenant,
         rules: None,

@@ -661,8 +661,12 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
 /// An HTTPS client presenting an agent's certificate.
 fn agent_client(ca: &Path, cert_pem: &str, key_pem: &str) -> ureq::Agent {
     use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
-    let ca = Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap().to_owned();
-    let cert = Certificate::from_pem(cert_pem.as_bytes()).unwrap().to_owned();
+    let ca = Certificate::from_pem(&std::fs::read(ca).unwrap())
+        .unwrap()
+        .to_owned();
+    let cert = Certificate::from_pem(cert_pem.as_bytes())
+        .unwrap()
+        .to_owned();
     let key = PrivateKey::from_pem(key_pem.as_bytes()).unwrap().to_owned();
     let tls = TlsConfig::builder()
         .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
@@ -678,7 +682,11 @@ fn agent_client(ca: &Path, cert_pem: &str, key_pem: &str) -> ureq::Agent {
 /// Enrolls `hostname` with a fresh enrollment token of the caller's tenant; returns the
 /// enrollment answer and an mTLS client.
 fn enroll(server: &Server, dir: &Path, admin: &str, hostname: &str) -> (Value, ureq::Agent) {
-    let token = server.post("/api/v1/enrollment-tokens", admin, json!({"name": hostname}));
+    let token = server.post(
+        "/api/v1/enrollment-tokens",
+        admin,
+        json!({"name": hostname}),
+    );
     let key = rampart_pki::AgentKey::generate().unwrap();
     let body = json!({
         "token": token["token"], "csr": key.csr_pem(hostname).unwrap(), "hostname": hostname,
@@ -727,40 +735,139 @@ fn agents_report_for_their_own_tenant_and_device_only() {
     assert_eq!(answer["rows"], 1);
     let found = server.hunt(&admin, "DeviceProcessEvents | where FileName == 'bash' | project DeviceId, DeviceName, cwd = tostring(AdditionalFields.cwd)");
     assert_eq!(found["rows"], json!([[device, "web01", "/tmp"]]), "{found}");
-    let (status, body) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &json!({"batches": [{"table": "NoSuchTable", "rows": []}]}));
+    let (status, body) = agent_post(
+        &server,
+        &web01,
+        "/api/v1/agents/telemetry",
+        &json!({"batches": [{"table": "NoSuchTable", "rows": []}]}),
+    );
     assert_eq!(status, 400, "{body}");
 
     // An action queued by an analyst reaches the agent at its heartbeat; its result comes back.
-    let action = server.post("/api/v1/actions", &admin, json!({"device_id": device, "kind": "isolate"}));
-    let (status, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &json!({"agent_version": "0.1.0", "events_dropped": 3}));
+    let action = server.post(
+        "/api/v1/actions",
+        &admin,
+        json!({"device_id": device, "kind": "isolate"}),
+    );
+    let (status, hb) = agent_post(
+        &server,
+        &web01,
+        "/api/v1/agents/heartbeat",
+        &json!({"agent_version": "0.1.0", "events_dropped": 3}),
+    );
     assert_eq!(status, 200, "{hb}");
     assert_eq!(hb["actions"][0]["id"], action["id"], "{hb}");
     assert_eq!(hb["actions"][0]["status"], "sent");
-    let path = format!("/api/v1/agents/actions/{}/result", action["id"].as_str().unwrap());
-    let (status, done) = agent_post(&server, &web01, &path, &json!({"status": "succeeded", "result": {"isolated": true}}));
-    assert_eq!((status, done["status"].as_str()), (200, Some("succeeded")), "{done}");
+    let path = format!(
+        "/api/v1/agents/actions/{}/result",
+        action["id"].as_str().unwrap()
+    );
+    let (status, done) = agent_post(
+        &server,
+        &web01,
+        &path,
+        &json!({"status": "succeeded", "result": {"isolated": true}}),
+    );
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("succeeded")),
+        "{done}"
+    );
     let seen = server.get(&format!("/api/v1/devices/{device}"), &admin);
     assert_eq!(seen["events_dropped"], 3, "{seen}");
 
     // Certificates open agent routes only; tokens open user routes only.
-    let (status, _) = server.call("POST", "/api/v1/agents/heartbeat", Some(&admin), Some(&json!({"agent_version": "x"})));
+    let (status, _) = server.call(
+        "POST",
+        "/api/v1/agents/heartbeat",
+        Some(&admin),
+        Some(&json!({"agent_version": "x"})),
+    );
     assert_eq!(status, 401);
-    let mut r = web01.get(&format!("{}/api/v1/alerts", server.url)).call().unwrap();
-    assert_eq!(r.status().as_u16(), 401, "{:?}", r.body_mut().read_to_string());
+    let mut r = web01
+        .get(&format!("{}/api/v1/alerts", server.url))
+        .call()
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "{:?}",
+        r.body_mut().read_to_string()
+    );
 
     // Tenant B's agent of the same host name writes into tenant B only.
-    server.post("/api/v1/tenants", &admin, json!({"name": "acme", "admin_username": "acme-admin", "admin_password": PASSWORD}));
+    server.post(
+        "/api/v1/tenants",
+        &admin,
+        json!({"name": "acme", "admin_username": "acme-admin", "admin_password": PASSWORD}),
+    );
     let acme = server.login("acme-admin", PASSWORD);
     let (b_enrolled, b_web01) = enroll(&server, &dir, &acme, "web01");
     assert_ne!(b_enrolled["device_id"], enrolled["device_id"]);
     let row = json!({"batches": [{"table": "DeviceProcessEvents", "rows": [{"Timestamp": "2026-12-01T11:00:00Z", "FileName": "acme-only"}]}]});
-    assert_eq!(agent_post(&server, &b_web01, "/api/v1/agents/telemetry", &row).0, 200);
-    assert_eq!(server.count(&acme, "DeviceProcessEvents | where FileName == 'acme-only'"), 1);
-    assert_eq!(server.count(&admin, "DeviceProcessEvents | where FileName == 'acme-only'"), 0);
-    assert_eq!(server.count(&acme, "DeviceProcessEvents | where FileName == 'bash'"), 0);
+    assert_eq!(
+        agent_post(&server, &b_web01, "/api/v1/agents/telemetry", &row).0,
+        200
+    );
+    assert_eq!(
+        server.count(&acme, "DeviceProcessEvents | where FileName == 'acme-only'"),
+        1
+    );
+    assert_eq!(
+        server.count(
+            &admin,
+            "DeviceProcessEvents | where FileName == 'acme-only'"
+        ),
+        0
+    );
+    assert_eq!(
+        server.count(&acme, "DeviceProcessEvents | where FileName == 'bash'"),
+        0
+    );
     // Tenant B's agent cannot touch tenant A's action.
     let (status, _) = agent_post(&server, &b_web01, &path, &json!({"status": "failed"}));
     assert_eq!(status, 404);
+
+    // Indicators: an alert indicator found in an agent's rows raises an alert (once per open
+    // alert); a block indicator is for prevention and raises none; tenant B's rows do not
+    // match tenant A's indicators.
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    server.post("/api/v1/indicators", &admin, json!({"kind": "sha256", "value": sha.to_uppercase(), "action": "alert", "severity": "high", "title": "test payload"}));
+    server.post("/api/v1/indicators", &admin, json!({"kind": "domain", "value": "evil.example", "action": "alert", "severity": "medium", "title": "c2 domain"}));
+    server.post("/api/v1/indicators", &admin, json!({"kind": "ip", "value": "203.0.113.9", "action": "block", "severity": "high", "title": "blocked only"}));
+    let rows = json!({"batches": [
+        {"table": "DeviceProcessEvents", "rows": [{"Timestamp": "2026-12-01T12:00:00Z", "FileName": "payload", "SHA256": sha, "ProcessCommandLine": "./payload"}]},
+        {"table": "DeviceNetworkEvents", "rows": [
+            {"Timestamp": "2026-12-01T12:00:01Z", "RemoteUrl": "https://cdn.evil.example/x", "RemoteIP": "203.0.113.9"},
+            {"Timestamp": "2026-12-01T12:00:02Z", "RemoteUrl": "https://notevil.example/"},
+        ]},
+    ]});
+    let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &rows);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["alerts"]["raised"], 2, "{answer}");
+    let hits = server.get("/api/v1/alerts?severity=high", &admin);
+    let hit = &hits["items"][0];
+    assert_eq!(hit["title"], "Indicator matched: test payload", "{hits}");
+    assert_eq!(hit["device_id"], device.as_str());
+    assert!(
+        hit["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["sha256"] == sha),
+        "{hit}"
+    );
+    let (_, again) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &rows);
+    assert_eq!(
+        (
+            again["alerts"]["raised"].as_u64(),
+            again["alerts"]["deduplicated"].as_u64()
+        ),
+        (Some(0), Some(2)),
+        "{again}"
+    );
+    let (_, other) = agent_post(&server, &b_web01, "/api/v1/agents/telemetry", &rows);
+    assert_eq!(other["alerts"]["raised"], 0, "{other}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -812,7 +919,10 @@ fn post_events(
     if let Some(encoding) = encoding {
         req = req.header("Content-Encoding", encoding);
     }
-    let mut response = req.send(body).expect("the server answers");
+    let size = body.len();
+    let mut response = req
+        .send(body)
+        .unwrap_or_else(|e| panic!("{encoding:?} body of {size} bytes: {e}"));
     let retry = response
         .headers()
         .get("retry-after")
@@ -990,41 +1100,33 @@ fn forwarded_json_events_bad_lines_compression_and_limits() {
     assert_eq!(server.count(&admin, "DeviceProcessEvents"), 6);
 
     // One request holds the only ingest slot (its body is half sent); with no room to wait,
-    // the next is refused with 429 and Retry-After, and the first still completes.
+    // the next is refused with 429 and Retry-After, and the first still completes. A held
+    // request that arrived while a probe had the slot was itself refused: hold again.
     use std::io::{Read, Write};
     let line = event(20, "C:\\held.exe");
     let host = server.url.trim_start_matches("http://");
-    let mut held = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        held,
+    let head = format!(
         "POST /api/v1/ingest/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {admin}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{}",
         line.len(),
         &line[..10]
-    )
-    .unwrap();
-    held.flush().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let refused = loop {
-        let (status, answer, retry) = post_events(
-            &server,
-            &admin,
-            "x",
-            None,
-            event(21, "C:\\d.exe").into_bytes(),
-        );
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut held, refused) = loop {
+        assert!(Instant::now() < deadline, "no request ever held the slot");
+        let mut held = std::net::TcpStream::connect(host).unwrap();
+        held.set_nodelay(true).unwrap();
+        held.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let probe = event(21, "C:\\d.exe").into_bytes();
+        let (status, answer, retry) = post_events(&server, &admin, "x", None, probe);
         if status == 429 {
-            break (answer, retry);
+            break (held, (answer, retry));
         }
         assert_eq!(status, 200, "{answer}");
-        assert!(
-            Instant::now() < deadline,
-            "the held request never took the slot"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(refused.1.as_deref(), Some("1"), "{}", refused.0);
-    held.write_all(line[10..].as_bytes()).unwrap();
+    held.write_all(&line.as_bytes()[10..]).unwrap();
     let mut answer = String::new();
     held.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -1142,9 +1244,15 @@ fn the_server_runs_on_postgresql() {
             .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
             .output()
             .expect("psql runs (PostgreSQL's client, beside the server)");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"));
+    psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    ));
     let sep = if url.contains('?') { '&' } else { '?' };
     let db_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
     let dir = scratch("postgres");
@@ -1152,15 +1260,26 @@ fn the_server_runs_on_postgresql() {
     let alert_count = {
         let server = Server::start(&dir, false, &args);
         let admin = server.login("admin", PASSWORD);
-        server.post("/api/v1/users", &admin, json!({"username": "pg-analyst", "password": PASSWORD, "role": "analyst"}));
+        server.post(
+            "/api/v1/users",
+            &admin,
+            json!({"username": "pg-analyst", "password": PASSWORD, "role": "analyst"}),
+        );
         let rule = server.post(
             "/api/v1/custom-detections",
             &admin,
             json!({"title": "every device", "query": "print DeviceName = 'pg-host', Timestamp = now()", "schedule_secs": 3600}),
         );
-        let ran = server.post(&format!("/api/v1/rules/{}/run", rule["id"].as_str().unwrap()), &admin, json!({}));
+        let ran = server.post(
+            &format!("/api/v1/rules/{}/run", rule["id"].as_str().unwrap()),
+            &admin,
+            json!({}),
+        );
         assert_eq!(ran["raised"], 1, "{ran}");
-        server.get("/api/v1/alerts", &admin)["items"].as_array().unwrap().len()
+        server.get("/api/v1/alerts", &admin)["items"]
+            .as_array()
+            .unwrap()
+            .len()
     };
     assert_eq!(alert_count, 1);
     let server = Server::start(&dir, false, &args);
@@ -1168,7 +1287,11 @@ fn the_server_runs_on_postgresql() {
     let alerts = server.get("/api/v1/alerts", &analyst);
     assert_eq!(alerts["items"][0]["device_name"], "pg-host", "{alerts}");
     let incidents = server.get("/api/v1/incidents", &analyst);
-    assert_eq!(incidents["items"].as_array().unwrap().len(), 1, "{incidents}");
+    assert_eq!(
+        incidents["items"].as_array().unwrap().len(),
+        1,
+        "{incidents}"
+    );
     drop(server);
     psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }

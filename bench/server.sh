@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Server ingest benchmark: `rampart server` (release, plain HTTP, SigmaHQ's Windows rules) on a
+# fresh data directory, then concurrent clients posting batches of forwarded Windows events
+# (the EVTX attack samples' records as JSON lines, replayed) to /api/v1/ingest/events for a
+# fixed time. Prints one JSON summary line: events/s, events per server CPU second ("per
+# core"), p50/p99 acknowledgement latency, and the server's RSS sampled every second.
+#
+#   bench/server.sh                          # 60 s, 4 clients, batches of 1,000, zstd
+#   SECONDS_=600 bench/server.sh             # the 10-minute run
+#   CLIENTS=8 BATCH=5000 ENCODING=gzip bench/server.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${RAMPART_DATA_DIR:-../shared}"
+SAMPLES="$DATA/datasets/evtx-attack-samples"
+RULES="${RULES:-$DATA/rules/sigma/rules/windows}"
+DURATION="${SECONDS_:-60}"
+CLIENTS="${CLIENTS:-4}"
+BATCH="${BATCH:-1000}"
+ENCODING="${ENCODING:-zstd}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rampart/target}"
+[ -d "$SAMPLES" ] || { echo "no samples at $SAMPLES (set RAMPART_DATA_DIR)" >&2; exit 1; }
+
+cargo build --release -p rampart --bin rampart --example server_load >&2
+BIN="$CARGO_TARGET_DIR/release/rampart"
+LOAD="$CARGO_TARGET_DIR/release/examples/server_load"
+WORK="$(mktemp -d)"
+PASSWORD="bench-$$-$RANDOM"
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+RAMPART_ADMIN_PASSWORD="$PASSWORD" RAMPART_LOG=warn "$BIN" server --data-dir "$WORK/data" \
+  --listen 127.0.0.1:0 --insecure-http --rules "$RULES" >"$WORK/stdout" 2>"$WORK/stderr" &
+SERVER_PID=$!
+for _ in $(seq 600); do
+  URL="$(sed -n 's/^Rampart server listening on //p' "$WORK/stdout" | head -1)"
+  [ -n "$URL" ] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/stderr" >&2; exit 1; }
+  sleep 0.2
+done
+[ -n "$URL" ] || { echo "the server did not start" >&2; exit 1; }
+echo "server pid $SERVER_PID at $URL, RSS after start: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$SERVER_PID/status)" >&2
+
+"$LOAD" --url "$URL" --password "$PASSWORD" --pid "$SERVER_PID" --samples "$SAMPLES" \
+  --clients "$CLIENTS" --batch "$BATCH" --seconds "$DURATION" --encoding "$ENCODING"

@@ -1,0 +1,340 @@
+//! Load generator for `rampart server` (run by `bench/server.sh`): concurrent clients post
+//! batches of forwarded Windows events to `/api/v1/ingest/events` for a fixed time, and the
+//! server's sustained rate, acknowledgement latency, CPU time and memory are reported.
+//!
+//! The events are the records of every `.evtx` file below `--samples`, rendered as the evtx
+//! crate renders them (the route's wire shape), shuffled deterministically and replayed in
+//! batches, so each batch is a realistic mix of Sysmon, Security, System, PowerShell and
+//! Defender records.
+//!
+//! ```text
+//! server_load --url http://127.0.0.1:8080 --password P --pid PID --samples DIR
+//!             [--clients 4] [--batch 1000] [--seconds 60] [--encoding zstd|gzip|none]
+//! ```
+//!
+//! "Per core" divides by the server process's CPU seconds (user + system, from
+//! `/proc/PID/stat`) over the run, so it does not depend on how many cores the machine has or
+//! what else (this generator) runs on them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+struct Args {
+    url: String,
+    password: String,
+    pid: u32,
+    samples: PathBuf,
+    clients: usize,
+    batch: usize,
+    seconds: u64,
+    encoding: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        url: String::new(),
+        password: String::new(),
+        pid: 0,
+        samples: PathBuf::new(),
+        clients: 4,
+        batch: 1000,
+        seconds: 60,
+        encoding: "zstd".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--url" => args.url = value.trim_end_matches('/').to_string(),
+            "--password" => args.password = value,
+            "--pid" => args.pid = value.parse()?,
+            "--samples" => args.samples = value.into(),
+            "--clients" => args.clients = value.parse()?,
+            "--batch" => args.batch = value.parse()?,
+            "--seconds" => args.seconds = value.parse()?,
+            "--encoding" => args.encoding = value,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if args.url.is_empty() || args.pid == 0 || args.samples.as_os_str().is_empty() {
+        bail!("--url, --pid and --samples are required");
+    }
+    if args.clients == 0 || args.batch == 0 {
+        bail!("--clients and --batch must be at least 1");
+    }
+    Ok(args)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let lines = sample_lines(&args.samples)?;
+    let batches = make_batches(&lines, args.batch, &args.encoding)?;
+    let raw_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    eprintln!(
+        "{} records ({:.1} MB of JSON lines) in {} distinct batches of {} ({}), {} clients, {} s",
+        lines.len(),
+        raw_bytes as f64 / 1e6,
+        batches.len(),
+        args.batch,
+        args.encoding,
+        args.clients,
+        args.seconds
+    );
+
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let token = login(&http, &args)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(0));
+    let events = Arc::new(AtomicU64::new(0));
+    let detections = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let batches = Arc::new(batches);
+
+    let cpu_start = cpu_seconds(args.pid)?;
+    let started = Instant::now();
+    let clients: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let (http, stop, next, events, detections, refused, latencies, failures, batches) = (
+                http.clone(),
+                stop.clone(),
+                next.clone(),
+                events.clone(),
+                detections.clone(),
+                refused.clone(),
+                latencies.clone(),
+                failures.clone(),
+                batches.clone(),
+            );
+            let url = format!("{}/api/v1/ingest/events?name=bench", args.url);
+            let auth = format!("Bearer {token}");
+            let encoding = args.encoding.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize % batches.len();
+                    let (body, count) = &batches[i];
+                    let mut req = http
+                        .post(&url)
+                        .header("Authorization", &auth)
+                        .content_type("application/x-ndjson");
+                    if encoding != "none" {
+                        req = req.header("Content-Encoding", &encoding);
+                    }
+                    let sent = Instant::now();
+                    match req.send(&body[..]) {
+                        Ok(mut r) if r.status() == 200 => {
+                            let took = sent.elapsed();
+                            let answer: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+                            if answer["records"].as_u64() != Some(*count) {
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("short ack: {answer}"));
+                            }
+                            events.fetch_add(*count, Ordering::Relaxed);
+                            let found = answer["detections"].as_u64().unwrap_or(0);
+                            detections.fetch_add(found, Ordering::Relaxed);
+                            latencies.lock().unwrap().push(took);
+                        }
+                        Ok(r) if r.status() == 429 => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        Ok(mut r) => {
+                            let text = r.body_mut().read_to_string().unwrap_or_default();
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{}: {text}", r.status()));
+                        }
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // RSS once a second while the clients run.
+    let mut rss = Vec::new();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let mut last_report = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        rss.push((started.elapsed().as_secs_f64(), rss_kib(args.pid)?));
+        if last_report.elapsed() >= Duration::from_secs(30) {
+            last_report = Instant::now();
+            eprintln!(
+                "  {:>5.0} s: {} events acknowledged, RSS {} MiB",
+                started.elapsed().as_secs_f64(),
+                events.load(Ordering::Relaxed),
+                rss.last().map_or(0, |r| r.1 / 1024)
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let _ = client.join();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(args.pid)? - cpu_start;
+
+    let events = events.load(Ordering::Relaxed);
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let failures = failures.lock().unwrap();
+    for f in failures.iter().take(5) {
+        eprintln!("failure: {f}");
+    }
+    let kib: Vec<u64> = rss.iter().map(|r| r.1).collect();
+    let third = (kib.len() / 3).max(1);
+    let mean = |s: &[u64]| s.iter().sum::<u64>() as f64 / s.len().max(1) as f64 / 1024.0;
+    let summary = json!({
+        "clients": args.clients,
+        "batch": args.batch,
+        "encoding": args.encoding,
+        "seconds": wall,
+        "requests": latencies.len(),
+        "events": events,
+        "events_per_s": events as f64 / wall,
+        // The attack samples are dense with detections; each becomes alert work.
+        "detections": detections.load(Ordering::Relaxed),
+        "server_cpu_s": cpu,
+        "events_per_cpu_s": events as f64 / cpu.max(1e-9),
+        "latency_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)},
+        "refused_429": refused.load(Ordering::Relaxed),
+        "failures": failures.len(),
+        "rss_mib": {
+            "max": kib.iter().max().copied().unwrap_or(0) / 1024,
+            "first_third_mean": mean(&kib[..third.min(kib.len())]),
+            "last_third_mean": mean(&kib[kib.len().saturating_sub(third)..]),
+        },
+        "rss_samples_mib": kib.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{summary}")?;
+    Ok(())
+}
+
+fn login(http: &ureq::Agent, args: &Args) -> Result<String> {
+    let mut r = http
+        .post(&format!("{}/api/v1/auth/login", args.url))
+        .send_json(json!({"username": "admin", "password": args.password}))?;
+    let body: Value = r.body_mut().read_json()?;
+    body["token"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("login failed: {body}"))
+}
+
+/// Every record below `dir` as one JSON line, in a fixed pseudo-random order (so that a batch
+/// mixes files, as a forwarder's would mix channels).
+fn sample_lines(dir: &Path) -> Result<Vec<String>> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.into_path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("evtx"))
+        })
+        .collect();
+    files.sort();
+    let settings = evtx::ParserSettings::new().separate_json_attributes(true);
+    let mut lines = Vec::new();
+    for file in &files {
+        let Ok(parser) = evtx::EvtxParser::from_path(file) else {
+            continue;
+        };
+        let mut parser = parser.with_configuration(settings.clone());
+        lines.extend(
+            parser
+                .records_json_value()
+                .flatten()
+                .map(|r| r.data.to_string()),
+        );
+    }
+    if lines.is_empty() {
+        bail!("no records below {}", dir.display());
+    }
+    // xorshift: deterministic, no dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..lines.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        lines.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    Ok(lines)
+}
+
+/// Consecutive windows of `batch` lines over the records repeated, encoded once: (body, events).
+fn make_batches(lines: &[String], batch: usize, encoding: &str) -> Result<Vec<(Vec<u8>, u64)>> {
+    let count = lines.len().div_ceil(batch).max(1);
+    (0..count)
+        .map(|b| {
+            let mut text = Vec::new();
+            for i in 0..batch {
+                text.extend_from_slice(lines[(b * batch + i) % lines.len()].as_bytes());
+                text.push(b'\n');
+            }
+            let body = match encoding {
+                "none" => text,
+                "zstd" => zstd::encode_all(&text[..], 3)?,
+                "gzip" => {
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    e.write_all(&text)?;
+                    e.finish()?
+                }
+                other => bail!("unknown encoding {other}"),
+            };
+            Ok((body, batch as u64))
+        })
+        .collect()
+}
+
+/// User + system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("odd /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let [utime, stime] = fields.get(11..13).context("short /proc/PID/stat")? else {
+        bail!("short /proc/PID/stat");
+    };
+    let ticks = utime.parse::<f64>()? + stime.parse::<f64>()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// The process's resident set (VmRSS), KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
