@@ -123,7 +123,7 @@ pub async fn query(
 pub async fn run(app: &App, tenant: &str, rule: &Rule) -> Result<Outcome, Problem> {
     let rows = query(app, tenant, &rule.source, MAX_ALERTS_PER_RUN)
         .await
-        .map_err(|e| Problem::bad_request(e.render(&rule.source)))?;
+        .map_err(|e| Problem::kql(&e, &rule.source))?;
     let template: AlertTemplate = rule
         .alert_template
         .clone()

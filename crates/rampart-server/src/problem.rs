@@ -90,6 +90,25 @@ impl Problem {
         )
     }
 
+    /// A KQL error, located: 400 with `line`, `column`, `suggestion` and `kind` members (408
+    /// when the query ran past its timeout).
+    pub fn kql(error: &rampart_kql::KqlError, source: &str) -> Problem {
+        let status = match error.kind {
+            rampart_kql::ErrorKind::Execution if error.message.contains("timeout") => {
+                StatusCode::REQUEST_TIMEOUT
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut problem = Problem::new(status, error.render(source));
+        if let Some(at) = error.location(source) {
+            problem = problem.with("line", at.line).with("column", at.column);
+        }
+        if let Some(s) = &error.suggestion {
+            problem = problem.with("suggestion", s.clone());
+        }
+        problem.with("kind", format!("{:?}", error.kind).to_lowercase())
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Problem {
         self.extra
             .get_or_insert_with(Default::default)

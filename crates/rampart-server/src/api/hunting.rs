@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::StatusCode;
-use rampart_kql::{Engine, ErrorKind, KqlError, QueryOptions};
+use rampart_kql::{Engine, QueryOptions};
 use rampart_schema::Table;
 use rampart_state::Principal;
 use rampart_store::TenantCatalog;
@@ -60,7 +59,7 @@ pub async fn query(
     let result = engine
         .run(&body.query, &options)
         .await
-        .map_err(|e| kql_problem(&e, &body.query))?;
+        .map_err(|e| Problem::kql(&e, &body.query))?;
     let columns = result.column_names();
     let types = result.column_types();
     let rows: Vec<Vec<Value>> = result
@@ -76,22 +75,6 @@ pub async fn query(
         "chart": result.chart,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     })))
-}
-
-/// A located 400 (or 408 for a timeout): line, column and suggestion as members.
-fn kql_problem(error: &KqlError, source: &str) -> Problem {
-    let status = match error.kind {
-        ErrorKind::Execution if error.message.contains("timeout") => StatusCode::REQUEST_TIMEOUT,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    let mut problem = Problem::new(status, error.render(source));
-    if let Some(at) = error.location(source) {
-        problem = problem.with("line", at.line).with("column", at.column);
-    }
-    if let Some(s) = &error.suggestion {
-        problem = problem.with("suggestion", s.clone());
-    }
-    problem.with("kind", format!("{:?}", error.kind).to_lowercase())
 }
 
 pub async fn schema() -> ApiResult {

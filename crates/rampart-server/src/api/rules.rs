@@ -68,17 +68,10 @@ pub async fn upload(
     let text = std::str::from_utf8(&body)
         .map_err(|e| Problem::bad_request(format!("the body is not UTF-8: {e}")))?;
     let compiled = RuleSet::from_yaml(text, std::path::Path::new("upload.yml"));
-    let failed: Vec<String> = compiled
-        .report
-        .iter()
-        .filter_map(|r| match &r.status {
-            RuleStatus::Failed(why) => Some(format!(
-                "{}: {why}",
-                r.title.as_deref().unwrap_or("(untitled)")
-            )),
-            _ => None,
-        })
-        .collect();
+    let failed = statuses(&compiled, |s| match s {
+        RuleStatus::Failed(why) => Some(why),
+        _ => None,
+    });
     if !failed.is_empty() || compiled.report.is_empty() {
         let detail = if failed.is_empty() {
             "no Sigma rule in the body".to_string()
@@ -104,22 +97,29 @@ pub async fn upload(
     crate::rules::reload(&app, &p.tenant_id)
         .await
         .map_err(Problem::internal)?;
-    let inactive: Vec<String> = compiled
-        .report
-        .iter()
-        .filter_map(|r| match &r.status {
-            RuleStatus::Inactive(why) => Some(format!(
-                "{}: {why}",
-                r.title.as_deref().unwrap_or("(untitled)")
-            )),
-            _ => None,
-        })
-        .collect();
+    let inactive = statuses(&compiled, |s| match s {
+        RuleStatus::Inactive(why) => Some(why),
+        _ => None,
+    });
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({"items": created, "inactive": inactive})),
     )
         .into_response())
+}
+
+/// "title: reason" of each rule whose status `pick` gives a reason for.
+fn statuses(set: &RuleSet, pick: impl Fn(&RuleStatus) -> Option<&String>) -> Vec<String> {
+    set.report
+        .iter()
+        .filter_map(|r| {
+            let why = pick(&r.status)?;
+            Some(format!(
+                "{}: {why}",
+                r.title.as_deref().unwrap_or("(untitled)")
+            ))
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -223,11 +223,7 @@ pub async fn create_custom(
         &p.tenant_id,
     ));
     if let Err(e) = engine.check(&body.query).await {
-        let mut problem = Problem::bad_request(e.render(&body.query));
-        if let Some(at) = e.location(&body.query) {
-            problem = problem.with("line", at.line).with("column", at.column);
-        }
-        return Err(problem);
+        return Err(Problem::kql(&e, &body.query));
     }
     let new = rampart_state::NewRule {
         kind: RuleKind::Kql,
@@ -324,7 +320,7 @@ pub async fn test(
     let limit = body.limit.unwrap_or(100).min(app.config.hunting.max_rows);
     let rows = crate::custom::query(&app, &p.tenant_id, &kql, crate::custom::MAX_ALERTS_PER_RUN)
         .await
-        .map_err(|e| Problem::bad_request(e.render(&kql)))?;
+        .map_err(|e| Problem::kql(&e, &kql))?;
     Ok(json(&json!({
         "matches": rows.len(),
         "capped": rows.len() >= crate::custom::MAX_ALERTS_PER_RUN,
