@@ -1,0 +1,450 @@
+//! `rampart-agent run`: the sensor loop (kernel events → process table → rows → queue), the
+//! logon reader, and the sender (queue → server, oldest first; heartbeats; actions).
+//!
+//! Three threads share the queue; mapping stays on one thread (the process table is its own).
+//! Loss is counted wherever it can happen — kernel ring buffer, queue overflow, rows the
+//! server refuses — persisted, and reported in every heartbeat.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::hashes::HashCache;
+use crate::logons::{self, LogonSource};
+use crate::mapping::{FileFilter, Mapper, Row};
+use crate::process::ProcessTable;
+use crate::queue::{Queue, QueueLimits};
+use crate::sensor::{Sensor, SensorConfig};
+use crate::state::{StateDir, write_atomic};
+use crate::transport::{Client, Delivery};
+use crate::{actions, snapshot};
+
+/// How the agent runs; the CLI fills it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub queue: QueueLimits,
+    pub files: FileFilter,
+    pub heartbeat: Duration,
+    /// Rows per telemetry request at most.
+    pub batch_rows: usize,
+    pub ring_buffer_bytes: usize,
+    pub max_hash_bytes: u64,
+    /// Read logons from syslog (journal, auth log, or /dev/log when free).
+    pub logons: bool,
+    /// Snapshot interval (DeviceInfo, DeviceNetworkInfo).
+    pub snapshot: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            queue: QueueLimits::default(),
+            files: FileFilter::default(),
+            heartbeat: Duration::from_secs(30),
+            batch_rows: 5_000,
+            ring_buffer_bytes: 32 << 20,
+            max_hash_bytes: crate::hashes::DEFAULT_MAX_FILE_BYTES,
+            logons: true,
+            snapshot: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Set by SIGTERM / SIGINT.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Counters every thread adds to; reported in heartbeats.
+#[derive(Default)]
+struct Counters {
+    events: AtomicU64,
+    rows_queued: AtomicU64,
+    rows_sent: AtomicU64,
+    rows_refused: AtomicU64,
+    kernel_lost: AtomicU64,
+    send_failures: AtomicU64,
+}
+
+/// Drops of earlier runs (the kernel's count restarts with the sensor).
+#[derive(Default, Serialize, Deserialize)]
+struct DropHistory {
+    kernel_lost: u64,
+    rows_refused: u64,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    counters: Counters,
+    history: DropHistory,
+    stop: Arc<AtomicBool>,
+    health: Mutex<Value>,
+}
+
+pub fn run(state: &StateDir, options: &Options) -> Result<()> {
+    let identity = state.identity()?;
+    let client = Client::new(&identity)?;
+    let queue = Queue::open(&state.queue_dir(), options.queue)
+        .with_context(|| format!("cannot open the queue in {}", state.queue_dir().display()))?;
+    let history: DropHistory = std::fs::read(state.path().join("drops.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(queue),
+        counters: Counters::default(),
+        history,
+        stop: Arc::clone(&stop),
+        health: Mutex::new(json!({})),
+    });
+
+    let (logon_tx, logon_rx) = mpsc::channel();
+    let logon_source = if options.logons {
+        LogonSource::detect()
+    } else {
+        LogonSource::None
+    };
+    let logon_thread = match logons::spawn(logon_source.clone(), logon_tx, Arc::clone(&stop)) {
+        Ok(handle) => handle,
+        Err(e) => {
+            warn!("logons: {} cannot be read: {e}", logon_source.describe());
+            None
+        }
+    };
+
+    let sensor = Sensor::start(&SensorConfig {
+        ignore_tgid: std::process::id(),
+        ring_buffer_bytes: options.ring_buffer_bytes,
+        file_paths: options.files.include.clone(),
+    });
+    let (mode, sensor_error) = match &sensor {
+        Ok(_) => ("ebpf", None),
+        Err(e) => ("none", Some(e.to_string())),
+    };
+    match &sensor_error {
+        None => info!("sensor: eBPF programs attached"),
+        Some(e) => warn!("sensor: eBPF unavailable, no process/file/network telemetry: {e}"),
+    }
+    *lock(&shared.health) = json!({
+        "sensor_mode": mode,
+        "sensor_error": sensor_error,
+        "logon_source": logon_source.describe(),
+    });
+
+    let sender = {
+        let shared = Arc::clone(&shared);
+        let options = options.clone();
+        let state_path = state.path().to_path_buf();
+        std::thread::Builder::new()
+            .name("sender".into())
+            .spawn(move || send_loop(&client, &shared, &options, &state_path, mode))?
+    };
+
+    let hostname = identity.enrollment.hostname.clone();
+    let mut mapper = Mapper {
+        procs: ProcessTable::new(HashCache::new(options.max_hash_bytes), Clock::now()),
+        files: options.files.clone(),
+        host: hostname,
+    };
+    let mut sensor = sensor.ok();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut last_flush = Instant::now();
+    let mut last_snapshot: Option<Instant> = None;
+    info!(device = %identity.enrollment.device_id, server = %identity.enrollment.server, "agent running");
+    while !STOP.load(Ordering::Relaxed) {
+        if last_snapshot.is_none_or(|t| t.elapsed() >= options.snapshot) {
+            last_snapshot = Some(Instant::now());
+            let health = if sensor.is_some() { "Active" } else { "ImpairedCommunication" };
+            rows.push(snapshot::device_info(Utc::now(), mode, health));
+            rows.extend(snapshot::network_info(Utc::now()));
+        }
+        match sensor.as_mut() {
+            Some(s) => {
+                let mut events = 0u64;
+                let polled = s.poll(Duration::from_millis(100), &mut |event| {
+                    events += 1;
+                    if let Some(row) = mapper.event(&event) {
+                        rows.push(row);
+                    }
+                });
+                if let Err(e) = polled {
+                    warn!("sensor: {e}");
+                }
+                shared.counters.events.fetch_add(events, Ordering::Relaxed);
+                shared.counters.kernel_lost.store(s.lost().total, Ordering::Relaxed);
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+        while let Ok(logon) = logon_rx.try_recv() {
+            rows.push(mapper.logon(&logon));
+        }
+        push(&shared, &mut rows);
+        if last_flush.elapsed() >= Duration::from_millis(200) {
+            last_flush = Instant::now();
+            if let Err(e) = lock(&shared.queue).flush() {
+                warn!("queue: {e}");
+            }
+        }
+        if let Some(s) = &sensor {
+            let detached: Vec<String> = s
+                .programs()
+                .into_iter()
+                .filter(|(_, attached)| !attached)
+                .map(|(name, _)| name)
+                .collect();
+            lock(&shared.health)["detached_programs"] = json!(detached);
+        }
+    }
+    info!("stopping: flushing the queue");
+    push(&shared, &mut rows);
+    lock(&shared.queue).flush()?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    if let Some(t) = logon_thread {
+        let _ = t.join();
+    }
+    save_history(&shared, state.path());
+    Ok(())
+}
+
+fn push(shared: &Shared, rows: &mut Vec<Row>) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut queue = lock(&shared.queue);
+    for row in rows.drain(..) {
+        match queue.push(&row.encode()) {
+            Ok(_) => {
+                shared.counters.rows_queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Only a row larger than a queue segment is refused; it is counted as lost.
+                shared.counters.rows_refused.fetch_add(1, Ordering::Relaxed);
+                warn!("queue: {e}");
+            }
+        }
+    }
+}
+
+/// Sends the queue oldest first; heartbeats on schedule; backs off while the server is away.
+fn send_loop(client: &Client, shared: &Shared, options: &Options, state: &std::path::Path, mode: &str) {
+    let mut backoff = Duration::from_secs(1);
+    let mut last_heartbeat: Option<Instant> = None;
+    let mut drops_reported = 0i64;
+    let actions = actions::ActionContext {
+        vault: state.join("vault"),
+    };
+    let mut last_dropped = 0u64;
+    loop {
+        let stopping = shared.stop.load(Ordering::Relaxed);
+        if last_heartbeat.is_none_or(|t| t.elapsed() >= options.heartbeat) || stopping {
+            last_heartbeat = Some(Instant::now());
+            let dropped = total_dropped(shared);
+            if dropped > last_dropped {
+                drops_reported += 1;
+                last_dropped = dropped;
+            }
+            let body = heartbeat_body(shared, mode, dropped, drops_reported);
+            match client.heartbeat(&body) {
+                Ok(answered) => {
+                    for action in answered {
+                        actions::carry_out(client, &actions, &action);
+                    }
+                }
+                Err(e) => warn!("heartbeat: {e:#}"),
+            }
+            save_history(shared, state);
+        }
+        if stopping {
+            return;
+        }
+        let entries = {
+            let mut queue = lock(&shared.queue);
+            // Only durable rows go out: a seq the server stored must never be reused.
+            queue
+                .flush()
+                .and_then(|()| queue.peek(options.batch_rows, 8 << 20))
+        };
+        let entries = match entries {
+            Ok(e) => e,
+            Err(e) => {
+                warn!("queue: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let (first, last) = (first.seq, last.seq);
+        let body = telemetry_body(entries.iter().map(|e| e.data.as_slice()));
+        let ack = match client.send_telemetry(&body, first, last) {
+            Ok(Delivery::Stored { .. }) => {
+                backoff = Duration::from_secs(1);
+                shared
+                    .counters
+                    .rows_sent
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                true
+            }
+            Ok(Delivery::Busy(wait)) => {
+                std::thread::sleep(wait);
+                false
+            }
+            Ok(Delivery::Refused(why)) => {
+                warn!(rows = entries.len(), "the server refused a batch, counted as dropped: {why}");
+                shared
+                    .counters
+                    .rows_refused
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                shared.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+                warn!("telemetry: {e:#}; retrying in {backoff:?}");
+                sleep_unless_stopped(backoff, &shared.stop);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                false
+            }
+        };
+        if ack && let Err(e) = lock(&shared.queue).ack(last) {
+            warn!("queue: {e}");
+        }
+    }
+}
+
+/// `{"batches":[{"table":T,"rows":[...]}, ...]}` from `TABLE NUL JSON` records, consecutive
+/// rows of a table in one batch (order kept: the server numbers rows in this order).
+pub fn telemetry_body<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(1 << 20);
+    body.extend_from_slice(b"{\"batches\":[");
+    let mut current: Option<&[u8]> = None;
+    for record in records {
+        let Some(nul) = record.iter().position(|&b| b == 0) else {
+            continue;
+        };
+        let (table, row) = (&record[..nul], &record[nul + 1..]);
+        if current == Some(table) {
+            body.push(b',');
+        } else {
+            if current.is_some() {
+                body.extend_from_slice(b"]},");
+            }
+            body.extend_from_slice(b"{\"table\":\"");
+            body.extend_from_slice(table);
+            body.extend_from_slice(b"\",\"rows\":[");
+            current = Some(table);
+        }
+        body.extend_from_slice(row);
+    }
+    if current.is_some() {
+        body.extend_from_slice(b"]}");
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+fn total_dropped(shared: &Shared) -> u64 {
+    let c = &shared.counters;
+    let queue = lock(&shared.queue).stats();
+    shared.history.kernel_lost
+        + shared.history.rows_refused
+        + c.kernel_lost.load(Ordering::Relaxed)
+        + c.rows_refused.load(Ordering::Relaxed)
+        + queue.dropped_records
+}
+
+fn heartbeat_body(shared: &Shared, mode: &str, dropped: u64, drops_reported: i64) -> Value {
+    let c = &shared.counters;
+    let queue = lock(&shared.queue).stats();
+    let mut health = lock(&shared.health).clone();
+    health["queue"] = json!({
+        "records": queue.records, "bytes": queue.bytes,
+        "dropped_records": queue.dropped_records, "dropped_bytes": queue.dropped_bytes,
+    });
+    health["counters"] = json!({
+        "events": c.events.load(Ordering::Relaxed),
+        "rows_queued": c.rows_queued.load(Ordering::Relaxed),
+        "rows_sent": c.rows_sent.load(Ordering::Relaxed),
+        "rows_refused": shared.history.rows_refused + c.rows_refused.load(Ordering::Relaxed),
+        "kernel_lost": shared.history.kernel_lost + c.kernel_lost.load(Ordering::Relaxed),
+        "send_failures": c.send_failures.load(Ordering::Relaxed),
+    });
+    let detached = health["detached_programs"].as_array().is_some_and(|d| !d.is_empty());
+    json!({
+        "agent_version": env!("CARGO_PKG_VERSION"),
+        "health_status": if mode == "ebpf" && !detached { "active" } else { "misconfigured" },
+        "health": health,
+        "events_dropped": i64::try_from(dropped).unwrap_or(i64::MAX),
+        "drops_reported": drops_reported,
+    })
+}
+
+fn save_history(shared: &Shared, state: &std::path::Path) {
+    let c = &shared.counters;
+    let history = DropHistory {
+        kernel_lost: shared.history.kernel_lost + c.kernel_lost.load(Ordering::Relaxed),
+        rows_refused: shared.history.rows_refused + c.rows_refused.load(Ordering::Relaxed),
+    };
+    if let Ok(json) = serde_json::to_vec(&history)
+        && let Err(e) = write_atomic(&state.join("drops.json"), &json, 0o600)
+    {
+        warn!("cannot save drop counters: {e:#}");
+    }
+}
+
+fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + total;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A poisoned lock means a thread panicked mid-update; the data is still the best we have.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_groups_consecutive_rows_by_table_in_order() {
+        let records: Vec<&[u8]> = vec![
+            b"A\0{\"x\":1}",
+            b"A\0{\"x\":2}",
+            b"B\0{\"y\":1}",
+            b"no separator",
+            b"A\0{\"x\":3}",
+        ];
+        let body = telemetry_body(records.into_iter());
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"batches": [
+                {"table": "A", "rows": [{"x": 1}, {"x": 2}]},
+                {"table": "B", "rows": [{"y": 1}]},
+                {"table": "A", "rows": [{"x": 3}]},
+            ]})
+        );
+        let empty: Value = serde_json::from_slice(&telemetry_body(std::iter::empty())).unwrap();
+        assert_eq!(empty, json!({"batches": []}));
+    }
+}

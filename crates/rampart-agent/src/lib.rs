@@ -1,0 +1,19 @@
+//! `rampart-agent`: the Linux endpoint sensor. The kernel side (eBPF tracepoint programs) reports
+//! raw events; the agent enriches them (process tree, user names, image hashes), maps them to
+//! Defender's Device* hunting tables, keeps them in a bounded on-disk queue and sends them to
+//! `rampart server` over mutual TLS, oldest first. It never links the query engine.
+
+pub mod actions;
+pub mod agent;
+pub mod clock;
+pub mod enroll;
+pub mod hashes;
+pub mod logons;
+pub mod mapping;
+pub mod process;
+pub mod queue;
+pub mod sensor;
+pub mod snapshot;
+pub mod state;
+pub mod transport;
+pub mod users;

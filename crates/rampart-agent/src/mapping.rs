@@ -1,0 +1,444 @@
+//! Sensor events and logons as rows of Defender's hunting tables, with Defender's ActionType
+//! names where Defender has one, and the process lineage from the process table.
+//!
+//! Column names are Defender's (a test checks each against the schema); values the schema has
+//! no column for ride in `AdditionalFields`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::logons::Logon;
+use crate::process::{Process, ProcessTable, file_name};
+use crate::sensor::{Net, Protocol, SensorEvent, Task};
+
+/// One row of one hunting table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub table: &'static str,
+    pub fields: Map<String, Value>,
+}
+
+impl Row {
+    fn new(table: &'static str, time: DateTime<Utc>, action: &str) -> Row {
+        let mut fields = Map::new();
+        fields.insert("Timestamp".into(), Value::String(timestamp(time)));
+        fields.insert("ActionType".into(), Value::String(action.into()));
+        Row { table, fields }
+    }
+
+    fn set(&mut self, column: &str, value: impl Into<Value>) {
+        let value = value.into();
+        if !value.is_null() && value != Value::String(String::new()) {
+            self.fields.insert(column.into(), value);
+        }
+    }
+
+    /// The queue record: `TABLE NUL JSON`, so the sender writes rows without parsing them.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(self.table.as_bytes());
+        out.push(0);
+        // A Map of Values always serialises.
+        out.extend_from_slice(&serde_json::to_vec(&self.fields).unwrap_or_default());
+        out
+    }
+}
+
+/// Which file events become rows.
+#[derive(Debug, Clone)]
+pub struct FileFilter {
+    /// Only paths under these (empty: every path).
+    pub include: Vec<String>,
+    /// Never these: pseudo-filesystems whose writes are not files (`> /dev/null`).
+    pub exclude: Vec<String>,
+}
+
+impl Default for FileFilter {
+    fn default() -> Self {
+        FileFilter {
+            include: Vec::new(),
+            exclude: ["/dev/", "/proc/", "/sys/"].map(String::from).to_vec(),
+        }
+    }
+}
+
+impl FileFilter {
+    fn wants(&self, path: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| path.starts_with(p.as_str())))
+            && !self.exclude.iter().any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// The tables with an InitiatingProcessLogonId column.
+const WITH_INITIATING_LOGON_ID: &[&str] = &["DeviceProcessEvents", "DeviceEvents"];
+
+pub struct Mapper {
+    pub procs: ProcessTable,
+    pub files: FileFilter,
+    /// The device's name, Defender's AccountDomain of local accounts.
+    pub host: String,
+}
+
+impl Mapper {
+    /// The row an event makes, if any (forks and exits only update the process table).
+    pub fn event(&mut self, event: &SensorEvent) -> Option<Row> {
+        match event {
+            SensorEvent::Exec {
+                task,
+                filename,
+                argv,
+                argv_truncated,
+                cwd,
+                inode,
+                dev,
+                exe_deleted,
+                exe_memfd,
+            } => {
+                let parent = self.procs.parent_of(task);
+                let process = self.procs.exec(task, filename, argv, cwd, (*inode, *dev));
+                let mut row = Row::new("DeviceProcessEvents", task.time, "ProcessCreated");
+                self.image(&mut row, "", &process);
+                row.set("ProcessId", process.pid);
+                row.set("ProcessCommandLine", process.command_line.clone());
+                row.set("ProcessCreationTime", timestamp(process.created));
+                row.set("AccountDomain", self.host.clone());
+                row.set("AccountName", process.account.clone());
+                if task.sessionid != u32::MAX {
+                    row.set("LogonId", task.sessionid);
+                    row.set("CreatedProcessSessionId", task.sessionid);
+                }
+                if let Some(parent) = &parent {
+                    self.initiating(&mut row, parent);
+                }
+                let mut extra = task_fields(task);
+                extra.insert("CurrentDirectory".into(), cwd.clone().into());
+                if *argv_truncated {
+                    extra.insert("CommandLineTruncated".into(), true.into());
+                }
+                if *exe_deleted {
+                    extra.insert("ExecutedFromDeletedFile".into(), true.into());
+                }
+                if *exe_memfd {
+                    extra.insert("ExecutedFromMemory".into(), true.into());
+                }
+                row.set("AdditionalFields", Value::String(Value::Object(extra).to_string()));
+                Some(row)
+            }
+            SensorEvent::Fork { task } => {
+                self.procs.fork(task);
+                None
+            }
+            SensorEvent::Exit { task, .. } => {
+                self.procs.exit(task);
+                None
+            }
+            SensorEvent::FileWriteClose {
+                task,
+                path,
+                flags,
+                size,
+                opened,
+                ..
+            } => {
+                let action = if created(path, *flags, *opened) {
+                    "FileCreated"
+                } else {
+                    "FileModified"
+                };
+                let mut row = self.file_row(task, action, path)?;
+                row.set("FileSize", *size);
+                Some(row)
+            }
+            SensorEvent::FileDelete { task, path, .. } => self.file_row(task, "FileDeleted", path),
+            SensorEvent::FileRename { task, from, to } => {
+                if !self.files.wants(from) && !self.files.wants(to) {
+                    return None;
+                }
+                let mut row = self.file_row_unfiltered(task, "FileRenamed", to);
+                row.set("PreviousFolderPath", from.clone());
+                row.set("PreviousFileName", file_name(from).to_string());
+                Some(row)
+            }
+            SensorEvent::FileChmod { task, path, mode } => {
+                let mut row = self.file_row(task, "FilePermissionsModified", path)?;
+                row.set(
+                    "AdditionalFields",
+                    json!({"Mode": format!("{:o}", mode & 0o7777)}).to_string(),
+                );
+                Some(row)
+            }
+            SensorEvent::Connect { task, net, result } => {
+                let action = match *result {
+                    0 => "ConnectionSuccess",
+                    r if r == -libc::EINPROGRESS => "ConnectionAttempt",
+                    _ => "ConnectionFailed",
+                };
+                let mut row = self.network_row(task, action, net, true);
+                if *result != 0 && *result != -libc::EINPROGRESS {
+                    row.set(
+                        "AdditionalFields",
+                        json!({"Errno": -result, "Error": std::io::Error::from_raw_os_error(-result).to_string()}).to_string(),
+                    );
+                }
+                Some(row)
+            }
+            SensorEvent::Accept { task, net } => {
+                Some(self.network_row(task, "InboundConnectionAccepted", net, true))
+            }
+            SensorEvent::Listen { task, net } => {
+                Some(self.network_row(task, "ListeningConnectionCreated", net, false))
+            }
+            SensorEvent::ModuleLoad { task, name } => {
+                let mut row = self.device_event(task, "DriverLoad");
+                row.set("FileName", name.clone());
+                row.set("AdditionalFields", json!({"ModuleName": name}).to_string());
+                Some(row)
+            }
+            SensorEvent::Ptrace {
+                task,
+                request,
+                target_pid,
+            } => {
+                let mut row = self.device_event(task, "PtraceAttach");
+                row.set("ProcessId", *target_pid);
+                if let Some(target) = self.procs.lookup(*target_pid, None) {
+                    self.image(&mut row, "", &target);
+                    row.set("ProcessCommandLine", target.command_line.clone());
+                    row.set("ProcessCreationTime", timestamp(target.created));
+                }
+                row.set("AdditionalFields", json!({"Request": request}).to_string());
+                Some(row)
+            }
+            SensorEvent::SetId {
+                task,
+                call,
+                uid,
+                euid,
+                gid,
+                egid,
+            } => {
+                let mut row = self.device_event(task, "ProcessCredentialsChanged");
+                row.set("AccountName", self.procs.users.user(*euid));
+                row.set("AccountDomain", self.host.clone());
+                row.set(
+                    "AdditionalFields",
+                    json!({"Call": call, "Uid": uid, "Euid": euid, "Gid": gid, "Egid": egid})
+                        .to_string(),
+                );
+                Some(row)
+            }
+        }
+    }
+
+    /// A DeviceLogonEvents row; the process that logged it is the initiating one.
+    pub fn logon(&mut self, logon: &Logon) -> Row {
+        let action = if logon.success {
+            "LogonSuccess"
+        } else {
+            "LogonFailed"
+        };
+        let mut row = Row::new("DeviceLogonEvents", logon.time, action);
+        row.set("LogonType", logon.logon_type);
+        row.set("AccountDomain", self.host.clone());
+        row.set("AccountName", logon.account.clone());
+        row.set("Protocol", logon.protocol.map(str::to_string));
+        row.set("FailureReason", logon.failure_reason.map(str::to_string));
+        row.set("RemoteIP", logon.remote_ip.clone());
+        row.set("RemotePort", logon.remote_port);
+        if let Some(ip) = logon.remote_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+            row.set("RemoteIPType", ip_type(ip));
+        }
+        // The pid is the logging program's unless it was reused since (then its name differs).
+        let process = logon
+            .pid
+            .and_then(|pid| self.procs.lookup(pid, None))
+            .filter(|p| p.name == logon.program);
+        if let Some(process) = process {
+            self.initiating(&mut row, &process);
+        } else {
+            row.set("InitiatingProcessFileName", logon.program.clone());
+            row.set("InitiatingProcessId", logon.pid);
+        }
+        if let Some(by) = &logon.by {
+            row.set("InitiatingProcessAccountName", by.clone());
+        }
+        let mut extra = Map::new();
+        extra.insert("Program".into(), logon.program.clone().into());
+        if let Some(t) = &logon.terminal {
+            extra.insert("Terminal".into(), t.clone().into());
+        }
+        row.set("AdditionalFields", Value::Object(extra).to_string());
+        row
+    }
+
+    fn file_row(&mut self, task: &Task, action: &str, path: &str) -> Option<Row> {
+        self.files
+            .wants(path)
+            .then(|| self.file_row_unfiltered(task, action, path))
+    }
+
+    fn file_row_unfiltered(&mut self, task: &Task, action: &str, path: &str) -> Row {
+        let mut row = Row::new("DeviceFileEvents", task.time, action);
+        row.set("FileName", file_name(path).to_string());
+        row.set("FolderPath", path.to_string());
+        self.initiating_task(&mut row, task);
+        row
+    }
+
+    fn network_row(&mut self, task: &Task, action: &str, net: &Net, remote: bool) -> Row {
+        let mut row = Row::new("DeviceNetworkEvents", task.time, action);
+        row.set(
+            "Protocol",
+            match net.protocol {
+                Protocol::Tcp => "Tcp".to_string(),
+                Protocol::Udp => "Udp".to_string(),
+                Protocol::Other(p) => p.to_string(),
+            },
+        );
+        set_endpoint(&mut row, "Local", net.local);
+        if remote {
+            set_endpoint(&mut row, "Remote", net.remote);
+        }
+        self.initiating_task(&mut row, task);
+        row
+    }
+
+    fn device_event(&mut self, task: &Task, action: &str) -> Row {
+        let mut row = Row::new("DeviceEvents", task.time, action);
+        self.initiating_task(&mut row, task);
+        row
+    }
+
+    /// InitiatingProcess* from the event's own task.
+    fn initiating_task(&mut self, row: &mut Row, task: &Task) {
+        match self.procs.of(task) {
+            Some(process) => self.initiating(row, &process),
+            None => {
+                row.set("InitiatingProcessId", task.tgid);
+                row.set("InitiatingProcessFileName", task.comm.clone());
+                row.set("InitiatingProcessAccountName", self.procs.users.user(task.uid));
+                row.set("InitiatingProcessParentId", task.ppid);
+            }
+        }
+    }
+
+    /// InitiatingProcess* (and InitiatingProcessParent*) of `process`.
+    fn initiating(&mut self, row: &mut Row, process: &Arc<Process>) {
+        self.image(row, "InitiatingProcess", process);
+        row.set("InitiatingProcessId", process.pid);
+        row.set("InitiatingProcessCommandLine", process.command_line.clone());
+        row.set("InitiatingProcessCreationTime", timestamp(process.created));
+        row.set("InitiatingProcessAccountDomain", self.host.clone());
+        row.set("InitiatingProcessAccountName", process.account.clone());
+        if process.sessionid != u32::MAX {
+            row.set("InitiatingProcessSessionId", process.sessionid);
+            if WITH_INITIATING_LOGON_ID.contains(&row.table) {
+                row.set("InitiatingProcessLogonId", process.sessionid);
+            }
+        }
+        row.set("InitiatingProcessParentId", process.ppid);
+        if let Some(parent) = self.procs.lookup(process.ppid, None) {
+            row.set("InitiatingProcessParentFileName", parent.name.clone());
+            row.set("InitiatingProcessParentCreationTime", timestamp(parent.created));
+        }
+    }
+
+    /// FileName, FolderPath, hashes and size of an image, under `prefix` ("" or
+    /// "InitiatingProcess").
+    fn image(&self, row: &mut Row, prefix: &str, process: &Process) {
+        row.set(&format!("{prefix}FileName"), process.name.clone());
+        row.set(&format!("{prefix}FolderPath"), process.path.clone());
+        if let Some(h) = &process.hashes {
+            row.set(&format!("{prefix}SHA1"), h.sha1.clone());
+            row.set(&format!("{prefix}SHA256"), h.sha256.clone());
+            row.set(&format!("{prefix}MD5"), h.md5.clone());
+            row.set(&format!("{prefix}FileSize"), h.size);
+        }
+    }
+}
+
+/// Created, not modified: opened with O_CREAT and the file was born at or after the open.
+fn created(path: &str, flags: u32, opened: DateTime<Utc>) -> bool {
+    if flags & libc::O_CREAT as u32 == 0 {
+        return false;
+    }
+    if flags & libc::O_EXCL as u32 != 0 {
+        return true;
+    }
+    match birth_time(path) {
+        // Birth is stamped just before the open returns: allow the clocks' coarse granularity.
+        Some(born) => born >= opened - chrono::Duration::milliseconds(20),
+        // Gone already or no birth time on this filesystem: O_CREAT is the best evidence.
+        None => true,
+    }
+}
+
+fn birth_time(path: &str) -> Option<DateTime<Utc>> {
+    let c = std::ffi::CString::new(path).ok()?;
+    // SAFETY: statx writes into `buf`, a valid statx struct; `c` is NUL-terminated.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, libc::STATX_BTIME, &mut buf)
+    };
+    if rc != 0 || buf.stx_mask & libc::STATX_BTIME == 0 {
+        return None;
+    }
+    DateTime::from_timestamp(buf.stx_btime.tv_sec, buf.stx_btime.tv_nsec)
+}
+
+fn set_endpoint(row: &mut Row, side: &str, addr: SocketAddr) {
+    let ip = canonical(addr.ip());
+    if !ip.is_unspecified() || side == "Local" {
+        row.set(&format!("{side}IP"), ip.to_string());
+        row.set(&format!("{side}IPType"), ip_type(ip));
+    }
+    if addr.port() != 0 {
+        row.set(&format!("{side}Port"), addr.port());
+    }
+}
+
+/// IPv4 addresses seen through IPv6 sockets (`::ffff:a.b.c.d`) as IPv4, as Defender shows them.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Defender's IP address types.
+fn ip_type(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => "Loopback",
+        IpAddr::V4(v4) if v4.is_private() || v4.is_link_local() => "Private",
+        IpAddr::V4(v4) if v4.is_broadcast() => "Broadcast",
+        IpAddr::V4(v4) if v4.is_multicast() => "Multicast",
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.octets()[0] == 0 || v4.octets()[0] >= 240 => "Reserved",
+        IpAddr::V6(v6) if v6.is_loopback() => "Loopback",
+        IpAddr::V6(v6) if v6.is_multicast() => "Multicast",
+        IpAddr::V6(v6) if v6.is_unspecified() => "Reserved",
+        // fc00::/7 unique local, fe80::/10 link local.
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80 => "Private",
+        _ => "Public",
+    }
+}
+
+/// Raw identity fields Defender's columns have no room for.
+fn task_fields(task: &Task) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("Uid".into(), task.uid.into());
+    m.insert("Gid".into(), task.gid.into());
+    m.insert("Euid".into(), task.euid.into());
+    m.insert("Egid".into(), task.egid.into());
+    if task.loginuid != u32::MAX {
+        m.insert("LoginUid".into(), task.loginuid.into());
+    }
+    m.insert("CgroupId".into(), task.cgroup_id.into());
+    m
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}

@@ -1,0 +1,316 @@
+//! The process table the agent keeps to give every event its process lineage: who ran what,
+//! as whom, started when, from which parent — as Defender's InitiatingProcess* columns want.
+//!
+//! Built from exec, fork and exit events; a process the agent has not seen start (it predates
+//! the agent, or its exec was lost) is read from /proc once. Exited processes stay a while,
+//! because their children's events still name them as parents.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::hashes::{HashCache, Hashes};
+use crate::sensor::Task;
+use crate::users::Users;
+
+/// How long an exited process is kept for its children's events.
+const KEEP_EXITED: Duration = Duration::from_secs(30);
+/// Entries at most; beyond it the oldest exited ones go first, then /proc misses are not kept.
+const MAX_ENTRIES: usize = 65_536;
+
+/// One process as rows describe it.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Kernel start time (ns since boot): with `pid`, identifies the process.
+    pub start_ns: u64,
+    pub created: DateTime<Utc>,
+    /// The image's full path, and its file name.
+    pub path: String,
+    pub name: String,
+    pub command_line: String,
+    pub uid: u32,
+    pub account: String,
+    pub sessionid: u32,
+    pub hashes: Option<Arc<Hashes>>,
+}
+
+pub struct ProcessTable {
+    procs: HashMap<u32, Arc<Process>>,
+    exited: VecDeque<(Instant, u32, u64)>,
+    pub users: Users,
+    pub hashes: HashCache,
+    clock: Clock,
+    proc_root: &'static str,
+}
+
+impl ProcessTable {
+    pub fn new(hashes: HashCache, clock: Clock) -> ProcessTable {
+        ProcessTable {
+            procs: HashMap::new(),
+            exited: VecDeque::new(),
+            users: Users::default(),
+            hashes,
+            clock,
+            proc_root: "/proc",
+        }
+    }
+
+    /// Records an exec: the process (same pid) now runs `filename` with `argv`; `image` is
+    /// the (inode, device) of the executable the kernel mapped.
+    pub fn exec(
+        &mut self,
+        task: &Task,
+        filename: &str,
+        argv: &[String],
+        cwd: &str,
+        image: (u64, u64),
+    ) -> Arc<Process> {
+        let (path, hashes) = self.image_of(task.tgid, filename, argv, cwd, image);
+        let process = Arc::new(Process {
+            pid: task.tgid,
+            ppid: task.ppid,
+            start_ns: task.start_ns,
+            created: self.clock.boot_to_utc(task.start_ns),
+            name: file_name(&path).to_string(),
+            path,
+            command_line: command_line(argv),
+            uid: task.uid,
+            account: self.users.user(task.uid),
+            sessionid: task.sessionid,
+            hashes,
+        });
+        self.insert(Arc::clone(&process));
+        process
+    }
+
+    /// The executable's path and hashes. By the time the event is read the process may have
+    /// exec'd again or exited, so each candidate counts only if it is the very file the kernel
+    /// mapped (same inode and device): /proc/PID/exe (reaches deleted and memfd images), the
+    /// name it was run by, then argv[0] (a script runs its interpreter).
+    fn image_of(
+        &mut self,
+        tgid: u32,
+        filename: &str,
+        argv: &[String],
+        cwd: &str,
+        (ino, dev): (u64, u64),
+    ) -> (String, Option<Arc<Hashes>>) {
+        use std::os::unix::fs::MetadataExt;
+        let same = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.ino() == ino && (dev == 0 || m.dev() == dev))
+        };
+        let exe = PathBuf::from(format!("{}/{tgid}/exe", self.proc_root));
+        if same(&exe)
+            && let Ok(target) = std::fs::read_link(&exe)
+        {
+            let path = target.to_string_lossy().trim_end_matches(" (deleted)").to_string();
+            return (path, self.hashes.of(&exe));
+        }
+        let resolve = |name: &str| std::fs::canonicalize(Path::new(cwd).join(name)).ok();
+        let named = resolve(filename);
+        let candidates = named.iter().cloned().chain(argv.first().and_then(|a| resolve(a)));
+        for candidate in candidates {
+            if same(&candidate) {
+                let hashes = self.hashes.of(&candidate);
+                return (candidate.to_string_lossy().into_owned(), hashes);
+            }
+        }
+        // Nothing left to check against: the name it was run by, unhashed.
+        let path = named.map_or_else(|| filename.to_string(), |p| p.to_string_lossy().into_owned());
+        (path, None)
+    }
+
+    /// A new process: a copy of its parent's image until it execs.
+    pub fn fork(&mut self, child: &Task) {
+        let parent = self.parent_of(child);
+        let process = Arc::new(Process {
+            pid: child.tgid,
+            ppid: child.ppid,
+            start_ns: child.start_ns,
+            created: self.clock.boot_to_utc(child.start_ns),
+            uid: child.uid,
+            account: self.users.user(child.uid),
+            sessionid: child.sessionid,
+            ..parent.as_deref().cloned().unwrap_or_else(|| Process {
+                pid: 0,
+                ppid: 0,
+                start_ns: 0,
+                created: DateTime::<Utc>::UNIX_EPOCH,
+                path: String::new(),
+                name: child.comm.clone(),
+                command_line: String::new(),
+                uid: 0,
+                account: String::new(),
+                sessionid: 0,
+                hashes: None,
+            })
+        });
+        self.insert(process);
+    }
+
+    pub fn exit(&mut self, task: &Task) {
+        self.exited.push_back((Instant::now(), task.tgid, task.start_ns));
+        self.expire();
+    }
+
+    /// The process an event's task belongs to.
+    pub fn of(&mut self, task: &Task) -> Option<Arc<Process>> {
+        self.lookup(task.tgid, Some(task.start_ns))
+    }
+
+    /// The task's parent process.
+    pub fn parent_of(&mut self, task: &Task) -> Option<Arc<Process>> {
+        self.lookup(task.ppid, Some(task.parent_start_ns).filter(|&n| n != 0))
+    }
+
+    /// The process `pid`; with `start_ns`, only if it is that incarnation of the pid.
+    pub fn lookup(&mut self, pid: u32, start_ns: Option<u64>) -> Option<Arc<Process>> {
+        if pid == 0 {
+            return None;
+        }
+        if let Some(p) = self.procs.get(&pid)
+            && start_ns.is_none_or(|s| s == p.start_ns)
+        {
+            return Some(Arc::clone(p));
+        }
+        let process = Arc::new(self.read_proc(pid)?);
+        if start_ns.is_some_and(|s| s != process.start_ns) {
+            // The pid was reused: the process asked for is gone.
+            return None;
+        }
+        if self.procs.len() < MAX_ENTRIES {
+            self.procs.insert(pid, Arc::clone(&process));
+        }
+        Some(process)
+    }
+
+    fn insert(&mut self, process: Arc<Process>) {
+        if self.procs.len() >= MAX_ENTRIES {
+            self.expire_all_exited();
+        }
+        self.procs.insert(process.pid, process);
+    }
+
+    fn expire(&mut self) {
+        while let Some(&(at, pid, start)) = self.exited.front() {
+            if at.elapsed() < KEEP_EXITED && self.exited.len() < MAX_ENTRIES {
+                break;
+            }
+            self.exited.pop_front();
+            self.remove(pid, start);
+        }
+    }
+
+    fn expire_all_exited(&mut self) {
+        while let Some((_, pid, start)) = self.exited.pop_front() {
+            self.remove(pid, start);
+        }
+    }
+
+    fn remove(&mut self, pid: u32, start: u64) {
+        if self.procs.get(&pid).is_some_and(|p| p.start_ns == start) {
+            self.procs.remove(&pid);
+        }
+    }
+
+    /// A process from /proc, for one the agent did not see start.
+    fn read_proc(&mut self, pid: u32) -> Option<Process> {
+        let dir = format!("{}/{pid}", self.proc_root);
+        let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+        let (comm, ppid, start_ticks) = parse_stat(&stat)?;
+        let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let argv: Vec<String> = std::fs::read(format!("{dir}/cmdline"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let exe = format!("{dir}/exe");
+        let path = std::fs::read_link(&exe)
+            .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .unwrap_or_default();
+        let start_ns = start_ticks.saturating_mul(1_000_000_000 / self.clock.ticks_per_second());
+        let sessionid = std::fs::read_to_string(format!("{dir}/sessionid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(u32::MAX);
+        Some(Process {
+            pid,
+            ppid,
+            start_ns,
+            created: self.clock.boot_to_utc(start_ns),
+            name: if path.is_empty() {
+                comm
+            } else {
+                file_name(&path).to_string()
+            },
+            hashes: if path.is_empty() {
+                None
+            } else {
+                self.hashes.of(Path::new(&exe))
+            },
+            path,
+            command_line: command_line(&argv),
+            uid,
+            account: self.users.user(uid),
+            sessionid,
+        })
+    }
+}
+
+/// Defender shows a Linux command line as the arguments joined by spaces.
+pub fn command_line(argv: &[String]) -> String {
+    argv.join(" ")
+}
+
+pub fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// (comm, ppid, starttime in clock ticks) from /proc/PID/stat; comm may hold spaces and ')'.
+fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // Fields after comm: state(3) ppid(4) ... starttime(22) → indexes 0, 1, 19.
+    let ppid = rest.get(1)?.parse().ok()?;
+    let start = rest.get(19)?.parse().ok()?;
+    Some((comm, ppid, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_awkward_comm() {
+        let stat = "4242 (a) b (c)) S 17 4242 4242 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10";
+        assert_eq!(parse_stat(stat), Some(("a) b (c)".to_string(), 17, 123456)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn the_running_test_reads_from_proc() {
+        let mut table = ProcessTable::new(HashCache::new(1 << 30), Clock::now());
+        let me = table.lookup(std::process::id(), None).expect("this process");
+        assert!(me.path.starts_with('/'), "{me:?}");
+        assert!(me.hashes.is_some());
+        assert!(me.created <= Utc::now());
+        assert!(me.created > Utc::now() - chrono::Duration::hours(1));
+        // The same pid with another start time is not this process.
+        assert!(table.lookup(std::process::id(), Some(me.start_ns + 1)).is_none());
+    }
+}

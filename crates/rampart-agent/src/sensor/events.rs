@@ -1,0 +1,591 @@
+//! Decoding of the kernel's ring-buffer records (layout: the structs at the top of
+//! `sensor.bpf.c`). Every read is bounds-checked: a short or malformed record is an error,
+//! never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use chrono::{DateTime, Utc};
+
+use super::{Net, Protocol, SensorEvent, Task};
+
+/// Record kinds, as `enum ev_kind` in sensor.bpf.c; index = kind, name used by `Lost`.
+pub(crate) const KIND_NAMES: [&str; 14] = [
+    "unknown",
+    "exec",
+    "fork",
+    "exit",
+    "file_write_close",
+    "file_delete",
+    "file_rename",
+    "file_chmod",
+    "connect",
+    "accept",
+    "listen",
+    "module_load",
+    "ptrace",
+    "setid",
+];
+
+/// `enum setid_call` in sensor.bpf.c.
+const SETID_CALLS: [&str; 9] = [
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setfsuid",
+    "setfsgid",
+    "capset",
+];
+
+const HDR_LEN: usize = 96;
+const SECT_TRUNC: u16 = 1;
+const SECT_WALKED: u16 = 4;
+const EXEC_ARGV_TRUNC: u32 = 1;
+const EXEC_DELETED: u32 = 2;
+const EXEC_MEMFD: u32 = 4;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const IPPROTO_UDP: u16 = 17;
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes ends inside its {what}")]
+    Short { what: &'static str, len: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("record declares {declared} bytes but has {actual}")]
+    Length { declared: usize, actual: usize },
+    #[error("unknown address family {0}")]
+    Family(u16),
+    #[error("unknown setid call {0}")]
+    SetIdCall(u32),
+}
+
+/// Turns raw records into events and counts the ones it could not decode.
+#[derive(Debug)]
+pub struct Decoder {
+    /// Wall-clock time of boot (ns since the Unix epoch): event times are CLOCK_BOOTTIME.
+    boot_epoch_ns: i128,
+    errors: u64,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        let mut decoder = Decoder {
+            boot_epoch_ns: 0,
+            errors: 0,
+        };
+        decoder.refresh_clock();
+        decoder
+    }
+
+    /// Re-reads the boot-to-wall-clock offset, which moves when the wall clock is set.
+    pub fn refresh_clock(&mut self) {
+        self.boot_epoch_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
+    }
+
+    /// Decodes one record; a failure is counted in [`Decoder::errors`].
+    pub fn decode(&mut self, record: &[u8]) -> Result<SensorEvent, DecodeError> {
+        let decoded = self.parse(record);
+        if decoded.is_err() {
+            self.errors += 1;
+        }
+        decoded
+    }
+
+    /// Records that could not be decoded so far.
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    fn time(&self, boot_ns: u64) -> DateTime<Utc> {
+        let ns = self.boot_epoch_ns + i128::from(boot_ns);
+        DateTime::from_timestamp_nanos(i64::try_from(ns).unwrap_or(i64::MAX))
+    }
+
+    fn parse(&self, record: &[u8]) -> Result<SensorEvent, DecodeError> {
+        let mut r = Reader {
+            buf: record,
+            pos: 0,
+            what: "header",
+        };
+        let kind = r.u32()?;
+        let declared = r.u32()? as usize;
+        if declared != record.len() {
+            return Err(DecodeError::Length {
+                declared,
+                actual: record.len(),
+            });
+        }
+        let task = self.task(&mut r)?;
+        debug_assert_eq!(r.pos, HDR_LEN);
+        r.what = KIND_NAMES.get(kind as usize).copied().unwrap_or("body");
+        Ok(match kind {
+            1 => {
+                let inode = r.u64()?;
+                let dev = kernel_dev_to_user(r.u64()?);
+                let _nlink = r.u32()?;
+                let flags = r.u32()?;
+                let filename = r.section()?.text();
+                let argv_section = r.section()?;
+                let cwd = r.section()?.path();
+                let filename = absolute(&filename, &cwd);
+                SensorEvent::Exec {
+                    task,
+                    filename,
+                    argv: split_argv(argv_section.data),
+                    argv_truncated: flags & EXEC_ARGV_TRUNC != 0,
+                    cwd,
+                    inode,
+                    dev,
+                    exe_deleted: flags & EXEC_DELETED != 0,
+                    exe_memfd: flags & EXEC_MEMFD != 0,
+                }
+            }
+            2 => SensorEvent::Fork { task },
+            3 => {
+                let code = r.u32()?;
+                let _pad = r.u32()?;
+                SensorEvent::Exit {
+                    task,
+                    exit_code: ((code >> 8) & 0xff) as i32,
+                    signal: (code & 0x7f) as i32,
+                }
+            }
+            4 => {
+                let inode = r.u64()?;
+                let size = r.u64()?;
+                let opened = self.time(r.u64()?);
+                let flags = r.u32()?;
+                let _pad = r.u32()?;
+                let path = r.section()?.path();
+                SensorEvent::FileWriteClose {
+                    task,
+                    path,
+                    flags,
+                    inode,
+                    size,
+                    opened,
+                }
+            }
+            5 => {
+                let dir = r.u32()? != 0;
+                let _pad = r.u32()?;
+                let path = r.at_path()?;
+                SensorEvent::FileDelete { task, path, dir }
+            }
+            6 => {
+                let from = r.at_path()?;
+                let to = r.at_path()?;
+                SensorEvent::FileRename { task, from, to }
+            }
+            7 => {
+                let mode = r.u32()?;
+                let _pad = r.u32()?;
+                let path = r.at_path()?;
+                SensorEvent::FileChmod { task, path, mode }
+            }
+            8 => {
+                let (result, net) = r.net()?;
+                SensorEvent::Connect { task, net, result }
+            }
+            9 => SensorEvent::Accept {
+                task,
+                net: r.net()?.1,
+            },
+            10 => SensorEvent::Listen {
+                task,
+                net: r.net()?.1,
+            },
+            11 => SensorEvent::ModuleLoad {
+                task,
+                name: r.section()?.text(),
+            },
+            12 => {
+                let request = r.i64()?;
+                let target_pid = r.u32()?;
+                SensorEvent::Ptrace {
+                    task,
+                    request,
+                    target_pid,
+                }
+            }
+            13 => {
+                let call = r.u32()?;
+                let name = SETID_CALLS
+                    .get(call as usize)
+                    .copied()
+                    .ok_or(DecodeError::SetIdCall(call))?;
+                let uid = r.u32()?;
+                let euid = r.u32()?;
+                let _suid = r.u32()?;
+                let _fsuid = r.u32()?;
+                let gid = r.u32()?;
+                let egid = r.u32()?;
+                SensorEvent::SetId {
+                    task,
+                    call: name,
+                    uid,
+                    euid,
+                    gid,
+                    egid,
+                }
+            }
+            other => return Err(DecodeError::UnknownKind(other)),
+        })
+    }
+
+    fn task(&self, r: &mut Reader<'_>) -> Result<Task, DecodeError> {
+        let time = self.time(r.u64()?);
+        let start_ns = r.u64()?;
+        let parent_start_ns = r.u64()?;
+        let cgroup_id = r.u64()?;
+        let pid = r.u32()?;
+        let tgid = r.u32()?;
+        let ppid = r.u32()?;
+        let uid = r.u32()?;
+        let gid = r.u32()?;
+        let euid = r.u32()?;
+        let egid = r.u32()?;
+        let loginuid = r.u32()?;
+        let sessionid = r.u32()?;
+        let _pad = r.u32()?;
+        let comm = r.bytes(16)?;
+        let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
+        Ok(Task {
+            pid,
+            tgid,
+            ppid,
+            uid,
+            gid,
+            euid,
+            egid,
+            loginuid,
+            sessionid,
+            cgroup_id,
+            comm: String::from_utf8_lossy(comm).into_owned(),
+            start_ns,
+            parent_start_ns,
+            time,
+        })
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len());
+        let Some(end) = end else {
+            return Err(DecodeError::Short {
+                what: self.what,
+                len: self.buf.len(),
+            });
+        };
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.bytes(N)?);
+        Ok(out)
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        self.array().map(u16::from_ne_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.array().map(u32::from_ne_bytes)
+    }
+
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        self.array().map(i32::from_ne_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.array().map(u64::from_ne_bytes)
+    }
+
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        self.array().map(i64::from_ne_bytes)
+    }
+
+    /// A `struct sect` (4-byte aligned) and its bytes.
+    fn section(&mut self) -> Result<Section<'a>, DecodeError> {
+        let aligned = self.pos.next_multiple_of(4);
+        self.bytes(aligned - self.pos)?;
+        let len = self.u16()? as usize;
+        let flags = self.u16()?;
+        Ok(Section {
+            data: self.bytes(len)?,
+            flags,
+        })
+    }
+
+    /// A path argument: the string as passed and the directory it is relative to.
+    fn at_path(&mut self) -> Result<String, DecodeError> {
+        let raw = self.section()?.text();
+        let base = self.section()?.path();
+        Ok(absolute(&raw, &base))
+    }
+
+    /// `struct net_body`: (result, addresses).
+    fn net(&mut self) -> Result<(i32, Net), DecodeError> {
+        let result = self.i32()?;
+        let lfamily = self.u16()?;
+        let rfamily = self.u16()?;
+        let protocol = self.u16()?;
+        let _sock_type = self.u16()?;
+        let lport = self.u16()?;
+        let rport = self.u16()?;
+        let laddr = self.array::<16>()?;
+        let raddr = self.array::<16>()?;
+        let protocol = match protocol {
+            IPPROTO_TCP => Protocol::Tcp,
+            IPPROTO_UDP => Protocol::Udp,
+            other => Protocol::Other(other),
+        };
+        let local = socket_addr(lfamily, laddr, lport)?;
+        let remote = socket_addr(rfamily, raddr, rport)?;
+        Ok((
+            result,
+            Net {
+                protocol,
+                local,
+                remote,
+            },
+        ))
+    }
+}
+
+struct Section<'a> {
+    data: &'a [u8],
+    flags: u16,
+}
+
+impl Section<'_> {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(self.data).into_owned()
+    }
+
+    /// Components arrive leaf first, NUL-terminated. A walk that ran out of depth or space
+    /// starts with "…/" (not absolute: the top is unknown); no walk at all is "".
+    fn path(&self) -> String {
+        if self.flags & SECT_WALKED == 0 {
+            return String::new();
+        }
+        let mut parts: Vec<&[u8]> = self.data.split(|&b| b == 0).collect();
+        if parts.last().is_some_and(|p| p.is_empty()) {
+            parts.pop();
+        }
+        if parts.is_empty() && self.flags & SECT_TRUNC == 0 {
+            return "/".into();
+        }
+        let mut out = String::new();
+        if self.flags & SECT_TRUNC != 0 {
+            out.push('…');
+        }
+        for part in parts.iter().rev() {
+            out.push('/');
+            out.push_str(&String::from_utf8_lossy(part));
+        }
+        out
+    }
+}
+
+/// `raw` as the kernel resolved it: absolute as is, else below `base`; "." and ".." are folded
+/// lexically (a ".." after a symlink inside `raw` may differ from the kernel's walk).
+fn absolute(raw: &str, base: &str) -> String {
+    let joined = if raw.starts_with('/') || base.is_empty() {
+        raw.to_string()
+    } else if raw.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}/{raw}")
+    };
+    if !joined.starts_with('/') {
+        return joined;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        "/".into()
+    } else {
+        parts.iter().fold(String::new(), |s, p| s + "/" + p)
+    }
+}
+
+fn split_argv(data: &[u8]) -> Vec<String> {
+    let data = data.strip_suffix(&[0]).unwrap_or(data);
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> Result<SocketAddr, DecodeError> {
+    let ip = match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        AF_INET6 => IpAddr::V6(Ipv6Addr::from(addr)),
+        other => return Err(DecodeError::Family(other)),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The kernel's dev_t (major << 20 | minor) as userspace's st_dev.
+fn kernel_dev_to_user(dev: u64) -> u64 {
+    libc::makedev((dev >> 20) as u32, (dev & 0xf_ffff) as u32)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECT_UNROOTED: u16 = 2;
+
+    /// A header followed by `body`, with the length field set.
+    fn record(kind: u32, body: &[u8]) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.extend(kind.to_ne_bytes());
+        r.extend(((HDR_LEN + body.len()) as u32).to_ne_bytes());
+        r.extend([0u8; 8 * 4]);
+        for field in 0u32..10 {
+            r.extend((100 + field).to_ne_bytes());
+        }
+        r.extend(b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+        assert_eq!(r.len(), HDR_LEN);
+        r.extend(body);
+        r
+    }
+
+    fn section(out: &mut Vec<u8>, flags: u16, data: &[u8]) {
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend((data.len() as u16).to_ne_bytes());
+        out.extend(flags.to_ne_bytes());
+        out.extend(data);
+    }
+
+    fn exec_record() -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend(7u64.to_ne_bytes());
+        body.extend(((8u64 << 20) | 1).to_ne_bytes());
+        body.extend(1u32.to_ne_bytes());
+        body.extend(EXEC_MEMFD.to_ne_bytes());
+        let mut rec = record(1, &body);
+        section(&mut rec, 0, b"./bin/tool");
+        section(&mut rec, 0, b"tool\0-v\0a b\0");
+        section(&mut rec, SECT_WALKED, b"work\0home\0");
+        let len = rec.len() as u32;
+        rec[4..8].copy_from_slice(&len.to_ne_bytes());
+        rec
+    }
+
+    #[test]
+    fn exec_record_decodes_and_every_truncation_is_an_error() {
+        let mut d = Decoder::new();
+        let rec = exec_record();
+        let Ok(SensorEvent::Exec {
+            task,
+            filename,
+            argv,
+            cwd,
+            dev,
+            exe_memfd,
+            ..
+        }) = d.decode(&rec)
+        else {
+            panic!("exec record did not decode");
+        };
+        assert_eq!(
+            (task.pid, task.tgid, task.ppid, task.comm.as_str()),
+            (100, 101, 102, "sh")
+        );
+        assert_eq!(filename, "/home/work/bin/tool");
+        assert_eq!(argv, ["tool", "-v", "a b"]);
+        assert_eq!(cwd, "/home/work");
+        assert_eq!(dev, libc::makedev(8, 1));
+        assert!(exe_memfd);
+        for len in 0..rec.len() {
+            let mut short = rec[..len].to_vec();
+            if len >= 8 {
+                // Even with a consistent length field the body must not be read past its end.
+                short[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
+            }
+            assert!(d.decode(&short).is_err(), "{len} bytes decoded");
+        }
+        assert_eq!(d.errors(), rec.len() as u64);
+    }
+
+    #[test]
+    fn paths_are_absolute_and_folded() {
+        assert_eq!(absolute("../x/./y", "/a/b"), "/a/x/y");
+        assert_eq!(absolute("/etc//passwd", "/ignored"), "/etc/passwd");
+        assert_eq!(absolute("", "/tmp/f"), "/tmp/f");
+        assert_eq!(absolute("rel", ""), "rel");
+        let s = Section {
+            data: b"c\0b\0",
+            flags: SECT_WALKED | SECT_TRUNC,
+        };
+        assert_eq!(s.path(), "…/b/c");
+        let s = Section {
+            data: b"memfd:x\0",
+            flags: SECT_WALKED | SECT_UNROOTED,
+        };
+        assert_eq!(s.path(), "/memfd:x");
+        assert_eq!(
+            Section {
+                data: b"",
+                flags: SECT_WALKED
+            }
+            .path(),
+            "/"
+        );
+        assert_eq!(
+            Section {
+                data: b"",
+                flags: 0
+            }
+            .path(),
+            ""
+        );
+    }
+}

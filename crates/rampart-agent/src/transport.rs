@@ -1,0 +1,152 @@
+//! The agent's side of the gateway: mutual-TLS calls for telemetry, heartbeats and action
+//! results. Telemetry goes in zstd-compressed batches that carry their queue sequence range,
+//! so a batch the server already stored (answer lost, agent restarted) is not stored twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::Value;
+
+use crate::state::Identity;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What became of a telemetry batch.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Durable on the server (or already was): acknowledge it in the queue.
+    Stored { rows: u64, duplicate: bool },
+    /// The server is busy: try again after this long.
+    Busy(Duration),
+    /// The server will never take this batch (it is malformed for it): count it as dropped.
+    Refused(String),
+}
+
+pub struct Client {
+    http: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    pub fn new(identity: &Identity) -> Result<Client> {
+        Ok(Client {
+            http: http_agent(
+                &identity.ca_pem,
+                Some((&identity.cert_pem, &identity.key_pem)),
+            )?,
+            base: identity.enrollment.server.clone(),
+        })
+    }
+
+    /// Posts one telemetry body (`{"batches": ...}`) holding the rows `first..=last`.
+    /// Network failures and server errors are `Err` (retry later).
+    pub fn send_telemetry(&self, body: &[u8], first: u64, last: u64) -> Result<Delivery> {
+        let compressed = zstd::bulk::compress(body, 3).context("zstd")?;
+        let mut answer = self
+            .http
+            .post(&format!("{}/api/v1/agents/telemetry", self.base))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "zstd")
+            .header("X-Rampart-Sequence", &format!("{first}-{last}"))
+            .send(&compressed[..])
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = answer.status().as_u16();
+        let retry_after = answer
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let json: Value = answer.body_mut().read_json().unwrap_or(Value::Null);
+        match status {
+            200 => Ok(Delivery::Stored {
+                rows: json["rows"].as_u64().unwrap_or(0),
+                duplicate: json["duplicate"].as_bool().unwrap_or(false),
+            }),
+            429 | 503 => Ok(Delivery::Busy(Duration::from_secs(
+                retry_after.unwrap_or(1).clamp(1, 300),
+            ))),
+            400 | 413 | 422 => Ok(Delivery::Refused(format!(
+                "{status}: {}",
+                problem_detail(&json)
+            ))),
+            _ => Err(anyhow!("telemetry: {status}: {}", problem_detail(&json))),
+        }
+    }
+
+    /// Posts health and counters; answers the actions the server hands over.
+    pub fn heartbeat(&self, body: &Value) -> Result<Vec<Value>> {
+        let answer = self.post_json("/api/v1/agents/heartbeat", body)?;
+        Ok(answer["actions"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Reports an action's progress or result.
+    pub fn action_result(&self, id: &str, body: &Value) -> Result<()> {
+        self.post_json(&format!("/api/v1/agents/actions/{id}/result"), body)
+            .map(drop)
+    }
+
+    fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let mut answer = self
+            .http
+            .post(&format!("{}{path}", self.base))
+            .send_json(body)
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = answer.status().as_u16();
+        let json: Value = answer.body_mut().read_json().unwrap_or(Value::Null);
+        if status / 100 != 2 {
+            return Err(anyhow!("{path}: {status}: {}", problem_detail(&json)));
+        }
+        Ok(json)
+    }
+}
+
+/// An HTTPS client trusting only `ca_pem`, presenting `client` (certificate, key) when given.
+/// Every status is an answer (problems are read from the body).
+pub fn http_agent(ca_pem: &str, client: Option<(&str, &str)>) -> Result<ureq::Agent> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let ca = Certificate::from_pem(ca_pem.as_bytes())
+        .context("the CA certificate is not PEM")?
+        .to_owned();
+    let mut tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(vec![ca])));
+    if let Some((cert, key)) = client {
+        let cert = Certificate::from_pem(cert.as_bytes())
+            .context("the agent certificate is not PEM")?
+            .to_owned();
+        let key = PrivateKey::from_pem(key.as_bytes())
+            .context("the agent key is not PEM")?
+            .to_owned();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+    }
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .timeout_global(Some(TIMEOUT))
+        .build()
+        .new_agent())
+}
+
+/// `https://HOST:PORT[/]` → (HOST, PORT); IPv6 hosts without brackets.
+pub fn host_port(server: &str) -> Result<(String, u16)> {
+    let uri: ureq::http::Uri = server
+        .parse()
+        .with_context(|| format!("'{server}' is not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(anyhow!("'{server}': agents talk to the server over https://"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow!("'{server}' names no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok((host, uri.port_u16().unwrap_or(443)))
+}
+
+/// The `detail` (or `title`) of a problem+json answer.
+pub fn problem_detail(answer: &Value) -> String {
+    answer["detail"]
+        .as_str()
+        .or_else(|| answer["title"].as_str())
+        .map_or_else(|| answer.to_string(), str::to_string)
+}

@@ -1,0 +1,269 @@
+//! Sensor events and logons become rows of Defender's tables: every column exists in the
+//! hunting schema with a value of its type, lineage comes from the process table, and the
+//! ActionTypes are Defender's.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use rampart_agent::clock::Clock;
+use rampart_agent::hashes::HashCache;
+use rampart_agent::logons::{SyslogMessage, parse_logon};
+use rampart_agent::mapping::{FileFilter, Mapper, Row};
+use rampart_agent::process::ProcessTable;
+use rampart_agent::sensor::{Net, Protocol, SensorEvent, Task};
+use rampart_schema::{KustoType, Table};
+use serde_json::Value;
+
+fn mapper() -> Mapper {
+    Mapper {
+        procs: ProcessTable::new(HashCache::new(1 << 30), Clock::now()),
+        files: FileFilter::default(),
+        host: "testhost".into(),
+    }
+}
+
+/// A task of process `pid` whose parent is this test, with its real start time.
+fn task(pid: u32, ppid: u32, table: &mut ProcessTable) -> Task {
+    let start_ns = table.lookup(pid, None).map_or(0, |p| p.start_ns);
+    let parent_start_ns = table.lookup(ppid, None).map_or(0, |p| p.start_ns);
+    Task {
+        pid,
+        tgid: pid,
+        ppid,
+        uid: 0,
+        gid: 0,
+        euid: 0,
+        egid: 0,
+        loginuid: u32::MAX,
+        sessionid: u32::MAX,
+        cgroup_id: 1,
+        comm: "x".into(),
+        start_ns,
+        parent_start_ns,
+        time: Utc::now(),
+    }
+}
+
+/// Every column is the table's, and every value fits the column's type.
+fn check_schema(row: &Row) {
+    let table = Table::from_name(row.table).unwrap_or_else(|| panic!("no table {}", row.table));
+    for (name, value) in &row.fields {
+        let column = table
+            .column(name)
+            .unwrap_or_else(|| panic!("{} has no column {name}", row.table));
+        let fits = match column.kind {
+            KustoType::String | KustoType::Dynamic => value.is_string(),
+            KustoType::Long | KustoType::Int => value.is_i64() || value.is_u64(),
+            KustoType::Bool => value.is_boolean(),
+            KustoType::Real => value.is_number(),
+            KustoType::DateTime => value
+                .as_str()
+                .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
+        };
+        assert!(fits, "{}.{name} = {value} is not a {:?}", row.table, column.kind);
+    }
+    // Each record is TABLE NUL JSON.
+    let encoded = row.encode();
+    let nul = encoded.iter().position(|&b| b == 0).unwrap();
+    assert_eq!(&encoded[..nul], row.table.as_bytes());
+    assert!(serde_json::from_slice::<Value>(&encoded[nul + 1..]).is_ok());
+}
+
+#[test]
+fn exec_rows_carry_lineage_and_hashes() {
+    let mut child = Command::new("/bin/sleep").arg("5").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut m = mapper();
+    let t = task(child.id(), std::process::id(), &mut m.procs);
+    let image = std::fs::metadata("/bin/sleep").unwrap();
+    let row = m
+        .event(&SensorEvent::Exec {
+            task: t.clone(),
+            filename: "/bin/sleep".into(),
+            argv: vec!["/bin/sleep".into(), "5".into()],
+            argv_truncated: false,
+            cwd: "/tmp".into(),
+            inode: std::os::unix::fs::MetadataExt::ino(&image),
+            dev: std::os::unix::fs::MetadataExt::dev(&image),
+            exe_deleted: false,
+            exe_memfd: false,
+        })
+        .expect("a row");
+    let _ = child.kill();
+    let _ = child.wait();
+    check_schema(&row);
+    let f = &row.fields;
+    assert_eq!(row.table, "DeviceProcessEvents");
+    assert_eq!(f["ActionType"], "ProcessCreated");
+    assert_eq!(f["FileName"], "sleep");
+    assert_eq!(f["ProcessCommandLine"], "/bin/sleep 5");
+    assert_eq!(f["ProcessId"], child.id());
+    assert_eq!(f["AccountName"], "root");
+    assert_eq!(f["InitiatingProcessId"], std::process::id());
+    let me = std::env::current_exe().unwrap();
+    assert_eq!(f["InitiatingProcessFolderPath"], me.display().to_string());
+    assert_eq!(f["SHA256"].as_str().unwrap().len(), 64);
+    assert!(f["InitiatingProcessParentFileName"].is_string());
+    let extra: Value = serde_json::from_str(f["AdditionalFields"].as_str().unwrap()).unwrap();
+    assert_eq!(extra["CurrentDirectory"], "/tmp");
+
+    // The process table now knows it: a file event of that task names it as initiator.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    // Opened a second after the file was born: an existing file, modified.
+    let opened = Utc::now() + chrono::Duration::seconds(1);
+    let row = m
+        .event(&SensorEvent::FileWriteClose {
+            task: t,
+            path: file.path().display().to_string(),
+            flags: (libc::O_WRONLY | libc::O_CREAT) as u32,
+            inode: 0,
+            size: 3,
+            opened,
+        })
+        .unwrap();
+    check_schema(&row);
+    // Born before the open: modified, not created.
+    assert_eq!(row.fields["ActionType"], "FileModified");
+    assert_eq!(row.fields["InitiatingProcessFileName"], "sleep");
+    assert_eq!(row.fields["FileSize"], 3);
+}
+
+#[test]
+fn file_network_and_other_events() {
+    let mut m = mapper();
+    let me = std::process::id();
+    let ppid = std::os::unix::process::parent_id();
+    let t = task(me, ppid, &mut m.procs);
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("new.txt");
+    std::fs::write(&fresh, b"x").unwrap();
+    let created = m
+        .event(&SensorEvent::FileWriteClose {
+            task: t.clone(),
+            path: fresh.display().to_string(),
+            flags: (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32,
+            inode: 0,
+            size: 1,
+            opened: Utc::now() - chrono::Duration::milliseconds(1),
+        })
+        .unwrap();
+    check_schema(&created);
+    assert_eq!(created.fields["ActionType"], "FileCreated");
+    assert_eq!(created.fields["FileName"], "new.txt");
+    assert_eq!(created.fields["InitiatingProcessId"], me);
+    // Pseudo-files are not files.
+    assert!(
+        m.event(&SensorEvent::FileWriteClose {
+            task: t.clone(),
+            path: "/dev/null".into(),
+            flags: libc::O_WRONLY as u32,
+            inode: 0,
+            size: 0,
+            opened: Utc::now(),
+        })
+        .is_none()
+    );
+    let renamed = m
+        .event(&SensorEvent::FileRename {
+            task: t.clone(),
+            from: "/tmp/a.txt".into(),
+            to: "/tmp/b.txt".into(),
+        })
+        .unwrap();
+    check_schema(&renamed);
+    assert_eq!(renamed.fields["PreviousFileName"], "a.txt");
+    let chmod = m
+        .event(&SensorEvent::FileChmod {
+            task: t.clone(),
+            path: "/tmp/b.txt".into(),
+            mode: 0o104755,
+        })
+        .unwrap();
+    check_schema(&chmod);
+    assert!(chmod.fields["AdditionalFields"].as_str().unwrap().contains("4755"));
+    let deleted = m
+        .event(&SensorEvent::FileDelete {
+            task: t.clone(),
+            path: "/tmp/b.txt".into(),
+            dir: false,
+        })
+        .unwrap();
+    assert_eq!(deleted.fields["ActionType"], "FileDeleted");
+
+    let net = Net {
+        protocol: Protocol::Tcp,
+        local: "[::ffff:127.0.0.1]:40000".parse::<SocketAddr>().unwrap(),
+        remote: "[::ffff:127.0.0.1]:8080".parse::<SocketAddr>().unwrap(),
+    };
+    for (result, action) in [
+        (0, "ConnectionSuccess"),
+        (-libc::EINPROGRESS, "ConnectionAttempt"),
+        (-libc::ECONNREFUSED, "ConnectionFailed"),
+    ] {
+        let row = m
+            .event(&SensorEvent::Connect {
+                task: t.clone(),
+                net: net.clone(),
+                result,
+            })
+            .unwrap();
+        check_schema(&row);
+        assert_eq!(row.fields["ActionType"], action);
+        assert_eq!(row.fields["RemoteIP"], "127.0.0.1");
+        assert_eq!(row.fields["RemoteIPType"], "Loopback");
+        assert_eq!(row.fields["RemotePort"], 8080);
+    }
+    let listen = m
+        .event(&SensorEvent::Listen {
+            task: t.clone(),
+            net: Net {
+                protocol: Protocol::Udp,
+                local: "0.0.0.0:53".parse().unwrap(),
+                remote: "0.0.0.0:0".parse().unwrap(),
+            },
+        })
+        .unwrap();
+    check_schema(&listen);
+    assert_eq!(listen.fields["ActionType"], "ListeningConnectionCreated");
+    assert!(listen.fields.get("RemoteIP").is_none());
+    assert_eq!(listen.fields["LocalPort"], 53);
+    assert_eq!(listen.fields["Protocol"], "Udp");
+
+    for event in [
+        SensorEvent::ModuleLoad { task: t.clone(), name: "nf_tables".into() },
+        SensorEvent::Ptrace { task: t.clone(), request: 16, target_pid: me },
+        SensorEvent::SetId { task: t.clone(), call: "setuid", uid: 0, euid: 0, gid: 0, egid: 0 },
+    ] {
+        let row = m.event(&event).unwrap();
+        check_schema(&row);
+        assert_eq!(row.table, "DeviceEvents");
+    }
+    // Forks and exits keep the process table, without rows.
+    assert!(m.event(&SensorEvent::Fork { task: t.clone() }).is_none());
+    assert!(m.event(&SensorEvent::Exit { task: t, exit_code: 0, signal: 0 }).is_none());
+}
+
+#[test]
+fn logon_rows() {
+    let mut m = mapper();
+    for line in [
+        "<37>Dec  2 00:25:50 su[4242]: FAILED SU (to root) nobody on none",
+        "<38>Dec  2 00:00:01 sshd[5]: Accepted publickey for alice from 203.0.113.9 port 4022 ssh2",
+    ] {
+        let logon = parse_logon(&SyslogMessage::parse(line).unwrap()).unwrap();
+        let row = m.logon(&logon);
+        check_schema(&row);
+        assert_eq!(row.table, "DeviceLogonEvents");
+    }
+    let logon = parse_logon(
+        &SyslogMessage::parse("<37>Dec  2 00:25:50 su[4242]: FAILED SU (to root) nobody on none").unwrap(),
+    )
+    .unwrap();
+    let row = m.logon(&logon);
+    assert_eq!(row.fields["ActionType"], "LogonFailed");
+    assert_eq!(row.fields["AccountName"], "root");
+    assert_eq!(row.fields["InitiatingProcessAccountName"], "nobody");
+    assert_eq!(row.fields["InitiatingProcessFileName"], "su");
+}

@@ -1,0 +1,255 @@
+//! `rampart-agent` end to end on this machine: a real server, the agent enrolled with a token
+//! and running its eBPF sensor on the real kernel; an exec, a file write, a TCP connection to
+//! a loopback listener and a failed `su` each show up in hunting with their process lineage
+//! and hashes.
+//!
+//! Needs root (eBPF, and the agent receives /dev/log when nothing else does); skips otherwise
+//! with the reason, unless RAMPART_REQUIRE_DATA=1 (CI), where it fails.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{PASSWORD, Server, scratch};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+fn skip_or_fail(reason: &str) {
+    assert!(
+        std::env::var("RAMPART_REQUIRE_DATA").as_deref() != Ok("1"),
+        "RAMPART_REQUIRE_DATA=1 but {reason}"
+    );
+    eprintln!("skipped: {reason}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The agent binary, built beside `rampart` by `cargo test --workspace`.
+fn agent_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_rampart")).with_file_name("rampart-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p rampart-agent` (./test does)",
+        path.display()
+    );
+    path
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls a hunting query until it returns rows; the rows and how long they took.
+fn wait_rows(server: &Server, token: &str, query: &str, since: Instant) -> (Vec<Value>, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = server.hunt(token, query);
+        let rows = answer["rows"].as_array().cloned().unwrap_or_default();
+        if !rows.is_empty() {
+            let columns: Vec<String> = answer["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap_or_default().to_string())
+                .collect();
+            let objects = rows
+                .iter()
+                .map(|r| {
+                    Value::Object(
+                        columns
+                            .iter()
+                            .cloned()
+                            .zip(r.as_array().unwrap().iter().cloned())
+                            .collect(),
+                    )
+                })
+                .collect();
+            return (objects, since.elapsed());
+        }
+        assert!(Instant::now() < deadline, "nothing in hunting for: {query}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
+    if !is_root() {
+        return skip_or_fail("the agent's eBPF sensor needs root");
+    }
+    let agent_bin = agent_binary();
+    let dir = scratch("agent-e2e");
+    let server = Server::start(&dir.join("server"), true, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let token = server.post("/api/v1/enrollment-tokens", &admin, json!({"name": "e2e"}));
+    let state = dir.join("agent");
+
+    let enroll = Command::new(&agent_bin)
+        .args(["enroll", "--server", &server.url, "--token"])
+        .arg(token["token"].as_str().unwrap())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--hostname", "e2e-host"])
+        .output()
+        .unwrap();
+    assert!(enroll.status.success(), "enroll: {}", String::from_utf8_lossy(&enroll.stderr));
+    // A token enrolls once.
+    let again = Command::new(&agent_bin)
+        .args(["enroll", "--server", &server.url, "--token"])
+        .arg(token["token"].as_str().unwrap())
+        .arg("--state-dir")
+        .arg(dir.join("other"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    let agent = Agent(
+        Command::new(&agent_bin)
+            .args(["run", "--heartbeat-secs", "1", "--state-dir"])
+            .arg(&state)
+            .env("RAMPART_LOG", "info")
+            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // Ready when its first heartbeat says how the sensor runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let device = loop {
+        let devices = server.get("/api/v1/devices?hostname=e2e-host", &admin);
+        if let Some(d) = devices["items"].as_array().and_then(|d| d.first())
+            && d["health"]["sensor_mode"].is_string()
+        {
+            break d.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat; agent log:\n{}",
+            std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if device["health"]["sensor_mode"] != "ebpf" {
+        return skip_or_fail(&format!("eBPF is unavailable here: {}", device["health"]));
+    }
+    assert_eq!(device["health_status"], "active", "{device}");
+
+    let nonce = format!("rampart-e2e-{}", std::process::id());
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let file = work.join(format!("{nonce}.txt"));
+    let script = format!(
+        "/bin/echo {nonce}; echo written > {file}; exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3; sleep 0.2",
+        file = file.display()
+    );
+    let started = Instant::now();
+    let mut shell = Command::new("/bin/bash")
+        .args(["-c", &script])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bash_pid = shell.id();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut hi = [0u8; 3];
+    conn.read_exact(&mut hi).unwrap();
+    assert!(shell.wait().unwrap().success());
+    let su = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "su", "root", "-c", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!su.success(), "su without a password fails");
+    let su_at = Instant::now();
+
+    // Exec, with lineage (bash → echo, bash's parent is this test) and the image's hashes.
+    let (rows, exec_latency) = wait_rows(
+        &server,
+        &admin,
+        &format!("DeviceProcessEvents | where ProcessCommandLine == '/bin/echo {nonce}'"),
+        started,
+    );
+    let exec = &rows[0];
+    assert_eq!(exec["ActionType"], "ProcessCreated");
+    assert_eq!(exec["DeviceName"], "e2e-host");
+    assert_eq!(exec["FileName"], "echo");
+    assert_eq!(exec["InitiatingProcessId"], bash_pid);
+    assert_eq!(exec["InitiatingProcessFileName"], "bash");
+    assert_eq!(exec["InitiatingProcessParentId"], std::process::id());
+    assert_eq!(exec["AccountName"], "root");
+    assert_eq!(exec["SHA256"], sha256_of(Path::new("/bin/echo")));
+    assert_eq!(exec["InitiatingProcessSHA256"], sha256_of(Path::new("/bin/bash")));
+    let extra: Value = serde_json::from_str(exec["AdditionalFields"].as_str().unwrap()).unwrap();
+    assert_eq!(extra["CurrentDirectory"], work.display().to_string());
+
+    // The file bash wrote.
+    let (rows, file_latency) = wait_rows(
+        &server,
+        &admin,
+        &format!("DeviceFileEvents | where FolderPath == '{}'", file.display()),
+        started,
+    );
+    assert_eq!(rows[0]["ActionType"], "FileCreated", "{}", rows[0]);
+    assert_eq!(rows[0]["InitiatingProcessId"], bash_pid);
+
+    // bash's connection, and the accept on this side.
+    let (rows, net_latency) = wait_rows(
+        &server,
+        &admin,
+        &format!("DeviceNetworkEvents | where RemotePort == {port} and ActionType == 'ConnectionSuccess'"),
+        started,
+    );
+    assert_eq!(rows[0]["InitiatingProcessId"], bash_pid);
+    assert_eq!(rows[0]["RemoteIP"], "127.0.0.1");
+    assert_eq!(rows[0]["Protocol"], "Tcp");
+    let (rows, _) = wait_rows(
+        &server,
+        &admin,
+        &format!("DeviceNetworkEvents | where LocalPort == {port} and ActionType == 'InboundConnectionAccepted'"),
+        started,
+    );
+    assert_eq!(rows[0]["InitiatingProcessId"], std::process::id());
+
+    // The failed su, from what su logged.
+    let (rows, logon_latency) = wait_rows(
+        &server,
+        &admin,
+        "DeviceLogonEvents | where ActionType == 'LogonFailed' and AccountName == 'root' and InitiatingProcessAccountName == 'nobody'",
+        su_at,
+    );
+    assert_eq!(rows[0]["InitiatingProcessFileName"], "su", "{}", rows[0]);
+
+    eprintln!(
+        "latency from the action to hunting: exec {exec_latency:?}, file {file_latency:?}, network {net_latency:?}, logon {logon_latency:?}"
+    );
+
+    // SIGTERM: the agent flushes and exits cleanly.
+    let _ = Command::new("kill").arg("-TERM").arg(agent.0.id().to_string()).status();
+    let mut agent = agent;
+    let status = agent.0.wait().unwrap();
+    assert!(status.success(), "agent exit: {status}");
+}
