@@ -174,7 +174,22 @@ fn main() {
     for t in &order {
         writeln!(out, "            Row::{t}(_) => Table::{t},").unwrap();
     }
-    out.push_str("        }\n    }\n}\n\n");
+    out.push_str("        }\n    }\n\n");
+    out.push_str("    /// Row `index` of `batch`, a batch of `table` in its schema ([`Table::arrow_schema`]):\n    /// what [`BatchBuilder`] appended, read back. `None` when `index` is past the end or a\n    /// column is not of its table's type.\n    pub fn from_batch(table: Table, batch: &RecordBatch, index: usize) -> Option<Row> {\n        if index >= batch.num_rows() || batch.num_columns() != table.columns().len() {\n            return None;\n        }\n        Some(match table {\n");
+    for t in &order {
+        writeln!(out, "            Table::{t} => Row::{t}(Box::new({t} {{").unwrap();
+        for (i, c) in tables[t].iter().enumerate() {
+            writeln!(
+                out,
+                "                {}: cell::{}(batch, {i}, index)?,",
+                field(&c.name),
+                c.kind.to_lowercase()
+            )
+            .unwrap();
+        }
+        out.push_str("            })),\n");
+    }
+    out.push_str("        })\n    }\n}\n\n");
     for t in &order {
         writeln!(
             out,

@@ -281,16 +281,16 @@ pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
 const DESCRIPTION_VALUE_CHARS: usize = 200;
 
 fn describe(detection: &Detection, device: Option<&str>, matched: &[MatchedField]) -> String {
+    // Event-log records have an event id; telemetry rows (event id 0) are named by their table.
+    let what = match (detection.channel.as_str(), detection.event_id) {
+        ("", id) => format!("an event {id}"),
+        (table, 0) => format!("a {table} row"),
+        (channel, id) => format!("{channel} event {id}"),
+    };
     let mut text = format!(
-        "Sigma rule \"{}\" ({}) matched {} event {} on {}.",
+        "Sigma rule \"{}\" ({}) matched {what} on {}.",
         detection.rule.title,
         detection.rule.level,
-        if detection.channel.is_empty() {
-            "an"
-        } else {
-            &detection.channel
-        },
-        detection.event_id,
         device.unwrap_or("an unknown device"),
     );
     if !matched.is_empty() {

@@ -482,9 +482,9 @@ fn reason(c: &Candidate, links: &[Link], time: DateTime<Utc>) -> JoinReason {
 
 /// Accounts every machine has, which would join everything that runs as them: `SYSTEM`,
 /// `LOCAL SERVICE`, `NETWORK SERVICE`, `ANONYMOUS LOGON` (by name or SID), the per-session
-/// `DWM-n` / `UMFD-n` accounts, virtual `NT SERVICE\*` accounts, and machine accounts
-/// (`WS01$`): on its own device a machine account is SYSTEM under another name, and on other
-/// machines the device is linked better by its device entity and address.
+/// `DWM-n` / `UMFD-n` accounts, virtual `NT SERVICE\*` accounts, Linux's `root` and `nobody`,
+/// and machine accounts (`WS01$`): on its own device a machine account is SYSTEM under another
+/// name, and on other machines the device is linked better by its device entity and address.
 fn system_account(
     name: Option<&str>,
     domain: Option<&str>,
@@ -522,6 +522,8 @@ fn system_account(
             | "networkservice"
             | "anonymous logon"
             | "anonymous"
+            | "root"
+            | "nobody"
             | "-"
             | ""
     ) || name.starts_with("dwm-")
@@ -577,7 +579,24 @@ const SYSTEM_BINARIES: &[&str] = &[
     "user32.dll",
 ];
 
+/// Linux folders of the distribution's own programs and libraries: every machine of a release
+/// has the same files there (a dropped tool lives in /tmp, /dev/shm or a home folder).
+const LINUX_SYSTEM_FOLDERS: &[&str] = &[
+    "/bin/",
+    "/sbin/",
+    "/lib/",
+    "/lib64/",
+    "/usr/bin/",
+    "/usr/sbin/",
+    "/usr/lib/",
+    "/usr/lib64/",
+    "/usr/libexec/",
+];
+
 fn system_binary(name: Option<&str>, folder_path: Option<&str>) -> bool {
+    if folder_path.is_some_and(|p| LINUX_SYSTEM_FOLDERS.iter().any(|f| p.starts_with(f))) {
+        return true;
+    }
     let name = name
         .map(str::to_string)
         .or_else(|| folder_path.and_then(|p| p.rsplit(['\\', '/']).next().map(str::to_string)))
@@ -643,6 +662,18 @@ mod tests {
         })
     }
 
+    /// `curl` at `path` on a Linux machine, with the hash every copy of it has.
+    fn linux_file(path: &str) -> Entity {
+        entity(EntityData::File {
+            device: Some("web01".into()),
+            name: Some("curl".into()),
+            folder_path: Some(path.into()),
+            sha1: None,
+            sha256: Some("cd".into()),
+            md5: None,
+        })
+    }
+
     #[test]
     fn noisy_entities_do_not_correlate() {
         let c = Correlator::new(CorrelatorConfig {
@@ -657,6 +688,8 @@ mod tests {
             account("UMFD-0", None, None),
             account("WS01$", Some("CORP"), None),
             account("ANONYMOUS LOGON", None, None),
+            account("root", None, None),
+            linux_file("/usr/bin/curl"),
             entity(EntityData::Ip {
                 address: "127.0.0.1".into(),
             }),
@@ -715,6 +748,8 @@ mod tests {
                 sha256: None,
                 md5: None,
             }),
+            account("www-data", None, None),
+            linux_file("/tmp/.x/curl"),
         ];
         for e in &useful {
             assert_eq!(c.exclusion(e), None, "{e:?} should correlate");

@@ -42,13 +42,14 @@
 //! - **Entities that would join everything do not correlate** (they stay evidence):
 //!   well-known system accounts (`SYSTEM`, `LOCAL SERVICE`, `NETWORK SERVICE`,
 //!   `ANONYMOUS LOGON`, SIDs S-1-5-18/19/20/7, `DWM-n`, `UMFD-n`, `NT AUTHORITY\*`,
-//!   `NT SERVICE\*`); machine accounts (`WS01$`, always: on their own device they are SYSTEM,
-//!   elsewhere the device and its address link better); placeholders (`-`, empty, the NULL
-//!   SID); loopback, unspecified, link-local, multicast and broadcast addresses; the server's
-//!   own host names (configurable) as device, domain or URL; common system binaries and
-//!   LOLBins (`svchost.exe`, `lsass.exe`, `cmd.exe`, `powershell.exe`, ...) as *files* in the
-//!   Windows folder, even with a hash (every machine has the same one) — a copy elsewhere
-//!   correlates; processes without pid and creation time (no instance identity); and any key
+//!   `NT SERVICE\*`, Linux's `root` and `nobody`); machine accounts (`WS01$`, always: on their
+//!   own device they are SYSTEM, elsewhere the device and its address link better);
+//!   placeholders (`-`, empty, the NULL SID); loopback, unspecified, link-local, multicast and
+//!   broadcast addresses; the server's own host names (configurable) as device, domain or URL;
+//!   common system binaries and LOLBins (`svchost.exe`, `lsass.exe`, `cmd.exe`,
+//!   `powershell.exe`, ...) as *files* in the Windows folder, and every file in a Linux
+//!   distribution's own folders (`/usr/bin`, `/lib`, ...), even with a hash (every machine has
+//!   the same one) — a copy elsewhere correlates; processes without pid and creation time (no instance identity); and any key
 //!   listed in `ignore_keys` (e.g. the DNS server's address).
 //! - **Size cap**: an incident holding `max_incident_alerts` alerts stops attracting alerts
 //!   through generic entities (device, account, address, URL, domain, mailbox, app); a

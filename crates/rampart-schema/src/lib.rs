@@ -143,6 +143,82 @@ impl Table {
     }
 }
 
+/// Reading one cell of a batch back into a row field ([`Row::from_batch`]): `None` when the
+/// column is not of the expected Arrow type, `Some(None)` for a null cell.
+mod cell {
+    use arrow_array::types::{
+        ArrowPrimitiveType, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    };
+    use arrow_array::{Array, BooleanArray, PrimitiveArray, RecordBatch, StringArray};
+    use chrono::{DateTime, Utc};
+
+    fn primitive<T: ArrowPrimitiveType>(
+        batch: &RecordBatch,
+        column: usize,
+        row: usize,
+    ) -> Option<Option<T::Native>> {
+        let array = batch
+            .column(column)
+            .as_any()
+            .downcast_ref::<PrimitiveArray<T>>()?;
+        Some(array.is_valid(row).then(|| array.value(row)))
+    }
+
+    fn text(batch: &RecordBatch, column: usize, row: usize) -> Option<Option<&str>> {
+        let array = batch
+            .column(column)
+            .as_any()
+            .downcast_ref::<StringArray>()?;
+        Some(array.is_valid(row).then(|| array.value(row)))
+    }
+
+    pub fn string(batch: &RecordBatch, column: usize, row: usize) -> Option<Option<String>> {
+        Some(text(batch, column, row)?.map(str::to_string))
+    }
+
+    /// Dynamic cells hold JSON text; text that is not JSON stays a string.
+    pub fn dynamic(
+        batch: &RecordBatch,
+        column: usize,
+        row: usize,
+    ) -> Option<Option<serde_json::Value>> {
+        Some(text(batch, column, row)?.map(|t| {
+            serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.to_string()))
+        }))
+    }
+
+    pub fn long(batch: &RecordBatch, column: usize, row: usize) -> Option<Option<i64>> {
+        primitive::<Int64Type>(batch, column, row)
+    }
+
+    pub fn int(batch: &RecordBatch, column: usize, row: usize) -> Option<Option<i32>> {
+        primitive::<Int32Type>(batch, column, row)
+    }
+
+    pub fn real(batch: &RecordBatch, column: usize, row: usize) -> Option<Option<f64>> {
+        primitive::<Float64Type>(batch, column, row)
+    }
+
+    pub fn bool(batch: &RecordBatch, column: usize, row: usize) -> Option<Option<bool>> {
+        let array = batch
+            .column(column)
+            .as_any()
+            .downcast_ref::<BooleanArray>()?;
+        Some(array.is_valid(row).then(|| array.value(row)))
+    }
+
+    pub fn datetime(
+        batch: &RecordBatch,
+        column: usize,
+        row: usize,
+    ) -> Option<Option<DateTime<Utc>>> {
+        Some(
+            primitive::<TimestampMicrosecondType>(batch, column, row)?
+                .and_then(DateTime::from_timestamp_micros),
+        )
+    }
+}
+
 /// A row offered to the batch builder of another table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WrongTable {
@@ -271,6 +347,43 @@ mod tests {
             .as_string::<i32>();
         assert_eq!(at.value(0), "LogonSuccess");
         assert!(at.is_null(1));
+    }
+
+    /// What a builder appended reads back as the same row, every column type included.
+    #[test]
+    fn rows_read_back_from_batches() {
+        let when = DateTime::parse_from_rfc3339("2024-05-01T10:00:00.123456Z")
+            .unwrap()
+            .to_utc();
+        let network = DeviceNetworkEvents {
+            timestamp: Some(when),
+            remote_ip: Some("203.0.113.7".into()),
+            remote_port: Some(4444),
+            initiating_process_id: Some(42),
+            is_initiating_process_remote_session: Some(true),
+            ..Default::default()
+        };
+        let logon = IdentityLogonEvents {
+            additional_fields: Some(serde_json::json!({"Tty": "pts/0"})),
+            ..Default::default()
+        };
+        let assessment = DeviceTvmSecureConfigurationAssessment {
+            configuration_impact: Some(9.5),
+            ..Default::default()
+        };
+        for row in [Row::from(network), logon.into(), assessment.into()] {
+            let mut b = row.table().batch_builder();
+            b.append(&DeviceEvents::default().into()).unwrap_err();
+            b.append(&row).unwrap();
+            let batch = b.finish();
+            assert_eq!(Row::from_batch(row.table(), &batch, 0), Some(row.clone()));
+            assert_eq!(
+                Row::from_batch(row.table(), &batch, 1),
+                None,
+                "past the end"
+            );
+            assert_eq!(Row::from_batch(Table::DeviceInfo, &batch, 0), None);
+        }
     }
 
     #[test]

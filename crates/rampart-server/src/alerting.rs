@@ -10,7 +10,8 @@ use rampart_alerts::{
     Alert, AlertDraft, Correlation, Correlator, CorrelatorConfig, DetectionSource, EventRef,
     Incident, MatchedField, alert_rows,
 };
-use rampart_schema::Table;
+use rampart_schema::{Row, Table};
+use rampart_sigma::Detection;
 use rampart_state::{
     AlertFilter, DeviceSighting, IncidentUpdate, NewAlert, NewIncident, PageRequest, RuleKind,
     RuleRef, Scope,
@@ -89,20 +90,27 @@ pub async fn raise(
         .hits
         .iter()
         .map(|hit| {
-            let mut draft = AlertDraft::from_detection(&hit.detection, Some(&hit.row));
+            let mut candidate = sigma_candidate(rules, &hit.detection, Some(&hit.row));
             // Alerts cite the upload by the name it was given, not the spool path.
-            draft.event.source = source.to_string();
-            let rule_id = rules
-                .id_of(std::path::Path::new(&draft.rule_path))
-                .map(str::to_string);
-            Candidate {
-                draft,
-                rule_id,
-                kind: Some(RuleKind::Sigma),
-            }
+            candidate.draft.event.source = source.to_string();
+            candidate
         })
         .collect();
     place_all(app, tenant, candidates, &devices).await
+}
+
+/// The candidate of a Sigma detection on `row` (a correlation over records that left no row
+/// has none), with the rule-table id of its rule.
+pub fn sigma_candidate(rules: &TenantRules, detection: &Detection, row: Option<&Row>) -> Candidate {
+    let draft = AlertDraft::from_detection(detection, row);
+    let rule_id = rules
+        .id_of(std::path::Path::new(&draft.rule_path))
+        .map(str::to_string);
+    Candidate {
+        draft,
+        rule_id,
+        kind: Some(RuleKind::Sigma),
+    }
 }
 
 /// A draft and the rule-table id and kind of the rule that raised it (no rule for indicator

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use rampart_sigma::RuleSet;
+use rampart_sigma::{Correlator, RuleSet};
 use rampart_state::StateDb;
 use rampart_store::Store;
 use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
@@ -22,9 +22,20 @@ use crate::problem::Problem;
 pub struct TenantRules {
     pub set: RuleSet,
     pub ids: HashMap<PathBuf, String>,
+    /// Correlation windows over agent telemetry, kept across requests (an agent sends a few
+    /// seconds of rows at a time); started afresh when the rules change.
+    pub telemetry_correlator: std::sync::Mutex<Correlator>,
 }
 
 impl TenantRules {
+    pub fn new(set: RuleSet, ids: HashMap<PathBuf, String>) -> TenantRules {
+        TenantRules {
+            telemetry_correlator: std::sync::Mutex::new(set.correlator()),
+            set,
+            ids,
+        }
+    }
+
     /// The rule-table id of the rule a detection came from.
     pub fn id_of(&self, path: &std::path::Path) -> Option<&str> {
         self.ids.get(path).map(String::as_str)
@@ -50,6 +61,8 @@ pub struct AppInner {
     /// Its `sha256:…` fingerprint.
     pub ca_fingerprint: Option<String>,
     ingest_slots: Semaphore,
+    /// One lock per device that numbers its telemetry (see [`AppInner::telemetry_lock`]).
+    telemetry_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Deref for App {
@@ -79,7 +92,18 @@ impl AppInner {
             ca_fingerprint: ca.as_ref().map(|c| c.fingerprint().to_string()),
             ca,
             ingest_slots: Semaphore::new(slots),
+            telemetry_locks: std::sync::Mutex::default(),
         }
+    }
+
+    /// The device's telemetry lock: its numbered requests are stored one at a time, so that a
+    /// retry sees the high-water mark the request it retries left.
+    pub fn telemetry_lock(&self, device: &str) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .telemetry_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        locks.entry(device.to_string()).or_default().clone()
     }
 
     /// The tenant's current rules (none when none are loaded).
@@ -87,10 +111,7 @@ impl AppInner {
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner());
         match rules.get(tenant) {
             Some(set) => set.clone(),
-            None => Arc::new(TenantRules {
-                set: RuleSet::from_sources(&[]),
-                ids: HashMap::new(),
-            }),
+            None => Arc::new(TenantRules::new(RuleSet::from_sources(&[]), HashMap::new())),
         }
     }
 

@@ -65,6 +65,8 @@ pub struct Detection {
     pub dedup_window_secs: u64,
     /// Alerts sharing an entity within this window join one incident.
     pub incident_window_secs: u64,
+    /// Load Rampart's own rules (`rules/linux`, embedded in the binary) for every tenant.
+    pub builtin_rules: bool,
 }
 
 /// Advanced hunting through the API.
@@ -124,6 +126,7 @@ impl Default for Detection {
         Detection {
             dedup_window_secs: 3600,
             incident_window_secs: 24 * 3600,
+            builtin_rules: true,
         }
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Modules, in the order a request meets them: [`listener`] (TCP, TLS, HTTP), [`routes`] (the
 //! one route table: router, authorisation and OpenAPI), [`auth`] (bearer tokens → principal),
-//! `api` (handlers), [`pipeline`] (event logs → store + Sigma), `alerting` (detections →
-//! alerts → incidents), [`rules`] (each tenant's compiled rules).
+//! `api` (handlers), [`pipeline`] (event logs → store + Sigma), `telemetry` (agent rows → store
+//! + Sigma, exactly once), `alerting` (detections → alerts → incidents), [`rules`] (each
+//! tenant's compiled rules, Rampart's own included).
 
 mod alerting;
 mod api;
@@ -22,6 +23,7 @@ pub mod pipeline;
 pub mod problem;
 pub mod routes;
 pub mod rules;
+mod telemetry;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};

@@ -24,6 +24,10 @@ pub struct Route {
     pub access: Access,
     pub tag: &'static str,
     pub summary: &'static str,
+    /// What the summary leaves out (OpenAPI `description`).
+    pub description: Option<&'static str>,
+    /// Request headers the operation reads: (name, description).
+    pub headers: Vec<(&'static str, &'static str)>,
     pub handler: MethodRouter<App>,
 }
 
@@ -42,8 +46,22 @@ impl Route {
             access,
             tag,
             summary,
+            description: None,
+            headers: Vec::new(),
             handler,
         }
+    }
+
+    /// Documents the operation beyond its summary.
+    pub fn describe(mut self, description: &'static str) -> Route {
+        self.description = Some(description);
+        self
+    }
+
+    /// Documents an optional request header the operation reads.
+    pub fn header(mut self, name: &'static str, description: &'static str) -> Route {
+        self.headers.push((name, description));
+        self
     }
 }
 
@@ -118,8 +136,14 @@ pub fn openapi(routes: &[Route]) -> Value {
                 "403": {"$ref": "#/components/responses/Problem"},
             },
         });
+        if let Some(description) = route.description {
+            operation["description"] = json!(description);
+        }
         let parameters: Vec<Value> = path_parameters(route.path)
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .chain(route.headers.iter().map(|(name, description)| {
+                json!({"name": name, "in": "header", "required": false, "description": description, "schema": {"type": "string"}})
+            }))
             .collect();
         if !parameters.is_empty() {
             operation["parameters"] = Value::Array(parameters);

@@ -1,6 +1,7 @@
-//! The rules each tenant's detection runs: Sigma rules from the `--rules` folders (builtin,
-//! re-read at every start) and uploaded ones, kept in the state database with their enabled
-//! flag, compiled into one [`RuleSet`] per tenant.
+//! The rules each tenant's detection runs: Rampart's own rules (`rules/linux`, embedded in the
+//! binary) and Sigma rules from the `--rules` folders (both builtin, re-read at every start),
+//! and uploaded ones, kept in the state database with their enabled flag, compiled into one
+//! [`RuleSet`] per tenant.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,11 @@ use rampart_state::{NewRule, PageRequest, RuleFilter, RuleKind, RuleOrigin, Seve
 use serde::Deserialize;
 
 use crate::app::App;
+
+include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
+
+/// The name Rampart's own rules are stored and reported under (`rampart:rules/linux/FILE`).
+const OWN_RULES_PREFIX: &str = "rampart:rules/linux/";
 
 /// The rule documents of an upload, each its own rule. Documents are split at `---` lines; one
 /// that is not a mapping with a title is skipped here (compiling the whole text reports it).
@@ -116,15 +122,19 @@ pub async fn reload(app: &App, tenant: &str) -> rampart_state::Result<()> {
         failed,
         "rules compiled"
     );
-    app.set_rules(tenant, crate::app::TenantRules { set, ids });
+    app.set_rules(tenant, crate::app::TenantRules::new(set, ids));
     Ok(())
 }
 
-/// Brings the tenant's builtin rules in line with the `--rules` folders (new files added,
-/// changed ones updated with their enabled flag kept, vanished ones removed) and compiles.
+/// Brings the tenant's builtin rules in line with Rampart's own rules (unless
+/// `detection.builtin_rules` is off) and the `--rules` folders (new files added, changed ones
+/// updated with their enabled flag kept, vanished ones removed) and compiles.
 pub async fn install_builtin(app: &App, tenant: &str) -> anyhow::Result<()> {
     let dirs = app.config.rules.clone();
-    let rules = tokio::task::spawn_blocking(move || builtin_rules(&dirs)).await?;
+    let mut rules = tokio::task::spawn_blocking(move || builtin_rules(&dirs)).await?;
+    if app.config.detection.builtin_rules {
+        rules.extend(own_rules());
+    }
     let report = app.db.sync_builtin_rules(tenant, &rules).await?;
     tracing::info!(tenant, ?report, "builtin rules synchronised");
     reload(app, tenant).await?;
@@ -166,6 +176,17 @@ pub fn builtin_rules(dirs: &[PathBuf]) -> Vec<NewRule> {
     out
 }
 
+/// Rampart's own rules, embedded at build time, as builtin rules.
+pub fn own_rules() -> Vec<NewRule> {
+    BUILTIN_RULES
+        .iter()
+        .filter_map(|(name, text)| {
+            let path = format!("{OWN_RULES_PREFIX}{name}");
+            file_rule(text, RuleOrigin::Builtin { path })
+        })
+        .collect()
+}
+
 fn is_yaml(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"))
@@ -186,6 +207,47 @@ mod tests {
         assert_eq!(rules[1].title, "b");
         assert_eq!(rules[1].severity, Severity::Medium);
         assert_eq!(rules[1].source, "title: b");
+    }
+
+    /// Every file of rules/linux is embedded, loads, and is evaluated on agent telemetry.
+    #[test]
+    fn own_rules_are_embedded_and_active() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/linux");
+        let files = std::fs::read_dir(folder)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "yml")
+            })
+            .count();
+        let rules = own_rules();
+        assert_eq!(rules.len(), files);
+        assert_eq!(BUILTIN_RULES.len(), files);
+        let sources: Vec<(PathBuf, String)> = rules
+            .iter()
+            .map(|r| match &r.origin {
+                RuleOrigin::Builtin { path } => (PathBuf::from(path), r.source.clone()),
+                RuleOrigin::Uploaded => unreachable!("own rules are builtin"),
+            })
+            .collect();
+        let set = RuleSet::from_sources(&sources);
+        for line in &set.report {
+            assert_eq!(line.status, rampart_sigma::RuleStatus::Loaded, "{line:?}");
+            let linux = line
+                .route
+                .as_deref()
+                .is_some_and(|r| r.starts_with("product:linux/"));
+            assert!(
+                linux || line.kind == Some(rampart_sigma::RuleKind::Correlation),
+                "{line:?}"
+            );
+        }
+        // Each file is one rule; the discovery file holds its base rule and the correlation.
+        assert_eq!(set.report.len(), files + 1);
+        assert!(rules.iter().all(|r| r.sigma_id.is_some()));
     }
 
     #[test]

@@ -1,52 +1,136 @@
-//! A Windows record as the Sigma evaluator sees it: its flat fields, with the taxonomy's
-//! aliases laid over them.
+//! Records as the Sigma evaluator sees them. A [`Record`] (a Windows event, or a row of agent
+//! telemetry) gives a [`SigmaEvent`]: its fields under Sigma's names, with the values the
+//! taxonomy adds for its categories laid over them; and says where it came from ([`Origin`]).
 
 use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use rampart_sources::WinEvent;
 use rsigma_eval::event::{Event, EventValue};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-/// A record plus the alias fields its categories add (empty for most records).
+/// What detections on a record say about it.
+pub struct Origin<'a> {
+    pub timestamp: DateTime<Utc>,
+    pub computer: &'a str,
+    /// The event-log channel, or the hunting table of a telemetry row.
+    pub channel: &'a str,
+    /// The event id (0 for a telemetry row).
+    pub event_id: u32,
+    pub record_id: u64,
+    pub source: &'a Arc<Path>,
+}
+
+/// Something Sigma rules are evaluated on and correlations are fed with.
+pub trait Record {
+    /// The record's fields under Sigma's names.
+    fn view(&self) -> SigmaEvent<'_>;
+
+    fn origin(&self) -> Origin<'_>;
+}
+
+impl Record for WinEvent {
+    fn view(&self) -> SigmaEvent<'_> {
+        SigmaEvent::new(self)
+    }
+
+    fn origin(&self) -> Origin<'_> {
+        Origin {
+            timestamp: self.timestamp,
+            computer: &self.computer,
+            channel: &self.channel,
+            event_id: self.event_id,
+            record_id: self.record_id,
+            source: &self.source,
+        }
+    }
+}
+
+/// A record's fields, and the fields its categories add (aliases of a Windows record, values a
+/// telemetry row computes), which are looked up first.
 pub struct SigmaEvent<'a> {
-    pub event: &'a WinEvent,
-    pub aliases: Vec<(&'static str, Value)>,
+    extra: Vec<(&'static str, Value)>,
+    fields: Fields<'a>,
+}
+
+enum Fields<'a> {
+    /// A Windows record's flat fields, already under Sigma's names.
+    Flat(&'a Map<String, Value>),
+    /// A telemetry row's columns, read under the Sigma name of each `(sigma, column)` pair.
+    Mapped(
+        &'a Map<String, Value>,
+        &'static [(&'static str, &'static str)],
+    ),
 }
 
 impl<'a> SigmaEvent<'a> {
     pub fn new(event: &'a WinEvent) -> Self {
         SigmaEvent {
-            event,
-            aliases: crate::taxonomy::aliases(event),
+            extra: crate::taxonomy::aliases(event),
+            fields: Fields::Flat(&event.fields),
+        }
+    }
+
+    /// `columns` under the Sigma names of `names` (`(sigma, column)`), plus `extra`.
+    pub(crate) fn mapped(
+        columns: &'a Map<String, Value>,
+        names: &'static [(&'static str, &'static str)],
+        extra: Vec<(&'static str, Value)>,
+    ) -> Self {
+        SigmaEvent {
+            extra,
+            fields: Fields::Mapped(columns, names),
         }
     }
 
     /// Every value as text (strings as they are, numbers and booleans rendered as string
     /// matchers see them), for the literal index.
     pub fn visit_text(&self, visit: &mut dyn FnMut(&str)) {
-        for v in self.values() {
+        for (_, v) in self.entries() {
             visit_text(v, visit);
         }
     }
 
-    fn values(&self) -> impl Iterator<Item = &Value> {
-        self.aliases
+    /// The names a rule can read, with their values.
+    fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let (flat, mapped) = match &self.fields {
+            Fields::Flat(map) => (Some(map.iter().map(|(k, v)| (k.as_str(), v))), None),
+            Fields::Mapped(map, names) => (
+                None,
+                Some(
+                    names
+                        .iter()
+                        .filter_map(|(name, column)| Some((*name, map.get(*column)?))),
+                ),
+            ),
+        };
+        self.extra
             .iter()
-            .map(|(_, v)| v)
-            .chain(self.event.fields.values())
+            .map(|(k, v)| (*k, v))
+            .chain(flat.into_iter().flatten())
+            .chain(mapped.into_iter().flatten())
     }
 }
 
 impl Event for SigmaEvent<'_> {
     fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
-        if let Some((_, v)) = self.aliases.iter().find(|(k, _)| *k == path) {
+        if let Some((_, v)) = self.extra.iter().find(|(k, _)| *k == path) {
             return Some(EventValue::from(v));
         }
-        self.event.fields.get(path).map(EventValue::from)
+        let value = match &self.fields {
+            Fields::Flat(map) => map.get(path),
+            Fields::Mapped(map, names) => names
+                .iter()
+                .find(|(name, _)| *name == path)
+                .and_then(|(_, column)| map.get(*column)),
+        };
+        value.map(EventValue::from)
     }
 
     fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
-        self.values().any(|v| any_string(v, pred))
+        self.entries().any(|(_, v)| any_string(v, pred))
     }
 
     fn all_string_values(&self) -> Vec<Cow<'_, str>> {
@@ -56,33 +140,26 @@ impl Event for SigmaEvent<'_> {
     }
 
     fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
-        for v in self.values() {
+        for (_, v) in self.entries() {
             visit_strings(v, visit);
         }
     }
 
     fn to_json(&self) -> Value {
-        let mut map = self.event.fields.clone();
-        for (k, v) in &self.aliases {
-            map.insert((*k).to_string(), v.clone());
+        let mut map = Map::new();
+        // Later entries would be shadowed by earlier ones in `get_field`: keep the first.
+        for (k, v) in self.entries() {
+            map.entry(k).or_insert_with(|| v.clone());
         }
         Value::Object(map)
     }
 
     fn top_level_keys(&self) -> Option<Vec<Cow<'_, str>>> {
-        let aliases = self.aliases.iter().map(|(k, _)| Cow::Borrowed(*k));
-        Some(
-            aliases
-                .chain(self.event.fields.keys().map(|k| Cow::Borrowed(k.as_str())))
-                .collect(),
-        )
+        Some(self.entries().map(|(k, _)| Cow::Borrowed(k)).collect())
     }
 
     fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
-        for (k, _) in &self.aliases {
-            visit(k);
-        }
-        for k in self.event.fields.keys() {
+        for (k, _) in self.entries() {
             visit(k);
         }
         true

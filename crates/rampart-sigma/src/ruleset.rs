@@ -1,4 +1,5 @@
-//! Loading Sigma rules into a [`RuleSet`] and evaluating Windows records against it.
+//! Loading Sigma rules into a [`RuleSet`] and evaluating records against it: Windows records
+//! ([`RuleSet::evaluate`]) and rows of agent telemetry ([`RuleSet::evaluate_row`]).
 //!
 //! Rules are parsed and compiled in parallel, then grouped by [`RouteKey`] (category or
 //! service). A record is evaluated only against the rules of its own routes, and each route's
@@ -6,7 +7,7 @@
 //! most rules never run on most records.
 //!
 //! Correlation rules are stateful and need records in time order. Detections of rules that a
-//! correlation refers to are therefore held back by [`RuleSet::evaluate`] as
+//! correlation refers to are therefore held back by the `evaluate` methods as
 //! [`CorrelationInput`]s; the caller sorts them by time and feeds them to a [`Correlator`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,7 +22,8 @@ use rsigma_parser::{CorrelationRule, FilterRule, SigmaCollection, SigmaRule};
 use serde_json::Value;
 
 use crate::Level;
-use crate::event::SigmaEvent;
+use crate::event::{Record, SigmaEvent};
+use crate::linux::TelemetryRow;
 use crate::prefilter::Prefilter;
 use crate::taxonomy::{self, RouteKey};
 
@@ -62,7 +64,8 @@ pub struct RuleInfo {
 pub enum RuleStatus {
     /// Compiled and evaluated on the records its logsource covers.
     Loaded,
-    /// Valid, but nothing in Windows event logs reaches it (e.g. `product: linux`).
+    /// Valid, but no record Rampart reads reaches it (e.g. `product: macos`, or a Linux
+    /// `service` such as auditd).
     Inactive(String),
     /// Could not be parsed or compiled.
     Failed(String),
@@ -100,9 +103,10 @@ pub(crate) struct Route {
     pub(crate) prefilter: Prefilter,
 }
 
-/// A record whose detections feed correlation rules, held back until records are in time order.
-pub struct CorrelationInput {
-    pub event: WinEvent,
+/// A record whose detections feed correlation rules, held back until records are in time order:
+/// a Windows record, or a row of agent telemetry (`CorrelationInput<TelemetryRow<'static>>`).
+pub struct CorrelationInput<R = WinEvent> {
+    pub event: R,
     results: Vec<EvaluationResult>,
 }
 
@@ -110,14 +114,14 @@ pub struct CorrelationInput {
 pub struct RuleSet {
     /// The compiled rules of each route, with their literal index.
     pub(crate) routes: BTreeMap<RouteKey, Route>,
-    /// By rule id, and by title for rules without one.
-    rules: HashMap<String, Arc<RuleInfo>>,
+    /// By rule id, and by title for rules without one (shared with correlators).
+    rules: Arc<HashMap<String, Arc<RuleInfo>>>,
     correlations: Vec<CorrelationRule>,
     /// Detection rules (parsed) that correlations refer to, by id and name.
     correlated: Vec<SigmaRule>,
     correlated_keys: HashSet<String>,
     /// Correlated rules whose own matches are not reported (no correlation says `generate`).
-    silent: HashSet<String>,
+    silent: Arc<HashSet<String>>,
     /// What was loaded, set aside or refused, file by file.
     pub report: Vec<RuleReport>,
 }
@@ -349,11 +353,11 @@ impl RuleSet {
 
         RuleSet {
             routes,
-            rules: infos,
+            rules: Arc::new(infos),
             correlations: kept,
             correlated,
             correlated_keys,
-            silent,
+            silent: Arc::new(silent),
             report,
         }
     }
@@ -363,76 +367,81 @@ impl RuleSet {
         self.rules.len()
     }
 
+    /// Number of detection rules evaluated on Linux agent telemetry only.
+    pub fn linux_rules(&self) -> usize {
+        self.routes
+            .iter()
+            .filter(|(key, _)| matches!(key, RouteKey::Linux(_)))
+            .map(|(_, route)| route.rules.len())
+            .sum()
+    }
+
     /// Evaluates one record; detections go to `out`. Detections of rules that correlations
     /// use are held back and returned with the record, for [`Correlator::feed`].
     pub fn evaluate(&self, event: &WinEvent, out: &mut Vec<Detection>) -> Option<CorrelationInput> {
-        let view = SigmaEvent::new(event);
         let mut keys = Vec::with_capacity(4);
         taxonomy::routes_of(event, &mut keys);
-        let mut held = Vec::new();
-        for key in &keys {
-            let Some(route) = self.routes.get(key) else {
-                continue;
-            };
-            let candidates = route.prefilter.candidates(&view);
-            let results = candidates
-                .into_iter()
-                .filter_map(|i| rsigma_eval::evaluate_rule(&route.rules[i as usize], &view));
-            for result in results {
-                let key = rule_key(result.header.rule_id.as_deref(), &result.header.rule_title);
-                if self.correlated_keys.contains(&key) {
-                    held.push(result);
-                } else if let Some(d) = self.detection(event, &result) {
-                    out.push(d);
-                }
-            }
-        }
+        let held = self.evaluate_on(event, &SigmaEvent::new(event), &keys, out);
         (!held.is_empty()).then(|| CorrelationInput {
             event: event.clone(),
             results: held,
         })
     }
 
-    fn detection(&self, event: &WinEvent, result: &EvaluationResult) -> Option<Detection> {
-        let rule = self.rules.get(&rule_key(
-            result.header.rule_id.as_deref(),
-            &result.header.rule_title,
-        ))?;
-        let matched = match &result.body {
-            rsigma_eval::ResultBody::Detection(d) => {
-                // rsigma lists them in hash-map order; sort so output is reproducible.
-                let mut m: Vec<(String, Value)> = d
-                    .matched_fields
-                    .iter()
-                    .map(|m| (m.field.clone(), m.value.clone()))
-                    .collect();
-                m.sort_by(|a, b| {
-                    a.0.cmp(&b.0)
-                        .then_with(|| a.1.to_string().cmp(&b.1.to_string()))
-                });
-                m.dedup();
-                m
-            }
-            rsigma_eval::ResultBody::Correlation(c) => c
-                .group_key
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        };
-        Some(Detection {
-            rule: rule.clone(),
-            timestamp: event.timestamp,
-            computer: event.computer.clone(),
-            channel: event.channel.clone(),
-            event_id: event.event_id,
-            record_id: event.record_id,
-            source: event.source.clone(),
-            matched,
+    /// Evaluates one row of agent telemetry against the rules of its Linux category (none when
+    /// the row is in no category); as [`RuleSet::evaluate`] otherwise. Only a row that feeds a
+    /// correlation is copied.
+    pub fn evaluate_row(
+        &self,
+        row: &TelemetryRow<'_>,
+        out: &mut Vec<Detection>,
+    ) -> Option<CorrelationInput<TelemetryRow<'static>>> {
+        let category = row.category()?;
+        let key = RouteKey::Linux(category.name);
+        // Most tenants' rules leave some categories empty: skip building the view.
+        if !self.routes.contains_key(&key) {
+            return None;
+        }
+        let held = self.evaluate_on(row, &row.view_as(category), &[key], out);
+        (!held.is_empty()).then(|| CorrelationInput {
+            event: row.clone().into_owned(),
+            results: held,
         })
     }
 
-    /// A fresh correlation state over this rule set.
-    pub fn correlator(&self) -> Correlator<'_> {
+    /// Evaluates `view` (of `record`) against the rules of `keys`; returns the results that
+    /// correlations use.
+    fn evaluate_on(
+        &self,
+        record: &impl Record,
+        view: &SigmaEvent<'_>,
+        keys: &[RouteKey],
+        out: &mut Vec<Detection>,
+    ) -> Vec<EvaluationResult> {
+        let mut held = Vec::new();
+        for key in keys {
+            let Some(route) = self.routes.get(key) else {
+                continue;
+            };
+            let candidates = route.prefilter.candidates(view);
+            let results = candidates
+                .into_iter()
+                .filter_map(|i| rsigma_eval::evaluate_rule(&route.rules[i as usize], view));
+            for result in results {
+                let key = rule_key(result.header.rule_id.as_deref(), &result.header.rule_title);
+                if self.correlated_keys.contains(&key) {
+                    held.push(result);
+                } else if let Some(d) = detection(&self.rules, record, &result) {
+                    out.push(d);
+                }
+            }
+        }
+        held
+    }
+
+    /// A fresh correlation state over this rule set. It shares the rules' identities with the
+    /// set (not the set itself), so it can be kept beside it across batches.
+    pub fn correlator(&self) -> Correlator {
         let mut engine = CorrelationEngine::new(CorrelationConfig::default());
         for rule in &self.correlated {
             // Already compiled once at load; here only to register ids and names.
@@ -441,7 +450,11 @@ impl RuleSet {
         for corr in &self.correlations {
             let _ = engine.add_correlation(corr);
         }
-        Correlator { set: self, engine }
+        Correlator {
+            rules: self.rules.clone(),
+            silent: self.silent.clone(),
+            engine,
+        }
     }
 
     /// Whether any correlation rule is loaded.
@@ -451,25 +464,25 @@ impl RuleSet {
 }
 
 /// Correlation state; feed it held-back records in time order.
-pub struct Correlator<'a> {
-    set: &'a RuleSet,
+pub struct Correlator {
+    rules: Arc<HashMap<String, Arc<RuleInfo>>>,
+    silent: Arc<HashSet<String>>,
     engine: CorrelationEngine,
 }
 
-impl Correlator<'_> {
+impl Correlator {
     /// Feeds one record; the base detections a correlation lets through (`generate: true`)
     /// and every correlation that fires go to `out`.
-    pub fn feed(&mut self, input: CorrelationInput, out: &mut Vec<Detection>) {
-        let view = SigmaEvent::new(&input.event);
+    pub fn feed<R: Record>(&mut self, input: CorrelationInput<R>, out: &mut Vec<Detection>) {
+        let view = input.event.view();
         let results = self.engine.process_with_detections(
             &view,
             input.results,
-            input.event.timestamp.timestamp(),
+            input.event.origin().timestamp.timestamp(),
         );
         let silent = |r: &EvaluationResult| {
             r.is_detection()
                 && self
-                    .set
                     .silent
                     .contains(&rule_key(r.header.rule_id.as_deref(), &r.header.rule_title))
         };
@@ -477,9 +490,53 @@ impl Correlator<'_> {
             results
                 .iter()
                 .filter(|r| !silent(r))
-                .filter_map(|r| self.set.detection(&input.event, r)),
+                .filter_map(|r| detection(&self.rules, &input.event, r)),
         );
     }
+}
+
+/// The detection a result on `record` makes, if its rule is known.
+fn detection(
+    rules: &HashMap<String, Arc<RuleInfo>>,
+    record: &impl Record,
+    result: &EvaluationResult,
+) -> Option<Detection> {
+    let rule = rules.get(&rule_key(
+        result.header.rule_id.as_deref(),
+        &result.header.rule_title,
+    ))?;
+    let matched = match &result.body {
+        rsigma_eval::ResultBody::Detection(d) => {
+            // rsigma lists them in hash-map order; sort so output is reproducible.
+            let mut m: Vec<(String, Value)> = d
+                .matched_fields
+                .iter()
+                .map(|m| (m.field.clone(), m.value.clone()))
+                .collect();
+            m.sort_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| a.1.to_string().cmp(&b.1.to_string()))
+            });
+            m.dedup();
+            m
+        }
+        rsigma_eval::ResultBody::Correlation(c) => c
+            .group_key
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    };
+    let origin = record.origin();
+    Some(Detection {
+        rule: rule.clone(),
+        timestamp: origin.timestamp,
+        computer: origin.computer.to_string(),
+        channel: origin.channel.to_string(),
+        event_id: origin.event_id,
+        record_id: origin.record_id,
+        source: origin.source.clone(),
+        matched,
+    })
 }
 
 fn rule_key(id: Option<&str>, title: &str) -> String {

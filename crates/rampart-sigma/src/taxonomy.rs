@@ -1,5 +1,6 @@
-//! Sigma's Windows logsource taxonomy: which event-log records a rule's `logsource` covers, and
-//! the field names a record must also answer to.
+//! Sigma's logsource taxonomy: which records a rule's `logsource` covers, and the field names a
+//! record must also answer to. Windows event logs are here; `product: linux` categories are read
+//! from agent telemetry ([`crate::linux`]).
 //!
 //! A `service` is a channel (`security` = the Security log); a `category` is a kind of event
 //! that one or more providers record (`process_creation` = Sysmon 1 and Security 4688). Records
@@ -12,13 +13,16 @@ use std::borrow::Cow;
 use rampart_sources::WinEvent;
 use serde_json::Value;
 
-/// Where a rule is evaluated: a category, a service, or any Windows record.
+/// Where a rule is evaluated: a Windows category, a Windows service, any Windows record, or a
+/// Linux category of agent telemetry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RouteKey {
     Category(&'static str),
     Service(&'static str),
     /// `product: windows` with neither category nor service: every record.
     AnyWindows,
+    /// `product: linux` with a category agent telemetry records (see [`crate::linux`]).
+    Linux(&'static str),
 }
 
 const SYSMON: &str = "Microsoft-Windows-Sysmon/Operational";
@@ -217,16 +221,22 @@ const CATEGORIES: &[(&str, &[Source])] = &[
     ),
 ];
 
-/// The route of a rule's logsource, or why it has none on Windows event logs.
+/// The route of a rule's logsource, or why no record Rampart reads reaches it.
 pub fn route(
     product: Option<&str>,
     category: Option<&str>,
     service: Option<&str>,
 ) -> Result<RouteKey, String> {
-    if let Some(p) = product
-        && !p.eq_ignore_ascii_case("windows")
-    {
-        return Err(format!("product '{p}' is not read from Windows event logs"));
+    match product {
+        Some(p) if p.eq_ignore_ascii_case("linux") => {
+            return crate::linux::route(category, service).map(RouteKey::Linux);
+        }
+        Some(p) if !p.eq_ignore_ascii_case("windows") => {
+            return Err(format!(
+                "product '{p}' is read neither from Windows event logs nor from agent telemetry"
+            ));
+        }
+        _ => {}
     }
     if let Some(c) = category {
         return CATEGORIES
@@ -381,6 +391,11 @@ pub fn known_logsources() -> impl Iterator<Item = RouteKey> {
         .iter()
         .map(|(c, _)| RouteKey::Category(c))
         .chain(SERVICES.iter().map(|(s, _)| RouteKey::Service(s)))
+        .chain(
+            crate::linux::CATEGORIES
+                .iter()
+                .map(|c| RouteKey::Linux(c.name)),
+        )
 }
 
 impl std::fmt::Display for RouteKey {
@@ -389,6 +404,7 @@ impl std::fmt::Display for RouteKey {
             RouteKey::Category(c) => write!(f, "category:{c}"),
             RouteKey::Service(s) => write!(f, "service:{s}"),
             RouteKey::AnyWindows => f.write_str("product:windows"),
+            RouteKey::Linux(c) => write!(f, "product:linux/category:{c}"),
         }
     }
 }
@@ -424,10 +440,23 @@ mod tests {
             Ok(RouteKey::Service("security"))
         );
         assert_eq!(route(Some("windows"), None, None), Ok(RouteKey::AnyWindows));
+        assert_eq!(
+            route(Some("linux"), Some("process_creation"), None),
+            Ok(RouteKey::Linux("process_creation"))
+        );
+        assert_eq!(
+            RouteKey::Linux("file_event").to_string(),
+            "product:linux/category:file_event"
+        );
         assert!(
-            route(Some("linux"), Some("process_creation"), None)
+            route(Some("linux"), None, Some("auditd"))
                 .unwrap_err()
-                .contains("linux")
+                .contains("auditd")
+        );
+        assert!(
+            route(Some("macos"), Some("process_creation"), None)
+                .unwrap_err()
+                .contains("macos")
         );
         assert!(
             route(Some("windows"), Some("webserver"), None)

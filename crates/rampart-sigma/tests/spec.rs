@@ -1851,9 +1851,11 @@ fn product_windows_alone_reads_every_channel() {
 }
 
 #[test]
-fn non_windows_and_unknown_logsources_are_inactive() {
+fn unread_and_unknown_logsources_are_inactive() {
     for (logsource, word) in [
-        ("product: linux\ncategory: process_creation", "linux"),
+        ("product: macos\ncategory: process_creation", "macos"),
+        ("product: linux\nservice: auditd", "auditd"),
+        ("product: linux\ncategory: registry_set", "registry_set"),
         ("product: windows\ncategory: webserver", "webserver"),
         (
             "product: windows\nservice: no-such-service",

@@ -301,6 +301,8 @@ impl StateDb {
 
     /// Registers an enrolling agent's host. A host already known from event logs (same hostname)
     /// is adopted, keeping its id and first-seen time, so earlier alerts stay attached to it.
+    /// Its telemetry high-water mark is cleared: an agent that enrolls anew may number its rows
+    /// anew, and sends only rows it was not told were stored.
     pub async fn register_device(&self, tenant: &str, new: &NewDevice) -> Result<Device> {
         let host = hostname(&new.hostname)?;
         let platform = line("platform", &new.platform, limits::SHORT_MAX_CHARS, false)?;
@@ -347,7 +349,7 @@ impl StateDb {
              os_version = excluded.os_version, agent_version = excluded.agent_version, \
              group_id = COALESCE(excluded.group_id, devices.group_id), \
              tags = excluded.tags, last_seen = excluded.last_seen, health_status = excluded.health_status, \
-             cert_fingerprint = excluded.cert_fingerprint",
+             cert_fingerprint = excluded.cert_fingerprint, telemetry_seq = NULL",
         );
         sql.push(&format!(" RETURNING {}", Device::COLUMNS));
         let row = sql
@@ -532,6 +534,43 @@ impl StateDb {
             .and_range("last_seen", filter.last_seen_from, filter.last_seen_to);
         self.fetch_page(sql, Order::Alphabetical("hostname"), page)
             .await
+    }
+
+    /// The highest telemetry sequence number stored for the device, if any (see
+    /// [`StateDb::advance_telemetry_high_water`]).
+    pub async fn telemetry_high_water(&self, tenant: &str, id: &str) -> Result<Option<i64>> {
+        let mut sql = Sql::new("SELECT telemetry_seq FROM devices WHERE tenant_id = ");
+        sql.bind(tenant.to_owned())
+            .push(" AND id = ")
+            .bind(id.to_owned());
+        let row = sql
+            .query()?
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("device"))?;
+        Cols(&row).opt_i64("telemetry_seq")
+    }
+
+    /// Records that the device's telemetry up to sequence number `seq` is stored (durably: call
+    /// it after the event store acknowledged the rows). The mark only moves forward, so a late
+    /// request cannot lower it.
+    pub async fn advance_telemetry_high_water(
+        &self,
+        tenant: &str,
+        id: &str,
+        seq: i64,
+    ) -> Result<()> {
+        if seq < 0 {
+            return Err(Error::invalid("seq", "sequence numbers are not negative"));
+        }
+        let mut sql = Sql::new(
+            "UPDATE devices SET telemetry_seq = CASE WHEN telemetry_seq IS NULL OR telemetry_seq < ",
+        );
+        sql.bind(seq)
+            .push(" THEN ")
+            .bind(seq)
+            .push(" ELSE telemetry_seq END");
+        self.execute_on_id(sql, tenant, id, "device").await
     }
 
     /// Deletes a device with its pending actions; its alerts keep the device name.

@@ -98,8 +98,14 @@ pub fn new_id(prefix: &str) -> Result<String> {
 }
 
 /// The embedded migrations, in order. A new schema change is a new file plus a line here.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "telemetry sequence",
+        include_str!("../migrations/0002_telemetry_sequence.sql"),
+    ),
+];
 
 /// Which database engine a [`StateDb`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -142,6 +142,7 @@ backend_tests!(
     limits_name_the_field,
     audit_log,
     devices,
+    telemetry_high_water,
     actions,
     rules,
     builtin_rules_follow_the_rule_folders,
@@ -216,6 +217,19 @@ mod bodies {
             evidence: vec![json!({"kind": "process", "name": title})],
             trigger_event: Some(json!({"table": "DeviceProcessEvents", "record_id": 1})),
             matched_fields: json!({"Image": "powershell.exe"}),
+        }
+    }
+
+    /// An agent of `hostname` enrolling with the certificate `cert_fingerprint`, in no group.
+    pub(super) fn agent_device(hostname: &str, cert_fingerprint: String) -> NewDevice {
+        NewDevice {
+            hostname: hostname.into(),
+            platform: "linux".into(),
+            os_version: String::new(),
+            agent_version: "1".into(),
+            group_id: None,
+            tags: vec![],
+            cert_fingerprint,
         }
     }
 
@@ -1773,35 +1787,13 @@ mod bodies {
                 .is_none()
         );
         assert_invalid(
-            db.register_device(
-                &t,
-                &NewDevice {
-                    hostname: "x".into(),
-                    platform: String::new(),
-                    os_version: String::new(),
-                    agent_version: "1".into(),
-                    group_id: None,
-                    tags: vec![],
-                    cert_fingerprint: "12".into(),
-                },
-            )
-            .await,
+            db.register_device(&t, &agent_device("x", "12".into()))
+                .await,
             "cert_fingerprint",
         );
         // A second host cannot claim the same certificate.
         let stolen = db
-            .register_device(
-                &t,
-                &NewDevice {
-                    hostname: "db-01".into(),
-                    platform: "linux".into(),
-                    os_version: String::new(),
-                    agent_version: "1".into(),
-                    group_id: None,
-                    tags: vec![],
-                    cert_fingerprint: fp.clone(),
-                },
-            )
+            .register_device(&t, &agent_device("db-01", fp.clone()))
             .await;
         assert!(matches!(stolen, Err(Error::Conflict(_))), "{stolen:?}");
 
@@ -2090,6 +2082,48 @@ mod bodies {
                 path: "rules/windows/x.yml".into(),
             },
         }
+    }
+
+    /// The telemetry high-water mark starts empty, only moves forward, stays within its tenant
+    /// and is cleared when the agent enrolls again.
+    pub(super) async fn telemetry_high_water(db: &StateDb) {
+        let t = tenant(db, "a").await;
+        let other = tenant(db, "b").await;
+        let d = device(db, &t, "web-01", None).await;
+        assert_eq!(db.telemetry_high_water(&t, &d.id).await.unwrap(), None);
+        db.advance_telemetry_high_water(&t, &d.id, 100)
+            .await
+            .unwrap();
+        assert_eq!(db.telemetry_high_water(&t, &d.id).await.unwrap(), Some(100));
+        // A late request with lower numbers does not move it back.
+        db.advance_telemetry_high_water(&t, &d.id, 40)
+            .await
+            .unwrap();
+        assert_eq!(db.telemetry_high_water(&t, &d.id).await.unwrap(), Some(100));
+        let big = i64::MAX - 1;
+        db.advance_telemetry_high_water(&t, &d.id, big)
+            .await
+            .unwrap();
+        assert_eq!(db.telemetry_high_water(&t, &d.id).await.unwrap(), Some(big));
+        assert_invalid(db.advance_telemetry_high_water(&t, &d.id, -1).await, "seq");
+        // Another tenant's device, or none, is not found.
+        for (tenant, id) in [(&other, d.id.as_str()), (&t, "dev_missing")] {
+            assert!(matches!(
+                db.telemetry_high_water(tenant, id).await,
+                Err(Error::NotFound("device"))
+            ));
+            assert!(matches!(
+                db.advance_telemetry_high_water(tenant, id, 1).await,
+                Err(Error::NotFound("device"))
+            ));
+        }
+        // Enrolling anew starts the numbering anew.
+        let enrolled = db
+            .register_device(&t, &agent_device("web-01", "cd".repeat(32)))
+            .await
+            .unwrap();
+        assert_eq!(enrolled.id, d.id);
+        assert_eq!(db.telemetry_high_water(&t, &d.id).await.unwrap(), None);
     }
 
     pub(super) async fn builtin_rules_follow_the_rule_folders(db: &StateDb) {

@@ -106,8 +106,8 @@ enum QueriesCommand {
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// Load rules and list what loads, what is inactive on Windows event logs, and what fails
-    /// and why.
+    /// Load rules and list what loads (and on which logsource: Windows event logs or Linux
+    /// agent telemetry), what is inactive (no source reaches it), and what fails and why.
     ///
     /// Exit status: 0 when every rule loaded or is only inactive, 2 when some failed, 1 on a
     /// fatal error.

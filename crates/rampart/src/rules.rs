@@ -103,7 +103,7 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
     }
     let n = |k| counts.get(k).copied().unwrap_or(0);
     eprintln!(
-        "{} rules loaded, {} inactive on Windows event logs, {} failed",
+        "{} rules loaded, {} inactive (no Windows event log nor agent telemetry reaches them), {} failed",
         n("loaded"),
         n("inactive"),
         n("failed")

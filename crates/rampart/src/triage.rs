@@ -338,8 +338,9 @@ impl Summary<'_> {
         writeln!(e, "\n== Rules")?;
         writeln!(
             e,
-            "{} rules active, {} inactive on Windows event logs, {} failed to load (see 'rampart rules check')",
+            "{} rules active ({} of them on Linux agent telemetry, not read here), {} inactive, {} failed to load (see 'rampart rules check')",
             self.rules.active_rules(),
+            self.rules.linux_rules(),
             self.inactive_rules,
             self.failed_rules
         )?;

@@ -50,6 +50,60 @@ fn agent_binary() -> PathBuf {
 
 struct Agent(Child);
 
+/// Enrolls an agent state directory as `hostname` with a fresh token.
+fn enroll(agent_bin: &Path, server: &Server, admin: &str, state: &Path, hostname: &str) {
+    let token = server.post(
+        "/api/v1/enrollment-tokens",
+        admin,
+        json!({"name": hostname}),
+    );
+    let out = Command::new(agent_bin)
+        .args(["enroll", "--server", &server.url, "--token"])
+        .arg(token["token"].as_str().unwrap())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--hostname", hostname])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start_agent(agent_bin: &Path, state: &Path, log: &Path, extra: &[&str]) -> Agent {
+    Agent(
+        Command::new(agent_bin)
+            .args(["run", "--heartbeat-secs", "1", "--state-dir"])
+            .arg(state)
+            .args(extra)
+            .env("RAMPART_LOG", "info")
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The device once its first heartbeat has said how the sensor runs.
+fn wait_ready(server: &Server, admin: &str, hostname: &str, log: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let devices = server.get(&format!("/api/v1/devices?hostname={hostname}"), admin);
+        if let Some(d) = devices["items"].as_array().and_then(|d| d.first())
+            && d["health"]["sensor_mode"].is_string()
+        {
+            return d.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat; agent log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -102,53 +156,24 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     let dir = scratch("agent-e2e");
     let server = Server::start(&dir.join("server"), true, &[]);
     let admin = server.login("admin", PASSWORD);
-    let token = server.post("/api/v1/enrollment-tokens", &admin, json!({"name": "e2e"}));
     let state = dir.join("agent");
-
-    let enroll = Command::new(&agent_bin)
-        .args(["enroll", "--server", &server.url, "--token"])
-        .arg(token["token"].as_str().unwrap())
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--hostname", "e2e-host"])
-        .output()
-        .unwrap();
-    assert!(enroll.status.success(), "enroll: {}", String::from_utf8_lossy(&enroll.stderr));
+    enroll(&agent_bin, &server, &admin, &state, "e2e-host");
     // A token enrolls once.
-    let again = Command::new(&agent_bin)
-        .args(["enroll", "--server", &server.url, "--token"])
-        .arg(token["token"].as_str().unwrap())
-        .arg("--state-dir")
-        .arg(dir.join("other"))
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
-
-    let agent = Agent(
+    let token = server.post("/api/v1/enrollment-tokens", &admin, json!({"name": "once"}));
+    let enroll_with = |state: &Path| {
         Command::new(&agent_bin)
-            .args(["run", "--heartbeat-secs", "1", "--state-dir"])
-            .arg(&state)
-            .env("RAMPART_LOG", "info")
-            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    // Ready when its first heartbeat says how the sensor runs.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let device = loop {
-        let devices = server.get("/api/v1/devices?hostname=e2e-host", &admin);
-        if let Some(d) = devices["items"].as_array().and_then(|d| d.first())
-            && d["health"]["sensor_mode"].is_string()
-        {
-            break d.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no heartbeat; agent log:\n{}",
-            std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
+            .args(["enroll", "--server", &server.url, "--token"])
+            .arg(token["token"].as_str().unwrap())
+            .arg("--state-dir")
+            .arg(state)
+            .output()
+            .unwrap()
     };
+    assert!(enroll_with(&dir.join("first")).status.success());
+    assert!(!enroll_with(&dir.join("second")).status.success());
+
+    let agent = start_agent(&agent_bin, &state, &dir.join("agent.log"), &[]);
+    let device = wait_ready(&server, &admin, "e2e-host", &dir.join("agent.log"));
     if device["health"]["sensor_mode"] != "ebpf" {
         return skip_or_fail(&format!("eBPF is unavailable here: {}", device["health"]));
     }
@@ -177,7 +202,15 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     conn.read_exact(&mut hi).unwrap();
     assert!(shell.wait().unwrap().success());
     let su = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "su", "root", "-c", "true"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "su",
+            "root",
+            "-c",
+            "true",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -202,7 +235,10 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     assert_eq!(exec["InitiatingProcessParentId"], std::process::id());
     assert_eq!(exec["AccountName"], "root");
     assert_eq!(exec["SHA256"], sha256_of(Path::new("/bin/echo")));
-    assert_eq!(exec["InitiatingProcessSHA256"], sha256_of(Path::new("/bin/bash")));
+    assert_eq!(
+        exec["InitiatingProcessSHA256"],
+        sha256_of(Path::new("/bin/bash"))
+    );
     let extra: Value = serde_json::from_str(exec["AdditionalFields"].as_str().unwrap()).unwrap();
     assert_eq!(extra["CurrentDirectory"], work.display().to_string());
 
@@ -210,7 +246,10 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     let (rows, file_latency) = wait_rows(
         &server,
         &admin,
-        &format!("DeviceFileEvents | where FolderPath == '{}'", file.display()),
+        &format!(
+            "DeviceFileEvents | where FolderPath == '{}'",
+            file.display()
+        ),
         started,
     );
     assert_eq!(rows[0]["ActionType"], "FileCreated", "{}", rows[0]);
@@ -220,7 +259,9 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     let (rows, net_latency) = wait_rows(
         &server,
         &admin,
-        &format!("DeviceNetworkEvents | where RemotePort == {port} and ActionType == 'ConnectionSuccess'"),
+        &format!(
+            "DeviceNetworkEvents | where RemotePort == {port} and ActionType == 'ConnectionSuccess'"
+        ),
         started,
     );
     assert_eq!(rows[0]["InitiatingProcessId"], bash_pid);
@@ -229,7 +270,9 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     let (rows, _) = wait_rows(
         &server,
         &admin,
-        &format!("DeviceNetworkEvents | where LocalPort == {port} and ActionType == 'InboundConnectionAccepted'"),
+        &format!(
+            "DeviceNetworkEvents | where LocalPort == {port} and ActionType == 'InboundConnectionAccepted'"
+        ),
         started,
     );
     assert_eq!(rows[0]["InitiatingProcessId"], std::process::id());
@@ -248,8 +291,140 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     );
 
     // SIGTERM: the agent flushes and exits cleanly.
-    let _ = Command::new("kill").arg("-TERM").arg(agent.0.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(agent.0.id().to_string())
+        .status();
     let mut agent = agent;
     let status = agent.0.wait().unwrap();
     assert!(status.success(), "agent exit: {status}");
+}
+
+/// What `rampart-agent loadgen` did.
+fn loadgen(agent_bin: &Path, marker: &str, dir: &Path, args: &[&str]) -> Value {
+    let out = Command::new(agent_bin)
+        .args(["loadgen", "--marker", marker, "--dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loadgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// (execs, files created, files deleted, connections) of a loadgen run as hunting counts them.
+fn counted(server: &Server, token: &str, host: &str, g: &Value) -> [u64; 4] {
+    let marker = g["marker"].as_str().unwrap();
+    let dir = g["file_dir"].as_str().unwrap();
+    let port = g["port"].as_u64().unwrap();
+    [
+        format!("DeviceProcessEvents | where DeviceName == '{host}' and ProcessCommandLine == '/bin/true {marker}'"),
+        format!("DeviceFileEvents | where DeviceName == '{host}' and FolderPath startswith '{dir}' and ActionType == 'FileCreated'"),
+        format!("DeviceFileEvents | where DeviceName == '{host}' and FolderPath startswith '{dir}' and ActionType == 'FileDeleted'"),
+        format!("DeviceNetworkEvents | where DeviceName == '{host}' and RemotePort == {port} and ActionType == 'ConnectionSuccess'"),
+    ]
+    .map(|q| server.count(token, &q))
+}
+
+fn generated(g: &Value) -> [u64; 4] {
+    ["execs", "files_created", "files_deleted", "connections"].map(|k| g[k].as_u64().unwrap())
+}
+
+/// Known load, then more while the server is down: once it is back, every event is in hunting
+/// exactly once, or counted as dropped by the agent.
+#[test]
+fn no_event_is_lost_silently_not_even_during_a_server_outage() {
+    if !is_root() {
+        return skip_or_fail("the agent's eBPF sensor needs root");
+    }
+    let agent_bin = agent_binary();
+    let dir = scratch("agent-loss");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = dir.join("server");
+    let server = Server::start_on(&data, &listen, true, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let state = dir.join("agent");
+    let host = "loss-host";
+    enroll(&agent_bin, &server, &admin, &state, host);
+    let log = dir.join("agent.log");
+    // The end-to-end test may hold /dev/log: this one needs no logons.
+    let _agent = start_agent(&agent_bin, &state, &log, &["--no-logons"]);
+    let device = wait_ready(&server, &admin, host, &log);
+    if device["health"]["sensor_mode"] != "ebpf" {
+        return skip_or_fail(&format!("eBPF is unavailable here: {}", device["health"]));
+    }
+    let work = dir.join("work");
+    let load = [
+        "--execs-per-sec",
+        "100",
+        "--file-ops-per-sec",
+        "2000",
+        "--connections-per-sec",
+        "50",
+        "--seconds",
+        "3",
+    ];
+    // Markers unique to this run: every agent on the machine records every process.
+    let before = loadgen(
+        &agent_bin,
+        &format!("loss-a-{}", std::process::id()),
+        &work,
+        &load,
+    );
+
+    // Outage: the server stops; the agent keeps recording into its queue.
+    server.stop();
+    let during = loadgen(
+        &agent_bin,
+        &format!("loss-b-{}", std::process::id()),
+        &work,
+        &load,
+    );
+    let server = Server::start_on(&data, &listen, true, &[]);
+    let admin = server.login("admin", PASSWORD);
+
+    for g in [&before, &during] {
+        let want = generated(g);
+        assert!(want.iter().all(|&n| n > 0), "{g}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let got = counted(&server, &admin, host, g);
+            let dropped = server.get(
+                &format!("/api/v1/devices/{}", device["id"].as_str().unwrap()),
+                &admin,
+            )["events_dropped"]
+                .as_u64()
+                .unwrap_or(0);
+            for (got, want) in got.iter().zip(want) {
+                assert!(
+                    *got <= want,
+                    "more rows than events (duplicates): {got:?} > {want:?} for {g}"
+                );
+            }
+            if got == want {
+                break;
+            }
+            // Short only by what the agent reported dropped: loss, but not silent.
+            let missing: u64 = want.iter().zip(got).map(|(w, g)| w - g).sum();
+            if Instant::now() > deadline {
+                assert!(
+                    missing <= dropped,
+                    "{missing} events missing, {dropped} reported dropped: {got:?} of {want:?} for {g}; agent log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                eprintln!("{missing} events missing, all reported dropped");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }

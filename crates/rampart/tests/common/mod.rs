@@ -45,10 +45,15 @@ pub fn agent(ca: Option<&Path>) -> ureq::Agent {
 impl Server {
     /// Starts `rampart server` on `dir` (plain HTTP unless `tls`), waiting until it listens.
     pub fn start(dir: &Path, tls: bool, extra: &[&str]) -> Server {
+        Server::start_on(dir, "127.0.0.1:0", tls, extra)
+    }
+
+    /// Starts it on `listen` (a fixed port survives a restart, as agents need).
+    pub fn start_on(dir: &Path, listen: &str, tls: bool, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
         cmd.args(["server", "--data-dir"])
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .env("RAMPART_ADMIN_PASSWORD", PASSWORD)
             .env("RAMPART_LOG", "warn")
@@ -186,10 +191,19 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops it as an operator does (SIGTERM: in-flight requests finish, everything flushes).
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
-
