@@ -1,6 +1,7 @@
 //! Response actions the server hands over in heartbeat answers, carried out here and reported
 //! back (running, then succeeded or failed with the reason): kill a process (or its tree),
-//! quarantine a file into the agent's vault and restore it.
+//! quarantine a file into the agent's vault and restore it, isolate the host from the network
+//! and release it, collect an investigation package, run a read-only live-response command.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ use crate::transport::Client;
 pub struct ActionContext {
     /// Quarantined files and their metadata.
     pub vault: PathBuf,
+    /// The agent's state directory (isolation state, packages being uploaded).
+    pub state: PathBuf,
+    /// The server's URL: isolation keeps it reachable.
+    pub server: String,
 }
 
 /// Carries out one action (`{"id", "kind", "params", ...}` as the server sends it) and reports.
@@ -34,6 +39,10 @@ pub fn carry_out(client: &Client, ctx: &ActionContext, action: &Value) {
         "kill_process" => kill_process(params),
         "quarantine_file" => quarantine(ctx, params),
         "restore_file" => restore(ctx, params),
+        "isolate" => crate::isolation::isolate(&ctx.state, &ctx.server),
+        "release" => crate::isolation::release(&ctx.state),
+        "collect_package" => crate::collect::collect_and_upload(client, &ctx.state, id),
+        "run_command" => crate::live::run_command(params),
         other => Err(anyhow!(
             "this agent (version {}) cannot carry out '{other}' actions",
             env!("CARGO_PKG_VERSION")
@@ -217,7 +226,11 @@ mod tests {
     #[test]
     fn quarantine_and_restore_keep_content_and_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = ActionContext { vault: dir.path().join("vault") };
+        let ctx = ActionContext {
+            vault: dir.path().join("vault"),
+            state: dir.path().to_path_buf(),
+            server: "https://127.0.0.1:8443".into(),
+        };
         let file = dir.path().join("evil.sh");
         std::fs::write(&file, b"#!/bin/sh\necho pwned\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -240,7 +253,11 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused() {
-        let ctx = ActionContext { vault: "/nonexistent".into() };
+        let ctx = ActionContext {
+            vault: "/nonexistent".into(),
+            state: "/nonexistent".into(),
+            server: "https://127.0.0.1:8443".into(),
+        };
         assert!(quarantine(&ctx, &json!({"path": "relative"})).is_err());
         assert!(quarantine(&ctx, &json!({"path": "/tmp/../etc/passwd"})).is_err());
         assert!(restore(&ctx, &json!({"id": "../x"})).is_err());

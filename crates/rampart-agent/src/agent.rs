@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::hashes::HashCache;
@@ -93,6 +93,11 @@ struct Shared {
 pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let identity = state.identity()?;
     let client = Client::new(&identity)?;
+    match crate::isolation::resume(state.path()) {
+        Ok(Some(isolation)) => warn!(since = %isolation.since, "the host is network-isolated: rules applied again"),
+        Ok(None) => {}
+        Err(e) => error!("the host should be network-isolated, but: {e:#}"),
+    }
     let queue = Queue::open(&state.queue_dir(), options.queue)
         .with_context(|| format!("cannot open the queue in {}", state.queue_dir().display()))?;
     let history: DropHistory = std::fs::read(state.path().join("drops.json"))
@@ -227,7 +232,10 @@ fn push(shared: &Shared, rows: &mut Vec<Row>) {
         return;
     }
     let mut queue = lock(&shared.queue);
-    for row in rows.drain(..) {
+    for mut row in rows.drain(..) {
+        // Defender's ReportId: the row's sequence number, the one the push assigns.
+        row.fields
+            .insert("ReportId".into(), queue.stats().next_seq.into());
         match queue.push(&row.encode()) {
             Ok(_) => {
                 shared.counters.rows_queued.fetch_add(1, Ordering::Relaxed);
@@ -248,6 +256,8 @@ fn send_loop(client: &Client, shared: &Shared, options: &Options, state: &std::p
     let mut drops_reported = 0i64;
     let actions = actions::ActionContext {
         vault: state.join("vault"),
+        state: state.to_path_buf(),
+        server: client.server().to_string(),
     };
     let mut last_dropped = 0u64;
     loop {

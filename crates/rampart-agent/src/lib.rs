@@ -6,8 +6,12 @@
 pub mod actions;
 pub mod agent;
 pub mod clock;
+pub mod collect;
 pub mod enroll;
 pub mod hashes;
+pub mod isolation;
+pub mod live;
+pub mod loadgen;
 pub mod logons;
 pub mod mapping;
 pub mod process;

@@ -62,6 +62,25 @@ enum Command {
         #[arg(long)]
         no_logons: bool,
     },
+    /// Generate known activity (execs, file operations, loopback TCP connections) and print
+    /// what was done as JSON, to check in hunting that the sensor recorded all of it.
+    Loadgen {
+        #[arg(long, default_value_t = 1000)]
+        execs_per_sec: u32,
+        /// File operations (a create-write-close and a delete per file) per second.
+        #[arg(long, default_value_t = 10_000)]
+        file_ops_per_sec: u32,
+        #[arg(long, default_value_t = 100)]
+        connections_per_sec: u32,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Marks the activity (exec arguments, file directory) for counting.
+        #[arg(long, default_value = "rampart-loadgen")]
+        marker: String,
+        /// Directory for the files (a subdirectory named after the marker is used).
+        #[arg(long, default_value = "/tmp")]
+        dir: PathBuf,
+    },
     /// Show the enrollment and the queue.
     Status {
         #[arg(long, env = "RAMPART_AGENT_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
@@ -126,6 +145,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..Options::default()
             };
             agent::run(&state, &options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Loadgen {
+            execs_per_sec,
+            file_ops_per_sec,
+            connections_per_sec,
+            seconds,
+            marker,
+            dir,
+        } => {
+            let generated = rampart_agent::loadgen::run(&rampart_agent::loadgen::Load {
+                execs_per_sec,
+                file_ops_per_sec,
+                connections_per_sec,
+                duration: Duration::from_secs(seconds),
+                marker,
+                dir,
+            })?;
+            println!("{}", serde_json::to_string(&generated)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { state_dir } => {

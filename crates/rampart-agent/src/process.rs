@@ -175,12 +175,12 @@ impl ProcessTable {
             return None;
         }
         if let Some(p) = self.procs.get(&pid)
-            && start_ns.is_none_or(|s| s == p.start_ns)
+            && start_ns.is_none_or(|s| self.same_start(s, p.start_ns))
         {
             return Some(Arc::clone(p));
         }
         let process = Arc::new(self.read_proc(pid)?);
-        if start_ns.is_some_and(|s| s != process.start_ns) {
+        if start_ns.is_some_and(|s| !self.same_start(s, process.start_ns)) {
             // The pid was reused: the process asked for is gone.
             return None;
         }
@@ -214,9 +214,16 @@ impl ProcessTable {
     }
 
     fn remove(&mut self, pid: u32, start: u64) {
-        if self.procs.get(&pid).is_some_and(|p| p.start_ns == start) {
+        if self.procs.get(&pid).is_some_and(|p| self.same_start(p.start_ns, start)) {
             self.procs.remove(&pid);
         }
+    }
+
+    /// Whether two start times are the same process's: /proc gives them in clock ticks, the
+    /// kernel events in nanoseconds, so they are compared at tick precision.
+    fn same_start(&self, a: u64, b: u64) -> bool {
+        let tick = 1_000_000_000 / self.clock.ticks_per_second();
+        a / tick == b / tick
     }
 
     /// A process from /proc, for one the agent did not see start.
@@ -311,6 +318,12 @@ mod tests {
         assert!(me.created <= Utc::now());
         assert!(me.created > Utc::now() - chrono::Duration::hours(1));
         // The same pid with another start time is not this process.
-        assert!(table.lookup(std::process::id(), Some(me.start_ns + 1)).is_none());
+        // Kernel events give the start in ns: the same process at tick precision.
+        let tick = 1_000_000_000 / Clock::now().ticks_per_second();
+        assert!(table.lookup(std::process::id(), Some(me.start_ns + tick - 1)).is_some());
+        table.procs.clear();
+        assert!(table.lookup(std::process::id(), Some(me.start_ns + tick - 1)).is_some());
+        // Another incarnation of the pid is not this process.
+        assert!(table.lookup(std::process::id(), Some(me.start_ns + tick)).is_none());
     }
 }

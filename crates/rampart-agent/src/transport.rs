@@ -2,6 +2,7 @@
 //! results. Telemetry goes in zstd-compressed batches that carry their queue sequence range,
 //! so a batch the server already stored (answer lost, agent restarted) is not stored twice.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use serde_json::Value;
 use crate::state::Identity;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// An investigation package (up to 200 MiB) may take long on a slow link.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// What became of a telemetry batch.
 #[derive(Debug)]
@@ -86,12 +89,34 @@ impl Client {
             .map(drop)
     }
 
-    fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
-        let mut answer = self
+    /// The server's URL, `https://HOST:PORT`.
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    /// Uploads an investigation package (`.tar.gz`) for action `id`.
+    pub fn upload_package(&self, id: &str, package: &Path) -> Result<()> {
+        let file = std::fs::File::open(package).with_context(|| format!("cannot read {}", package.display()))?;
+        let path = format!("/api/v1/agents/actions/{id}/package");
+        let answer = self
             .http
             .post(&format!("{}{path}", self.base))
-            .send_json(body)
-            .with_context(|| format!("cannot reach {}", self.base))?;
+            .config()
+            .timeout_global(Some(UPLOAD_TIMEOUT))
+            .build()
+            .header("Content-Type", "application/gzip")
+            .send(file);
+        self.answer(&path, answer).map(drop)
+    }
+
+    fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let answer = self.http.post(&format!("{}{path}", self.base)).send_json(body);
+        self.answer(path, answer)
+    }
+
+    /// A 2xx answer's JSON body (Null when none); anything else is an error with its detail.
+    fn answer(&self, path: &str, answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value> {
+        let mut answer = answer.with_context(|| format!("cannot reach {}", self.base))?;
         let status = answer.status().as_u16();
         let json: Value = answer.body_mut().read_json().unwrap_or(Value::Null);
         if status / 100 != 2 {

@@ -428,3 +428,50 @@ fn no_event_is_lost_silently_not_even_during_a_server_outage() {
         }
     }
 }
+
+/// `scripts/linux-attack-sim` performs safe versions of the techniques of Rampart's Linux rules
+/// on this machine: each raises its alert for the agent's device.
+#[test]
+fn attack_simulation_raises_every_expected_alert() {
+    if !is_root() {
+        return skip_or_fail("the agent's eBPF sensor needs root");
+    }
+    let agent_bin = agent_binary();
+    let dir = scratch("agent-sim");
+    let server = Server::start(&dir.join("server"), true, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let state = dir.join("agent");
+    let host = format!("sim-host-{}", std::process::id());
+    enroll(&agent_bin, &server, &admin, &state, &host);
+    let log = dir.join("agent.log");
+    let _agent = start_agent(&agent_bin, &state, &log, &["--no-logons"]);
+    let device = wait_ready(&server, &admin, &host, &log);
+    if device["health"]["sensor_mode"] != "ebpf" {
+        return skip_or_fail(&format!("eBPF is unavailable here: {}", device["health"]));
+    }
+    let token = server.post(
+        "/api/v1/tokens",
+        &admin,
+        json!({"name": "simulation", "role": "readonly"}),
+    );
+    let script = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .join("../../scripts/linux-attack-sim");
+    let out = Command::new(&script)
+        .args(["--server", &server.url, "--token"])
+        .arg(token["token"].as_str().unwrap())
+        .arg("--cacert")
+        .arg(dir.join("server/pki/ca.crt"))
+        .args(["--hostname", &host, "--wait", "120"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "some techniques raised no alert:\n{report}"
+    );
+    assert!(
+        report.lines().filter(|l| l.starts_with("raised")).count() >= 20,
+        "{report}"
+    );
+}

@@ -496,7 +496,7 @@ mod tests {
     }
 
     fn section(out: &mut Vec<u8>, flags: u16, data: &[u8]) {
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
         out.extend((data.len() as u16).to_ne_bytes());

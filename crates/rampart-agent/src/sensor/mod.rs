@@ -6,6 +6,10 @@
 //! start times are `task->start_boottime`, the clock of /proc/PID/stat's starttime (which /proc
 //! rounds to clock ticks). `Task::time` is that boot time plus the boot-to-wall-clock offset read
 //! at each [`Sensor::poll`].
+//!
+//! Not seen, by construction: 32-bit (ia32) syscalls and io_uring operations (syscall
+//! tracepoints do not fire for them), UDP sendto/sendmsg without connect(), and written files
+//! closed other than by close() or process exit (close_range, dup2 over the fd, close-on-exec).
 
 mod events;
 
@@ -77,8 +81,10 @@ pub struct Task {
     /// cgroup v2 id.
     pub cgroup_id: u64,
     pub comm: String,
-    /// Start time in ns since boot (CLOCK_BOOTTIME).
+    /// Start time of the process (its thread group leader) in ns since boot (CLOCK_BOOTTIME),
+    /// /proc/PID/stat's starttime before /proc rounds it to clock ticks.
     pub start_ns: u64,
+    /// The same for the parent process.
     pub parent_start_ns: u64,
     /// When it happened.
     pub time: DateTime<Utc>,
@@ -203,17 +209,19 @@ pub enum SensorError {
         log: String,
     },
     #[error(
-        "loading the BPF programs failed (needs root, or CAP_BPF and CAP_PERFMON): {source}{log}"
+        "loading the BPF programs failed: {source} (this needs root, or CAP_BPF and CAP_PERFMON; \
+         a program the verifier refused is named in libbpf's log){log}"
     )]
     Load {
         source: libbpf_rs::Error,
         log: String,
     },
-    #[error("attaching program {program} ({section}) failed: {source}")]
+    #[error("attaching program {program} ({section}) failed: {source}{log}")]
     Attach {
         program: String,
         section: String,
         source: libbpf_rs::Error,
+        log: String,
     },
     #[error("setting up the ring buffer failed: {0}")]
     RingBuffer(libbpf_rs::Error),
@@ -286,8 +294,8 @@ pub struct Sensor {
 impl Sensor {
     /// Loads and attaches every program; an error says which program failed and why.
     pub fn start(config: &SensorConfig) -> Result<Sensor, SensorError> {
-        let tracefs = tracefs()?;
         let capture = LibbpfLog::capture();
+        let tracefs = tracefs()?;
 
         // The skeleton borrows its object storage for as long as it lives; the sensor lives as
         // long as the agent, so the storage (one pointer) is leaked rather than self-referenced.
@@ -334,7 +342,6 @@ impl Sensor {
             source,
             log: capture.take(),
         })?;
-        drop(capture);
 
         let mut attached = Vec::new();
         for prog in skel.object().progs_mut() {
@@ -346,6 +353,7 @@ impl Sensor {
                 program: name.clone(),
                 section: prog.section().to_string_lossy().into_owned(),
                 source,
+                log: capture.take(),
             };
             let link = prog.attach().map_err(failed)?;
             let prog_id = Program::id_from_fd(prog.as_fd()).map_err(failed)?;
@@ -355,6 +363,7 @@ impl Sensor {
                 link,
             });
         }
+        drop(capture);
 
         let shared = Arc::new(Mutex::new(Shared {
             decoder: Decoder::new(),

@@ -262,7 +262,6 @@ static __always_inline void submit(struct buf *b, u32 len)
 		count_drop(kind);
 }
 
-
 static __always_inline void fill_hdr(struct hdr *h, u32 kind, struct task_struct *t, bool is_current)
 {
 	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
@@ -271,8 +270,10 @@ static __always_inline void fill_hdr(struct hdr *h, u32 kind, struct task_struct
 	h->kind = kind;
 	h->len = 0;
 	h->time_ns = bpf_ktime_get_boot_ns();
-	h->start_ns = BPF_CORE_READ(t, start_boottime);
-	h->parent_start_ns = BPF_CORE_READ(parent, start_boottime);
+	/* Process start times (the group leaders'), as /proc/PID/stat reports them: a thread's own
+	 * start time would not identify its process. */
+	h->start_ns = BPF_CORE_READ(t, group_leader, start_boottime);
+	h->parent_start_ns = BPF_CORE_READ(parent, group_leader, start_boottime);
 	h->cgroup_id = is_current ? bpf_get_current_cgroup_id()
 				  : BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
 	h->pid = BPF_CORE_READ(t, pid);
