@@ -30,8 +30,12 @@ use crate::{actions, snapshot};
 #[derive(Debug, Clone)]
 pub struct Options {
     pub queue: QueueLimits,
+    /// File events kept; `include` empty and `file_paths_pinned` false: the server's policy.
     pub files: FileFilter,
-    pub heartbeat: Duration,
+    /// Given on the command line: the server's policy does not change it.
+    pub file_paths_pinned: bool,
+    /// `None`: the server's policy (30 s until it says).
+    pub heartbeat: Option<Duration>,
     /// Rows per telemetry request at most.
     pub batch_rows: usize,
     pub ring_buffer_bytes: usize,
@@ -47,7 +51,8 @@ impl Default for Options {
         Options {
             queue: QueueLimits::default(),
             files: FileFilter::default(),
-            heartbeat: Duration::from_secs(30),
+            file_paths_pinned: false,
+            heartbeat: None,
             batch_rows: 5_000,
             ring_buffer_bytes: 32 << 20,
             max_hash_bytes: crate::hashes::DEFAULT_MAX_FILE_BYTES,
@@ -88,13 +93,49 @@ struct Shared {
     history: DropHistory,
     stop: Arc<AtomicBool>,
     health: Mutex<Value>,
+    /// The heartbeat interval in force (the command line's, else the server's policy).
+    heartbeat_secs: AtomicU64,
+    /// File paths the server's policy asks for, until the sensor loop takes them.
+    policy_file_paths: Mutex<Option<Vec<String>>>,
+    /// The agent's own executable as it started, to notice it being replaced.
+    image: Option<SelfImage>,
+}
+
+/// What identifies the agent's executable file.
+#[derive(PartialEq)]
+struct SelfImage {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+}
+
+impl SelfImage {
+    fn of(path: &std::path::Path) -> Option<SelfImage> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(SelfImage {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+        })
+    }
+
+    fn current() -> Option<SelfImage> {
+        SelfImage::of(&std::env::current_exe().ok()?)
+    }
 }
 
 pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let identity = state.identity()?;
     let client = Client::new(&identity)?;
     match crate::isolation::resume(state.path()) {
-        Ok(Some(isolation)) => warn!(since = %isolation.since, "the host is network-isolated: rules applied again"),
+        Ok(Some(isolation)) => {
+            warn!(since = %isolation.since, "the host is network-isolated: rules applied again")
+        }
         Ok(None) => {}
         Err(e) => error!("the host should be network-isolated, but: {e:#}"),
     }
@@ -116,6 +157,9 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         history,
         stop: Arc::clone(&stop),
         health: Mutex::new(json!({})),
+        heartbeat_secs: AtomicU64::new(options.heartbeat.map_or(30, |d| d.as_secs())),
+        policy_file_paths: Mutex::new(None),
+        image: SelfImage::current(),
     });
 
     let (logon_tx, logon_rx) = mpsc::channel();
@@ -135,7 +179,8 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let sensor = Sensor::start(&SensorConfig {
         ignore_tgid: std::process::id(),
         ring_buffer_bytes: options.ring_buffer_bytes,
-        file_paths: options.files.include.clone(),
+        // Paths are filtered by the mapper, whose filter the server's policy may change.
+        file_paths: Vec::new(),
     });
     let (mode, sensor_error) = match &sensor {
         Ok(_) => ("ebpf", None),
@@ -151,14 +196,29 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         "logon_source": logon_source.describe(),
     });
 
+    let (actions_tx, actions_rx) = mpsc::channel();
     let sender = {
         let shared = Arc::clone(&shared);
         let options = options.clone();
         let state_path = state.path().to_path_buf();
+        let client = Client::new(&identity)?;
         std::thread::Builder::new()
             .name("sender".into())
-            .spawn(move || send_loop(&client, &shared, &options, &state_path, mode))?
+            .spawn(move || send_loop(&client, &shared, &options, &state_path, mode, &actions_tx))?
     };
+    {
+        // Not joined at exit: it may be waiting on the server; an action in progress is
+        // reported again by the server as not finished.
+        let ctx = actions::ActionContext {
+            vault: state.path().join("vault"),
+            state: state.path().to_path_buf(),
+            server: client.server().to_string(),
+        };
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("commands".into())
+            .spawn(move || command_loop(&client, &ctx, &actions_rx, &stop))?;
+    }
 
     let hostname = identity.enrollment.hostname.clone();
     let mut mapper = Mapper {
@@ -172,9 +232,20 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let mut last_snapshot: Option<Instant> = None;
     info!(device = %identity.enrollment.device_id, server = %identity.enrollment.server, "agent running");
     while !STOP.load(Ordering::Relaxed) {
+        if !options.file_paths_pinned
+            && let Some(paths) = lock(&shared.policy_file_paths).take()
+            && paths != mapper.files.include
+        {
+            info!(?paths, "file events: paths from the server's policy");
+            mapper.files.include = paths;
+        }
         if last_snapshot.is_none_or(|t| t.elapsed() >= options.snapshot) {
             last_snapshot = Some(Instant::now());
-            let health = if sensor.is_some() { "Active" } else { "ImpairedCommunication" };
+            let health = if sensor.is_some() {
+                "Active"
+            } else {
+                "ImpairedCommunication"
+            };
             rows.push(snapshot::device_info(Utc::now(), mode, health));
             rows.extend(snapshot::network_info(Utc::now()));
         }
@@ -191,7 +262,10 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
                     warn!("sensor: {e}");
                 }
                 shared.counters.events.fetch_add(events, Ordering::Relaxed);
-                shared.counters.kernel_lost.store(s.lost().total, Ordering::Relaxed);
+                shared
+                    .counters
+                    .kernel_lost
+                    .store(s.lost().total, Ordering::Relaxed);
             }
             None => std::thread::sleep(Duration::from_millis(100)),
         }
@@ -250,31 +324,35 @@ fn push(shared: &Shared, rows: &mut Vec<Row>) {
 }
 
 /// Sends the queue oldest first; heartbeats on schedule; backs off while the server is away.
-fn send_loop(client: &Client, shared: &Shared, options: &Options, state: &std::path::Path, mode: &str) {
+fn send_loop(
+    client: &Client,
+    shared: &Shared,
+    options: &Options,
+    state: &std::path::Path,
+    mode: &str,
+    actions: &mpsc::Sender<Value>,
+) {
     let mut backoff = Duration::from_secs(1);
     let mut last_heartbeat: Option<Instant> = None;
     let mut drops_reported = 0i64;
-    let actions = actions::ActionContext {
-        vault: state.join("vault"),
-        state: state.to_path_buf(),
-        server: client.server().to_string(),
-    };
     let mut last_dropped = 0u64;
     loop {
         let stopping = shared.stop.load(Ordering::Relaxed);
-        if last_heartbeat.is_none_or(|t| t.elapsed() >= options.heartbeat) || stopping {
+        let interval = Duration::from_secs(shared.heartbeat_secs.load(Ordering::Relaxed));
+        if last_heartbeat.is_none_or(|t| t.elapsed() >= interval) || stopping {
             last_heartbeat = Some(Instant::now());
             let dropped = total_dropped(shared);
             if dropped > last_dropped {
                 drops_reported += 1;
                 last_dropped = dropped;
             }
-            let body = heartbeat_body(shared, mode, dropped, drops_reported);
+            let body = heartbeat_body(shared, state, mode, dropped, drops_reported, stopping);
             match client.heartbeat(&body) {
-                Ok(answered) => {
-                    for action in answered {
-                        actions::carry_out(client, &actions, &action);
+                Ok(answer) => {
+                    for action in answer["actions"].as_array().into_iter().flatten() {
+                        let _ = actions.send(action.clone());
                     }
+                    apply_policy(shared, options, &answer["policy"]);
                 }
                 Err(e) => warn!("heartbeat: {e:#}"),
             }
@@ -318,7 +396,10 @@ fn send_loop(client: &Client, shared: &Shared, options: &Options, state: &std::p
                 false
             }
             Ok(Delivery::Refused(why)) => {
-                warn!(rows = entries.len(), "the server refused a batch, counted as dropped: {why}");
+                warn!(
+                    rows = entries.len(),
+                    "the server refused a batch, counted as dropped: {why}"
+                );
                 shared
                     .counters
                     .rows_refused
@@ -326,7 +407,10 @@ fn send_loop(client: &Client, shared: &Shared, options: &Options, state: &std::p
                 true
             }
             Err(e) => {
-                shared.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .send_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 warn!("telemetry: {e:#}; retrying in {backoff:?}");
                 sleep_unless_stopped(backoff, &shared.stop);
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -380,7 +464,14 @@ fn total_dropped(shared: &Shared) -> u64 {
         + queue.dropped_records
 }
 
-fn heartbeat_body(shared: &Shared, mode: &str, dropped: u64, drops_reported: i64) -> Value {
+fn heartbeat_body(
+    shared: &Shared,
+    state: &std::path::Path,
+    mode: &str,
+    dropped: u64,
+    drops_reported: i64,
+    stopping: bool,
+) -> Value {
     let c = &shared.counters;
     let queue = lock(&shared.queue).stats();
     let mut health = lock(&shared.health).clone();
@@ -396,14 +487,99 @@ fn heartbeat_body(shared: &Shared, mode: &str, dropped: u64, drops_reported: i64
         "kernel_lost": shared.history.kernel_lost + c.kernel_lost.load(Ordering::Relaxed),
         "send_failures": c.send_failures.load(Ordering::Relaxed),
     });
-    let detached = health["detached_programs"].as_array().is_some_and(|d| !d.is_empty());
+    health["isolated"] = json!(state.join(crate::isolation::STATE_FILE).exists());
+    let mut tamper = Vec::new();
+    if let Some(image) = &shared.image
+        && SelfImage::of(&image.path).as_ref() != Some(image)
+    {
+        tamper.push(format!(
+            "the agent binary {} was replaced or removed",
+            image.path.display()
+        ));
+    }
+    if let Some(detached) = health["detached_programs"]
+        .as_array()
+        .filter(|d| !d.is_empty())
+    {
+        tamper.push(format!(
+            "sensor programs detached: {}",
+            Value::Array(detached.clone())
+        ));
+    }
+    if stopping {
+        health["stopping"] = json!("the agent was asked to stop (SIGTERM/SIGINT)");
+    }
+    let healthy = mode == "ebpf" && tamper.is_empty() && !stopping;
+    health["tamper"] = json!(tamper);
     json!({
         "agent_version": env!("CARGO_PKG_VERSION"),
-        "health_status": if mode == "ebpf" && !detached { "active" } else { "misconfigured" },
+        "health_status": if healthy { "active" } else { "misconfigured" },
         "health": health,
         "events_dropped": i64::try_from(dropped).unwrap_or(i64::MAX),
         "drops_reported": drops_reported,
     })
+}
+
+/// The server's policy (heartbeat answer): applied where the command line left it open.
+fn apply_policy(shared: &Shared, options: &Options, policy: &Value) {
+    if options.heartbeat.is_none()
+        && let Some(secs) = policy["heartbeat_secs"]
+            .as_u64()
+            .filter(|s| (1..=3600).contains(s))
+    {
+        shared.heartbeat_secs.store(secs, Ordering::Relaxed);
+    }
+    if !options.file_paths_pinned
+        && let Some(paths) = policy["file_paths"].as_array()
+    {
+        let paths = paths
+            .iter()
+            .filter_map(|p| {
+                p.as_str()
+                    .filter(|p| p.starts_with('/'))
+                    .map(str::to_string)
+            })
+            .collect();
+        *lock(&shared.policy_file_paths) = Some(paths);
+    }
+}
+
+/// Carries out actions, one at a time, off the sender thread: from the long-poll (prompt) and
+/// from heartbeat answers (servers without it).
+fn command_loop(
+    client: &Client,
+    ctx: &actions::ActionContext,
+    from_heartbeats: &mpsc::Receiver<Value>,
+    stop: &AtomicBool,
+) {
+    const WAIT: Duration = Duration::from_secs(25);
+    let mut long_poll = true;
+    while !stop.load(Ordering::Relaxed) {
+        while let Ok(action) = from_heartbeats.try_recv() {
+            actions::carry_out(client, ctx, &action);
+        }
+        if !long_poll {
+            if let Ok(action) = from_heartbeats.recv_timeout(Duration::from_secs(1)) {
+                actions::carry_out(client, ctx, &action);
+            }
+            continue;
+        }
+        match client.wait_actions(WAIT) {
+            Ok(Some(actions)) => {
+                for action in &actions {
+                    actions::carry_out(client, ctx, action);
+                }
+            }
+            Ok(None) => {
+                info!("the server has no action long-poll: actions come with heartbeats");
+                long_poll = false;
+            }
+            Err(e) => {
+                warn!("actions: {e:#}");
+                sleep_unless_stopped(Duration::from_secs(5), stop);
+            }
+        }
+    }
 }
 
 fn save_history(shared: &Shared, state: &std::path::Path) {

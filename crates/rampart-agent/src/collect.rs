@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,7 +118,6 @@ pub fn collect_and_upload(client: &Client, state_dir: &Path, action_id: &str) ->
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let package = collect_package(&dir)?;
     let uploaded = client.upload_package(action_id, &package.path);
     if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -153,8 +152,11 @@ struct Caps {
 }
 
 fn collect_with(dir: &Path, caps: Caps) -> Result<Package> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let name = format!(
         "rampart-package-{}.tar.gz",
         Utc::now().format("%Y%m%dT%H%M%S%.3f")
@@ -257,33 +259,40 @@ fn collect_into(package: &mut Writer) -> Result<()> {
     )?;
 
     for path in FILES {
-        package.file(Path::new(path), Keep::Start, true)?;
+        package.file(Path::new(path), Keep::Start)?;
     }
     auth_logs(package)?;
 
     let homes = home_dirs();
-    // (directory, its regular files copied, noted when missing)
-    let mut dirs: Vec<(PathBuf, bool, bool)> =
-        COPIED_DIRS.iter().map(|d| (d.into(), true, true)).collect();
-    dirs.extend(LISTED_DIRS.iter().map(|d| (d.into(), false, true)));
+    // What is walked: the directory, whether its regular files are copied, and for a directory
+    // in a home, that home (then it is skipped when missing).
+    let mut dirs: Vec<(PathBuf, bool, Option<&PathBuf>)> =
+        COPIED_DIRS.iter().map(|d| (d.into(), true, None)).collect();
+    dirs.extend(LISTED_DIRS.iter().map(|d| (d.into(), false, None)));
     dirs.extend(
         homes
             .iter()
-            .flat_map(|h| HOME_DIRS.iter().map(move |d| (h.join(d), true, false))),
+            .flat_map(|h| HOME_DIRS.iter().map(move |d| (h.join(d), true, Some(h)))),
     );
     let mut listing = Vec::new();
     let mut copied = Vec::new();
     let mut seen = BTreeSet::new();
     let mut errors = Vec::new();
-    for (dir, copy, note_missing) in &dirs {
+    for (dir, copy, home) in &dirs {
         let real = match std::fs::canonicalize(dir) {
             Ok(real) => real,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !note_missing => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && home.is_some() => continue,
             Err(e) => {
                 errors.push(format!("{}: {}", dir.display(), describe(&e)));
                 continue;
             }
         };
+        if let Some(home) = home
+            && !real.starts_with(home)
+        {
+            errors.push(outside_home(dir, &real));
+            continue;
+        }
         // /lib is /usr/lib on merged-/usr systems: list it once.
         if !seen.insert(real) {
             continue;
@@ -313,19 +322,27 @@ fn collect_into(package: &mut Writer) -> Result<()> {
         error,
     )?;
     for path in &copied {
-        package.file(path, Keep::Start, true)?;
+        package.file(path, Keep::Start)?;
     }
 
-    // Per-user files are listed only when present: most accounts have none of them.
     for home in &homes {
         for name in HOME_FILES {
-            package.file(&home.join(name), Keep::Start, false)?;
+            package.user_file(home, &home.join(name), Keep::Start)?;
         }
         for name in HISTORIES {
-            package.file(&home.join(name), Keep::End, false)?;
+            package.user_file(home, &home.join(name), Keep::End)?;
         }
     }
     Ok(())
+}
+
+/// A path in a home directory that leads out of it: a user could point it at /etc/shadow.
+fn outside_home(path: &Path, real: &Path) -> String {
+    format!(
+        "{} leads to {}, outside its home directory: not followed",
+        path.display(),
+        real.display()
+    )
 }
 
 /// The auth log files there are, or else the journal's auth and authpriv messages.
@@ -336,7 +353,7 @@ fn auth_logs(package: &mut Writer) -> Result<()> {
         .filter(|p| Path::new(p).exists())
         .collect();
     for path in &present {
-        package.file(Path::new(path), Keep::End, true)?;
+        package.file(Path::new(path), Keep::End)?;
     }
     if !present.is_empty() {
         return Ok(());
@@ -388,17 +405,14 @@ fn auth_logs(package: &mut Writer) -> Result<()> {
     }
 }
 
-/// The home directories of /etc/passwd's accounts, each once.
+/// The home directories of /etc/passwd's accounts that exist, resolved, each once.
 fn home_dirs() -> BTreeSet<PathBuf> {
     std::fs::read_to_string("/etc/passwd")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(':').nth(5))
-        .map(PathBuf::from)
-        // Archive names are built from these paths: no '..' in them.
-        .filter(|h| {
-            h.is_absolute() && !h.components().any(|c| c == std::path::Component::ParentDir)
-        })
+        .filter(|h| h.starts_with('/'))
+        .filter_map(|h| std::fs::canonicalize(h).ok())
         .collect()
 }
 
@@ -672,15 +686,12 @@ impl Writer {
             .min(self.caps.package.saturating_sub(self.used))
     }
 
-    /// Copies a file to `files/PATH`; a missing file is noted when `note_missing`.
-    /// Only archive write errors are errors.
-    fn file(&mut self, path: &Path, keep: Keep, note_missing: bool) -> Result<()> {
+    /// Copies a file to `files/PATH`, or notes why it could not be. Only archive write errors
+    /// are errors.
+    fn file(&mut self, path: &Path, keep: Keep) -> Result<()> {
         let source = path.display().to_string();
         let room = self.room();
         if room == 0 {
-            if !note_missing && !path.exists() {
-                return Ok(());
-            }
             return self.skipped(&source, self.cap_reached());
         }
         match read_capped(path, room, keep) {
@@ -695,8 +706,20 @@ impl Writer {
                 };
                 self.item(&name, data, origin)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !note_missing => Ok(()),
             Err(e) => self.skipped(&source, describe(&e)),
+        }
+    }
+
+    /// A file in a user's `home` (resolved): copied when present and when it resolves inside
+    /// that home.
+    fn user_file(&mut self, home: &Path, path: &Path, keep: Keep) -> Result<()> {
+        match std::fs::canonicalize(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => self.skipped(&path.display().to_string(), describe(&e)),
+            Ok(real) if !real.starts_with(home) => {
+                self.skipped(&path.display().to_string(), outside_home(path, &real))
+            }
+            Ok(_) => self.file(path, keep),
         }
     }
 
@@ -833,42 +856,41 @@ mod tests {
         assert_eq!((s.local.1, s.state, s.uid, s.inode), (631, 0x0A, 0, 20461));
     }
 
+    fn writer(dir: &Path, caps: Caps) -> Writer {
+        let out = Digesting {
+            file: File::create(dir.join("p.tar.gz")).unwrap(),
+            sha256: Sha256::new(),
+            bytes: 0,
+        };
+        Writer {
+            tar: tar::Builder::new(GzEncoder::new(out, Compression::default())),
+            caps,
+            used: 0,
+            items: Vec::new(),
+        }
+    }
+
     #[test]
     fn caps_cut_files_and_then_skip_them() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         std::fs::write(&log, b"old line\nnew line\n").unwrap();
-        let out = Digesting {
-            file: File::create(dir.path().join("p.tar.gz")).unwrap(),
-            sha256: Sha256::new(),
-            bytes: 0,
-        };
-        let mut w = Writer {
-            tar: tar::Builder::new(GzEncoder::new(out, Compression::default())),
-            caps: Caps {
+        let mut w = writer(
+            dir.path(),
+            Caps {
                 file: 9,
                 package: 20,
             },
-            used: 0,
-            items: Vec::new(),
-        };
-        w.file(&log, Keep::End, true).unwrap();
-        w.file(&log, Keep::Start, true).unwrap();
-        w.file(&log, Keep::Start, true).unwrap();
-        w.file(&dir.path().join("missing"), Keep::Start, true)
-            .unwrap();
-        w.file(&dir.path().join("unlisted"), Keep::Start, false)
-            .unwrap();
-        assert_eq!(w.items.len(), 4, "{:?}", w.items);
-        assert_eq!(
-            (
-                w.items[0]["bytes"].as_u64(),
-                w.items[0]["truncated"].as_bool()
-            ),
-            (Some(9), Some(true))
         );
+        w.file(&log, Keep::End).unwrap();
+        w.file(&log, Keep::Start).unwrap();
+        w.file(&log, Keep::Start).unwrap();
+        w.file(&dir.path().join("missing"), Keep::Start).unwrap();
+        assert_eq!(w.items.len(), 4, "{:?}", w.items);
+        assert_eq!(w.items[0]["bytes"], 9);
+        assert_eq!(w.items[0]["truncated"], true);
         assert_eq!(w.items[0]["source_bytes"], 18);
-        // The package has 2 bytes left for the third copy.
+        // The package has 2 bytes left for the third copy, none for the fourth.
         assert_eq!(w.items[2]["bytes"], 2);
         assert_eq!(
             w.items[3]["error"],
@@ -885,6 +907,44 @@ mod tests {
         assert!(
             read_capped(dir.path(), 9, Keep::Start).is_err(),
             "a directory is not copied"
+        );
+    }
+
+    #[test]
+    fn user_files_are_not_followed_out_of_their_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let home = root.join("home");
+        std::fs::create_dir_all(home.join("dotfiles")).unwrap();
+        std::fs::write(root.join("shadow"), b"root:$6$secret").unwrap();
+        std::fs::write(home.join("dotfiles/profile"), b"export A=1").unwrap();
+        std::os::unix::fs::symlink(root.join("shadow"), home.join(".bash_history")).unwrap();
+        std::os::unix::fs::symlink(home.join("dotfiles/profile"), home.join(".profile")).unwrap();
+        let mut w = writer(
+            &root,
+            Caps {
+                file: 1 << 20,
+                package: 1 << 20,
+            },
+        );
+        for name in [".bash_history", ".profile", ".zshrc"] {
+            w.user_file(&home, &home.join(name), Keep::Start).unwrap();
+        }
+        assert_eq!(
+            w.items.len(),
+            2,
+            "a missing user file is not listed: {:?}",
+            w.items
+        );
+        assert!(w.items[0]["name"].is_null());
+        let why = w.items[0]["error"].as_str().unwrap();
+        assert!(
+            why.contains("outside its home directory: not followed"),
+            "{why}"
+        );
+        assert_eq!(
+            w.items[1]["bytes"], 10,
+            "a link inside the home is followed"
         );
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 /// The table (family and name) that holds the isolation rules.
 pub const TABLE: &str = "inet rampart_isolation";
-const STATE_FILE: &str = "isolation.json";
+pub const STATE_FILE: &str = "isolation.json";
 
 /// What isolation lets through, kept while the host is isolated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 
 /// How long a live-response command may run before it is killed.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
-/// Bytes of stdout and stderr together a live-response command may return; beyond, it is killed.
-pub const MAX_OUTPUT: usize = 1 << 20;
+/// Bytes of stdout and stderr together a live-response command may return, counted as they are
+/// reported (JSON-escaped), so the report stays within the server's 1 MiB request limit. The
+/// command is killed once its raw output goes beyond.
+pub const MAX_OUTPUT: usize = 960 << 10;
 /// `find` must be given `-maxdepth N` with N at most this.
 pub const MAX_FIND_DEPTH: u32 = 10;
 /// Where programs are looked up (never the agent's own PATH), and the PATH they get.
@@ -39,7 +41,7 @@ enum Rules {
         words: &'static [&'static str],
         /// Options taking the next argument as their value.
         valued: &'static [&'static str],
-        /// What the operands may be: the first form that matches.
+        /// What the operands may be: any one of these forms.
         forms: &'static [Form],
     },
     /// `find`: absolute starting points, an expression of [`FIND_FLAGS`] and [`FIND_TESTS`],
@@ -322,14 +324,37 @@ pub fn run_command(params: &Value) -> Result<Value> {
     };
     let (program, argv) = check(name, &args)?;
     let output = run(&program, &argv, TIMEOUT, MAX_OUTPUT)?;
+    // stderr first: it is usually short and says what went wrong.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (stderr, used, stderr_cut) = fit_json(&stderr, MAX_OUTPUT);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (stdout, _, stdout_cut) = fit_json(&stdout, MAX_OUTPUT - used);
     Ok(json!({
         "exit_code": output.exit_code,
-        "stdout": String::from_utf8_lossy(&output.stdout),
-        "stderr": String::from_utf8_lossy(&output.stderr),
-        "truncated": output.truncated,
+        "stdout": stdout,
+        "stderr": stderr,
+        "truncated": output.truncated || stdout_cut || stderr_cut,
         "timed_out": output.timed_out,
         "duration_ms": u64::try_from(output.duration.as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+/// The longest start of `text` whose JSON string form takes at most `budget` bytes (control
+/// characters become `\u00XX`); with the bytes it takes and whether it was cut.
+fn fit_json(text: &str, budget: usize) -> (&str, usize, bool) {
+    let mut used = 0;
+    for (i, c) in text.char_indices() {
+        let n = match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if u32::from(c) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if used + n > budget {
+            return (&text[..i], used, true);
+        }
+        used += n;
+    }
+    (text, used, false)
 }
 
 /// The program and its full argument list, if `name` is allowed with `args`.
@@ -747,6 +772,17 @@ mod tests {
             (&b"12345"[..], &b"678"[..])
         );
         assert_eq!(exact.exit_code, Some(0));
+    }
+
+    #[test]
+    fn output_is_measured_as_json() {
+        let text = "a\"\n\u{0}é";
+        let (all, used, cut) = fit_json(text, 100);
+        assert_eq!((all, cut), (text, false));
+        assert_eq!(used, serde_json::to_string(text).unwrap().len() - 2);
+        assert_eq!(fit_json(text, 11), ("a\"\n\u{0}", 1 + 2 + 2 + 6, true));
+        assert_eq!(fit_json(text, 10), ("a\"\n", 5, true));
+        assert_eq!(fit_json(text, 4), ("a\"", 3, true));
     }
 
     #[test]

@@ -52,12 +52,13 @@ enum Command {
         /// Bound of the on-disk queue, in MiB; when full, the oldest events are dropped and counted.
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..))]
         queue_mib: u64,
-        /// Record file events only under these paths (repeatable; default: everywhere but /dev, /proc, /sys).
+        /// Record file events only under these paths (repeatable) [default: the server's policy;
+        /// everywhere but /dev, /proc, /sys].
         #[arg(long = "file-path", value_name = "PREFIX")]
         file_paths: Vec<String>,
-        /// Seconds between heartbeats (health, drop counters, pending actions).
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        heartbeat_secs: u64,
+        /// Seconds between heartbeats (health, drop counters) [default: the server's policy, 30].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        heartbeat_secs: Option<u64>,
         /// Do not read logons from syslog (and never bind /dev/log).
         #[arg(long)]
         no_logons: bool,
@@ -136,11 +137,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let state = StateDir::create(&state_dir)?;
             let options = Options {
                 queue: QueueLimits::with_max_bytes(queue_mib << 20),
+                file_paths_pinned: !file_paths.is_empty(),
                 files: FileFilter {
                     include: file_paths,
                     ..FileFilter::default()
                 },
-                heartbeat: Duration::from_secs(heartbeat_secs),
+                heartbeat: heartbeat_secs.map(Duration::from_secs),
                 logons: !no_logons,
                 ..Options::default()
             };
@@ -176,7 +178,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("enrolled:   {}", e.enrolled_at);
             // The running agent owns the queue: only its size is read here.
             let bytes: u64 = std::fs::read_dir(state.queue_dir())
-                .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| e.metadata().ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
                 .unwrap_or(0);
             println!("queue:      {bytes} bytes on disk");
             Ok(ExitCode::SUCCESS)

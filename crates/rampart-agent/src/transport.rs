@@ -78,9 +78,32 @@ impl Client {
     }
 
     /// Posts health and counters; answers the actions the server hands over.
-    pub fn heartbeat(&self, body: &Value) -> Result<Vec<Value>> {
-        let answer = self.post_json("/api/v1/agents/heartbeat", body)?;
-        Ok(answer["actions"].as_array().cloned().unwrap_or_default())
+    /// Posts health and counters; the answer carries the actions handed over and the policy.
+    pub fn heartbeat(&self, body: &Value) -> Result<Value> {
+        self.post_json("/api/v1/agents/heartbeat", body)
+    }
+
+    /// Waits up to `wait` for actions (the server answers as soon as one is created).
+    /// `None`: the server has no long-poll route (actions then come with heartbeats).
+    pub fn wait_actions(&self, wait: Duration) -> Result<Option<Vec<Value>>> {
+        let mut answer = self
+            .http
+            .get(&format!("{}/api/v1/agents/actions", self.base))
+            .query("wait_secs", wait.as_secs().to_string())
+            .config()
+            .timeout_global(Some(wait + TIMEOUT))
+            .build()
+            .call()
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = answer.status().as_u16();
+        let json: Value = answer.body_mut().read_json().unwrap_or(Value::Null);
+        match status {
+            200 => Ok(Some(
+                json["actions"].as_array().cloned().unwrap_or_default(),
+            )),
+            404 | 405 => Ok(None),
+            _ => Err(anyhow!("actions: {status}: {}", problem_detail(&json))),
+        }
     }
 
     /// Reports an action's progress or result.
@@ -96,7 +119,8 @@ impl Client {
 
     /// Uploads an investigation package (`.tar.gz`) for action `id`.
     pub fn upload_package(&self, id: &str, package: &Path) -> Result<()> {
-        let file = std::fs::File::open(package).with_context(|| format!("cannot read {}", package.display()))?;
+        let file = std::fs::File::open(package)
+            .with_context(|| format!("cannot read {}", package.display()))?;
         let path = format!("/api/v1/agents/actions/{id}/package");
         let answer = self
             .http
@@ -110,12 +134,19 @@ impl Client {
     }
 
     fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
-        let answer = self.http.post(&format!("{}{path}", self.base)).send_json(body);
+        let answer = self
+            .http
+            .post(&format!("{}{path}", self.base))
+            .send_json(body);
         self.answer(path, answer)
     }
 
     /// A 2xx answer's JSON body (Null when none); anything else is an error with its detail.
-    fn answer(&self, path: &str, answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value> {
+    fn answer(
+        &self,
+        path: &str,
+        answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Value> {
         let mut answer = answer.with_context(|| format!("cannot reach {}", self.base))?;
         let status = answer.status().as_u16();
         let json: Value = answer.body_mut().read_json().unwrap_or(Value::Null);
@@ -157,7 +188,9 @@ pub fn host_port(server: &str) -> Result<(String, u16)> {
         .parse()
         .with_context(|| format!("'{server}' is not a URL"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(anyhow!("'{server}': agents talk to the server over https://"));
+        return Err(anyhow!(
+            "'{server}': agents talk to the server over https://"
+        ));
     }
     let host = uri
         .host()

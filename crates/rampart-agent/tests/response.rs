@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -225,6 +225,30 @@ fn isolation_child() {
     let loopback = TcpListener::bind("127.0.0.1:0").unwrap();
     let loopback_addr = loopback.local_addr().unwrap();
     let inbound = || in_netns(&server_ns, || reachable(agent_addr));
+    // Datagrams need no answer: they show each direction's rules on their own.
+    let agent_udp = UdpSocket::bind((AGENT, 0)).unwrap();
+    let other_udp = in_netns(&server_ns, || UdpSocket::bind((OTHER_HOST, 0)).unwrap());
+    for s in [&agent_udp, &other_udp] {
+        s.set_read_timeout(Some(CONNECT_TIMEOUT)).unwrap();
+    }
+    let (agent_udp_addr, other_udp_addr) = (
+        agent_udp.local_addr().unwrap(),
+        other_udp.local_addr().unwrap(),
+    );
+    let datagram_in = || {
+        in_netns(&server_ns, || {
+            UdpSocket::bind((SERVER, 0))
+                .unwrap()
+                .send_to(b"in", agent_udp_addr)
+                .unwrap()
+        });
+        agent_udp.recv_from(&mut [0u8; 8]).is_ok()
+    };
+    // Dropped on the way out, the send itself fails (EPERM).
+    let datagram_out = || {
+        agent_udp.send_to(b"out", other_udp_addr).is_ok()
+            && other_udp.recv_from(&mut [0u8; 8]).is_ok()
+    };
 
     // A rule set of "the host's own", which isolation and release must leave alone.
     let host_rules = "table inet host_rules {\n\tchain c {\n\t\ttype filter hook input priority 0; policy accept;\n\t}\n}\n";
@@ -241,6 +265,10 @@ fn isolation_child() {
     assert!(nft.wait().unwrap().success());
 
     assert!(reachable(server_addr) && reachable(other_addr) && reachable(loopback_addr));
+    assert!(
+        datagram_in() && datagram_out(),
+        "datagrams pass before isolation"
+    );
     assert!(
         inbound(),
         "the agent's listener is reachable from the server side before isolation"
@@ -267,6 +295,8 @@ fn isolation_child() {
         assert!(!reachable(other_addr), "{when}: another host is reachable");
         assert!(reachable(loopback_addr), "{when}: loopback is cut");
         assert!(!inbound(), "{when}: the agent is reachable from outside");
+        assert!(!datagram_in(), "{when}: a datagram reached the agent");
+        assert!(!datagram_out(), "{when}: a datagram left the agent");
     };
     check_isolated("isolated");
     // An established connection to anyone else is cut too.
@@ -303,6 +333,7 @@ fn isolation_child() {
     assert_eq!(released, json!({"isolated": false, "was_isolated": true}));
     assert!(reachable(server_addr) && reachable(other_addr) && reachable(loopback_addr));
     assert!(inbound(), "reachable from outside again");
+    assert!(datagram_in() && datagram_out(), "datagrams pass again");
     assert!(
         isolation::resume(state.path()).unwrap().is_none(),
         "a restart does not isolate again"
@@ -504,11 +535,28 @@ fn allowed_commands_run_and_return_their_output() {
 
 #[test]
 fn output_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, vec![b'a'; 2 * live::MAX_OUTPUT]).unwrap();
+    let text = run("cat", &[big.to_str().unwrap()]).unwrap();
+    assert_eq!(text["truncated"], true);
+    assert_eq!(text["timed_out"], false);
+    assert_eq!(text["exit_code"], Value::Null, "killed at the cap");
+    assert_eq!(text["stdout"].as_str().unwrap().len(), live::MAX_OUTPUT);
+
+    // Control characters take six bytes each in the report: the cap counts them so.
     let zeros = run("cat", &["/dev/zero"]).unwrap();
     assert_eq!(zeros["truncated"], true);
-    assert_eq!(zeros["timed_out"], false);
-    assert_eq!(zeros["exit_code"], Value::Null, "killed at the cap");
-    assert_eq!(zeros["stdout"].as_str().unwrap().len(), live::MAX_OUTPUT);
+    let reported = serde_json::to_string(&zeros["stdout"]).unwrap().len() - 2;
+    assert!(
+        reported <= live::MAX_OUTPUT && reported > live::MAX_OUTPUT - 6,
+        "{reported}"
+    );
+    let report = json!({"status": "succeeded", "result": zeros});
+    assert!(
+        serde_json::to_vec(&report).unwrap().len() < 1 << 20,
+        "fits the server's limit"
+    );
 }
 
 #[test]

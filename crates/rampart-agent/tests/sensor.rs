@@ -3,11 +3,16 @@
 //! and passes, unless RAMPART_REQUIRE_DATA=1 (CI), where it fails.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::thread;
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use rampart_agent::sensor::{Decoder, Net, Protocol, Sensor, SensorConfig, SensorEvent, Task};
 
@@ -346,6 +351,170 @@ fn live_kernel_events_of_a_shell_script() {
     assert!(lost.by_kind.iter().any(|(kind, _)| *kind == "exec"));
     drop(tmp);
     assert!(!Path::new(&dir_s).exists());
+}
+
+/// A non-blocking connect (`TcpStream::connect_timeout`) from a thread of its own: the thread
+/// id, when the call began, and what it returned.
+struct Attempt {
+    tid: u32,
+    began: DateTime<Utc>,
+    took: Duration,
+    outcome: std::io::Result<TcpStream>,
+}
+
+/// The name (comm) of the connecting threads.
+const CONNECTOR: &str = "rampart-conn";
+
+fn connect_in_thread(to: SocketAddr) -> thread::JoinHandle<Attempt> {
+    let builder = thread::Builder::new().name(CONNECTOR.to_string());
+    builder
+        .spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() } as u32;
+            let began = Utc::now();
+            let start = Instant::now();
+            let outcome = TcpStream::connect_timeout(&to, Duration::from_secs(10));
+            Attempt {
+                tid,
+                began,
+                took: start.elapsed(),
+                outcome,
+            }
+        })
+        .expect("spawn")
+}
+
+/// A loopback listener whose accept queue holds one connection, already taken by a blocking
+/// connect from this thread: further SYNs are dropped until that one is accepted, and the
+/// client retransmits its SYN a second later.
+fn full_listener() -> (TcpListener, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    // listen() again on a listening socket only changes its backlog.
+    // SAFETY: a valid socket descriptor owned by `listener`.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+    assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
+    let filler = TcpStream::connect(listener.local_addr().expect("addr")).expect("filler");
+    (listener, filler)
+}
+
+/// Non-blocking TCP connects (curl, browsers, Go, Rust's `connect_timeout`: connect() returns
+/// EINPROGRESS) are reported once, with the handshake's outcome, for the connecting thread:
+/// when the handshake ends inside the call (loopback: the reply is handled as connect()
+/// releases the socket) and when it ends after it (a retransmitted SYN).
+#[test]
+fn nonblocking_connects_are_reported_with_their_outcome() {
+    // The connects come from this process.
+    let config = SensorConfig {
+        ignore_tgid: 0,
+        ..SensorConfig::default()
+    };
+    let Some(mut sensor) = start(&config) else {
+        return;
+    };
+    let me = std::process::id();
+    // SAFETY: gettid has no preconditions.
+    let main_tid = unsafe { libc::gettid() } as u32;
+
+    let open = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let open_addr = open.local_addr().expect("addr");
+    let closed_addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (late, late_filler) = full_listener();
+    let late_addr = late.local_addr().expect("addr");
+    let (gone, gone_filler) = full_listener();
+    let gone_addr = gone.local_addr().expect("addr");
+
+    let fast_ok = connect_in_thread(open_addr).join().expect("thread");
+    let fast_refused = connect_in_thread(closed_addr).join().expect("thread");
+    let late_ok = connect_in_thread(late_addr);
+    let late_refused = connect_in_thread(gone_addr);
+    // Before the retransmission: room for the late connection, no listener for the other.
+    thread::sleep(Duration::from_millis(300));
+    let _accepted = late.accept().expect("accept");
+    drop(gone);
+    let late_ok = late_ok.join().expect("thread");
+    let late_refused = late_refused.join().expect("thread");
+
+    let stream = |a: &Attempt| match &a.outcome {
+        Ok(s) => s.local_addr().expect("local addr"),
+        Err(e) => panic!("connect from thread {}: {e}", a.tid),
+    };
+    let refused = |a: &Attempt| {
+        let kind = a.outcome.as_ref().err().map(std::io::Error::kind);
+        assert_eq!(kind, Some(ErrorKind::ConnectionRefused), "thread {}", a.tid);
+    };
+    let fast_ok_local = stream(&fast_ok);
+    refused(&fast_refused);
+    let late_ok_local = stream(&late_ok);
+    refused(&late_refused);
+    for a in [&late_ok, &late_refused] {
+        assert!(
+            a.took >= Duration::from_millis(500),
+            "setup: the SYN of thread {} was not dropped ({:?})",
+            a.tid,
+            a.took
+        );
+    }
+
+    // Every connect of this process to these ports, until the six expected ones and a little
+    // longer (a duplicate would come late).
+    let ports = [open_addr, closed_addr, late_addr, gone_addr];
+    let mut connects: Vec<(Task, Net, i32)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut quiet_until = None;
+    while quiet_until.is_none_or(|t| Instant::now() < t) && Instant::now() < deadline {
+        let polled = sensor.poll(Duration::from_millis(100), &mut |event| {
+            if let SensorEvent::Connect { task, net, result } = event
+                && task.tgid == me
+                && ports.contains(&net.remote)
+            {
+                connects.push((task, net, result));
+            }
+        });
+        polled.expect("poll");
+        if quiet_until.is_none() && connects.len() >= 6 {
+            quiet_until = Some(Instant::now() + Duration::from_millis(500));
+        }
+    }
+    let reported = |tid: u32, to: SocketAddr| -> (&Task, &Net, i32) {
+        let found: Vec<_> = connects
+            .iter()
+            .filter(|(t, n, _)| t.pid == tid && n.remote == to)
+            .collect();
+        let [(task, net, result)] = found[..] else {
+            panic!("connects of thread {tid} to {to}: {found:#?}; all: {connects:#?}")
+        };
+        assert_eq!(net.protocol, Protocol::Tcp);
+        (task, net, *result)
+    };
+    eprintln!("{connects:#?}");
+    assert_eq!(connects.len(), 6, "{connects:#?}");
+
+    let (task, net, result) = reported(fast_ok.tid, open_addr);
+    assert_eq!((result, net.local), (0, fast_ok_local), "{task:?}");
+    assert_eq!(task.comm, CONNECTOR);
+
+    let (_, net, result) = reported(fast_refused.tid, closed_addr);
+    assert_eq!(result, -libc::ECONNREFUSED);
+    assert_eq!(net.local.ip(), IpAddr::from([127, 0, 0, 1]), "{net:?}");
+
+    // Reported when the retransmitted SYN got its answer, by the thread that connected.
+    let (task, net, result) = reported(late_ok.tid, late_addr);
+    assert_eq!((result, net.local), (0, late_ok_local));
+    assert_eq!(task.comm, CONNECTOR);
+    assert!(task.time - late_ok.began >= chrono::TimeDelta::milliseconds(500));
+    let (task, net, result) = reported(late_refused.tid, gone_addr);
+    assert_eq!(result, -libc::ECONNREFUSED);
+    assert_eq!(net.local.ip(), IpAddr::from([127, 0, 0, 1]), "{net:?}");
+    assert!(task.time - late_refused.began >= chrono::TimeDelta::milliseconds(500));
+
+    // The blocking connects that filled the queues: as before, at the end of the call.
+    for (filler, to) in [(&late_filler, late_addr), (&gone_filler, gone_addr)] {
+        let (_, net, result) = reported(main_tid, to);
+        assert_eq!((result, net.local), (0, filler.local_addr().expect("addr")));
+    }
+    drop(open);
 }
 
 /// A burst larger than the ring buffer loses events and `lost()` counts them by kind; the path

@@ -189,7 +189,6 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
         "/bin/echo {nonce}; echo written > {file}; exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3; sleep 0.2",
         file = file.display()
     );
-    let started = Instant::now();
     let mut shell = Command::new("/bin/bash")
         .args(["-c", &script])
         .current_dir(&work)
@@ -201,23 +200,7 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     let mut hi = [0u8; 3];
     conn.read_exact(&mut hi).unwrap();
     assert!(shell.wait().unwrap().success());
-    let su = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "su",
-            "root",
-            "-c",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!su.success(), "su without a password fails");
-    let su_at = Instant::now();
+    let started = Instant::now();
 
     // Exec, with lineage (bash → echo, bash's parent is this test) and the image's hashes.
     let (rows, exec_latency) = wait_rows(
@@ -277,6 +260,24 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     );
     assert_eq!(rows[0]["InitiatingProcessId"], std::process::id());
 
+    let su = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "su",
+            "root",
+            "-c",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!su.success(), "su without a password fails");
+    let su_at = Instant::now();
+
     // The failed su, from what su logged.
     let (rows, logon_latency) = wait_rows(
         &server,
@@ -287,7 +288,7 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     assert_eq!(rows[0]["InitiatingProcessFileName"], "su", "{}", rows[0]);
 
     eprintln!(
-        "latency from the action to hunting: exec {exec_latency:?}, file {file_latency:?}, network {net_latency:?}, logon {logon_latency:?}"
+        "latency to hunting (from the end of the shell / of su): exec {exec_latency:?}, file {file_latency:?}, network {net_latency:?}, logon {logon_latency:?}"
     );
 
     // SIGTERM: the agent flushes and exits cleanly.

@@ -65,6 +65,11 @@ enum ev_kind {
 #define S_IFSOCK 0140000
 #define AF_INET 2
 #define AF_INET6 10
+#define EINTR 4
+#define ECONNABORTED 103
+#define EALREADY 114
+#define EINPROGRESS 115
+#define ERESTARTSYS 512 /* kernel-internal: the call is restarted after the signal handler */
 #define PTRACE_ATTACH 16
 #define PTRACE_SEIZE 0x4206
 #define SIGNAL_GROUP_EXIT 0x00000004
@@ -151,7 +156,9 @@ struct buf {
 	u8 data[SCRATCH];
 };
 
-/* One record is built per CPU at a time: all hooks run in process context with preemption off. */
+/* One record is built per CPU at a time: all hooks using it run in process context with
+ * preemption off. inet_sock_set_state also fires in softirq, which can interrupt them: it never
+ * uses this buffer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -181,7 +188,9 @@ enum pend_op {
 	PEND_LISTEN,
 };
 
-/* Syscall arguments remembered from sys_enter until sys_exit, per thread. */
+/* Syscall arguments remembered from sys_enter until sys_exit, per thread. connect: fd, then the
+ * struct sock of a TCP socket (0 for other protocols), then 1 for a call on a socket already
+ * connecting (a repeated call, which reports nothing itself). */
 struct pending {
 	u32 op;
 	u32 _pad;
@@ -223,6 +232,28 @@ struct {
 	__type(value, u32);
 } write_tgids SEC(".maps");
 
+/* A TCP connect whose outcome is not reported yet, by struct sock address: from sys_enter_connect
+ * until the handshake ends (inet_sock_set_state) or, when the call itself ends it, its sys_exit.
+ * `rec` is the record to emit, taken at the call (the task header; the local address is read
+ * again at the outcome). `has_outcome`: the handshake ended inside the call, whose sys_exit
+ * reports. Whoever deletes the entry reports it, so a connect is reported once. */
+struct conn_rec {
+	struct hdr hdr;
+	struct net_body net;
+};
+struct conn {
+	struct conn_rec rec;
+	s32 outcome;
+	u32 has_outcome;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct conn);
+} conns SEC(".maps");
+
 const volatile u32 ignore_tgid = 0;
 
 static __always_inline struct buf *get_buf(void)
@@ -234,8 +265,10 @@ static __always_inline struct buf *get_buf(void)
 static __always_inline void count_drop(u32 kind)
 {
 	u64 *n = bpf_map_lookup_elem(&drops, &kind);
+	/* Atomic: a softirq (inet_sock_set_state) may count on this CPU in the middle of a task's
+	 * count. */
 	if (n)
-		*n += 1;
+		__sync_fetch_and_add(n, 1);
 }
 
 /* An AND clang cannot move or drop (a compare-and-clamp often lands on a register copy). */
@@ -893,12 +926,19 @@ int exit_fchmod(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- network ---- */
 
-static __always_inline struct sock *fd_sock(struct task_struct *t, s64 fd, u16 *sock_type)
+static __always_inline struct socket *fd_socket(struct task_struct *t, s64 fd)
 {
 	struct file *f = fd_file(t, fd);
 	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(f, private_data);
+}
+
+static __always_inline struct sock *fd_sock(struct task_struct *t, s64 fd, u16 *sock_type)
+{
+	struct socket *sock = fd_socket(t, fd);
+	if (!sock)
+		return NULL;
 	*sock_type = BPF_CORE_READ(sock, type);
 	return BPF_CORE_READ(sock, sk);
 }
@@ -937,6 +977,85 @@ static __always_inline struct net_body *begin_net(struct buf *b, s32 result)
 	return n;
 }
 
+/* The peer address passed to connect (sockaddr_in / sockaddr_in6). */
+static __always_inline void connect_peer(struct net_body *n, const u8 *addr)
+{
+	n->rfamily = *(u16 *)addr;
+	n->rport = bpf_ntohs(*(u16 *)&addr[2]);
+	if (n->rfamily == AF_INET)
+		__builtin_memcpy(n->raddr, &addr[4], 4);
+	else
+		__builtin_memcpy(n->raddr, &addr[8], 16);
+}
+
+/* A connect's local address, once the handshake ended. On failure the kernel has already
+ * released the port (skc_num is 0) but the source port stays in inet_sport. */
+static __always_inline void connect_local(struct net_body *n, struct sock *sk)
+{
+	if (sock_addrs(n, sk, false) && !n->lport)
+		n->lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+}
+
+/* Why a connecting socket closed: the error the kernel stored for the application (sk_err:
+ * ECONNREFUSED for a reset, ETIMEDOUT, or an ICMP error such as EHOSTUNREACH), else a soft
+ * error seen during the handshake (an ICMP error that arrived while the socket was busy), else
+ * ECONNABORTED, what connect() itself returns for a socket closed without an error (the
+ * application closed or disconnected it before the handshake ended). */
+static __always_inline s32 close_error(struct sock *sk)
+{
+	s32 err = BPF_CORE_READ(sk, sk_err);
+	if (err <= 0)
+		err = BPF_CORE_READ(sk, sk_err_soft);
+	return err > 0 ? -err : -ECONNABORTED;
+}
+
+/* Starts following a TCP connect of the current task: its record, with the peer address
+ * passed to connect and result 0 until the outcome is known, kept in `conns`. */
+static __always_inline void track_connect(u64 key, const u8 *addr)
+{
+	struct sock *sk = (void *)key;
+	struct buf *b = get_buf();
+	if (!b)
+		return;
+	struct conn *c = (void *)b->data;
+	fill_hdr(&c->rec.hdr, EV_CONNECT, (struct task_struct *)bpf_get_current_task(), true);
+	c->rec.hdr.len = sizeof(c->rec);
+	__builtin_memset(&c->rec.net, 0, sizeof(c->rec.net));
+	if (!sock_addrs(&c->rec.net, sk, false))
+		return;
+	c->rec.net.sock_type = BPF_CORE_READ(sk, sk_type);
+	connect_peer(&c->rec.net, addr);
+	c->outcome = 0;
+	c->has_outcome = 0;
+	bpf_map_update_elem(&conns, &key, c, BPF_ANY);
+}
+
+/* Reports a followed connect if this caller wins it (deletes its entry): the record taken at
+ * the call, with the time of now, `result` and, given `sk`, the local address read again. No
+ * scratch buffer: this also runs in softirq. */
+static __always_inline void report_connect(u64 key, struct conn *c, s32 result, struct sock *sk)
+{
+	struct conn_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	/* Copied before the delete: a deleted LRU element is reused at once. */
+	if (r)
+		__builtin_memcpy(r, &c->rec, sizeof(*r));
+	if (bpf_map_delete_elem(&conns, &key)) {
+		if (r)
+			bpf_ringbuf_discard(r, 0);
+		return;
+	}
+	if (!r) {
+		count_drop(EV_CONNECT);
+		return;
+	}
+	r->hdr.len = sizeof(*r);
+	r->hdr.time_ns = bpf_ktime_get_boot_ns();
+	r->net.result = result;
+	if (sk)
+		connect_local(&r->net, sk);
+	bpf_ringbuf_submit(r, 0);
+}
+
 SEC("tp/syscalls/sys_enter_connect")
 int enter_connect(struct trace_event_raw_sys_enter *ctx)
 {
@@ -953,8 +1072,53 @@ int enter_connect(struct trace_event_raw_sys_enter *ctx)
 	u16 family = *(u16 *)p.addr;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
+	/* TCP: the outcome of the handshake is reported, not what the call returns. */
+	struct socket *sock = fd_socket((struct task_struct *)bpf_get_current_task(), p.args[0]);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP) {
+		p.args[1] = (u64)sk;
+		if (BPF_CORE_READ(sock, state) == SS_CONNECTING)
+			p.args[2] = 1;
+		else
+			track_connect(p.args[1], p.addr);
+	}
 	bpf_map_update_elem(&pending, &id, &p, BPF_ANY);
 	return 0;
+}
+
+/* connect() returned before the handshake ended; it goes on in the kernel (non-blocking socket,
+ * SO_SNDTIMEO expired, or a signal). */
+static __always_inline bool connect_waits(s32 ret)
+{
+	return ret == -EINPROGRESS || ret == -EALREADY || ret == -EINTR || ret == -ERESTARTSYS;
+}
+
+/* The end of connect() on a TCP socket (`key`): reports if the call saw the outcome, else leaves
+ * the report to inet_sock_set_state. */
+static __always_inline void tcp_connect_exit(u64 key, bool repeat, s32 ret, const u8 *addr)
+{
+	struct sock *sk = (void *)key;
+	bool waits = connect_waits(ret);
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (!c) {
+		/* Reported already (the outcome came first), or never followed (the entry was
+		 * evicted, or the connect began before the sensor): follow it if still running. */
+		u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		if (waits && (state == TCP_SYN_SENT || state == TCP_SYN_RECV))
+			track_connect(key, addr);
+		return;
+	}
+	if (c->has_outcome) {
+		/* The handshake ended inside the call: an error the call returns wins (it may have
+		 * failed after the state change), unless the call only says "in progress". */
+		bpf_printk("RAMPDBG exit with outcome ret %d outcome %d repeat %d", ret, c->outcome, repeat);
+		report_connect(key, c, waits ? c->outcome : ret, NULL);
+	} else if (!waits && !repeat) {
+		/* Ended without a handshake outcome (e.g. no route, no free port, or a deferred
+		 * TCP Fast Open connect): the call's result, as for other protocols. */
+		bpf_printk("RAMPDBG exit no outcome ret %d", ret);
+		report_connect(key, c, ret, sk);
+	}
 }
 
 SEC("tp/syscalls/sys_exit_connect")
@@ -965,6 +1129,10 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	u16 sock_type = 0;
 	if (!take(PEND_CONNECT, &p))
 		return 0;
+	if (p.args[1]) {
+		tcp_connect_exit(p.args[1], p.args[2] != 0, ctx->ret, p.addr);
+		return 0;
+	}
 	struct buf *b = begin(EV_CONNECT, &t);
 	if (!b)
 		return 0;
@@ -975,13 +1143,44 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	if (!sock_addrs(n, sk, false))
 		return 0;
 	n->sock_type = sock_type;
-	n->rfamily = *(u16 *)p.addr;
-	n->rport = bpf_ntohs(*(u16 *)&p.addr[2]);
-	if (n->rfamily == AF_INET)
-		__builtin_memcpy(n->raddr, &p.addr[4], 4);
-	else
-		__builtin_memcpy(n->raddr, &p.addr[8], 16);
+	connect_peer(n, p.addr);
 	submit(b, sizeof(struct hdr) + sizeof(*n));
+	return 0;
+}
+
+/* The end of a followed TCP handshake: SYN_SENT (or SYN_RECV, simultaneous open) to ESTABLISHED
+ * or CLOSE. Runs in any context (mostly softirq, as packets arrive). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_sock_state, const struct sock *ssk, const int oldstate, const int newstate)
+{
+	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
+		return 0;
+	u64 key = (u64)ssk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (!c || c->has_outcome)
+		return 0;
+	struct sock *sk = (struct sock *)ssk;
+	if (oldstate != TCP_SYN_SENT && oldstate != TCP_SYN_RECV) {
+		/* Not a handshake's end (it was missed): forget the socket once closed. */
+		if (newstate == TCP_CLOSE)
+			bpf_map_delete_elem(&conns, &key);
+		return 0;
+	}
+	s32 result = newstate == TCP_ESTABLISHED ? 0 : close_error(sk);
+	/* Inside the connect() call (in its thread, e.g. a loopback reply handled as the call
+	 * releases the socket): its sys_exit reports, as it may still fail. Sequential with it,
+	 * so plain stores do. */
+	u64 id = bpf_get_current_pid_tgid();
+	struct pending *p = bpf_map_lookup_elem(&pending, &id);
+	if (p && p->op == PEND_CONNECT && (u64)p->args[1] == key) {
+		c->outcome = result;
+		bpf_printk("RAMPDBG sync outcome %d old %d", result, oldstate);
+		connect_local(&c->rec.net, sk);
+		c->has_outcome = 1;
+		return 0;
+	}
+	bpf_printk("RAMPDBG async outcome %d old %d", result, oldstate);
+	report_connect(key, c, result, sk);
 	return 0;
 }
 
