@@ -131,6 +131,7 @@ impl SelfImage {
 
 pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let identity = state.identity()?;
+    crate::live::protect(state.path());
     let client = Client::new(&identity)?;
     match crate::isolation::resume(state.path()) {
         Ok(Some(isolation)) => {

@@ -469,10 +469,27 @@ fn check_operands(name: &str, rest: Operands, operands: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Secrets no live-response command may read: password hashes, and the agent's own state
+/// (its private key) — registered at start by [`protect`].
+const SECRETS: [&str; 4] = ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-"];
+static PROTECTED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Keeps `dir` (the agent's state directory) out of reach of live response.
+pub fn protect(dir: &Path) {
+    let _ = PROTECTED.set(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
+}
+
 fn check_path(name: &str, path: &str) -> Result<()> {
     let p = Path::new(path);
     if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
         bail!("{name}: '{path}' must be an absolute path without '..'");
+    }
+    // Through symlinks too: what the path names in the end.
+    let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let secret = SECRETS.iter().any(|s| real == Path::new(s))
+        || PROTECTED.get().is_some_and(|dir| real.starts_with(dir));
+    if secret {
+        bail!("{name}: '{path}' holds secrets live response does not read");
     }
     Ok(())
 }

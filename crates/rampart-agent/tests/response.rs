@@ -593,6 +593,17 @@ fn commands_outside_the_allow_list_are_refused() {
         "'-fprint' is not allowed",
     );
     refused("find", &["/", "-name", "x"], "find needs -maxdepth");
+    // Secrets stay out of reach, also through a symlink; and so does the agent's state.
+    refused("cat", &["/etc/shadow"], "holds secrets");
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("innocent");
+    std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
+    refused("cat", &[link.to_str().unwrap()], "holds secrets");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("agent.key"), "secret").unwrap();
+    rampart_agent::live::protect(&state);
+    refused("cat", &[state.join("agent.key").to_str().unwrap()], "holds secrets");
     refused(
         "find",
         &["/", "-maxdepth", "50"],
