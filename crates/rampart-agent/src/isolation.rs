@@ -26,6 +26,11 @@ pub struct Isolation {
     pub addresses: Vec<IpAddr>,
     pub port: u16,
     pub since: chrono::DateTime<chrono::Utc>,
+    /// The resolvers of /etc/resolv.conf (port 53 only), kept reachable when the server is
+    /// named by a hostname: the agent's HTTP client resolves it again on every new connection,
+    /// and without an answer the agent could never hear the release.
+    #[serde(default)]
+    pub resolvers: Vec<IpAddr>,
 }
 
 /// Isolates the host, leaving `server` (`https://HOST:PORT`, resolved now: DNS is cut off
@@ -39,11 +44,17 @@ pub fn isolate(state_dir: &Path, server: &str) -> Result<Value> {
         (Err(_), Some(saved)) => saved.addresses.clone(),
         (Err(e), None) => return Err(e),
     };
+    let resolvers = if host.parse::<IpAddr>().is_ok() {
+        Vec::new()
+    } else {
+        resolvers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    };
     let isolation = Isolation {
         server: server.to_string(),
         addresses,
         port,
         since: saved.map_or_else(chrono::Utc::now, |s| s.since),
+        resolvers,
     };
     nft(&ruleset(&isolation))?;
     crate::state::write_atomic(
@@ -61,6 +72,7 @@ pub fn isolate(state_dir: &Path, server: &str) -> Result<Value> {
         "allowed": {
             "loopback": true,
             "server": {"addresses": isolation.addresses, "port": isolation.port, "protocol": "tcp"},
+            "dns": isolation.resolvers,
         },
     }))
 }
@@ -123,9 +135,8 @@ fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>> {
 /// must belong to a connection the agent opened. ICMP errors about allowed connections (path
 /// MTU) and IPv6 neighbour discovery (IPv6's ARP; ARP itself is not in the inet family) pass.
 pub fn ruleset(isolation: &Isolation) -> String {
-    let list = |v6: bool| {
-        let addrs: Vec<String> = isolation
-            .addresses
+    let list = |addresses: &[IpAddr], v6: bool| {
+        let addrs: Vec<String> = addresses
             .iter()
             .filter(|a| a.is_ipv6() == v6)
             .map(IpAddr::to_string)
@@ -143,11 +154,15 @@ delete table {TABLE}
 table {TABLE} {{
 	set server4 {{ type ipv4_addr;{v4} }}
 	set server6 {{ type ipv6_addr;{v6} }}
+	set dns4 {{ type ipv4_addr;{dns4} }}
+	set dns6 {{ type ipv6_addr;{dns6} }}
 	chain input {{
 		type filter hook input priority filter - 10; policy drop;
 		iif \"lo\" accept
 		ip saddr @server4 tcp sport {port} ct state established accept
 		ip6 saddr @server6 tcp sport {port} ct state established accept
+		ip saddr @dns4 meta l4proto {{ udp, tcp }} th sport 53 ct state established accept
+		ip6 saddr @dns6 meta l4proto {{ udp, tcp }} th sport 53 ct state established accept
 		meta l4proto {{ icmp, ipv6-icmp }} ct state related accept
 		icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept
 	}}
@@ -156,6 +171,8 @@ table {TABLE} {{
 		oif \"lo\" accept
 		ip daddr @server4 tcp dport {port} accept
 		ip6 daddr @server6 tcp dport {port} accept
+		ip daddr @dns4 meta l4proto {{ udp, tcp }} th dport 53 accept
+		ip6 daddr @dns6 meta l4proto {{ udp, tcp }} th dport 53 accept
 		icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept
 	}}
 	chain forward {{
@@ -163,9 +180,20 @@ table {TABLE} {{
 	}}
 }}
 ",
-        v4 = list(false),
-        v6 = list(true),
+        v4 = list(&isolation.addresses, false),
+        v6 = list(&isolation.addresses, true),
+        dns4 = list(&isolation.resolvers, false),
+        dns6 = list(&isolation.resolvers, true),
     )
+}
+
+/// The `nameserver` addresses of a resolv.conf.
+fn resolvers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
 }
 
 fn state_file(state_dir: &Path) -> PathBuf {
@@ -223,7 +251,13 @@ mod tests {
             addresses: vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()],
             port: 8443,
             since: chrono::Utc::now(),
+            resolvers: resolvers("# resolv.conf\nnameserver 192.0.2.53\nsearch example\nnameserver bad\n"),
         });
+        assert!(
+            rules.contains("set dns4 { type ipv4_addr; elements = { 192.0.2.53 }; }"),
+            "{rules}"
+        );
+        assert!(rules.contains("set dns6 { type ipv6_addr; }"), "{rules}");
         assert!(
             rules.contains("set server4 { type ipv4_addr; elements = { 192.0.2.7 }; }"),
             "{rules}"

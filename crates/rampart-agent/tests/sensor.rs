@@ -488,7 +488,6 @@ fn nonblocking_connects_are_reported_with_their_outcome() {
         assert_eq!(net.protocol, Protocol::Tcp);
         (task, net, *result)
     };
-    eprintln!("{connects:#?}");
     assert_eq!(connects.len(), 6, "{connects:#?}");
 
     let (task, net, result) = reported(fast_ok.tid, open_addr);
@@ -602,4 +601,83 @@ fn truncated_records_count_as_decode_errors() {
     fork[4..8].copy_from_slice(&95u32.to_ne_bytes());
     assert!(decoder.decode(&fork[..95]).is_err());
     assert_eq!(decoder.errors(), failures + 1);
+}
+
+fn sockaddr(a: SocketAddr) -> libc::sockaddr_in {
+    let SocketAddr::V4(v4) = a else { panic!() };
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn raw_connect(fd: i32, a: SocketAddr) -> i32 {
+    let sa = sockaddr(a);
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if rc == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap() }
+}
+
+#[test]
+fn scratch_scenarios() {
+    let config = SensorConfig { ignore_tgid: 0, ..SensorConfig::default() };
+    let Some(mut sensor) = start(&config) else { return };
+    let me = std::process::id();
+    let closed = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap();
+    // a) blocking refused
+    let a = TcpStream::connect(closed);
+    eprintln!("a) blocking refused: {a:?}");
+    // b) nonblocking to full listener, closed before outcome
+    let (full_b, _fb) = full_listener();
+    let b_addr = full_b.local_addr().unwrap();
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+    eprintln!("b) connect: {}", raw_connect(fd, b_addr));
+    thread::sleep(Duration::from_millis(200));
+    unsafe { libc::close(fd) };
+    // c) repeat idiom, success and refused
+    let open = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c_addr = open.local_addr().unwrap();
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+    eprintln!("c) connect: {} {} {}", raw_connect(fd, c_addr), raw_connect(fd, c_addr), raw_connect(fd, c_addr));
+    let fd2 = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+    eprintln!("c2) connect: {} {} {}", raw_connect(fd2, closed), raw_connect(fd2, closed), raw_connect(fd2, closed));
+    // d) SO_SNDTIMEO
+    let (full_d, _fd_) = full_listener();
+    let d_addr = full_d.local_addr().unwrap();
+    let fd3 = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+    unsafe { libc::setsockopt(fd3, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32) };
+    eprintln!("d) connect: {}", raw_connect(fd3, d_addr));
+    let _acc = full_d.accept().unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    // e) blocking connect to full listener with the listener closed meanwhile (async refused, blocking)
+    let (full_e, _fe) = full_listener();
+    let e_addr = full_e.local_addr().unwrap();
+    let h = thread::spawn(move || TcpStream::connect(e_addr));
+    thread::sleep(Duration::from_millis(200));
+    drop(full_e);
+    eprintln!("e) blocking: {:?}", h.join().unwrap());
+    let ports = [closed, b_addr, c_addr, d_addr, e_addr];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        sensor.poll(Duration::from_millis(100), &mut |event| {
+            if let SensorEvent::Connect { task, net, result } = event
+                && task.tgid == me
+                && ports.contains(&net.remote)
+            {
+                let which = ["a/c2 closed", "b", "c", "d", "e"][ports.iter().position(|p| *p == net.remote).unwrap()];
+                eprintln!("EVENT {which}: pid {} result {result} local {} remote {} time {}", task.pid, net.local, net.remote, task.time);
+            }
+        }).unwrap();
+    }
+    unsafe { libc::close(fd3) };
 }

@@ -1111,12 +1111,10 @@ static __always_inline void tcp_connect_exit(u64 key, bool repeat, s32 ret, cons
 	if (c->has_outcome) {
 		/* The handshake ended inside the call: an error the call returns wins (it may have
 		 * failed after the state change), unless the call only says "in progress". */
-		bpf_printk("RAMPDBG exit with outcome ret %d outcome %d repeat %d", ret, c->outcome, repeat);
 		report_connect(key, c, waits ? c->outcome : ret, NULL);
 	} else if (!waits && !repeat) {
 		/* Ended without a handshake outcome (e.g. no route, no free port, or a deferred
 		 * TCP Fast Open connect): the call's result, as for other protocols. */
-		bpf_printk("RAMPDBG exit no outcome ret %d", ret);
 		report_connect(key, c, ret, sk);
 	}
 }
@@ -1174,12 +1172,10 @@ int BPF_PROG(on_sock_state, const struct sock *ssk, const int oldstate, const in
 	struct pending *p = bpf_map_lookup_elem(&pending, &id);
 	if (p && p->op == PEND_CONNECT && (u64)p->args[1] == key) {
 		c->outcome = result;
-		bpf_printk("RAMPDBG sync outcome %d old %d", result, oldstate);
 		connect_local(&c->rec.net, sk);
 		c->has_outcome = 1;
 		return 0;
 	}
-	bpf_printk("RAMPDBG async outcome %d old %d", result, oldstate);
 	report_connect(key, c, result, sk);
 	return 0;
 }
