@@ -10,7 +10,7 @@ use std::time::Instant;
 use rampart_sigma::{Correlator, RuleSet};
 use rampart_state::StateDb;
 use rampart_store::Store;
-use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
+use tokio::sync::{Mutex, Notify, Semaphore, SemaphorePermit};
 
 use crate::alerting::Alerting;
 use crate::config::Config;
@@ -63,6 +63,11 @@ pub struct AppInner {
     ingest_slots: Semaphore,
     /// One lock per device that numbers its telemetry (see [`AppInner::telemetry_lock`]).
     telemetry_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Agents waiting for actions (long-poll), woken when one is created for their device.
+    pub action_waiters: ActionWaiters,
+    /// Held while a stored package is moved into place and recorded, so that two uploads for
+    /// the same action cannot leave one's file under the other's checksum.
+    pub package_commits: Mutex<()>,
 }
 
 impl Deref for App {
@@ -81,6 +86,7 @@ impl AppInner {
         ca: Option<Arc<rampart_pki::Ca>>,
     ) -> AppInner {
         let slots = config.limits.ingest_concurrency;
+        let waiters = config.limits.max_action_waiters;
         AppInner {
             config,
             db,
@@ -93,6 +99,8 @@ impl AppInner {
             ca,
             ingest_slots: Semaphore::new(slots),
             telemetry_locks: std::sync::Mutex::default(),
+            action_waiters: ActionWaiters::new(waiters),
+            package_commits: Mutex::new(()),
         }
     }
 
@@ -145,5 +153,105 @@ struct Decrement<'a>(&'a std::sync::atomic::AtomicU64);
 impl Drop for Decrement<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The agents waiting for actions (`GET /api/v1/agents/actions`): one [`Notify`] per device
+/// that has a waiter, which creating an action for the device wakes. How many wait at once is
+/// bounded (`limits.max_action_waiters`); a poll past it answers at once.
+pub struct ActionWaiters {
+    limit: usize,
+    inner: std::sync::Mutex<WaitersInner>,
+}
+
+#[derive(Default)]
+struct WaitersInner {
+    /// Per device: its `Notify` and how many wait on it (the entry goes with the last).
+    devices: HashMap<String, (Arc<Notify>, usize)>,
+    waiting: usize,
+    /// The server is stopping: no one waits any more.
+    closed: bool,
+}
+
+impl ActionWaiters {
+    fn new(limit: usize) -> ActionWaiters {
+        ActionWaiters {
+            limit,
+            inner: std::sync::Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitersInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place among the waiters for `device`; none when the limit is reached or the server is
+    /// stopping.
+    pub fn enter(&self, device: &str) -> Option<Waiter<'_>> {
+        let mut inner = self.lock();
+        if inner.closed || inner.waiting >= self.limit {
+            return None;
+        }
+        inner.waiting += 1;
+        let (notify, count) = inner.devices.entry(device.to_string()).or_default();
+        *count += 1;
+        Some(Waiter {
+            waiters: self,
+            device: device.to_string(),
+            notify: notify.clone(),
+        })
+    }
+
+    /// Wakes the agents waiting for `device` (an action was created for it).
+    pub fn wake(&self, device: &str) {
+        if let Some((notify, _)) = self.lock().devices.get(device) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// At shutdown: wakes every waiter and lets none in, so that draining the requests in
+    /// flight does not wait for long-polls.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        for (notify, _) in inner.devices.values() {
+            notify.notify_waiters();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// How many agents wait now.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+}
+
+/// One agent's place among the [`ActionWaiters`], given back when dropped.
+pub struct Waiter<'a> {
+    waiters: &'a ActionWaiters,
+    device: String,
+    notify: Arc<Notify>,
+}
+
+impl Waiter<'_> {
+    /// What wakes this waiter.
+    pub fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.waiters.lock();
+        inner.waiting -= 1;
+        if let Some((_, count)) = inner.devices.get_mut(&self.device) {
+            *count -= 1;
+            if *count == 0 {
+                inner.devices.remove(&self.device);
+            }
+        }
     }
 }

@@ -124,6 +124,12 @@ pub async fn run(
     let silence = tokio::spawn(silence_loop(app.clone()));
     let custom = tokio::spawn(crate::custom::scheduler(app.clone()));
     let router = crate::router(app.clone());
+    let waiters = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Long-polls answer now instead of holding up the drain.
+        waiters.action_waiters.close();
+    };
     crate::listener::serve(
         listener,
         tls,
@@ -197,9 +203,10 @@ async fn sync_builtin_rules(app: &App) -> Result<()> {
     Ok(())
 }
 
-/// Drops whole days past the retention period, hourly.
+/// Drops whole days past the retention period, and investigation packages as old, hourly.
 async fn retention_loop(app: App) {
     let mut tick = tokio::time::interval(RETENTION_EVERY);
+    let retention = chrono::Duration::days(i64::from(app.config.store.retention_days));
     loop {
         tick.tick().await;
         let store = app.store.clone();
@@ -207,6 +214,16 @@ async fn retention_loop(app: App) {
             Ok(Ok(report)) => tracing::debug!(?report, "retention applied"),
             Ok(Err(error)) => tracing::warn!(%error, "retention failed"),
             Err(error) => tracing::warn!(%error, "retention task failed"),
+        }
+        let before = chrono::Utc::now() - retention;
+        let data_dir = &app.config.data_dir;
+        match crate::api::packages::remove_expired(&app.db, data_dir, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                packages = n,
+                "investigation packages past retention removed"
+            ),
+            Err(error) => tracing::warn!(%error, "package retention failed"),
         }
     }
 }

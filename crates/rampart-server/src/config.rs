@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything `rampart server` can be told. Every field has a default fit for one machine.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +32,7 @@ pub struct Config {
     pub detection: Detection,
     pub hunting: Hunting,
     pub store: Store,
+    pub agents: Agents,
 }
 
 /// Bounds on what clients may send.
@@ -54,6 +55,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Sessions (logins) last this long.
     pub session_secs: u64,
+    /// Largest investigation package an agent may upload.
+    pub max_package_bytes: u64,
+    /// Agents waiting at once for actions (long-poll); past it a poll answers at once.
+    pub max_action_waiters: usize,
 }
 
 /// Alerting and incident grouping.
@@ -83,8 +88,20 @@ pub struct Hunting {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Store {
-    /// Days of events kept; older days are dropped whole.
+    /// Days of events kept; older days are dropped whole (investigation packages too).
     pub retention_days: u32,
+}
+
+/// The policy every agent is given in each heartbeat's answer, serialised as it is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Agents {
+    /// How often agents send a heartbeat.
+    pub heartbeat_secs: u64,
+    /// Absolute paths (folders or files) whose file events agents record.
+    pub file_paths: Vec<String>,
+    /// Whether agents record logons.
+    pub logons: bool,
 }
 
 impl Default for Config {
@@ -102,6 +119,7 @@ impl Default for Config {
             detection: Detection::default(),
             hunting: Hunting::default(),
             store: Store::default(),
+            agents: Agents::default(),
         }
     }
 }
@@ -117,6 +135,8 @@ impl Default for Limits {
             max_waiting_ingest: 16,
             max_connections: 1024,
             session_secs: 12 * 3600,
+            max_package_bytes: 256 << 20,
+            max_action_waiters: 10_000,
         }
     }
 }
@@ -143,6 +163,16 @@ impl Default for Hunting {
 impl Default for Store {
     fn default() -> Store {
         Store { retention_days: 30 }
+    }
+}
+
+impl Default for Agents {
+    fn default() -> Agents {
+        Agents {
+            heartbeat_secs: 30,
+            file_paths: Vec::new(),
+            logons: true,
+        }
     }
 }
 
@@ -242,6 +272,23 @@ impl Config {
         if self.store.retention_days == 0 {
             return invalid("store.retention_days", "must be at least 1");
         }
+        if self.limits.max_package_bytes == 0 {
+            return invalid("limits.max_package_bytes", "must be at least 1");
+        }
+        if !(1..=3600).contains(&self.agents.heartbeat_secs) {
+            return invalid("agents.heartbeat_secs", "must be 1 to 3600 (seconds)");
+        }
+        if let Some(path) = self
+            .agents
+            .file_paths
+            .iter()
+            .find(|p| !Path::new(p).is_absolute())
+        {
+            return invalid(
+                "agents.file_paths",
+                &format!("'{path}' is not an absolute path (start it with /)"),
+            );
+        }
         Ok(())
     }
 
@@ -330,6 +377,46 @@ mod tests {
         };
         let err = Config::load(None, bad).unwrap_err();
         assert!(err.to_string().starts_with("listen:"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn agent_policy_is_read_and_checked() {
+        let dir =
+            std::env::temp_dir().join(format!("rampart-config-agents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(Some(&file), Overrides::default())
+        };
+        assert_eq!(Config::default().agents.heartbeat_secs, 30);
+        let config =
+            load("[agents]\nheartbeat_secs = 5\nfile_paths = [\"/etc\"]\nlogons = false\n")
+                .unwrap();
+        assert_eq!(
+            config.agents,
+            Agents {
+                heartbeat_secs: 5,
+                file_paths: vec!["/etc".into()],
+                logons: false
+            }
+        );
+        for (text, field) in [
+            ("[agents]\nheartbeat_secs = 0\n", "agents.heartbeat_secs:"),
+            (
+                "[agents]\nheartbeat_secs = 3601\n",
+                "agents.heartbeat_secs:",
+            ),
+            ("[agents]\nfile_paths = [\"etc\"]\n", "agents.file_paths:"),
+            (
+                "[limits]\nmax_package_bytes = 0\n",
+                "limits.max_package_bytes:",
+            ),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.to_string().starts_with(field), "{text}: {err}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -26,8 +26,11 @@ pub struct Route {
     pub summary: &'static str,
     /// What the summary leaves out (OpenAPI `description`).
     pub description: Option<&'static str>,
-    /// Request headers the operation reads: (name, description).
-    pub headers: Vec<(&'static str, &'static str)>,
+    /// Optional parameters the operation reads beyond its path: (where — `header` or `query`,
+    /// name, description).
+    pub parameters: Vec<(&'static str, &'static str, &'static str)>,
+    /// The media type of the request body (POST, PATCH, PUT).
+    pub body_type: &'static str,
     pub handler: MethodRouter<App>,
 }
 
@@ -47,7 +50,8 @@ impl Route {
             tag,
             summary,
             description: None,
-            headers: Vec::new(),
+            parameters: Vec::new(),
+            body_type: "application/json",
             handler,
         }
     }
@@ -60,7 +64,19 @@ impl Route {
 
     /// Documents an optional request header the operation reads.
     pub fn header(mut self, name: &'static str, description: &'static str) -> Route {
-        self.headers.push((name, description));
+        self.parameters.push(("header", name, description));
+        self
+    }
+
+    /// Documents an optional query parameter the operation reads.
+    pub fn query(mut self, name: &'static str, description: &'static str) -> Route {
+        self.parameters.push(("query", name, description));
+        self
+    }
+
+    /// The request body is of this media type rather than JSON.
+    pub fn accepts(mut self, media_type: &'static str) -> Route {
+        self.body_type = media_type;
         self
     }
 }
@@ -141,8 +157,8 @@ pub fn openapi(routes: &[Route]) -> Value {
         }
         let parameters: Vec<Value> = path_parameters(route.path)
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .chain(route.headers.iter().map(|(name, description)| {
-                json!({"name": name, "in": "header", "required": false, "description": description, "schema": {"type": "string"}})
+            .chain(route.parameters.iter().map(|(place, name, description)| {
+                json!({"name": name, "in": place, "required": false, "description": description, "schema": {"type": "string"}})
             }))
             .collect();
         if !parameters.is_empty() {
@@ -154,8 +170,11 @@ pub fn openapi(routes: &[Route]) -> Value {
             _ => {}
         }
         if matches!(route.method, Method::POST | Method::PATCH | Method::PUT) {
-            operation["requestBody"] =
-                json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+            let schema = match route.body_type {
+                "application/json" => json!({"type": "object"}),
+                _ => json!({"type": "string", "format": "binary"}),
+            };
+            operation["requestBody"] = json!({"content": {route.body_type: {"schema": schema}}});
         }
         let entry = paths
             .entry(route.path.to_string())

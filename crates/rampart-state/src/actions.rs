@@ -63,11 +63,36 @@ pub struct Action {
     pub requested_at: Time,
     pub updated_at: Time,
     pub result: Option<Value>,
+    /// The investigation package the agent uploaded (`collect_package` actions).
+    #[serde(default)]
+    pub package: Option<Package>,
+}
+
+/// An investigation package stored for an action; the file is kept by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub bytes: u64,
+    /// SHA-256 of the file, lowercase hex.
+    pub sha256: String,
+    pub stored_at: Time,
 }
 
 impl FromRow for Action {
-    const COLUMNS: &'static str = "id, tenant_id, device_id, kind, params, status, requested_by, requested_at, updated_at, result";
+    const COLUMNS: &'static str = "id, tenant_id, device_id, kind, params, status, requested_by, requested_at, updated_at, result, package_bytes, package_sha256, package_at";
     fn from_row(r: &Cols<'_>) -> Result<Self> {
+        let package = match (
+            r.opt_i64("package_bytes")?,
+            r.opt_str("package_sha256")?,
+            r.opt_time("package_at")?,
+        ) {
+            (Some(bytes), Some(sha256), Some(stored_at)) => Some(Package {
+                bytes: u64::try_from(bytes)
+                    .map_err(|_| Error::Corrupt(format!("package_bytes {bytes}")))?,
+                sha256,
+                stored_at,
+            }),
+            _ => None,
+        };
         Ok(Action {
             id: r.str("id")?,
             tenant_id: r.str("tenant_id")?,
@@ -79,6 +104,7 @@ impl FromRow for Action {
             requested_at: r.time("requested_at")?,
             updated_at: r.time("updated_at")?,
             result: r.opt_json("result")?,
+            package,
         })
     }
 }
@@ -126,6 +152,7 @@ impl StateDb {
             requested_at: at,
             updated_at: at,
             result: None,
+            package: None,
         };
         sqlx::query(
             "INSERT INTO actions (id, tenant_id, device_id, kind, params, status, requested_by, requested_at, updated_at) \
@@ -168,17 +195,29 @@ impl StateDb {
             .await
     }
 
-    /// The device's actions still waiting to be sent, oldest first (the order to carry them out).
-    pub async fn pending_actions_for_device(
+    /// Hands the device's pending actions over: moves them to `sent` and returns them, oldest
+    /// first (the order to carry them out). One conditional `UPDATE` does both, so when two
+    /// calls race (a heartbeat and a long-poll) each action goes to exactly one of them.
+    pub async fn hand_over_pending_actions(
         &self,
         tenant: &str,
         device_id: &str,
     ) -> Result<Vec<Action>> {
-        let mut sql = Self::select::<Action>("actions", tenant);
-        sql.and_eq("device_id", Some(device_id.to_owned()))
-            .and_eq("status", Some(ActionStatus::Pending.as_str()))
-            .push(" ORDER BY requested_at, id");
-        self.fetch_all(sql).await
+        let mut sql = Sql::new("UPDATE actions SET status = ");
+        sql.bind(ActionStatus::Sent.as_str())
+            .push(", updated_at = ")
+            .bind(micros(now()))
+            .push(" WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .push(" AND device_id = ")
+            .bind(device_id.to_owned())
+            .push(" AND status = ")
+            .bind(ActionStatus::Pending.as_str())
+            .push(&format!(" RETURNING {}", Action::COLUMNS));
+        let mut actions: Vec<Action> = self.fetch_all(sql).await?;
+        // RETURNING has no order.
+        actions.sort_by(|a, b| (a.requested_at, &a.id).cmp(&(b.requested_at, &b.id)));
+        Ok(actions)
     }
 
     /// Moves an action to `status` (with the agent's result, if any). The transition is checked
@@ -225,5 +264,58 @@ impl StateDb {
             "action {id} is {} and cannot become {status}",
             current.status
         )))
+    }
+
+    /// Records the package stored for an action of `device_id` (replacing an earlier one). Only
+    /// a `collect_package` action of that device takes one; any other id is `NotFound`.
+    pub async fn attach_package(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        id: &str,
+        bytes: u64,
+        sha256: &str,
+    ) -> Result<Action> {
+        let bytes = i64::try_from(bytes).map_err(|_| Error::invalid("bytes", "too large"))?;
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid("sha256", "64 hexadecimal digits"));
+        }
+        let at = micros(now());
+        let mut sql = Sql::new("UPDATE actions SET package_bytes = ");
+        sql.bind(bytes)
+            .push(", package_sha256 = ")
+            .bind(sha256.to_ascii_lowercase())
+            .push(", package_at = ")
+            .bind(at)
+            .push(", updated_at = ")
+            .bind(at)
+            .push(" WHERE tenant_id = ")
+            .bind(tenant.to_owned())
+            .push(" AND id = ")
+            .bind(id.to_owned())
+            .push(" AND device_id = ")
+            .bind(device_id.to_owned())
+            .push(" AND kind = ")
+            .bind(ActionKind::CollectPackage.as_str())
+            .push(&format!(" RETURNING {}", Action::COLUMNS));
+        self.fetch_one(sql, "action").await
+    }
+
+    /// Actions of every tenant whose package was stored before `before` (for retention).
+    pub async fn actions_with_packages_before(&self, before: Time) -> Result<Vec<Action>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {} FROM actions WHERE package_at < ",
+            Action::COLUMNS
+        ));
+        sql.bind(micros(before));
+        self.fetch_all(sql).await
+    }
+
+    /// Forgets an action's package (its file was removed).
+    pub async fn forget_package(&self, tenant: &str, id: &str) -> Result<()> {
+        let sql = Sql::new(
+            "UPDATE actions SET package_bytes = NULL, package_sha256 = NULL, package_at = NULL",
+        );
+        self.execute_on_id(sql, tenant, id, "action").await
     }
 }

@@ -66,7 +66,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, AssertSqlSafe, Executor as _, SqlSafeStr as _};
 
-pub use actions::{Action, ActionFilter, ActionKind, ActionStatus, NewAction};
+pub use actions::{Action, ActionFilter, ActionKind, ActionStatus, NewAction, Package};
 pub use alerts::{
     Alert, AlertFilter, AlertStatus, AlertUpdate, Classification, NewAlert, RuleRef, Severity,
 };
@@ -104,6 +104,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "telemetry sequence",
         include_str!("../migrations/0002_telemetry_sequence.sql"),
+    ),
+    (
+        3,
+        "action packages",
+        include_str!("../migrations/0003_action_packages.sql"),
     ),
 ];
 

@@ -144,6 +144,8 @@ backend_tests!(
     devices,
     telemetry_high_water,
     actions,
+    actions_are_handed_over_once,
+    action_packages,
     rules,
     builtin_rules_follow_the_rule_folders,
 );
@@ -872,7 +874,7 @@ mod bodies {
                 .is_empty()
         );
         assert!(
-            db.pending_actions_for_device(&b, &dev.id)
+            db.hand_over_pending_actions(&b, &dev.id)
                 .await
                 .unwrap()
                 .is_empty()
@@ -900,7 +902,7 @@ mod bodies {
             vec![cmt]
         );
         assert_eq!(
-            db.pending_actions_for_device(&a, &dev.id)
+            db.hand_over_pending_actions(&a, &dev.id)
                 .await
                 .unwrap()
                 .len(),
@@ -1989,24 +1991,26 @@ mod bodies {
             .await
             .unwrap();
         assert_eq!(kill.status, ActionStatus::Pending);
-        let pending = db.pending_actions_for_device(&t, &dev.id).await.unwrap();
+        let handed = db.hand_over_pending_actions(&t, &dev.id).await.unwrap();
         assert_eq!(
-            pending.iter().map(|a| &a.id).collect::<Vec<_>>(),
-            vec![&kill.id, &iso.id]
+            handed.iter().map(|a| (&a.id, a.status)).collect::<Vec<_>>(),
+            vec![
+                (&kill.id, ActionStatus::Sent),
+                (&iso.id, ActionStatus::Sent)
+            ]
         );
-
-        let sent = db
-            .set_action_status(&t, &kill.id, ActionStatus::Sent, None)
-            .await
-            .unwrap();
-        assert_eq!(sent.status, ActionStatus::Sent);
-        assert_eq!(
-            db.pending_actions_for_device(&t, &dev.id)
+        assert!(
+            db.hand_over_pending_actions(&t, &dev.id)
                 .await
                 .unwrap()
-                .len(),
-            1
+                .is_empty(),
+            "handed over once"
         );
+        assert!(matches!(
+            db.set_action_status(&t, &kill.id, ActionStatus::Sent, None)
+                .await,
+            Err(Error::Conflict(_))
+        ));
         let done = db
             .set_action_status(
                 &t,
@@ -2062,6 +2066,118 @@ mod bodies {
             )
             .await,
             Err(Error::NotFound("device"))
+        ));
+    }
+
+    /// Heartbeats and long-polls racing for the same device's actions: each action is handed
+    /// over to exactly one of them.
+    pub(super) async fn actions_are_handed_over_once(db: &StateDb) {
+        let t = tenant(db, "a").await;
+        let dev = device(db, &t, "ws1", None).await;
+        let other = device(db, &t, "ws2", None).await;
+        let mut created = HashSet::new();
+        for i in 0..40 {
+            let target = if i % 4 == 0 { &other.id } else { &dev.id };
+            let new = NewAction {
+                device_id: target.clone(),
+                kind: ActionKind::KillProcess,
+                params: json!({"pid": i}),
+            };
+            let action = db.create_action(&t, &new, "ann").await.unwrap();
+            if target == &dev.id {
+                created.insert(action.id);
+            }
+        }
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let (db, t, dev) = (db.clone(), t.clone(), dev.id.clone());
+                tokio::spawn(async move { db.hand_over_pending_actions(&t, &dev).await })
+            })
+            .collect();
+        let mut handed = Vec::new();
+        for racer in racers {
+            handed.extend(racer.await.unwrap().unwrap());
+        }
+        assert_eq!(handed.len(), created.len(), "each action handed over once");
+        assert_eq!(
+            handed.iter().map(|a| a.id.clone()).collect::<HashSet<_>>(),
+            created
+        );
+        assert!(handed.iter().all(|a| a.status == ActionStatus::Sent));
+        // The other device's actions were not touched.
+        assert_eq!(
+            db.hand_over_pending_actions(&t, &other.id)
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
+    }
+
+    /// A collect_package action records its package; retention finds it by age and forgets it.
+    pub(super) async fn action_packages(db: &StateDb) {
+        let t = tenant(db, "a").await;
+        let dev = device(db, &t, "ws1", None).await;
+        let other = device(db, &t, "ws2", None).await;
+        let new = |kind| NewAction {
+            device_id: dev.id.clone(),
+            kind,
+            params: json!({}),
+        };
+        let collect = db
+            .create_action(&t, &new(ActionKind::CollectPackage), "ann")
+            .await
+            .unwrap();
+        let kill = db
+            .create_action(&t, &new(ActionKind::KillProcess), "ann")
+            .await
+            .unwrap();
+        assert_eq!(collect.package, None);
+        let sha = "AB".repeat(32);
+        let before = Utc::now() - Duration::seconds(1);
+        let stored = db
+            .attach_package(&t, &dev.id, &collect.id, 1234, &sha)
+            .await
+            .unwrap();
+        let package = stored.package.clone().expect("package");
+        assert_eq!((package.bytes, package.sha256), (1234, "ab".repeat(32)));
+        assert_eq!(
+            db.get_action(&t, &Scope::all(), &collect.id).await.unwrap(),
+            stored
+        );
+        // Only the device's own collect_package action takes one.
+        for (device, id) in [(&dev.id, &kill.id), (&other.id, &collect.id)] {
+            assert!(matches!(
+                db.attach_package(&t, device, id, 1, &sha).await,
+                Err(Error::NotFound("action"))
+            ));
+        }
+        assert_invalid(
+            db.attach_package(&t, &dev.id, &collect.id, 1, "xyz").await,
+            "sha256",
+        );
+        assert!(
+            db.actions_with_packages_before(before)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let expired = db
+            .actions_with_packages_before(Utc::now() + Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(expired, vec![stored]);
+        db.forget_package(&t, &collect.id).await.unwrap();
+        assert_eq!(
+            db.get_action(&t, &Scope::all(), &collect.id)
+                .await
+                .unwrap()
+                .package,
+            None
+        );
+        assert!(matches!(
+            db.forget_package(&t, "act_missing").await,
+            Err(Error::NotFound("action"))
         ));
     }
 

@@ -545,6 +545,15 @@ fn agent_post_with(
     (status, r.body_mut().read_json().unwrap_or(Value::Null))
 }
 
+fn agent_get(server: &Server, client: &ureq::Agent, path: &str) -> (u16, Value) {
+    let mut r = client
+        .get(&format!("{}{path}", server.url))
+        .call()
+        .expect("the server answers");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
 /// A TLS server in a fresh folder, its admin's token, and the agent of `web01` enrolled in the
 /// default tenant (its device id and mTLS client).
 struct AgentSetup {
@@ -555,9 +564,12 @@ struct AgentSetup {
     web01: ureq::Agent,
 }
 
-fn with_web01(name: &str) -> AgentSetup {
+/// `config` is the server's TOML configuration ("" for the defaults).
+fn with_web01(name: &str, config: &str) -> AgentSetup {
     let dir = scratch(name);
-    let server = Server::start(&dir, true, &[]);
+    let file = dir.join("server.toml");
+    std::fs::write(&file, config).unwrap();
+    let server = Server::start(&dir, true, &["--config", file.to_str().unwrap()]);
     let admin = server.login("admin", PASSWORD);
     let (enrolled, web01) = enroll(&server, &dir, &admin, "web01");
     let device = enrolled["device_id"].as_str().unwrap().to_string();
@@ -581,7 +593,7 @@ fn agents_report_for_their_own_tenant_and_device_only() {
         admin,
         device,
         web01,
-    } = with_web01("agents");
+    } = with_web01("agents", "");
 
     let forged = json!({"batches": [{"table": "DeviceProcessEvents", "rows": [{
         "Timestamp": "2026-12-01T10:00:00Z", "DeviceId": "dev_someone_else", "DeviceName": "dc01",
@@ -728,6 +740,295 @@ fn agents_report_for_their_own_tenant_and_device_only() {
     assert_eq!(other["alerts"]["raised"], 0, "{other}");
 }
 
+/// An agent waiting on `GET /api/v1/agents/actions` gets an action as soon as an analyst creates
+/// it, exactly once (neither a second poll nor a heartbeat gets it again); waiting is bounded in
+/// time and in waiters; heartbeats carry the configured policy.
+#[test]
+fn agents_get_actions_by_long_poll_and_their_policy_by_heartbeat() {
+    let config = "[limits]\nmax_action_waiters = 1\n\n[agents]\nheartbeat_secs = 7\nfile_paths = [\"/etc\", \"/srv/www\"]\nlogons = false\n";
+    let AgentSetup {
+        server,
+        admin,
+        device,
+        web01,
+        ..
+    } = with_web01("long-poll", config);
+    let heartbeat = json!({"agent_version": "0.1.0"});
+    let (status, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &heartbeat);
+    assert_eq!(status, 200, "{hb}");
+    assert_eq!(
+        hb,
+        json!({"actions": [], "policy": {"heartbeat_secs": 7, "file_paths": ["/etc", "/srv/www"], "logons": false}})
+    );
+
+    for bad in ["61", "-1", "soon"] {
+        let (status, body) = agent_get(
+            &server,
+            &web01,
+            &format!("/api/v1/agents/actions?wait_secs={bad}"),
+        );
+        assert_eq!(status, 400, "wait_secs={bad}: {body}");
+        assert!(
+            is_problem(&body, 400) && body["detail"].as_str().unwrap().contains("wait_secs"),
+            "{body}"
+        );
+    }
+    let (status, body) = agent_get(&server, &web01, "/api/v1/agents/actions?wait_secs=0");
+    assert_eq!((status, &body), (200, &json!({"actions": []})));
+    // Nothing comes: an empty answer once the wait is over.
+    let (status, body) = agent_get(&server, &web01, "/api/v1/agents/actions?wait_secs=1");
+    assert_eq!((status, &body), (200, &json!({"actions": []})));
+
+    // A poll waits…
+    const WAIT: Duration = Duration::from_secs(30);
+    let poll = {
+        let (client, url) = (web01.clone(), server.url.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut r = client
+                .get(&format!(
+                    "{url}/api/v1/agents/actions?wait_secs={}",
+                    WAIT.as_secs()
+                ))
+                .call()
+                .expect("the server answers");
+            let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+            (r.status().as_u16(), body, started.elapsed())
+        })
+    };
+    let waiting = |n: u32| {
+        let metrics = server.get("/metrics", &admin);
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("\nrampart_agent_action_waiters {n}\n"))
+    };
+    let since = Instant::now();
+    while !waiting(1) {
+        assert!(
+            since.elapsed() < WAIT,
+            "the long-poll never started waiting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // …and is the only one allowed to (max_action_waiters = 1): another answers at once.
+    let started = Instant::now();
+    let (status, body) = agent_get(
+        &server,
+        &web01,
+        &format!("/api/v1/agents/actions?wait_secs={}", WAIT.as_secs()),
+    );
+    assert_eq!((status, &body), (200, &json!({"actions": []})));
+    assert!(
+        started.elapsed() < WAIT,
+        "a poll past the waiter limit waited"
+    );
+
+    // An analyst's action reaches the waiting agent before its wait is over.
+    let action = server.post(
+        "/api/v1/actions",
+        &admin,
+        json!({"device_id": device, "kind": "kill_process", "params": {"pid": 4242}}),
+    );
+    let (status, body, took) = poll.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        took < WAIT,
+        "the long-poll ran to its wait ({took:?}) instead of answering"
+    );
+    let actions = body["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1, "{body}");
+    assert_eq!(actions[0]["id"], action["id"]);
+    assert_eq!(actions[0]["status"], "sent");
+    assert_eq!(actions[0]["params"], json!({"pid": 4242}));
+    assert!(waiting(0));
+
+    // Handed over once: neither another poll nor a heartbeat gets it again.
+    let (_, again) = agent_get(&server, &web01, "/api/v1/agents/actions?wait_secs=1");
+    assert_eq!(again, json!({"actions": []}));
+    let (_, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &heartbeat);
+    assert_eq!(hb["actions"], json!([]), "{hb}");
+    let id = action["id"].as_str().unwrap();
+    let seen = server.get(&format!("/api/v1/actions/{id}"), &admin);
+    assert_eq!(seen["status"], "sent", "{seen}");
+    // An action already pending is answered at once.
+    let second = server.post(
+        "/api/v1/actions",
+        &admin,
+        json!({"device_id": device, "kind": "isolate"}),
+    );
+    let (_, body) = agent_get(&server, &web01, "/api/v1/agents/actions");
+    assert_eq!(body["actions"][0]["id"], second["id"], "{body}");
+}
+
+/// Uploads the `.tar.gz` body as agent `client` for action `id`.
+fn upload_package(server: &Server, client: &ureq::Agent, id: &str, body: &[u8]) -> (u16, Value) {
+    let mut r = client
+        .post(&format!(
+            "{}/api/v1/agents/actions/{id}/package",
+            server.url
+        ))
+        .content_type("application/gzip")
+        .send(body)
+        .expect("the server answers");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+/// `GET path` with `token`: status, Content-Type, Content-Disposition and the body's bytes.
+fn download(server: &Server, token: &str, path: &str) -> (u16, String, String, Vec<u8>) {
+    let mut r = server
+        .http
+        .get(&format!("{}{path}", server.url))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("the server answers");
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (content_type, disposition) = (header("content-type"), header("content-disposition"));
+    let body = r.body_mut().read_to_vec().unwrap();
+    (r.status().as_u16(), content_type, disposition, body)
+}
+
+/// Investigation packages: the device of a collect_package action uploads its archive (streamed,
+/// bounded, checksummed); analysts in scope download the same bytes; other devices, other
+/// action kinds, read-only users and closed actions are refused.
+#[test]
+fn investigation_packages_go_from_their_device_to_analysts() {
+    use sha2::Digest as _;
+    const LIMIT: usize = 65536;
+    let AgentSetup {
+        dir,
+        server,
+        admin,
+        device,
+        web01,
+    } = with_web01(
+        "packages",
+        &format!("[limits]\nmax_package_bytes = {LIMIT}\n"),
+    );
+    let (_, web02) = enroll(&server, &dir, &admin, "web02");
+    let group = server.post(
+        "/api/v1/device-groups",
+        &admin,
+        json!({"name": "elsewhere"}),
+    );
+    for (name, role, groups) in [
+        ("reader", "readonly", json!([])),
+        ("analyst1", "analyst", json!([])),
+        ("narrow", "analyst", json!([group["id"]])),
+    ] {
+        server.post(
+            "/api/v1/users",
+            &admin,
+            json!({"username": name, "password": PASSWORD, "role": role, "scope_groups": groups}),
+        );
+    }
+    let [reader, analyst, narrow] =
+        ["reader", "analyst1", "narrow"].map(|u| server.login(u, PASSWORD));
+    let create = |kind: &str| {
+        let action = server.post(
+            "/api/v1/actions",
+            &admin,
+            json!({"device_id": device, "kind": kind}),
+        );
+        action["id"].as_str().unwrap().to_string()
+    };
+    let (collect, kill) = (create("collect_package"), create("kill_process"));
+    let package_url = format!("/api/v1/actions/{collect}/package");
+    let (status, ..) = download(&server, &analyst, &package_url);
+    assert_eq!(status, 404, "no package yet");
+
+    let archive = gzip(
+        &(0..20_000u32)
+            .flat_map(|i| i.to_le_bytes())
+            .collect::<Vec<_>>(),
+    );
+    assert!(archive.len() < LIMIT);
+    let (status, body) = upload_package(&server, &web02, &collect, &archive);
+    assert_eq!(status, 404, "another device's action: {body}");
+    let (status, body) = upload_package(&server, &web01, &kill, &archive);
+    assert_eq!(status, 409, "not a collect_package action: {body}");
+    assert!(is_problem(&body, 409), "{body}");
+    let (status, body) = upload_package(&server, &web01, &collect, b"plain text");
+    assert_eq!(status, 400, "not gzip: {body}");
+    let mut r = web01
+        .post(&format!(
+            "{}/api/v1/agents/actions/{collect}/package",
+            server.url
+        ))
+        .content_type("application/octet-stream")
+        .send(&archive[..])
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        415,
+        "{:?}",
+        r.body_mut().read_to_string()
+    );
+    let mut oversized = archive.clone();
+    oversized.resize(LIMIT + 1000, 0);
+    let (status, body) = upload_package(&server, &web01, &collect, &oversized);
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_package_bytes"),
+        "{body}"
+    );
+
+    let (status, stored) = upload_package(&server, &web01, &collect, &archive);
+    assert_eq!(status, 201, "{stored}");
+    let sha256 = hex::encode(sha2::Sha256::digest(&archive));
+    assert_eq!(stored, json!({"bytes": archive.len(), "sha256": sha256}));
+    let (status, content_type, disposition, bytes) = download(&server, &analyst, &package_url);
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "application/gzip");
+    assert_eq!(
+        disposition,
+        format!("attachment; filename=\"web01-{collect}.tar.gz\"")
+    );
+    assert!(bytes == archive, "the download differs from the upload");
+    let action = server.get(&format!("/api/v1/actions/{collect}"), &admin);
+    assert_eq!(action["package"]["sha256"], sha256.as_str(), "{action}");
+    assert_eq!(action["package"]["bytes"], archive.len(), "{action}");
+
+    // Analysts and above, within their device groups.
+    assert_eq!(download(&server, &reader, &package_url).0, 403);
+    assert_eq!(download(&server, &narrow, &package_url).0, 404);
+    assert_eq!(download(&server, &admin, &package_url).0, 200);
+    let actors = |what: &str| {
+        let audit = server.get(
+            &format!("/api/v1/audit?action={what}&target_id={collect}"),
+            &admin,
+        );
+        let items = audit["items"].as_array().unwrap().clone();
+        items
+            .iter()
+            .map(|e| e["actor"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(actors("action.package_upload"), [format!("agent:{device}")]);
+    assert_eq!(actors("action.package_download"), ["admin", "analyst1"]);
+
+    // Once the action is over, it takes no more packages.
+    let (status, _) = agent_post(
+        &server,
+        &web01,
+        &format!("/api/v1/agents/actions/{collect}/result"),
+        &json!({"status": "succeeded", "result": {"sha256": sha256}}),
+    );
+    assert_eq!(status, 200);
+    let (status, body) = upload_package(&server, &web01, &collect, &archive);
+    assert_eq!(status, 409, "{body}");
+}
+
 /// Agent telemetry meets Rampart's own Linux rules, loaded by default: a reverse shell, a
 /// download piped into a shell and a shell connecting out raise alerts with their evidence and
 /// ATT&CK techniques; numbered requests are stored exactly once, whatever the agent re-sends.
@@ -739,7 +1040,7 @@ fn agent_telemetry_raises_linux_alerts_exactly_once() {
         device,
         web01,
         ..
-    } = with_web01("linux-telemetry");
+    } = with_web01("linux-telemetry", "");
     let builtin = server.get("/api/v1/rules?limit=1000", &admin);
     let own = builtin["items"]
         .as_array()

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::auth::AgentIdentity;
 use crate::indicators::Indicators;
-use crate::problem::{ApiResult, Json, Problem, json};
+use crate::problem::{ApiResult, Json, Problem, Query, json};
 use crate::telemetry::{Received, Sequence, skip_stored};
 
 /// Agent certificates are valid this long; agents renew by enrolling again.
@@ -124,7 +124,8 @@ fn active() -> HealthStatus {
     HealthStatus::Active
 }
 
-/// Records the agent's health and hands it the actions waiting for it (marked sent).
+/// Records the agent's health, hands it the actions waiting for it (marked sent) and tells it
+/// the policy (`[agents]` of the configuration).
 pub async fn heartbeat(
     State(app): State<App>,
     Extension(agent): Extension<AgentIdentity>,
@@ -141,19 +142,68 @@ pub async fn heartbeat(
     app.db
         .record_heartbeat(&agent.tenant, &agent.device_id, &hb)
         .await?;
-    let mut actions = Vec::new();
-    for action in app
+    let actions = app
         .db
-        .pending_actions_for_device(&agent.tenant, &agent.device_id)
-        .await?
-    {
-        actions.push(
-            app.db
-                .set_action_status(&agent.tenant, &action.id, ActionStatus::Sent, None)
-                .await?,
-        );
+        .hand_over_pending_actions(&agent.tenant, &agent.device_id)
+        .await?;
+    Ok(json(
+        &json!({"actions": actions, "policy": app.config.agents}),
+    ))
+}
+
+/// Longest an agent may wait for actions in one request, and how long it waits by default.
+const MAX_WAIT_SECS: u64 = 60;
+const DEFAULT_WAIT_SECS: u64 = 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollQuery {
+    wait_secs: Option<u64>,
+}
+
+/// `GET /api/v1/agents/actions?wait_secs=N` (long-poll): the device's pending actions, handed
+/// over at once if there are any, else as soon as one is created for it, or none after N
+/// seconds. An action goes to one call only, whether this or a heartbeat (the hand-over is one
+/// conditional update).
+pub async fn poll_actions(
+    State(app): State<App>,
+    Extension(agent): Extension<AgentIdentity>,
+    Query(q): Query<PollQuery>,
+) -> ApiResult {
+    let wait_secs = q.wait_secs.unwrap_or(DEFAULT_WAIT_SECS);
+    if wait_secs > MAX_WAIT_SECS {
+        return Err(Problem::bad_request(format!(
+            "wait_secs is {wait_secs}: wait 0 to {MAX_WAIT_SECS} seconds"
+        )));
     }
-    Ok(json(&json!({"actions": actions})))
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    let hand_over = || {
+        app.db
+            .hand_over_pending_actions(&agent.tenant, &agent.device_id)
+    };
+    // Past the limit of waiters (or at shutdown) the call answers at once.
+    let waiter = match wait_secs {
+        0 => None,
+        _ => app.action_waiters.enter(&agent.device_id),
+    };
+    let Some(waiter) = waiter else {
+        return Ok(json(&json!({"actions": hand_over().await?})));
+    };
+    loop {
+        // Listening before looking: an action created after the look wakes this waiter, one
+        // created before it is found by the look.
+        let woken = waiter.notify().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let actions = hand_over().await?;
+        if !actions.is_empty() || app.action_waiters.is_closed() {
+            return Ok(json(&json!({"actions": actions})));
+        }
+        // Woken but another call took the action: wait on until the deadline.
+        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            return Ok(json(&json!({"actions": actions})));
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,18 +220,28 @@ pub async fn action_result(
     Path(id): Path<String>,
     Json(body): Json<ActionReport>,
 ) -> ApiResult {
-    let action = app
-        .db
-        .get_action(&agent.tenant, &rampart_state::Scope::all(), &id)
-        .await?;
-    if action.device_id != agent.device_id {
-        return Err(Problem::not_found("action"));
-    }
+    own_action(&app, &agent, &id).await?;
     let action = app
         .db
         .set_action_status(&agent.tenant, &id, body.status, Some(&body.result))
         .await?;
     Ok(json(&action))
+}
+
+/// Action `id` when it is the calling device's; another device's is as missing (404).
+pub(super) async fn own_action(
+    app: &App,
+    agent: &AgentIdentity,
+    id: &str,
+) -> Result<rampart_state::Action, Problem> {
+    let action = app
+        .db
+        .get_action(&agent.tenant, &rampart_state::Scope::all(), id)
+        .await?;
+    if action.device_id != agent.device_id {
+        return Err(Problem::not_found("action"));
+    }
+    Ok(action)
 }
 
 #[derive(Deserialize)]

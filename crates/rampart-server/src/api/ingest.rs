@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Extension;
@@ -19,8 +19,8 @@ use rampart_sources::jsonl;
 use rampart_state::Principal;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
+use super::spool::Spool;
 use crate::app::{App, TenantRules};
 use crate::pipeline::{DEFAULT_BATCH_ROWS, Ingest, Ingested};
 use crate::problem::{ApiResult, Problem, Query, json};
@@ -45,7 +45,16 @@ pub async fn evtx(
     let _slot = app.ingest_slot().await?;
     let name = sanitize_name(q.name.as_deref().unwrap_or("upload.evtx"), "upload.evtx");
     let spool = Spool::create(&app, &name).await?;
-    spool.fill(body, app.config.limits.max_upload_bytes).await?;
+    let limit = app.config.limits.max_upload_bytes;
+    if spool
+        .fill(body, limit, "limits.max_upload_bytes", |_| {})
+        .await?
+        == 0
+    {
+        return Err(Problem::bad_request(
+            "the body is empty: send the .evtx file's bytes",
+        ));
+    }
 
     let rules = app.rules_of(&p.tenant_id);
     let compiled = rules.clone();
@@ -278,60 +287,5 @@ fn sanitize_name(name: &str, fallback: &str) -> String {
         fallback.into()
     } else {
         clean
-    }
-}
-
-/// An upload on disk, removed (with its folder) when dropped.
-struct Spool {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl Spool {
-    async fn create(app: &App, name: &str) -> Result<Spool, Problem> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        // A folder per upload keeps the file's own name (alerts cite it) without collisions.
-        let dir = app
-            .config
-            .data_dir
-            .join("spool")
-            .join(format!("{}-{n}", std::process::id()));
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(Problem::internal)?;
-        let path = dir.join(name);
-        Ok(Spool { dir, path })
-    }
-
-    /// Writes the body, refusing (413) past `limit` bytes.
-    async fn fill(&self, body: Body, limit: u64) -> Result<(), Problem> {
-        let mut file = tokio::fs::File::create(&self.path)
-            .await
-            .map_err(Problem::internal)?;
-        let mut stream = body.into_data_stream();
-        let mut written = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| Problem::bad_request(format!("upload interrupted: {e}")))?;
-            written += chunk.len() as u64;
-            if written > limit {
-                return Err(too_large(format!("uploads are limited to {limit} bytes")));
-            }
-            file.write_all(&chunk).await.map_err(Problem::internal)?;
-        }
-        if written == 0 {
-            return Err(Problem::bad_request(
-                "the body is empty: send the .evtx file's bytes",
-            ));
-        }
-        file.flush().await.map_err(Problem::internal)?;
-        Ok(())
-    }
-}
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

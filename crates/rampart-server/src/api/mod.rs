@@ -6,9 +6,11 @@ mod devices;
 mod hunting;
 mod incidents;
 mod ingest;
+pub mod packages;
 mod response;
 mod rules;
 mod session;
+mod spool;
 mod system;
 
 use axum::http::Method;
@@ -80,18 +82,25 @@ pub fn routes() -> Vec<Route> {
         r(M::POST, "/api/v1/actions", Analyst, "actions", "Queue a response action for a device", post(response::create_action)),
         r(M::GET, "/api/v1/actions/{id}", ReadOnly, "actions", "One action with its result", get(response::get_action)),
         r(M::POST, "/api/v1/actions/{id}/cancel", Analyst, "actions", "Cancel an action not yet carried out", post(response::cancel_action)),
+        r(M::GET, "/api/v1/actions/{id}/package", Analyst, "actions", "Download the investigation package of a collect_package action (application/gzip, <hostname>-<action id>.tar.gz)", get(packages::download)),
         r(M::GET, "/api/v1/audit", Admin, "audit", "The audit log (filters: actor, action, target_kind, target_id, from, to)", get(response::list_audit)),
         r(M::POST, "/api/v1/agents/enroll", Public, "agents", "Enroll an agent: one-time token + CSR in, client certificate out", post(agents::enroll)),
-        r(M::POST, "/api/v1/agents/heartbeat", Agent, "agents", "Agent health and drop counters; answers the actions waiting for it", post(agents::heartbeat)),
+        r(M::POST, "/api/v1/agents/heartbeat", Agent, "agents", "Agent health and drop counters; answers the actions waiting for it and the agent policy", post(agents::heartbeat))
+            .describe(HEARTBEAT_DESCRIPTION),
+        r(M::GET, "/api/v1/agents/actions", Agent, "agents", "Wait for actions (long-poll): answers {\"actions\": [...]} as soon as the device has some, or empty after wait_secs", get(agents::poll_actions))
+            .query("wait_secs", "Seconds to wait for an action, 0 to 60 (default 30)"),
         r(M::POST, "/api/v1/agents/telemetry", Agent, "agents", "Hunting-table rows from an agent (zstd allowed), detected on, acknowledged once durable", post(agents::telemetry))
             .describe(TELEMETRY_DESCRIPTION)
             .header("X-Rampart-Sequence", SEQUENCE_DESCRIPTION),
         r(M::POST, "/api/v1/agents/actions/{id}/result", Agent, "agents", "An action's progress or result, from the agent carrying it out", post(agents::action_result)),
+        r(M::POST, "/api/v1/agents/actions/{id}/package", Agent, "agents", "Upload the investigation package (.tar.gz) of the device's open collect_package action; answers 201 {\"bytes\", \"sha256\"}", post(packages::upload))
+            .accepts("application/gzip"),
         r(M::GET, "/api/v1/enrollment-tokens", Admin, "agents", "Agent enrollment tokens", get(response::list_enrollment_tokens)),
         r(M::POST, "/api/v1/enrollment-tokens", Admin, "agents", "Create an agent enrollment token (carries the CA fingerprint)", post(response::create_enrollment_token)),
     ]
 }
 
+const HEARTBEAT_DESCRIPTION: &str = "Body: {\"agent_version\", \"health_status\"?, \"health\"?, \"events_dropped\"?, \"drops_reported\"?}. Answers {\"actions\": [...], \"policy\": {\"heartbeat_secs\", \"file_paths\", \"logons\"}}: the actions waiting for the device (each handed over once, to this call or to a long-poll) and the policy of the server's [agents] configuration.";
 const TELEMETRY_DESCRIPTION: &str = "Body: {\"batches\": [{\"table\": \"DeviceProcessEvents\", \"rows\": [{column: value}]}]}, at most 100,000 rows and 64 MiB decompressed. DeviceId and DeviceName are the enrolled device's, whatever the rows say. Rows are evaluated by the tenant's Sigma rules of product linux (process_creation, file_event, file_delete, network_connection) and matched against its indicators. Answers {\"rows\", \"rows_per_table\", \"duplicate\", \"skipped\", \"alerts\"}.";
 const SEQUENCE_DESCRIPTION: &str = "FIRST-LAST: the inclusive range of the agent's sequence numbers of the request's rows, in request order (strictly increasing per device, never reused; numbers may be skipped; at most 9223372036854775807). Rows at or below the highest sequence number already stored for the device are not stored again: a request whose LAST is at or below it answers 200 with \"duplicate\": true and stores nothing; one that overlaps it stores only the rows above it (\"skipped\" counts the others; where skipped numbers leave it open whether a row is above, it is stored). The mark is raised once the rows are durable, and cleared when the agent enrolls again. A malformed header, or a range with fewer numbers than the request has rows, is a 400.";
 

@@ -146,6 +146,8 @@ pub async fn create_action(
         .db
         .create_action(&p.tenant_id, &body, &p.username)
         .await?;
+    // An agent waiting for actions gets it now rather than at its next heartbeat.
+    app.action_waiters.wake(&action.device_id);
     audit(
         &app,
         &p,

@@ -50,6 +50,11 @@ pub async fn metrics(State(app): State<App>) -> Response {
             "Bytes of Parquet files in the event store.",
             stats.file_bytes(),
         ),
+        (
+            "rampart_agent_action_waiters",
+            "Agents waiting for actions (long-poll).",
+            app.action_waiters.waiting() as u64,
+        ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
