@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -516,6 +516,117 @@ fn nonblocking_connects_are_reported_with_their_outcome() {
     drop(open);
 }
 
+/// A non-blocking IPv4 TCP socket and connect() on it: 0 or the errno.
+struct RawSocket(OwnedFd);
+
+impl RawSocket {
+    fn new() -> RawSocket {
+        // SAFETY: socket() has no memory preconditions.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a new descriptor, owned by nothing else.
+        RawSocket(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn connect(&self, to: SocketAddr) -> i32 {
+        let SocketAddr::V4(to) = to else {
+            panic!("{to} is not IPv4")
+        };
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `sa` is a valid sockaddr_in of `len` bytes.
+        let rc = unsafe { libc::connect(self.0.as_raw_fd(), (&raw const sa).cast(), len) };
+        if rc == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        }
+    }
+
+    /// connect() again until it stops saying the handshake is running.
+    fn outcome(&self, to: SocketAddr) -> i32 {
+        for _ in 0..300 {
+            match self.connect(to) {
+                libc::EALREADY => thread::sleep(Duration::from_millis(10)),
+                other => return other,
+            }
+        }
+        panic!("connect to {to} still running after 3 s")
+    }
+}
+
+/// connect() called again on a socket still connecting (the old way to learn the outcome)
+/// reports nothing more; a socket closed before the handshake ended is reported as aborted.
+#[test]
+fn repeated_and_abandoned_connects_are_reported_once() {
+    let config = SensorConfig {
+        ignore_tgid: 0,
+        ..SensorConfig::default()
+    };
+    let Some(mut sensor) = start(&config) else {
+        return;
+    };
+    let me = std::process::id();
+    let open = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let open_addr = open.local_addr().expect("addr");
+    let closed_addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (full, _filler) = full_listener();
+    let full_addr = full.local_addr().expect("addr");
+
+    // The first call starts the handshake, the next ones learn its outcome (EALREADY while it
+    // runs); one more finds the socket connected (EISCONN, a failed call of its own, reported
+    // as before).
+    let s = RawSocket::new();
+    assert_eq!(s.connect(open_addr), libc::EINPROGRESS);
+    assert_eq!(s.outcome(open_addr), 0);
+    assert_eq!(s.connect(open_addr), libc::EISCONN);
+    // After a refusal the call returning the error resets the socket: the next is a new attempt.
+    let s = RawSocket::new();
+    assert_eq!(s.connect(closed_addr), libc::EINPROGRESS);
+    let refused = libc::ECONNREFUSED;
+    assert_eq!(s.outcome(closed_addr), refused);
+    assert_eq!(s.connect(closed_addr), libc::EINPROGRESS);
+    // Given up before the (dropped) SYN was answered.
+    let s = RawSocket::new();
+    assert_eq!(s.connect(full_addr), libc::EINPROGRESS);
+    thread::sleep(Duration::from_millis(100));
+    drop(s);
+
+    let mut results: Vec<(SocketAddr, i32)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        let polled = sensor.poll(Duration::from_millis(100), &mut |event| {
+            if let SensorEvent::Connect { task, net, result } = event
+                && task.tgid == me
+                && [open_addr, closed_addr, full_addr].contains(&net.remote)
+            {
+                results.push((net.remote, result));
+            }
+        });
+        polled.expect("poll");
+    }
+    results.sort();
+    let mut expected = vec![
+        (open_addr, 0),
+        (open_addr, -libc::EISCONN),
+        (closed_addr, -refused),
+        (closed_addr, -refused),
+        (full_addr, 0), // the blocking connect filling the queue
+        (full_addr, -libc::ECONNABORTED),
+    ];
+    expected.sort();
+    assert_eq!(results, expected);
+}
+
 /// A burst larger than the ring buffer loses events and `lost()` counts them by kind; the path
 /// filter keeps only file events under the configured prefix.
 #[test]
@@ -601,83 +712,4 @@ fn truncated_records_count_as_decode_errors() {
     fork[4..8].copy_from_slice(&95u32.to_ne_bytes());
     assert!(decoder.decode(&fork[..95]).is_err());
     assert_eq!(decoder.errors(), failures + 1);
-}
-
-fn sockaddr(a: SocketAddr) -> libc::sockaddr_in {
-    let SocketAddr::V4(v4) = a else { panic!() };
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(v4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-fn raw_connect(fd: i32, a: SocketAddr) -> i32 {
-    let sa = sockaddr(a);
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            &sa as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-    if rc == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap() }
-}
-
-#[test]
-fn scratch_scenarios() {
-    let config = SensorConfig { ignore_tgid: 0, ..SensorConfig::default() };
-    let Some(mut sensor) = start(&config) else { return };
-    let me = std::process::id();
-    let closed = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap();
-    // a) blocking refused
-    let a = TcpStream::connect(closed);
-    eprintln!("a) blocking refused: {a:?}");
-    // b) nonblocking to full listener, closed before outcome
-    let (full_b, _fb) = full_listener();
-    let b_addr = full_b.local_addr().unwrap();
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-    eprintln!("b) connect: {}", raw_connect(fd, b_addr));
-    thread::sleep(Duration::from_millis(200));
-    unsafe { libc::close(fd) };
-    // c) repeat idiom, success and refused
-    let open = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c_addr = open.local_addr().unwrap();
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-    eprintln!("c) connect: {} {} {}", raw_connect(fd, c_addr), raw_connect(fd, c_addr), raw_connect(fd, c_addr));
-    let fd2 = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-    eprintln!("c2) connect: {} {} {}", raw_connect(fd2, closed), raw_connect(fd2, closed), raw_connect(fd2, closed));
-    // d) SO_SNDTIMEO
-    let (full_d, _fd_) = full_listener();
-    let d_addr = full_d.local_addr().unwrap();
-    let fd3 = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
-    unsafe { libc::setsockopt(fd3, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32) };
-    eprintln!("d) connect: {}", raw_connect(fd3, d_addr));
-    let _acc = full_d.accept().unwrap();
-    thread::sleep(Duration::from_millis(1500));
-    // e) blocking connect to full listener with the listener closed meanwhile (async refused, blocking)
-    let (full_e, _fe) = full_listener();
-    let e_addr = full_e.local_addr().unwrap();
-    let h = thread::spawn(move || TcpStream::connect(e_addr));
-    thread::sleep(Duration::from_millis(200));
-    drop(full_e);
-    eprintln!("e) blocking: {:?}", h.join().unwrap());
-    let ports = [closed, b_addr, c_addr, d_addr, e_addr];
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        sensor.poll(Duration::from_millis(100), &mut |event| {
-            if let SensorEvent::Connect { task, net, result } = event
-                && task.tgid == me
-                && ports.contains(&net.remote)
-            {
-                let which = ["a/c2 closed", "b", "c", "d", "e"][ports.iter().position(|p| *p == net.remote).unwrap()];
-                eprintln!("EVENT {which}: pid {} result {result} local {} remote {} time {}", task.pid, net.local, net.remote, task.time);
-            }
-        }).unwrap();
-    }
-    unsafe { libc::close(fd3) };
 }

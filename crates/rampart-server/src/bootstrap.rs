@@ -35,6 +35,8 @@ pub struct Started {
     pub generated_admin_password: Option<String>,
     pub ca_fingerprint: Option<String>,
     pub ca_cert: Option<std::path::PathBuf>,
+    /// With `local_agent`: what became of it (running, or why not).
+    pub local_agent: Option<String>,
 }
 
 /// Runs the server until `shutdown` completes.
@@ -112,12 +114,33 @@ pub async fn run(
         h if h.contains(':') => format!("[{h}]"),
         h => h.to_string(),
     };
+    // The local agent dials the server on loopback (the certificate names it).
+    let (local_agent, local_status) = if config.local_agent {
+        let url = format!("https://127.0.0.1:{}", addr.port());
+        match crate::local_agent::binary(&config)
+            .map_err(anyhow::Error::msg)
+            .and_then(|binary| crate::local_agent::LocalAgent::start(&app, binary, url))
+        {
+            Ok(agent) => (
+                Some(agent),
+                Some(format!(
+                    "running (state {}, log {})",
+                    config.data_dir.join("agent").display(),
+                    config.data_dir.join("agent.log").display()
+                )),
+            ),
+            Err(e) => (None, Some(format!("not started: {e:#}"))),
+        }
+    } else {
+        (None, None)
+    };
     on_ready(&Started {
         addr,
         url: format!("{scheme}://{host}:{}/", addr.port()),
         generated_admin_password,
         ca_fingerprint: app.ca_fingerprint.clone(),
         ca_cert,
+        local_agent: local_status,
     });
 
     let retention = tokio::spawn(retention_loop(app.clone()));
@@ -127,6 +150,10 @@ pub async fn run(
     let waiters = app.clone();
     let shutdown = async move {
         shutdown.await;
+        if let Some(agent) = local_agent {
+            // First, while the server still answers its last heartbeat.
+            let _ = tokio::task::spawn_blocking(move || agent.stop()).await;
+        }
         // Long-polls answer now instead of holding up the drain.
         waiters.action_waiters.close();
     };

@@ -33,6 +33,9 @@ pub struct Config {
     pub hunting: Hunting,
     pub store: Store,
     pub agents: Agents,
+    /// Also run `rampart-agent` (found beside this binary) on this machine, enrolled
+    /// automatically, its state in `DATA_DIR/agent`.
+    pub local_agent: bool,
 }
 
 /// Bounds on what clients may send.
@@ -120,6 +123,7 @@ impl Default for Config {
             hunting: Hunting::default(),
             store: Store::default(),
             agents: Agents::default(),
+            local_agent: false,
         }
     }
 }
@@ -184,6 +188,7 @@ pub struct Overrides {
     pub insecure_http: bool,
     pub rules: Vec<PathBuf>,
     pub database_url: Option<String>,
+    pub local_agent: bool,
 }
 
 /// A configuration that cannot be used, and why.
@@ -227,6 +232,7 @@ impl Config {
             config.listen = listen;
         }
         config.insecure_http |= overrides.insecure_http;
+        config.local_agent |= overrides.local_agent;
         config.rules.extend(overrides.rules);
         if overrides.database_url.is_some() {
             config.database_url = overrides.database_url;

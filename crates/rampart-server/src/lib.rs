@@ -18,6 +18,7 @@ pub mod config;
 mod custom;
 mod indicators;
 pub mod listener;
+mod local_agent;
 pub mod metrics;
 pub mod pipeline;
 pub mod problem;

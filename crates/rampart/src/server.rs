@@ -23,6 +23,10 @@ pub struct Args {
     /// State database: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir].
     #[arg(long, env = "RAMPART_DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
+    /// Also run rampart-agent (beside this binary) on this machine, enrolled automatically;
+    /// needs root (eBPF). Its state goes to DATA_DIR/agent, its log to DATA_DIR/agent.log.
+    #[arg(long, env = "RAMPART_LOCAL_AGENT")]
+    local_agent: bool,
     /// TOML configuration file; flags and RAMPART_* variables override it.
     #[arg(long, env = "RAMPART_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -38,6 +42,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             insecure_http: args.insecure_http,
             rules: args.rules,
             database_url: args.database_url,
+            local_agent: args.local_agent,
         },
     )?;
     let runtime = rampart_kql::runtime().context("cannot start the runtime")?;
@@ -65,6 +70,9 @@ fn announce(started: &rampart_server::Started) {
             ca.display(),
             started.url
         );
+    }
+    if let Some(agent) = &started.local_agent {
+        println!("  local agent:  {agent}");
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -476,3 +476,59 @@ fn attack_simulation_raises_every_expected_alert() {
         "{report}"
     );
 }
+
+/// `rampart server --local-agent`: the server enrolls and runs this machine's agent itself,
+/// and stops it when it stops.
+#[test]
+fn the_server_runs_a_local_agent() {
+    if !is_root() {
+        return skip_or_fail("the agent's eBPF sensor needs root");
+    }
+    agent_binary();
+    let dir = scratch("agent-local");
+    let data = dir.join("server");
+    std::fs::create_dir_all(&data).unwrap();
+    // The end-to-end test needs /dev/log: no logons here.
+    let config = dir.join("rampart.toml");
+    std::fs::write(&config, "[agents]\nlogons = false\n").unwrap();
+    let server = Server::start(
+        &data,
+        true,
+        &["--local-agent", "--config", config.to_str().unwrap()],
+    );
+    let admin = server.login("admin", PASSWORD);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let device = loop {
+        let devices = server.get("/api/v1/devices", &admin);
+        if let Some(d) = devices["items"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["health"]["sensor_mode"].is_string()))
+        {
+            break d.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no local agent; its log:\n{}",
+            std::fs::read_to_string(data.join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(device["health"]["sensor_mode"], "ebpf", "{device}");
+    assert_eq!(device["health"]["logon_source"], "none", "{device}");
+    let agent_pid = || {
+        Command::new("pgrep")
+            .args([
+                "-f",
+                &format!(
+                    "rampart-agent run --state-dir {}",
+                    data.join("agent").display()
+                ),
+            ])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert!(!agent_pid().is_empty(), "the agent runs");
+    server.stop();
+    assert!(agent_pid().is_empty(), "the agent stops with the server");
+}

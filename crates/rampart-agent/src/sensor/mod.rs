@@ -138,10 +138,22 @@ pub enum SensorEvent {
         path: String,
         mode: u32,
     },
+    /// A connect() call. For TCP, the outcome of the handshake: when the call returns before
+    /// it ends (a non-blocking socket's EINPROGRESS, an SO_SNDTIMEO timeout, a signal), the
+    /// event comes when it ends, with the task as it was at the call and the time of the
+    /// outcome; `net.local` is the address the connection used. connect() called again on a
+    /// socket still connecting (to learn the outcome) is not reported again. Other protocols:
+    /// when the call returns.
     Connect {
         task: Task,
         net: Net,
-        /// 0, -EINPROGRESS or -errno.
+        /// The outcome: 0 for success, else -errno. A failed TCP handshake gives the error the
+        /// kernel stored for the socket (-ECONNREFUSED for a reset, -ETIMEDOUT, an ICMP error
+        /// such as -EHOSTUNREACH), -ECONNABORTED when the socket was closed before the handshake
+        /// ended, or the call's own error (e.g. -ENETUNREACH, -EADDRNOTAVAIL). -EINPROGRESS only
+        /// for a non-blocking connect of a protocol whose handshake is not followed (SCTP,
+        /// MPTCP); a TCP handshake whose end is never seen (its tracking entry evicted) is not
+        /// reported.
         result: i32,
     },
     Accept {
