@@ -144,7 +144,7 @@ fn wait_rows(server: &Server, token: &str, query: &str, since: Instant) -> (Vec<
 }
 
 fn sha256_of(path: &Path) -> String {
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    sha256_of_bytes(&std::fs::read(path).unwrap())
 }
 
 #[test]
@@ -531,4 +531,147 @@ fn the_server_runs_a_local_agent() {
     assert!(!agent_pid().is_empty(), "the agent runs");
     server.stop();
     assert!(agent_pid().is_empty(), "the agent stops with the server");
+}
+
+/// Creates a response action for `device` and waits for the agent's final report.
+fn act(server: &Server, token: &str, device: &str, kind: &str, params: Value) -> Value {
+    let action = server.post(
+        "/api/v1/actions",
+        token,
+        json!({"device_id": device, "kind": kind, "params": params}),
+    );
+    let id = action["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let action = server.get(&format!("/api/v1/actions/{id}"), token);
+        if ["succeeded", "failed", "cancelled"]
+            .contains(&action["status"].as_str().unwrap_or_default())
+        {
+            return action;
+        }
+        assert!(Instant::now() < deadline, "{kind} never finished: {action}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Kill, quarantine and restore, live response and an investigation package, from the API to
+/// the agent and back.
+#[test]
+fn response_actions_reach_the_agent_and_report_back() {
+    if !is_root() {
+        return skip_or_fail("the agent's eBPF sensor needs root");
+    }
+    let agent_bin = agent_binary();
+    let dir = scratch("agent-response");
+    let server = Server::start(&dir.join("server"), true, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let state = dir.join("agent");
+    let host = format!("response-host-{}", std::process::id());
+    enroll(&agent_bin, &server, &admin, &state, &host);
+    let log = dir.join("agent.log");
+    // A long heartbeat: actions must come by the long-poll.
+    let _agent = Agent(
+        Command::new(&agent_bin)
+            .args([
+                "run",
+                "--no-logons",
+                "--heartbeat-secs",
+                "3600",
+                "--state-dir",
+            ])
+            .arg(&state)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let device = wait_ready(&server, &admin, &host, &log);
+    let id = device["id"].as_str().unwrap();
+
+    let mut victim = Command::new("/bin/sleep").arg("300").spawn().unwrap();
+    let killed = act(
+        &server,
+        &admin,
+        id,
+        "kill_process",
+        json!({"pid": victim.id()}),
+    );
+    assert_eq!(killed["status"], "succeeded", "{killed}");
+    assert!(!victim.wait().unwrap().success(), "the process was killed");
+
+    let file = dir.join("dropper.sh");
+    std::fs::write(&file, b"#!/bin/sh\necho payload\n").unwrap();
+    let q = act(
+        &server,
+        &admin,
+        id,
+        "quarantine_file",
+        json!({"path": file}),
+    );
+    assert_eq!(q["status"], "succeeded", "{q}");
+    assert!(!file.exists(), "quarantined");
+    assert_eq!(
+        q["result"]["sha256"],
+        sha256_of_bytes(b"#!/bin/sh\necho payload\n")
+    );
+    let r = act(
+        &server,
+        &admin,
+        id,
+        "restore_file",
+        json!({"id": q["result"]["id"]}),
+    );
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"#!/bin/sh\necho payload\n");
+
+    let live = act(
+        &server,
+        &admin,
+        id,
+        "run_command",
+        json!({"command": "cat", "args": ["/proc/version"]}),
+    );
+    assert_eq!(live["status"], "succeeded", "{live}");
+    assert!(
+        live["result"]["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("Linux version"),
+        "{live}"
+    );
+    let refused = act(
+        &server,
+        &admin,
+        id,
+        "run_command",
+        json!({"command": "sh", "args": ["-c", "id"]}),
+    );
+    assert_eq!(refused["status"], "failed", "{refused}");
+
+    let package = act(&server, &admin, id, "collect_package", json!({}));
+    assert_eq!(package["status"], "succeeded", "{package}");
+    let mut download = server
+        .http
+        .get(&format!(
+            "{}/api/v1/actions/{}/package",
+            server.url,
+            package["id"].as_str().unwrap()
+        ))
+        .header("Authorization", &format!("Bearer {admin}"))
+        .call()
+        .unwrap();
+    assert_eq!(download.status().as_u16(), 200);
+    let bytes = download
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    assert_eq!(
+        sha256_of_bytes(&bytes),
+        package["result"]["sha256"].as_str().unwrap()
+    );
+}
+
+fn sha256_of_bytes(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
 }
