@@ -44,6 +44,7 @@ pub struct Options {
     pub logons: bool,
     /// Snapshot interval (DeviceInfo, DeviceNetworkInfo).
     pub snapshot: Duration,
+    pub sensor: SensorMode,
 }
 
 impl Default for Options {
@@ -58,6 +59,7 @@ impl Default for Options {
             max_hash_bytes: crate::hashes::DEFAULT_MAX_FILE_BYTES,
             logons: true,
             snapshot: Duration::from_secs(3600),
+            sensor: SensorMode::Auto,
         }
     }
 }
@@ -177,20 +179,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         }
     };
 
-    let sensor = Sensor::start(&SensorConfig {
-        ignore_tgid: std::process::id(),
-        ring_buffer_bytes: options.ring_buffer_bytes,
-        // Paths are filtered by the mapper, whose filter the server's policy may change.
-        file_paths: Vec::new(),
-    });
-    let (mode, sensor_error) = match &sensor {
-        Ok(_) => ("ebpf", None),
-        Err(e) => ("none", Some(e.to_string())),
-    };
-    match &sensor_error {
-        None => info!("sensor: eBPF programs attached"),
-        Some(e) => warn!("sensor: eBPF unavailable, no process/file/network telemetry: {e}"),
-    }
+    let (mut source, mode, sensor_error) = start_source(options);
     *lock(&shared.health) = json!({
         "sensor_mode": mode,
         "sensor_error": sensor_error,
@@ -226,8 +215,18 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         procs: ProcessTable::new(HashCache::new(options.max_hash_bytes), Clock::now()),
         files: options.files.clone(),
         host: hostname,
+        dns_askers: Default::default(),
     };
-    let mut sensor = sensor.ok();
+    let mut dns = match crate::dns::DnsCapture::start() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            warn!("DNS: cannot capture queries: {e}");
+            None
+        }
+    };
+    lock(&shared.health)["dns"] = json!(dns.is_some());
+    let (inventory_tx, inventory_rx) = mpsc::channel::<Vec<Row>>();
+    let mut last_inventory: Option<(Instant, Option<std::time::SystemTime>)> = None;
     let mut rows: Vec<Row> = Vec::new();
     let mut last_flush = Instant::now();
     let mut last_snapshot: Option<Instant> = None;
@@ -242,36 +241,64 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         }
         if last_snapshot.is_none_or(|t| t.elapsed() >= options.snapshot) {
             last_snapshot = Some(Instant::now());
-            let health = if sensor.is_some() {
-                "Active"
-            } else {
-                "ImpairedCommunication"
+            let health = match source {
+                Source::Ebpf(_) => "Active",
+                Source::ProcConnector(_) | Source::None => "ImpairedCommunication",
             };
             rows.push(snapshot::device_info(Utc::now(), mode, health));
             rows.extend(snapshot::network_info(Utc::now()));
         }
-        match sensor.as_mut() {
-            Some(s) => {
-                let mut events = 0u64;
-                let polled = s.poll(Duration::from_millis(100), &mut |event| {
-                    events += 1;
-                    if let Some(row) = mapper.event(&event) {
-                        rows.push(row);
-                    }
-                });
-                if let Err(e) = polled {
+        let mut events = 0u64;
+        let mut sink = |event: crate::sensor::SensorEvent| {
+            events += 1;
+            if let Some(row) = mapper.event(&event) {
+                rows.push(row);
+            }
+        };
+        let wait = Duration::from_millis(100);
+        match &mut source {
+            Source::Ebpf(s) => {
+                if let Err(e) = s.poll(wait, &mut sink) {
                     warn!("sensor: {e}");
                 }
-                shared.counters.events.fetch_add(events, Ordering::Relaxed);
                 shared
                     .counters
                     .kernel_lost
                     .store(s.lost().total, Ordering::Relaxed);
             }
-            None => std::thread::sleep(Duration::from_millis(100)),
+            Source::ProcConnector(c) => {
+                if let Err(e) = c.poll(wait, &mut sink) {
+                    warn!("process connector: {e}");
+                }
+            }
+            Source::None => std::thread::sleep(wait),
+        }
+        shared.counters.events.fetch_add(events, Ordering::Relaxed);
+        if let Some(d) = dns.as_mut() {
+            d.poll(&mut |x| rows.push(mapper.dns(&x)));
         }
         while let Ok(logon) = logon_rx.try_recv() {
             rows.push(mapper.logon(&logon));
+        }
+        // Software inventory: at start, when the package database changes, and daily; read
+        // off this thread (rpm can be slow).
+        let packages = std::fs::metadata("/var/lib/dpkg/status")
+            .or_else(|_| std::fs::metadata("/var/lib/rpm"))
+            .and_then(|m| m.modified())
+            .ok();
+        if last_inventory.is_none_or(|(at, seen)| {
+            at.elapsed() >= Duration::from_secs(24 * 3600)
+                || (seen != packages
+                    && at.elapsed() >= options.snapshot.min(Duration::from_secs(3600)))
+        }) {
+            last_inventory = Some((Instant::now(), packages));
+            let tx = inventory_tx.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(snapshot::software_inventory(&snapshot::os_release()));
+            });
+        }
+        while let Ok(inventory) = inventory_rx.try_recv() {
+            rows.extend(inventory);
         }
         push(&shared, &mut rows);
         if last_flush.elapsed() >= Duration::from_millis(200) {
@@ -280,7 +307,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
                 warn!("queue: {e}");
             }
         }
-        if let Some(s) = &sensor {
+        if let Source::Ebpf(s) = &source {
             let detached: Vec<String> = s
                 .programs()
                 .into_iter()
@@ -302,15 +329,79 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// Where kernel events come from: eBPF, else the process connector (processes only).
+enum Source {
+    Ebpf(Sensor),
+    ProcConnector(crate::fallback::ProcConnector),
+    None,
+}
+
+/// The best source this machine allows (or the one `options.sensor` forces); its mode name and,
+/// when it is not eBPF, why.
+fn start_source(options: &Options) -> (Source, &'static str, Option<String>) {
+    let ebpf = if options.sensor == SensorMode::ProcConnector {
+        Err("the process connector was asked for (--sensor proc-connector)".to_string())
+    } else {
+        Sensor::start(&SensorConfig {
+            ignore_tgid: std::process::id(),
+            ring_buffer_bytes: options.ring_buffer_bytes,
+            // Paths are filtered by the mapper, whose filter the server's policy may change.
+            file_paths: Vec::new(),
+        })
+        .map_err(|e| e.to_string())
+    };
+    let why = match ebpf {
+        Ok(sensor) => {
+            info!("sensor: eBPF programs attached");
+            return (Source::Ebpf(sensor), "ebpf", None);
+        }
+        Err(why) => why,
+    };
+    if options.sensor == SensorMode::Ebpf {
+        warn!(
+            "sensor: eBPF unavailable ({why}) and no fallback allowed: no process, file or network telemetry"
+        );
+        return (Source::None, "none", Some(why));
+    }
+    match crate::fallback::ProcConnector::start() {
+        Ok(c) => {
+            warn!(
+                "sensor: eBPF unavailable ({why}): processes from the process connector, no file or network telemetry"
+            );
+            (Source::ProcConnector(c), "proc-connector", Some(why))
+        }
+        Err(e) => {
+            warn!(
+                "sensor: eBPF unavailable ({why}), process connector too ({e}): no telemetry but logons"
+            );
+            (
+                Source::None,
+                "none",
+                Some(format!("{why}; process connector: {e}")),
+            )
+        }
+    }
+}
+
+/// `--sensor`: which kernel source to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SensorMode {
+    /// eBPF, else the process connector.
+    Auto,
+    /// eBPF only.
+    Ebpf,
+    /// The process connector (netlink) and /proc: processes only.
+    ProcConnector,
+}
+
 fn push(shared: &Shared, rows: &mut Vec<Row>) {
     if rows.is_empty() {
         return;
     }
     let mut queue = lock(&shared.queue);
     for mut row in rows.drain(..) {
-        // Defender's ReportId: the row's sequence number, the one the push assigns.
-        row.fields
-            .insert("ReportId".into(), queue.stats().next_seq.into());
+        // The sequence number the push assigns.
+        row.set_report_id(queue.stats().next_seq);
         match queue.push(&row.encode()) {
             Ok(_) => {
                 shared.counters.rows_queued.fetch_add(1, Ordering::Relaxed);

@@ -62,6 +62,9 @@ enum Command {
         /// Do not read logons from syslog (and never bind /dev/log).
         #[arg(long)]
         no_logons: bool,
+        /// Kernel event source: eBPF, falling back to the process connector (processes only).
+        #[arg(long, value_enum, default_value = "auto")]
+        sensor: rampart_agent::agent::SensorMode,
     },
     /// Generate known activity (execs, file operations, loopback TCP connections) and print
     /// what was done as JSON, to check in hunting that the sensor recorded all of it.
@@ -133,6 +136,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             file_paths,
             heartbeat_secs,
             no_logons,
+            sensor,
         } => {
             let state = StateDir::create(&state_dir)?;
             let options = Options {
@@ -144,6 +148,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 heartbeat: heartbeat_secs.map(Duration::from_secs),
                 logons: !no_logons,
+                sensor,
                 ..Options::default()
             };
             agent::run(&state, &options)?;

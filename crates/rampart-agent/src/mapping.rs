@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::dns::DnsExchange;
 use crate::logons::Logon;
 use crate::process::{Process, ProcessTable, file_name};
 use crate::sensor::{Net, Protocol, SensorEvent, Task};
@@ -33,6 +34,14 @@ impl Row {
         let value = value.into();
         if !value.is_null() && value != Value::String(String::new()) {
             self.fields.insert(column.into(), value);
+        }
+    }
+
+    /// Defender's `ReportId`: the row's sequence number in the agent's queue. The software
+    /// inventory table has no such column.
+    pub fn set_report_id(&mut self, seq: u64) {
+        if !self.table.starts_with("DeviceTvm") {
+            self.fields.insert("ReportId".into(), seq.into());
         }
     }
 
@@ -80,6 +89,46 @@ pub struct Mapper {
     pub files: FileFilter,
     /// The device's name, Defender's AccountDomain of local accounts.
     pub host: String,
+    /// Who connected a UDP socket to a DNS server, by the socket's local address: the asker of
+    /// the queries captured from it.
+    pub dns_askers: DnsAskers,
+}
+
+/// Recent UDP connects to port 53, by local address; bounded, oldest forgotten first.
+#[derive(Default)]
+pub struct DnsAskers {
+    by_local: std::collections::HashMap<SocketAddr, (Task, std::time::Instant)>,
+}
+
+impl DnsAskers {
+    const MAX: usize = 4096;
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+    fn remember(&mut self, task: &Task, net: &Net) {
+        if self.by_local.len() >= Self::MAX {
+            self.by_local.retain(|_, (_, at)| at.elapsed() < Self::KEEP);
+            if self.by_local.len() >= Self::MAX {
+                self.by_local.clear();
+            }
+        }
+        let local = SocketAddr::new(canonical(net.local.ip()), net.local.port());
+        self.by_local
+            .insert(local, (task.clone(), std::time::Instant::now()));
+    }
+
+    fn asker(&self, client: SocketAddr) -> Option<&Task> {
+        let client = SocketAddr::new(canonical(client.ip()), client.port());
+        self.by_local
+            .get(&client)
+            .or_else(|| {
+                // A socket bound to the wildcard address: the port alone.
+                self.by_local
+                    .iter()
+                    .find(|(a, _)| a.port() == client.port() && a.ip().is_unspecified())
+                    .map(|(_, v)| v)
+            })
+            .map(|(t, _)| t)
+    }
 }
 
 impl Mapper {
@@ -124,7 +173,10 @@ impl Mapper {
                 if *exe_memfd {
                     extra.insert("ExecutedFromMemory".into(), true.into());
                 }
-                row.set("AdditionalFields", Value::String(Value::Object(extra).to_string()));
+                row.set(
+                    "AdditionalFields",
+                    Value::String(Value::Object(extra).to_string()),
+                );
                 Some(row)
             }
             SensorEvent::Fork { task } => {
@@ -171,6 +223,9 @@ impl Mapper {
                 Some(row)
             }
             SensorEvent::Connect { task, net, result } => {
+                if net.protocol == Protocol::Udp && net.remote.port() == 53 {
+                    self.dns_askers.remember(task, net);
+                }
                 let action = match *result {
                     0 => "ConnectionSuccess",
                     r if r == -libc::EINPROGRESS => "ConnectionAttempt",
@@ -231,6 +286,29 @@ impl Mapper {
                 Some(row)
             }
         }
+    }
+
+    /// A DNS query and its answer as Defender's `DeviceEvents` `DnsQueryResponse`; the asking
+    /// process when the sensor saw it connect the socket.
+    pub fn dns(&mut self, x: &DnsExchange) -> Row {
+        let mut row = Row::new("DeviceEvents", x.time, "DnsQueryResponse");
+        set_endpoint(&mut row, "Local", x.client);
+        set_endpoint(&mut row, "Remote", x.server);
+        if let Some(task) = self.dns_askers.asker(x.client).cloned() {
+            self.initiating_task(&mut row, &task);
+        }
+        row.set(
+            "AdditionalFields",
+            json!({
+                "DnsQueryString": x.query,
+                "DnsQueryType": x.query_type,
+                "DnsResponseCode": x.rcode,
+                "DnsAnswers": x.answers,
+                "Truncated": x.truncated,
+            })
+            .to_string(),
+        );
+        row
     }
 
     /// A DeviceLogonEvents row; the process that logged it is the initiating one.
@@ -319,7 +397,10 @@ impl Mapper {
             None => {
                 row.set("InitiatingProcessId", task.tgid);
                 row.set("InitiatingProcessFileName", task.comm.clone());
-                row.set("InitiatingProcessAccountName", self.procs.users.user(task.uid));
+                row.set(
+                    "InitiatingProcessAccountName",
+                    self.procs.users.user(task.uid),
+                );
                 row.set("InitiatingProcessParentId", task.ppid);
             }
         }
@@ -342,7 +423,10 @@ impl Mapper {
         row.set("InitiatingProcessParentId", process.ppid);
         if let Some(parent) = self.procs.lookup(process.ppid, None) {
             row.set("InitiatingProcessParentFileName", parent.name.clone());
-            row.set("InitiatingProcessParentCreationTime", timestamp(parent.created));
+            row.set(
+                "InitiatingProcessParentCreationTime",
+                timestamp(parent.created),
+            );
         }
     }
 
@@ -381,7 +465,13 @@ fn birth_time(path: &str) -> Option<DateTime<Utc>> {
     // SAFETY: statx writes into `buf`, a valid statx struct; `c` is NUL-terminated.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
     let rc = unsafe {
-        libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, libc::STATX_BTIME, &mut buf)
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BTIME,
+            &mut buf,
+        )
     };
     if rc != 0 || buf.stx_mask & libc::STATX_BTIME == 0 {
         return None;
@@ -393,7 +483,10 @@ fn set_endpoint(row: &mut Row, side: &str, addr: SocketAddr) {
     let ip = canonical(addr.ip());
     if !ip.is_unspecified() || side == "Local" {
         row.set(&format!("{side}IP"), ip.to_string());
-        row.set(&format!("{side}IPType"), ip_type(ip));
+        // DeviceNetworkEvents has the address types; DeviceEvents does not.
+        if row.table == "DeviceNetworkEvents" {
+            row.set(&format!("{side}IPType"), ip_type(ip));
+        }
     }
     if addr.port() != 0 {
         row.set(&format!("{side}Port"), addr.port());
@@ -415,12 +508,18 @@ fn ip_type(ip: IpAddr) -> &'static str {
         IpAddr::V4(v4) if v4.is_private() || v4.is_link_local() => "Private",
         IpAddr::V4(v4) if v4.is_broadcast() => "Broadcast",
         IpAddr::V4(v4) if v4.is_multicast() => "Multicast",
-        IpAddr::V4(v4) if v4.is_unspecified() || v4.octets()[0] == 0 || v4.octets()[0] >= 240 => "Reserved",
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.octets()[0] == 0 || v4.octets()[0] >= 240 => {
+            "Reserved"
+        }
         IpAddr::V6(v6) if v6.is_loopback() => "Loopback",
         IpAddr::V6(v6) if v6.is_multicast() => "Multicast",
         IpAddr::V6(v6) if v6.is_unspecified() => "Reserved",
         // fc00::/7 unique local, fe80::/10 link local.
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80 => "Private",
+        IpAddr::V6(v6)
+            if (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80 =>
+        {
+            "Private"
+        }
         _ => "Public",
     }
 }

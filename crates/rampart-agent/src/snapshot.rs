@@ -111,6 +111,41 @@ pub fn network_info(time: DateTime<Utc>) -> Vec<Row> {
     rows
 }
 
+/// One DeviceTvmSoftwareInventory row per installed package ([`crate::inventory::installed`]).
+/// `os`: [`os_release`]'s (PRETTY_NAME, ID). The table has no Timestamp column.
+pub fn software_inventory(os: &(String, String)) -> Vec<Row> {
+    software_rows(os, &crate::inventory::installed_on(&os.1))
+}
+
+/// The DeviceTvmSoftwareInventory rows of `software`; the OS columns as in DeviceInfo.
+pub fn software_rows(os: &(String, String), software: &[crate::inventory::Software]) -> Vec<Row> {
+    let architecture = if cfg!(target_pointer_width = "64") { "64-bit" } else { "32-bit" };
+    software
+        .iter()
+        .map(|s| {
+            let mut fields = serde_json::Map::new();
+            fields.insert("OSPlatform".into(), "Linux".into());
+            if !os.0.is_empty() {
+                fields.insert("OSVersion".into(), os.0.clone().into());
+            }
+            fields.insert("OSArchitecture".into(), architecture.into());
+            if !s.vendor.is_empty() {
+                fields.insert("SoftwareVendor".into(), s.vendor.clone().into());
+            }
+            fields.insert("SoftwareName".into(), s.name.clone().into());
+            fields.insert("SoftwareVersion".into(), s.version.clone().into());
+            fields.insert(
+                "ProductCodeCpe".into(),
+                crate::inventory::cpe(&s.vendor, &s.name, &s.version).into(),
+            );
+            Row {
+                table: "DeviceTvmSoftwareInventory",
+                fields,
+            }
+        })
+        .collect()
+}
+
 /// Interface → its addresses with prefix lengths (getifaddrs).
 fn addresses() -> BTreeMap<String, Vec<(IpAddr, u32)>> {
     let mut out: BTreeMap<String, Vec<(IpAddr, u32)>> = BTreeMap::new();
@@ -194,6 +229,30 @@ mod tests {
             .expect("lo");
         assert_eq!(lo.fields["NetworkAdapterType"], "SoftwareLoopback");
         assert!(lo.fields["IPAddresses"].as_str().unwrap().contains("127.0.0.1"));
+    }
+
+    #[test]
+    fn software_inventory_rows() {
+        let os = os_release();
+        let rows = software_inventory(&os);
+        let dpkg = rows
+            .iter()
+            .find(|r| r.fields["SoftwareName"] == "dpkg")
+            .expect("dpkg is installed here");
+        assert_eq!(dpkg.table, "DeviceTvmSoftwareInventory");
+        assert_eq!(dpkg.fields["OSPlatform"], "Linux");
+        assert_eq!(dpkg.fields["OSVersion"], os.0.as_str());
+        let info = device_info(Utc::now(), "ebpf", "Active");
+        assert_eq!(dpkg.fields["OSArchitecture"], info.fields["OSArchitecture"]);
+        assert!(!dpkg.fields.contains_key("Timestamp"));
+        let table = rampart_schema::Table::from_name(dpkg.table).expect("a hunting table");
+        for (name, value) in &dpkg.fields {
+            assert!(table.column(name).is_some(), "no column {name}");
+            assert!(value.is_string(), "{name}");
+        }
+        let cpe = dpkg.fields["ProductCodeCpe"].as_str().unwrap();
+        assert!(cpe.starts_with("cpe:2.3:a:") && cpe.contains(":dpkg:"), "{cpe}");
+        assert_eq!(cpe.split(':').count(), 13, "{cpe}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn mapper() -> Mapper {
         procs: ProcessTable::new(HashCache::new(1 << 30), Clock::now()),
         files: FileFilter::default(),
         host: "testhost".into(),
+        dns_askers: Default::default(),
     }
 }
 
@@ -62,7 +63,21 @@ fn check_schema(row: &Row) {
                 .as_str()
                 .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
         };
-        assert!(fits, "{}.{name} = {value} is not a {:?}", row.table, column.kind);
+        assert!(
+            fits,
+            "{}.{name} = {value} is not a {:?}",
+            row.table, column.kind
+        );
+    }
+    // As queued: with its sequence number, still the table's columns only.
+    let mut row = row.clone();
+    row.set_report_id(42);
+    for name in row.fields.keys() {
+        assert!(
+            table.column(name).is_some(),
+            "{} has no column {name}",
+            row.table
+        );
     }
     // Each record is TABLE NUL JSON.
     let encoded = row.encode();
@@ -182,7 +197,12 @@ fn file_network_and_other_events() {
         })
         .unwrap();
     check_schema(&chmod);
-    assert!(chmod.fields["AdditionalFields"].as_str().unwrap().contains("4755"));
+    assert!(
+        chmod.fields["AdditionalFields"]
+            .as_str()
+            .unwrap()
+            .contains("4755")
+    );
     let deleted = m
         .event(&SensorEvent::FileDelete {
             task: t.clone(),
@@ -232,9 +252,23 @@ fn file_network_and_other_events() {
     assert_eq!(listen.fields["Protocol"], "Udp");
 
     for event in [
-        SensorEvent::ModuleLoad { task: t.clone(), name: "nf_tables".into() },
-        SensorEvent::Ptrace { task: t.clone(), request: 16, target_pid: me },
-        SensorEvent::SetId { task: t.clone(), call: "setuid", uid: 0, euid: 0, gid: 0, egid: 0 },
+        SensorEvent::ModuleLoad {
+            task: t.clone(),
+            name: "nf_tables".into(),
+        },
+        SensorEvent::Ptrace {
+            task: t.clone(),
+            request: 16,
+            target_pid: me,
+        },
+        SensorEvent::SetId {
+            task: t.clone(),
+            call: "setuid",
+            uid: 0,
+            euid: 0,
+            gid: 0,
+            egid: 0,
+        },
     ] {
         let row = m.event(&event).unwrap();
         check_schema(&row);
@@ -242,7 +276,77 @@ fn file_network_and_other_events() {
     }
     // Forks and exits keep the process table, without rows.
     assert!(m.event(&SensorEvent::Fork { task: t.clone() }).is_none());
-    assert!(m.event(&SensorEvent::Exit { task: t, exit_code: 0, signal: 0 }).is_none());
+    assert!(
+        m.event(&SensorEvent::Exit {
+            task: t,
+            exit_code: 0,
+            signal: 0
+        })
+        .is_none()
+    );
+}
+
+#[test]
+fn dns_rows_name_the_process_that_connected_the_socket() {
+    let mut m = mapper();
+    let me = std::process::id();
+    let t = task(me, std::os::unix::process::parent_id(), &mut m.procs);
+    let client: SocketAddr = "10.0.0.5:40123".parse().unwrap();
+    let server: SocketAddr = "10.0.0.53:53".parse().unwrap();
+    let connect = SensorEvent::Connect {
+        task: t,
+        net: Net {
+            protocol: Protocol::Udp,
+            local: client,
+            remote: server,
+        },
+        result: 0,
+    };
+    check_schema(&m.event(&connect).unwrap());
+    let exchange = rampart_agent::dns::DnsExchange {
+        time: Utc::now(),
+        client,
+        server,
+        query: "example.com".into(),
+        query_type: "A".into(),
+        rcode: Some("NOERROR".into()),
+        answers: vec!["A 192.0.2.1".into()],
+        truncated: false,
+    };
+    let row = m.dns(&exchange);
+    check_schema(&row);
+    assert_eq!(row.table, "DeviceEvents");
+    assert_eq!(row.fields["ActionType"], "DnsQueryResponse");
+    assert_eq!(row.fields["RemoteIP"], "10.0.0.53");
+    assert_eq!(row.fields["InitiatingProcessId"], me);
+    let extra: Value =
+        serde_json::from_str(row.fields["AdditionalFields"].as_str().unwrap()).unwrap();
+    assert_eq!(extra["DnsQueryString"], "example.com");
+    assert_eq!(extra["DnsAnswers"][0], "A 192.0.2.1");
+    // Another socket's query: no asker known.
+    let other = m.dns(&rampart_agent::dns::DnsExchange {
+        client: "10.0.0.5:40999".parse().unwrap(),
+        ..exchange
+    });
+    assert!(other.fields.get("InitiatingProcessId").is_none());
+}
+
+#[test]
+fn snapshot_rows_fit_their_tables() {
+    let now = Utc::now();
+    check_schema(&rampart_agent::snapshot::device_info(now, "ebpf", "Active"));
+    for row in rampart_agent::snapshot::network_info(now) {
+        check_schema(&row);
+    }
+    let os = rampart_agent::snapshot::os_release();
+    let software = [rampart_agent::inventory::Software {
+        vendor: "debian".into(),
+        name: "dpkg".into(),
+        version: "1.21.22".into(),
+    }];
+    for row in rampart_agent::snapshot::software_rows(&os, &software) {
+        check_schema(&row);
+    }
 }
 
 #[test]
@@ -258,7 +362,8 @@ fn logon_rows() {
         assert_eq!(row.table, "DeviceLogonEvents");
     }
     let logon = parse_logon(
-        &SyslogMessage::parse("<37>Dec  2 00:25:50 su[4242]: FAILED SU (to root) nobody on none").unwrap(),
+        &SyslogMessage::parse("<37>Dec  2 00:25:50 su[4242]: FAILED SU (to root) nobody on none")
+            .unwrap(),
     )
     .unwrap();
     let row = m.logon(&logon);

@@ -287,6 +287,27 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     );
     assert_eq!(rows[0]["InitiatingProcessFileName"], "su", "{}", rows[0]);
 
+    // A DNS query from a connected UDP socket (nobody answers at 127.0.0.2: unanswered).
+    let name = format!("e2e-{}.rampart.example", std::process::id());
+    let dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    dns.connect("127.0.0.2:53").unwrap();
+    dns.send(&dns_query(&name)).unwrap();
+    let (rows, _) = wait_rows(
+        &server,
+        &admin,
+        &format!(
+            "DeviceEvents | where ActionType == 'DnsQueryResponse' and AdditionalFields has '{name}'"
+        ),
+        Instant::now(),
+    );
+    assert_eq!(
+        rows[0]["InitiatingProcessId"],
+        std::process::id(),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(rows[0]["RemoteIP"], "127.0.0.2");
+
     eprintln!(
         "latency to hunting (from the end of the shell / of su): exec {exec_latency:?}, file {file_latency:?}, network {net_latency:?}, logon {logon_latency:?}"
     );
@@ -672,6 +693,64 @@ fn response_actions_reach_the_agent_and_report_back() {
     );
 }
 
+/// A DNS query for the A record of `name` (RFC 1035 wire format).
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
 fn sha256_of_bytes(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Without eBPF the agent falls back to the process connector, says so in its health, and
+/// still records processes.
+#[test]
+fn without_ebpf_processes_come_from_the_process_connector() {
+    if !is_root() {
+        return skip_or_fail("the process connector needs root");
+    }
+    let agent_bin = agent_binary();
+    let dir = scratch("agent-fallback");
+    let server = Server::start(&dir.join("server"), true, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let state = dir.join("agent");
+    let host = format!("fallback-host-{}", std::process::id());
+    enroll(&agent_bin, &server, &admin, &state, &host);
+    let log = dir.join("agent.log");
+    let _agent = start_agent(
+        &agent_bin,
+        &state,
+        &log,
+        &["--no-logons", "--sensor", "proc-connector"],
+    );
+    let device = wait_ready(&server, &admin, &host, &log);
+    assert_eq!(
+        device["health"]["sensor_mode"], "proc-connector",
+        "{device}"
+    );
+    assert_eq!(
+        device["health_status"], "misconfigured",
+        "a degraded sensor shows"
+    );
+    // The process connector says only "pid N exec'd": the rest is read from /proc, so the
+    // process must live a moment. Its duration is the marker.
+    let seconds = format!("2.{:06}", std::process::id() % 1_000_000);
+    let mut child = Command::new("/bin/sleep").arg(&seconds).spawn().unwrap();
+    let (rows, _) = wait_rows(
+        &server,
+        &admin,
+        &format!(
+            "DeviceProcessEvents | where DeviceName == '{host}' and ProcessCommandLine == '/bin/sleep {seconds}'"
+        ),
+        Instant::now(),
+    );
+    let _ = child.wait();
+    assert_eq!(rows[0]["InitiatingProcessId"], std::process::id());
+    assert_eq!(rows[0]["FileName"], "sleep");
 }
