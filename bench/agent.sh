@@ -43,6 +43,7 @@ for _ in $(seq 600); do
   sleep 0.2
 done
 [ -n "$URL" ] || { cat "$WORK/stderr" >&2; echo "the server did not start" >&2; exit 1; }
+URL="${URL%/}"
 CA="$WORK/data/pki/ca.crt"
 api() { curl -sf --cacert "$CA" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' "$@"; }
 TOKEN=$(curl -sf --cacert "$CA" "$URL/api/v1/auth/login" -H 'content-type: application/json' \
@@ -76,6 +77,9 @@ for _ in $(seq 600); do
 done
 CPU1=$(cpu); T1=$(date +%s.%N)
 HWM=$(awk '/VmHWM/ {print $2}' "/proc/$AGENT_PID/status")
+# Of the resident memory: the agent's own heap and stacks vs. mapped shared pages (the eBPF
+# ring buffer is mapped from the kernel and counts in RSS once touched).
+ANON=$(awk '/RssAnon/ {print $2}' "/proc/$AGENT_PID/status")
 
 # Latency: an exec, then poll hunting until its row is there.
 LAT=()
@@ -90,11 +94,12 @@ jq -nc --argjson g "$(cat "$G")" --argjson device "$DEVICE" \
   --arg execs "$(count "$Q_EXEC")" --arg created "$(count "$Q_CREATED")" \
   --arg deleted "$(count "$Q_DELETED")" --arg conns "$(count "$Q_CONN")" \
   --arg cpu "$(echo "($CPU1 - $CPU0) / $TICKS / ($T1 - $T0) * 100" | bc -l)" \
-  --arg hwm "$HWM" --arg lat "$(printf '%s\n' "${LAT[@]}" | sort -n | tr '\n' ' ')" '
+  --arg hwm "$HWM" --arg anon "$ANON" --arg lat "$(printf '%s\n' "${LAT[@]}" | sort -n | tr '\n' ' ')" '
   ($lat | split(" ") | map(select(. != "") | tonumber)) as $l |
   {generated: {execs: $g.execs, files_created: $g.files_created, files_deleted: $g.files_deleted, connections: $g.connections, seconds: $g.seconds},
    in_hunting: {execs: ($execs|tonumber), files_created: ($created|tonumber), files_deleted: ($deleted|tonumber), connections: ($conns|tonumber)},
    agent_reported_dropped: $device.events_dropped,
    agent_cpu_percent_of_a_core: ($cpu|tonumber*100|round/100),
    agent_peak_rss_mib: ($hwm|tonumber/1024*10|round/10),
+   agent_rss_anon_mib: ($anon|tonumber/1024*10|round/10),
    exec_to_hunting_ms: {p50: $l[($l|length)/2|floor], p95: $l[($l|length)*0.95|floor], max: $l[-1]}}'

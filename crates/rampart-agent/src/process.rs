@@ -17,8 +17,9 @@ use crate::hashes::{HashCache, Hashes};
 use crate::sensor::Task;
 use crate::users::Users;
 
-/// How long an exited process is kept for its children's events.
-const KEEP_EXITED: Duration = Duration::from_secs(30);
+/// How long an exited process is kept for its children's events (and the logon lines it
+/// logged just before exiting); at 1,000 execs/s that is 5,000 entries.
+const KEEP_EXITED: Duration = Duration::from_secs(5);
 /// Entries at most; beyond it the oldest exited ones go first, then /proc misses are not kept.
 const MAX_ENTRIES: usize = 65_536;
 
