@@ -344,7 +344,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
 
 /// Where kernel events come from: eBPF, else the process connector (processes only).
 enum Source {
-    Ebpf(Sensor),
+    Ebpf(Box<Sensor>),
     ProcConnector(crate::fallback::ProcConnector),
     None,
 }
@@ -366,7 +366,7 @@ fn start_source(options: &Options) -> (Source, &'static str, Option<String>) {
     let why = match ebpf {
         Ok(sensor) => {
             info!("sensor: eBPF programs attached");
-            return (Source::Ebpf(sensor), "ebpf", None);
+            return (Source::Ebpf(Box::new(sensor)), "ebpf", None);
         }
         Err(why) => why,
     };

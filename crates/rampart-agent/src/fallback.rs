@@ -96,7 +96,11 @@ impl ProcConnector {
     }
 
     /// Waits up to `timeout` for events and hands each over; returns how many.
-    pub fn poll(&mut self, timeout: Duration, sink: &mut dyn FnMut(SensorEvent)) -> io::Result<usize> {
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        sink: &mut dyn FnMut(SensorEvent),
+    ) -> io::Result<usize> {
         let mut pfd = libc::pollfd {
             fd: self.socket.as_raw_fd(),
             events: libc::POLLIN,
@@ -145,7 +149,10 @@ impl ProcConnector {
     }
 
     fn event(&self, what: u32, data: &[u8]) -> Option<SensorEvent> {
-        let u32_at = |i: usize| data.get(i..i + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        let u32_at = |i: usize| {
+            data.get(i..i + 4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
         match what {
             PROC_EVENT_EXEC => {
                 let (pid, tgid) = (u32_at(0)?, u32_at(4)?);
@@ -162,7 +169,11 @@ impl ProcConnector {
                 let exe = std::fs::read_link(format!("{dir}/exe")).ok();
                 let filename = exe.as_ref().map_or_else(
                     || argv.first().cloned().unwrap_or_default(),
-                    |p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string(),
+                    |p| {
+                        p.to_string_lossy()
+                            .trim_end_matches(" (deleted)")
+                            .to_string()
+                    },
                 );
                 let cwd = std::fs::read_link(format!("{dir}/cwd"))
                     .map(|p| p.to_string_lossy().into_owned())
@@ -171,7 +182,9 @@ impl ProcConnector {
                 use std::os::unix::fs::MetadataExt;
                 Some(SensorEvent::Exec {
                     task: self.task(tgid, None)?,
-                    exe_deleted: exe.as_ref().is_some_and(|p| p.to_string_lossy().ends_with(" (deleted)")),
+                    exe_deleted: exe
+                        .as_ref()
+                        .is_some_and(|p| p.to_string_lossy().ends_with(" (deleted)")),
                     exe_memfd: filename.starts_with("/memfd:"),
                     filename,
                     argv,
@@ -215,15 +228,19 @@ impl ProcConnector {
             status
                 .lines()
                 .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+                .map(|v| {
+                    v.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let (uids, gids) = (ids("Uid:"), ids("Gid:"));
-        let (comm, ppid, start) = stat_fields(&stat).unwrap_or_default();
+        let (comm, ppid, start) = crate::process::parse_stat(&stat).unwrap_or_default();
         let ppid = parent.unwrap_or(ppid);
         let parent_start = std::fs::read_to_string(format!("/proc/{ppid}/stat"))
             .ok()
-            .and_then(|s| stat_fields(&s))
+            .and_then(|s| crate::process::parse_stat(&s))
             .map_or(0, |(_, _, s)| s);
         let read_u32 = |f: &str| {
             std::fs::read_to_string(format!("{dir}/{f}"))
@@ -248,15 +265,6 @@ impl ProcConnector {
             time: Utc::now(),
         })
     }
-}
-
-/// (comm, ppid, start in clock ticks) of /proc/PID/stat.
-fn stat_fields(stat: &str) -> Option<(String, u32, u64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    Some((comm, rest.get(1)?.parse().ok()?, rest.get(19)?.parse().ok()?))
 }
 
 /// The proc events of one datagram: (what, event data) after the nlmsghdr, cn_msg and the

@@ -110,12 +110,18 @@ impl ProcessTable {
         if same(&exe)
             && let Ok(target) = std::fs::read_link(&exe)
         {
-            let path = target.to_string_lossy().trim_end_matches(" (deleted)").to_string();
+            let path = target
+                .to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string();
             return (path, self.hashes.of(&exe));
         }
         let resolve = |name: &str| std::fs::canonicalize(Path::new(cwd).join(name)).ok();
         let named = resolve(filename);
-        let candidates = named.iter().cloned().chain(argv.first().and_then(|a| resolve(a)));
+        let candidates = named
+            .iter()
+            .cloned()
+            .chain(argv.first().and_then(|a| resolve(a)));
         for candidate in candidates {
             if same(&candidate) {
                 let hashes = self.hashes.of(&candidate);
@@ -123,7 +129,10 @@ impl ProcessTable {
             }
         }
         // Nothing left to check against: the name it was run by, unhashed.
-        let path = named.map_or_else(|| filename.to_string(), |p| p.to_string_lossy().into_owned());
+        let path = named.map_or_else(
+            || filename.to_string(),
+            |p| p.to_string_lossy().into_owned(),
+        );
         (path, None)
     }
 
@@ -156,7 +165,8 @@ impl ProcessTable {
     }
 
     pub fn exit(&mut self, task: &Task) {
-        self.exited.push_back((Instant::now(), task.tgid, task.start_ns));
+        self.exited
+            .push_back((Instant::now(), task.tgid, task.start_ns));
         self.expire();
     }
 
@@ -215,7 +225,11 @@ impl ProcessTable {
     }
 
     fn remove(&mut self, pid: u32, start: u64) {
-        if self.procs.get(&pid).is_some_and(|p| self.same_start(p.start_ns, start)) {
+        if self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| self.same_start(p.start_ns, start))
+        {
             self.procs.remove(&pid);
         }
     }
@@ -247,7 +261,11 @@ impl ProcessTable {
             .collect();
         let exe = format!("{dir}/exe");
         let path = std::fs::read_link(&exe)
-            .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
             .unwrap_or_default();
         let start_ns = start_ticks.saturating_mul(1_000_000_000 / self.clock.ticks_per_second());
         let sessionid = std::fs::read_to_string(format!("{dir}/sessionid"))
@@ -288,7 +306,7 @@ pub fn file_name(path: &str) -> &str {
 }
 
 /// (comm, ppid, starttime in clock ticks) from /proc/PID/stat; comm may hold spaces and ')'.
-fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
+pub(crate) fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_string();
@@ -305,7 +323,8 @@ mod tests {
 
     #[test]
     fn stat_with_awkward_comm() {
-        let stat = "4242 (a) b (c)) S 17 4242 4242 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10";
+        let stat =
+            "4242 (a) b (c)) S 17 4242 4242 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10";
         assert_eq!(parse_stat(stat), Some(("a) b (c)".to_string(), 17, 123456)));
         assert_eq!(parse_stat("garbage"), None);
     }
@@ -313,7 +332,9 @@ mod tests {
     #[test]
     fn the_running_test_reads_from_proc() {
         let mut table = ProcessTable::new(HashCache::new(1 << 30), Clock::now());
-        let me = table.lookup(std::process::id(), None).expect("this process");
+        let me = table
+            .lookup(std::process::id(), None)
+            .expect("this process");
         assert!(me.path.starts_with('/'), "{me:?}");
         assert!(me.hashes.is_some());
         assert!(me.created <= Utc::now());
@@ -321,10 +342,22 @@ mod tests {
         // The same pid with another start time is not this process.
         // Kernel events give the start in ns: the same process at tick precision.
         let tick = 1_000_000_000 / Clock::now().ticks_per_second();
-        assert!(table.lookup(std::process::id(), Some(me.start_ns + tick - 1)).is_some());
+        assert!(
+            table
+                .lookup(std::process::id(), Some(me.start_ns + tick - 1))
+                .is_some()
+        );
         table.procs.clear();
-        assert!(table.lookup(std::process::id(), Some(me.start_ns + tick - 1)).is_some());
+        assert!(
+            table
+                .lookup(std::process::id(), Some(me.start_ns + tick - 1))
+                .is_some()
+        );
         // Another incarnation of the pid is not this process.
-        assert!(table.lookup(std::process::id(), Some(me.start_ns + tick)).is_none());
+        assert!(
+            table
+                .lookup(std::process::id(), Some(me.start_ns + tick))
+                .is_none()
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! `sensor.bpf.c`). Every read is bounds-checked: a short or malformed record is an error,
 //! never a panic.
 
+use crate::clock::Clock;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
@@ -68,8 +69,8 @@ pub enum DecodeError {
 /// Turns raw records into events and counts the ones it could not decode.
 #[derive(Debug)]
 pub struct Decoder {
-    /// Wall-clock time of boot (ns since the Unix epoch): event times are CLOCK_BOOTTIME.
-    boot_epoch_ns: i128,
+    /// Event times are CLOCK_BOOTTIME: the offset to the wall clock.
+    clock: Clock,
     errors: u64,
 }
 
@@ -81,17 +82,15 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new() -> Decoder {
-        let mut decoder = Decoder {
-            boot_epoch_ns: 0,
+        Decoder {
+            clock: Clock::now(),
             errors: 0,
-        };
-        decoder.refresh_clock();
-        decoder
+        }
     }
 
     /// Re-reads the boot-to-wall-clock offset, which moves when the wall clock is set.
     pub fn refresh_clock(&mut self) {
-        self.boot_epoch_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
+        self.clock = Clock::now();
     }
 
     /// Decodes one record; a failure is counted in [`Decoder::errors`].
@@ -109,8 +108,7 @@ impl Decoder {
     }
 
     fn time(&self, boot_ns: u64) -> DateTime<Utc> {
-        let ns = self.boot_epoch_ns + i128::from(boot_ns);
-        DateTime::from_timestamp_nanos(i64::try_from(ns).unwrap_or(i64::MAX))
+        self.clock.boot_to_utc(boot_ns)
     }
 
     fn parse(&self, record: &[u8]) -> Result<SensorEvent, DecodeError> {
@@ -462,16 +460,6 @@ fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> Result<SocketAddr, Dec
 /// The kernel's dev_t (major << 20 | minor) as userspace's st_dev.
 fn kernel_dev_to_user(dev: u64) -> u64 {
     libc::makedev((dev >> 20) as u32, (dev & 0xf_ffff) as u32)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 #[cfg(test)]
