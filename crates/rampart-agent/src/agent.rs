@@ -66,6 +66,9 @@ impl Default for Options {
     }
 }
 
+/// The sensor loop's shortest pass (batching events; adds at most this to their latency).
+const PASS: Duration = Duration::from_millis(10);
+
 /// Set by SIGTERM / SIGINT.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -235,6 +238,10 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let mut last_snapshot: Option<Instant> = None;
     info!(device = %identity.enrollment.device_id, server = %identity.enrollment.server, "agent running");
     while !STOP.load(Ordering::Relaxed) {
+        // At most one pass every few milliseconds: under load the ring buffer wakes the loop
+        // for every few events, and each pass costs syscalls of its own (DNS, queue, checks);
+        // the ring buffer holds far more than a pass's worth.
+        let pass = Instant::now();
         if !options.file_paths_pinned
             && let Some(paths) = lock(&shared.policy_file_paths).take()
             && paths != mapper.files.include
@@ -322,6 +329,9 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
                 .map(|(name, _)| name)
                 .collect();
             lock(&shared.health)["detached_programs"] = json!(detached);
+        }
+        if let Some(rest) = PASS.checked_sub(pass.elapsed()) {
+            std::thread::sleep(rest);
         }
     }
     if let Source::Ebpf(s) = &source {
