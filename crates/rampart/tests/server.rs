@@ -1686,3 +1686,65 @@ fn the_server_runs_on_postgresql() {
     drop(server);
     psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+/// Hunting for a user confined to device groups sees those groups' devices only, in every
+/// table, and nothing of tables that name no device.
+#[test]
+fn hunting_is_confined_to_the_callers_device_groups() {
+    let AgentSetup {
+        dir,
+        server,
+        admin,
+        device,
+        web01,
+    } = with_web01("scoped-hunting", "");
+    let (_, web02) = enroll(&server, &dir, &admin, "web02");
+    let now = chrono::Utc::now().to_rfc3339();
+    for client in [&web01, &web02] {
+        let (status, body) = agent_post(
+            &server,
+            client,
+            "/api/v1/agents/telemetry",
+            &json!({"batches": [
+                {"table": "DeviceProcessEvents", "rows": [{"Timestamp": now, "ActionType": "ProcessCreated", "FileName": "a"}]},
+                {"table": "DeviceNetworkEvents", "rows": [{"Timestamp": now, "ActionType": "ConnectionSuccess"}]},
+            ]}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let group = server.post("/api/v1/device-groups", &admin, json!({"name": "web"}));
+    let (status, body) = server.call(
+        "PATCH",
+        &format!("/api/v1/devices/{device}"),
+        Some(&admin),
+        Some(&json!({"group_id": group["id"]})),
+    );
+    assert_eq!(status, 200, "{body}");
+    server.post(
+        "/api/v1/users",
+        &admin,
+        json!({"username": "scoped", "password": PASSWORD, "role": "analyst", "scope_groups": [group["id"]]}),
+    );
+    let scoped = server.login("scoped", PASSWORD);
+    let by_device = |token: &str, table: &str| {
+        server.hunt(
+            token,
+            &format!("{table} | summarize n = count() by DeviceName | sort by DeviceName asc"),
+        )["rows"]
+            .clone()
+    };
+    for table in ["DeviceProcessEvents", "DeviceNetworkEvents"] {
+        assert_eq!(by_device(&scoped, table), json!([["web01", 1]]), "{table}");
+        assert_eq!(
+            by_device(&admin, table),
+            json!([["web01", 1], ["web02", 1]]),
+            "{table}"
+        );
+    }
+    // A union, and a table that names no device.
+    assert_eq!(
+        server.count(&scoped, "union DeviceProcessEvents, DeviceNetworkEvents"),
+        2
+    );
+    assert_eq!(server.count(&scoped, "IdentityLogonEvents"), 0);
+}

@@ -1,13 +1,16 @@
 //! Advanced hunting over the API: KQL over the caller's tenant only (the catalog holds nothing
-//! else), with the row limit and timeout of the configuration.
+//! else) — and for a user confined to device groups, over those groups' devices only — with the
+//! row limit and timeout of the configuration.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::State;
-use rampart_kql::{Engine, QueryOptions};
+use datafusion::datasource::TableProvider;
+use rampart_kql::{Catalog, Engine, QueryOptions};
 use rampart_schema::Table;
-use rampart_state::Principal;
+use rampart_state::{DeviceFilter, PageRequest, Principal};
 use rampart_store::TenantCatalog;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -38,13 +41,6 @@ pub async fn query(
             "the query is over {MAX_QUERY_BYTES} bytes"
         )));
     }
-    if !p.scope.is_all() {
-        // Rows carry device names, not our group ids: confining a query to some groups needs a
-        // device filter on every table, which the catalog does not apply yet.
-        return Err(Problem::forbidden(
-            "hunting is open to users whose scope is every device group",
-        ));
-    }
     let hunting = &app.config.hunting;
     let options = QueryOptions {
         limit: body.limit.unwrap_or(hunting.max_rows).min(hunting.max_rows),
@@ -54,7 +50,15 @@ pub async fn query(
                 .min(hunting.timeout_secs),
         ),
     };
-    let engine = Engine::new(TenantCatalog::of_store(app.store.clone(), &p.tenant_id));
+    let catalog = TenantCatalog::of_store(app.store.clone(), &p.tenant_id);
+    let engine = if p.scope.is_all() {
+        Engine::new(catalog)
+    } else {
+        Engine::new(ScopedCatalog {
+            inner: catalog,
+            hostnames: scope_hostnames(&app, &p).await?,
+        })
+    };
     let started = Instant::now();
     let result = engine
         .run(&body.query, &options)
@@ -75,6 +79,60 @@ pub async fn query(
         "chart": result.chart,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     })))
+}
+
+/// The host names of the devices in the caller's device groups (lower case, as stored).
+async fn scope_hostnames(app: &App, p: &Principal) -> Result<Vec<String>, Problem> {
+    let filter = DeviceFilter {
+        scope: p.scope.clone(),
+        ..DeviceFilter::default()
+    };
+    let mut names = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = app
+            .db
+            .list_devices(&p.tenant_id, &filter, &PageRequest::after(1000, cursor))
+            .await?;
+        names.extend(page.items.into_iter().map(|d| d.hostname));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(names),
+        }
+    }
+}
+
+/// A tenant's tables as a user confined to device groups sees them: rows of the devices in
+/// those groups only (by `DeviceName`, which every device table has and which is the device's
+/// host name), and nothing of tables that name no device (identity, mail, cloud, AlertInfo).
+struct ScopedCatalog {
+    inner: TenantCatalog,
+    hostnames: Vec<String>,
+}
+
+impl Catalog for ScopedCatalog {
+    fn table(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
+        use datafusion::datasource::{MemTable, ViewTable, provider_as_source};
+        use datafusion::logical_expr::LogicalPlanBuilder;
+        use datafusion::prelude::{ident, lit, lower};
+        let table = Table::from_name(name)?;
+        let provider = self.inner.table(name)?;
+        if table.column("DeviceName").is_none() {
+            let empty = MemTable::try_new(provider.schema(), vec![vec![]]).ok()?;
+            return Some(Arc::new(empty));
+        }
+        let names = self.hostnames.iter().map(|h| lit(h.as_str())).collect();
+        let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
+            .and_then(|b| b.filter(lower(ident("DeviceName")).in_list(names, false)))
+            .and_then(LogicalPlanBuilder::build)
+            .map_err(|e| tracing::error!(table = name, "scoped view: {e}"))
+            .ok()?;
+        Some(Arc::new(ViewTable::new(plan, None)))
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
 }
 
 pub async fn schema() -> ApiResult {
