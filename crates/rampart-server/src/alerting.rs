@@ -86,11 +86,18 @@ pub async fn raise(
         devices.insert(device.hostname.clone(), device.id);
     }
 
-    let candidates = ingested
+    let sigma = ingested
         .hits
         .iter()
-        .map(|hit| {
-            let mut candidate = sigma_candidate(rules, &hit.detection, Some(&hit.row));
+        .map(|hit| sigma_candidate(rules, &hit.detection, Some(&hit.row)));
+    let indicators = ingested.indicator_drafts.iter().map(|draft| Candidate {
+        draft: draft.clone(),
+        rule_id: None,
+        kind: None,
+    });
+    let candidates = sigma
+        .chain(indicators)
+        .map(|mut candidate| {
             // Alerts cite the upload by the name it was given, not the spool path.
             candidate.draft.event.source = source.to_string();
             candidate

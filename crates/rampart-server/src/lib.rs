@@ -16,7 +16,7 @@ pub mod auth;
 mod bootstrap;
 pub mod config;
 mod custom;
-mod indicators;
+pub mod indicators;
 pub mod listener;
 mod local_agent;
 pub mod metrics;

@@ -18,7 +18,10 @@ use rampart_sources::WinEvent;
 use rampart_sources::evtx::{self, FileSummary};
 use rampart_sources::jsonl::{self, Line};
 use rampart_sources::windows::map_event;
+use rampart_alerts::AlertDraft;
 use rampart_store::{Store, StoreError};
+
+use crate::indicators::Indicators;
 use rayon::prelude::*;
 
 /// Rows per batch appended to the store by default.
@@ -41,6 +44,8 @@ pub struct Ingested {
     pub hits: Vec<Hit>,
     /// Each computer seen, with the time of its latest record.
     pub computers: BTreeMap<String, DateTime<Utc>>,
+    /// Alerts of the tenant's indicators found in the stored rows.
+    pub indicator_drafts: Vec<AlertDraft>,
 }
 
 impl Ingested {
@@ -60,6 +65,8 @@ pub struct Ingest<'a> {
     pub tenant: &'a str,
     /// Evaluated on every record when given.
     pub rules: Option<&'a RuleSet>,
+    /// Matched against every batch before it is stored, when given.
+    pub indicators: Option<&'a Indicators>,
     pub batch_rows: usize,
 }
 
@@ -109,9 +116,23 @@ impl Ingest<'_> {
         // Rows stored, or `None` once any append has failed. The failure lock is not held
         // across the append: appends from several threads then wait for the store together and
         // share its group commit (one fsync), instead of one fsync each in turn.
+        let indicator_drafts: Mutex<Vec<AlertDraft>> = Mutex::default();
         let store = |table: Table, batch: RecordBatch| -> Option<u64> {
             if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                 return None;
+            }
+            if let Some(indicators) = self.indicators.filter(|i| !i.is_empty()) {
+                let drafts: Vec<AlertDraft> = indicators
+                    .scan(table, &batch)
+                    .iter()
+                    .map(|hit| crate::indicators::draft(table, &batch, hit))
+                    .collect();
+                if !drafts.is_empty() {
+                    indicator_drafts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(drafts);
+                }
             }
             let rows = batch.num_rows() as u64;
             match self.store.append(self.tenant, table, batch) {
@@ -239,6 +260,9 @@ impl Ingest<'_> {
         if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
+        out.indicator_drafts = indicator_drafts
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(rules) = self.rules {
             correlate(rules, held, &mut out.hits);
         }

@@ -99,6 +99,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         store: &store,
         tenant: &args.tenant,
         rules: None,
+        indicators: None,
         batch_rows: args.batch_rows as usize,
     };
     let ingested = ingest.run(&files, on_file);

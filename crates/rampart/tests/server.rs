@@ -1748,3 +1748,48 @@ fn hunting_is_confined_to_the_callers_device_groups() {
     );
     assert_eq!(server.count(&scoped, "IdentityLogonEvents"), 0);
 }
+
+/// Indicators are matched on forwarded Windows events as on agent telemetry: an alert
+/// indicator found in a stored row raises its alert, on the device the row names.
+#[test]
+fn indicators_match_forwarded_windows_events() {
+    let dir = scratch("indicators-events");
+    let server = Server::start(&dir, false, &[]);
+    let admin = server.login("admin", PASSWORD);
+    server.post(
+        "/api/v1/indicators",
+        &admin,
+        json!({"kind": "ip", "value": "198.51.100.23", "action": "alert", "severity": "high", "title": "c2 address"}),
+    );
+    let event = json!({"Event": {
+        "System": {
+            "Provider_attributes": {"Name": "Microsoft-Windows-Sysmon"},
+            "EventID": 3, "EventRecordID": 7,
+            "Channel": "Microsoft-Windows-Sysmon/Operational",
+            "Computer": "ws01.corp.example",
+            "TimeCreated_attributes": {"SystemTime": "2026-12-01T10:00:00Z"},
+        },
+        "EventData": {
+            "Image": "C:\\Windows\\System32\\rundll32.exe", "ProcessId": 4242, "User": "CORP\\alice",
+            "Protocol": "tcp", "Initiated": "true", "SourceIp": "10.0.0.5", "SourcePort": 50000,
+            "DestinationIp": "198.51.100.23", "DestinationPort": 443,
+        },
+    }});
+    let (status, answer, _) = post_events(
+        &server,
+        &admin,
+        "forwarder",
+        None,
+        format!("{event}\n").into_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["rows_per_table"]["DeviceNetworkEvents"], 1,
+        "{answer}"
+    );
+    assert_eq!(answer["alerts"]["raised"], 1, "{answer}");
+    let alerts = server.get("/api/v1/alerts", &admin);
+    let alert = &alerts["items"][0];
+    assert_eq!(alert["title"], "Indicator matched: c2 address", "{alerts}");
+    assert_eq!(alert["device_name"], "ws01.corp.example", "{alert}");
+}

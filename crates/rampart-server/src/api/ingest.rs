@@ -14,6 +14,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use chrono::Utc;
 use futures::StreamExt;
 use rampart_sources::jsonl;
 use rampart_state::Principal;
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::spool::Spool;
 use crate::app::{App, TenantRules};
+use crate::indicators::Indicators;
 use crate::pipeline::{DEFAULT_BATCH_ROWS, Ingest, Ingested};
 use crate::problem::{ApiResult, Problem, Query, json};
 
@@ -58,6 +60,7 @@ pub async fn evtx(
 
     let rules = app.rules_of(&p.tenant_id);
     let compiled = rules.clone();
+    let indicators = Indicators::new(app.db.active_indicators(&p.tenant_id, Utc::now()).await?);
     let store = app.store.clone();
     let tenant = p.tenant_id.clone();
     let path = spool.path.clone();
@@ -66,6 +69,7 @@ pub async fn evtx(
             store: &store,
             tenant: &tenant,
             rules: Some(&compiled.set),
+            indicators: Some(&indicators),
             batch_rows: DEFAULT_BATCH_ROWS,
         }
         .run(std::slice::from_ref(&path), |_, _| {})
@@ -121,6 +125,7 @@ pub async fn events(
 
     let rules = app.rules_of(&p.tenant_id);
     let compiled = rules.clone();
+    let indicators = Indicators::new(app.db.active_indicators(&p.tenant_id, Utc::now()).await?);
     let store = app.store.clone();
     let tenant = p.tenant_id.clone();
     let source = name.clone();
@@ -145,6 +150,7 @@ pub async fn events(
             store: &store,
             tenant: &tenant,
             rules: Some(&compiled.set),
+            indicators: Some(&indicators),
             batch_rows: DEFAULT_BATCH_ROWS,
         }
         .run_lines(Path::new(&source), &lines)
