@@ -68,6 +68,10 @@ pub struct AppInner {
     /// Held while a stored package is moved into place and recorded, so that two uploads for
     /// the same action cannot leave one's file under the other's checksum.
     pub package_commits: Mutex<()>,
+    /// Sign-in failures by user name.
+    pub login_throttle: crate::throttle::Throttle,
+    /// Sign-in and enrollment failures by client address (many users may share one).
+    pub address_throttle: crate::throttle::Throttle,
 }
 
 impl Deref for App {
@@ -87,6 +91,18 @@ impl AppInner {
     ) -> AppInner {
         let slots = config.limits.ingest_concurrency;
         let waiters = config.limits.max_action_waiters;
+        let limits = &config.limits;
+        let throttle = |failures: u32| {
+            crate::throttle::Throttle::new(
+                failures,
+                std::time::Duration::from_secs(limits.failure_window_secs),
+                std::time::Duration::from_secs(limits.lockout_secs),
+            )
+        };
+        let (login_throttle, address_throttle) = (
+            throttle(limits.max_failures),
+            throttle(limits.max_failures.saturating_mul(4)),
+        );
         AppInner {
             config,
             db,
@@ -101,6 +117,8 @@ impl AppInner {
             telemetry_locks: std::sync::Mutex::default(),
             action_waiters: ActionWaiters::new(waiters),
             package_commits: Mutex::new(()),
+            login_throttle,
+            address_throttle,
         }
     }
 

@@ -62,6 +62,12 @@ pub struct Limits {
     pub max_package_bytes: u64,
     /// Agents waiting at once for actions (long-poll); past it a poll answers at once.
     pub max_action_waiters: usize,
+    /// Failed sign-ins per user name (and, four times as many, sign-ins or enrollments per
+    /// address) within `failure_window_secs` before it is refused for `lockout_secs`, doubling
+    /// with each further failure (at most an hour).
+    pub max_failures: u32,
+    pub failure_window_secs: u64,
+    pub lockout_secs: u64,
 }
 
 /// Alerting and incident grouping.
@@ -141,6 +147,9 @@ impl Default for Limits {
             session_secs: 12 * 3600,
             max_package_bytes: 256 << 20,
             max_action_waiters: 10_000,
+            max_failures: 5,
+            failure_window_secs: 900,
+            lockout_secs: 60,
         }
     }
 }
@@ -277,6 +286,15 @@ impl Config {
         }
         if self.store.retention_days == 0 {
             return invalid("store.retention_days", "must be at least 1");
+        }
+        if self.limits.max_failures == 0
+            || self.limits.failure_window_secs == 0
+            || self.limits.lockout_secs == 0
+        {
+            return invalid(
+                "limits",
+                "max_failures, failure_window_secs and lockout_secs must be at least 1",
+            );
         }
         if self.limits.max_package_bytes == 0 {
             return invalid("limits.max_package_bytes", "must be at least 1");

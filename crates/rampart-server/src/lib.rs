@@ -25,6 +25,7 @@ pub mod problem;
 pub mod routes;
 pub mod rules;
 mod telemetry;
+pub mod throttle;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};

@@ -72,12 +72,14 @@ impl Problem {
     }
 
     pub fn too_busy(retry_after: u64) -> Problem {
+        Problem::too_many_requests("ingest is at capacity; retry later", retry_after)
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Problem {
         Problem {
             retry_after: Some(retry_after),
-            ..Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "ingest is at capacity; retry later",
-            )
+            ..Problem::new(StatusCode::TOO_MANY_REQUESTS, detail)
         }
     }
 

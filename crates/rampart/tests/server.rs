@@ -1793,3 +1793,55 @@ fn indicators_match_forwarded_windows_events() {
     assert_eq!(alert["title"], "Indicator matched: c2 address", "{alerts}");
     assert_eq!(alert["device_name"], "ws01.corp.example", "{alert}");
 }
+
+/// Guessing is slowed down: after too many failed sign-ins a user name is refused (429 with
+/// Retry-After) even with the right password, until the lockout passes; enrollment guesses
+/// from one address likewise.
+#[test]
+fn password_and_token_guessing_is_locked_out() {
+    let dir = scratch("lockout");
+    let config = dir.join("server.toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&config, "[limits]\nmax_failures = 3\nlockout_secs = 2\n").unwrap();
+    let server = Server::start(
+        &dir.join("data"),
+        true,
+        &["--config", config.to_str().unwrap()],
+    );
+    let login = |password: &str| {
+        server.call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"username": "admin", "password": password})),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(login("guess").0, 401);
+    }
+    let (status, body) = login(PASSWORD);
+    assert_eq!(
+        status, 429,
+        "locked out even with the right password: {body}"
+    );
+    assert!(is_problem(&body, 429), "{body}");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(login(PASSWORD).0, 200, "the lockout passes");
+    // Another user name is not locked by admin's failures (the address allows 4x as many).
+    assert_eq!(login("guess").0, 401);
+
+    // The address: 4 x 3 failures in all, sign-ins (4 so far) and enrollments together.
+    let enroll = || {
+        server
+            .call(
+                "POST",
+                "/api/v1/agents/enroll",
+                None,
+                Some(&json!({"token": "rpe_wrong.00", "csr": "x", "hostname": "h", "agent_version": "0"})),
+            )
+            .0
+    };
+    let statuses: Vec<u16> = (0..9).map(|_| enroll()).collect();
+    assert_eq!(statuses[..8], [401; 8], "{statuses:?}");
+    assert_eq!(statuses[8], 429, "{statuses:?}");
+}

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
+use crate::listener::Peer;
 use crate::auth::AgentIdentity;
 use crate::indicators::Indicators;
 use crate::problem::{ApiResult, Json, Problem, Query, json};
@@ -44,7 +45,13 @@ pub struct Enrollment {
     agent_version: String,
 }
 
-pub async fn enroll(State(app): State<App>, Json(body): Json<Enrollment>) -> ApiResult {
+pub async fn enroll(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    Json(body): Json<Enrollment>,
+) -> ApiResult {
+    let addr_key = format!("addr:{}", peer.addr.ip());
+    super::session::throttled(&app.address_throttle, &addr_key)?;
     let Some(ca) = app.ca.clone() else {
         return Err(Problem::conflict(
             "agents enroll over TLS: the server runs --insecure-http",
@@ -55,6 +62,7 @@ pub async fn enroll(State(app): State<App>, Json(body): Json<Enrollment>) -> Api
         .rsplit_once('.')
         .map_or(body.token.as_str(), |(s, _)| s);
     let Some(grant) = app.db.consume_enrollment_token(secret).await? else {
+        app.address_throttle.failed(&[&addr_key]);
         return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "the enrollment token is unknown, used up, expired or revoked",

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{Paging, audit, is_admin};
 use crate::app::App;
+use crate::listener::Peer;
 use crate::problem::{ApiResult, Json, Problem, Query, json};
 
 /// Longest password accepted at login (argon2 work is bounded by it).
@@ -22,21 +23,32 @@ pub struct Login {
     password: String,
 }
 
-pub async fn login(State(app): State<App>, Json(body): Json<Login>) -> ApiResult {
+pub async fn login(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    Json(body): Json<Login>,
+) -> ApiResult {
     if body.password.len() > MAX_PASSWORD_BYTES || body.username.len() > 256 {
         return Err(Problem::bad_request("username or password too long"));
     }
+    let user_key = format!("user:{}", body.username.to_lowercase());
+    let addr_key = format!("addr:{}", peer.addr.ip());
+    throttled(&app.login_throttle, &user_key)?;
+    throttled(&app.address_throttle, &addr_key)?;
     let Some(user) = app
         .db
         .verify_password(&body.username, &body.password)
         .await?
     else {
         tracing::info!(username = %body.username, "sign-in refused");
+        app.login_throttle.failed(&[&user_key]);
+        app.address_throttle.failed(&[&addr_key]);
         return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "wrong username or password",
         ));
     };
+    app.login_throttle.succeeded(&[&user_key]);
     let (session, secret) = app
         .db
         .create_session(&user.tenant_id, &user.id, chrono_ttl(&app))
@@ -47,6 +59,16 @@ pub async fn login(State(app): State<App>, Json(body): Json<Login>) -> ApiResult
         "expires_at": session.expires_at,
         "user": user,
     })))
+}
+
+/// 429 with Retry-After while `key` is locked out by `throttle`.
+pub(crate) fn throttled(throttle: &crate::throttle::Throttle, key: &str) -> Result<(), Problem> {
+    throttle.check(&[key]).map_err(|wait| {
+        Problem::too_many_requests(
+            "too many failed attempts: try again later",
+            wait.as_secs().max(1),
+        )
+    })
 }
 
 fn chrono_ttl(app: &App) -> chrono::Duration {
