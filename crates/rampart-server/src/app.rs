@@ -63,6 +63,8 @@ pub struct AppInner {
     ingest_slots: Semaphore,
     /// One lock per device that numbers its telemetry (see [`AppInner::telemetry_lock`]).
     telemetry_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Devices whose telemetry high-water mark was checked against the store since start.
+    pub telemetry_checked: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Agents waiting for actions (long-poll), woken when one is created for their device.
     pub action_waiters: ActionWaiters,
     /// Held while a stored package is moved into place and recorded, so that two uploads for
@@ -115,6 +117,7 @@ impl AppInner {
             ca,
             ingest_slots: Semaphore::new(slots),
             telemetry_locks: std::sync::Mutex::default(),
+            telemetry_checked: std::sync::Mutex::default(),
             action_waiters: ActionWaiters::new(waiters),
             package_commits: Mutex::new(()),
             login_throttle,

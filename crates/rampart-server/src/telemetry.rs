@@ -91,6 +91,59 @@ pub struct Received {
     pub rows: Vec<Map<String, Value>>,
 }
 
+/// The highest sequence number of `seq` above `high_water` that the store already holds for
+/// the agent's device (rows carry their number as `ReportId`), looked up within the time span
+/// of the request's rows.
+pub async fn stored_through(
+    app: &crate::app::App,
+    agent: &AgentIdentity,
+    seq: Sequence,
+    high_water: Option<u64>,
+    received: &[Received],
+) -> Result<Option<u64>, rampart_kql::KqlError> {
+    let low = high_water.map_or(seq.first, |h| (h + 1).max(seq.first));
+    if low > seq.last {
+        return Ok(None);
+    }
+    let times: Vec<DateTime<Utc>> = received
+        .iter()
+        .flat_map(|r| &r.rows)
+        .filter_map(|row| row.get("Timestamp")?.as_str()?.parse().ok())
+        .collect();
+    let (Some(from), Some(to)) = (times.iter().min(), times.iter().max()) else {
+        return Ok(None);
+    };
+    let tables: Vec<&str> = Table::ALL
+        .iter()
+        .filter(|t| t.column("DeviceId").is_some() && t.column("ReportId").is_some())
+        .map(|t| t.name())
+        .collect();
+    // Device ids are ours (letters, digits, '_'): no quoting issue.
+    let query = format!(
+        "union {} | where DeviceId == '{}' and Timestamp between (datetime({}) .. datetime({})) \
+         and ReportId between ({low} .. {}) | summarize m = max(ReportId)",
+        tables.join(", "),
+        agent.device_id.replace('\'', ""),
+        from.to_rfc3339(),
+        to.to_rfc3339(),
+        seq.last,
+    );
+    let engine = rampart_kql::Engine::new(rampart_store::TenantCatalog::of_store(
+        app.store.clone(),
+        &agent.tenant,
+    ));
+    let options = rampart_kql::QueryOptions {
+        limit: 1,
+        timeout: std::time::Duration::from_secs(60),
+    };
+    let result = engine.run(&query, &options).await?;
+    Ok(result
+        .json_rows()
+        .first()
+        .and_then(|row| row.get("m"))
+        .and_then(Value::as_u64))
+}
+
 /// Drops the first rows, those numbered at or below `high_water`, and the batches left empty;
 /// returns how many rows were dropped. At most `LAST - high_water` rows can be above the mark,
 /// and they are the last ones: the others are dropped. Without skipped numbers that is exactly

@@ -1845,3 +1845,57 @@ fn password_and_token_guessing_is_locked_out() {
     assert_eq!(statuses[..8], [401; 8], "{statuses:?}");
     assert_eq!(statuses[8], 429, "{statuses:?}");
 }
+
+/// A server that crashed between storing an agent's rows and recording their sequence number
+/// does not store them twice when the agent sends them again: the first numbered request of a
+/// device after a start checks the store for the rows' numbers (their ReportId).
+#[test]
+fn rows_stored_before_a_crash_are_not_stored_again() {
+    let AgentSetup {
+        dir,
+        server,
+        admin,
+        device,
+        web01,
+    } = with_web01("crash-mark", "");
+    let now = chrono::Utc::now().to_rfc3339();
+    let batch = json!({"batches": [{"table": "DeviceProcessEvents", "rows": [
+        {"Timestamp": now, "ActionType": "ProcessCreated", "FileName": "one", "ReportId": 1},
+        {"Timestamp": now, "ActionType": "ProcessCreated", "FileName": "two", "ReportId": 2},
+    ]}]});
+    let (status, body) = agent_post_with(
+        &server,
+        &web01,
+        "/api/v1/agents/telemetry",
+        &batch,
+        &[("X-Rampart-Sequence", "1-2")],
+    );
+    assert_eq!((status, body["rows"].as_u64()), (200, Some(2)), "{body}");
+    server.stop();
+    // The crash: the rows are stored, their number is not (the mark is cleared by hand).
+    let cleared = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; c = sqlite3.connect('{}'); c.execute(\"UPDATE devices SET telemetry_seq = NULL WHERE id = '{device}'\"); c.commit()",
+            dir.join("state.db").display()
+        ))
+        .status()
+        .expect("python3");
+    assert!(cleared.success());
+    let server = Server::start(
+        &dir,
+        true,
+        &["--config", dir.join("server.toml").to_str().unwrap()],
+    );
+    let (status, body) = agent_post_with(
+        &server,
+        &web01,
+        "/api/v1/agents/telemetry",
+        &batch,
+        &[("X-Rampart-Sequence", "1-2")],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], 0, "stored once only: {body}");
+    // The session of before the restart is still valid.
+    assert_eq!(server.count(&admin, "DeviceProcessEvents"), 2);
+}

@@ -320,11 +320,24 @@ pub async fn telemetry(
                 seq.len()
             )));
         }
-        let high_water = app
+        let mut high_water = app
             .db
             .telemetry_high_water(&agent.tenant, &agent.device_id)
             .await?
             .map(|h| h as u64);
+        let unchecked = app
+            .telemetry_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent.device_id.clone());
+        if unchecked {
+            // First numbered request since this server started: a crash may have come between
+            // a request's append and its mark. What the store holds of the range says.
+            let stored = crate::telemetry::stored_through(&app, &agent, seq, high_water, &received)
+                .await
+                .map_err(Problem::internal)?;
+            high_water = high_water.max(stored);
+        }
         if high_water.is_some_and(|h| h >= seq.last) {
             return Ok(json(&json!({
                 "rows": 0, "rows_per_table": {}, "duplicate": true, "skipped": rows,
