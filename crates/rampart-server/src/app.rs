@@ -63,6 +63,8 @@ pub struct AppInner {
     ingest_slots: Semaphore,
     /// One lock per device that numbers its telemetry (see [`AppInner::telemetry_lock`]).
     telemetry_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Each tenant's active indicators as last read, and when (see [`AppInner::indicators_of`]).
+    indicators: Mutex<HashMap<String, (Instant, Arc<crate::indicators::Indicators>)>>,
     /// Devices whose telemetry high-water mark was checked against the store since start.
     pub telemetry_checked: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Agents waiting for actions (long-poll), woken when one is created for their device.
@@ -82,6 +84,9 @@ impl Deref for App {
         &self.0
     }
 }
+
+/// How long a tenant's indicators are used before they are read again.
+pub const INDICATORS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl AppInner {
     pub fn new(
@@ -118,6 +123,7 @@ impl AppInner {
             ingest_slots: Semaphore::new(slots),
             telemetry_locks: std::sync::Mutex::default(),
             telemetry_checked: std::sync::Mutex::default(),
+            indicators: Mutex::default(),
             action_waiters: ActionWaiters::new(waiters),
             package_commits: Mutex::new(()),
             login_throttle,
@@ -133,6 +139,32 @@ impl AppInner {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         locks.entry(device.to_string()).or_default().clone()
+    }
+
+    /// The tenant's active indicators: read from the database at most every
+    /// [`INDICATORS_TTL`] (expiries take effect within it), and at once after a change through
+    /// the API ([`AppInner::forget_indicators`]).
+    pub async fn indicators_of(
+        &self,
+        tenant: &str,
+    ) -> rampart_state::Result<Arc<crate::indicators::Indicators>> {
+        let mut cache = self.indicators.lock().await;
+        if let Some((at, indicators)) = cache.get(tenant)
+            && at.elapsed() < INDICATORS_TTL
+        {
+            return Ok(indicators.clone());
+        }
+        let list = self
+            .db
+            .active_indicators(tenant, chrono::Utc::now())
+            .await?;
+        let indicators = Arc::new(crate::indicators::Indicators::new(list));
+        cache.insert(tenant.to_string(), (Instant::now(), indicators.clone()));
+        Ok(indicators)
+    }
+
+    pub async fn forget_indicators(&self, tenant: &str) {
+        self.indicators.lock().await.remove(tenant);
     }
 
     /// The tenant's current rules (none when none are loaded).

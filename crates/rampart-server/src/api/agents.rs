@@ -18,9 +18,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
-use crate::listener::Peer;
 use crate::auth::AgentIdentity;
-use crate::indicators::Indicators;
+use crate::listener::Peer;
 use crate::problem::{ApiResult, Json, Problem, Query, json};
 use crate::telemetry::{Received, Sequence, skip_stored};
 
@@ -347,7 +346,7 @@ pub async fn telemetry(
         skipped = skip_stored(seq, high_water, &mut received);
         first_record = seq.number_of(skipped);
     }
-    let indicators = Indicators::new(app.db.active_indicators(&agent.tenant, Utc::now()).await?);
+    let indicators = app.indicators_of(&agent.tenant).await?;
     let store = app.store.clone();
     let rules = app.rules_of(&agent.tenant);
     let sender = agent.clone();

@@ -14,7 +14,6 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use chrono::Utc;
 use futures::StreamExt;
 use rampart_sources::jsonl;
 use rampart_state::Principal;
@@ -23,7 +22,6 @@ use serde_json::{Value, json};
 
 use super::spool::Spool;
 use crate::app::{App, TenantRules};
-use crate::indicators::Indicators;
 use crate::pipeline::{DEFAULT_BATCH_ROWS, Ingest, Ingested};
 use crate::problem::{ApiResult, Problem, Query, json};
 
@@ -60,7 +58,7 @@ pub async fn evtx(
 
     let rules = app.rules_of(&p.tenant_id);
     let compiled = rules.clone();
-    let indicators = Indicators::new(app.db.active_indicators(&p.tenant_id, Utc::now()).await?);
+    let indicators = app.indicators_of(&p.tenant_id).await?;
     let store = app.store.clone();
     let tenant = p.tenant_id.clone();
     let path = spool.path.clone();
@@ -125,7 +123,7 @@ pub async fn events(
 
     let rules = app.rules_of(&p.tenant_id);
     let compiled = rules.clone();
-    let indicators = Indicators::new(app.db.active_indicators(&p.tenant_id, Utc::now()).await?);
+    let indicators = app.indicators_of(&p.tenant_id).await?;
     let store = app.store.clone();
     let tenant = p.tenant_id.clone();
     let source = name.clone();

@@ -58,6 +58,7 @@ pub async fn create_indicator(
         .db
         .create_indicator(&p.tenant_id, &body, &p.username)
         .await?;
+    app.forget_indicators(&p.tenant_id).await;
     audit(
         &app,
         &p,
@@ -84,6 +85,7 @@ pub async fn delete_indicator(
     Path(id): Path<String>,
 ) -> ApiResult {
     app.db.delete_indicator(&p.tenant_id, &id).await?;
+    app.forget_indicators(&p.tenant_id).await;
     audit(&app, &p, "indicator.delete", "indicator", &id, json!({})).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
