@@ -2,6 +2,8 @@
 //! enabled or disabled per tenant. Any change recompiles the tenant's rule set, which the
 //! next ingested batch uses.
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -285,8 +287,9 @@ pub struct RuleTest {
     limit: Option<usize>,
 }
 
-/// Tests a custom detection against stored events without raising anything: how many rows it
-/// would alert on, and the first ones.
+/// Tests a rule against stored events without raising anything: how many rows it would alert
+/// on, and the first ones. Custom detections run their query; Linux Sigma rules evaluate the
+/// stored agent telemetry.
 pub async fn test(
     State(app): State<App>,
     Extension(p): Extension<Principal>,
@@ -294,12 +297,98 @@ pub async fn test(
     Json(body): Json<RuleTest>,
 ) -> ApiResult {
     let rule = app.db.get_rule(&p.tenant_id, &id).await?;
+    let limit = body.limit.unwrap_or(100).min(app.config.hunting.max_rows);
+    let window = time_window(body.from, body.to);
     if rule.kind != RuleKind::Kql {
+        return test_sigma(&app, &p, &rule, &window, limit).await;
+    }
+    let kql = format!("{}\n{window}", rule.source);
+    let rows = crate::custom::query(&app, &p.tenant_id, &kql, crate::custom::MAX_ALERTS_PER_RUN)
+        .await
+        .map_err(|e| Problem::kql(&e, &kql))?;
+    Ok(json(&json!({
+        "matches": rows.len(),
+        "capped": rows.len() >= crate::custom::MAX_ALERTS_PER_RUN,
+        "rows": rows.into_iter().take(limit).collect::<Vec<_>>(),
+    })))
+}
+
+/// Rows of a table read at most per test of a Sigma rule.
+const SIGMA_TEST_MAX_ROWS: usize = 200_000;
+
+/// A Sigma rule over stored agent telemetry: the rows of each Linux category's table within the
+/// window, as the rule would have seen them arriving (correlation rules are not replayed).
+/// Windows rules read raw event-log records, which the store does not keep whole: they are
+/// tested by uploading events.
+async fn test_sigma(
+    app: &App,
+    p: &Principal,
+    rule: &rampart_state::Rule,
+    window: &str,
+    limit: usize,
+) -> ApiResult {
+    use std::borrow::Cow;
+    let set = RuleSet::from_yaml(&rule.source, std::path::Path::new(&rule.title));
+    if set.linux_rules() == 0 {
         return Err(Problem::conflict(
-            "testing over stored events is for custom detections (KQL); a Sigma rule is tested by uploading events",
+            "this rule reads no agent telemetry (only Linux rules of process_creation, file_event, \
+             file_delete or network_connection do); Windows rules are tested by uploading events",
         ));
     }
-    let window = match (body.from, body.to) {
+    let source: Arc<std::path::Path> = Arc::from(std::path::Path::new("stored events"));
+    let (mut matches, mut capped, mut rows) = (0usize, false, Vec::new());
+    let mut tables: Vec<&str> = rampart_sigma::linux::CATEGORIES
+        .iter()
+        .map(|c| c.table)
+        .collect();
+    tables.dedup();
+    for table in tables {
+        let actions: Vec<String> = rampart_sigma::linux::CATEGORIES
+            .iter()
+            .filter(|c| c.table == table)
+            .flat_map(|c| c.actions.iter().map(|a| format!("'{a}'")))
+            .collect();
+        let kql = format!(
+            "{table} | where ActionType in ({}) {window}",
+            actions.join(", ")
+        );
+        let stored = crate::custom::query(app, &p.tenant_id, &kql, SIGMA_TEST_MAX_ROWS)
+            .await
+            .map_err(|e| Problem::kql(&e, &kql))?;
+        capped |= stored.len() >= SIGMA_TEST_MAX_ROWS;
+        for (index, columns) in stored.iter().enumerate() {
+            let timestamp = columns
+                .get("Timestamp")
+                .and_then(|t| t.as_str()?.parse().ok())
+                .unwrap_or_default();
+            let row = rampart_sigma::TelemetryRow {
+                table,
+                columns: Cow::Borrowed(columns),
+                timestamp,
+                record_id: columns
+                    .get("ReportId")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(index as u64),
+                source: source.clone(),
+            };
+            let mut detections = Vec::new();
+            set.evaluate_row(&row, &mut detections);
+            if !detections.is_empty() {
+                matches += 1;
+                if rows.len() < limit {
+                    rows.push(serde_json::Value::Object(columns.clone()));
+                }
+            }
+        }
+    }
+    Ok(json(
+        &json!({"matches": matches, "capped": capped, "rows": rows}),
+    ))
+}
+
+/// `| where Timestamp >= … and Timestamp < …` for `[from, to)`, or nothing.
+fn time_window(from: Option<rampart_state::Time>, to: Option<rampart_state::Time>) -> String {
+    let window = match (from, to) {
         (None, None) => String::new(),
         (from, to) => {
             let mut w = String::from("| where ");
@@ -316,14 +405,5 @@ pub async fn test(
     };
     // The window applies to what the query returns; a query without Timestamp cannot be
     // windowed and says so.
-    let kql = format!("{}\n{window}", rule.source);
-    let limit = body.limit.unwrap_or(100).min(app.config.hunting.max_rows);
-    let rows = crate::custom::query(&app, &p.tenant_id, &kql, crate::custom::MAX_ALERTS_PER_RUN)
-        .await
-        .map_err(|e| Problem::kql(&e, &kql))?;
-    Ok(json(&json!({
-        "matches": rows.len(),
-        "capped": rows.len() >= crate::custom::MAX_ALERTS_PER_RUN,
-        "rows": rows.into_iter().take(limit).collect::<Vec<_>>(),
-    })))
+    window
 }
