@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::dns::DnsExchange;
 use crate::logons::Logon;
 use crate::process::{Process, ProcessTable, file_name};
-use crate::sensor::{Net, Protocol, SensorEvent, Task};
+use crate::sensor::{FILE_CREATED, Net, Protocol, SensorEvent, Task};
 
 /// One row of one hunting table.
 #[derive(Debug, Clone)]
@@ -193,10 +193,10 @@ impl Mapper {
                 path,
                 flags,
                 size,
-                opened,
                 ..
             } => {
-                let action = if created(path, *flags, *opened) {
+                // The kernel said whether that open created the file.
+                let action = if flags & FILE_CREATED != 0 {
                     "FileCreated"
                 } else {
                     "FileModified"
@@ -443,41 +443,6 @@ impl Mapper {
             row.set(&format!("{prefix}FileSize"), h.size);
         }
     }
-}
-
-/// Created, not modified: opened with O_CREAT and the file was born at or after the open.
-fn created(path: &str, flags: u32, opened: DateTime<Utc>) -> bool {
-    if flags & libc::O_CREAT as u32 == 0 {
-        return false;
-    }
-    if flags & libc::O_EXCL as u32 != 0 {
-        return true;
-    }
-    match birth_time(path) {
-        // Birth is stamped just before the open returns: allow the clocks' coarse granularity.
-        Some(born) => born >= opened - chrono::Duration::milliseconds(20),
-        // Gone already or no birth time on this filesystem: O_CREAT is the best evidence.
-        None => true,
-    }
-}
-
-fn birth_time(path: &str) -> Option<DateTime<Utc>> {
-    let c = std::ffi::CString::new(path).ok()?;
-    // SAFETY: statx writes into `buf`, a valid statx struct; `c` is NUL-terminated.
-    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
-    let rc = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-            libc::STATX_BTIME,
-            &mut buf,
-        )
-    };
-    if rc != 0 || buf.stx_mask & libc::STATX_BTIME == 0 {
-        return None;
-    }
-    DateTime::from_timestamp(buf.stx_btime.tv_sec, buf.stx_btime.tv_nsec)
 }
 
 fn set_endpoint(row: &mut Row, side: &str, addr: SocketAddr) {

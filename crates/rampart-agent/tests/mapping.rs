@@ -12,7 +12,7 @@ use rampart_agent::hashes::HashCache;
 use rampart_agent::logons::{SyslogMessage, parse_logon};
 use rampart_agent::mapping::{FileFilter, Mapper, Row};
 use rampart_agent::process::ProcessTable;
-use rampart_agent::sensor::{Net, Protocol, SensorEvent, Task};
+use rampart_agent::sensor::{FILE_CREATED, Net, Protocol, SensorEvent, Task};
 use rampart_schema::{KustoType, Table};
 use serde_json::Value;
 
@@ -126,8 +126,7 @@ fn exec_rows_carry_lineage_and_hashes() {
 
     // The process table now knows it: a file event of that task names it as initiator.
     let file = tempfile::NamedTempFile::new().unwrap();
-    // Opened a second after the file was born: an existing file, modified.
-    let opened = Utc::now() + chrono::Duration::seconds(1);
+    let opened = Utc::now();
     let row = m
         .event(&SensorEvent::FileWriteClose {
             task: t,
@@ -139,7 +138,7 @@ fn exec_rows_carry_lineage_and_hashes() {
         })
         .unwrap();
     check_schema(&row);
-    // Born before the open: modified, not created.
+    // O_CREAT, but the open did not create it: modified.
     assert_eq!(row.fields["ActionType"], "FileModified");
     assert_eq!(row.fields["InitiatingProcessFileName"], "sleep");
     assert_eq!(row.fields["FileSize"], 3);
@@ -158,10 +157,10 @@ fn file_network_and_other_events() {
         .event(&SensorEvent::FileWriteClose {
             task: t.clone(),
             path: fresh.display().to_string(),
-            flags: (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32,
+            flags: (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32 | FILE_CREATED,
             inode: 0,
             size: 1,
-            opened: Utc::now() - chrono::Duration::milliseconds(1),
+            opened: Utc::now(),
         })
         .unwrap();
     check_schema(&created);

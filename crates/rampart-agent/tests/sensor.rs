@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use rampart_agent::sensor::{Decoder, Net, Protocol, Sensor, SensorConfig, SensorEvent, Task};
+use rampart_agent::sensor::{
+    Decoder, FILE_CREATED, Net, Protocol, Sensor, SensorConfig, SensorEvent, Task,
+};
 
 fn task(event: &SensorEvent) -> &Task {
     match event {
@@ -59,6 +61,7 @@ const SCRIPT: &str = r#"set -e
 cd "$DIR"
 /bin/echo one 'two words' > /dev/null
 echo data > f.txt
+echo more >> f.txt
 mv f.txt g.txt
 chmod 600 g.txt
 rm g.txt
@@ -227,11 +230,17 @@ fn live_kernel_events_of_a_shell_script() {
         })
         .collect();
     let create = (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32;
-    let f = written.iter().find(|(p, ..)| *p == at("f.txt"));
+    let f: Vec<_> = written.iter().filter(|(p, ..)| *p == at("f.txt")).collect();
     assert!(
-        f.is_some_and(|(_, flags, _)| flags & create == create),
+        f.first()
+            .is_some_and(|(_, flags, _)| flags & create == create),
         "{written:?}"
     );
+    // The first open created the file, the append (O_CREAT too) found it there.
+    assert_eq!(f.len(), 2, "{written:?}");
+    assert_ne!(f[0].1 & FILE_CREATED, 0, "{written:?}");
+    assert_eq!(f[1].1 & FILE_CREATED, 0, "{written:?}");
+    assert_ne!(f[1].1 & libc::O_CREAT as u32, 0);
     let kept = written.iter().find(|(p, ..)| *p == at("kept.txt"));
     assert!(
         kept.is_some_and(|(_, flags, size)| flags & create == create && *size == 3),

@@ -90,6 +90,10 @@ pub struct Task {
     pub time: DateTime<Utc>,
 }
 
+/// In [`SensorEvent::FileWriteClose`] flags: the open created the file (the kernel's
+/// FMODE_CREATED), as opposed to opening one that existed.
+pub const FILE_CREATED: u32 = 1 << 31;
+
 #[derive(Debug, Clone)]
 pub enum SensorEvent {
     /// `filename` is the path given to execve, made absolute against `cwd`; `inode`/`dev`
@@ -115,6 +119,7 @@ pub enum SensorEvent {
         signal: i32,
     },
     /// A regular file opened with write intent was closed (by close() or by the process exit).
+    /// `flags` are the open's flags, with [`FILE_CREATED`] set when that open created the file.
     FileWriteClose {
         task: Task,
         path: String,

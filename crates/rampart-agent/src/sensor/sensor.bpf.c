@@ -13,6 +13,11 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 
+/* FMODE_CREATED of include/linux/fs.h (a #define: not in BTF). */
+#define RAMPART_FMODE_CREATED (1U << 20)
+/* Set in a write-close event's flags when the open created the file. */
+#define RAMPART_FILE_CREATED (1U << 31)
+
 char LICENSE[] SEC("license") = "GPL";
 
 enum ev_kind {
@@ -683,8 +688,13 @@ static __always_inline int open_exit(long ret)
 		return 0;
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct fd_key key = { .tgid = tgid, .fd = ret };
+	/* The kernel marks a file this very open created (FMODE_CREATED, include/linux/fs.h):
+	 * passed on in the top bit of the flags, so the agent need not stat it. */
+	u32 flags = p.args[0];
+	if (BPF_CORE_READ(f, f_mode) & RAMPART_FMODE_CREATED)
+		flags |= RAMPART_FILE_CREATED;
 	struct write_fd w = {
-		.file = (u64)f, .open_ns = bpf_ktime_get_boot_ns(), .flags = p.args[0]
+		.file = (u64)f, .open_ns = bpf_ktime_get_boot_ns(), .flags = flags
 	};
 	bpf_map_update_elem(&write_fds, &key, &w, BPF_ANY);
 	u32 one = 1;
