@@ -38,7 +38,12 @@ pub fn device_info(time: DateTime<Utc>, sensor_mode: &str, health: &str) -> Row 
     fields.insert("OSPlatform".into(), "Linux".into());
     fields.insert(
         "OSArchitecture".into(),
-        if cfg!(target_pointer_width = "64") { "64-bit" } else { "32-bit" }.into(),
+        if cfg!(target_pointer_width = "64") {
+            "64-bit"
+        } else {
+            "32-bit"
+        }
+        .into(),
     );
     fields.insert("OSDistribution".into(), id.into());
     fields.insert("OSVersionInfo".into(), pretty.clone().into());
@@ -51,10 +56,7 @@ pub fn device_info(time: DateTime<Utc>, sensor_mode: &str, health: &str) -> Row 
             .to_string()
             .into(),
     );
-    Row {
-        table: "DeviceInfo",
-        fields,
-    }
+    Row::from_map("DeviceInfo", &fields)
 }
 
 /// One DeviceNetworkInfo row per adapter.
@@ -99,14 +101,14 @@ pub fn network_info(time: DateTime<Utc>) -> Vec<Row> {
             .map(|(ip, prefix)| json!({"IPAddress": ip.to_string(), "SubnetPrefix": prefix, "AddressType": if ip.is_loopback() { "Loopback" } else { "Unicast" }}))
             .collect();
         fields.insert("IPAddresses".into(), Value::Array(ips).to_string().into());
-        fields.insert("DnsAddresses".into(), Value::Array(dns.clone()).to_string().into());
+        fields.insert(
+            "DnsAddresses".into(),
+            Value::Array(dns.clone()).to_string().into(),
+        );
         if let Some(gw) = gateways.get(&name) {
             fields.insert("DefaultGateways".into(), json!([gw]).to_string().into());
         }
-        rows.push(Row {
-            table: "DeviceNetworkInfo",
-            fields,
-        });
+        rows.push(Row::from_map("DeviceNetworkInfo", &fields));
     }
     rows
 }
@@ -119,7 +121,11 @@ pub fn software_inventory(os: &(String, String)) -> Vec<Row> {
 
 /// The DeviceTvmSoftwareInventory rows of `software`; the OS columns as in DeviceInfo.
 pub fn software_rows(os: &(String, String), software: &[crate::inventory::Software]) -> Vec<Row> {
-    let architecture = if cfg!(target_pointer_width = "64") { "64-bit" } else { "32-bit" };
+    let architecture = if cfg!(target_pointer_width = "64") {
+        "64-bit"
+    } else {
+        "32-bit"
+    };
     software
         .iter()
         .map(|s| {
@@ -138,10 +144,7 @@ pub fn software_rows(os: &(String, String), software: &[crate::inventory::Softwa
                 "ProductCodeCpe".into(),
                 crate::inventory::cpe(&s.vendor, &s.name, &s.version).into(),
             );
-            Row {
-                table: "DeviceTvmSoftwareInventory",
-                fields,
-            }
+            Row::from_map("DeviceTvmSoftwareInventory", &fields)
         })
         .collect()
 }
@@ -189,7 +192,9 @@ fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
         match i32::from((*sa).sa_family) {
             libc::AF_INET => {
                 let sin = &*(sa as *const libc::sockaddr_in);
-                Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
             }
             libc::AF_INET6 => {
                 let sin6 = &*(sa as *const libc::sockaddr_in6);
@@ -225,10 +230,15 @@ mod tests {
         let rows = network_info(Utc::now());
         let lo = rows
             .iter()
-            .find(|r| r.fields["NetworkAdapterName"] == "lo")
+            .find(|r| r.fields()["NetworkAdapterName"] == "lo")
             .expect("lo");
-        assert_eq!(lo.fields["NetworkAdapterType"], "SoftwareLoopback");
-        assert!(lo.fields["IPAddresses"].as_str().unwrap().contains("127.0.0.1"));
+        assert_eq!(lo.fields()["NetworkAdapterType"], "SoftwareLoopback");
+        assert!(
+            lo.fields()["IPAddresses"]
+                .as_str()
+                .unwrap()
+                .contains("127.0.0.1")
+        );
     }
 
     #[test]
@@ -237,28 +247,35 @@ mod tests {
         let rows = software_inventory(&os);
         let dpkg = rows
             .iter()
-            .find(|r| r.fields["SoftwareName"] == "dpkg")
+            .find(|r| r.fields()["SoftwareName"] == "dpkg")
             .expect("dpkg is installed here");
         assert_eq!(dpkg.table, "DeviceTvmSoftwareInventory");
-        assert_eq!(dpkg.fields["OSPlatform"], "Linux");
-        assert_eq!(dpkg.fields["OSVersion"], os.0.as_str());
+        assert_eq!(dpkg.fields()["OSPlatform"], "Linux");
+        assert_eq!(dpkg.fields()["OSVersion"], os.0.as_str());
         let info = device_info(Utc::now(), "ebpf", "Active");
-        assert_eq!(dpkg.fields["OSArchitecture"], info.fields["OSArchitecture"]);
-        assert!(!dpkg.fields.contains_key("Timestamp"));
+        assert_eq!(
+            dpkg.fields()["OSArchitecture"],
+            info.fields()["OSArchitecture"]
+        );
+        assert!(!dpkg.fields().contains_key("Timestamp"));
         let table = rampart_schema::Table::from_name(dpkg.table).expect("a hunting table");
-        for (name, value) in &dpkg.fields {
+        for (name, value) in &dpkg.fields() {
             assert!(table.column(name).is_some(), "no column {name}");
             assert!(value.is_string(), "{name}");
         }
-        let cpe = dpkg.fields["ProductCodeCpe"].as_str().unwrap();
-        assert!(cpe.starts_with("cpe:2.3:a:") && cpe.contains(":dpkg:"), "{cpe}");
+        let fields = dpkg.fields();
+        let cpe = fields["ProductCodeCpe"].as_str().unwrap();
+        assert!(
+            cpe.starts_with("cpe:2.3:a:") && cpe.contains(":dpkg:"),
+            "{cpe}"
+        );
         assert_eq!(cpe.split(':').count(), 13, "{cpe}");
     }
 
     #[test]
     fn device_info_names_the_os() {
         let row = device_info(Utc::now(), "ebpf", "Active");
-        assert_eq!(row.fields["OSPlatform"], "Linux");
-        assert!(!row.fields["OSVersion"].as_str().unwrap().is_empty());
+        assert_eq!(row.fields()["OSPlatform"], "Linux");
+        assert!(!row.fields()["OSVersion"].as_str().unwrap().is_empty());
     }
 }

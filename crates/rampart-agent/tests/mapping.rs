@@ -50,7 +50,7 @@ fn task(pid: u32, ppid: u32, table: &mut ProcessTable) -> Task {
 /// Every column is the table's, and every value fits the column's type.
 fn check_schema(row: &Row) {
     let table = Table::from_name(row.table).unwrap_or_else(|| panic!("no table {}", row.table));
-    for (name, value) in &row.fields {
+    for (name, value) in &row.fields() {
         let column = table
             .column(name)
             .unwrap_or_else(|| panic!("{} has no column {name}", row.table));
@@ -72,7 +72,7 @@ fn check_schema(row: &Row) {
     // As queued: with its sequence number, still the table's columns only.
     let mut row = row.clone();
     row.set_report_id(42);
-    for name in row.fields.keys() {
+    for name in row.fields().keys() {
         assert!(
             table.column(name).is_some(),
             "{} has no column {name}",
@@ -109,7 +109,7 @@ fn exec_rows_carry_lineage_and_hashes() {
     let _ = child.kill();
     let _ = child.wait();
     check_schema(&row);
-    let f = &row.fields;
+    let f = &row.fields();
     assert_eq!(row.table, "DeviceProcessEvents");
     assert_eq!(f["ActionType"], "ProcessCreated");
     assert_eq!(f["FileName"], "sleep");
@@ -139,9 +139,9 @@ fn exec_rows_carry_lineage_and_hashes() {
         .unwrap();
     check_schema(&row);
     // O_CREAT, but the open did not create it: modified.
-    assert_eq!(row.fields["ActionType"], "FileModified");
-    assert_eq!(row.fields["InitiatingProcessFileName"], "sleep");
-    assert_eq!(row.fields["FileSize"], 3);
+    assert_eq!(row.fields()["ActionType"], "FileModified");
+    assert_eq!(row.fields()["InitiatingProcessFileName"], "sleep");
+    assert_eq!(row.fields()["FileSize"], 3);
 }
 
 #[test]
@@ -164,9 +164,9 @@ fn file_network_and_other_events() {
         })
         .unwrap();
     check_schema(&created);
-    assert_eq!(created.fields["ActionType"], "FileCreated");
-    assert_eq!(created.fields["FileName"], "new.txt");
-    assert_eq!(created.fields["InitiatingProcessId"], me);
+    assert_eq!(created.fields()["ActionType"], "FileCreated");
+    assert_eq!(created.fields()["FileName"], "new.txt");
+    assert_eq!(created.fields()["InitiatingProcessId"], me);
     // Pseudo-files are not files.
     assert!(
         m.event(&SensorEvent::FileWriteClose {
@@ -187,7 +187,7 @@ fn file_network_and_other_events() {
         })
         .unwrap();
     check_schema(&renamed);
-    assert_eq!(renamed.fields["PreviousFileName"], "a.txt");
+    assert_eq!(renamed.fields()["PreviousFileName"], "a.txt");
     let chmod = m
         .event(&SensorEvent::FileChmod {
             task: t.clone(),
@@ -197,7 +197,7 @@ fn file_network_and_other_events() {
         .unwrap();
     check_schema(&chmod);
     assert!(
-        chmod.fields["AdditionalFields"]
+        chmod.fields()["AdditionalFields"]
             .as_str()
             .unwrap()
             .contains("4755")
@@ -209,7 +209,7 @@ fn file_network_and_other_events() {
             dir: false,
         })
         .unwrap();
-    assert_eq!(deleted.fields["ActionType"], "FileDeleted");
+    assert_eq!(deleted.fields()["ActionType"], "FileDeleted");
 
     let net = Net {
         protocol: Protocol::Tcp,
@@ -229,10 +229,10 @@ fn file_network_and_other_events() {
             })
             .unwrap();
         check_schema(&row);
-        assert_eq!(row.fields["ActionType"], action);
-        assert_eq!(row.fields["RemoteIP"], "127.0.0.1");
-        assert_eq!(row.fields["RemoteIPType"], "Loopback");
-        assert_eq!(row.fields["RemotePort"], 8080);
+        assert_eq!(row.fields()["ActionType"], action);
+        assert_eq!(row.fields()["RemoteIP"], "127.0.0.1");
+        assert_eq!(row.fields()["RemoteIPType"], "Loopback");
+        assert_eq!(row.fields()["RemotePort"], 8080);
     }
     let listen = m
         .event(&SensorEvent::Listen {
@@ -245,10 +245,10 @@ fn file_network_and_other_events() {
         })
         .unwrap();
     check_schema(&listen);
-    assert_eq!(listen.fields["ActionType"], "ListeningConnectionCreated");
-    assert!(listen.fields.get("RemoteIP").is_none());
-    assert_eq!(listen.fields["LocalPort"], 53);
-    assert_eq!(listen.fields["Protocol"], "Udp");
+    assert_eq!(listen.fields()["ActionType"], "ListeningConnectionCreated");
+    assert!(listen.fields().get("RemoteIP").is_none());
+    assert_eq!(listen.fields()["LocalPort"], 53);
+    assert_eq!(listen.fields()["Protocol"], "Udp");
 
     for event in [
         SensorEvent::ModuleLoad {
@@ -315,11 +315,11 @@ fn dns_rows_name_the_process_that_connected_the_socket() {
     let row = m.dns(&exchange);
     check_schema(&row);
     assert_eq!(row.table, "DeviceEvents");
-    assert_eq!(row.fields["ActionType"], "DnsQueryResponse");
-    assert_eq!(row.fields["RemoteIP"], "10.0.0.53");
-    assert_eq!(row.fields["InitiatingProcessId"], me);
+    assert_eq!(row.fields()["ActionType"], "DnsQueryResponse");
+    assert_eq!(row.fields()["RemoteIP"], "10.0.0.53");
+    assert_eq!(row.fields()["InitiatingProcessId"], me);
     let extra: Value =
-        serde_json::from_str(row.fields["AdditionalFields"].as_str().unwrap()).unwrap();
+        serde_json::from_str(row.fields()["AdditionalFields"].as_str().unwrap()).unwrap();
     assert_eq!(extra["DnsQueryString"], "example.com");
     assert_eq!(extra["DnsAnswers"][0], "A 192.0.2.1");
     // Another socket's query: no asker known.
@@ -327,7 +327,7 @@ fn dns_rows_name_the_process_that_connected_the_socket() {
         client: "10.0.0.5:40999".parse().unwrap(),
         ..exchange
     });
-    assert!(other.fields.get("InitiatingProcessId").is_none());
+    assert!(other.fields().get("InitiatingProcessId").is_none());
 }
 
 #[test]
@@ -366,8 +366,8 @@ fn logon_rows() {
     )
     .unwrap();
     let row = m.logon(&logon);
-    assert_eq!(row.fields["ActionType"], "LogonFailed");
-    assert_eq!(row.fields["AccountName"], "root");
-    assert_eq!(row.fields["InitiatingProcessAccountName"], "nobody");
-    assert_eq!(row.fields["InitiatingProcessFileName"], "su");
+    assert_eq!(row.fields()["ActionType"], "LogonFailed");
+    assert_eq!(row.fields()["AccountName"], "root");
+    assert_eq!(row.fields()["InitiatingProcessAccountName"], "nobody");
+    assert_eq!(row.fields()["InitiatingProcessFileName"], "su");
 }
