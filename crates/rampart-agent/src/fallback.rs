@@ -160,12 +160,7 @@ impl ProcConnector {
                     return None;
                 }
                 let dir = format!("/proc/{tgid}");
-                let argv: Vec<String> = std::fs::read(format!("{dir}/cmdline"))
-                    .unwrap_or_default()
-                    .split(|&b| b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
+                let argv = crate::process::read_cmdline(&dir);
                 let exe = std::fs::read_link(format!("{dir}/exe")).ok();
                 let filename = exe.as_ref().map_or_else(
                     || argv.first().cloned().unwrap_or_default(),

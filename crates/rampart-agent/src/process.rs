@@ -253,12 +253,7 @@ impl ProcessTable {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let argv: Vec<String> = std::fs::read(format!("{dir}/cmdline"))
-            .unwrap_or_default()
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let argv = read_cmdline(&dir);
         let exe = format!("{dir}/exe");
         let path = std::fs::read_link(&exe)
             .map(|p| {
@@ -294,6 +289,16 @@ impl ProcessTable {
             sessionid,
         })
     }
+}
+
+/// The arguments of a process from `/proc/PID/cmdline` (`dir` = `/proc/PID`); none when gone.
+pub(crate) fn read_cmdline(dir: &str) -> Vec<String> {
+    std::fs::read(format!("{dir}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// Defender shows a Linux command line as the arguments joined by spaces.
