@@ -135,7 +135,11 @@ pub fn quarantine(ctx: &ActionContext, params: &Value) -> Result<Value> {
         .ok_or_else(|| anyhow!("cannot read {}", path.display()))?;
     std::fs::create_dir_all(&ctx.vault)?;
     std::fs::set_permissions(&ctx.vault, std::fs::Permissions::from_mode(0o700))?;
-    let id = format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f"), &hashes.sha256[..16]);
+    let id = format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f"),
+        &hashes.sha256[..16]
+    );
     let record = Quarantined {
         id: id.clone(),
         original_path: path.clone(),
@@ -161,7 +165,9 @@ pub fn quarantine(ctx: &ActionContext, params: &Value) -> Result<Value> {
 /// with its owner and mode, unless something else now occupies the path.
 pub fn restore(ctx: &ActionContext, params: &Value) -> Result<Value> {
     let record = match params["id"].as_str() {
-        Some(id) if !id.contains('/') && !id.starts_with('.') => read_record(&ctx.vault.join(format!("{id}.json")))?,
+        Some(id) if !id.contains('/') && !id.starts_with('.') => {
+            read_record(&ctx.vault.join(format!("{id}.json")))?
+        }
         Some(id) => bail!("'{id}' is not a quarantine id"),
         None => {
             let path = absolute_param(params, "path")?;
@@ -169,18 +175,25 @@ pub fn restore(ctx: &ActionContext, params: &Value) -> Result<Value> {
         }
     };
     if record.original_path.exists() {
-        bail!("{} exists again: not overwritten", record.original_path.display());
+        bail!(
+            "{} exists again: not overwritten",
+            record.original_path.display()
+        );
     }
     let stored = ctx.vault.join(&record.id);
     move_file(&stored, &record.original_path)?;
-    std::fs::set_permissions(&record.original_path, std::fs::Permissions::from_mode(record.mode & 0o7777))?;
+    std::fs::set_permissions(
+        &record.original_path,
+        std::fs::Permissions::from_mode(record.mode & 0o7777),
+    )?;
     std::os::unix::fs::chown(&record.original_path, Some(record.uid), Some(record.gid))?;
     std::fs::remove_file(ctx.vault.join(format!("{}.json", record.id)))?;
     Ok(json!({"restored": record.original_path, "sha256": record.sha256}))
 }
 
 fn read_record(path: &Path) -> Result<Quarantined> {
-    let bytes = std::fs::read(path).with_context(|| format!("no quarantine record {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("no quarantine record {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
 }
 
@@ -190,7 +203,9 @@ fn latest_for(vault: &Path, original: &Path) -> Result<Quarantined> {
         if entry.path().extension().is_some_and(|e| e == "json")
             && let Ok(r) = read_record(&entry.path())
             && r.original_path == original
-            && best.as_ref().is_none_or(|b| r.quarantined_at > b.quarantined_at)
+            && best
+                .as_ref()
+                .is_none_or(|b| r.quarantined_at > b.quarantined_at)
         {
             best = Some(r);
         }
@@ -203,7 +218,8 @@ fn move_file(from: &Path, to: &Path) -> Result<()> {
     if std::fs::rename(from, to).is_ok() {
         return Ok(());
     }
-    std::fs::copy(from, to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    std::fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
     std::fs::File::open(to)?.sync_all()?;
     std::fs::remove_file(from).with_context(|| format!("cannot remove {}", from.display()))
 }
@@ -213,7 +229,11 @@ fn absolute_param(params: &Value, name: &str) -> Result<PathBuf> {
         .as_str()
         .ok_or_else(|| anyhow!("params.{name} must be a path"))?;
     let path = PathBuf::from(path);
-    if !path.is_absolute() || path.components().any(|c| c == std::path::Component::ParentDir) {
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
         bail!("params.{name} must be an absolute path without '..'");
     }
     Ok(path)

@@ -57,7 +57,10 @@ pub fn enroll(server: &str, token: &str, state: &StateDir, hostname: &str) -> Re
     let status = answer.status().as_u16();
     let answer: Value = answer.body_mut().read_json().unwrap_or(Value::Null);
     if status != 201 {
-        bail!("{server} refused the enrollment ({status}): {}", transport::problem_detail(&answer));
+        bail!(
+            "{server} refused the enrollment ({status}): {}",
+            transport::problem_detail(&answer)
+        );
     }
     let field = |name: &str| {
         answer[name]

@@ -111,7 +111,10 @@ mod tests {
         std::fs::write(&path, b"abc").unwrap();
         let mut cache = HashCache::new(DEFAULT_MAX_FILE_BYTES);
         let h = cache.of(&path).unwrap();
-        assert_eq!(h.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            h.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(h.sha1, "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert_eq!(h.md5, "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(h.size, 3);

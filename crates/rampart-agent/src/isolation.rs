@@ -251,7 +251,9 @@ mod tests {
             addresses: vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()],
             port: 8443,
             since: chrono::Utc::now(),
-            resolvers: resolvers("# resolv.conf\nnameserver 192.0.2.53\nsearch example\nnameserver bad\n"),
+            resolvers: resolvers(
+                "# resolv.conf\nnameserver 192.0.2.53\nsearch example\nnameserver bad\n",
+            ),
         });
         assert!(
             rules.contains("set dns4 { type ipv4_addr; elements = { 192.0.2.53 }; }"),

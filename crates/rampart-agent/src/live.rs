@@ -471,7 +471,12 @@ fn check_operands(name: &str, rest: Operands, operands: &[&str]) -> Result<()> {
 
 /// Secrets no live-response command may read: password hashes, and the agent's own state
 /// (its private key) — registered at start by [`protect`].
-const SECRETS: [&str; 4] = ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-"];
+const SECRETS: [&str; 4] = [
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+];
 static PROTECTED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// Keeps `dir` (the agent's state directory) out of reach of live response.

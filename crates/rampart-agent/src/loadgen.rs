@@ -153,7 +153,10 @@ mod tests {
         })
         .unwrap();
         assert!(g.execs >= 5 && g.execs <= 15, "{g:?}");
-        assert!(g.files_created >= 5 && g.files_created == g.files_deleted, "{g:?}");
+        assert!(
+            g.files_created >= 5 && g.files_created == g.files_deleted,
+            "{g:?}"
+        );
         assert!(g.connections >= 3, "{g:?}");
         // Every file was deleted again.
         assert_eq!(std::fs::read_dir(dir.path().join("m")).unwrap().count(), 0);

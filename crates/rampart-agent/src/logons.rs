@@ -114,7 +114,10 @@ pub fn spawn(
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()?;
-            let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| std::io::Error::other("no stdout"))?;
             std::thread::Builder::new()
                 .name("logons".into())
                 .spawn(move || {
@@ -135,7 +138,9 @@ pub fn spawn(
 
 /// Whether a program receives what is sent to `path` (a socket left by a dead one does not).
 fn is_served(path: &Path) -> bool {
-    UnixDatagram::unbound().and_then(|s| s.connect(path)).is_ok()
+    UnixDatagram::unbound()
+        .and_then(|s| s.connect(path))
+        .is_ok()
 }
 
 fn bind_syslog(path: &Path) -> std::io::Result<UnixDatagram> {
@@ -364,8 +369,14 @@ mod tests {
 
     #[test]
     fn syslog_lines() {
-        let m = SyslogMessage::parse("<37>Dec  2 00:25:50 su[9861]: FAILED SU (to root) nobody on none").unwrap();
-        assert_eq!((m.program, m.pid, m.message), ("su", Some(9861), "FAILED SU (to root) nobody on none"));
+        let m = SyslogMessage::parse(
+            "<37>Dec  2 00:25:50 su[9861]: FAILED SU (to root) nobody on none",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.program, m.pid, m.message),
+            ("su", Some(9861), "FAILED SU (to root) nobody on none")
+        );
         let m = SyslogMessage::parse("2026-12-02T00:25:50.1+00:00 web01 sshd[77]: Accepted publickey for alice from 10.0.0.5 port 51234 ssh2: ED25519").unwrap();
         assert_eq!((m.program, m.pid), ("sshd", Some(77)));
         assert!(SyslogMessage::parse("no tag here").is_none());
@@ -375,7 +386,10 @@ mod tests {
     fn su_failures_and_successes() {
         let l = logon("<37>Dec  2 00:25:50 su[9861]: FAILED SU (to root) nobody on none").unwrap();
         assert!(!l.success);
-        assert_eq!((l.account.as_str(), l.by.as_deref(), l.pid), ("root", Some("nobody"), Some(9861)));
+        assert_eq!(
+            (l.account.as_str(), l.by.as_deref(), l.pid),
+            ("root", Some("nobody"), Some(9861))
+        );
         assert_eq!(l.failure_reason, Some("InvalidUserNameOrPassword"));
         let l = logon("<86>Dec  2 00:25:50 su[1]: (to root) alice on pts/0").unwrap();
         assert!(l.success && l.account == "root" && l.terminal.as_deref() == Some("pts/0"));
@@ -389,15 +403,26 @@ mod tests {
     fn sshd_sudo_login() {
         let l = logon("<38>Dec  2 00:00:01 sshd[5]: Failed password for invalid user bob from 203.0.113.9 port 4022 ssh2").unwrap();
         assert!(!l.success);
-        assert_eq!((l.account.as_str(), l.remote_ip.as_deref(), l.remote_port), ("bob", Some("203.0.113.9"), Some(4022)));
-        assert_eq!((l.logon_type, l.failure_reason), ("Network", Some("UnknownUser")));
+        assert_eq!(
+            (l.account.as_str(), l.remote_ip.as_deref(), l.remote_port),
+            ("bob", Some("203.0.113.9"), Some(4022))
+        );
+        assert_eq!(
+            (l.logon_type, l.failure_reason),
+            ("Network", Some("UnknownUser"))
+        );
         let l = logon("<38>Dec  2 00:00:01 sshd[5]: Accepted password for alice from 2001:db8::1 port 22 ssh2").unwrap();
         assert!(l.success && l.remote_ip.as_deref() == Some("2001:db8::1"));
         let l = logon("<85>Dec  2 00:00:01 sudo[9]:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id").unwrap();
         assert!(l.success && l.account == "root" && l.by.as_deref() == Some("alice"));
         let l = logon("<85>Dec  2 00:00:01 sudo[9]:    alice : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/sh").unwrap();
         assert!(!l.success);
-        assert!(logon("<85>Dec  2 00:00:01 sudo[9]: pam_unix(sudo:session): session closed for user root").is_none());
+        assert!(
+            logon(
+                "<85>Dec  2 00:00:01 sudo[9]: pam_unix(sudo:session): session closed for user root"
+            )
+            .is_none()
+        );
         let l = logon("<38>Dec  2 00:00:01 login[3]: FAILED LOGIN (1) on '/dev/tty1' FOR 'alice', Authentication failure").unwrap();
         assert!(!l.success && l.account == "alice" && l.terminal.as_deref() == Some("/dev/tty1"));
     }
@@ -411,12 +436,23 @@ mod tests {
         assert!(path.exists() && !is_served(&path));
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let handle = spawn(LogonSource::SyslogSocket(path.clone()), tx, Arc::clone(&stop))
-            .unwrap()
-            .unwrap();
+        let handle = spawn(
+            LogonSource::SyslogSocket(path.clone()),
+            tx,
+            Arc::clone(&stop),
+        )
+        .unwrap()
+        .unwrap();
         let client = UnixDatagram::unbound().unwrap();
-        client.send_to(b"<13>Dec  2 00:00:01 logger: unrelated", &path).unwrap();
-        client.send_to(b"<37>Dec  2 00:25:50 su[42]: FAILED SU (to root) nobody on none", &path).unwrap();
+        client
+            .send_to(b"<13>Dec  2 00:00:01 logger: unrelated", &path)
+            .unwrap();
+        client
+            .send_to(
+                b"<37>Dec  2 00:25:50 su[42]: FAILED SU (to root) nobody on none",
+                &path,
+            )
+            .unwrap();
         let l = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!((l.pid, l.success), (Some(42), false));
         stop.store(true, Ordering::Relaxed);

@@ -72,7 +72,12 @@ impl StateDir {
     }
 
     /// Writes what enrollment returned; the key is written before (see [`StateDir::key_path`]).
-    pub fn save_enrollment(&self, enrollment: &Enrollment, ca_pem: &str, cert_pem: &str) -> Result<()> {
+    pub fn save_enrollment(
+        &self,
+        enrollment: &Enrollment,
+        ca_pem: &str,
+        cert_pem: &str,
+    ) -> Result<()> {
         write_atomic(&self.dir.join("ca.crt"), ca_pem.as_bytes(), 0o644)?;
         write_atomic(&self.dir.join("agent.crt"), cert_pem.as_bytes(), 0o644)?;
         let json = serde_json::to_vec_pretty(enrollment)?;
@@ -98,7 +103,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         bail!("{} has no parent directory", path.display());
     };
     let tmp = path.with_extension("tmp");
-    let mut file = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut file =
+        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     set_mode(&tmp, mode)?;
     file.write_all(data)?;
     file.sync_all()?;

@@ -67,7 +67,9 @@ impl IdFile {
             return;
         }
         self.checked = Some(Instant::now());
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         if modified.is_some() && modified == self.modified {
             return;
         }
@@ -102,7 +104,9 @@ mod tests {
 
     #[test]
     fn names_from_passwd_lines() {
-        let names = parse("root:x:0:0:root:/root:/bin/bash\n#c:x:5:5\nbad line\nalice:x:1000:1000::/home/alice:/bin/sh\ndup:x:0:0\n");
+        let names = parse(
+            "root:x:0:0:root:/root:/bin/bash\n#c:x:5:5\nbad line\nalice:x:1000:1000::/home/alice:/bin/sh\ndup:x:0:0\n",
+        );
         assert_eq!(names.get(&0).map(String::as_str), Some("root"));
         assert_eq!(names.get(&1000).map(String::as_str), Some("alice"));
         assert_eq!(names.len(), 2);
@@ -117,7 +121,11 @@ mod tests {
         assert_eq!(users.user(0), "root");
         assert_eq!(users.user(4242), "4242");
         assert_eq!(users.group(0), "0");
-        std::fs::write(&passwd, "root:x:0:0::/:/bin/sh\nbob:x:4242:4242::/:/bin/sh\n").unwrap();
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/:/bin/sh\nbob:x:4242:4242::/:/bin/sh\n",
+        )
+        .unwrap();
         // A changed file is read again once the recheck interval has passed.
         users.passwd.checked = None;
         users.passwd.modified = None;

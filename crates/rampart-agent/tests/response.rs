@@ -604,7 +604,11 @@ fn commands_outside_the_allow_list_are_refused() {
     std::fs::create_dir(&state).unwrap();
     std::fs::write(state.join("agent.key"), "secret").unwrap();
     rampart_agent::live::protect(&state);
-    refused("cat", &[state.join("agent.key").to_str().unwrap()], "holds secrets");
+    refused(
+        "cat",
+        &[state.join("agent.key").to_str().unwrap()],
+        "holds secrets",
+    );
     refused(
         "find",
         &["/", "-maxdepth", "50"],

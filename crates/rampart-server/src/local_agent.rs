@@ -104,7 +104,10 @@ fn mint_token(app: &App) -> Result<String> {
         .join()
     })
     .map_err(|_| anyhow::anyhow!("minting the local agent's token panicked"))??;
-    Ok(format!("{secret}.{}", fingerprint.trim_start_matches("sha256:")))
+    Ok(format!(
+        "{secret}.{}",
+        fingerprint.trim_start_matches("sha256:")
+    ))
 }
 
 fn enroll(binary: &Path, url: &str, token: &str, state: &Path, log: &Path) -> Result<()> {

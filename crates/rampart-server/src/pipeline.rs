@@ -12,13 +12,13 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
+use rampart_alerts::AlertDraft;
 use rampart_schema::{BatchBuilder, Row, Table};
 use rampart_sigma::{CorrelationInput, Detection, RuleSet};
 use rampart_sources::WinEvent;
 use rampart_sources::evtx::{self, FileSummary};
 use rampart_sources::jsonl::{self, Line};
 use rampart_sources::windows::map_event;
-use rampart_alerts::AlertDraft;
 use rampart_store::{Store, StoreError};
 
 use crate::indicators::Indicators;

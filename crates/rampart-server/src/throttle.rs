@@ -59,7 +59,10 @@ impl Throttle {
                 now.duration_since(e.first) < window || e.locked_until.is_some_and(|u| u > now)
             });
             while entries.len() + keys.len() > MAX_KEYS {
-                let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.first).map(|(k, _)| k.clone())
+                let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.first)
+                    .map(|(k, _)| k.clone())
                 else {
                     break;
                 };
@@ -72,7 +75,9 @@ impl Throttle {
                 first: now,
                 locked_until: None,
             });
-            if now.duration_since(entry.first) >= self.window && entry.locked_until.is_none_or(|u| u <= now) {
+            if now.duration_since(entry.first) >= self.window
+                && entry.locked_until.is_none_or(|u| u <= now)
+            {
                 *entry = Entry {
                     failures: 0,
                     first: now,
