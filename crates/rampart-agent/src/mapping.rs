@@ -125,8 +125,14 @@ impl Row {
     }
 
     fn set(&mut self, column: &str, value: impl Field) {
+        self.set_prefixed("", column, value);
+    }
+
+    /// Sets `{prefix}{column}` (`InitiatingProcess` + `FileName`) without building the name.
+    fn set_prefixed(&mut self, prefix: &str, column: &str, value: impl Field) {
         let mark = self.json.len();
         self.json.push('"');
+        self.json.push_str(prefix);
         self.json.push_str(column);
         self.json.push_str("\":");
         if value.write(&mut self.json) {
@@ -262,10 +268,10 @@ impl Mapper {
                 let mut row = Row::new("DeviceProcessEvents", task.time, "ProcessCreated");
                 self.image(&mut row, "", &process);
                 row.set("ProcessId", process.pid);
-                row.set("ProcessCommandLine", process.command_line.clone());
+                row.set("ProcessCommandLine", process.command_line.as_str());
                 row.set("ProcessCreationTime", timestamp(process.created));
-                row.set("AccountDomain", self.host.clone());
-                row.set("AccountName", process.account.clone());
+                row.set("AccountDomain", self.host.as_str());
+                row.set("AccountName", process.account.as_str());
                 if task.sessionid != u32::MAX {
                     row.set("LogonId", task.sessionid);
                     row.set("CreatedProcessSessionId", task.sessionid);
@@ -321,7 +327,7 @@ impl Mapper {
                     return None;
                 }
                 let mut row = self.file_row_unfiltered(task, "FileRenamed", to);
-                row.set("PreviousFolderPath", from.clone());
+                row.set("PreviousFolderPath", from.as_str());
                 row.set("PreviousFileName", file_name(from).to_string());
                 Some(row)
             }
@@ -359,7 +365,7 @@ impl Mapper {
             }
             SensorEvent::ModuleLoad { task, name } => {
                 let mut row = self.device_event(task, "DriverLoad");
-                row.set("FileName", name.clone());
+                row.set("FileName", name.as_str());
                 row.set("AdditionalFields", json!({"ModuleName": name}).to_string());
                 Some(row)
             }
@@ -372,7 +378,7 @@ impl Mapper {
                 row.set("ProcessId", *target_pid);
                 if let Some(target) = self.procs.lookup(*target_pid, None) {
                     self.image(&mut row, "", &target);
-                    row.set("ProcessCommandLine", target.command_line.clone());
+                    row.set("ProcessCommandLine", target.command_line.as_str());
                     row.set("ProcessCreationTime", timestamp(target.created));
                 }
                 row.set("AdditionalFields", json!({"Request": request}).to_string());
@@ -388,7 +394,7 @@ impl Mapper {
             } => {
                 let mut row = self.device_event(task, "ProcessCredentialsChanged");
                 row.set("AccountName", self.procs.users.user(*euid));
-                row.set("AccountDomain", self.host.clone());
+                row.set("AccountDomain", self.host.as_str());
                 row.set(
                     "AdditionalFields",
                     json!({"Call": call, "Uid": uid, "Euid": euid, "Gid": gid, "Egid": egid})
@@ -431,11 +437,11 @@ impl Mapper {
         };
         let mut row = Row::new("DeviceLogonEvents", logon.time, action);
         row.set("LogonType", logon.logon_type);
-        row.set("AccountDomain", self.host.clone());
-        row.set("AccountName", logon.account.clone());
+        row.set("AccountDomain", self.host.as_str());
+        row.set("AccountName", logon.account.as_str());
         row.set("Protocol", logon.protocol.map(str::to_string));
         row.set("FailureReason", logon.failure_reason.map(str::to_string));
-        row.set("RemoteIP", logon.remote_ip.clone());
+        row.set("RemoteIP", logon.remote_ip.as_deref());
         row.set("RemotePort", logon.remote_port);
         if let Some(ip) = logon.remote_ip.as_deref().and_then(|ip| ip.parse().ok()) {
             row.set("RemoteIPType", ip_type(ip));
@@ -448,11 +454,11 @@ impl Mapper {
         if let Some(process) = process {
             self.initiating(&mut row, &process);
         } else {
-            row.set("InitiatingProcessFileName", logon.program.clone());
+            row.set("InitiatingProcessFileName", logon.program.as_str());
             row.set("InitiatingProcessId", logon.pid);
         }
         if let Some(by) = &logon.by {
-            row.set("InitiatingProcessAccountName", by.clone());
+            row.set("InitiatingProcessAccountName", by.as_str());
         }
         let mut extra = Map::new();
         extra.insert("Program".into(), logon.program.clone().into());
@@ -507,7 +513,7 @@ impl Mapper {
             Some(process) => self.initiating(row, &process),
             None => {
                 row.set("InitiatingProcessId", task.tgid);
-                row.set("InitiatingProcessFileName", task.comm.clone());
+                row.set("InitiatingProcessFileName", task.comm.as_str());
                 row.set(
                     "InitiatingProcessAccountName",
                     self.procs.users.user(task.uid),
@@ -521,10 +527,13 @@ impl Mapper {
     fn initiating(&mut self, row: &mut Row, process: &Arc<Process>) {
         self.image(row, "InitiatingProcess", process);
         row.set("InitiatingProcessId", process.pid);
-        row.set("InitiatingProcessCommandLine", process.command_line.clone());
+        row.set(
+            "InitiatingProcessCommandLine",
+            process.command_line.as_str(),
+        );
         row.set("InitiatingProcessCreationTime", timestamp(process.created));
-        row.set("InitiatingProcessAccountDomain", self.host.clone());
-        row.set("InitiatingProcessAccountName", process.account.clone());
+        row.set("InitiatingProcessAccountDomain", self.host.as_str());
+        row.set("InitiatingProcessAccountName", process.account.as_str());
         if process.sessionid != u32::MAX {
             row.set("InitiatingProcessSessionId", process.sessionid);
             if WITH_INITIATING_LOGON_ID.contains(&row.table) {
@@ -533,7 +542,7 @@ impl Mapper {
         }
         row.set("InitiatingProcessParentId", process.ppid);
         if let Some(parent) = self.procs.lookup(process.ppid, None) {
-            row.set("InitiatingProcessParentFileName", parent.name.clone());
+            row.set("InitiatingProcessParentFileName", parent.name.as_str());
             row.set(
                 "InitiatingProcessParentCreationTime",
                 timestamp(parent.created),
@@ -544,13 +553,13 @@ impl Mapper {
     /// FileName, FolderPath, hashes and size of an image, under `prefix` ("" or
     /// "InitiatingProcess").
     fn image(&self, row: &mut Row, prefix: &str, process: &Process) {
-        row.set(&format!("{prefix}FileName"), process.name.clone());
-        row.set(&format!("{prefix}FolderPath"), process.path.clone());
+        row.set_prefixed(prefix, "FileName", process.name.as_str());
+        row.set_prefixed(prefix, "FolderPath", process.path.as_str());
         if let Some(h) = &process.hashes {
-            row.set(&format!("{prefix}SHA1"), h.sha1.clone());
-            row.set(&format!("{prefix}SHA256"), h.sha256.clone());
-            row.set(&format!("{prefix}MD5"), h.md5.clone());
-            row.set(&format!("{prefix}FileSize"), h.size);
+            row.set_prefixed(prefix, "SHA1", h.sha1.as_str());
+            row.set_prefixed(prefix, "SHA256", h.sha256.as_str());
+            row.set_prefixed(prefix, "MD5", h.md5.as_str());
+            row.set_prefixed(prefix, "FileSize", h.size);
         }
     }
 }
@@ -558,14 +567,14 @@ impl Mapper {
 fn set_endpoint(row: &mut Row, side: &str, addr: SocketAddr) {
     let ip = canonical(addr.ip());
     if !ip.is_unspecified() || side == "Local" {
-        row.set(&format!("{side}IP"), ip.to_string());
+        row.set_prefixed(side, "IP", ip.to_string());
         // DeviceNetworkEvents has the address types; DeviceEvents does not.
         if row.table == "DeviceNetworkEvents" {
-            row.set(&format!("{side}IPType"), ip_type(ip));
+            row.set_prefixed(side, "IPType", ip_type(ip));
         }
     }
     if addr.port() != 0 {
-        row.set(&format!("{side}Port"), addr.port());
+        row.set_prefixed(side, "Port", addr.port());
     }
 }
 

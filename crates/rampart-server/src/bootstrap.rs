@@ -117,10 +117,11 @@ pub async fn run(
     // The local agent dials the server on loopback (the certificate names it).
     let (local_agent, local_status) = if config.local_agent {
         let url = format!("https://127.0.0.1:{}", addr.port());
-        match crate::local_agent::binary(&config)
-            .map_err(anyhow::Error::msg)
-            .and_then(|binary| crate::local_agent::LocalAgent::start(&app, binary, url))
-        {
+        let started = match crate::local_agent::binary(&config) {
+            Ok(binary) => crate::local_agent::LocalAgent::start(&app, binary, url).await,
+            Err(why) => Err(anyhow::Error::msg(why)),
+        };
+        match started {
             Ok(agent) => (
                 Some(agent),
                 Some(format!(

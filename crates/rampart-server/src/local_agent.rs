@@ -50,7 +50,7 @@ pub struct LocalAgent {
 
 impl LocalAgent {
     /// Enrolls (first time) and runs the agent against `url` on a supervising thread.
-    pub fn start(app: &App, binary: PathBuf, url: String) -> Result<LocalAgent> {
+    pub async fn start(app: &App, binary: PathBuf, url: String) -> Result<LocalAgent> {
         let stop = Arc::new(AtomicBool::new(false));
         let data_dir = &app.config.data_dir;
         let state = data_dir.join("agent");
@@ -60,7 +60,7 @@ impl LocalAgent {
         let token = if state.join("enrollment.json").exists() {
             None
         } else {
-            Some(mint_token(app)?)
+            Some(mint_token(app).await?)
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -85,7 +85,7 @@ impl LocalAgent {
 }
 
 /// A one-time enrollment token of the default tenant, valid ten minutes.
-fn mint_token(app: &App) -> Result<String> {
+async fn mint_token(app: &App) -> Result<String> {
     let Some(fingerprint) = app.ca_fingerprint.clone() else {
         bail!("the server has no CA of its own (tls_cert is set): enroll the agent by hand");
     };
@@ -95,15 +95,10 @@ fn mint_token(app: &App) -> Result<String> {
         max_uses: 1,
         expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
     };
-    let db = app.db.clone();
-    let handle = tokio::runtime::Handle::current();
-    let (_, secret) = std::thread::scope(|s| {
-        s.spawn(|| {
-            handle.block_on(db.create_enrollment_token(DEFAULT_TENANT_ID, &new, "local-agent"))
-        })
-        .join()
-    })
-    .map_err(|_| anyhow::anyhow!("minting the local agent's token panicked"))??;
+    let (_, secret) = app
+        .db
+        .create_enrollment_token(DEFAULT_TENANT_ID, &new, "local-agent")
+        .await?;
     Ok(format!(
         "{secret}.{}",
         fingerprint.trim_start_matches("sha256:")

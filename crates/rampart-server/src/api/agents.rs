@@ -324,18 +324,23 @@ pub async fn telemetry(
             .telemetry_high_water(&agent.tenant, &agent.device_id)
             .await?
             .map(|h| h as u64);
-        let unchecked = app
+        let unchecked = !app
             .telemetry_checked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(agent.device_id.clone());
+            .contains(&agent.device_id);
         if unchecked {
             // First numbered request since this server started: a crash may have come between
-            // a request's append and its mark. What the store holds of the range says.
+            // a request's append and its mark. What the store holds of the range says. Marked
+            // checked only once it has answered (the device's lock is held meanwhile).
             let stored = crate::telemetry::stored_through(&app, &agent, seq, high_water, &received)
                 .await
                 .map_err(Problem::internal)?;
             high_water = high_water.max(stored);
+            app.telemetry_checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(agent.device_id.clone());
         }
         if high_water.is_some_and(|h| h >= seq.last) {
             return Ok(json(&json!({
