@@ -21,6 +21,7 @@ pub mod listener;
 mod local_agent;
 pub mod metrics;
 pub mod pipeline;
+pub mod portal;
 pub mod problem;
 pub mod routes;
 pub mod rules;
@@ -38,17 +39,31 @@ pub use bootstrap::{Started, run};
 use crate::app::App;
 use crate::problem::Problem;
 
-/// The whole HTTP application over `app`.
+/// The whole HTTP application over `app`: the API and the portal.
 pub fn router(app: App) -> Router {
-    routes::router(api::routes())
-        .fallback(|| async { Problem::not_found("route") })
-        .layer(middleware::from_fn_with_state(
-            app.clone(),
-            auth::authenticate,
-        ))
+    api_router(&app)
+        .merge(portal::router(app.clone()))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(app.config.limits.max_json_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), finish))
         .with_state(app)
+}
+
+/// The API's routes behind authentication, without the state (the portal calls it in-process).
+pub(crate) fn api_router(app: &App) -> Router<App> {
+    routes::router(api::routes()).layer(middleware::from_fn_with_state(
+        app.clone(),
+        auth::authenticate,
+    ))
+}
+
+/// An unknown path: a page for a person, a problem for a program.
+async fn not_found(req: Request) -> Response {
+    if portal::is_portal_path(req.uri().path()) {
+        portal::html::plain_error(StatusCode::NOT_FOUND, "There is no such page.")
+    } else {
+        Problem::not_found("route").into_response()
+    }
 }
 
 /// Every response: errors as problem+json (axum's own rejections are plain text), security
@@ -57,22 +72,32 @@ async fn finish(State(app): State<App>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let status = response.status();
     app.metrics.count_response(status.as_u16());
-    let is_problem = response
+    let is_explained = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/problem+json")
+                || v.as_bytes().starts_with(b"text/html")
+        });
+    if (status.is_client_error() || status.is_server_error()) && !is_explained {
         response = plain_to_problem(status, response).await;
     }
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
     let headers = response.headers_mut();
+    // Pages load the portal's own script, style and images; nothing else loads anything.
+    let csp = if is_page {
+        portal::session::CSP
+    } else {
+        "default-src 'none'; frame-ancestors 'none'"
+    };
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
         (header::CACHE_CONTROL, "no-store"),
     ] {
         headers
