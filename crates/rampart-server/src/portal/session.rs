@@ -152,10 +152,10 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
             Ok(_) => None,
             Err(e) => {
                 tracing::error!(error = %e, "portal: session lookup failed");
-                return (super::html::plain_error(
+                return super::html::plain_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The state database did not answer. Try again in a moment.",
-                ));
+                );
             }
         },
         _ => None,
@@ -189,7 +189,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
             }
             r
         };
-        return (response);
+        return response;
     }
     if changes {
         let expected = match (&viewer, path.as_str()) {
@@ -199,24 +199,24 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
         };
         let (checked, rebuilt) = check_csrf(req, expected.as_deref()).await;
         let Some(rebuilt) = rebuilt else {
-            return (super::html::plain_error(
+            return super::html::plain_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "The form is too large.",
-            ));
+            );
         };
         if !checked {
             tracing::warn!(path = %path, "portal: change refused, CSRF token missing or wrong");
-            return (super::html::plain_error(
+            return super::html::plain_error(
                 StatusCode::FORBIDDEN,
                 "This form has expired or did not come from this portal. Reload the page and try again.",
-            ));
+            );
         }
         req = rebuilt;
     }
     if let Some(viewer) = viewer {
         req.extensions_mut().insert(viewer);
     }
-    (next.run(req).await)
+    next.run(req).await
 }
 
 /// Whether the request carries `expected` as its CSRF token (header, or field of a URL-encoded
