@@ -38,12 +38,19 @@ pub fn dataset(relative: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    let reason = format!(
+    unavailable(&format!(
         "{} is missing (set RAMPART_DATA_DIR to the folder holding datasets/ and rules/)",
         path.display()
-    );
+    ));
+    None
+}
+
+/// Prints why a test skips for want of something outside the repository (data, a browser).
+///
+/// # Panics
+/// When `RAMPART_REQUIRE_DATA=1`: CI has everything, so a missing part is a failure there.
+pub fn unavailable(reason: &str) {
     assert!(!data_required(), "RAMPART_REQUIRE_DATA=1 but {reason}");
     // Written to stderr directly, not with `eprintln!`, so the test harness does not swallow it.
     let _ = writeln!(std::io::stderr(), "skipping: {reason}");
-    None
 }
