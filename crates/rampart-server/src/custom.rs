@@ -90,7 +90,7 @@ async fn enabled_kql_rules(app: &App, tenant: &str) -> rampart_state::Result<Vec
     let filter = RuleFilter {
         kind: Some(RuleKind::Kql),
         enabled: Some(true),
-        severity: None,
+        ..RuleFilter::default()
     };
     let mut out = Vec::new();
     let mut page = PageRequest::first(rampart_state::MAX_PAGE_LIMIT);

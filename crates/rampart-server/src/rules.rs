@@ -85,7 +85,7 @@ pub async fn reload(app: &App, tenant: &str) -> rampart_state::Result<()> {
     let filter = RuleFilter {
         kind: Some(RuleKind::Sigma),
         enabled: Some(true),
-        severity: None,
+        ..RuleFilter::default()
     };
     let mut sources: Vec<(PathBuf, String)> = Vec::new();
     let mut ids = std::collections::HashMap::new();

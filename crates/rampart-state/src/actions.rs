@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::db::{Cols, FromRow, Order, Page, PageRequest, Scope, Sql, Time, micros, now, str_enum};
+use crate::devices::IsolationState;
 use crate::validate::{json, limits, line};
 use crate::{Error, Result, StateDb, ids};
 
@@ -125,6 +126,9 @@ pub struct ActionFilter {
     pub device_id: Option<String>,
     pub kind: Option<ActionKind>,
     pub status: Option<ActionStatus>,
+    /// `true`: only actions not finished yet (pending, sent, running); `false`: only finished ones.
+    #[serde(default)]
+    pub open: Option<bool>,
     /// Request time range, `[from, to)`.
     pub from: Option<Time>,
     pub to: Option<Time>,
@@ -191,6 +195,14 @@ impl StateDb {
             .and_eq("kind", filter.kind.map(ActionKind::as_str))
             .and_eq("status", filter.status.map(ActionStatus::as_str))
             .and_range("requested_at", filter.from, filter.to);
+        if let Some(open) = filter.open {
+            let statuses: Vec<String> = ActionStatus::ALL
+                .iter()
+                .filter(|s| s.is_terminal() != open)
+                .map(|s| s.as_str().to_owned())
+                .collect();
+            sql.and_in("status", &statuses);
+        }
         self.fetch_page(sql, Order::NewestFirst("requested_at"), page)
             .await
     }
@@ -256,6 +268,7 @@ impl StateDb {
             .and_in("status", &from)
             .push(&format!(" RETURNING {}", Action::COLUMNS));
         if let Some(action) = self.fetch_optional(sql).await? {
+            self.follow_isolation(tenant, &action).await?;
             return Ok(action);
         }
         // Nothing changed: say whether the action is missing or in the wrong state.
@@ -264,6 +277,26 @@ impl StateDb {
             "action {id} is {} and cannot become {status}",
             current.status
         )))
+    }
+
+    /// A succeeded isolate or release action sets its device's isolation state at once (the
+    /// agent's next heartbeat confirms it), so the console does not show the old state meanwhile.
+    async fn follow_isolation(&self, tenant: &str, action: &Action) -> Result<()> {
+        let state = match (action.kind, action.status) {
+            (ActionKind::Isolate, ActionStatus::Succeeded) => IsolationState::Isolated,
+            (ActionKind::Release, ActionStatus::Succeeded) => IsolationState::NotIsolated,
+            _ => return Ok(()),
+        };
+        let mut sql = Sql::new("UPDATE devices SET isolation = ");
+        sql.bind(state.as_str());
+        match self
+            .execute_on_id(sql, tenant, &action.device_id, "device")
+            .await
+        {
+            // The device was deleted meanwhile: nothing to follow.
+            Err(Error::NotFound(_)) => Ok(()),
+            other => other,
+        }
     }
 
     /// Records the package stored for an action of `device_id` (replacing an earlier one). Only
@@ -317,5 +350,65 @@ impl StateDb {
             "UPDATE actions SET package_bytes = NULL, package_sha256 = NULL, package_at = NULL",
         );
         self.execute_on_id(sql, tenant, id, "action").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::devices::tests::scratch;
+
+    #[tokio::test]
+    async fn open_and_finished_actions_and_the_isolation_they_leave() {
+        let (_dir, db, t, d) = scratch().await;
+        let new = |kind| NewAction {
+            device_id: d.id.clone(),
+            kind,
+            params: json!({}),
+        };
+        let isolate = new(ActionKind::Isolate);
+        let isolate = db.create_action(&t, &isolate, "ann").await.unwrap();
+        let collect = new(ActionKind::CollectPackage);
+        let collect = db.create_action(&t, &collect, "ann").await.unwrap();
+        db.set_action_status(&t, &collect.id, ActionStatus::Failed, None)
+            .await
+            .unwrap();
+        let first = PageRequest::first(10);
+        for (open, expected) in [(true, &isolate.id), (false, &collect.id)] {
+            let filter = ActionFilter {
+                open: Some(open),
+                ..ActionFilter::default()
+            };
+            let page = db.list_actions(&t, &filter, &first).await.unwrap();
+            let ids: Vec<&str> = page.items.iter().map(|a| a.id.as_str()).collect();
+            assert_eq!(ids, [expected.as_str()], "open: {open}");
+        }
+
+        let all = Scope::all();
+        db.set_action_status(&t, &isolate.id, ActionStatus::Running, None)
+            .await
+            .unwrap();
+        let device = db.get_device(&t, &all, &d.id).await.unwrap();
+        assert_eq!(device.isolation, IsolationState::NotIsolated);
+        db.set_action_status(&t, &isolate.id, ActionStatus::Succeeded, Some(&json!({})))
+            .await
+            .unwrap();
+        let device = db.get_device(&t, &all, &d.id).await.unwrap();
+        assert_eq!(device.isolation, IsolationState::Isolated);
+        // A failed release leaves the device isolated; a succeeded one releases it.
+        for (status, expected) in [
+            (ActionStatus::Failed, IsolationState::Isolated),
+            (ActionStatus::Succeeded, IsolationState::NotIsolated),
+        ] {
+            let release = new(ActionKind::Release);
+            let release = db.create_action(&t, &release, "ann").await.unwrap();
+            db.set_action_status(&t, &release.id, status, None)
+                .await
+                .unwrap();
+            let device = db.get_device(&t, &all, &d.id).await.unwrap();
+            assert_eq!(device.isolation, expected, "release {status}");
+        }
     }
 }

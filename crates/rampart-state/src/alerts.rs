@@ -30,6 +30,46 @@ str_enum! {
 }
 
 str_enum! {
+    /// What raised an alert: a Sigma rule, a custom detection (a scheduled KQL rule), or an
+    /// indicator match (the alerts raised without a rule).
+    AlertSource {
+        Sigma = "sigma",
+        CustomDetection = "custom_detection",
+        Indicator = "indicator",
+    }
+}
+
+impl AlertSource {
+    /// The source of an alert whose rule has this kind (`None`: raised without a rule).
+    pub fn of_rule_kind(kind: Option<RuleKind>) -> AlertSource {
+        match kind {
+            Some(RuleKind::Sigma) => AlertSource::Sigma,
+            Some(RuleKind::Kql) => AlertSource::CustomDetection,
+            None => AlertSource::Indicator,
+        }
+    }
+
+    /// The kind of rule that raises alerts of this source (`None`: no rule).
+    pub fn rule_kind(self) -> Option<RuleKind> {
+        match self {
+            AlertSource::Sigma => Some(RuleKind::Sigma),
+            AlertSource::CustomDetection => Some(RuleKind::Kql),
+            AlertSource::Indicator => None,
+        }
+    }
+
+    /// `AND <rule_kind_col> matches this source`: the source is not stored, the rule kind
+    /// (copied into the alert) says it.
+    pub(crate) fn and_matches(self, sql: &mut Sql, rule_kind_col: &str) {
+        sql.push(" AND ").push(rule_kind_col);
+        match self.rule_kind() {
+            Some(kind) => sql.push(" = ").bind(kind.as_str()),
+            None => sql.push(" IS NULL"),
+        };
+    }
+}
+
+str_enum! {
     Classification {
         TruePositive = "true_positive",
         FalsePositive = "false_positive",
@@ -77,6 +117,13 @@ pub struct Alert {
     pub incident_id: Option<String>,
     pub created_at: Time,
     pub updated_at: Time,
+}
+
+impl Alert {
+    /// What raised the alert.
+    pub fn source(&self) -> AlertSource {
+        AlertSource::of_rule_kind(self.rule.as_ref().map(|r| r.kind))
+    }
 }
 
 impl FromRow for Alert {
@@ -167,6 +214,7 @@ pub struct AlertFilter {
     pub rule_id: Option<String>,
     pub incident_id: Option<String>,
     pub assigned_to: Option<String>,
+    pub source: Option<AlertSource>,
     /// Creation time range, `[from, to)`.
     pub from: Option<Time>,
     pub to: Option<Time>,
@@ -358,6 +406,9 @@ impl StateDb {
             .and_eq("incident_id", filter.incident_id.clone())
             .and_eq("assigned_to", filter.assigned_to.clone())
             .and_range("created_at", filter.from, filter.to);
+        if let Some(source) = filter.source {
+            source.and_matches(&mut sql, "rule_kind");
+        }
         self.fetch_page(sql, Order::NewestFirst("created_at"), page)
             .await
     }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::db::{
     Cols, FromRow, Order, Page, PageRequest, Scope, Sql, Time, micros, now, str_enum, to_json,
 };
+use crate::incidents::Incident;
 use crate::validate::{body, json, limits, line, tags};
 use crate::{Error, Result, StateDb, ids};
 
@@ -447,6 +448,15 @@ impl StateDb {
             .push(" THEN last_seen ELSE ")
             .bind(micros(hb.seen_at))
             .push(" END");
+        // The agent knows whether its host is isolated (it keeps the state across restarts).
+        if let Some(isolated) = hb.health.get("isolated").and_then(Value::as_bool) {
+            let state = if isolated {
+                IsolationState::Isolated
+            } else {
+                IsolationState::NotIsolated
+            };
+            sql.push(", isolation = ").bind(state.as_str());
+        }
         self.update_device_with(tenant, id, sql).await
     }
 
@@ -536,6 +546,25 @@ impl StateDb {
             .await
     }
 
+    /// The incidents with an alert on the device (merged ones left out), latest activity first.
+    pub async fn list_device_incidents(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Incident>> {
+        let mut sql = Self::select::<Incident>("incidents", tenant);
+        sql.push(
+            " AND merged_into IS NULL AND id IN (SELECT incident_id FROM alerts WHERE tenant_id = ",
+        )
+        .bind(tenant.to_owned())
+        .push(" AND device_id = ")
+        .bind(device_id.to_owned())
+        .push(")");
+        self.fetch_page(sql, Order::NewestFirst("last_activity"), page)
+            .await
+    }
+
     /// The highest telemetry sequence number stored for the device, if any (see
     /// [`StateDb::advance_telemetry_high_water`]).
     pub async fn telemetry_high_water(&self, tenant: &str, id: &str) -> Result<Option<i64>> {
@@ -576,5 +605,106 @@ impl StateDb {
     /// Deletes a device with its pending actions; its alerts keep the device name.
     pub async fn delete_device(&self, tenant: &str, id: &str) -> Result<()> {
         self.delete_by_id("devices", tenant, id, "device").await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+    use crate::NewIncident;
+
+    /// A fresh SQLite state database (kept while the directory lives), a tenant and a device
+    /// known from event logs.
+    pub(crate) async fn scratch() -> (tempfile::TempDir, StateDb, String, Device) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("state.db").display()
+        );
+        let db = StateDb::connect(&url).await.expect("connect");
+        let tenant = db.create_tenant("acme").await.expect("tenant").id;
+        let sighting = DeviceSighting {
+            hostname: "pc01".into(),
+            platform: String::new(),
+            os_version: String::new(),
+            seen_at: Utc::now(),
+        };
+        let device = db
+            .record_device_sighting(&tenant, &sighting)
+            .await
+            .expect("device");
+        (dir, db, tenant, device)
+    }
+
+    #[tokio::test]
+    async fn heartbeats_say_whether_the_device_is_isolated() {
+        let (_dir, db, t, d) = scratch().await;
+        let beat = |health: Value| DeviceHeartbeat {
+            agent_version: "1".into(),
+            health_status: HealthStatus::Active,
+            health,
+            events_dropped: 0,
+            drops_reported: 0,
+            seen_at: Utc::now(),
+        };
+        let on = beat(json!({"isolated": true}));
+        let device = db.record_heartbeat(&t, &d.id, &on).await.unwrap();
+        assert_eq!(device.isolation, IsolationState::Isolated);
+        // A report that does not say leaves the state as it is.
+        let silent = beat(json!({"sensor_mode": "ebpf"}));
+        let device = db.record_heartbeat(&t, &d.id, &silent).await.unwrap();
+        assert_eq!(device.isolation, IsolationState::Isolated);
+        let off = beat(json!({"isolated": false}));
+        let device = db.record_heartbeat(&t, &d.id, &off).await.unwrap();
+        assert_eq!(device.isolation, IsolationState::NotIsolated);
+    }
+
+    #[tokio::test]
+    async fn a_device_lists_the_incidents_of_its_alerts() {
+        let (_dir, db, t, d) = scratch().await;
+        let sighting = DeviceSighting {
+            hostname: "pc02".into(),
+            platform: String::new(),
+            os_version: String::new(),
+            seen_at: Utc::now(),
+        };
+        let other = db.record_device_sighting(&t, &sighting).await.unwrap();
+        let mut incidents = Vec::new();
+        for (title, device) in [("on pc01", &d), ("on pc02", &other), ("on pc01 again", &d)] {
+            let alert = serde_json::from_value(json!({
+                "rule": null, "title": title, "severity": "high", "device_id": device.id,
+                "device_name": device.hostname, "first_event_time": Utc::now(),
+                "last_event_time": Utc::now(), "dedup_key": null, "trigger_event": null,
+            }))
+            .unwrap();
+            let alert = db.create_alert(&t, &alert).await.unwrap();
+            let new = NewIncident {
+                id: None,
+                title: title.into(),
+                tags: vec![],
+            };
+            let incident = db.create_incident(&t, &new).await.unwrap();
+            db.attach_alert(&t, &incident.id, &alert.id, &json!({}))
+                .await
+                .unwrap();
+            incidents.push(incident.id);
+        }
+        let first = PageRequest::first(10);
+        let page = db.list_device_incidents(&t, &d.id, &first).await.unwrap();
+        let mut ids: Vec<String> = page.items.into_iter().map(|i| i.id).collect();
+        ids.sort();
+        let mut expected = vec![incidents[0].clone(), incidents[2].clone()];
+        expected.sort();
+        assert_eq!(ids, expected);
+        // Another tenant finds nothing under the same device id.
+        let other_tenant = db.create_tenant("other").await.unwrap().id;
+        let none = db
+            .list_device_incidents(&other_tenant, &d.id, &first)
+            .await
+            .unwrap();
+        assert!(none.items.is_empty());
     }
 }

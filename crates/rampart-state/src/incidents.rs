@@ -1,7 +1,7 @@
 //! Incidents: correlated alerts, each with the reason it joined; severity and activity range
 //! are derived from the alerts and recomputed whenever alerts join or incidents merge.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,7 +13,10 @@ use crate::db::{
 };
 use crate::devices::double_option;
 use crate::validate::{json, limits, line, tags};
-use crate::{Alert, AlertFilter, Classification, Error, Result, Severity, StateDb, ids};
+use crate::{
+    Alert, AlertFilter, AlertSource, Classification, Error, Result, RuleKind, Severity, StateDb,
+    ids,
+};
 
 str_enum! {
     IncidentStatus {
@@ -22,6 +25,46 @@ str_enum! {
         Resolved = "resolved",
         /// Folded into another incident (`merged_into`); kept so old links can redirect.
         Merged = "merged",
+    }
+}
+
+str_enum! {
+    /// The order of an incident list.
+    IncidentSort {
+        /// Newest created first (the default).
+        Newest = "newest",
+        /// Oldest created first.
+        Oldest = "oldest",
+        /// Most recent activity (latest alert event) first.
+        Activity = "activity",
+        /// Highest severity first, then most recent activity.
+        Severity = "severity",
+    }
+}
+
+impl Default for IncidentSort {
+    fn default() -> Self {
+        IncidentSort::Newest
+    }
+}
+
+impl IncidentSort {
+    /// The integer the list is ordered by, largest first. Every order is "largest first" on
+    /// one computed key so that one keyset cursor serves them all.
+    fn key(self) -> String {
+        match self {
+            IncidentSort::Newest => "created_at".into(),
+            IncidentSort::Oldest => "0 - created_at".into(),
+            IncidentSort::Activity => "last_activity".into(),
+            // Times are microseconds since 1970, below 10^16 until the year 2286.
+            IncidentSort::Severity => format!(
+                "CASE severity WHEN '{}' THEN 3 WHEN '{}' THEN 2 WHEN '{}' THEN 1 ELSE 0 END \
+                 * 10000000000000000 + last_activity",
+                Severity::High.as_str(),
+                Severity::Medium.as_str(),
+                Severity::Low.as_str()
+            ),
+        }
     }
 }
 
@@ -108,6 +151,30 @@ pub struct IncidentFilter {
     /// Incidents whose activity overlaps `[activity_from, activity_to)`.
     pub activity_from: Option<Time>,
     pub activity_to: Option<Time>,
+    /// Incidents whose title contains this text, ignoring case (ASCII letters only on SQLite).
+    pub q: Option<String>,
+    /// Incidents with at least one alert from this source.
+    pub source: Option<AlertSource>,
+    #[serde(default)]
+    pub sort: IncidentSort,
+}
+
+/// What an incident's alerts name, for its row in the queue: the devices and accounts, and the
+/// detection sources that raised them (each sorted, without repeats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Involvement {
+    pub devices: Vec<String>,
+    pub users: Vec<String>,
+    pub sources: Vec<AlertSource>,
+}
+
+/// An incident as the queue lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentRow {
+    #[serde(flatten)]
+    pub incident: Incident,
+    #[serde(flatten)]
+    pub involvement: Involvement,
 }
 
 /// An alert of an incident with why it joined.
@@ -455,25 +522,138 @@ impl StateDb {
         })
     }
 
-    /// Incidents, newest first.
+    /// Incidents in the filter's order (newest first by default).
     pub async fn list_incidents(
         &self,
         tenant: &str,
         filter: &IncidentFilter,
         page: &PageRequest,
     ) -> Result<Page<Incident>> {
-        let mut sql = Self::select::<Incident>("incidents", tenant);
+        // The sort key is a column of a subquery, so that the keyset cursor can compare it.
+        let mut sql = Sql::new(&format!(
+            "SELECT * FROM (SELECT {}, {} AS sort_key FROM incidents WHERE tenant_id = ",
+            Incident::COLUMNS,
+            filter.sort.key()
+        ));
+        sql.bind(tenant.to_owned());
         and_incident_scope(&mut sql, tenant, &filter.scope);
         match filter.status {
             Some(status) => sql.and_eq("status", Some(status.as_str())),
             None => sql.push(" AND merged_into IS NULL"),
         };
+        let q = filter
+            .q
+            .as_deref()
+            .map(|q| line("q", q, limits::SHORT_MAX_CHARS, false))
+            .transpose()?
+            .filter(|q| !q.is_empty());
         sql.and_eq("severity", filter.severity.map(Severity::as_str))
             .and_eq("assigned_to", filter.assigned_to.clone())
             .and_tag(self.backend, "tags", filter.tag.as_deref())
             .and_range("last_activity", filter.activity_from, None)
-            .and_range("first_activity", None, filter.activity_to);
-        self.fetch_page(sql, Order::NewestFirst("created_at"), page)
+            .and_range("first_activity", None, filter.activity_to)
+            .and_contains(self.backend, "lower(title)", q.map(|q| q.to_lowercase()));
+        if let Some(source) = filter.source {
+            sql.push(" AND id IN (SELECT incident_id FROM alerts WHERE tenant_id = ")
+                .bind(tenant.to_owned());
+            source.and_matches(&mut sql, "rule_kind");
+            sql.push(")");
+        }
+        sql.push(") AS sorted WHERE 1 = 1");
+        self.fetch_page(sql, Order::NewestFirst("sort_key"), page)
             .await
+    }
+
+    /// [`StateDb::list_incidents`] with what each incident's alerts (those in `filter.scope`)
+    /// involve: one more statement for the whole page.
+    pub async fn list_incident_rows(
+        &self,
+        tenant: &str,
+        filter: &IncidentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<IncidentRow>> {
+        let incidents = self.list_incidents(tenant, filter, page).await?;
+        let ids: Vec<String> = incidents.items.iter().map(|i| i.id.clone()).collect();
+        let mut involved = self.involvement(tenant, &filter.scope, &ids).await?;
+        Ok(Page {
+            items: incidents
+                .items
+                .into_iter()
+                .map(|incident| IncidentRow {
+                    involvement: involved.remove(&incident.id).unwrap_or_default(),
+                    incident,
+                })
+                .collect(),
+            next: incidents.next,
+        })
+    }
+
+    /// The devices, accounts and sources of the alerts of `incidents`, by incident.
+    async fn involvement(
+        &self,
+        tenant: &str,
+        scope: &Scope,
+        incidents: &[String],
+    ) -> Result<HashMap<String, Involvement>> {
+        if incidents.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut sql = Sql::new(
+            "SELECT DISTINCT incident_id, device_name, rule_kind, evidence FROM alerts WHERE tenant_id = ",
+        );
+        sql.bind(tenant.to_owned())
+            .and_in("incident_id", incidents)
+            .and_device_scope(tenant, "device_id", scope);
+        /// Names keyed by their lower case: one entry per name whatever its case.
+        #[derive(Default)]
+        struct Names {
+            devices: BTreeMap<String, String>,
+            users: BTreeMap<String, String>,
+            sources: BTreeSet<AlertSource>,
+        }
+        let mut by_incident: HashMap<String, Names> = HashMap::new();
+        for row in sql.query()?.fetch_all(&self.pool).await? {
+            let r = Cols(&row);
+            let names = by_incident.entry(r.str("incident_id")?).or_default();
+            if let Some(device) = r.opt_str("device_name")? {
+                names.devices.entry(device.to_lowercase()).or_insert(device);
+            }
+            let kind: Option<RuleKind> = r.opt_parse("rule_kind")?;
+            names.sources.insert(AlertSource::of_rule_kind(kind));
+            let evidence: Vec<Value> = r.json("evidence")?;
+            for user in evidence.iter().filter_map(account_name) {
+                names.users.entry(user.to_lowercase()).or_insert(user);
+            }
+        }
+        Ok(by_incident
+            .into_iter()
+            .map(|(id, n)| {
+                let involvement = Involvement {
+                    devices: n.devices.into_values().collect(),
+                    users: n.users.into_values().collect(),
+                    sources: n.sources.into_iter().collect(),
+                };
+                (id, involvement)
+            })
+            .collect())
+    }
+}
+
+/// An account entity of an alert's evidence as people read it: `DOMAIN\name`, else its name,
+/// UPN or SID; `None` for other entities.
+fn account_name(entity: &Value) -> Option<String> {
+    if entity.get("kind")?.as_str()? != "account" {
+        return None;
+    }
+    let text = |key: &str| {
+        entity
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    match (text("domain"), text("name")) {
+        (Some(domain), Some(name)) => Some(format!("{domain}\\{name}")),
+        (None, Some(name)) => Some(name.to_owned()),
+        _ => text("upn").or_else(|| text("sid")).map(str::to_owned),
     }
 }

@@ -1,6 +1,7 @@
 //! Rampart's state database: tenants, users, API tokens and sessions, enrollment tokens, device
 //! groups and devices, rules, alerts with evidence, incidents with the reason each alert joined,
-//! comments, indicators, response actions and the audit log.
+//! comments, indicators, response actions, the audit log, and each user's hunting history and
+//! saved queries.
 //!
 //! # One code path, two engines
 //!
@@ -54,6 +55,7 @@ mod comments;
 mod devices;
 mod incidents;
 mod indicators;
+mod queries;
 mod rules;
 mod tenants;
 mod tokens;
@@ -68,7 +70,8 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor as _, SqlSafeStr as _};
 
 pub use actions::{Action, ActionFilter, ActionKind, ActionStatus, NewAction, Package};
 pub use alerts::{
-    Alert, AlertFilter, AlertStatus, AlertUpdate, Classification, NewAlert, RuleRef, Severity,
+    Alert, AlertFilter, AlertSource, AlertStatus, AlertUpdate, Classification, NewAlert, RuleRef,
+    Severity,
 };
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use comments::{Comment, CommentTarget};
@@ -79,10 +82,13 @@ pub use devices::{
 };
 pub use error::{Error, Result};
 pub use incidents::{
-    Incident, IncidentAlert, IncidentDetail, IncidentFilter, IncidentStatus, IncidentUpdate,
-    NewIncident,
+    Incident, IncidentAlert, IncidentDetail, IncidentFilter, IncidentRow, IncidentSort,
+    IncidentStatus, IncidentUpdate, Involvement, NewIncident,
 };
 pub use indicators::{Indicator, IndicatorAction, IndicatorFilter, IndicatorKind, NewIndicator};
+pub use queries::{
+    HistoryEntry, QUERY_HISTORY_MAX, QUERY_MAX_CHARS, SAVED_QUERIES_MAX, SavedQuery,
+};
 pub use rules::{BuiltinSync, NewRule, Rule, RuleFilter, RuleKind, RuleOrigin};
 pub use tenants::{DEFAULT_TENANT_ID, Tenant};
 pub use tokens::{
@@ -109,6 +115,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "action packages",
         include_str!("../migrations/0003_action_packages.sql"),
+    ),
+    (
+        4,
+        "hunting queries",
+        include_str!("../migrations/0004_hunting_queries.sql"),
     ),
 ];
 

@@ -109,6 +109,10 @@ pub struct RuleFilter {
     pub kind: Option<RuleKind>,
     pub enabled: Option<bool>,
     pub severity: Option<Severity>,
+    /// Only builtin rules (`true`) or only uploaded ones (`false`).
+    pub builtin: Option<bool>,
+    /// Case-insensitive substring of the title.
+    pub title_contains: Option<String>,
 }
 
 impl StateDb {
@@ -222,7 +226,18 @@ impl StateDb {
         let mut sql = Self::select::<Rule>("rules", tenant);
         sql.and_eq("kind", filter.kind.map(RuleKind::as_str))
             .and_eq("enabled", filter.enabled.map(i64::from))
-            .and_eq("severity", filter.severity.map(Severity::as_str));
+            .and_eq("severity", filter.severity.map(Severity::as_str))
+            .and_eq(
+                "origin",
+                filter
+                    .builtin
+                    .map(|b| if b { "builtin" } else { "uploaded" }),
+            )
+            .and_contains(
+                self.backend,
+                "lower(title)",
+                filter.title_contains.as_ref().map(|t| t.to_lowercase()),
+            );
         self.fetch_page(sql, Order::Alphabetical("title"), page)
             .await
     }

@@ -137,6 +137,7 @@ backend_tests!(
     tenant_isolation,
     pagination_is_stable_and_complete,
     incidents_attach_and_merge,
+    incident_queue_search_sort_and_involvement,
     alert_deduplication,
     indicators_validate_and_normalise,
     limits_name_the_field,
@@ -148,6 +149,7 @@ backend_tests!(
     action_packages,
     rules,
     builtin_rules_follow_the_rule_folders,
+    hunting_queries_are_private_and_bounded,
 );
 
 /// SQLite specifics: the file is in WAL mode, reopening re-runs the (already applied)
@@ -1277,6 +1279,212 @@ mod bodies {
         );
     }
 
+    /// The incident queue: title search, detection-source filter, every sort (paged through its
+    /// cursor), and what each listed incident's alerts involve, within the caller's scope.
+    pub(super) async fn incident_queue_search_sort_and_involvement(db: &StateDb) {
+        let t = tenant(db, "queue").await;
+        let group = db.create_device_group(&t, "servers", "").await.unwrap();
+        let ws1 = device(db, &t, "ws1", None).await;
+        let ws2 = device(db, &t, "ws2", Some(&group.id)).await;
+        let account = |name: &str, domain: &str| json!({"kind": "account", "name": name, "domain": domain, "sid": null, "upn": null, "role": "impacted"});
+        let alert = |title: &str,
+                     severity,
+                     device: Option<&Device>,
+                     kind: Option<RuleKind>,
+                     hours: i64,
+                     evidence: Vec<serde_json::Value>| {
+            let mut a = new_alert(title, severity, device);
+            a.rule = kind.map(|kind| RuleRef {
+                id: None,
+                title: title.into(),
+                kind,
+            });
+            a.first_event_time = Utc::now() - Duration::hours(hours);
+            a.last_event_time = a.first_event_time;
+            a.evidence = evidence;
+            a
+        };
+        let mut incidents = Vec::new();
+        for (title, alerts) in [
+            (
+                "PowerShell attack",
+                vec![
+                    alert(
+                        "a",
+                        Severity::High,
+                        Some(&ws1),
+                        Some(RuleKind::Sigma),
+                        3,
+                        vec![account("bob", "CORP")],
+                    ),
+                    alert(
+                        "b",
+                        Severity::Low,
+                        Some(&ws2),
+                        Some(RuleKind::Kql),
+                        2,
+                        vec![account("BOB", "corp"), account("eve", "CORP")],
+                    ),
+                ],
+            ),
+            (
+                "Hash match",
+                vec![alert("c", Severity::Medium, Some(&ws1), None, 1, vec![])],
+            ),
+            (
+                "Quiet",
+                vec![alert(
+                    "d",
+                    Severity::Low,
+                    None,
+                    Some(RuleKind::Sigma),
+                    5,
+                    vec![],
+                )],
+            ),
+        ] {
+            let incident = db
+                .create_incident(
+                    &t,
+                    &NewIncident {
+                        id: None,
+                        title: title.into(),
+                        tags: vec![],
+                    },
+                )
+                .await
+                .unwrap();
+            for a in alerts {
+                let a = db.create_alert(&t, &a).await.unwrap();
+                db.attach_alert(&t, &incident.id, &a.id, &json!({}))
+                    .await
+                    .unwrap();
+            }
+            incidents.push(incident.id);
+        }
+        let (attack, hash, quiet) = (
+            incidents[0].as_str(),
+            incidents[1].as_str(),
+            incidents[2].as_str(),
+        );
+        let ids = |page: Page<Incident>| page.items.into_iter().map(|i| i.id).collect::<Vec<_>>();
+        let t = t.as_str();
+        let list = |filter: IncidentFilter| async move {
+            ids(db
+                .list_incidents(t, &filter, &PageRequest::default())
+                .await
+                .unwrap())
+        };
+
+        // Every order, and each paged one at a time through its cursor.
+        for (sort, expected) in [
+            (IncidentSort::Newest, [quiet, hash, attack]),
+            (IncidentSort::Oldest, [attack, hash, quiet]),
+            (IncidentSort::Activity, [hash, attack, quiet]),
+            (IncidentSort::Severity, [attack, hash, quiet]),
+        ] {
+            let filter = IncidentFilter {
+                sort,
+                ..Default::default()
+            };
+            assert_eq!(list(filter.clone()).await, expected, "{sort}");
+            let mut paged = Vec::new();
+            let mut page = PageRequest::first(1);
+            loop {
+                let got = db.list_incidents(&t, &filter, &page).await.unwrap();
+                paged.extend(got.items.into_iter().map(|i| i.id));
+                match got.next {
+                    Some(next) => page.cursor = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, expected, "{sort}, one per page");
+        }
+        assert_eq!(IncidentFilter::default().sort, IncidentSort::Newest);
+
+        // Title search ignores case; blank searches everything.
+        let search = |q: &str| IncidentFilter {
+            q: Some(q.into()),
+            ..Default::default()
+        };
+        assert_eq!(list(search("powershell")).await, [attack]);
+        assert_eq!(list(search("ATTACK")).await, [attack]);
+        assert!(list(search("nothing like it")).await.is_empty());
+        assert_eq!(list(search("  ")).await.len(), 3);
+
+        // The detection source is the alerts' rule kind (none: an indicator).
+        let from = |source| IncidentFilter {
+            source: Some(source),
+            ..Default::default()
+        };
+        assert_eq!(list(from(AlertSource::Indicator)).await, [hash]);
+        assert_eq!(list(from(AlertSource::CustomDetection)).await, [attack]);
+        assert_eq!(list(from(AlertSource::Sigma)).await, [quiet, attack]);
+        let indicator_alerts = db
+            .list_alerts(
+                &t,
+                &AlertFilter {
+                    source: Some(AlertSource::Indicator),
+                    ..Default::default()
+                },
+                &PageRequest::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(indicator_alerts.items.len(), 1);
+        assert_eq!(indicator_alerts.items[0].source(), AlertSource::Indicator);
+
+        // Rows carry the devices, users (one per name whatever its case) and sources.
+        let rows = db
+            .list_incident_rows(&t, &IncidentFilter::default(), &PageRequest::default())
+            .await
+            .unwrap();
+        let involved = |id: &str| {
+            rows.items
+                .iter()
+                .find(|r| r.incident.id == id)
+                .map(|r| r.involvement.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            involved(attack),
+            Involvement {
+                devices: vec!["ws1".into(), "ws2".into()],
+                users: vec!["CORP\\bob".into(), "CORP\\eve".into()],
+                sources: vec![AlertSource::Sigma, AlertSource::CustomDetection],
+            }
+        );
+        assert_eq!(involved(hash).sources, vec![AlertSource::Indicator]);
+        assert_eq!(
+            involved(quiet),
+            Involvement {
+                sources: vec![AlertSource::Sigma],
+                ..Default::default()
+            }
+        );
+        // A user confined to the servers group sees only what the alerts on ws2 involve.
+        let scoped = IncidentFilter {
+            scope: Scope(vec![group.id.clone()]),
+            ..Default::default()
+        };
+        let rows = db
+            .list_incident_rows(&t, &scoped, &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.items.len(), 1);
+        assert_eq!(rows.items[0].involvement.devices, vec!["ws2".to_string()]);
+        assert_eq!(
+            rows.items[0].involvement.sources,
+            vec![AlertSource::CustomDetection]
+        );
+
+        assert_invalid(
+            db.list_incidents(&t, &search(&"x".repeat(10_000)), &PageRequest::default())
+                .await,
+            "q",
+        );
+    }
+
     pub(super) async fn alert_deduplication(db: &StateDb) {
         let t = tenant(db, "a").await;
         let mut new = new_alert("mimikatz", Severity::High, None);
@@ -2374,6 +2582,23 @@ mod bodies {
             .await,
             vec!["kql"]
         );
+        assert_eq!(
+            titles(RuleFilter {
+                builtin: Some(false),
+                ..Default::default()
+            })
+            .await,
+            vec!["kql"]
+        );
+        assert_eq!(
+            titles(RuleFilter {
+                builtin: Some(true),
+                title_contains: Some("B RU".into()),
+                ..Default::default()
+            })
+            .await,
+            vec!["b rule"]
+        );
         let off = db.set_rule_enabled(&t, &r.id, false).await.unwrap();
         assert!(!off.enabled && off.updated_at >= r.updated_at);
         assert_eq!(
@@ -2415,5 +2640,118 @@ mod bodies {
                 kind: RuleKind::Sigma
             })
         );
+    }
+
+    pub(super) async fn hunting_queries_are_private_and_bounded(db: &StateDb) {
+        let t = tenant(db, "a").await;
+        let ann = user(db, &t, "ann", Role::Readonly).await;
+        let bob = user(db, &t, "bob", Role::Analyst).await;
+        let page = PageRequest::first(QUERY_HISTORY_MAX as u32 + 10);
+        let history = |u: &str| {
+            let (t, u, page) = (t.clone(), u.to_owned(), page.clone());
+            async move {
+                db.query_history(&t, &u, &page)
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .map(|e| e.query)
+                    .collect::<Vec<_>>()
+            }
+        };
+
+        // Newest first; the same text again moves to the top instead of repeating.
+        for q in ["A | take 1", "B | take 2", "A | take 1"] {
+            db.record_query(&t, &ann.id, q).await.unwrap();
+        }
+        assert_eq!(history(&ann.id).await, ["A | take 1", "B | take 2"]);
+        assert!(
+            history(&bob.id).await.is_empty(),
+            "another user's history is private"
+        );
+
+        // Bounded: only the newest entries stay.
+        for i in 0..QUERY_HISTORY_MAX + 5 {
+            db.record_query(&t, &bob.id, &format!("T | take {i}"))
+                .await
+                .unwrap();
+        }
+        let kept = history(&bob.id).await;
+        assert_eq!(kept.len(), QUERY_HISTORY_MAX);
+        assert_eq!(kept[0], format!("T | take {}", QUERY_HISTORY_MAX + 4));
+        assert_eq!(kept[QUERY_HISTORY_MAX - 1], "T | take 5");
+        assert_eq!(
+            history(&ann.id).await.len(),
+            2,
+            "pruning one user spares the others"
+        );
+
+        // Limits name the field; another tenant's or a missing user has no history.
+        assert_invalid(db.record_query(&t, &ann.id, " ").await, "query");
+        assert_invalid(
+            db.record_query(&t, &ann.id, &"q".repeat(QUERY_MAX_CHARS + 1))
+                .await,
+            "query",
+        );
+        let other = tenant(db, "b").await;
+        assert!(matches!(
+            db.record_query(&other, &ann.id, "T").await,
+            Err(Error::NotFound("user"))
+        ));
+
+        // Saved queries: by name, one per name (saving again replaces), private, deletable.
+        let first = db
+            .save_query(&t, &ann.id, "Logons", "L | take 1")
+            .await
+            .unwrap();
+        db.save_query(&t, &ann.id, "Admins", "A").await.unwrap();
+        let again = db
+            .save_query(&t, &ann.id, "Logons", "L | take 2")
+            .await
+            .unwrap();
+        assert_eq!(again.id, first.id);
+        assert_eq!(again.query, "L | take 2");
+        assert_eq!(again.created_at, first.created_at);
+        let saved = db
+            .list_saved_queries(&t, &ann.id, &PageRequest::default())
+            .await
+            .unwrap()
+            .items;
+        let names: Vec<&str> = saved.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Admins", "Logons"]);
+        assert!(
+            db.list_saved_queries(&t, &bob.id, &PageRequest::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert!(matches!(
+            db.delete_saved_query(&t, &bob.id, &first.id).await,
+            Err(Error::NotFound("saved query"))
+        ));
+        db.delete_saved_query(&t, &ann.id, &first.id).await.unwrap();
+        assert!(matches!(
+            db.delete_saved_query(&t, &ann.id, &first.id).await,
+            Err(Error::NotFound("saved query"))
+        ));
+        assert_invalid(db.save_query(&t, &ann.id, "", "Q").await, "name");
+        assert_invalid(db.save_query(&t, &ann.id, "n", "").await, "query");
+
+        // Bounded too: past the limit only an existing name can be saved again.
+        for i in 0..SAVED_QUERIES_MAX {
+            db.save_query(&t, &bob.id, &format!("q{i:03}"), "T")
+                .await
+                .unwrap();
+        }
+        let full = db.save_query(&t, &bob.id, "one more", "T").await;
+        assert!(matches!(full, Err(Error::Conflict(_))), "{full:?}");
+        db.save_query(&t, &bob.id, "q000", "T | take 1")
+            .await
+            .unwrap();
+
+        // A user's queries go with the user.
+        db.delete_user(&t, &ann.id).await.unwrap();
+        assert!(history(&ann.id).await.is_empty());
     }
 }

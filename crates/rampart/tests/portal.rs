@@ -2,9 +2,9 @@
 //! incident from the evtx-attack-samples data, hunt with a chart, isolate a device, sign out),
 //! and an attacker without a browser (forged forms, scripts smuggled in through event fields).
 
-mod common;
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -125,7 +125,7 @@ impl Client {
             .into_iter()
             .find(|f| f.action == "/login")
             .expect("a sign-in form at /");
-        let mut fields = form.fields;
+        let mut fields = without(&form.fields, &["username", "password"]);
         fields.push(("username".into(), user.into()));
         fields.push(("password".into(), password.into()));
         let reply = self.post("/login", &fields);
@@ -143,6 +143,15 @@ struct FormSpec {
     action: String,
     /// Named inputs, textareas and selects with their initial values.
     fields: Vec<(String, String)>,
+}
+
+/// `fields` less those named in `names`.
+fn without(fields: &[(String, String)], names: &[&str]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .filter(|(k, _)| !names.contains(&k.as_str()))
+        .cloned()
+        .collect()
 }
 
 fn unescape(s: &str) -> String {
@@ -168,7 +177,9 @@ fn tags<'a>(html: &'a str, name: &str) -> Vec<(usize, &'a str)> {
     while let Some(i) = html[at..].find(&open) {
         let start = at + i;
         let after = html[start + open.len()..].chars().next();
-        let end = html[start..].find('>').map_or(html.len(), |e| start + e + 1);
+        let end = html[start..]
+            .find('>')
+            .map_or(html.len(), |e| start + e + 1);
         if matches!(after, Some(' ' | '>' | '/')) {
             out.push((start, &html[start..end]));
         }
@@ -180,7 +191,9 @@ fn tags<'a>(html: &'a str, name: &str) -> Vec<(usize, &'a str)> {
 fn forms(html: &str) -> Vec<FormSpec> {
     let mut out = Vec::new();
     for (start, tag) in tags(html, "form") {
-        let end = html[start..].find("</form>").map_or(html.len(), |e| start + e);
+        let end = html[start..]
+            .find("</form>")
+            .map_or(html.len(), |e| start + e);
         let inner = &html[start..end];
         let mut fields = Vec::new();
         for (_, input) in tags(inner, "input") {
@@ -260,7 +273,13 @@ fn links(html: &str) -> Vec<String> {
 /// Every page reachable by links from the sections, at most `limit`, with its reply.
 fn crawl(client: &mut Client, limit: usize) -> Vec<(String, Reply)> {
     let start = [
-        "/incidents", "/alerts", "/devices", "/hunting", "/actions", "/indicators", "/rules",
+        "/incidents",
+        "/alerts",
+        "/devices",
+        "/hunting",
+        "/actions",
+        "/indicators",
+        "/rules",
         "/settings",
     ];
     let mut queue: VecDeque<String> = start.iter().map(|s| s.to_string()).collect();
@@ -356,9 +375,9 @@ fn smuggle_script(server: &Server, token: &str) {
     assert_eq!(response.status().as_u16(), 200, "event upload: {answer}");
     let alerts = server.get("/api/v1/alerts", token);
     assert!(
-        alerts["items"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x["title"].as_str().is_some_and(|t| t.contains("<script>")))),
+        alerts["items"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["title"].as_str().is_some_and(|t| t.contains("<script>")))),
         "the probe raised no alert: {alerts}"
     );
 }
@@ -413,7 +432,7 @@ fn signed_out_root_is_the_sign_in_form_and_pages_need_a_session() {
         Some("/?next=%2Fincidents%3Fstatus%3Dnew")
     );
     // A wrong password keeps the visitor out, with the form again.
-    let mut fields = form.fields.clone();
+    let mut fields = without(&form.fields, &["username", "password"]);
     fields.push(("username".into(), "admin".into()));
     fields.push(("password".into(), "not the password".into()));
     let refused = client.post("/login", &fields);
@@ -432,7 +451,7 @@ fn signed_out_root_is_the_sign_in_form_and_pages_need_a_session() {
     // The right password opens a session whose cookie scripts cannot read.
     let mut client = Client::new(&server.url);
     let root = client.get("/");
-    let mut fields = forms(&root.body)[0].fields.clone();
+    let mut fields = without(&forms(&root.body)[0].fields, &["username", "password"]);
     fields.push(("username".into(), "admin".into()));
     fields.push(("password".into(), PASSWORD.into()));
     let url = format!("{}/login", server.url);
@@ -457,7 +476,10 @@ fn signed_out_root_is_the_sign_in_form_and_pages_need_a_session() {
         .expect("a session cookie")
         .to_string();
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(session_cookie.contains(flag), "{session_cookie} lacks {flag}");
+        assert!(
+            session_cookie.contains(flag),
+            "{session_cookie} lacks {flag}"
+        );
     }
     // Unknown paths are pages too, with the same policy.
     let missing = client.get("/no/such/page");
@@ -482,11 +504,18 @@ fn every_page_has_the_csp_every_change_needs_its_csrf_token_and_scripts_stay_tex
         .iter()
         .filter(|(_, r)| r.content_type.starts_with("text/html"))
         .collect();
-    assert!(html.len() >= 12, "the crawl found only {} pages", html.len());
+    assert!(
+        html.len() >= 12,
+        "the crawl found only {} pages",
+        html.len()
+    );
     for (path, reply) in &html {
         assert_eq!(reply.csp.as_deref(), Some(CSP), "CSP of {path}");
         let unnamed = unlabelled(&reply.body);
-        assert!(unnamed.is_empty(), "{path}: controls without a label: {unnamed:?}");
+        assert!(
+            unnamed.is_empty(),
+            "{path}: controls without a label: {unnamed:?}"
+        );
         assert!(
             !reply.body.contains(SCRIPT) && !reply.body.contains("<img src=x"),
             "{path} shows the smuggled script as markup"
@@ -510,14 +539,17 @@ fn every_page_has_the_csp_every_change_needs_its_csrf_token_and_scripts_stay_tex
         .into_iter()
         .find(|f| f.action == "/hunting")
         .expect("the hunting form");
-    form.fields.retain(|(k, _)| k != "query");
+    form.fields = without(&form.fields, &["query"]);
     form.fields.push((
         "query".into(),
         "DeviceProcessEvents | where ProcessCommandLine has 'echo' | project ProcessCommandLine, InitiatingProcessCommandLine".into(),
     ));
     let results = client.post("/hunting", &form.fields);
     assert_eq!(results.status, 200, "{}", results.body);
-    assert!(results.body.contains(ESCAPED), "hunting results lack the escaped script");
+    assert!(
+        results.body.contains(ESCAPED),
+        "hunting results lack the escaped script"
+    );
     assert!(!results.body.contains(SCRIPT));
 
     // Every form that changes something, refused without or with a wrong token.
@@ -525,7 +557,9 @@ fn every_page_has_the_csp_every_change_needs_its_csrf_token_and_scripts_stay_tex
     for (path, reply) in &html {
         for form in forms(&reply.body) {
             if form.method == "post" {
-                actions.entry(form.action.clone()).or_insert((path.clone(), form));
+                actions
+                    .entry(form.action.clone())
+                    .or_insert((path.clone(), form));
             }
         }
     }
@@ -536,27 +570,32 @@ fn every_page_has_the_csp_every_change_needs_its_csrf_token_and_scripts_stay_tex
         actions.keys().collect::<Vec<_>>()
     );
     for (action, (page, form)) in &actions {
-        let without: Vec<(String, String)> = form
-            .fields
-            .iter()
-            .filter(|(k, _)| k != "_csrf")
-            .cloned()
-            .collect();
-        let refused = client.post(action, &without);
-        assert_eq!(refused.status, 403, "{action} (form on {page}) without a token");
-        let mut wrong = without.clone();
+        let stripped = without(&form.fields, &["_csrf"]);
+        let refused = client.post(action, &stripped);
+        assert_eq!(
+            refused.status, 403,
+            "{action} (form on {page}) without a token"
+        );
+        let mut wrong = stripped.clone();
         wrong.push(("_csrf".into(), "0".repeat(40)));
         let refused = client.post(action, &wrong);
-        assert_eq!(refused.status, 403, "{action} (form on {page}) with a wrong token");
+        assert_eq!(
+            refused.status, 403,
+            "{action} (form on {page}) with a wrong token"
+        );
     }
     // The same session's real token is accepted: the refusals above were the token's doing.
     let (_, theme_form) = actions.get("/theme").expect("the theme form");
-    let mut fields = theme_form.fields.clone();
-    fields.retain(|(k, _)| k != "theme");
+    let mut fields = without(&theme_form.fields, &["theme"]);
     fields.push(("theme".into(), "dark".into()));
     let accepted = client.post("/theme", &fields);
     assert_eq!(accepted.status, 303, "{}", accepted.body);
-    assert!(client.get("/incidents").body.contains("data-theme=\"dark\""));
+    assert!(
+        client
+            .get("/incidents")
+            .body
+            .contains("data-theme=\"dark\"")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,7 +613,10 @@ fn evtx_files(dir: &Path) -> Vec<PathBuf> {
         let path = entry.path();
         if path.is_dir() {
             out.extend(evtx_files(&path));
-        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("evtx")) {
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("evtx"))
+        {
             out.push(path);
         }
     }
@@ -598,7 +640,11 @@ fn analyst_walks_through_the_portal_in_chromium() {
         }
     };
     let dir = scratch("portal-walk");
-    let server = Server::start(&dir, false, &["--rules", rules.to_str().expect("UTF-8 path")]);
+    let server = Server::start(
+        &dir,
+        false,
+        &["--rules", rules.to_str().expect("UTF-8 path")],
+    );
     let token = server.login("admin", PASSWORD);
     for file in evtx_files(&samples) {
         let (status, answer) = server.upload(&token, &file);
@@ -638,7 +684,10 @@ fn analyst_walks_through_the_portal_in_chromium() {
     let nodes = browser.execute(
         "return document.querySelectorAll('svg#attack-story .node, svg#attack-story .node-alert').length",
     );
-    assert!(nodes.as_u64().unwrap_or(0) >= 2, "the graph has {nodes} nodes");
+    assert!(
+        nodes.as_u64().unwrap_or(0) >= 2,
+        "the graph has {nodes} nodes"
+    );
     assert!(browser.attribute(&story, "viewBox").is_some());
     browser.find("table#incident-alerts");
     shot("03-incident");
@@ -652,9 +701,15 @@ fn analyst_walks_through_the_portal_in_chromium() {
         .expect("the probe's alert is listed");
     browser.click(&probe);
     let event = browser.find("#matching-event");
-    assert!(browser.text(&event).contains(SCRIPT), "the command line is shown as text");
+    assert!(
+        browser.text(&event).contains(SCRIPT),
+        "the command line is shown as text"
+    );
     assert_eq!(browser.alert_text(), None, "a smuggled script ran");
-    assert!(!browser.find_all("#matching-event .hit").is_empty(), "the matched field is highlighted");
+    assert!(
+        !browser.find_all("#matching-event .hit").is_empty(),
+        "the matched field is highlighted"
+    );
     shot("04-alert");
 
     // Hunting: rows and a chart.
@@ -671,10 +726,17 @@ fn analyst_walks_through_the_portal_in_chromium() {
     shot("05-hunting");
 
     // A mistake is marked where it is.
-    browser.fill(&browser.find("textarea#query"), "DeviceProcessEvents\n| wher x");
+    browser.fill(
+        &browser.find("textarea#query"),
+        "DeviceProcessEvents\n| wher x",
+    );
     browser.click(&browser.find("button#run"));
     let error = browser.find("#query-error");
-    assert!(browser.text(&error).contains("line 2"), "{}", browser.text(&error));
+    assert!(
+        browser.text(&error).contains("line 2"),
+        "{}",
+        browser.text(&error)
+    );
     shot("06-hunting-error");
 
     // Isolating a device asks first, then the action waits in the action center.
@@ -688,7 +750,9 @@ fn analyst_walks_through_the_portal_in_chromium() {
     browser.click(&confirm);
     browser.find("table#actions");
     assert!(
-        !browser.find_all("table#actions tr[data-status='pending']").is_empty(),
+        !browser
+            .find_all("table#actions tr[data-status='pending']")
+            .is_empty(),
         "no pending action in the action center"
     );
     shot("09-action-center");

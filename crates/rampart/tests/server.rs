@@ -130,10 +130,13 @@ fn roles_hold_on_every_route() {
                 );
             }
         }
-        // Read-only changes nothing: every route it may call reads.
+        // Read-only changes nothing of the tenant's: every route it may call reads, but for
+        // hunting and keeping its own saved queries.
         if needed == 0 && method != "GET" {
             assert!(
-                path.ends_with("/hunting/query") || path.ends_with("/auth/logout"),
+                path.ends_with("/hunting/query")
+                    || path.contains("/hunting/saved")
+                    || path.ends_with("/auth/logout"),
                 "{method} {path} is open to read-only users"
             );
         }
@@ -1974,4 +1977,36 @@ fn linux_sigma_rules_are_tested_over_stored_telemetry() {
             .contains("uploading events"),
         "{body}"
     );
+
+    // Clients that speak only JSON upload {"yaml": …}; the list filters by origin and by text
+    // in the title, whatever its case.
+    let yaml = "title: Whoami as JSON\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  selection:\n    Image|endswith: /whoami\n  condition: selection\n";
+    let (status, body) = server.call(
+        "POST",
+        "/api/v1/rules",
+        Some(&admin),
+        Some(&json!({"yaml": yaml})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let titles = |query: &str| -> Vec<String> {
+        let list = server.get(&format!("/api/v1/rules?{query}"), &admin);
+        let mut titles: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["title"].as_str().unwrap().to_string())
+            .collect();
+        titles.sort();
+        titles
+    };
+    assert_eq!(
+        titles("origin=uploaded&q=WHOAMI"),
+        ["Whoami as JSON", "whoami"]
+    );
+    assert_eq!(
+        titles("origin=uploaded"),
+        ["Whoami as JSON", "cmd", "whoami"]
+    );
+    assert!(titles("origin=builtin").is_empty());
+    assert!(titles("q=nothing+like+it").is_empty());
 }

@@ -58,6 +58,22 @@ pub async fn get_one(
     Ok(json(&app.db.get_device(&p.tenant_id, &p.scope, &id).await?))
 }
 
+/// The incidents with an alert on the device, latest activity first.
+pub async fn incidents(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> ApiResult {
+    // Scope first: a device outside the caller's groups is "not found".
+    app.db.get_device(&p.tenant_id, &p.scope, &id).await?;
+    Ok(json(
+        &app.db
+            .list_device_incidents(&p.tenant_id, &id, &paging.request())
+            .await?,
+    ))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatch {

@@ -1,12 +1,15 @@
 //! Advanced hunting over the API: KQL over the caller's tenant only (the catalog holds nothing
 //! else) — and for a user confined to device groups, over those groups' devices only — with the
-//! row limit and timeout of the configuration.
+//! row limit and timeout of the configuration. Each user also has a history of the queries they
+//! ran and the queries they saved, private to them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use datafusion::datasource::TableProvider;
 use rampart_kql::{Catalog, Engine, QueryOptions};
 use rampart_schema::Table;
@@ -15,8 +18,9 @@ use rampart_store::TenantCatalog;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{Paging, audit};
 use crate::app::App;
-use crate::problem::{ApiResult, Json, Problem, json};
+use crate::problem::{ApiResult, Json, Problem, Query, json};
 
 /// Longest query text accepted.
 const MAX_QUERY_BYTES: usize = 64 * 1024;
@@ -31,15 +35,36 @@ pub struct HuntRequest {
     timeout_secs: Option<u64>,
 }
 
+/// Refuses query text over [`MAX_QUERY_BYTES`] (to run or to save).
+fn check_size(query: &str) -> Result<(), Problem> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(Problem::bad_request(format!(
+            "the query is over {MAX_QUERY_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a query, after recording it in the caller's history (a query that fails is worth
+/// finding again to fix it).
 pub async fn query(
     State(app): State<App>,
     Extension(p): Extension<Principal>,
     Json(body): Json<HuntRequest>,
 ) -> ApiResult {
-    if body.query.len() > MAX_QUERY_BYTES {
-        return Err(Problem::bad_request(format!(
-            "the query is over {MAX_QUERY_BYTES} bytes"
-        )));
+    check_size(&body.query)?;
+    // The history is a convenience: hunting goes on when it cannot be written.
+    if !body.query.trim().is_empty()
+        && let Err(e) = app
+            .db
+            .record_query(&p.tenant_id, &p.user_id, &body.query)
+            .await
+    {
+        tracing::warn!(
+            error = %e,
+            user = %p.username,
+            "hunting: query not recorded in the history"
+        );
     }
     let hunting = &app.config.hunting;
     let options = QueryOptions {
@@ -146,4 +171,79 @@ pub async fn schema() -> ApiResult {
         })
         .collect();
     Ok(json(&json!({"tables": tables})))
+}
+
+/// The caller's recent queries, newest first (at most [`rampart_state::QUERY_HISTORY_MAX`]).
+pub async fn history(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Query(paging): Query<Paging>,
+) -> ApiResult {
+    let page = app
+        .db
+        .query_history(&p.tenant_id, &p.user_id, &paging.request())
+        .await?;
+    Ok(json(&page))
+}
+
+/// The caller's saved queries, by name.
+pub async fn list_saved(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Query(paging): Query<Paging>,
+) -> ApiResult {
+    let page = app
+        .db
+        .list_saved_queries(&p.tenant_id, &p.user_id, &paging.request())
+        .await?;
+    Ok(json(&page))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSavedQuery {
+    name: String,
+    query: String,
+}
+
+/// Saves a query under a name: 201 when the name is new, 200 when it replaced the query of
+/// that name.
+pub async fn save(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<NewSavedQuery>,
+) -> ApiResult {
+    check_size(&body.query)?;
+    let saved = app
+        .db
+        .save_query(&p.tenant_id, &p.user_id, &body.name, &body.query)
+        .await?;
+    audit(
+        &app,
+        &p,
+        "query.save",
+        "saved_query",
+        &saved.id,
+        json!({"name": saved.name}),
+    )
+    .await?;
+    let status = if saved.created_at == saved.updated_at {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(saved)).into_response())
+}
+
+/// Deletes one of the caller's saved queries.
+pub async fn delete_saved(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    app.db
+        .delete_saved_query(&p.tenant_id, &p.user_id, &id)
+        .await?;
+    audit(&app, &p, "query.delete", "saved_query", &id, json!({})).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

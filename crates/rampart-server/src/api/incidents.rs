@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use rampart_state::{
-    CommentTarget, IncidentFilter, IncidentStatus, IncidentUpdate, Principal, Severity, Time,
+    AlertSource, CommentTarget, IncidentFilter, IncidentSort, IncidentStatus, IncidentUpdate,
+    Principal, Severity, Time,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -24,10 +25,15 @@ pub struct IncidentQuery {
     tag: Option<String>,
     from: Option<Time>,
     to: Option<Time>,
+    /// Text the title contains.
+    q: Option<String>,
+    source: Option<AlertSource>,
+    sort: Option<IncidentSort>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
+/// Incidents, each with the devices, users and detection sources of its alerts.
 pub async fn list(
     State(app): State<App>,
     Extension(p): Extension<Principal>,
@@ -41,6 +47,9 @@ pub async fn list(
         tag: q.tag,
         activity_from: q.from,
         activity_to: q.to,
+        q: q.q,
+        source: q.source,
+        sort: q.sort.unwrap_or_default(),
     };
     let paging = Paging {
         limit: q.limit,
@@ -48,7 +57,7 @@ pub async fn list(
     };
     Ok(json(
         &app.db
-            .list_incidents(&p.tenant_id, &filter, &paging.request())
+            .list_incident_rows(&p.tenant_id, &filter, &paging.request())
             .await?,
     ))
 }

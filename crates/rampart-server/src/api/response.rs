@@ -96,6 +96,8 @@ pub struct ActionQuery {
     device_id: Option<String>,
     kind: Option<ActionKind>,
     status: Option<ActionStatus>,
+    /// `true`: only actions not finished yet; `false`: only finished ones.
+    open: Option<bool>,
     from: Option<Time>,
     to: Option<Time>,
     limit: Option<u32>,
@@ -112,6 +114,7 @@ pub async fn list_actions(
         device_id: q.device_id,
         kind: q.kind,
         status: q.status,
+        open: q.open,
         from: q.from,
         to: q.to,
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use rampart_sigma::{RuleSet, RuleStatus};
 use rampart_state::{Principal, RuleFilter, RuleKind, RuleOrigin};
@@ -23,8 +23,19 @@ use crate::problem::{ApiResult, Json, Problem, Query, json};
 pub struct RuleQuery {
     kind: Option<RuleKind>,
     enabled: Option<bool>,
+    origin: Option<OriginFilter>,
+    /// Case-insensitive substring of the title.
+    q: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+}
+
+/// Where listed rules come from: the server's rule folders, or uploads.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginFilter {
+    Builtin,
+    Uploaded,
 }
 
 pub async fn list(
@@ -36,6 +47,8 @@ pub async fn list(
         kind: q.kind,
         enabled: q.enabled,
         severity: None,
+        builtin: q.origin.map(|o| matches!(o, OriginFilter::Builtin)),
+        title_contains: q.q.filter(|q| !q.trim().is_empty()),
     };
     let paging = Paging {
         limit: q.limit,
@@ -60,16 +73,18 @@ pub async fn get_one(
     Ok(json(&app.db.get_rule(&p.tenant_id, &id).await?))
 }
 
-/// The body is Sigma YAML (one rule, or several documents separated by `---`). Every document
-/// must load: one that does not is reported with its reason and nothing is stored.
+/// The body is Sigma YAML (one rule, or several documents separated by `---`), or, for clients
+/// that speak only JSON (the portal's in-process client), `{"yaml": "…"}` sent as
+/// `application/json`. Every document must load: one that does not is reported with its reason
+/// and nothing is stored.
 pub async fn upload(
     State(app): State<App>,
     Extension(p): Extension<Principal>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| Problem::bad_request(format!("the body is not UTF-8: {e}")))?;
-    let compiled = RuleSet::from_yaml(text, std::path::Path::new("upload.yml"));
+    let text = upload_text(&headers, &body)?;
+    let compiled = RuleSet::from_yaml(&text, std::path::Path::new("upload.yml"));
     let failed = statuses(&compiled, |s| match s {
         RuleStatus::Failed(why) => Some(why),
         _ => None,
@@ -83,7 +98,7 @@ pub async fn upload(
         return Err(Problem::bad_request(detail));
     }
     let mut created = Vec::new();
-    for new in crate::rules::new_rules(text, RuleOrigin::Uploaded) {
+    for new in crate::rules::new_rules(&text, RuleOrigin::Uploaded) {
         let rule = app.db.create_rule(&p.tenant_id, &new, &p.username).await?;
         audit(
             &app,
@@ -108,6 +123,26 @@ pub async fn upload(
         axum::Json(json!({"items": created, "inactive": inactive})),
     )
         .into_response())
+}
+
+/// The YAML of an upload: the body itself, or its `yaml` member when it is JSON.
+fn upload_text(headers: &HeaderMap, body: &[u8]) -> Result<String, Problem> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Upload {
+            yaml: String,
+        }
+        return serde_json::from_slice::<Upload>(body)
+            .map(|u| u.yaml)
+            .map_err(|e| Problem::bad_request(format!("expected {{\"yaml\": \"…\"}}: {e}")));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|e| Problem::bad_request(format!("the body is not UTF-8: {e}")))
 }
 
 /// "title: reason" of each rule whose status `pick` gives a reason for.

@@ -100,9 +100,9 @@ impl Api {
             }
             None => Body::empty(),
         };
-        let mut request = request.body(body).map_err(|e| {
-            failure(StatusCode::BAD_REQUEST, format!("not a valid request: {e}"))
-        })?;
+        let mut request = request
+            .body(body)
+            .map_err(|e| failure(StatusCode::BAD_REQUEST, format!("not a valid request: {e}")))?;
         request.extensions_mut().insert(self.peer.clone());
         let response = match self.router.clone().oneshot(request).await {
             Ok(response) => response,

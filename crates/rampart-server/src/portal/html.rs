@@ -106,46 +106,50 @@ impl FromRequestParts<App> for Ctx {
 impl Ctx {
     /// A whole page: the shell around `body`, with `title` as heading and window title.
     pub fn page(&self, section: Section, title: &str, body: Markup) -> Response {
-        document(self.prefs.theme, title, html! {
-            a.skip href="#main" { "Skip to content" }
-            header.topbar {
-                a.brand href="/incidents" aria-label="Rampart home" {
-                    (PreEscaped(assets::LOGO_SVG)) span { "Rampart" }
+        document(
+            self.prefs.theme,
+            title,
+            html! {
+                a.skip href="#main" { "Skip to content" }
+                header.topbar {
+                    a.brand href="/incidents" aria-label="Rampart home" {
+                        (PreEscaped(assets::LOGO_SVG)) span { "Rampart" }
+                    }
+                    div.who {
+                        span.user title="Signed in" { (self.viewer.principal.username) }
+                        span.role { (self.viewer.principal.role.as_str()) }
+                        form.inline method="post" action="/theme" {
+                            (self.csrf())
+                            input type="hidden" name="back" value=(self.path);
+                            label.visually-hidden for="theme" { "Theme" }
+                            select #theme name="theme" data-autosubmit {
+                                @for t in [Theme::System, Theme::Light, Theme::Dark] {
+                                    option value=(t.name()) selected[t == self.prefs.theme] { "Theme: " (t.name()) }
+                                }
+                            }
+                            noscript { button.small type="submit" { "Apply" } }
+                        }
+                        form.inline method="post" action="/logout" {
+                            (self.csrf())
+                            button.small.quiet type="submit" { "Sign out" }
+                        }
+                    }
                 }
-                div.who {
-                    span.user title="Signed in" { (self.viewer.principal.username) }
-                    span.role { (self.viewer.principal.role.as_str()) }
-                    form.inline method="post" action="/theme" {
-                        (self.csrf())
-                        input type="hidden" name="back" value=(self.path);
-                        label.visually-hidden for="theme" { "Theme" }
-                        select #theme name="theme" data-autosubmit {
-                            @for t in [Theme::System, Theme::Light, Theme::Dark] {
-                                option value=(t.name()) selected[t == self.prefs.theme] { "Theme: " (t.name()) }
+                div.frame {
+                    nav.side aria-label="Sections" {
+                        ul {
+                            @for s in Section::ALL {
+                                li { a href=(s.href()) aria-current=[(s == section).then_some("page")] { (s.label()) } }
                             }
                         }
-                        noscript { button.small type="submit" { "Apply" } }
                     }
-                    form.inline method="post" action="/logout" {
-                        (self.csrf())
-                        button.small.quiet type="submit" { "Sign out" }
-                    }
-                }
-            }
-            div.frame {
-                nav.side aria-label="Sections" {
-                    ul {
-                        @for s in Section::ALL {
-                            li { a href=(s.href()) aria-current=[(s == section).then_some("page")] { (s.label()) } }
-                        }
+                    main #main tabindex="-1" {
+                        h1 { (title) }
+                        (body)
                     }
                 }
-                main #main tabindex="-1" {
-                    h1 { (title) }
-                    (body)
-                }
-            }
-        })
+            },
+        )
     }
 
     /// The page of a failed API call, with the API's status.
@@ -194,13 +198,17 @@ pub fn document(theme: Theme, title: &str, body: Markup) -> Response {
 /// A page with no signed-in shell (errors before or outside a session).
 pub fn plain_error(status: StatusCode, message: &str) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
-    let mut response = document(Theme::System, title, html! {
-        main.narrow #main {
-            h1 { (title) }
-            p { (message) }
-            p { a href="/" { "Go to Rampart" } }
-        }
-    });
+    let mut response = document(
+        Theme::System,
+        title,
+        html! {
+            main.narrow #main {
+                h1 { (title) }
+                p { (message) }
+                p { a href="/" { "Go to Rampart" } }
+            }
+        },
+    );
     *response.status_mut() = status;
     response
 }

@@ -12,9 +12,12 @@
 
 pub mod api;
 pub mod assets;
+pub mod chart;
+pub mod graph;
 pub mod html;
 mod pages;
 pub mod session;
+pub mod tree;
 
 use axum::Router;
 use axum::middleware;
@@ -35,6 +38,5 @@ pub fn router(app: App) -> Router<App> {
 /// Whether `path` belongs to the portal rather than to the API (for the 404 of unknown paths:
 /// an HTML page for a person, problem+json for a program).
 pub fn is_portal_path(path: &str) -> bool {
-    !(path.starts_with("/api/")
-        || matches!(path, "/healthz" | "/readyz" | "/metrics"))
+    !(path.starts_with("/api/") || matches!(path, "/healthz" | "/readyz" | "/metrics"))
 }

@@ -160,11 +160,7 @@ impl Browser {
                 return element;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "no element {css} on {} ({})",
-                    self.url(),
-                    self.title()
-                );
+                panic!("no element {css} on {} ({})", self.url(), self.title());
             }
             std::thread::sleep(Duration::from_millis(100));
         }

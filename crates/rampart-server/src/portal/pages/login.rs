@@ -50,32 +50,41 @@ async fn home(
 }
 
 /// The sign-in form with a fresh double-submit token (cookie and field).
-fn form_page(prefs: Prefs, next: Option<&str>, error: Option<&str>, status: StatusCode) -> Response {
+fn form_page(
+    prefs: Prefs,
+    next: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let token = random_token();
-    let mut response = document(prefs.theme, "Sign in", html! {
-        main.narrow #main {
-            div.panel.login {
-                div.brand { (PreEscaped(assets::LOGO_SVG)) span { "Rampart" } }
-                h1 { "Sign in" }
-                @if let Some(error) = error {
-                    div.notice.error role="alert" { (error) }
-                }
-                form method="post" action="/login" {
-                    input type="hidden" name=(CSRF_FIELD) value=(token);
-                    input type="hidden" name="next" value=(safe_next(next));
-                    div.field {
-                        label for="username" { "User name" }
-                        input #username type="text" name="username" autocomplete="username" required autofocus;
+    let mut response = document(
+        prefs.theme,
+        "Sign in",
+        html! {
+            main.narrow #main {
+                div.panel.login {
+                    div.brand { (PreEscaped(assets::LOGO_SVG)) span { "Rampart" } }
+                    h1 { "Sign in" }
+                    @if let Some(error) = error {
+                        div.notice.error role="alert" { (error) }
                     }
-                    div.field {
-                        label for="password" { "Password" }
-                        input #password type="password" name="password" autocomplete="current-password" required;
+                    form method="post" action="/login" {
+                        input type="hidden" name=(CSRF_FIELD) value=(token);
+                        input type="hidden" name="next" value=(safe_next(next));
+                        div.field {
+                            label for="username" { "User name" }
+                            input #username type="text" name="username" autocomplete="username" required autofocus;
+                        }
+                        div.field {
+                            label for="password" { "Password" }
+                            input #password type="password" name="password" autocomplete="current-password" required;
+                        }
+                        button type="submit" { "Sign in" }
                     }
-                    button type="submit" { "Sign in" }
                 }
             }
-        }
-    });
+        },
+    );
     *response.status_mut() = status;
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -108,13 +117,24 @@ pub async fn submit(
     match answer {
         Ok(session) => {
             let Some(token) = session.get("token").and_then(|t| t.as_str()) else {
-                return form_page(prefs, form.next.as_deref(), Some("The server gave no session."), StatusCode::INTERNAL_SERVER_ERROR);
+                return form_page(
+                    prefs,
+                    form.next.as_deref(),
+                    Some("The server gave no session."),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                );
             };
             let mut response = Redirect::to(safe_next(form.next.as_deref())).into_response();
             let headers = response.headers_mut();
             let max_age = app.config.limits.session_secs;
-            headers.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, token, max_age, prefs.secure));
-            headers.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", 0, prefs.secure));
+            headers.append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, token, max_age, prefs.secure),
+            );
+            headers.append(
+                header::SET_COOKIE,
+                set_cookie(LOGIN_COOKIE, "", 0, prefs.secure),
+            );
             response
         }
         Err(failure) => {
@@ -130,7 +150,11 @@ pub async fn submit(
 /// Ends the session (the API revokes it) and forgets the cookie.
 pub async fn logout(ctx: Ctx) -> Response {
     // The cookie goes whatever the API says: a session that cannot be revoked now expires.
-    if let Err(failure) = ctx.api.post::<serde_json::Value>("/api/v1/auth/logout", json!({})).await {
+    if let Err(failure) = ctx
+        .api
+        .post::<serde_json::Value>("/api/v1/auth/logout", json!({}))
+        .await
+    {
         tracing::warn!(error = %failure, "portal: sign-out could not revoke the session");
     }
     let mut response = Redirect::to("/").into_response();
