@@ -1,13 +1,14 @@
 //! `rampart server`: the XDR server. One process with embedded storage in one data directory:
-//! it takes in telemetry (event-log uploads now; agents next), stores every event for hunting,
+//! it takes in telemetry (event-log uploads, forwarded events, agents), stores every event for hunting,
 //! detects on the stream, raises alerts, groups them into incidents, and serves it all through
 //! an authenticated REST API (`/api/v1`, described by `/api/openapi.json`).
 //!
 //! Modules, in the order a request meets them: [`listener`] (TCP, TLS, HTTP), [`routes`] (the
 //! one route table: router, authorisation and OpenAPI), [`auth`] (bearer tokens → principal),
-//! `api` (handlers), [`pipeline`] (event logs → store + Sigma), `telemetry` (agent rows → store
-//! + Sigma, exactly once), `alerting` (detections → alerts → incidents), [`rules`] (each
-//! tenant's compiled rules, Rampart's own included).
+//! `api` (handlers), [`pipeline`] (event logs → store and Sigma), `telemetry` (agent rows →
+//! store and Sigma, exactly once), `alerting` (detections → alerts → incidents), [`rules`] (each
+//! tenant's compiled rules, Rampart's own included), and [`portal`] (the web console, a client
+//! of the API inside the process).
 
 mod alerting;
 mod api;

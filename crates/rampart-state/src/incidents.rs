@@ -30,8 +30,10 @@ str_enum! {
 
 str_enum! {
     /// The order of an incident list.
+    #[derive(Default)]
     IncidentSort {
         /// Newest created first (the default).
+        #[default]
         Newest = "newest",
         /// Oldest created first.
         Oldest = "oldest",
@@ -42,11 +44,6 @@ str_enum! {
     }
 }
 
-impl Default for IncidentSort {
-    fn default() -> Self {
-        IncidentSort::Newest
-    }
-}
 
 impl IncidentSort {
     /// The integer the list is ordered by, largest first. Every order is "largest first" on

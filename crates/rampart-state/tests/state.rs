@@ -1391,7 +1391,7 @@ mod bodies {
             let mut paged = Vec::new();
             let mut page = PageRequest::first(1);
             loop {
-                let got = db.list_incidents(&t, &filter, &page).await.unwrap();
+                let got = db.list_incidents(t, &filter, &page).await.unwrap();
                 paged.extend(got.items.into_iter().map(|i| i.id));
                 match got.next {
                     Some(next) => page.cursor = Some(next),
@@ -1422,7 +1422,7 @@ mod bodies {
         assert_eq!(list(from(AlertSource::Sigma)).await, [quiet, attack]);
         let indicator_alerts = db
             .list_alerts(
-                &t,
+                t,
                 &AlertFilter {
                     source: Some(AlertSource::Indicator),
                     ..Default::default()
@@ -1436,7 +1436,7 @@ mod bodies {
 
         // Rows carry the devices, users (one per name whatever its case) and sources.
         let rows = db
-            .list_incident_rows(&t, &IncidentFilter::default(), &PageRequest::default())
+            .list_incident_rows(t, &IncidentFilter::default(), &PageRequest::default())
             .await
             .unwrap();
         let involved = |id: &str| {
@@ -1468,7 +1468,7 @@ mod bodies {
             ..Default::default()
         };
         let rows = db
-            .list_incident_rows(&t, &scoped, &PageRequest::default())
+            .list_incident_rows(t, &scoped, &PageRequest::default())
             .await
             .unwrap();
         assert_eq!(rows.items.len(), 1);
@@ -1479,7 +1479,7 @@ mod bodies {
         );
 
         assert_invalid(
-            db.list_incidents(&t, &search(&"x".repeat(10_000)), &PageRequest::default())
+            db.list_incidents(t, &search(&"x".repeat(10_000)), &PageRequest::default())
                 .await,
             "q",
         );
