@@ -44,7 +44,6 @@ str_enum! {
     }
 }
 
-
 impl IncidentSort {
     /// The integer the list is ordered by, largest first. Every order is "largest first" on
     /// one computed key so that one keyset cursor serves them all.

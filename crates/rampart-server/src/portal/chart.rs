@@ -3,6 +3,7 @@
 //! `series-N` classes, so a chart follows the theme; every label goes through maud and is
 //! escaped.
 
+use crate::portal::text::truncate;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -391,22 +392,12 @@ fn time_ticks(min: i64, max: i64) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// `text` cut to `max` characters, with `…` where cut.
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 /// Legend entries laid out in rows across the chart's width: (x, y, series index).
 fn legend_layout(series: &[Series]) -> (Vec<(f64, f64, usize)>, f64) {
     let mut out = Vec::new();
     let (mut x, mut y) = (PLOT_LEFT, 14.0);
     for (i, s) in series.iter().enumerate() {
-        let width = 22.0 + shorten(&s.name, 40).chars().count() as f64 * CHAR_WIDTH + 18.0;
+        let width = 22.0 + truncate(&s.name, 40).chars().count() as f64 * CHAR_WIDTH + 18.0;
         if x + width > WIDTH - PLOT_RIGHT && x > PLOT_LEFT {
             x = PLOT_LEFT;
             y += LEGEND_ROW;
@@ -490,7 +481,7 @@ pub fn svg(chart: &Chart, id: &str) -> Markup {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| i % every == 0)
-                .map(|(i, l)| (x_of[i], shorten(l, 14)))
+                .map(|(i, l)| (x_of[i], truncate(l, 14)))
                 .collect()
         }
     };
@@ -509,7 +500,7 @@ pub fn svg(chart: &Chart, id: &str) -> Markup {
             g.legend {
                 @for (x, y, i) in &legend {
                     rect class={"series-" (i)} x=(f(*x)) y=(f(y - 9.0)) width="14" height="10" rx="2" {}
-                    text.label x=(f(x + 20.0)) y=(f(*y)) { (shorten(&chart.series[*i].name, 40)) }
+                    text.label x=(f(x + 20.0)) y=(f(*y)) { (truncate(&chart.series[*i].name, 40)) }
                 }
             }
             g.y-axis {

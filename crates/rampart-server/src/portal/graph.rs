@@ -7,6 +7,7 @@
 //! the one above, so edges stay short and the same incident always draws the same picture.
 //! Labels are cut to fit, with the whole text in each node's `<title>` (the tooltip).
 
+use crate::portal::text::truncate;
 use std::collections::BTreeMap;
 
 use maud::{Markup, html};
@@ -180,16 +181,6 @@ fn device_key(name: &str) -> String {
         Role::Impacted,
     )
     .key()
-}
-
-/// `text` cut to `max` characters, an ellipsis marking the cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 /// Where the entities go, in rows of the same height as the alerts'.

@@ -13,10 +13,12 @@
 pub mod api;
 pub mod assets;
 pub mod chart;
+pub mod forms;
 pub mod graph;
 pub mod html;
 mod pages;
 pub mod session;
+pub mod text;
 pub mod tree;
 
 use axum::Router;

@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::auth::Access;
 use crate::portal::api::{Answer, Failure, segment, with_query};
 use crate::portal::html::{self, Ctx, Form, Query, Section};
+use crate::portal::text::bytes;
 
 /// Actions per page.
 const PER_PAGE: &str = "50";
@@ -165,21 +166,6 @@ fn waiting(status: ActionStatus) -> &'static str {
 
 fn short(hash: &str) -> &str {
     hash.get(..16).unwrap_or(hash)
-}
-
-/// A size in words (`1.2 MiB`).
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} bytes");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -703,7 +689,5 @@ mod tests {
         assert_eq!(safe_back(Some("https://evil.example/")), "/actions");
         assert_eq!(safe_back(Some("//evil.example/actions")), "/actions");
         assert_eq!(safe_back(None), "/actions");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(12), "12 bytes");
     }
 }

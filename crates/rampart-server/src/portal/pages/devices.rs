@@ -11,7 +11,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use maud::{Markup, html};
 use rampart_schema::Table;
 use rampart_state::{
@@ -20,11 +20,12 @@ use rampart_state::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::actions::{bytes, kind_label, params_fact, params_summary, result_summary};
+use super::actions::{kind_label, params_fact, params_summary, result_summary};
 use crate::app::App;
 use crate::auth::Access;
 use crate::portal::api::{Answer, Failure, segment, with_query};
 use crate::portal::html::{self, Ctx, Form, Query, Section};
+use crate::portal::text::{bytes, parse_time, thousands};
 use crate::portal::tree::{self, Tree};
 
 /// Devices per page of the inventory.
@@ -272,22 +273,6 @@ fn tag_list(tags: &[String]) -> Markup {
             }
         }
     }
-}
-
-/// `12345` → `12,345`.
-fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    if n < 0 {
-        out.push('-');
-    }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1106,30 +1091,6 @@ fn kql_time(t: DateTime<Utc>) -> String {
     )
 }
 
-/// A time typed in a filter, as UTC: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` (or with a `T`) or
-/// `YYYY-MM-DD`. Empty is no time.
-fn parse_time(field: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
-    let text = text.unwrap_or("").trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(Some(t.with_timezone(&Utc)));
-    }
-    let spaced = text.replacen('T', " ", 1);
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(&spaced, format) {
-            return Ok(Some(t.and_utc()));
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
-    }
-    Err(format!(
-        "{field}: \"{text}\" is not a time (use YYYY-MM-DD HH:MM:SS, UTC)."
-    ))
-}
-
 /// A time as it is typed in a filter.
 fn input_time(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -1232,9 +1193,9 @@ impl TimelineFilter {
             table,
             action_type: q.action_type.as_deref().unwrap_or("").trim().to_string(),
             text: q.q.as_deref().unwrap_or("").trim().to_string(),
-            from: parse_time("From", q.from.as_deref())?,
-            to: parse_time("To", q.to.as_deref())?,
-            before: parse_time("Before", q.before.as_deref())?,
+            from: parse_time("From", q.from.as_deref().unwrap_or(""))?,
+            to: parse_time("To", q.to.as_deref().unwrap_or(""))?,
+            before: parse_time("Before", q.before.as_deref().unwrap_or(""))?,
         })
     }
 
@@ -1727,7 +1688,7 @@ async fn process_tree(ctx: Ctx, Path(id): Path<String>, Query(q): Query<TreeQuer
                     .map_err(|_| format!("Process id: \"{p}\" is not a number."))?,
             ),
         };
-        Ok::<_, String>((pid, parse_time("Time", Some(&time_text))?))
+        Ok::<_, String>((pid, parse_time("Time", &time_text)?))
     })();
     let (pid, time) = match parsed {
         Ok(p) => p,
@@ -1820,9 +1781,9 @@ async fn process_tree(ctx: Ctx, Path(id): Path<String>, Query(q): Query<TreeQuer
                 _ => {},
             }
             p.muted {
-                (thousands(rows as i64)) " process creations read"
+                (thousands(rows)) " process creations read"
                 @if let (Some(_), Some(t)) = (pid, time) { " within a day of " (html::time(&t)) }
-                @if tree.dropped > 0 { "; " (thousands(tree.dropped as i64)) " left out to keep the tree small" }
+                @if tree.dropped > 0 { "; " (thousands(tree.dropped)) " left out to keep the tree small" }
                 ". Inferred processes are known from their children's events only."
             }
             div.panel.tree-panel #process-tree {
@@ -2224,22 +2185,7 @@ mod tests {
     }
 
     #[test]
-    fn times_are_read_in_utc() {
-        assert_eq!(parse_time("From", Some("")), Ok(None));
-        assert_eq!(parse_time("From", None), Ok(None));
-        assert_eq!(
-            parse_time("From", Some("2024-01-02 03:04:05")),
-            Ok(Some(t("2024-01-02T03:04:05Z")))
-        );
-        assert_eq!(
-            parse_time("From", Some("2024-01-02T03:04:05.250")),
-            Ok(Some(t("2024-01-02T03:04:05.25Z")))
-        );
-        assert_eq!(
-            parse_time("From", Some("2024-01-02T05:04:05+02:00")),
-            Ok(Some(t("2024-01-02T03:04:05Z")))
-        );
-        assert!(parse_time("From", Some("2024-13-02")).is_err());
+    fn times_are_written_as_typed() {
         assert_eq!(
             input_time(Some(t("2024-01-02T03:04:05Z"))),
             "2024-01-02 03:04:05"
@@ -2358,10 +2304,6 @@ mod tests {
         assert!(is_warning("tamper", &json!(["replaced"])));
         assert!(!is_warning("tamper", &json!([])));
         assert!(!is_warning("events", &json!(5)));
-        assert_eq!(bytes(512), "512 bytes");
-        assert_eq!(bytes(4_872_144), "4.6 MiB");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(thousands(-1200), "-1,200");
         let html =
             health_details(&json!({"sensor_mode": "ebpf", "queue": {"bytes": 2048}, "tamper": []}))
                 .into_string();

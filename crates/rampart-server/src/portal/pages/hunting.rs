@@ -22,6 +22,7 @@ use crate::auth::Access;
 use crate::portal::api::{self, Answer, Failure};
 use crate::portal::chart::{self, Request};
 use crate::portal::html::{self, Ctx, Form, Query, Section};
+use crate::portal::text::thousands;
 
 /// Rows per page of results.
 const PAGE_ROWS: usize = 100;
@@ -694,19 +695,6 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
 
-/// `12345` → `12,345`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn is_numeric(kind: &str) -> bool {
     matches!(kind, "long" | "int" | "real" | "double" | "decimal")
 }
@@ -1232,10 +1220,6 @@ mod tests {
 
     #[test]
     fn counts_read_well() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(plural(1, "row", "rows"), "1 row");
         assert_eq!(plural(10_000, "row", "rows"), "10,000 rows");
         assert_eq!(preview("\n  T\n| take  1\n", 10), "T | take 1");

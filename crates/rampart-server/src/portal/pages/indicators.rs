@@ -15,11 +15,13 @@ use rampart_state::{Indicator, IndicatorAction, IndicatorKind, Page, Severity};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::settings::{Confirm, Fields, Groups, failure, parse_time_input};
+use super::settings::Groups;
 use crate::app::App;
 use crate::auth::Access;
 use crate::portal::api::{self, Failure};
+use crate::portal::forms::{Confirm, Fields, failure};
 use crate::portal::html::{self, Ctx, Query, Section};
+use crate::portal::text::parse_time;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -330,7 +332,7 @@ fn add_form(
 
 async fn create(ctx: Ctx, body: Bytes) -> Response {
     let form = Fields::parse(&body);
-    let expires_at = match parse_time_input("Expires", form.get("expires_at")) {
+    let expires_at = match parse_time("Expires", form.get("expires_at")) {
         Ok(t) => t,
         Err(message) => {
             let f = failure(StatusCode::BAD_REQUEST, &message);

@@ -12,11 +12,12 @@ use rampart_state::{Page, Rule, RuleKind, RuleOrigin};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::settings::{Confirm, failure, parse_time_input};
 use crate::app::App;
 use crate::auth::Access;
 use crate::portal::api::{self, Failure};
+use crate::portal::forms::{Confirm, failure};
 use crate::portal::html::{self, Ctx, Form, Query, Section};
+use crate::portal::text::parse_time;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -737,10 +738,7 @@ pub struct TestRange {
 }
 
 async fn test(ctx: Ctx, Path(id): Path<String>, Form(range): Form<TestRange>) -> Response {
-    let answer = match (
-        parse_time_input("From", &range.from),
-        parse_time_input("To", &range.to),
-    ) {
+    let answer = match (parse_time("From", &range.from), parse_time("To", &range.to)) {
         (Ok(from), Ok(to)) => {
             let path = format!("/api/v1/rules/{}/test", api::segment(&id));
             let body = json!({"from": from, "to": to, "limit": TEST_ROWS});

@@ -14,7 +14,7 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::{get, post};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use maud::{Markup, html};
 use rampart_state::{
     ApiToken, DeviceGroup, EnrollmentToken, Page, Principal, Role, Time, User, limits,
@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::auth::Access;
 use crate::portal::api::{self, Failure};
+use crate::portal::forms::{Confirm, Fields, failure};
 use crate::portal::html::{self, Ctx, Form, Query, Section};
 
 pub fn routes() -> Router<App> {
@@ -1109,16 +1110,7 @@ fn server_url(host: Option<&str>, https: bool) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Form pieces shared with the indicators and rules pages.
-
-/// A failure found before calling the API (a form field that cannot be sent as typed).
-pub(super) fn failure(status: StatusCode, detail: &str) -> Failure {
-    Failure {
-        status,
-        detail: detail.to_string(),
-        problem: Value::Null,
-    }
-}
+// Device groups, shared with the indicators page.
 
 /// The tenant's device groups the viewer may see: names for ids, and scope choices.
 pub(super) struct Groups(Vec<DeviceGroup>);
@@ -1178,66 +1170,6 @@ impl Groups {
     }
 }
 
-/// A URL-encoded form whose fields may repeat (checkbox lists), as `axum::Form` cannot read.
-pub(super) struct Fields(Vec<(String, String)>);
-
-impl Fields {
-    pub(super) fn parse(body: &[u8]) -> Fields {
-        Fields(
-            form_urlencoded::parse(body)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
-    }
-
-    /// The first value of `name`, or "".
-    pub(super) fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-
-    /// Every non-empty value of `name`.
-    pub(super) fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, v)| k == name && !v.is_empty())
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-}
-
-/// A time typed into a `datetime-local` input (UTC, as the forms say), or RFC 3339; empty is
-/// none.
-pub(super) fn parse_time_input(field: &str, text: &str) -> Result<Option<Time>, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(Some(t.with_timezone(&Utc)));
-    }
-    let formats = [
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%d %H:%M:%S%.f",
-    ];
-    if let Some(t) = formats
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-    {
-        return Ok(Some(t.and_utc()));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
-    }
-    Err(format!(
-        "{field}: {text:?} is not a date and time such as 2026-01-31T14:00 (UTC)"
-    ))
-}
-
 /// The expiry chosen in a select of `choices` (a number of `unit`s, or `never`).
 fn expiry(
     choice: &str,
@@ -1255,86 +1187,9 @@ fn expiry(
     Ok(Some(Utc::now() + unit(n)))
 }
 
-/// The confirmation step before something is deleted or revoked: what will happen, a button
-/// that does it (a form: it works without script) and a way back.
-pub(super) struct Confirm {
-    pub title: &'static str,
-    pub what: Markup,
-    pub action: String,
-    pub button: &'static str,
-    pub back: String,
-}
-
-impl Confirm {
-    pub(super) fn page(self, ctx: &Ctx, section: Section) -> Response {
-        ctx.page(
-            section,
-            self.title,
-            html! {
-                div.panel.confirm-panel {
-                    (self.what)
-                    form method="post" action=(self.action) {
-                        (ctx.csrf())
-                        div.row {
-                            button.danger #confirm type="submit" { (self.button) }
-                            a.button.quiet href=(self.back) { "Cancel" }
-                        }
-                    }
-                }
-            },
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_typed_into_forms_are_utc() {
-        let at = |s: &str| parse_time_input("From", s).unwrap().map(|t| t.to_rfc3339());
-        assert_eq!(at(""), None);
-        assert_eq!(at("  "), None);
-        assert_eq!(
-            at("2026-01-31T14:05").as_deref(),
-            Some("2026-01-31T14:05:00+00:00")
-        );
-        assert_eq!(
-            at("2026-01-31T14:05:09").as_deref(),
-            Some("2026-01-31T14:05:09+00:00")
-        );
-        assert_eq!(
-            at("2026-01-31T14:05:09.250").as_deref(),
-            Some("2026-01-31T14:05:09.250+00:00")
-        );
-        assert_eq!(
-            at("2026-01-31 14:05").as_deref(),
-            Some("2026-01-31T14:05:00+00:00")
-        );
-        assert_eq!(
-            at("2026-01-31").as_deref(),
-            Some("2026-01-31T00:00:00+00:00")
-        );
-        assert_eq!(
-            at("2026-01-31T14:05:00+02:00").as_deref(),
-            Some("2026-01-31T12:05:00+00:00")
-        );
-        let err = parse_time_input("From", "yesterday").unwrap_err();
-        assert!(err.starts_with("From: \"yesterday\""), "{err}");
-        assert!(parse_time_input("To", "2026-13-01T00:00").is_err());
-    }
-
-    #[test]
-    fn repeated_fields_are_all_kept() {
-        let f = Fields::parse(
-            b"_csrf=x&scope_groups=a&role=admin&scope_groups=b+c&scope_groups=&name=%C3%A9",
-        );
-        assert_eq!(f.all("scope_groups"), vec!["a", "b c"]);
-        assert_eq!(f.get("role"), "admin");
-        assert_eq!(f.get("name"), "é");
-        assert_eq!(f.get("missing"), "");
-        assert!(f.all("missing").is_empty());
-    }
 
     #[test]
     fn expiry_choices() {
