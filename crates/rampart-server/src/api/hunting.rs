@@ -33,6 +33,9 @@ pub struct HuntRequest {
     limit: Option<usize>,
     /// A shorter timeout than the server's, in seconds.
     timeout_secs: Option<u64>,
+    /// Whether the query goes into the caller's history (default true; the portal's own
+    /// queries, such as a device's timeline, say false).
+    history: Option<bool>,
 }
 
 /// Refuses query text over [`MAX_QUERY_BYTES`] (to run or to save).
@@ -54,7 +57,8 @@ pub async fn query(
 ) -> ApiResult {
     check_size(&body.query)?;
     // The history is a convenience: hunting goes on when it cannot be written.
-    if !body.query.trim().is_empty()
+    if body.history != Some(false)
+        && !body.query.trim().is_empty()
         && let Err(e) = app
             .db
             .record_query(&p.tenant_id, &p.user_id, &body.query)

@@ -64,7 +64,7 @@ pub fn routes() -> Vec<Route> {
         r(M::POST, "/api/v1/incidents/{id}/merge", Analyst, "incidents", "Fold other incidents into this one", post(incidents::merge)),
         r(M::GET, "/api/v1/incidents/{id}/comments", ReadOnly, "incidents", "Comments on an incident", get(incidents::incident_comments)),
         r(M::POST, "/api/v1/incidents/{id}/comments", Analyst, "incidents", "Comment on an incident", post(incidents::comment_incident)),
-        r(M::POST, "/api/v1/hunting/query", ReadOnly, "hunting", "Run a KQL query over the tenant's events (recorded in your history)", post(hunting::query)),
+        r(M::POST, "/api/v1/hunting/query", ReadOnly, "hunting", "Run a KQL query over the tenant's events (recorded in your history unless \"history\": false)", post(hunting::query)),
         r(M::GET, "/api/v1/hunting/schema", ReadOnly, "hunting", "The hunting tables and their columns", get(hunting::schema)),
         r(M::GET, "/api/v1/hunting/history", ReadOnly, "hunting", "Your recent queries, newest first (the last 50 you ran)", get(hunting::history)),
         r(M::GET, "/api/v1/hunting/saved", ReadOnly, "hunting", "Your saved queries, by name", get(hunting::list_saved)),
@@ -103,6 +103,7 @@ pub fn routes() -> Vec<Route> {
             .accepts("application/gzip"),
         r(M::GET, "/api/v1/enrollment-tokens", Admin, "agents", "Agent enrollment tokens", get(response::list_enrollment_tokens)),
         r(M::POST, "/api/v1/enrollment-tokens", Admin, "agents", "Create an agent enrollment token (carries the CA fingerprint)", post(response::create_enrollment_token)),
+        r(M::DELETE, "/api/v1/enrollment-tokens/{id}", Admin, "agents", "Revoke an enrollment token (agents already enrolled keep their certificates)", delete(response::revoke_enrollment_token)),
     ]
 }
 

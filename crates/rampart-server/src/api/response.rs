@@ -290,3 +290,23 @@ pub async fn list_enrollment_tokens(
             .await?,
     ))
 }
+
+/// Revokes an enrollment token: no agent enrolls with it from now on (enrolled ones keep their
+/// certificates). Revoking twice is not an error.
+pub async fn revoke_enrollment_token(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    app.db.revoke_enrollment_token(&p.tenant_id, &id).await?;
+    audit(
+        &app,
+        &p,
+        "enrollment_token.revoke",
+        "enrollment_token",
+        &id,
+        json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1053,7 +1053,10 @@ impl Rows {
 
 async fn hunt(ctx: &Ctx, query: &str) -> Answer<Rows> {
     ctx.api
-        .post("/api/v1/hunting/query", json!({"query": query}))
+        .post(
+            "/api/v1/hunting/query",
+            json!({"query": query, "history": false}),
+        )
         .await
 }
 

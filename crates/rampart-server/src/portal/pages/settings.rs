@@ -54,6 +54,10 @@ pub fn routes() -> Router<App> {
             "/settings/enrollment",
             get(enrollment).post(create_enrollment),
         )
+        .route(
+            "/settings/enrollment/{id}/revoke",
+            get(confirm_revoke_enrollment).post(revoke_enrollment),
+        )
 }
 
 /// Rows per page of the lists.
@@ -964,7 +968,7 @@ async fn enrollment_page(
             table.grid #enrollment-tokens {
                 thead { tr {
                     th { "Name" } th { "Group" } th.num { "Used" } th { "Status" }
-                    th { "Expires" } th { "Created" }
+                    th { "Expires" } th { "Created" } th { span.visually-hidden { "Changes" } }
                 } }
                 tbody {
                     @for t in &list.items {
@@ -975,6 +979,11 @@ async fn enrollment_page(
                             td { (html::status(enrollment_state(t, now))) }
                             td { (html::time(&t.expires_at)) }
                             td { (html::time(&t.created_at)) " " span.muted { "by " (t.created_by) } }
+                            td {
+                                @if t.revoked_at.is_none() {
+                                    a.button.small.quiet href={"/settings/enrollment/" (api::segment(&t.id)) "/revoke"} { "Revoke…" }
+                                }
+                            }
                         }
                     }
                 }
@@ -992,6 +1001,39 @@ async fn enrollment_page(
         creating.map(|(_, f)| f),
         body,
     )
+}
+
+async fn confirm_revoke_enrollment(ctx: Ctx, Path(id): Path<String>) -> Response {
+    let path = api::with_query("/api/v1/enrollment-tokens", &[("limit", LOOKUP_SIZE)]);
+    let name = match ctx.api.get::<Page<EnrollmentToken>>(&path).await {
+        Ok(list) => match list.items.into_iter().find(|t| t.id == id) {
+            Some(t) => t.name,
+            None => {
+                let f = failure(StatusCode::NOT_FOUND, "no such enrollment token");
+                return ctx.failure(Section::Settings, &f);
+            }
+        },
+        Err(f) => return ctx.failure(Section::Settings, &f),
+    };
+    Confirm {
+        title: "Revoke enrollment token",
+        what: html! {
+            p { "Revoke the enrollment token " strong { (name) } "? "
+                "No agent can enroll with it from now on; agents already enrolled keep working." }
+        },
+        action: format!("/settings/enrollment/{}/revoke", api::segment(&id)),
+        button: "Revoke token",
+        back: Tab::Enrollment.href().to_string(),
+    }
+    .page(&ctx, Section::Settings)
+}
+
+async fn revoke_enrollment(ctx: Ctx, Path(id): Path<String>) -> Response {
+    let path = format!("/api/v1/enrollment-tokens/{}", api::segment(&id));
+    match ctx.api.delete(&path).await {
+        Ok(()) => html::after_change(Tab::Enrollment.href(), "Enrollment token revoked."),
+        Err(f) => ctx.failure(Section::Settings, &f),
+    }
 }
 
 /// active, used up, expired or revoked.
