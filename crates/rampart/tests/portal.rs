@@ -691,6 +691,8 @@ fn analyst_walks_through_the_portal_in_chromium() {
     assert!(browser.attribute(&story, "viewBox").is_some());
     browser.find("table#incident-alerts");
     shot("03-incident");
+    browser.execute("document.querySelector('svg#attack-story').scrollIntoView()");
+    shot("03b-attack-story");
 
     // The alert raised by the smuggled script: shown as text, never run.
     browser.goto(&format!("{}/alerts", server.url));

@@ -243,11 +243,11 @@ fn filter_form(
             }
             div.field {
                 label for="f-from" { "Raised from (UTC)" }
-                input #f-from type="datetime-local" name="from" value=(time_input(filters.from.as_deref()));
+                input #f-from type="text" name="from" placeholder="YYYY-MM-DD HH:MM" size="16" value=(time_input(filters.from.as_deref()));
             }
             div.field {
                 label for="f-to" { "Raised before (UTC)" }
-                input #f-to type="datetime-local" name="to" value=(time_input(filters.to.as_deref()));
+                input #f-to type="text" name="to" placeholder="YYYY-MM-DD HH:MM" size="16" value=(time_input(filters.to.as_deref()));
             }
             (page_size_field(&filters.limit))
             @if !rule.is_empty() { input type="hidden" name="rule_id" value=(rule); }

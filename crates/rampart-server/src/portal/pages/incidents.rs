@@ -134,7 +134,7 @@ pub(super) fn time_filters(filters: &[(&str, Option<&str>)]) -> Result<Vec<Strin
 /// The value of a date-time input for a typed time filter.
 pub(super) fn time_input(text: Option<&str>) -> String {
     text.and_then(|t| parse_time("", t).ok().flatten())
-        .map(|t| t.format("%Y-%m-%dT%H:%M").to_string())
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
         .unwrap_or_default()
 }
 
@@ -514,11 +514,11 @@ fn filter_form(ctx: &Ctx, filters: &Filters) -> Markup {
             }
             div.field {
                 label for="f-from" { "Active from (UTC)" }
-                input #f-from type="datetime-local" name="from" value=(time_input(filters.from.as_deref()));
+                input #f-from type="text" name="from" placeholder="YYYY-MM-DD HH:MM" size="16" value=(time_input(filters.from.as_deref()));
             }
             div.field {
                 label for="f-to" { "Active until (UTC)" }
-                input #f-to type="datetime-local" name="to" value=(time_input(filters.to.as_deref()));
+                input #f-to type="text" name="to" placeholder="YYYY-MM-DD HH:MM" size="16" value=(time_input(filters.to.as_deref()));
             }
             div.field {
                 label for="f-sort" { "Sort by" }

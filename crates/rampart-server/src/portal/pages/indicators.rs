@@ -310,7 +310,7 @@ fn add_form(
                     }
                     div.field {
                         label for="ioc-expires" { "Expires (UTC) " span.muted { "(optional)" } }
-                        input #ioc-expires type="datetime-local" name="expires_at" value=(field("expires_at"));
+                        input #ioc-expires type="text" name="expires_at" placeholder="YYYY-MM-DD HH:MM" size="16" value=(field("expires_at"));
                     }
                     div.field.full {
                         label for="ioc-description" { "Description " span.muted { "(optional)" } }

@@ -651,11 +651,11 @@ fn test_form(ctx: &Ctx, rule: &Rule, base: &str, tested: Option<&Tested>) -> Mar
             div.form-grid {
                 div.field {
                     label for="test-from" { "From (UTC)" }
-                    input #test-from type="datetime-local" name="from" value=(tested.map_or("", |t| t.from.as_str()));
+                    input #test-from type="text" name="from" placeholder="YYYY-MM-DD HH:MM" size="16" value=(tested.map_or("", |t| t.from.as_str()));
                 }
                 div.field {
                     label for="test-to" { "To (UTC)" }
-                    input #test-to type="datetime-local" name="to" value=(tested.map_or("", |t| t.to.as_str()));
+                    input #test-to type="text" name="to" placeholder="YYYY-MM-DD HH:MM" size="16" value=(tested.map_or("", |t| t.to.as_str()));
                 }
             }
             p.hint { "Leave both empty for everything stored." }
