@@ -39,6 +39,7 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 [ -n "$URL" ] || { cat "$WORK/stderr" >&2; exit 1; }
+URL="${URL%/}"
 TOKEN="$(curl -sf "$URL/api/v1/auth/login" -H 'content-type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
 "$SERVER" ingest --server "$URL" --token "$TOKEN" --format json "$DATA/datasets/evtx-attack-samples" >/dev/null 2>&1

@@ -299,6 +299,29 @@ pub fn pager(base: &str, next: Option<&str>) -> Markup {
     }
 }
 
+/// A labelled `<select>` of a filter form: `any` (the empty value: no filter) first, then
+/// `options` as (value, label), the one whose value is `chosen` selected.
+pub fn choice<V: AsRef<str>, L: maud::Render>(
+    id: &str,
+    label: &str,
+    name: &str,
+    any: &str,
+    chosen: &str,
+    options: impl IntoIterator<Item = (V, L)>,
+) -> Markup {
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            select #(id) name=(name) {
+                option value="" { (any) }
+                @for (value, text) in options {
+                    option value=(value.as_ref()) selected[value.as_ref() == chosen] { (text) }
+                }
+            }
+        }
+    }
+}
+
 /// A definition list of facts: label, value.
 pub fn facts(rows: &[(&str, Markup)]) -> Markup {
     html! {

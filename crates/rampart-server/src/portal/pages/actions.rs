@@ -248,24 +248,8 @@ async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> Response {
     ctx.page(Section::Actions, "Action center", html! {
         (html::notice(q.notice.as_deref()))
         form.filters method="get" action="/actions" {
-            div.field {
-                label for="status" { "Status" }
-                select #status name="status" {
-                    option value="" { "Any status" }
-                    @for (value, label) in STATUS_CHOICES {
-                        option value=(value) selected[value == status] { (label) }
-                    }
-                }
-            }
-            div.field {
-                label for="kind" { "Action" }
-                select #kind name="kind" {
-                    option value="" { "Any action" }
-                    @for k in ActionKind::ALL {
-                        option value=(k.as_str()) selected[k.as_str() == kind] { (kind_label(*k)) }
-                    }
-                }
-            }
+            (html::choice("status", "Status", "status", "Any status", &status, STATUS_CHOICES.iter().map(|(value, label)| (value, label))))
+            (html::choice("kind", "Action", "kind", "Any action", &kind, ActionKind::ALL.iter().map(|k| (k.as_str(), kind_label(*k)))))
             div.field {
                 label for="device" { "Device" }
                 select #device name="device" {

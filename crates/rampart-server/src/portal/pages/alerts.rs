@@ -196,33 +196,9 @@ fn filter_form(
         .unwrap_or_else(|| rule.to_string());
     html! {
         form.filters #alert-filters method="get" action="/alerts" {
-            div.field {
-                label for="f-status" { "Status" }
-                select #f-status name="status" {
-                    option value="" { "Any" }
-                    @for s in AlertStatus::ALL {
-                        option value=(s.as_str()) selected[text(&filters.status) == s.as_str()] { (status_label(*s)) }
-                    }
-                }
-            }
-            div.field {
-                label for="f-severity" { "Severity" }
-                select #f-severity name="severity" {
-                    option value="" { "Any" }
-                    @for s in Severity::ALL.iter().rev() {
-                        option value=(s.as_str()) selected[text(&filters.severity) == s.as_str()] { (s.as_str()) }
-                    }
-                }
-            }
-            div.field {
-                label for="f-source" { "Detection source" }
-                select #f-source name="source" {
-                    option value="" { "Any" }
-                    @for s in AlertSource::ALL {
-                        option value=(s.as_str()) selected[text(&filters.source) == s.as_str()] { (source_label(*s)) }
-                    }
-                }
-            }
+            (html::choice("f-status", "Status", "status", "Any", text(&filters.status), AlertStatus::ALL.iter().map(|s| (s.as_str(), status_label(*s)))))
+            (html::choice("f-severity", "Severity", "severity", "Any", text(&filters.severity), Severity::ALL.iter().rev().map(|s| (s.as_str(), s.as_str()))))
+            (html::choice("f-source", "Detection source", "source", "Any", text(&filters.source), AlertSource::ALL.iter().map(|s| (s.as_str(), source_label(*s)))))
             div.field {
                 label for="f-device" { "Device" }
                 select #f-device name="device_id" {

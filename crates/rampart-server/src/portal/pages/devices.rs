@@ -124,28 +124,12 @@ async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> Response {
                 label for="q" { "Host name" }
                 input #q type="search" name="q" value=(search) placeholder="Part of a host name" data-search;
             }
-            div.field {
-                label for="group" { "Group" }
-                select #group name="group" {
-                    option value="" { "Any group" }
-                    @for g in &groups {
-                        option value=(g.id) selected[g.id == group] { (g.name) }
-                    }
-                }
-            }
+            (html::choice("group", "Group", "group", "Any group", &group, groups.iter().map(|g| (g.id.as_str(), g.name.as_str()))))
             div.field {
                 label for="tag" { "Tag" }
                 input #tag type="text" name="tag" value=(tag) size="12";
             }
-            div.field {
-                label for="health" { "Health" }
-                select #health name="health" {
-                    option value="" { "Any health" }
-                    @for (state, label) in HEALTH_STATES {
-                        option value=(state.as_str()) selected[state.as_str() == health] { (label) }
-                    }
-                }
-            }
+            (html::choice("health", "Health", "health", "Any health", &health, HEALTH_STATES.iter().map(|(state, label)| (state.as_str(), label))))
             button type="submit" { "Filter" }
             @if filtered { a.button.quiet href="/devices" { "Clear filters" } }
         }

@@ -475,33 +475,9 @@ fn filter_form(ctx: &Ctx, filters: &Filters) -> Markup {
                 input #f-q type="search" name="q" value=(text(&filters.q)) data-search
                     placeholder="Search incidents  ( / )";
             }
-            div.field {
-                label for="f-status" { "Status" }
-                select #f-status name="status" {
-                    option value="" { "Any (not merged)" }
-                    @for s in IncidentStatus::ALL {
-                        option value=(s.as_str()) selected[text(&filters.status) == s.as_str()] { (incident_status_label(*s)) }
-                    }
-                }
-            }
-            div.field {
-                label for="f-severity" { "Severity" }
-                select #f-severity name="severity" {
-                    option value="" { "Any" }
-                    @for s in Severity::ALL.iter().rev() {
-                        option value=(s.as_str()) selected[text(&filters.severity) == s.as_str()] { (s.as_str()) }
-                    }
-                }
-            }
-            div.field {
-                label for="f-source" { "Detection source" }
-                select #f-source name="source" {
-                    option value="" { "Any" }
-                    @for s in AlertSource::ALL {
-                        option value=(s.as_str()) selected[text(&filters.source) == s.as_str()] { (source_label(*s)) }
-                    }
-                }
-            }
+            (html::choice("f-status", "Status", "status", "Any (not merged)", text(&filters.status), IncidentStatus::ALL.iter().map(|s| (s.as_str(), incident_status_label(*s)))))
+            (html::choice("f-severity", "Severity", "severity", "Any", text(&filters.severity), Severity::ALL.iter().rev().map(|s| (s.as_str(), s.as_str()))))
+            (html::choice("f-source", "Detection source", "source", "Any", text(&filters.source), AlertSource::ALL.iter().map(|s| (s.as_str(), source_label(*s)))))
             div.field {
                 label for="f-assigned" { "Assigned to" }
                 input #f-assigned type="text" name="assigned_to" value=(text(&filters.assigned_to))

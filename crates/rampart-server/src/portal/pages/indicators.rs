@@ -210,24 +210,8 @@ async fn render(ctx: &Ctx, filters: &Filters, adding: Option<(&Fields, &Failure)
 fn filter_form(filters: &Filters) -> Markup {
     html! {
         form.filters #indicator-filters method="get" action="/indicators" {
-            div.field {
-                label for="f-kind" { "Kind" }
-                select #f-kind name="kind" {
-                    option value="" { "Any kind" }
-                    @for k in IndicatorKind::ALL {
-                        option value=(k.as_str()) selected[filters.kind() == k.as_str()] { (kind_label(*k)) }
-                    }
-                }
-            }
-            div.field {
-                label for="f-action" { "Action" }
-                select #f-action name="action" {
-                    option value="" { "Any action" }
-                    @for a in IndicatorAction::ALL {
-                        option value=(a.as_str()) selected[filters.action() == a.as_str()] { (action_label(*a)) }
-                    }
-                }
-            }
+            (html::choice("f-kind", "Kind", "kind", "Any kind", filters.kind(), IndicatorKind::ALL.iter().map(|k| (k.as_str(), kind_label(*k)))))
+            (html::choice("f-action", "Action", "action", "Any action", filters.action(), IndicatorAction::ALL.iter().map(|a| (a.as_str(), action_label(*a)))))
             div.field {
                 label for="f-value" { "Value (exact)" }
                 input #f-value type="search" name="value" value=(filters.value()) data-search

@@ -283,15 +283,7 @@ fn filter_form(filters: &Filters) -> Markup {
                 label for="f-q" { "Search titles" }
                 input #f-q type="search" name="q" value=(filters.q()) data-search placeholder="e.g. mimikatz";
             }
-            div.field {
-                label for="f-kind" { "Kind" }
-                select #f-kind name="kind" {
-                    option value="" { "Any kind" }
-                    @for (value, label, _) in KINDS {
-                        option value=(value) selected[filters.kind() == value] { (label) }
-                    }
-                }
-            }
+            (html::choice("f-kind", "Kind", "kind", "Any kind", filters.kind(), KINDS.iter().map(|(value, label, _)| (value, label))))
             div.field {
                 label for="f-enabled" { "Status" }
                 select #f-enabled name="enabled" {
