@@ -4,6 +4,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -84,11 +85,29 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Answer<T> {
-        let failure = |status: StatusCode, detail: String| Failure {
-            status,
-            problem: serde_json::json!({"detail": detail}),
-            detail,
+        let response = self.send(method, path, body).await?;
+        let bytes = read(response).await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                failure(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the answer of {path} is not JSON: {e}"),
+                )
+            })?
         };
+        serde_json::from_value(value).map_err(|e| {
+            failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unexpected answer from {path}: {e}"),
+            )
+        })
+    }
+
+    /// One call whose successful answer is handed back unread, to be streamed on to the
+    /// browser (downloads); a refusal is read into its [`Failure`].
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Answer<Response> {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -109,36 +128,40 @@ impl Api {
             Err(never) => match never {},
         };
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| failure(StatusCode::BAD_GATEWAY, format!("answer unreadable: {e}")))?;
-        let value: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(&bytes).trim().to_string())
-            })
-        };
-        if !status.is_success() {
-            let detail = value
-                .get("detail")
-                .and_then(Value::as_str)
-                .or_else(|| value.as_str())
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
-                .to_string();
-            return Err(Failure {
-                status,
-                detail,
-                problem: value,
-            });
+        if status.is_success() {
+            return Ok(response);
         }
-        serde_json::from_value(value).map_err(|e| {
-            failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("unexpected answer from {path}: {e}"),
-            )
+        let bytes = read(response).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).trim().to_string()));
+        let detail = value
+            .get("detail")
+            .and_then(Value::as_str)
+            .or_else(|| value.as_str().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
+            .to_string();
+        Err(Failure {
+            status,
+            detail,
+            problem: value,
         })
     }
+}
+
+/// A failure of the portal's own making (not the API's answer).
+fn failure(status: StatusCode, detail: String) -> Failure {
+    Failure {
+        status,
+        problem: serde_json::json!({"detail": detail}),
+        detail,
+    }
+}
+
+/// The whole body of an API answer, bounded.
+async fn read(response: Response) -> Answer<axum::body::Bytes> {
+    axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| failure(StatusCode::BAD_GATEWAY, format!("answer unreadable: {e}")))
 }
 
 /// `path?k=v&…`, skipping empty values.

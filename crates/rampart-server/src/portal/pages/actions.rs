@@ -2,21 +2,19 @@
 //! and what came of them, with cancelling and the investigation packages to download.
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::Path;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use rampart_state::{Action, ActionKind, ActionStatus, Device, Page};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use super::devices::failed;
 use crate::app::App;
 use crate::auth::Access;
-use crate::portal::api::{Answer, Failure, segment, with_query};
+use crate::portal::api::{Answer, segment, with_query};
 use crate::portal::html::{self, Ctx, Form, Query, Section};
 use crate::portal::text::bytes;
 
@@ -511,40 +509,11 @@ async fn cancel(ctx: Ctx, Path(id): Path<String>, Form(form): Form<CancelForm>) 
 /// (whose role and scope it checks, and whose download it audits). The portal's API client
 /// reads whole answers, so this one call is made here.
 async fn package(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let uri = format!("/api/v1/actions/{}/package", segment(&id));
-    let request = Request::get(&uri)
-        .header(
-            header::AUTHORIZATION,
-            format!("Bearer {}", ctx.viewer.token),
-        )
-        .body(Body::empty());
-    let mut request = match request {
-        Ok(r) => r,
-        Err(e) => return html::plain_error(StatusCode::BAD_REQUEST, &format!("Bad address: {e}")),
-    };
-    request.extensions_mut().insert(ctx.viewer.peer.clone());
-    let router = crate::api_router(&ctx.app).with_state(ctx.app.clone());
-    let response = match router.oneshot(request).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
-    if response.status().is_success() {
-        return response;
+    let path = format!("/api/v1/actions/{}/package", segment(&id));
+    match ctx.api.send(Method::GET, &path, None).await {
+        Ok(download) => download,
+        Err(failure) => ctx.failure(Section::Actions, &failure),
     }
-    let status = response.status();
-    let detail = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
-        Ok(body) => serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string()),
-        Err(_) => status.canonical_reason().unwrap_or("error").to_string(),
-    };
-    let failure = Failure {
-        status,
-        problem: json!({"detail": detail}),
-        detail,
-    };
-    ctx.failure(Section::Actions, &failure)
 }
 
 #[cfg(test)]
