@@ -252,3 +252,51 @@ async fn check_csrf(req: Request, expected: Option<&str>) -> (bool, Option<Reque
     });
     (ok, Some(Request::from_parts(parts, Body::from(bytes))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_http_only_strict_and_secure_over_https() {
+        let https = set_cookie(SESSION_COOKIE, "rps_x", 60, true);
+        assert_eq!(
+            https.to_str().unwrap(),
+            "rampart_session=rps_x; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        let http = set_cookie(SESSION_COOKIE, "", 0, false);
+        assert!(!http.to_str().unwrap().contains("Secure"));
+        assert!(http.to_str().unwrap().contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn the_cookie_header_is_read_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; rampart_session=s1"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("rampart_theme=dark"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("s1"));
+        assert_eq!(cookie(&headers, THEME_COOKIE), Some("dark"));
+        assert_eq!(cookie(&headers, "rampart"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_their_session() {
+        let a = csrf_token("rps_session_a");
+        assert_eq!(a, csrf_token("rps_session_a"));
+        assert_ne!(a, csrf_token("rps_session_b"));
+        assert_eq!(a.len(), 40);
+        assert!(
+            !a.contains("session"),
+            "the token does not reveal the session"
+        );
+        assert!(same(&a, &a.clone()));
+        assert!(!same(&a, &csrf_token("rps_session_b")));
+        assert!(!same("", ""), "an empty token never matches");
+    }
+}
