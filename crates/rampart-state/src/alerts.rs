@@ -321,6 +321,9 @@ impl StateDb {
         .bind(micros(at))
         .execute(&self.pool)
         .await?;
+        if let Some(device) = &alert.device_id {
+            self.refresh_device_risk(tenant, device).await?;
+        }
         Ok(alert)
     }
 
@@ -444,6 +447,29 @@ impl StateDb {
             .bind(id.to_owned())
             .and_device_scope(tenant, "device_id", scope)
             .push(&format!(" RETURNING {}", Alert::COLUMNS));
-        self.fetch_one(sql, "alert").await
+        let alert: Alert = self.fetch_one(sql, "alert").await?;
+        if let (Some(_), Some(device)) = (update.status, &alert.device_id) {
+            self.refresh_device_risk(tenant, device).await?;
+        }
+        Ok(alert)
+    }
+
+    /// Sets a device's risk to the highest severity of its alerts not resolved (`none`
+    /// without any), as Defender's device risk level: raised by a new alert, lowered when the
+    /// alerts behind it are resolved.
+    pub(crate) async fn refresh_device_risk(&self, tenant: &str, device: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET risk = COALESCE((SELECT CASE MAX(CASE severity \
+               WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END) \
+               WHEN 3 THEN 'high' WHEN 2 THEN 'medium' WHEN 1 THEN 'low' ELSE 'none' END \
+               FROM alerts WHERE alerts.tenant_id = $1 AND alerts.device_id = $2 \
+               AND alerts.status <> 'resolved'), 'none') \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.to_owned())
+        .bind(device.to_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

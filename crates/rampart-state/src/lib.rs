@@ -121,6 +121,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hunting queries",
         include_str!("../migrations/0004_hunting_queries.sql"),
     ),
+    (
+        5,
+        "device risk",
+        include_str!("../migrations/0005_device_risk.sql"),
+    ),
 ];
 
 /// Which database engine a [`StateDb`] talks to.

@@ -139,6 +139,7 @@ backend_tests!(
     incidents_attach_and_merge,
     incident_queue_search_sort_and_involvement,
     alert_deduplication,
+    device_risk_follows_open_alerts,
     indicators_validate_and_normalise,
     limits_name_the_field,
     audit_log,
@@ -1483,6 +1484,46 @@ mod bodies {
                 .await,
             "q",
         );
+    }
+
+    /// A device's risk is the highest severity of its alerts not resolved.
+    pub(super) async fn device_risk_follows_open_alerts(db: &StateDb) {
+        let tenant_id = tenant(db, "a").await;
+        let t = tenant_id.as_str();
+        let device = db
+            .register_device(&t, &agent_device("ws-risk", "ab".repeat(32)))
+            .await
+            .unwrap();
+        let id = device.id.as_str();
+        let risk = || async move { db.get_device(t, &Scope::all(), id).await.unwrap().risk };
+        assert_eq!(risk().await, DeviceRisk::None);
+        let medium = db
+            .create_alert(t, &new_alert("discovery", Severity::Medium, Some(&device)))
+            .await
+            .unwrap();
+        assert_eq!(risk().await, DeviceRisk::Medium);
+        let high = db
+            .create_alert(t, &new_alert("mimikatz", Severity::High, Some(&device)))
+            .await
+            .unwrap();
+        // Another device's alert does not count.
+        db.create_alert(t, &new_alert("elsewhere", Severity::High, None))
+            .await
+            .unwrap();
+        assert_eq!(risk().await, DeviceRisk::High);
+        let resolve = |id: String| async move {
+            let update = AlertUpdate {
+                status: Some(AlertStatus::Resolved),
+                ..AlertUpdate::default()
+            };
+            db.update_alert(t, &Scope::all(), &id, &update)
+                .await
+                .unwrap();
+        };
+        resolve(high.id.clone()).await;
+        assert_eq!(risk().await, DeviceRisk::Medium);
+        resolve(medium.id.clone()).await;
+        assert_eq!(risk().await, DeviceRisk::None);
     }
 
     pub(super) async fn alert_deduplication(db: &StateDb) {
