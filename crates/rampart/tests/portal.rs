@@ -746,6 +746,7 @@ fn analyst_walks_through_the_portal_in_chromium() {
     let device = browser.find("table#devices a.device-link");
     shot("07-devices");
     browser.click(&device);
+    let device_page = browser.url();
     browser.click(&browser.find("form#action-isolate button[type='submit']"));
     let confirm = browser.find("button#confirm");
     shot("08-confirm-isolation");
@@ -758,6 +759,19 @@ fn analyst_walks_through_the_portal_in_chromium() {
         "no pending action in the action center"
     );
     shot("09-action-center");
+
+    // The other areas fit the window too.
+    for (path, what, name) in [
+        (format!("{device_page}/timeline"), "#timeline", "11-device-timeline"),
+        (format!("{device_page}/tree"), "#process-tree", "12-device-tree"),
+        (format!("{}/rules", server.url), "table#rules", "13-rules"),
+        (format!("{}/indicators", server.url), "table#indicators", "14-indicators"),
+        (format!("{}/settings/users", server.url), "table#users", "15-users"),
+    ] {
+        browser.goto(&path);
+        browser.find(what);
+        shot(name);
+    }
 
     // Dark theme, then signing out ends the session.
     browser.goto(&format!("{}/incidents", server.url));
