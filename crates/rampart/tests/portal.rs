@@ -713,6 +713,15 @@ fn analyst_walks_through_the_portal_in_chromium() {
         "the matched field is highlighted"
     );
     shot("04-alert");
+    // The process tree around the alert's process, the process itself marked.
+    let focused = browser.find("#alert-process-tree li.focus");
+    assert!(
+        browser.text(&focused).contains("cmd.exe"),
+        "{}",
+        browser.text(&focused)
+    );
+    browser.execute("document.querySelector('#alert-process-tree').scrollIntoView()");
+    shot("04b-alert-process-tree");
 
     // Hunting: rows and a chart.
     browser.goto(&format!("{}/hunting", server.url));
@@ -762,11 +771,27 @@ fn analyst_walks_through_the_portal_in_chromium() {
 
     // The other areas fit the window too.
     for (path, what, name) in [
-        (format!("{device_page}/timeline"), "#timeline", "11-device-timeline"),
-        (format!("{device_page}/tree"), "#process-tree", "12-device-tree"),
+        (
+            format!("{device_page}/timeline"),
+            "#timeline",
+            "11-device-timeline",
+        ),
+        (
+            format!("{device_page}/tree"),
+            "#process-tree",
+            "12-device-tree",
+        ),
         (format!("{}/rules", server.url), "table#rules", "13-rules"),
-        (format!("{}/indicators", server.url), "table#indicators", "14-indicators"),
-        (format!("{}/settings/users", server.url), "table#users", "15-users"),
+        (
+            format!("{}/indicators", server.url),
+            "table#indicators",
+            "14-indicators",
+        ),
+        (
+            format!("{}/settings/users", server.url),
+            "table#users",
+            "15-users",
+        ),
     ] {
         browser.goto(&path);
         browser.find(what);

@@ -22,6 +22,7 @@ use crate::auth::Access;
 use crate::portal::api::{Answer, segment, with_query};
 use crate::portal::graph::{entity_details, kind_names};
 use crate::portal::html::{self, Ctx, Form, Query, Section};
+use crate::portal::text::parse_time;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -340,7 +341,19 @@ async fn show(ctx: Ctx, Path(id): Path<String>, Query(messages): Query<Messages>
             }
         },
     );
-    let body = alert_body(&ctx, &alert, &event, &comments, rule.as_ref(), &messages);
+    let tree = match process_of(&alert, event.as_ref().ok()) {
+        Some(process) => tree_panel(&ctx, &process).await,
+        None => html! {},
+    };
+    let body = alert_body(
+        &ctx,
+        &alert,
+        &event,
+        &comments,
+        rule.as_ref(),
+        &messages,
+        tree,
+    );
     ctx.page(Section::Alerts, &alert.title.clone(), body)
 }
 
@@ -356,10 +369,11 @@ fn alert_body(
     comments: &Answer<Page<Comment>>,
     rule: Option<&Answer<RuleSource>>,
     messages: &Messages,
+    process_tree: Markup,
 ) -> Markup {
     let matched: Vec<MatchedField> =
         serde_json::from_value(alert.matched_fields.clone()).unwrap_or_default();
-    let tree = process_tree_link(alert, event.as_ref().ok());
+    let tree = process_of(alert, event.as_ref().ok()).map(|p| process_tree_link(&p));
     html! {
         (messages.show())
         div.incident-head {
@@ -408,6 +422,7 @@ fn alert_body(
             }
         }
         (event_panel(alert, event, &matched))
+        (process_tree)
         div.cols-even {
             (evidence_panel(alert))
             (rule_panel(alert, rule))
@@ -532,10 +547,10 @@ fn attack_url(technique: &str) -> Option<String> {
     })
 }
 
-/// The device page's process tree around the alert's process: the event's `ProcessId`, else
-/// the pid of the process the alert is about.
-fn process_tree_link(alert: &Alert, event: Option<&Event>) -> Option<String> {
-    let device = alert.device_id.as_deref()?;
+/// The process the alert is about: its device, the event's `ProcessId` (else the pid of the
+/// process evidence), and when it ran (the triggering event's time).
+fn process_of(alert: &Alert, event: Option<&Event>) -> Option<(String, i64, String)> {
+    let device = alert.device_id.clone()?;
     let from_event = event
         .and_then(|e| e.row.get("ProcessId"))
         .and_then(Value::as_i64);
@@ -556,10 +571,43 @@ fn process_tree_link(alert: &Alert, event: Option<&Event>) -> Option<String> {
         .and_then(|r| r.get("timestamp"))
         .and_then(Value::as_str)
         .map_or_else(|| alert.first_event_time.to_rfc3339(), str::to_string);
-    Some(with_query(
+    Some((device, pid, time))
+}
+
+/// The device page's process tree focused on `process`.
+fn process_tree_link((device, pid, time): &(String, i64, String)) -> String {
+    with_query(
         &format!("/devices/{}/tree", segment(device)),
-        &[("process_id", &pid.to_string()), ("time", &time)],
-    ))
+        &[("process_id", &pid.to_string()), ("time", time)],
+    )
+}
+
+/// The process tree around the alert's process, drawn on the alert page (ancestors and
+/// descendants, the process itself marked); nothing when the device has no process events.
+async fn tree_panel(ctx: &Ctx, process: &(String, i64, String)) -> Markup {
+    let (device_id, pid, time) = process;
+    let Ok(device) = super::devices::device(ctx, device_id).await else {
+        return html! {};
+    };
+    let time = parse_time("Time", time).ok().flatten();
+    match super::devices::load_tree(ctx, &device, Some(*pid), time).await {
+        Ok((tree, Some(focus), _)) => html! {
+            section.panel #alert-process-tree aria-labelledby="tree-title" {
+                div.spread {
+                    h2 #tree-title { "Process tree" }
+                    a href=(process_tree_link(process)) { "Explore on the device page" }
+                }
+                (super::devices::tree_markup(&device, &tree, Some(focus)))
+            }
+        },
+        Ok(_) => html! {},
+        Err(f) => html! {
+            section.panel #alert-process-tree {
+                h2 { "Process tree" }
+                (html::failure_box(&f))
+            }
+        },
+    }
 }
 
 /// Whether a field of the event is one the rule matched: a record field by name, any field by

@@ -303,7 +303,7 @@ impl Tab {
 }
 
 /// The device, or the page saying why it cannot be shown.
-async fn device(ctx: &Ctx, id: &str) -> Result<Device, Response> {
+pub(super) async fn device(ctx: &Ctx, id: &str) -> Result<Device, Response> {
     ctx.api
         .get::<Device>(&format!("/api/v1/devices/{}", segment(id)))
         .await
@@ -1693,63 +1693,20 @@ async fn process_tree(ctx: Ctx, Path(id): Path<String>, Query(q): Query<TreeQuer
             return page;
         }
     };
-    let bounds = event_bounds(&d);
-    let answers: Vec<Answer<Rows>> = match (pid, time) {
-        (Some(_), Some(t)) => {
-            // The focus's time is rounded up to the second, as some logs give it.
-            let at = t + TimeDelta::seconds(1);
-            let before = tree_query(
-                &d.hostname,
-                within(bounds, Some(t - TREE_WINDOW), Some(at)),
-                true,
-                TREE_ROWS_BEFORE,
-            );
-            let after = tree_query(
-                &d.hostname,
-                within(bounds, Some(at), Some(t + TREE_WINDOW)),
-                false,
-                TREE_ROWS_AFTER,
-            );
-            let (before, after) = tokio::join!(hunt(&ctx, &before), hunt(&ctx, &after));
-            vec![before, after]
-        }
-        (_, t) => vec![
-            hunt(
+    let (tree, focus, rows) = match load_tree(&ctx, &d, pid, time).await {
+        Ok(loaded) => loaded,
+        Err(f) => {
+            return device_page(
                 &ctx,
-                &tree_query(
-                    &d.hostname,
-                    within(bounds, None, t.map(|t| t + TimeDelta::seconds(1))),
-                    true,
-                    TREE_ROWS_LATEST,
-                ),
-            )
-            .await,
-        ],
-    };
-    let mut events = Vec::new();
-    for answer in answers {
-        match answer {
-            Ok(rows) => events.extend(
-                rows.rows
-                    .iter()
-                    .filter_map(|row| tree::Event::from_row(&rows.columns, row)),
-            ),
-            Err(f) => {
-                return device_page(
-                    &ctx,
-                    &d,
-                    Tab::Tree,
-                    html! {
-                        (tree_form(&d, &pid_text, &time_text))
-                        (html::failure_box(&f))
-                    },
-                );
-            }
+                &d,
+                Tab::Tree,
+                html! {
+                    (tree_form(&d, &pid_text, &time_text))
+                    (html::failure_box(&f))
+                },
+            );
         }
-    }
-    let rows = events.len();
-    let tree = Tree::build(events, TREE_MAX_NODES);
-    let focus = pid.and_then(|p| tree.find(p, time));
+    };
     let body = html! {
         (tree_form(&d, &pid_text, &time_text))
         @if tree.nodes.is_empty() {
@@ -1781,6 +1738,65 @@ async fn process_tree(ctx: Ctx, Path(id): Path<String>, Query(q): Query<TreeQuer
     device_page(&ctx, &d, Tab::Tree, body)
 }
 
+/// The process tree of device `d` around process `pid` running at `time` (its ancestors and
+/// descendants within a day), or its latest processes: the tree, the focused node if found,
+/// and how many process creations were read.
+pub(super) async fn load_tree(
+    ctx: &Ctx,
+    d: &Device,
+    pid: Option<i64>,
+    time: Option<DateTime<Utc>>,
+) -> Result<(Tree, Option<usize>, usize), Failure> {
+    let bounds = event_bounds(d);
+    let answers: Vec<Answer<Rows>> = match (pid, time) {
+        (Some(_), Some(t)) => {
+            // The focus's time is rounded up to the second, as some logs give it.
+            let at = t + TimeDelta::seconds(1);
+            let before = tree_query(
+                &d.hostname,
+                within(bounds, Some(t - TREE_WINDOW), Some(at)),
+                true,
+                TREE_ROWS_BEFORE,
+            );
+            let after = tree_query(
+                &d.hostname,
+                within(bounds, Some(at), Some(t + TREE_WINDOW)),
+                false,
+                TREE_ROWS_AFTER,
+            );
+            let (before, after) = tokio::join!(hunt(ctx, &before), hunt(ctx, &after));
+            vec![before, after]
+        }
+        (_, t) => vec![
+            hunt(
+                &ctx,
+                &tree_query(
+                    &d.hostname,
+                    within(bounds, None, t.map(|t| t + TimeDelta::seconds(1))),
+                    true,
+                    TREE_ROWS_LATEST,
+                ),
+            )
+            .await,
+        ],
+    };
+    let mut events = Vec::new();
+    for answer in answers {
+        match answer {
+            Ok(rows) => events.extend(
+                rows.rows
+                    .iter()
+                    .filter_map(|row| tree::Event::from_row(&rows.columns, row)),
+            ),
+            Err(f) => return Err(f),
+        }
+    }
+    let rows = events.len();
+    let tree = Tree::build(events, TREE_MAX_NODES);
+    let focus = pid.and_then(|p| tree.find(p, time));
+    Ok((tree, focus, rows))
+}
+
 fn tree_form(d: &Device, pid: &str, time: &str) -> Markup {
     html! {
         form.filters method="get" action=(Tab::Tree.href(&d.id)) {
@@ -1802,7 +1818,7 @@ fn tree_form(d: &Device, pid: &str, time: &str) -> Markup {
 
 /// The tree as nested lists: around `focus` its ancestors and descendants only, else every
 /// process (roots newest first).
-fn tree_markup(d: &Device, tree: &Tree, focus: Option<usize>) -> Markup {
+pub(super) fn tree_markup(d: &Device, tree: &Tree, focus: Option<usize>) -> Markup {
     let mut shown = vec![focus.is_none(); tree.nodes.len()];
     let mut cut = false;
     let roots: Vec<usize> = match focus {
