@@ -809,3 +809,69 @@ fn analyst_walks_through_the_portal_in_chromium() {
     browser.find("form[action='/login']");
     eprintln!("portal screenshots: {}", shots.display());
 }
+
+/// A read-only user is offered no form that changes shared state, and a change forged with a
+/// valid CSRF token is still refused: by the API the portal calls, whose reason is shown.
+#[test]
+fn read_only_users_are_offered_no_changes_and_cannot_make_one() {
+    let dir = scratch("portal-readonly");
+    let server = Server::start(&dir, false, &[]);
+    let admin = server.login("admin", PASSWORD);
+    smuggle_script(&server, &admin);
+    server.post(
+        "/api/v1/users",
+        &admin,
+        json!({"username": "reader", "password": PASSWORD, "role": "readonly"}),
+    );
+    let mut client = Client::new(&server.url);
+    client.sign_in("reader", PASSWORD);
+    let pages = crawl(&mut client, 250);
+    // What a reader may post: their own session, theme, hunting and their own saved queries.
+    let own = |action: &str| {
+        matches!(action, "/theme" | "/logout" | "/hunting") || action.starts_with("/hunting/")
+    };
+    let mut offered = BTreeSet::new();
+    for (path, reply) in &pages {
+        assert!(reply.status < 500, "{path}: {}", reply.status);
+        for form in forms(&reply.body) {
+            if form.method == "post" && !own(&form.action) {
+                offered.insert(format!("{} (on {path})", form.action));
+            }
+        }
+    }
+    assert!(
+        offered.is_empty(),
+        "a reader is offered changes: {offered:?}"
+    );
+
+    // Forged: the admin's triage form, posted by the reader with the reader's own token.
+    let alert = server.get("/api/v1/alerts", &admin)["items"][0]["id"]
+        .as_str()
+        .expect("an alert")
+        .to_string();
+    let csrf = forms(&client.get("/incidents").body)
+        .into_iter()
+        .flat_map(|f| f.fields)
+        .find(|(k, _)| k == "_csrf")
+        .expect("a CSRF token on the reader's pages")
+        .1;
+    let forged = client.post(
+        &format!("/alerts/{alert}"),
+        &[
+            ("_csrf".into(), csrf),
+            ("op".into(), "save".into()),
+            ("status".into(), "resolved".into()),
+        ],
+    );
+    // The page comes back with the API's refusal, and nothing changed.
+    assert_eq!(forged.status, 303, "{}", forged.body);
+    let back = forged.location.expect("back to the alert");
+    assert!(back.contains("error="), "{back}");
+    let shown = client.get(&back);
+    assert!(shown.body.contains("analyst role"), "{}", shown.body);
+    let after = server.get(&format!("/api/v1/alerts/{alert}"), &admin);
+    assert_eq!(
+        after["status"], "new",
+        "the reader changed the alert: {after}"
+    );
+}

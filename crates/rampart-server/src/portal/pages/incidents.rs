@@ -447,10 +447,15 @@ async fn queue(ctx: Ctx, Query(filters): Query<Filters>) -> Response {
             Err(problem) => div.notice.error role="alert" { (problem) }
             Ok(Err(f)) => (html::failure_box(f)),
             Ok(Ok(page)) => {
-                form #bulk method="post" action="/incidents/bulk" {
-                    (ctx.csrf())
-                    input type="hidden" name="back" value=(ctx.path);
-                    @if analyst && !page.items.is_empty() { (bulk_bar()) }
+                // Readers get the table alone: no form they could not use.
+                @if analyst {
+                    form #bulk method="post" action="/incidents/bulk" {
+                        (ctx.csrf())
+                        input type="hidden" name="back" value=(ctx.path);
+                        @if !page.items.is_empty() { (bulk_bar()) }
+                        (queue_table(&filters, page, analyst))
+                    }
+                } @else {
                     (queue_table(&filters, page, analyst))
                 }
                 (pages(&filters.link(), &filters.cursor, page.next.as_deref()))
