@@ -1491,7 +1491,7 @@ mod bodies {
         let tenant_id = tenant(db, "a").await;
         let t = tenant_id.as_str();
         let device = db
-            .register_device(&t, &agent_device("ws-risk", "ab".repeat(32)))
+            .register_device(t, &agent_device("ws-risk", "ab".repeat(32)))
             .await
             .unwrap();
         let id = device.id.as_str();

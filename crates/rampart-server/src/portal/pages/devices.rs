@@ -1769,7 +1769,7 @@ pub(super) async fn load_tree(
         }
         (_, t) => vec![
             hunt(
-                &ctx,
+                ctx,
                 &tree_query(
                     &d.hostname,
                     within(bounds, None, t.map(|t| t + TimeDelta::seconds(1))),
