@@ -128,6 +128,29 @@ pub struct Candidate {
     pub kind: Option<RuleKind>,
 }
 
+/// The detections of one batch folded into an alert that is already open.
+struct Repeats {
+    count: u32,
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+}
+
+impl Repeats {
+    fn new(draft: &AlertDraft) -> Repeats {
+        Repeats {
+            count: 0,
+            earliest: draft.first_event_time,
+            latest: draft.last_event_time,
+        }
+    }
+
+    fn add(&mut self, draft: &AlertDraft) {
+        self.count = self.count.saturating_add(1);
+        self.earliest = self.earliest.min(draft.first_event_time);
+        self.latest = self.latest.max(draft.last_event_time);
+    }
+}
+
 /// Suppresses, stores and correlates drafts, in event-time order; `devices` maps host names to
 /// device ids.
 pub async fn place_all(
@@ -140,6 +163,10 @@ pub async fn place_all(
     let mut outcome = Outcome::default();
     let mut rows = Vec::new();
     let mut state = app.alerting.lock().await;
+    // The open alert of each dedup key met in this batch (id, latest event folded in), and the
+    // repeats folded into each alert: written once per alert, not once per detection.
+    let mut open: HashMap<String, (String, DateTime<Utc>)> = HashMap::new();
+    let mut repeats: BTreeMap<String, Repeats> = BTreeMap::new();
     for Candidate {
         draft,
         rule_id,
@@ -147,14 +174,27 @@ pub async fn place_all(
     } in candidates
     {
         let since = draft.first_event_time - state.dedup_window;
-        if let Some(open) = app
-            .db
-            .find_open_alert_by_dedup_key(tenant, &draft.dedup_key, since)
-            .await?
-        {
-            app.db
-                .record_duplicate(tenant, &open.id, draft.last_event_time)
-                .await?;
+        let known = match open.get(&draft.dedup_key) {
+            // Candidates come in time order: an alert of this batch past the window has no
+            // later one in the database either.
+            Some((id, latest)) => (*latest >= since).then(|| id.clone()),
+            None => app
+                .db
+                .find_open_alert_by_dedup_key(tenant, &draft.dedup_key, since)
+                .await?
+                .map(|a| {
+                    open.insert(draft.dedup_key.clone(), (a.id.clone(), a.last_event_time));
+                    a.id
+                }),
+        };
+        if let Some(id) = known {
+            repeats
+                .entry(id)
+                .or_insert_with(|| Repeats::new(&draft))
+                .add(&draft);
+            if let Some((_, latest)) = open.get_mut(&draft.dedup_key) {
+                *latest = (*latest).max(draft.last_event_time);
+            }
             outcome.deduplicated += 1;
             continue;
         }
@@ -181,6 +221,16 @@ pub async fn place_all(
         place(app, tenant, &mut state, &alert, &correlation, &mut outcome).await?;
         alert.incident_id = Some(correlation.incident().to_string());
         rows.extend(alert_rows(&alert));
+        open.insert(
+            alert.draft.dedup_key.clone(),
+            (stored.id, alert.draft.last_event_time),
+        );
+    }
+    // Written before the lock goes, so the next batch finds every alert's time range complete.
+    for (id, r) in repeats {
+        app.db
+            .record_duplicates(tenant, &id, r.count, r.earliest, r.latest)
+            .await?;
     }
     drop(state);
     append_rows(app, tenant, rows).await?;

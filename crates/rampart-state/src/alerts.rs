@@ -344,24 +344,29 @@ impl StateDb {
         self.fetch_optional(sql).await
     }
 
-    /// Folds one more matching event into an alert: counts it and widens the event time range
-    /// (and the incident's activity range, if the alert is in one).
-    pub async fn record_duplicate(
+    /// Folds `count` more matching events, seen from `earliest` to `latest`, into an alert:
+    /// counts them and widens the event time range (and the incident's activity range, if the
+    /// alert is in one). One statement for a batch's repeats of the same alert.
+    pub async fn record_duplicates(
         &self,
         tenant: &str,
         id: &str,
-        event_time: Time,
+        count: u32,
+        earliest: Time,
+        latest: Time,
     ) -> Result<Alert> {
-        let t = micros(event_time);
+        let (first, last) = (micros(earliest.min(latest)), micros(earliest.max(latest)));
         let mut tx = self.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE alerts SET event_count = event_count + 1, \
-             last_event_time = CASE WHEN last_event_time < $1 THEN $1 ELSE last_event_time END, \
-             first_event_time = CASE WHEN first_event_time > $1 THEN $1 ELSE first_event_time END, \
-             updated_at = $2 WHERE tenant_id = $3 AND id = $4 RETURNING {}",
+            "UPDATE alerts SET event_count = event_count + $1, \
+             last_event_time = CASE WHEN last_event_time < $2 THEN $2 ELSE last_event_time END, \
+             first_event_time = CASE WHEN first_event_time > $3 THEN $3 ELSE first_event_time END, \
+             updated_at = $4 WHERE tenant_id = $5 AND id = $6 RETURNING {}",
             Alert::COLUMNS
         )))
-        .bind(t)
+        .bind(i64::from(count))
+        .bind(last)
+        .bind(first)
         .bind(micros(now()))
         .bind(tenant.to_owned())
         .bind(id.to_owned())
@@ -373,10 +378,11 @@ impl StateDb {
             sqlx::query(
                 "UPDATE incidents SET \
                  last_activity = CASE WHEN last_activity < $1 THEN $1 ELSE last_activity END, \
-                 first_activity = CASE WHEN first_activity > $1 THEN $1 ELSE first_activity END \
-                 WHERE tenant_id = $2 AND id = $3",
+                 first_activity = CASE WHEN first_activity > $2 THEN $2 ELSE first_activity END \
+                 WHERE tenant_id = $3 AND id = $4",
             )
-            .bind(t)
+            .bind(last)
+            .bind(first)
             .bind(tenant.to_owned())
             .bind(incident.clone())
             .execute(&mut *tx)

@@ -734,7 +734,7 @@ mod bodies {
             .await
             .map(drop));
         nf(db
-            .record_duplicate(&b, &alert.id, Utc::now())
+            .record_duplicates(&b, &alert.id, 1, Utc::now(), Utc::now())
             .await
             .map(drop));
         nf(db
@@ -1553,7 +1553,10 @@ mod bodies {
         );
 
         let event = Utc::now() + Duration::minutes(5);
-        let bumped = db.record_duplicate(&t, &alert.id, event).await.unwrap();
+        let bumped = db
+            .record_duplicates(&t, &alert.id, 1, event, event)
+            .await
+            .unwrap();
         assert_eq!(bumped.event_count, 2);
         assert_eq!(
             bumped.last_event_time.timestamp_micros(),
@@ -1561,12 +1564,36 @@ mod bodies {
         );
         assert_eq!(bumped.first_event_time, alert.first_event_time);
         let older = db
-            .record_duplicate(&t, &alert.id, Utc::now() - Duration::hours(3))
+            .record_duplicates(
+                &t,
+                &alert.id,
+                1,
+                Utc::now() - Duration::hours(3),
+                Utc::now() - Duration::hours(3),
+            )
             .await
             .unwrap();
         assert_eq!(older.event_count, 3);
         assert_eq!(older.last_event_time, bumped.last_event_time);
         assert!(older.first_event_time < alert.first_event_time);
+        // A batch's repeats at once: counted, and the range widened both ways.
+        let (early, late) = (
+            Utc::now() - Duration::hours(5),
+            Utc::now() + Duration::hours(1),
+        );
+        let folded = db
+            .record_duplicates(&t, &alert.id, 40, late, early)
+            .await
+            .unwrap();
+        assert_eq!(folded.event_count, 43);
+        assert_eq!(
+            folded.first_event_time.timestamp_micros(),
+            early.timestamp_micros()
+        );
+        assert_eq!(
+            folded.last_event_time.timestamp_micros(),
+            late.timestamp_micros()
+        );
         assert!(
             db.find_open_alert_by_dedup_key(&t, "rule1|ws1|lsass", later)
                 .await

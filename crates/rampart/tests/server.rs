@@ -1369,6 +1369,15 @@ fn forwarded_json_events_raise_what_their_evtx_files_raise() {
             raised += body["alerts"]["raised"].as_u64().unwrap();
         }
         let alerts = server.get("/api/v1/alerts?limit=1000", &admin);
+        // Every detection is an alert or a repeat folded into one (batches fold theirs).
+        let events: u64 = alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["event_count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(events, detections, "detections against alert event counts");
+        assert!(alerts["next"].is_null(), "more than one page of alerts");
         let mut alerts: Vec<String> = alerts["items"]
             .as_array()
             .unwrap()
