@@ -2,8 +2,9 @@
 //! logon reader, and the sender (queue → server, oldest first; heartbeats; actions).
 //!
 //! Three threads share the queue; mapping stays on one thread (the process table is its own).
-//! Loss is counted wherever it can happen — kernel ring buffer, queue overflow, rows the
-//! server refuses — persisted, and reported in every heartbeat.
+//! Loss is counted wherever it can happen — kernel ring buffer (or, without eBPF, the process
+//! connector's and fanotify's queues), queue overflow, rows the server refuses — persisted, and
+//! reported in every heartbeat.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
+use crate::fanotify::FileWatch;
 use crate::hashes::HashCache;
 use crate::logons::{self, LogonSource};
 use crate::mapping::{FileFilter, Mapper, Row};
@@ -184,10 +186,11 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         }
     };
 
-    let (mut source, mode, sensor_error) = start_source(options);
+    let (mut source, mode, sensor_error, file_events) = start_source(options);
     *lock(&shared.health) = json!({
         "sensor_mode": mode,
         "sensor_error": sensor_error,
+        "file_events": file_events,
         "logon_source": logon_source.describe(),
     });
 
@@ -248,12 +251,15 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         {
             info!(?paths, "file events: paths from the server's policy");
             mapper.files.include = paths;
+            if let Source::ProcConnector(_, Some(files)) = &mut source {
+                files.set_filter(mapper.files.clone());
+            }
         }
         if last_snapshot.is_none_or(|t| t.elapsed() >= options.snapshot) {
             last_snapshot = Some(Instant::now());
             let health = match source {
                 Source::Ebpf(_) => "Active",
-                Source::ProcConnector(_) | Source::None => "ImpairedCommunication",
+                Source::ProcConnector(..) | Source::None => "ImpairedCommunication",
             };
             rows.push(snapshot::device_info(Utc::now(), mode, health));
             rows.extend(snapshot::network_info(Utc::now()));
@@ -272,9 +278,9 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
                     warn!("sensor: {e}");
                 }
             }
-            Source::ProcConnector(c) => {
-                if let Err(e) = c.poll(wait, &mut sink) {
-                    warn!("process connector: {e}");
+            Source::ProcConnector(c, files) => {
+                if let Err(e) = c.poll_with(files.as_deref_mut(), wait, &mut sink) {
+                    warn!("process connector / fanotify: {e}");
                 }
             }
             Source::None => std::thread::sleep(wait),
@@ -314,32 +320,24 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
             }
         }
         // Loss counters and program checks cost bpf syscalls: once a second, not per poll.
-        if let Source::Ebpf(s) = &source
-            && last_check.elapsed() >= Duration::from_secs(1)
-        {
+        if last_check.elapsed() >= Duration::from_secs(1) {
             last_check = Instant::now();
-            shared
-                .counters
-                .kernel_lost
-                .store(s.lost().total, Ordering::Relaxed);
-            let detached: Vec<String> = s
-                .programs()
-                .into_iter()
-                .filter(|(_, attached)| !attached)
-                .map(|(name, _)| name)
-                .collect();
-            lock(&shared.health)["detached_programs"] = json!(detached);
+            store_lost(&shared, &source);
+            if let Source::Ebpf(s) = &source {
+                let detached: Vec<String> = s
+                    .programs()
+                    .into_iter()
+                    .filter(|(_, attached)| !attached)
+                    .map(|(name, _)| name)
+                    .collect();
+                lock(&shared.health)["detached_programs"] = json!(detached);
+            }
         }
         if let Some(rest) = PASS.checked_sub(pass.elapsed()) {
             std::thread::sleep(rest);
         }
     }
-    if let Source::Ebpf(s) = &source {
-        shared
-            .counters
-            .kernel_lost
-            .store(s.lost().total, Ordering::Relaxed);
-    }
+    store_lost(&shared, &source);
     info!("stopping: flushing the queue");
     push(&shared, &mut rows);
     lock(&shared.queue).flush()?;
@@ -352,16 +350,36 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Where kernel events come from: eBPF, else the process connector (processes only).
+/// Where kernel events come from: eBPF, else the process connector (processes) with fanotify
+/// (files) when the kernel allows it.
 enum Source {
     Ebpf(Box<Sensor>),
-    ProcConnector(crate::fallback::ProcConnector),
+    ProcConnector(crate::fallback::ProcConnector, Option<Box<FileWatch>>),
     None,
 }
 
-/// The best source this machine allows (or the one `options.sensor` forces); its mode name and,
-/// when it is not eBPF, why.
-fn start_source(options: &Options) -> (Source, &'static str, Option<String>) {
+/// Events the kernel side lost since start (the source's own count restarts with it).
+fn store_lost(shared: &Shared, source: &Source) {
+    let lost = match source {
+        Source::Ebpf(s) => s.lost().total,
+        Source::ProcConnector(c, files) => {
+            let files = files.as_ref().map(|f| f.lost()).unwrap_or_default();
+            let by_kind: serde_json::Map<String, Value> = files
+                .by_kind
+                .iter()
+                .map(|(k, n)| (k.to_string(), json!(n)))
+                .collect();
+            lock(&shared.health)["file_events_lost"] = Value::Object(by_kind);
+            c.lost() + files.total
+        }
+        Source::None => 0,
+    };
+    shared.counters.kernel_lost.store(lost, Ordering::Relaxed);
+}
+
+/// The best source this machine allows (or the one `options.sensor` forces); its mode name,
+/// when it is not eBPF why, and which file events it records (for the health).
+fn start_source(options: &Options) -> (Source, &'static str, Option<String>, Value) {
     let ebpf = if options.sensor == SensorMode::ProcConnector {
         Err("the process connector was asked for (--sensor proc-connector)".to_string())
     } else {
@@ -376,7 +394,12 @@ fn start_source(options: &Options) -> (Source, &'static str, Option<String>) {
     let why = match ebpf {
         Ok(sensor) => {
             info!("sensor: eBPF programs attached");
-            return (Source::Ebpf(Box::new(sensor)), "ebpf", None);
+            return (
+                Source::Ebpf(Box::new(sensor)),
+                "ebpf",
+                None,
+                json!({"source": "ebpf"}),
+            );
         }
         Err(why) => why,
     };
@@ -384,23 +407,51 @@ fn start_source(options: &Options) -> (Source, &'static str, Option<String>) {
         warn!(
             "sensor: eBPF unavailable ({why}) and no fallback allowed: no process, file or network telemetry"
         );
-        return (Source::None, "none", Some(why));
+        return (Source::None, "none", Some(why), json!({"source": null}));
     }
-    match crate::fallback::ProcConnector::start() {
-        Ok(c) => {
-            warn!(
-                "sensor: eBPF unavailable ({why}): processes from the process connector, no file or network telemetry"
-            );
-            (Source::ProcConnector(c), "proc-connector", Some(why))
-        }
+    let connector = match crate::fallback::ProcConnector::start() {
+        Ok(c) => c,
         Err(e) => {
             warn!(
                 "sensor: eBPF unavailable ({why}), process connector too ({e}): no telemetry but logons"
             );
-            (
+            return (
                 Source::None,
                 "none",
                 Some(format!("{why}; process connector: {e}")),
+                json!({"source": null}),
+            );
+        }
+    };
+    match FileWatch::start(options.files.clone()) {
+        Ok(files) => {
+            warn!(
+                "sensor: eBPF unavailable ({why}): processes from the process connector, files from fanotify, no network telemetry"
+            );
+            let status = files.status();
+            if status["unwatched"]
+                .as_array()
+                .is_some_and(|u| !u.is_empty())
+            {
+                let unwatched = status["unwatched"].to_string();
+                warn!("fanotify: filesystems not watched: {unwatched}");
+            }
+            (
+                Source::ProcConnector(connector, Some(Box::new(files))),
+                "proc-connector+fanotify",
+                Some(why),
+                status,
+            )
+        }
+        Err(e) => {
+            warn!(
+                "sensor: eBPF unavailable ({why}): processes from the process connector; fanotify unavailable ({e}): no file or network telemetry"
+            );
+            (
+                Source::ProcConnector(connector, None),
+                "proc-connector",
+                Some(why),
+                json!({"source": null, "error": e.to_string()}),
             )
         }
     }
@@ -409,11 +460,11 @@ fn start_source(options: &Options) -> (Source, &'static str, Option<String>) {
 /// `--sensor`: which kernel source to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SensorMode {
-    /// eBPF, else the process connector.
+    /// eBPF, else the process connector and fanotify.
     Auto,
     /// eBPF only.
     Ebpf,
-    /// The process connector (netlink) and /proc: processes only.
+    /// The process connector (netlink) and /proc for processes, fanotify for files.
     ProcConnector,
 }
 

@@ -1,7 +1,8 @@
 //! The sensor without eBPF: the kernel's process connector (netlink, `CN_IDX_PROC`) announces
 //! every fork, exec and exit, and /proc fills in the rest — argv, working directory, image,
-//! credentials. Processes only: file and network events need the eBPF sensor. A process that
-//! exits before /proc is read is reported with what the connector said (pid, parent).
+//! credentials. File events come from fanotify ([`crate::fanotify`]) where the kernel allows
+//! it; network events need the eBPF sensor. A process that exits before /proc is read is
+//! reported with what the connector said (pid, parent).
 //!
 //! Events come out as the eBPF sensor's [`SensorEvent`]s, so mapping is the same code.
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::fanotify::FileWatch;
 use crate::sensor::{SensorEvent, Task};
 
 const CN_IDX_PROC: u32 = 1;
@@ -27,6 +29,8 @@ pub struct ProcConnector {
     buf: Vec<u8>,
     /// Messages too short for what they said they were.
     malformed: u64,
+    /// Times the kernel dropped messages for us (ENOBUFS; at least one each).
+    overruns: u64,
     tick_ns: u64,
 }
 
@@ -81,18 +85,19 @@ impl ProcConnector {
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Ok(ProcConnector {
             socket,
             buf: vec![0; 64 << 10],
             malformed: 0,
-            tick_ns: 1_000_000_000 / u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100),
+            overruns: 0,
+            tick_ns: tick_ns(),
         })
     }
 
-    pub fn malformed(&self) -> u64 {
-        self.malformed
+    /// Messages lost since start: dropped by the kernel (at least one per overrun) or too
+    /// short to read.
+    pub fn lost(&self) -> u64 {
+        self.malformed + self.overruns
     }
 
     /// Waits up to `timeout` for events and hands each over; returns how many.
@@ -101,16 +106,39 @@ impl ProcConnector {
         timeout: Duration,
         sink: &mut dyn FnMut(SensorEvent),
     ) -> io::Result<usize> {
-        let mut pfd = libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        self.poll_with(None, timeout, sink)
+    }
+
+    /// [`ProcConnector::poll`] that also waits for `files`' events: process events are handed
+    /// over first, so a file event's process has had its exec recorded.
+    pub fn poll_with(
+        &mut self,
+        files: Option<&mut FileWatch>,
+        timeout: Duration,
+        sink: &mut dyn FnMut(SensorEvent),
+    ) -> io::Result<usize> {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(self.socket.as_raw_fd())
+            .chain(files.as_ref().map(|f| f.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+        // SAFETY: `fds` is a valid array of pollfds of the length given.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) } <= 0 {
             return Ok(0);
         }
+        let mut count = self.drain(sink)?;
+        if let Some(files) = files {
+            count += files.drain(sink)?;
+        }
+        Ok(count)
+    }
+
+    /// Reads what is queued (without waiting) and hands each event over; returns how many.
+    fn drain(&mut self, sink: &mut dyn FnMut(SensorEvent)) -> io::Result<usize> {
         let mut count = 0;
         loop {
             // SAFETY: `buf` is writable for its length.
@@ -124,7 +152,10 @@ impl ProcConnector {
             };
             if n <= 0 {
                 let e = io::Error::last_os_error();
-                // ENOBUFS: the kernel dropped messages for us; they are gone, go on.
+                // ENOBUFS: the kernel dropped messages for us; they are gone (counted), go on.
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    self.overruns += 1;
+                }
                 return match e.raw_os_error() {
                     Some(libc::EAGAIN) | Some(libc::ENOBUFS) | None => Ok(count),
                     _ if n == 0 => Ok(count),
@@ -176,7 +207,7 @@ impl ProcConnector {
                 let meta = std::fs::metadata(format!("{dir}/exe")).ok();
                 use std::os::unix::fs::MetadataExt;
                 Some(SensorEvent::Exec {
-                    task: self.task(tgid, None)?,
+                    task: task(tgid, None, self.tick_ns),
                     exe_deleted: exe
                         .as_ref()
                         .is_some_and(|p| p.to_string_lossy().ends_with(" (deleted)")),
@@ -195,7 +226,7 @@ impl ProcConnector {
                     return None;
                 }
                 Some(SensorEvent::Fork {
-                    task: self.task(child_tgid, Some(parent))?,
+                    task: task(child_tgid, Some(parent), self.tick_ns),
                 })
             }
             PROC_EVENT_EXIT => {
@@ -205,7 +236,7 @@ impl ProcConnector {
                     return None;
                 }
                 Some(SensorEvent::Exit {
-                    task: self.task(tgid, Some(parent))?,
+                    task: task(tgid, Some(parent), self.tick_ns),
                     exit_code: (code >> 8) as i32,
                     signal: signal as i32,
                 })
@@ -213,52 +244,60 @@ impl ProcConnector {
             _ => None,
         }
     }
+}
 
-    /// A task from /proc (what is left of it when the process is already gone).
-    fn task(&self, tgid: u32, parent: Option<u32>) -> Option<Task> {
-        let dir = format!("/proc/{tgid}");
-        let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
-        let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
-        let ids = |key: &str| -> Vec<u32> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| {
-                    v.split_whitespace()
-                        .filter_map(|x| x.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let (uids, gids) = (ids("Uid:"), ids("Gid:"));
-        let (comm, ppid, start) = crate::process::parse_stat(&stat).unwrap_or_default();
-        let ppid = parent.unwrap_or(ppid);
-        let parent_start = std::fs::read_to_string(format!("/proc/{ppid}/stat"))
+/// Nanoseconds per clock tick (/proc's unit of start times).
+pub(crate) fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1_000_000_000 / u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// A task from /proc (what is left of it when the process is already gone: the pid and the
+/// parent given, a start time of 0).
+pub(crate) fn task(tgid: u32, parent: Option<u32>, tick_ns: u64) -> Task {
+    let dir = format!("/proc/{tgid}");
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
+    let ids = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (uids, gids) = (ids("Uid:"), ids("Gid:"));
+    let (comm, ppid, start) = crate::process::parse_stat(&stat).unwrap_or_default();
+    let ppid = parent.unwrap_or(ppid);
+    let parent_start = std::fs::read_to_string(format!("/proc/{ppid}/stat"))
+        .ok()
+        .and_then(|s| crate::process::parse_stat(&s))
+        .map_or(0, |(_, _, s)| s);
+    let read_u32 = |f: &str| {
+        std::fs::read_to_string(format!("{dir}/{f}"))
             .ok()
-            .and_then(|s| crate::process::parse_stat(&s))
-            .map_or(0, |(_, _, s)| s);
-        let read_u32 = |f: &str| {
-            std::fs::read_to_string(format!("{dir}/{f}"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(u32::MAX)
-        };
-        Some(Task {
-            pid: tgid,
-            tgid,
-            ppid,
-            uid: uids.first().copied().unwrap_or(0),
-            euid: uids.get(1).copied().unwrap_or(0),
-            gid: gids.first().copied().unwrap_or(0),
-            egid: gids.get(1).copied().unwrap_or(0),
-            loginuid: read_u32("loginuid"),
-            sessionid: read_u32("sessionid"),
-            cgroup_id: 0,
-            comm,
-            start_ns: start * self.tick_ns,
-            parent_start_ns: parent_start * self.tick_ns,
-            time: Utc::now(),
-        })
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(u32::MAX)
+    };
+    Task {
+        pid: tgid,
+        tgid,
+        ppid,
+        uid: uids.first().copied().unwrap_or(0),
+        euid: uids.get(1).copied().unwrap_or(0),
+        gid: gids.first().copied().unwrap_or(0),
+        egid: gids.get(1).copied().unwrap_or(0),
+        loginuid: read_u32("loginuid"),
+        sessionid: read_u32("sessionid"),
+        cgroup_id: 0,
+        comm,
+        start_ns: start * tick_ns,
+        parent_start_ns: parent_start * tick_ns,
+        time: Utc::now(),
     }
 }
 

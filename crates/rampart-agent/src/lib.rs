@@ -10,6 +10,7 @@ pub mod collect;
 pub mod dns;
 pub mod enroll;
 pub mod fallback;
+pub mod fanotify;
 pub mod hashes;
 pub mod inventory;
 pub mod isolation;

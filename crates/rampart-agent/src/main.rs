@@ -62,7 +62,8 @@ enum Command {
         /// Do not read logons from syslog (and never bind /dev/log).
         #[arg(long)]
         no_logons: bool,
-        /// Kernel event source: eBPF, falling back to the process connector (processes only).
+        /// Kernel event source: eBPF, falling back to the process connector (processes) and
+        /// fanotify (files).
         #[arg(long, value_enum, default_value = "auto")]
         sensor: rampart_agent::agent::SensorMode,
     },

@@ -192,7 +192,7 @@ impl Default for FileFilter {
 }
 
 impl FileFilter {
-    fn wants(&self, path: &str) -> bool {
+    pub(crate) fn wants(&self, path: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|p| path.starts_with(p.as_str())))
             && !self.exclude.iter().any(|p| path.starts_with(p.as_str()))
     }

@@ -170,9 +170,10 @@ impl ProcessTable {
         self.expire();
     }
 
-    /// The process an event's task belongs to.
+    /// The process an event's task belongs to; a start time of 0 (the fallback sensor's task
+    /// of a process already gone from /proc) takes the pid's latest incarnation.
     pub fn of(&mut self, task: &Task) -> Option<Arc<Process>> {
-        self.lookup(task.tgid, Some(task.start_ns))
+        self.lookup(task.tgid, Some(task.start_ns).filter(|&n| n != 0))
     }
 
     /// The task's parent process.

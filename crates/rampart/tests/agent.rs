@@ -708,8 +708,8 @@ fn sha256_of_bytes(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Without eBPF the agent falls back to the process connector, says so in its health, and
-/// still records processes.
+/// Without eBPF the agent falls back to the process connector and fanotify, says so in its
+/// health, and still records processes, and files under the configured paths.
 #[test]
 fn without_ebpf_processes_come_from_the_process_connector() {
     if !is_root() {
@@ -722,16 +722,28 @@ fn without_ebpf_processes_come_from_the_process_connector() {
     let state = dir.join("agent");
     let host = format!("fallback-host-{}", std::process::id());
     enroll(&agent_bin, &server, &admin, &state, &host);
+    // fanotify names paths canonically (no symlinks, e.g. in TMPDIR).
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let work = std::fs::canonicalize(&work).unwrap();
+    let watched = format!("{}/", work.display());
     let log = dir.join("agent.log");
     let _agent = start_agent(
         &agent_bin,
         &state,
         &log,
-        &["--no-logons", "--sensor", "proc-connector"],
+        &[
+            "--no-logons",
+            "--sensor",
+            "proc-connector",
+            "--file-path",
+            &watched,
+        ],
     );
     let device = wait_ready(&server, &admin, &host, &log);
-    assert_eq!(
-        device["health"]["sensor_mode"], "proc-connector",
+    let mode = device["health"]["sensor_mode"].as_str().unwrap_or_default();
+    assert!(
+        ["proc-connector+fanotify", "proc-connector"].contains(&mode),
         "{device}"
     );
     assert_eq!(
@@ -753,4 +765,57 @@ fn without_ebpf_processes_come_from_the_process_connector() {
     let _ = child.wait();
     assert_eq!(rows[0]["InitiatingProcessId"], std::process::id());
     assert_eq!(rows[0]["FileName"], "sleep");
+
+    if mode != "proc-connector+fanotify" {
+        return skip_or_fail(&format!(
+            "fanotify is unavailable here: {}",
+            device["health"]["file_events"]
+        ));
+    }
+    assert_eq!(
+        device["health"]["file_events"]["source"], "fanotify",
+        "{device}"
+    );
+    // A file bash writes under the watched path; one outside it is not recorded. bash lives on
+    // a moment, without exec'ing its last command, so /proc still shows bash when read.
+    let file = work.join(format!("fallback-{}.txt", std::process::id()));
+    let outside = dir.join(format!("outside-{}.txt", std::process::id()));
+    let mut shell = Command::new("/bin/bash")
+        .args([
+            "-c",
+            &format!(
+                "echo written > {}; echo other > {}; sleep 1; true",
+                file.display(),
+                outside.display()
+            ),
+        ])
+        .spawn()
+        .unwrap();
+    let bash_pid = shell.id();
+    let (rows, latency) = wait_rows(
+        &server,
+        &admin,
+        &format!(
+            "DeviceFileEvents | where DeviceName == '{host}' and FolderPath == '{}'",
+            file.display()
+        ),
+        Instant::now(),
+    );
+    assert!(shell.wait().unwrap().success());
+    assert_eq!(rows[0]["ActionType"], "FileCreated", "{}", rows[0]);
+    assert_eq!(rows[0]["InitiatingProcessId"], bash_pid, "{}", rows[0]);
+    assert_eq!(rows[0]["InitiatingProcessFileName"], "bash", "{}", rows[0]);
+    let answer = server.hunt(
+        &admin,
+        &format!(
+            "DeviceFileEvents | where DeviceName == '{host}' and FolderPath == '{}'",
+            outside.display()
+        ),
+    );
+    assert_eq!(
+        answer["rows"],
+        json!([]),
+        "outside the file paths: {answer}"
+    );
+    eprintln!("fanotify file event to hunting: {latency:?}");
 }

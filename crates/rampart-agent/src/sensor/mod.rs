@@ -91,7 +91,8 @@ pub struct Task {
 }
 
 /// In [`SensorEvent::FileWriteClose`] flags: the open created the file (the kernel's
-/// FMODE_CREATED), as opposed to opening one that existed.
+/// FMODE_CREATED; from fanotify, a create of that path came first), as opposed to opening one
+/// that existed.
 pub const FILE_CREATED: u32 = 1 << 31;
 
 #[derive(Debug, Clone)]
