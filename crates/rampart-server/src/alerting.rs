@@ -178,14 +178,16 @@ pub async fn place_all(
             // Candidates come in time order: an alert of this batch past the window has no
             // later one in the database either.
             Some((id, latest)) => (*latest >= since).then(|| id.clone()),
-            None => app
-                .db
-                .find_open_alert_by_dedup_key(tenant, &draft.dedup_key, since)
-                .await?
-                .map(|a| {
+            None => {
+                let found = app
+                    .db
+                    .find_open_alert_by_dedup_key(tenant, &draft.dedup_key, since)
+                    .await?;
+                if let Some(a) = &found {
                     open.insert(draft.dedup_key.clone(), (a.id.clone(), a.last_event_time));
-                    a.id
-                }),
+                }
+                found.map(|a| a.id)
+            }
         };
         if let Some(id) = known {
             repeats
