@@ -8,6 +8,9 @@
 #   bench/server.sh                          # 60 s, 4 clients, batches of 1,000, zstd
 #   SECONDS_=600 bench/server.sh             # the 10-minute run
 #   CLIENTS=8 BATCH=5000 ENCODING=gzip bench/server.sh
+#   ORIGINAL_TIMES=1 bench/server.sh         # replay the records at their recorded times
+#   RAMPART_BIN=/tmp/old/rampart bench/server.sh   # another build (e.g. before a change), no build
+#   PERF=1 bench/server.sh                   # also `perf record` the server (perf.data in $PWD)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${RAMPART_DATA_DIR:-../shared}"
@@ -17,16 +20,25 @@ DURATION="${SECONDS_:-60}"
 CLIENTS="${CLIENTS:-4}"
 BATCH="${BATCH:-1000}"
 ENCODING="${ENCODING:-zstd}"
+TIMES=()
+[ -n "${ORIGINAL_TIMES:-}" ] && TIMES=(--original-times)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rampart/target}"
 [ -d "$SAMPLES" ] || { echo "no samples at $SAMPLES (set RAMPART_DATA_DIR)" >&2; exit 1; }
 
-cargo build --release -p rampart --bin rampart --example server_load >&2
-BIN="$CARGO_TARGET_DIR/release/rampart"
 LOAD="$CARGO_TARGET_DIR/release/examples/server_load"
+if [ -n "${RAMPART_BIN:-}" ]; then
+  BIN="$RAMPART_BIN"
+  [ -x "$LOAD" ] || cargo build --release -p rampart --example server_load >&2
+else
+  cargo build --release -p rampart --bin rampart --example server_load >&2
+  BIN="$CARGO_TARGET_DIR/release/rampart"
+fi
 WORK="$(mktemp -d)"
 PASSWORD="bench-$$-$RANDOM"
 SERVER_PID=""
+PERF_PID=""
 cleanup() {
+  if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; fi
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
@@ -42,7 +54,11 @@ for _ in $(seq 600); do
   sleep 0.2
 done
 [ -n "$URL" ] || { echo "the server did not start" >&2; exit 1; }
+if [ -n "${PERF:-}" ]; then
+  perf record -F 499 -g --call-graph dwarf,16384 -o perf.data -p "$SERVER_PID" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 echo "server pid $SERVER_PID at $URL, RSS after start: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$SERVER_PID/status)" >&2
 
 "$LOAD" --url "$URL" --password "$PASSWORD" --pid "$SERVER_PID" --samples "$SAMPLES" \
-  --clients "$CLIENTS" --batch "$BATCH" --seconds "$DURATION" --encoding "$ENCODING"
+  --clients "$CLIENTS" --batch "$BATCH" --seconds "$DURATION" --encoding "$ENCODING" "${TIMES[@]}"

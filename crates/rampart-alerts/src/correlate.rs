@@ -298,6 +298,11 @@ impl Correlator {
         }
     }
 
+    /// Whether an alert of `incident` is still in the window (a new alert could join it).
+    pub fn holds_incident(&self, incident: &str) -> bool {
+        self.incidents.contains_key(incident)
+    }
+
     /// Alerts remembered.
     pub fn len(&self) -> usize {
         self.recent.len()

@@ -215,8 +215,11 @@ fn the_device_correlates_until_the_window_expires() {
     ));
     // 25 h after the first alert but 2 h after the second: the window is per linked alert.
     p.feed(draft("c", &[], "ws01", 60 * 25, vec![]));
-    // 48 h after the last alert: a new incident.
+    assert!(p.correlator.holds_incident("I0001"));
+    // 48 h after the last alert: a new incident, and the first one is out of the window.
     p.feed(draft("d", &[], "ws01", 60 * 73, vec![]));
+    assert!(!p.correlator.holds_incident("I0001"));
+    assert!(p.correlator.holds_incident("I0002"));
     let keys: Vec<_> = p.decisions.iter().map(|(_, c)| joined(c)).collect();
     assert_eq!(
         keys,

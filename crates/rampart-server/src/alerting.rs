@@ -3,7 +3,7 @@
 //! suppression and correlation. Everything is written to the state database before the
 //! ingest request is acknowledged, and the `AlertInfo` / `AlertEvidence` rows go to the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rampart_alerts::{
@@ -13,8 +13,8 @@ use rampart_alerts::{
 use rampart_schema::{Row, Table};
 use rampart_sigma::Detection;
 use rampart_state::{
-    AlertFilter, DeviceSighting, IncidentUpdate, NewAlert, NewIncident, PageRequest, RuleKind,
-    RuleRef, Scope,
+    AlertFilter, DeviceSighting, IncidentUpdate, NewAlert, NewIncident, PageRequest, Repeats,
+    RuleKind, RuleRef, Scope,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -71,20 +71,24 @@ pub async fn raise(
     rules: &TenantRules,
     ingested: &Ingested,
 ) -> Result<Outcome, Problem> {
-    let mut devices: BTreeMap<String, String> = BTreeMap::new();
-    for (computer, seen) in &ingested.computers {
-        if computer.is_empty() {
-            continue;
-        }
-        let sighting = DeviceSighting {
+    let sightings: Vec<DeviceSighting> = ingested
+        .computers
+        .iter()
+        .filter(|(computer, _)| !computer.is_empty())
+        .map(|(computer, seen)| DeviceSighting {
             hostname: computer.clone(),
             platform: "Windows".into(),
             os_version: String::new(),
             seen_at: *seen,
-        };
-        let device = app.db.record_device_sighting(tenant, &sighting).await?;
-        devices.insert(device.hostname.clone(), device.id);
-    }
+        })
+        .collect();
+    let devices: BTreeMap<String, String> = app
+        .db
+        .record_device_sightings(tenant, &sightings)
+        .await?
+        .into_iter()
+        .map(|d| (d.hostname, d.id))
+        .collect();
 
     let sigma = ingested
         .hits
@@ -128,27 +132,17 @@ pub struct Candidate {
     pub kind: Option<RuleKind>,
 }
 
-/// The detections of one batch folded into an alert that is already open.
-struct Repeats {
-    count: u32,
-    earliest: DateTime<Utc>,
-    latest: DateTime<Utc>,
-}
-
-impl Repeats {
-    fn new(draft: &AlertDraft) -> Repeats {
-        Repeats {
-            count: 0,
-            earliest: draft.first_event_time,
-            latest: draft.last_event_time,
-        }
-    }
-
-    fn add(&mut self, draft: &AlertDraft) {
-        self.count = self.count.saturating_add(1);
-        self.earliest = self.earliest.min(draft.first_event_time);
-        self.latest = self.latest.max(draft.last_event_time);
-    }
+/// Folds a detection into the repeats of its open alert `id` met in this batch.
+fn fold(repeats: &mut BTreeMap<String, Repeats>, id: &str, draft: &AlertDraft) {
+    let r = repeats.entry(id.to_string()).or_insert_with(|| Repeats {
+        alert: id.to_string(),
+        count: 0,
+        earliest: draft.first_event_time,
+        latest: draft.last_event_time,
+    });
+    r.count = r.count.saturating_add(1);
+    r.earliest = r.earliest.min(draft.first_event_time);
+    r.latest = r.latest.max(draft.last_event_time);
 }
 
 /// Suppresses, stores and correlates drafts, in event-time order; `devices` maps host names to
@@ -163,9 +157,26 @@ pub async fn place_all(
     let mut outcome = Outcome::default();
     let mut rows = Vec::new();
     let mut state = app.alerting.lock().await;
-    // The open alert of each dedup key met in this batch (id, latest event folded in), and the
-    // repeats folded into each alert: written once per alert, not once per detection.
+    // The open alert of each dedup key of this batch (id, latest event folded in), looked up
+    // at once, and the repeats folded into each alert: written once per alert, not once per
+    // detection. Candidates come in time order, so the first one's window reaches furthest back.
     let mut open: HashMap<String, (String, DateTime<Utc>)> = HashMap::new();
+    if let Some(first) = candidates.first() {
+        let since = first.draft.first_event_time - state.dedup_window;
+        let keys: Vec<String> = candidates
+            .iter()
+            .map(|c| c.draft.dedup_key.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for (key, alert) in app
+            .db
+            .find_open_alerts_by_dedup_keys(tenant, &keys, since)
+            .await?
+        {
+            open.insert(key, (alert.id, alert.last_event_time));
+        }
+    }
     let mut repeats: BTreeMap<String, Repeats> = BTreeMap::new();
     for Candidate {
         draft,
@@ -174,26 +185,13 @@ pub async fn place_all(
     } in candidates
     {
         let since = draft.first_event_time - state.dedup_window;
-        let known = match open.get(&draft.dedup_key) {
-            // Candidates come in time order: an alert of this batch past the window has no
-            // later one in the database either.
-            Some((id, latest)) => (*latest >= since).then(|| id.clone()),
-            None => {
-                let found = app
-                    .db
-                    .find_open_alert_by_dedup_key(tenant, &draft.dedup_key, since)
-                    .await?;
-                if let Some(a) = &found {
-                    open.insert(draft.dedup_key.clone(), (a.id.clone(), a.last_event_time));
-                }
-                found.map(|a| a.id)
-            }
-        };
+        // The newest open alert of the key, stored or of this batch: past the window, there is
+        // no later one either.
+        let known = open
+            .get(&draft.dedup_key)
+            .and_then(|(id, latest)| (*latest >= since).then(|| id.clone()));
         if let Some(id) = known {
-            repeats
-                .entry(id)
-                .or_insert_with(|| Repeats::new(&draft))
-                .add(&draft);
+            fold(&mut repeats, &id, &draft);
             if let Some((_, latest)) = open.get_mut(&draft.dedup_key) {
                 *latest = (*latest).max(draft.last_event_time);
             }
@@ -229,11 +227,17 @@ pub async fn place_all(
         );
     }
     // Written before the lock goes, so the next batch finds every alert's time range complete.
-    for (id, r) in repeats {
-        app.db
-            .record_duplicates(tenant, &id, r.count, r.earliest, r.latest)
-            .await?;
+    let repeats: Vec<Repeats> = repeats.into_values().collect();
+    if !repeats.is_empty() {
+        app.db.record_duplicates(tenant, &repeats).await?;
     }
+    // Incidents out of the correlator's window can gain no alert: their titles are final.
+    let Alerting {
+        correlator,
+        incidents,
+        ..
+    } = &mut *state;
+    incidents.retain(|id, _| correlator.holds_incident(id));
     drop(state);
     append_rows(app, tenant, rows).await?;
 

@@ -1,5 +1,8 @@
 //! Alerts: one detection hit (deduplicated over repeats) with its evidence entities.
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -19,6 +22,26 @@ str_enum! {
         Medium = "medium",
         High = "high",
     }
+}
+
+/// Deduplication keys per lookup statement (a bound on its parameters).
+pub const KEYS_PER_LOOKUP: usize = 500;
+
+/// An unresolved alert, as a deduplication lookup finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAlert {
+    pub id: String,
+    pub last_event_time: Time,
+}
+
+/// Repeats of an alert's detection to fold into it: how many, and the time range of their
+/// events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repeats {
+    pub alert: String,
+    pub count: u32,
+    pub earliest: Time,
+    pub latest: Time,
 }
 
 str_enum! {
@@ -327,54 +350,76 @@ impl StateDb {
         Ok(alert)
     }
 
-    /// The newest unresolved alert with this deduplication key whose last event is at or after
-    /// `since` (the deduplication window), if any.
-    pub async fn find_open_alert_by_dedup_key(
+    /// For each of `keys`, the newest unresolved alert with that deduplication key whose last
+    /// event is at or after `since` (the deduplication window), if any: a batch's detections
+    /// looked up at once (one statement per [`KEYS_PER_LOOKUP`] keys).
+    pub async fn find_open_alerts_by_dedup_keys(
         &self,
         tenant: &str,
-        key: &str,
+        keys: &[String],
         since: Time,
-    ) -> Result<Option<Alert>> {
-        let mut sql = Self::select::<Alert>("alerts", tenant);
-        sql.and_eq("dedup_key", Some(key.to_owned()))
-            .push(" AND status <> ")
-            .bind(AlertStatus::Resolved.as_str())
-            .and_range("last_event_time", Some(since), None)
-            .push(" ORDER BY last_event_time DESC, id DESC LIMIT 1");
-        self.fetch_optional(sql).await
+    ) -> Result<HashMap<String, OpenAlert>> {
+        let mut found: HashMap<String, OpenAlert> = HashMap::new();
+        for chunk in keys.chunks(KEYS_PER_LOOKUP) {
+            let mut sql = Sql::new("SELECT dedup_key, id, last_event_time FROM alerts WHERE tenant_id = ");
+            sql.bind(tenant.to_owned())
+                .and_in("dedup_key", chunk)
+                .push(" AND status <> ")
+                .bind(AlertStatus::Resolved.as_str())
+                .and_range("last_event_time", Some(since), None);
+            for row in sql.query()?.fetch_all(&self.pool).await? {
+                let r = Cols(&row);
+                let open = OpenAlert {
+                    id: r.str("id")?,
+                    last_event_time: r.time("last_event_time")?,
+                };
+                let newest = |o: &OpenAlert| (o.last_event_time, o.id.clone());
+                match found.entry(r.str("dedup_key")?) {
+                    Entry::Occupied(mut e) if newest(e.get()) < newest(&open) => {
+                        e.insert(open);
+                    }
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(e) => {
+                        e.insert(open);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
-    /// Folds `count` more matching events, seen from `earliest` to `latest`, into an alert:
-    /// counts them and widens the event time range (and the incident's activity range, if the
-    /// alert is in one). One statement for a batch's repeats of the same alert.
-    pub async fn record_duplicates(
-        &self,
-        tenant: &str,
-        id: &str,
-        count: u32,
-        earliest: Time,
-        latest: Time,
-    ) -> Result<Alert> {
-        let (first, last) = (micros(earliest.min(latest)), micros(earliest.max(latest)));
+    /// Folds repeated matching events into their alerts, in one transaction: each alert counts
+    /// its repeats and widens its event time range, and so does the activity range of the
+    /// incident it is in (once per incident).
+    pub async fn record_duplicates(&self, tenant: &str, repeats: &[Repeats]) -> Result<()> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE alerts SET event_count = event_count + $1, \
-             last_event_time = CASE WHEN last_event_time < $2 THEN $2 ELSE last_event_time END, \
-             first_event_time = CASE WHEN first_event_time > $3 THEN $3 ELSE first_event_time END, \
-             updated_at = $4 WHERE tenant_id = $5 AND id = $6 RETURNING {}",
-            Alert::COLUMNS
-        )))
-        .bind(i64::from(count))
-        .bind(last)
-        .bind(first)
-        .bind(micros(now()))
-        .bind(tenant.to_owned())
-        .bind(id.to_owned())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound("alert"))?;
-        let alert = Alert::from_row(&Cols(&row))?;
-        if let Some(incident) = &alert.incident_id {
+        let mut incidents: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for r in repeats {
+            let (first, last) = (
+                micros(r.earliest.min(r.latest)),
+                micros(r.earliest.max(r.latest)),
+            );
+            let row = sqlx::query(
+                "UPDATE alerts SET event_count = event_count + $1, \
+                 last_event_time = CASE WHEN last_event_time < $2 THEN $2 ELSE last_event_time END, \
+                 first_event_time = CASE WHEN first_event_time > $3 THEN $3 ELSE first_event_time END, \
+                 updated_at = $4 WHERE tenant_id = $5 AND id = $6 RETURNING incident_id",
+            )
+            .bind(i64::from(r.count))
+            .bind(last)
+            .bind(first)
+            .bind(micros(now()))
+            .bind(tenant.to_owned())
+            .bind(r.alert.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound("alert"))?;
+            if let Some(incident) = Cols(&row).opt_str("incident_id")? {
+                let range = incidents.entry(incident).or_insert((first, last));
+                *range = (range.0.min(first), range.1.max(last));
+            }
+        }
+        for (incident, (first, last)) in incidents {
             sqlx::query(
                 "UPDATE incidents SET \
                  last_activity = CASE WHEN last_activity < $1 THEN $1 ELSE last_activity END, \
@@ -384,12 +429,12 @@ impl StateDb {
             .bind(last)
             .bind(first)
             .bind(tenant.to_owned())
-            .bind(incident.clone())
+            .bind(incident)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
-        Ok(alert)
+        Ok(())
     }
 
     pub async fn get_alert(&self, tenant: &str, scope: &Scope, id: &str) -> Result<Alert> {

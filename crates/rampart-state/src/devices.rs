@@ -139,6 +139,88 @@ pub struct DeviceSighting {
     pub seen_at: Time,
 }
 
+/// A device named by a batch of events: its (normalised) host name and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SightedDevice {
+    pub id: String,
+    pub hostname: String,
+}
+
+/// How far past a host's recorded last seen a sighting may be and still skip the database.
+pub const SIGHTING_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Hosts cached at most; the cache starts over past this.
+const MAX_CACHED_SIGHTINGS: usize = 100_000;
+
+/// What the database holds for a host, as this process last wrote it; keyed by tenant and
+/// normalised host name.
+pub(crate) type Sightings = std::collections::HashMap<(String, String), KnownHost>;
+
+#[derive(Debug)]
+pub(crate) struct KnownHost {
+    id: String,
+    first_seen: Time,
+    last_seen: Time,
+}
+
+impl KnownHost {
+    fn covers(&self, at: Time) -> bool {
+        self.first_seen <= at && at <= self.last_seen + SIGHTING_GRANULARITY
+    }
+}
+
+/// A sighting with its fields validated.
+struct Sighting {
+    host: String,
+    platform: String,
+    os_version: String,
+    at: Time,
+}
+
+impl Sighting {
+    fn check(seen: &DeviceSighting) -> Result<Sighting> {
+        Ok(Sighting {
+            host: hostname(&seen.hostname)?,
+            platform: line("platform", &seen.platform, limits::SHORT_MAX_CHARS, false)?,
+            os_version: line(
+                "os_version",
+                &seen.os_version,
+                limits::SHORT_MAX_CHARS,
+                false,
+            )?,
+            at: seen.seen_at,
+        })
+    }
+
+    async fn upsert(&self, conn: &mut sqlx::AnyConnection, tenant: &str) -> Result<Device> {
+        let sql = format!(
+            "INSERT INTO devices (id, tenant_id, hostname, platform, os_version, tags, first_seen, last_seen, \
+             health_status, health, events_dropped, drops_reported, isolation, risk) \
+             VALUES ($1, $2, $3, $4, $5, '[]', $6, $6, $7, '{{}}', 0, 0, $8, $9) \
+             ON CONFLICT (tenant_id, hostname) DO UPDATE SET \
+             last_seen = CASE WHEN excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END, \
+             first_seen = CASE WHEN excluded.first_seen < devices.first_seen THEN excluded.first_seen ELSE devices.first_seen END, \
+             platform = CASE WHEN devices.platform = '' THEN excluded.platform ELSE devices.platform END, \
+             os_version = CASE WHEN devices.os_version = '' THEN excluded.os_version ELSE devices.os_version END \
+             RETURNING {}",
+            Device::COLUMNS
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids::new_id("dev")?)
+            .bind(tenant.to_owned())
+            .bind(self.host.clone())
+            .bind(self.platform.clone())
+            .bind(self.os_version.clone())
+            .bind(micros(self.at))
+            .bind(HealthStatus::NoSensorData.as_str())
+            .bind(IsolationState::NotIsolated.as_str())
+            .bind(DeviceRisk::None.as_str())
+            .fetch_one(conn)
+            .await?;
+        Device::from_row(&Cols(&row))
+    }
+}
+
 /// What an agent reports periodically.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceHeartbeat {
@@ -362,47 +444,72 @@ impl StateDb {
         Device::from_row(&Cols(&row))
     }
 
-    /// Records that a host appeared in an event: creates it (without agent) on first sight,
-    /// otherwise moves `last_seen` forward and fills in platform/version if now known.
+    /// Records a host named by an event: creates the device on first sight, else widens its
+    /// first/last seen range.
     pub async fn record_device_sighting(
         &self,
         tenant: &str,
         seen: &DeviceSighting,
     ) -> Result<Device> {
-        let host = hostname(&seen.hostname)?;
-        let platform = line("platform", &seen.platform, limits::SHORT_MAX_CHARS, false)?;
-        let os_version = line(
-            "os_version",
-            &seen.os_version,
-            limits::SHORT_MAX_CHARS,
-            false,
-        )?;
-        let at = micros(seen.seen_at);
-        let sql = format!(
-            "INSERT INTO devices (id, tenant_id, hostname, platform, os_version, tags, first_seen, last_seen, \
-             health_status, health, events_dropped, drops_reported, isolation, risk) \
-             VALUES ($1, $2, $3, $4, $5, '[]', $6, $6, $7, '{{}}', 0, 0, $8, $9) \
-             ON CONFLICT (tenant_id, hostname) DO UPDATE SET \
-             last_seen = CASE WHEN excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END, \
-             first_seen = CASE WHEN excluded.first_seen < devices.first_seen THEN excluded.first_seen ELSE devices.first_seen END, \
-             platform = CASE WHEN devices.platform = '' THEN excluded.platform ELSE devices.platform END, \
-             os_version = CASE WHEN devices.os_version = '' THEN excluded.os_version ELSE devices.os_version END \
-             RETURNING {}",
-            Device::COLUMNS
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ids::new_id("dev")?)
-            .bind(tenant.to_owned())
-            .bind(host)
-            .bind(platform)
-            .bind(os_version)
-            .bind(at)
-            .bind(HealthStatus::NoSensorData.as_str())
-            .bind(IsolationState::NotIsolated.as_str())
-            .bind(DeviceRisk::None.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Device::from_row(&Cols(&row))
+        let seen = Sighting::check(seen)?;
+        let mut conn = self.pool.acquire().await?;
+        seen.upsert(&mut conn, tenant).await
+    }
+
+    /// Records the hosts a batch of events named, in one transaction, and returns each one's
+    /// device (name and id). A sighting within the range this process last recorded for the
+    /// host (up to [`SIGHTING_GRANULARITY`] past its last seen) skips the database: a busy host
+    /// costs one statement a minute, not one per batch. Host names the database would refuse
+    /// are left out (the events themselves are stored already).
+    pub async fn record_device_sightings(
+        &self,
+        tenant: &str,
+        seen: &[DeviceSighting],
+    ) -> Result<Vec<SightedDevice>> {
+        let mut found = Vec::with_capacity(seen.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self.sightings.lock().unwrap_or_else(|p| p.into_inner());
+            for s in seen {
+                let Ok(s) = Sighting::check(s) else { continue };
+                let key = (tenant.to_owned(), s.host.clone());
+                match cache.get(&key) {
+                    Some(known) if known.covers(s.at) => found.push(SightedDevice {
+                        id: known.id.clone(),
+                        hostname: s.host,
+                    }),
+                    _ => missing.push(s),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let mut tx = self.begin().await?;
+        let mut stored = Vec::with_capacity(missing.len());
+        for s in &missing {
+            stored.push(s.upsert(&mut tx, tenant).await?);
+        }
+        tx.commit().await?;
+        let mut cache = self.sightings.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED_SIGHTINGS {
+            cache.clear();
+        }
+        for device in stored {
+            cache.insert(
+                (tenant.to_owned(), device.hostname.clone()),
+                KnownHost {
+                    id: device.id.clone(),
+                    first_seen: device.first_seen,
+                    last_seen: device.last_seen,
+                },
+            );
+            found.push(SightedDevice {
+                id: device.id,
+                hostname: device.hostname,
+            });
+        }
+        Ok(found)
     }
 
     /// Marks the agents of every tenant that have not reported since `silent_since` inactive;
@@ -604,7 +711,12 @@ impl StateDb {
 
     /// Deletes a device with its pending actions; its alerts keep the device name.
     pub async fn delete_device(&self, tenant: &str, id: &str) -> Result<()> {
-        self.delete_by_id("devices", tenant, id, "device").await
+        self.delete_by_id("devices", tenant, id, "device").await?;
+        self.sightings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(t, _), known| t != tenant || known.id != id);
+        Ok(())
     }
 }
 

@@ -70,15 +70,15 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor as _, SqlSafeStr as _};
 
 pub use actions::{Action, ActionFilter, ActionKind, ActionStatus, NewAction, Package};
 pub use alerts::{
-    Alert, AlertFilter, AlertSource, AlertStatus, AlertUpdate, Classification, NewAlert, RuleRef,
-    Severity,
+    Alert, AlertFilter, AlertSource, AlertStatus, AlertUpdate, Classification, KEYS_PER_LOOKUP,
+    NewAlert, OpenAlert, Repeats, RuleRef, Severity,
 };
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use comments::{Comment, CommentTarget};
 pub use db::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, Scope, Time};
 pub use devices::{
     Device, DeviceFilter, DeviceGroup, DeviceHeartbeat, DeviceRisk, DeviceSighting, DeviceUpdate,
-    HealthStatus, IsolationState, NewDevice,
+    HealthStatus, IsolationState, NewDevice, SIGHTING_GRANULARITY, SightedDevice,
 };
 pub use error::{Error, Result};
 pub use incidents::{
@@ -141,6 +141,9 @@ pub enum Backend {
 pub struct StateDb {
     pool: AnyPool,
     backend: Backend,
+    /// Hosts this process has recorded from event logs, so that a batch's sightings skip the
+    /// database when they say nothing new (see [`StateDb::record_device_sightings`]).
+    sightings: std::sync::Arc<std::sync::Mutex<devices::Sightings>>,
 }
 
 impl StateDb {
@@ -174,7 +177,11 @@ impl StateDb {
             });
         }
         let pool = options.connect(url).await?;
-        let db = StateDb { pool, backend };
+        let db = StateDb {
+            pool,
+            backend,
+            sightings: Default::default(),
+        };
         db.migrate().await?;
         Ok(db)
     }

@@ -139,6 +139,8 @@ backend_tests!(
     incidents_attach_and_merge,
     incident_queue_search_sort_and_involvement,
     alert_deduplication,
+    a_batch_looks_up_and_folds_at_once,
+    a_batch_records_its_hosts_at_once,
     device_risk_follows_open_alerts,
     indicators_validate_and_normalise,
     limits_name_the_field,
@@ -203,6 +205,48 @@ mod bodies {
         )
         .await
         .expect("user")
+    }
+
+    /// The open alert one deduplication key finds (through the batch lookup).
+    pub(super) async fn open_alert(
+        db: &StateDb,
+        tenant: &str,
+        key: &str,
+        since: chrono::DateTime<Utc>,
+    ) -> Option<String> {
+        let mut found = db
+            .find_open_alerts_by_dedup_keys(tenant, &[key.to_string()], since)
+            .await
+            .expect("lookup");
+        found.remove(key).map(|a| a.id)
+    }
+
+    pub(super) fn repeats(
+        alert: &str,
+        count: u32,
+        earliest: chrono::DateTime<Utc>,
+        latest: chrono::DateTime<Utc>,
+    ) -> Repeats {
+        Repeats {
+            alert: alert.into(),
+            count,
+            earliest,
+            latest,
+        }
+    }
+
+    /// Folds repeats into one alert and reads it back.
+    pub(super) async fn fold(
+        db: &StateDb,
+        tenant: &str,
+        alert: &str,
+        count: u32,
+        earliest: chrono::DateTime<Utc>,
+        latest: chrono::DateTime<Utc>,
+    ) -> Result<Alert> {
+        db.record_duplicates(tenant, &[repeats(alert, count, earliest, latest)])
+            .await?;
+        db.get_alert(tenant, &Scope::all(), alert).await
     }
 
     pub(super) fn new_alert(title: &str, severity: Severity, device: Option<&Device>) -> NewAlert {
@@ -734,9 +778,8 @@ mod bodies {
             .await
             .map(drop));
         nf(db
-            .record_duplicates(&b, &alert.id, 1, Utc::now(), Utc::now())
-            .await
-            .map(drop));
+            .record_duplicates(&b, &[repeats(&alert.id, 1, Utc::now(), Utc::now())])
+            .await);
         nf(db
             .update_incident(&b, &all, &inc.id, &IncidentUpdate::default())
             .await
@@ -890,9 +933,8 @@ mod bodies {
                 .is_empty()
         );
         assert!(
-            db.find_open_alert_by_dedup_key(&b, "k", Utc::now() - Duration::days(1))
+            open_alert(db, &b, "k", Utc::now() - Duration::days(1))
                 .await
-                .unwrap()
                 .is_none()
         );
 
@@ -1526,6 +1568,136 @@ mod bodies {
         assert_eq!(risk().await, DeviceRisk::None);
     }
 
+    pub(super) async fn a_batch_looks_up_and_folds_at_once(db: &StateDb) {
+        let t = tenant(db, "a").await;
+        let hour_ago = Utc::now() - Duration::hours(1);
+        let keyed = |key: &str, minutes_ago: i64| {
+            let mut new = new_alert(key, Severity::Low, None);
+            new.dedup_key = Some(key.into());
+            new.first_event_time = Utc::now() - Duration::minutes(minutes_ago);
+            new.last_event_time = new.first_event_time;
+            new
+        };
+        let older = db.create_alert(&t, &keyed("a", 30)).await.unwrap();
+        let newer = db.create_alert(&t, &keyed("a", 10)).await.unwrap();
+        let stale = db.create_alert(&t, &keyed("b", 120)).await.unwrap();
+        let closed = db.create_alert(&t, &keyed("c", 5)).await.unwrap();
+        let resolve = AlertUpdate {
+            status: Some(AlertStatus::Resolved),
+            ..AlertUpdate::default()
+        };
+        db.update_alert(&t, &Scope::all(), &closed.id, &resolve)
+            .await
+            .unwrap();
+        // More keys than one statement takes: the last one is in the second chunk.
+        let mut keys: Vec<String> = (0..KEYS_PER_LOOKUP).map(|i| format!("none{i}")).collect();
+        keys.extend(["a", "b", "c"].map(String::from));
+        let found = db
+            .find_open_alerts_by_dedup_keys(&t, &keys, hour_ago)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found["a"].id, newer.id);
+        assert_eq!(
+            found["a"].last_event_time.timestamp_micros(),
+            newer.last_event_time.timestamp_micros()
+        );
+        assert!(!found.contains_key("b"), "outside the window: {}", stale.id);
+
+        // Two alerts of one incident folded in one call: each counts its own repeats, and the
+        // incident's activity range covers both.
+        let incident = db
+            .create_incident(
+                &t,
+                &NewIncident {
+                    id: None,
+                    title: "i".into(),
+                    tags: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        for alert in [&older, &newer] {
+            db.attach_alert(&t, &incident.id, &alert.id, &json!({}))
+                .await
+                .unwrap();
+        }
+        let (early, late) = (Utc::now() - Duration::days(2), Utc::now() + Duration::hours(2));
+        db.record_duplicates(
+            &t,
+            &[
+                repeats(&older.id, 3, early, early),
+                repeats(&newer.id, 5, late, late),
+            ],
+        )
+        .await
+        .unwrap();
+        let all = Scope::all();
+        let get = |id: String| async move { db.get_alert(&t, &all, &id).await.unwrap() };
+        let (o, n) = (get(older.id.clone()).await, get(newer.id.clone()).await);
+        assert_eq!((o.event_count, n.event_count), (4, 6));
+        assert_eq!(o.first_event_time.timestamp_micros(), early.timestamp_micros());
+        assert_eq!(n.last_event_time.timestamp_micros(), late.timestamp_micros());
+        let i = db.get_incident(&t, &Scope::all(), &incident.id).await.unwrap();
+        assert_eq!(i.first_activity.timestamp_micros(), early.timestamp_micros());
+        assert_eq!(i.last_activity.timestamp_micros(), late.timestamp_micros());
+        // An unknown alert fails the whole call: nothing of it is kept.
+        let refused = db
+            .record_duplicates(
+                &t,
+                &[
+                    repeats(&older.id, 1, early, early),
+                    repeats("alr_missing", 1, early, early),
+                ],
+            )
+            .await;
+        assert!(matches!(refused, Err(Error::NotFound("alert"))), "{refused:?}");
+        assert_eq!(get(older.id.clone()).await.event_count, 4);
+    }
+
+    pub(super) async fn a_batch_records_its_hosts_at_once(db: &StateDb) {
+        let t = tenant(db, "a").await;
+        let now = Utc::now();
+        let seen = |host: &str, at: chrono::DateTime<Utc>| DeviceSighting {
+            hostname: host.into(),
+            platform: "Windows".into(),
+            os_version: String::new(),
+            seen_at: at,
+        };
+        let long = "x".repeat(limits::SHORT_MAX_CHARS + 1);
+        let first = db
+            .record_device_sightings(&t, &[seen("WS1", now), seen("", now), seen(&long, now), seen("ws2", now)])
+            .await
+            .unwrap();
+        let names: Vec<&str> = first.iter().map(|d| d.hostname.as_str()).collect();
+        assert_eq!(names, ["ws1", "ws2"], "names the database refuses are left out");
+        let ws1 = first[0].id.clone();
+        let device = |id: String| async move { db.get_device(&t, &Scope::all(), &id).await.unwrap() };
+        assert_eq!(device(ws1.clone()).await.platform, "Windows");
+
+        // Within the recorded range: the same device, whatever the case of the name.
+        let again = db
+            .record_device_sightings(&t, &[seen("ws1", now - Duration::seconds(1)), seen("Ws1", now)])
+            .await
+            .unwrap();
+        assert!(again.iter().all(|d| d.id == ws1), "{again:?}");
+        // Past the granularity, last seen moves; earlier than first seen, first seen does.
+        let later = now + SIGHTING_GRANULARITY + Duration::seconds(1);
+        let earlier = now - Duration::hours(1);
+        db.record_device_sightings(&t, &[seen("ws1", later)]).await.unwrap();
+        db.record_device_sightings(&t, &[seen("ws1", earlier)]).await.unwrap();
+        let d = device(ws1.clone()).await;
+        assert_eq!(d.last_seen.timestamp_micros(), later.timestamp_micros());
+        assert_eq!(d.first_seen.timestamp_micros(), earlier.timestamp_micros());
+
+        // A deleted device is a new one when seen again.
+        db.delete_device(&t, &ws1).await.unwrap();
+        let back = db.record_device_sightings(&t, &[seen("ws1", now)]).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert_ne!(back[0].id, ws1);
+        assert_eq!(device(back[0].id.clone()).await.hostname, "ws1");
+    }
+
     pub(super) async fn alert_deduplication(db: &StateDb) {
         let t = tenant(db, "a").await;
         let mut new = new_alert("mimikatz", Severity::High, None);
@@ -1533,28 +1705,20 @@ mod bodies {
         let alert = db.create_alert(&t, &new).await.unwrap();
         assert_eq!(alert.event_count, 1);
         let hour_ago = Utc::now() - Duration::hours(1);
-        let found = db
-            .find_open_alert_by_dedup_key(&t, "rule1|ws1|lsass", hour_ago)
-            .await
-            .unwrap();
-        assert_eq!(found.map(|a| a.id), Some(alert.id.clone()));
+        let found = open_alert(db, &t, "rule1|ws1|lsass", hour_ago).await;
+        assert_eq!(found, Some(alert.id.clone()));
         assert!(
-            db.find_open_alert_by_dedup_key(&t, "other", hour_ago)
-                .await
-                .unwrap()
+            open_alert(db, &t, "other", hour_ago).await
                 .is_none()
         );
         let later = Utc::now() + Duration::minutes(1);
         assert!(
-            db.find_open_alert_by_dedup_key(&t, "rule1|ws1|lsass", later)
-                .await
-                .unwrap()
+            open_alert(db, &t, "rule1|ws1|lsass", later).await
                 .is_none()
         );
 
         let event = Utc::now() + Duration::minutes(5);
-        let bumped = db
-            .record_duplicates(&t, &alert.id, 1, event, event)
+        let bumped = fold(db, &t, &alert.id, 1, event, event)
             .await
             .unwrap();
         assert_eq!(bumped.event_count, 2);
@@ -1563,11 +1727,7 @@ mod bodies {
             event.timestamp_micros()
         );
         assert_eq!(bumped.first_event_time, alert.first_event_time);
-        let older = db
-            .record_duplicates(
-                &t,
-                &alert.id,
-                1,
+        let older = fold(db, &t, &alert.id, 1,
                 Utc::now() - Duration::hours(3),
                 Utc::now() - Duration::hours(3),
             )
@@ -1581,8 +1741,7 @@ mod bodies {
             Utc::now() - Duration::hours(5),
             Utc::now() + Duration::hours(1),
         );
-        let folded = db
-            .record_duplicates(&t, &alert.id, 40, late, early)
+        let folded = fold(db, &t, &alert.id, 40, late, early)
             .await
             .unwrap();
         assert_eq!(folded.event_count, 43);
@@ -1595,9 +1754,7 @@ mod bodies {
             late.timestamp_micros()
         );
         assert!(
-            db.find_open_alert_by_dedup_key(&t, "rule1|ws1|lsass", later)
-                .await
-                .unwrap()
+            open_alert(db, &t, "rule1|ws1|lsass", later).await
                 .is_some()
         );
 
@@ -1617,9 +1774,7 @@ mod bodies {
             .unwrap();
         assert_eq!(resolved.classification, Some(Classification::FalsePositive));
         assert!(
-            db.find_open_alert_by_dedup_key(&t, "rule1|ws1|lsass", hour_ago)
-                .await
-                .unwrap()
+            open_alert(db, &t, "rule1|ws1|lsass", hour_ago).await
                 .is_none()
         );
         let cleared = db

@@ -7,9 +7,16 @@
 //! batches, so each batch is a realistic mix of Sysmon, Security, System, PowerShell and
 //! Defender records.
 //!
+//! A fleet forwards what just happened, so by default each file's records are moved in time
+//! (the gaps between them kept) to end when the generator starts: the store then writes the
+//! few day partitions a live server writes, and alert deduplication and incident windows see
+//! each attack's own sequence. `--original-times` replays the records as they were recorded
+//! (the samples span years: every flush then writes hundreds of day partitions).
+//!
 //! ```text
 //! server_load --url http://127.0.0.1:8080 --password P --pid PID --samples DIR
 //!             [--clients 4] [--batch 1000] [--seconds 60] [--encoding zstd|gzip|none]
+//!             [--original-times]
 //! ```
 //!
 //! "Per core" divides by the server process's CPU seconds (user + system, from
@@ -34,6 +41,7 @@ struct Args {
     batch: usize,
     seconds: u64,
     encoding: String,
+    original_times: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -46,9 +54,14 @@ fn parse_args() -> Result<Args> {
         batch: 1000,
         seconds: 60,
         encoding: "zstd".into(),
+        original_times: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--original-times" {
+            args.original_times = true;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--url" => args.url = value.trim_end_matches('/').to_string(),
@@ -73,7 +86,7 @@ fn parse_args() -> Result<Args> {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    let lines = sample_lines(&args.samples)?;
+    let lines = sample_lines(&args.samples, !args.original_times)?;
     let batches = make_batches(&lines, args.batch, &args.encoding)?;
     let raw_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
     eprintln!(
@@ -209,6 +222,7 @@ fn main() -> Result<()> {
         "clients": args.clients,
         "batch": args.batch,
         "encoding": args.encoding,
+        "original_times": args.original_times,
         "seconds": wall,
         "requests": latencies.len(),
         "events": events,
@@ -244,8 +258,9 @@ fn login(http: &ureq::Agent, args: &Args) -> Result<String> {
 }
 
 /// Every record below `dir` as one JSON line, in a fixed pseudo-random order (so that a batch
-/// mixes files, as a forwarder's would mix channels).
-fn sample_lines(dir: &Path) -> Result<Vec<String>> {
+/// mixes files, as a forwarder's would mix channels); with `recent`, each file's records moved
+/// to end now.
+fn sample_lines(dir: &Path, recent: bool) -> Result<Vec<String>> {
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_map(|e| e.ok())
@@ -257,18 +272,26 @@ fn sample_lines(dir: &Path) -> Result<Vec<String>> {
         .collect();
     files.sort();
     let settings = evtx::ParserSettings::new().separate_json_attributes(true);
+    let now = chrono::Utc::now();
     let mut lines = Vec::new();
     for file in &files {
         let Ok(parser) = evtx::EvtxParser::from_path(file) else {
             continue;
         };
         let mut parser = parser.with_configuration(settings.clone());
-        lines.extend(
-            parser
-                .records_json_value()
-                .flatten()
-                .map(|r| r.data.to_string()),
-        );
+        let mut records: Vec<Value> = parser.records_json_value().flatten().map(|r| r.data).collect();
+        if recent {
+            let last = records.iter().filter_map(written).max();
+            if let Some(shift) = last.map(|last| now - last) {
+                for record in &mut records {
+                    if let Some(t) = written(record) {
+                        record["Event"]["System"]["TimeCreated_attributes"]["SystemTime"] =
+                            json!((t + shift).to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+                    }
+                }
+            }
+        }
+        lines.extend(records.iter().map(Value::to_string));
     }
     if lines.is_empty() {
         bail!("no records below {}", dir.display());
@@ -282,6 +305,14 @@ fn sample_lines(dir: &Path) -> Result<Vec<String>> {
         lines.swap(i, (state % (i as u64 + 1)) as usize);
     }
     Ok(lines)
+}
+
+/// When a record was written (`System.TimeCreated_attributes.SystemTime`).
+fn written(record: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = record["Event"]["System"]["TimeCreated_attributes"]["SystemTime"].as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.to_utc())
 }
 
 /// Consecutive windows of `batch` lines over the records repeated, encoded once: (body, events).

@@ -14,6 +14,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rampart: open-source XDR.
 ///
 /// Triage Windows event logs with Sigma rules and normalise them into Microsoft Defender's
