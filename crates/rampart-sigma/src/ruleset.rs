@@ -376,6 +376,22 @@ impl RuleSet {
             .sum()
     }
 
+    /// Number of detection rules evaluated on Windows event-log records.
+    pub fn windows_rules(&self) -> usize {
+        self.routes
+            .iter()
+            .filter(|(key, _)| !matches!(key, RouteKey::Linux(_)))
+            .map(|(_, route)| route.rules.len())
+            .sum()
+    }
+
+    /// Whether any rule is evaluated on this record: the rules of its logsource routes.
+    pub fn reads(&self, event: &WinEvent) -> bool {
+        let mut keys = Vec::with_capacity(4);
+        taxonomy::routes_of(event, &mut keys);
+        keys.iter().any(|key| self.routes.contains_key(key))
+    }
+
     /// Evaluates one record; detections go to `out`. Detections of rules that correlations
     /// use are held back and returned with the record, for [`Correlator::feed`].
     pub fn evaluate(&self, event: &WinEvent, out: &mut Vec<Detection>) -> Option<CorrelationInput> {

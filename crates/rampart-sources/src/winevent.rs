@@ -63,6 +63,18 @@ impl WinEvent {
                 _ => {}
             }
         }
+        Some(WinEvent::from_fields(source, record_id, timestamp, fields))
+    }
+
+    /// Builds an event from its flat field map (what [`WinEvent::fields`] holds): the event id,
+    /// channel, provider and computer are read from the fields, and so is the time
+    /// (`TimeCreated_SystemTime`) when it is there; `timestamp` is the fallback.
+    pub fn from_fields(
+        source: Arc<Path>,
+        record_id: u64,
+        timestamp: DateTime<Utc>,
+        fields: Map<String, Value>,
+    ) -> WinEvent {
         let event_id = fields.get("EventID").and_then(as_u64).unwrap_or(0) as u32;
         // The rendered System time is what Windows shows; the record header's copy is only a
         // fallback.
@@ -78,7 +90,7 @@ impl WinEvent {
                 .unwrap_or_default()
                 .to_string()
         };
-        Some(WinEvent {
+        WinEvent {
             source,
             record_id,
             timestamp,
@@ -87,7 +99,7 @@ impl WinEvent {
             provider: text("Provider_Name"),
             computer: text("Computer"),
             fields,
-        })
+        }
     }
 
     /// Builds an event from a forwarded record: the same JSON rendering, but with no file

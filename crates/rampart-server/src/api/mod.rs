@@ -77,7 +77,7 @@ pub fn routes() -> Vec<Route> {
         r(M::POST, "/api/v1/rules", Admin, "rules", "Upload Sigma rules (YAML, one or more documents; or JSON {\"yaml\": \"...\"})", post(rules::upload)),
         r(M::POST, "/api/v1/custom-detections", Admin, "rules", "Create a custom detection: KQL run on a schedule, each row an alert", post(rules::create_custom)),
         r(M::POST, "/api/v1/rules/{id}/run", Analyst, "rules", "Run a custom detection now", post(rules::run_now)),
-        r(M::POST, "/api/v1/rules/{id}/test", Analyst, "rules", "Test a custom detection over stored events (from, to) without alerting", post(rules::test)),
+        r(M::POST, "/api/v1/rules/{id}/test", Analyst, "rules", "Test a rule over stored data (from, to) without alerting: a custom detection's query, a Linux Sigma rule over agent telemetry, a Windows Sigma rule over the event-log records rebuilt from stored rows (approximate_tables: registry and image-load rows, rebuilt from their columns)", post(rules::test)),
         r(M::PATCH, "/api/v1/rules/{id}", Admin, "rules", "Enable or disable a rule", patch(rules::update)),
         r(M::DELETE, "/api/v1/rules/{id}", Admin, "rules", "Delete an uploaded rule", delete(rules::remove)),
         r(M::GET, "/api/v1/indicators", ReadOnly, "indicators", "List indicators (filters: kind, action, value, active_at)", get(response::list_indicators)),

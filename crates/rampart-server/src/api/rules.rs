@@ -324,7 +324,8 @@ pub struct RuleTest {
 
 /// Tests a rule against stored events without raising anything: how many rows it would alert
 /// on, and the first ones. Custom detections run their query; Linux Sigma rules evaluate the
-/// stored agent telemetry.
+/// stored agent telemetry; Windows Sigma rules evaluate the event-log records rebuilt from the
+/// stored rows (approximately for registry and image-load rows: see [`test_windows`]).
 pub async fn test(
     State(app): State<App>,
     Extension(p): Extension<Principal>,
@@ -351,10 +352,45 @@ pub async fn test(
 /// Rows of a table read at most per test of a Sigma rule.
 const SIGMA_TEST_MAX_ROWS: usize = 200_000;
 
-/// A Sigma rule over stored agent telemetry: the rows of each Linux category's table within the
-/// window, as the rule would have seen them arriving (correlation rules are not replayed).
-/// Windows rules read raw event-log records, which the store does not keep whole: they are
-/// tested by uploading events.
+/// What a Sigma rule test found: matching rows counted, the first `limit` kept.
+struct Found {
+    matches: usize,
+    capped: bool,
+    rows: Vec<serde_json::Value>,
+    limit: usize,
+}
+
+impl Found {
+    fn new(limit: usize) -> Found {
+        Found {
+            matches: 0,
+            capped: false,
+            rows: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Reads a table: `stored` rows came back of at most [`SIGMA_TEST_MAX_ROWS`].
+    fn read(&mut self, stored: usize) {
+        self.capped |= stored >= SIGMA_TEST_MAX_ROWS;
+    }
+
+    fn matched(&mut self, columns: &serde_json::Map<String, serde_json::Value>) {
+        self.matches += 1;
+        if self.rows.len() < self.limit {
+            self.rows.push(serde_json::Value::Object(columns.clone()));
+        }
+    }
+
+    fn answer(self) -> serde_json::Value {
+        json!({"matches": self.matches, "capped": self.capped, "rows": self.rows})
+    }
+}
+
+/// A Sigma rule over stored data, as the rule would have seen it arriving (correlation rules
+/// are not replayed): a Linux rule over the agent telemetry of its category's table, a Windows
+/// rule over the event-log records rebuilt from the stored rows. A rule that reads neither
+/// (its logsource is one Rampart does not read) is answered 409 with why.
 async fn test_sigma(
     app: &App,
     p: &Principal,
@@ -362,16 +398,40 @@ async fn test_sigma(
     window: &str,
     limit: usize,
 ) -> ApiResult {
-    use std::borrow::Cow;
     let set = RuleSet::from_yaml(&rule.source, std::path::Path::new(&rule.title));
-    if set.linux_rules() == 0 {
-        return Err(Problem::conflict(
-            "this rule reads no agent telemetry (only Linux rules of process_creation, file_event, \
-             file_delete or network_connection do); Windows rules are tested by uploading events",
-        ));
+    if set.linux_rules() > 0 {
+        return test_linux(app, p, &set, window, limit).await;
     }
+    if set.windows_rules() > 0 {
+        return test_windows(app, p, &set, window, limit).await;
+    }
+    let why = statuses(&set, |s| match s {
+        RuleStatus::Inactive(why) | RuleStatus::Failed(why) => Some(why),
+        RuleStatus::Loaded => None,
+    });
+    Err(Problem::conflict(format!(
+        "this rule reads nothing Rampart stores (Windows event-log records, or Linux agent \
+         telemetry of process_creation, file_event, file_delete or network_connection), so it \
+         cannot be tested{}",
+        if why.is_empty() {
+            " (correlation rules are not replayed over stored data)".to_string()
+        } else {
+            format!(": {}", why.join("; "))
+        }
+    )))
+}
+
+/// The rows of each Linux category's table within the window.
+async fn test_linux(
+    app: &App,
+    p: &Principal,
+    set: &RuleSet,
+    window: &str,
+    limit: usize,
+) -> ApiResult {
+    use std::borrow::Cow;
     let source: Arc<std::path::Path> = Arc::from(std::path::Path::new("stored events"));
-    let (mut matches, mut capped, mut rows) = (0usize, false, Vec::new());
+    let mut found = Found::new(limit);
     let mut tables: Vec<&str> = rampart_sigma::linux::CATEGORIES
         .iter()
         .map(|c| c.table)
@@ -390,7 +450,7 @@ async fn test_sigma(
         let stored = crate::custom::query(app, &p.tenant_id, &kql, SIGMA_TEST_MAX_ROWS)
             .await
             .map_err(|e| Problem::kql(&e, &kql))?;
-        capped |= stored.len() >= SIGMA_TEST_MAX_ROWS;
+        found.read(stored.len());
         for (index, columns) in stored.iter().enumerate() {
             let timestamp = columns
                 .get("Timestamp")
@@ -409,16 +469,65 @@ async fn test_sigma(
             let mut detections = Vec::new();
             set.evaluate_row(&row, &mut detections);
             if !detections.is_empty() {
-                matches += 1;
-                if rows.len() < limit {
-                    rows.push(serde_json::Value::Object(columns.clone()));
-                }
+                found.matched(columns);
             }
         }
     }
-    Ok(json(
-        &json!({"matches": matches, "capped": capped, "rows": rows}),
-    ))
+    Ok(json(&found.answer()))
+}
+
+/// The Windows event-log records stored within the window, each rebuilt from its row
+/// ([`rampart_sources::windows::rebuild`]) and evaluated as at ingest, the rule set routing
+/// each record to the rules of its channel and event id. Rows of the tables Windows records
+/// map to are read: those whose `AdditionalFields` hold a `Channel` (the record's whole field
+/// map: rebuilt exactly) and every row of `DeviceRegistryEvents` and `DeviceImageLoadEvents`
+/// (no `AdditionalFields`: the record is rebuilt from the columns, without the fields they
+/// lack, such as an image load's `Signed` or `OriginalFileName`). Rows no Windows record
+/// became (agents') are skipped. When the rule read records of those two tables (records of
+/// its logsource were there), the answer lists them in `approximate_tables`.
+async fn test_windows(
+    app: &App,
+    p: &Principal,
+    set: &RuleSet,
+    window: &str,
+    limit: usize,
+) -> ApiResult {
+    use rampart_sources::windows::rebuild;
+    let source: Arc<std::path::Path> = Arc::from(std::path::Path::new("stored events"));
+    let mut found = Found::new(limit);
+    let mut approximate = Vec::new();
+    for table in rebuild::TABLES {
+        let columns_only = rebuild::APPROXIMATE.contains(&table);
+        let kql = if columns_only {
+            format!("{table} {window}")
+        } else {
+            format!("{table} | where AdditionalFields has_cs 'Channel' {window}")
+        };
+        let stored = crate::custom::query(app, &p.tenant_id, &kql, SIGMA_TEST_MAX_ROWS)
+            .await
+            .map_err(|e| Problem::kql(&e, &kql))?;
+        found.read(stored.len());
+        let mut read = false;
+        for columns in &stored {
+            let Some(event) = rebuild::rebuild(table, columns, &source) else {
+                continue;
+            };
+            read |= columns_only && set.reads(&event);
+            let mut detections = Vec::new();
+            set.evaluate(&event, &mut detections);
+            if !detections.is_empty() {
+                found.matched(columns);
+            }
+        }
+        if read {
+            approximate.push(table.name());
+        }
+    }
+    let mut answer = found.answer();
+    if !approximate.is_empty() {
+        answer["approximate_tables"] = json!(approximate);
+    }
+    Ok(json(&answer))
 }
 
 /// `| where Timestamp >= … and Timestamp < …` for `[from, to)`, or nothing.

@@ -372,10 +372,37 @@ pub(crate) fn report_id(ev: &WinEvent) -> Option<i64> {
         .or_else(|| i64::try_from(ev.record_id).ok())
 }
 
+/// Every key a mapper adds to `AdditionalFields` under Defender's names ([`Extras`]), so that
+/// [`super::rebuild`] can tell them from the record's own fields. A mapper adding a key not
+/// listed here fails the debug assertion in [`raw_fields`] (and with it the tests that map
+/// every provider's records).
+pub(crate) const ADDED_KEYS: &[&str] = &[
+    // Sysmon 10.
+    "DesiredAccess",
+    // Sysmon 17, 18.
+    "FileOperation",
+    "NamedPipeEnd",
+    // System 7045, Security 4697.
+    "ServiceStartType",
+    "ServiceAccount",
+    // PowerShell 4103, classic 400/403/600/800.
+    "Command",
+    // Defender detections.
+    "ThreatName",
+    // Group membership changes on a domain controller.
+    "TO.GROUP",
+    "FROM.GROUP",
+    "TARGET_OBJECT.USER",
+];
+
 /// The record's fields (plus the mapper's extras) as the `AdditionalFields` object.
 pub(crate) fn raw_fields(ev: &WinEvent, extras: Extras) -> Map<String, Value> {
     let mut map = ev.fields.clone();
     for (key, value) in extras {
+        debug_assert!(
+            ADDED_KEYS.contains(key),
+            "{key}: an AdditionalFields key a mapper adds must be listed in ADDED_KEYS"
+        );
         if !value.is_null() {
             map.entry(key.to_string()).or_insert_with(|| value.clone());
         }

@@ -44,11 +44,19 @@
 //! `AdditionalFields`.
 //!
 //! Mapping never fails and never panics: a malformed value leaves its column null.
+//!
+//! # Back to records
+//!
+//! [`rebuild::rebuild`] turns a stored row back into the record it was mapped from, so Sigma
+//! rules can be evaluated on stored data: exactly for the tables with `AdditionalFields`, and
+//! as far as the columns allow for `DeviceRegistryEvents` and `DeviceImageLoadEvents` (its
+//! documentation lists the fields that come back).
 
 mod common;
 mod defender;
 mod identity;
 mod powershell;
+pub mod rebuild;
 mod security;
 mod sysmon;
 mod system;

@@ -505,6 +505,10 @@ struct TestAnswer {
     #[serde(default)]
     capped: bool,
     rows: Vec<Map<String, Value>>,
+    /// Tables whose rows were read as records rebuilt from their columns (Windows registry and
+    /// image loads): the counts there are approximate.
+    #[serde(default)]
+    approximate_tables: Vec<String>,
 }
 
 async fn detail(ctx: Ctx, Path(id): Path<String>, Query(q): Query<DetailQuery>) -> Response {
@@ -636,8 +640,9 @@ fn test_form(ctx: &Ctx, rule: &Rule, base: &str, tested: Option<&Tested>) -> Mar
                 @if rule.kind == RuleKind::Kql {
                     "Runs the query over the stored events in the range, without raising alerts."
                 } @else {
-                    "Evaluates the rule over stored Linux agent telemetry in the range, without raising alerts. "
-                    "Windows rules read whole event-log records, which are not stored: test them by uploading events."
+                    "Evaluates the rule over the stored data in the range, without raising alerts: "
+                    "Linux rules over agent telemetry, Windows rules over the event-log records rebuilt from their rows "
+                    "(registry and image-load records only approximately: those rows keep their columns, not the whole record)."
                 }
             }
             div.form-grid {
@@ -670,6 +675,13 @@ fn test_result(answer: &TestAnswer) -> Markup {
                 @if answer.capped { " (the count stopped at its limit)" }
                 @if (answer.rows.len() as u64) < answer.matches { "; the first " (answer.rows.len()) " are shown." }
                 @else { "." }
+            }
+            @if !answer.approximate_tables.is_empty() {
+                p.hint #test-approximate {
+                    "Approximate for " (answer.approximate_tables.join(", "))
+                    ": their rows keep Defender's columns, not the whole record, so a rule reading a field they lack "
+                    "(such as an image load's Signed or OriginalFileName) does not see it."
+                }
             }
             @if !answer.rows.is_empty() {
                 div.table-wrap {
