@@ -361,7 +361,8 @@ impl StateDb {
     ) -> Result<HashMap<String, OpenAlert>> {
         let mut found: HashMap<String, OpenAlert> = HashMap::new();
         for chunk in keys.chunks(KEYS_PER_LOOKUP) {
-            let mut sql = Sql::new("SELECT dedup_key, id, last_event_time FROM alerts WHERE tenant_id = ");
+            let mut sql =
+                Sql::new("SELECT dedup_key, id, last_event_time FROM alerts WHERE tenant_id = ");
             sql.bind(tenant.to_owned())
                 .and_in("dedup_key", chunk)
                 .push(" AND status <> ")

@@ -1622,7 +1622,10 @@ mod bodies {
                 .await
                 .unwrap();
         }
-        let (early, late) = (Utc::now() - Duration::days(2), Utc::now() + Duration::hours(2));
+        let (early, late) = (
+            Utc::now() - Duration::days(2),
+            Utc::now() + Duration::hours(2),
+        );
         db.record_duplicates(
             &t,
             &[
@@ -1636,10 +1639,22 @@ mod bodies {
         let get = |id: String| async move { db.get_alert(&t, &all, &id).await.unwrap() };
         let (o, n) = (get(older.id.clone()).await, get(newer.id.clone()).await);
         assert_eq!((o.event_count, n.event_count), (4, 6));
-        assert_eq!(o.first_event_time.timestamp_micros(), early.timestamp_micros());
-        assert_eq!(n.last_event_time.timestamp_micros(), late.timestamp_micros());
-        let i = db.get_incident(&t, &Scope::all(), &incident.id).await.unwrap();
-        assert_eq!(i.first_activity.timestamp_micros(), early.timestamp_micros());
+        assert_eq!(
+            o.first_event_time.timestamp_micros(),
+            early.timestamp_micros()
+        );
+        assert_eq!(
+            n.last_event_time.timestamp_micros(),
+            late.timestamp_micros()
+        );
+        let i = db
+            .get_incident(&t, &Scope::all(), &incident.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            i.first_activity.timestamp_micros(),
+            early.timestamp_micros()
+        );
         assert_eq!(i.last_activity.timestamp_micros(), late.timestamp_micros());
         // An unknown alert fails the whole call: nothing of it is kept.
         let refused = db
@@ -1651,7 +1666,10 @@ mod bodies {
                 ],
             )
             .await;
-        assert!(matches!(refused, Err(Error::NotFound("alert"))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(Error::NotFound("alert"))),
+            "{refused:?}"
+        );
         assert_eq!(get(older.id.clone()).await.event_count, 4);
     }
 
@@ -1666,33 +1684,56 @@ mod bodies {
         };
         let long = "x".repeat(limits::SHORT_MAX_CHARS + 1);
         let first = db
-            .record_device_sightings(&t, &[seen("WS1", now), seen("", now), seen(&long, now), seen("ws2", now)])
+            .record_device_sightings(
+                &t,
+                &[
+                    seen("WS1", now),
+                    seen("", now),
+                    seen(&long, now),
+                    seen("ws2", now),
+                ],
+            )
             .await
             .unwrap();
         let names: Vec<&str> = first.iter().map(|d| d.hostname.as_str()).collect();
-        assert_eq!(names, ["ws1", "ws2"], "names the database refuses are left out");
+        assert_eq!(
+            names,
+            ["ws1", "ws2"],
+            "names the database refuses are left out"
+        );
         let ws1 = first[0].id.clone();
-        let device = |id: String| async move { db.get_device(&t, &Scope::all(), &id).await.unwrap() };
+        let device =
+            |id: String| async move { db.get_device(&t, &Scope::all(), &id).await.unwrap() };
         assert_eq!(device(ws1.clone()).await.platform, "Windows");
 
         // Within the recorded range: the same device, whatever the case of the name.
         let again = db
-            .record_device_sightings(&t, &[seen("ws1", now - Duration::seconds(1)), seen("Ws1", now)])
+            .record_device_sightings(
+                &t,
+                &[seen("ws1", now - Duration::seconds(1)), seen("Ws1", now)],
+            )
             .await
             .unwrap();
         assert!(again.iter().all(|d| d.id == ws1), "{again:?}");
         // Past the granularity, last seen moves; earlier than first seen, first seen does.
         let later = now + SIGHTING_GRANULARITY + Duration::seconds(1);
         let earlier = now - Duration::hours(1);
-        db.record_device_sightings(&t, &[seen("ws1", later)]).await.unwrap();
-        db.record_device_sightings(&t, &[seen("ws1", earlier)]).await.unwrap();
+        db.record_device_sightings(&t, &[seen("ws1", later)])
+            .await
+            .unwrap();
+        db.record_device_sightings(&t, &[seen("ws1", earlier)])
+            .await
+            .unwrap();
         let d = device(ws1.clone()).await;
         assert_eq!(d.last_seen.timestamp_micros(), later.timestamp_micros());
         assert_eq!(d.first_seen.timestamp_micros(), earlier.timestamp_micros());
 
         // A deleted device is a new one when seen again.
         db.delete_device(&t, &ws1).await.unwrap();
-        let back = db.record_device_sightings(&t, &[seen("ws1", now)]).await.unwrap();
+        let back = db
+            .record_device_sightings(&t, &[seen("ws1", now)])
+            .await
+            .unwrap();
         assert_eq!(back.len(), 1);
         assert_ne!(back[0].id, ws1);
         assert_eq!(device(back[0].id.clone()).await.hostname, "ws1");
@@ -1707,32 +1748,28 @@ mod bodies {
         let hour_ago = Utc::now() - Duration::hours(1);
         let found = open_alert(db, &t, "rule1|ws1|lsass", hour_ago).await;
         assert_eq!(found, Some(alert.id.clone()));
-        assert!(
-            open_alert(db, &t, "other", hour_ago).await
-                .is_none()
-        );
+        assert!(open_alert(db, &t, "other", hour_ago).await.is_none());
         let later = Utc::now() + Duration::minutes(1);
-        assert!(
-            open_alert(db, &t, "rule1|ws1|lsass", later).await
-                .is_none()
-        );
+        assert!(open_alert(db, &t, "rule1|ws1|lsass", later).await.is_none());
 
         let event = Utc::now() + Duration::minutes(5);
-        let bumped = fold(db, &t, &alert.id, 1, event, event)
-            .await
-            .unwrap();
+        let bumped = fold(db, &t, &alert.id, 1, event, event).await.unwrap();
         assert_eq!(bumped.event_count, 2);
         assert_eq!(
             bumped.last_event_time.timestamp_micros(),
             event.timestamp_micros()
         );
         assert_eq!(bumped.first_event_time, alert.first_event_time);
-        let older = fold(db, &t, &alert.id, 1,
-                Utc::now() - Duration::hours(3),
-                Utc::now() - Duration::hours(3),
-            )
-            .await
-            .unwrap();
+        let older = fold(
+            db,
+            &t,
+            &alert.id,
+            1,
+            Utc::now() - Duration::hours(3),
+            Utc::now() - Duration::hours(3),
+        )
+        .await
+        .unwrap();
         assert_eq!(older.event_count, 3);
         assert_eq!(older.last_event_time, bumped.last_event_time);
         assert!(older.first_event_time < alert.first_event_time);
@@ -1741,9 +1778,7 @@ mod bodies {
             Utc::now() - Duration::hours(5),
             Utc::now() + Duration::hours(1),
         );
-        let folded = fold(db, &t, &alert.id, 40, late, early)
-            .await
-            .unwrap();
+        let folded = fold(db, &t, &alert.id, 40, late, early).await.unwrap();
         assert_eq!(folded.event_count, 43);
         assert_eq!(
             folded.first_event_time.timestamp_micros(),
@@ -1753,10 +1788,7 @@ mod bodies {
             folded.last_event_time.timestamp_micros(),
             late.timestamp_micros()
         );
-        assert!(
-            open_alert(db, &t, "rule1|ws1|lsass", later).await
-                .is_some()
-        );
+        assert!(open_alert(db, &t, "rule1|ws1|lsass", later).await.is_some());
 
         let resolved = db
             .update_alert(
@@ -1774,7 +1806,8 @@ mod bodies {
             .unwrap();
         assert_eq!(resolved.classification, Some(Classification::FalsePositive));
         assert!(
-            open_alert(db, &t, "rule1|ws1|lsass", hour_ago).await
+            open_alert(db, &t, "rule1|ws1|lsass", hour_ago)
+                .await
                 .is_none()
         );
         let cleared = db

@@ -279,7 +279,11 @@ fn sample_lines(dir: &Path, recent: bool) -> Result<Vec<String>> {
             continue;
         };
         let mut parser = parser.with_configuration(settings.clone());
-        let mut records: Vec<Value> = parser.records_json_value().flatten().map(|r| r.data).collect();
+        let mut records: Vec<Value> = parser
+            .records_json_value()
+            .flatten()
+            .map(|r| r.data)
+            .collect();
         if recent {
             let last = records.iter().filter_map(written).max();
             if let Some(shift) = last.map(|last| now - last) {
