@@ -1635,8 +1635,8 @@ mod bodies {
         )
         .await
         .unwrap();
-        let all = Scope::all();
-        let get = |id: String| async move { db.get_alert(&t, &all, &id).await.unwrap() };
+        let (all, tenant_id) = (&Scope::all(), t.as_str());
+        let get = |id: String| async move { db.get_alert(tenant_id, all, &id).await.unwrap() };
         let (o, n) = (get(older.id.clone()).await, get(newer.id.clone()).await);
         assert_eq!((o.event_count, n.event_count), (4, 6));
         assert_eq!(
@@ -1702,8 +1702,9 @@ mod bodies {
             "names the database refuses are left out"
         );
         let ws1 = first[0].id.clone();
+        let tenant_id = t.as_str();
         let device =
-            |id: String| async move { db.get_device(&t, &Scope::all(), &id).await.unwrap() };
+            |id: String| async move { db.get_device(tenant_id, &Scope::all(), &id).await.unwrap() };
         assert_eq!(device(ws1.clone()).await.platform, "Windows");
 
         // Within the recorded range: the same device, whatever the case of the name.
