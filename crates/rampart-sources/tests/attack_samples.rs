@@ -79,18 +79,8 @@ fn every_attack_sample_record_maps_to_one_row() {
     assert_eq!(per_table.values().sum::<usize>() as u64, records);
     assert!(records > 0);
 
-    for table in [
-        Table::DeviceProcessEvents,
-        Table::DeviceNetworkEvents,
-        Table::DeviceFileEvents,
-        Table::DeviceRegistryEvents,
-        Table::DeviceLogonEvents,
-        Table::DeviceImageLoadEvents,
-        Table::DeviceEvents,
-        Table::IdentityLogonEvents,
-        Table::IdentityDirectoryEvents,
-        Table::IdentityQueryEvents,
-    ] {
+    // Every table Windows records are mapped to gets rows from the samples.
+    for table in rampart_sources::windows::rebuild::TABLES {
         assert!(per_table.contains_key(&table), "no {table} row");
     }
 
