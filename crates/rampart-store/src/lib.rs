@@ -6,7 +6,7 @@
 //!              │ durable
 //!              ▼
 //!            in-memory batches ──(flush: memory limit, interval, close)──▶ Parquet files
-//!              │ visible                                                  (zstd, sorted by Timestamp)
+//!              │ visible                                      (zstd, row groups in time order)
 //!              ▼                                                               │
 //!            table_provider(): a snapshot of both, taken when a scan is planned ◀┘
 //! ```
@@ -31,9 +31,12 @@
 //! reported in [`Store::recovery`].
 //!
 //! **Files.** A flush writes one file per tenant, table and day (zstd, dictionaries, version 2
-//! pages; sorted by Timestamp, nulls first; statistics per row group for numbers and times,
-//! and per page for Timestamp). The background thread merges files of about the same size in a partition, a
-//! few at a time, so each row is rewritten only a few times; [`Store::compact`] merges all
+//! pages; statistics per row group for numbers and times). Rows are in Timestamp order from
+//! one row group to the next; within a row group they are clustered by device, then by the
+//! process that caused them, and in Timestamp order (nulls first) within that: a process's
+//! and a device's attributes then repeat in runs that Parquet stores once, while each row
+//! group still covers its own stretch of time. The background thread merges files of about
+//! the same size in a partition, a few at a time, so each row is rewritten only a few times; [`Store::compact`] merges all
 //! small files. [`Store::apply_retention`] drops whole days. The manifest keeps each file's
 //! Timestamp range, so scans skip files (and so days) before opening them.
 //!
@@ -55,6 +58,7 @@ mod catalog;
 mod files;
 mod maintain;
 mod manifest;
+mod merge;
 mod provider;
 mod record;
 mod wal;
@@ -109,7 +113,8 @@ pub struct StoreConfig {
     /// Background compaction merges this many small files of about the same size (4), so
     /// that each row is rewritten only a few times; [`Store::compact`] merges any two.
     pub compact_min_files: usize,
-    /// Rows per Parquet row group (128 Ki): the unit that Timestamp filters skip.
+    /// Rows per Parquet row group (128 Ki): the unit that Timestamp filters skip, and within
+    /// which rows are clustered by device and process.
     pub row_group_rows: usize,
     /// zstd level of the Parquet files (3).
     pub zstd_level: i32,
@@ -836,8 +841,8 @@ impl Store {
         self.inner.flush()
     }
 
-    /// Merges the small files of every day partition that has two or more (rows stay sorted by
-    /// Timestamp; each row exactly once).
+    /// Merges the small files of every day partition that has two or more (laid out as a
+    /// flush lays out its files; each row exactly once).
     pub fn compact(&self) -> Result<CompactionReport, StoreError> {
         self.inner.compact(false)
     }

@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
-use parquet::file::properties::WriterProperties;
 use rampart_schema::Table;
 
-use crate::files::{self, DataFile, RowRef, order_rows, relative_path, write_file};
+use crate::files::{self, DataFile, Written, order_rows, relative_path, write_file};
 use crate::manifest::{self, FileMeta, Manifest};
+use crate::merge::merge_files;
 use crate::{
     CompactionReport, Inner, Key, Maintenance, RetentionReport, StoreError, io_err, lock, sync_dir,
 };
@@ -108,11 +108,13 @@ impl Inner {
                 self.config.row_group_rows,
             )?;
             let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|(b, d)| (b, *d)).collect();
-            let rows = order_rows(&refs, *table);
+            let rows = order_rows(&refs, *table, self.config.row_group_rows)?;
             let sources: Vec<&RecordBatch> = batches.iter().map(|(b, _)| b).collect();
             for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
-                let meta =
-                    self.write_new_file(m, tenant, *table, &props, &sources, day_rows, created)?;
+                let day = day_rows.first().map_or(0, |r| r.day);
+                let meta = self.new_file(m, tenant, *table, day, created, |path| {
+                    write_file(path, *table, &props, &sources, day_rows)
+                })?;
                 folders.insert(self.dir.join(&meta.path).with_file_name(""));
                 new_files.push((*table, meta));
             }
@@ -120,18 +122,16 @@ impl Inner {
         folders.iter().try_for_each(|f| sync_dir(f))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn write_new_file(
+    /// Names a new file of a partition, makes its folder, and has `write` fill it.
+    fn new_file(
         &self,
         m: &mut Maintenance,
         tenant: &str,
         table: Table,
-        props: &WriterProperties,
-        sources: &[&RecordBatch],
-        rows: &[RowRef],
+        day: i32,
         created: &mut Vec<PathBuf>,
+        write: impl FnOnce(&Path) -> Result<Written, StoreError>,
     ) -> Result<FileMeta, StoreError> {
-        let day = rows.first().map_or(0, |r| r.day);
         let id = m.next_file_id;
         m.next_file_id += 1;
         let rel = relative_path(tenant, table, day, id);
@@ -140,7 +140,7 @@ impl Inner {
             self.ensure_dir(folder)?;
         }
         created.push(path.clone());
-        let w = write_file(&path, table, props, sources, rows)?;
+        let w = write(&path)?;
         Ok(FileMeta {
             id,
             path: rel,
@@ -149,7 +149,6 @@ impl Inner {
             day,
             rows: w.rows,
             bytes: w.bytes,
-            memory_bytes: w.memory_bytes,
             min_ts: w.min_ts,
             max_ts: w.max_ts,
         })
@@ -208,7 +207,6 @@ impl Inner {
     pub(crate) fn compact(&self, tiered: bool) -> Result<CompactionReport, StoreError> {
         self.check_failed()?;
         let mut m = lock(&self.maintenance);
-        let budget = (self.config.memory_limit_bytes / 2) as u64;
         let min_files = if tiered {
             self.config.compact_min_files
         } else {
@@ -229,24 +227,13 @@ impl Inner {
                     .push(f);
             }
         }
-        // Groups of files to merge, each within the memory budget.
-        let mut groups: Vec<Vec<FileMeta>> = Vec::new();
-        for files in partitions.into_values() {
-            if files.len() < min_files {
-                continue;
-            }
-            let mut group: Vec<FileMeta> = Vec::new();
-            let mut size = 0;
-            for f in files {
-                if !group.is_empty() && size + f.memory_bytes > budget {
-                    groups.push(std::mem::take(&mut group));
-                    size = 0;
-                }
-                size += f.memory_bytes;
-                group.push(f.clone());
-            }
-            groups.push(group);
-        }
+        // Merging reads a row group at a time: a partition's files of one tier are one merge
+        // however large.
+        let mut groups: Vec<Vec<FileMeta>> = partitions
+            .into_values()
+            .filter(|files| files.len() >= min_files)
+            .map(|files| files.into_iter().cloned().collect())
+            .collect();
         groups.retain(|g| g.len() >= 2);
 
         let mut report = CompactionReport::default();
@@ -271,18 +258,22 @@ impl Inner {
         };
         let table = table_of(first)?;
         let (tenant, day) = (first.tenant.clone(), first.day);
-        let mut batches = Vec::new();
-        for f in &inputs {
-            batches.extend(files::read_file(&self.dir.join(&f.path), table)?);
-        }
-        let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|b| (b, day)).collect();
-        let rows = order_rows(&refs, table);
-        let sources: Vec<&RecordBatch> = batches.iter().collect();
+        let paths: Vec<PathBuf> = inputs.iter().map(|f| self.dir.join(&f.path)).collect();
         let props =
             files::writer_properties(table, self.config.zstd_level, self.config.row_group_rows)?;
         let mut created = Vec::new();
         let written = self
-            .write_new_file(m, &tenant, table, &props, &sources, &rows, &mut created)
+            .new_file(m, &tenant, table, day, &mut created, |path| {
+                merge_files(
+                    path,
+                    table,
+                    &props,
+                    &paths,
+                    day,
+                    self.config.row_group_rows,
+                    self.config.memory_limit_bytes / 2,
+                )
+            })
             .and_then(|meta| {
                 sync_dir(&self.dir.join(&meta.path).with_file_name(""))?;
                 Ok(meta)

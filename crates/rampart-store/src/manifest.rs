@@ -41,8 +41,6 @@ pub(crate) struct FileMeta {
     pub(crate) day: i32,
     pub(crate) rows: u64,
     pub(crate) bytes: u64,
-    /// Size of the rows as Arrow arrays in memory when written (compaction's memory budget).
-    pub(crate) memory_bytes: u64,
     /// Smallest and largest non-null Timestamp, microseconds since the epoch.
     pub(crate) min_ts: Option<i64>,
     pub(crate) max_ts: Option<i64>,

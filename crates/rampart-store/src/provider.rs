@@ -448,7 +448,6 @@ mod tests {
             day: 0,
             rows,
             bytes: 0,
-            memory_bytes: 0,
             min_ts,
             max_ts,
         };

@@ -48,6 +48,8 @@ fn rows(ids: Range<i64>, when: impl Fn(i64) -> Option<DateTime<Utc>>) -> RecordB
             report_id: Some(id),
             file_name: (id % 3 != 0).then(|| format!("tool{}.exe", id % 7)),
             process_command_line: Some(format!("tool --run {id}")),
+            device_id: Some(format!("device-{}", id % 3)),
+            initiating_process_file_name: Some(format!("parent{}.exe", id % 5)),
             ..Default::default()
         };
         b.append(&Row::from(row)).unwrap();
@@ -122,6 +124,74 @@ fn parquet_files(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Checks a Parquet file's row order: row groups in time order (each one's Timestamps at or
+/// after the previous one's), and within a row group the rows of one initiating process file
+/// name together, within them those of one file name, within them those of one device, and
+/// those in time order (nulls first). Returns the number of row groups.
+fn assert_clustered(path: &Path) -> usize {
+    let open = || {
+        let file = std::fs::File::open(path).unwrap();
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap()
+    };
+    let groups = open().metadata().num_row_groups();
+    let mut previous_max = None;
+    for g in 0..groups {
+        // (InitiatingProcessFileName, FileName, DeviceId), Timestamp
+        let mut rows: Vec<([String; 3], Option<i64>)> = Vec::new();
+        for b in open().with_row_groups(vec![g]).build().unwrap() {
+            let b = b.unwrap();
+            let text = |name: &str| b.column_by_name(name).unwrap().as_string::<i32>().clone();
+            let keys = [
+                text("InitiatingProcessFileName"),
+                text("FileName"),
+                text("DeviceId"),
+            ];
+            let ts = b
+                .column_by_name("Timestamp")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                rows.push((
+                    keys.clone().map(|k| k.value(i).to_string()),
+                    ts.is_valid(i).then(|| ts.value(i)),
+                ));
+            }
+        }
+        let times = rows.iter().filter_map(|r| r.1);
+        let (min, max) = (times.clone().min(), times.max());
+        if let (Some(before), Some(min)) = (previous_max, min) {
+            assert!(
+                before <= min,
+                "{}: row group {g} starts before the previous one ended",
+                path.display()
+            );
+        }
+        previous_max = max.or(previous_max);
+        // Each level: every prefix of the key in one run.
+        for level in 1..=3 {
+            let runs: Vec<&[String]> = rows
+                .chunk_by(|a, b| a.0[..level] == b.0[..level])
+                .map(|run| &run[0].0[..level])
+                .collect();
+            let distinct: std::collections::HashSet<_> = runs.iter().collect();
+            assert_eq!(
+                runs.len(),
+                distinct.len(),
+                "{}: row group {g}: a cluster of {level} column(s) in more than one run",
+                path.display()
+            );
+        }
+        for run in rows.chunk_by(|a, b| a.0 == b.0) {
+            assert!(
+                run.iter().map(|r| r.1).is_sorted(),
+                "{}: a cluster is in time order",
+                path.display()
+            );
+        }
+    }
+    groups
+}
+
 fn partition_of(file: &str) -> &str {
     file.rsplit_once('/').unwrap().0
 }
@@ -181,9 +251,17 @@ fn appended_rows_are_visible_at_once_flushed_and_kept_across_reopen() {
 }
 
 #[test]
-fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
+fn files_are_partitioned_by_tenant_table_and_day_and_clustered_in_time_order() {
     let dir = scratch("layout");
-    let store = Store::open(&dir, config()).unwrap();
+    // Two row groups on the first day.
+    let store = Store::open(
+        &dir,
+        StoreConfig {
+            row_group_rows: 100,
+            ..config()
+        },
+    )
+    .unwrap();
     // Two days, out of order, and rows without a Timestamp.
     let at = |id: i64| match id % 4 {
         0 => None,
@@ -221,23 +299,17 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
         "tenants are apart"
     );
 
-    // Each file: sorted by Timestamp, zstd, statistics per row group and per page.
+    // Each file: clustered row groups in time order, zstd, statistics per row group.
     for f in &files {
+        if f.contains("DeviceProcessEvents") {
+            assert_clustered(&dir.join(f));
+        }
         let file = std::fs::File::open(dir.join(f)).unwrap();
         let reader =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
         let meta = reader.metadata().clone();
         for batch in reader.build().unwrap() {
-            let batch = batch.unwrap();
-            if let Some(ts) = batch.column_by_name("Timestamp") {
-                let ts = ts.as_primitive::<TimestampMicrosecondType>();
-                let values: Vec<Option<i64>> = ts.iter().collect();
-                assert!(
-                    values.is_sorted(),
-                    "{f} is sorted by Timestamp, nulls first"
-                );
-            }
-            let names = batch.column_by_name("DeviceName").unwrap();
+            let names = batch.unwrap().column_by_name("DeviceName").unwrap().clone();
             assert_eq!(names.null_count(), 0, "strings are never null");
         }
         let rg = meta.row_group(0);
@@ -250,7 +322,6 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
             let ts = rg.column(0);
             assert_eq!(ts.column_path().string(), "Timestamp");
             assert!(ts.statistics().is_some(), "{f}: row-group statistics");
-            assert!(ts.column_index_offset().is_some(), "{f}: page statistics");
             let schema = Table::DeviceProcessEvents.arrow_schema();
             let report_id = rg.column(schema.index_of("ReportId").unwrap());
             assert!(
@@ -320,8 +391,92 @@ fn retention_drops_whole_days_past_the_age_and_nothing_else() {
 }
 
 #[test]
+fn compaction_reads_a_row_group_at_a_time_and_bounds_its_memory() {
+    let dir = scratch("compact-bounded");
+    // Each flushed file is larger than the compaction budget (half the memory limit): a merge
+    // that read whole files would hold them all.
+    let config = || StoreConfig {
+        memory_limit_bytes: 32 << 10,
+        row_group_rows: 200,
+        ..config()
+    };
+    let store = Store::open(&dir, config()).unwrap();
+    // Four flushes of one day: the first two overlap in time, the last two follow.
+    let spans = [(0, 300), (150, 450), (450, 750), (750, 1050)];
+    for (f, (from, to)) in spans.into_iter().enumerate() {
+        let ids = f as i64 * 1000..f as i64 * 1000 + 300;
+        let step = (to - from) / 300;
+        store
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(ids, |id| {
+                    Some(day("2024-05-01") + Duration::seconds(from + (id % 1000) * step))
+                }),
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    assert_eq!(parquet_files(&dir).len(), 4);
+    let before = report_ids(&store, DEFAULT_TENANT, None);
+    assert_eq!(before.len(), 1200);
+
+    let report = store.compact().unwrap();
+    assert_eq!((report.files_merged, report.files_written), (4, 1));
+    let files = parquet_files(&dir);
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        before,
+        "every row once"
+    );
+
+    // Row groups: at most 200 rows, fewer where the budget cut one short, and statistics that
+    // hold each group's own Timestamps.
+    let file = std::fs::File::open(dir.join(&files[0])).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let meta = reader.metadata().clone();
+    let mut seen = 0;
+    for g in meta.row_groups() {
+        assert!(g.num_rows() <= 200, "{} rows in a row group", g.num_rows());
+        seen += g.num_rows();
+        let Some(parquet::file::statistics::Statistics::Int64(ts)) = g.column(0).statistics()
+        else {
+            panic!("Timestamp statistics")
+        };
+        assert!(ts.min_opt() <= ts.max_opt());
+    }
+    assert_eq!(seen, 1200);
+    assert!(meta.num_row_groups() > 6, "the budget cut row groups short");
+    // The statistics are exact: a time filter finds the rows a scan finds.
+    let from = day("2024-05-01") + Duration::seconds(400);
+    let to = day("2024-05-01") + Duration::seconds(500);
+    let filter = ident("Timestamp")
+        .gt_eq(ts_lit(from))
+        .and(ident("Timestamp").lt(ts_lit(to)));
+    let expected: Vec<i64> = (0..4i64)
+        .flat_map(|f| {
+            let (start, end) = spans[f as usize];
+            let step = (end - start) / 300;
+            (0..300).filter_map(move |i| {
+                let t = start + i * step;
+                (400..500).contains(&t).then_some(f * 1000 + i)
+            })
+        })
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, Some(filter)), expected);
+}
+
+#[test]
 fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     let dir = scratch("compact");
+    // Several row groups per merged file.
+    let config = || StoreConfig {
+        row_group_rows: 128,
+        ..config()
+    };
     let store = Store::open(&dir, config()).unwrap();
     // Five flushes into one day, timestamps interleaved across them.
     for f in 0..5i64 {
@@ -387,23 +542,12 @@ fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
         (0..500).collect::<Vec<_>>()
     );
     let merged = parquet_files(&dir);
-    let file = std::fs::File::open(dir.join(&merged[0])).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut times = Vec::new();
-    for b in reader {
-        let b = b.unwrap();
-        times.extend(
-            b.column_by_name("Timestamp")
-                .unwrap()
-                .as_primitive::<TimestampMicrosecondType>()
-                .iter(),
-        );
-    }
-    assert_eq!(times.len(), 500);
-    assert!(times.is_sorted());
+    assert_eq!(merged.len(), 1);
+    assert_eq!(
+        assert_clustered(&dir.join(&merged[0])),
+        4,
+        "500 rows in groups of 128"
+    );
 }
 
 #[test]
