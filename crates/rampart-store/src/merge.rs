@@ -139,11 +139,12 @@ pub(crate) fn merge_files(
                 (Some(t), Some(start)) => t <= start,
             }),
         };
-        if ready < row_group_rows.min(rows.len()) && pool.bytes < budget {
-            if let Some(g) = unread.next() {
-                read(g, &mut pool)?;
-                continue;
-            }
+        if ready < row_group_rows.min(rows.len())
+            && pool.bytes < budget
+            && let Some(g) = unread.next()
+        {
+            read(g, &mut pool)?;
+            continue;
         }
         // Over budget with nothing ready: write the earliest rows anyway.
         let take = match ready {
