@@ -24,10 +24,8 @@ pub(crate) const TIMESTAMP: &str = "Timestamp";
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Prefix of the columns that describe the process that caused an event.
 const INITIATING_PROCESS: &str = "InitiatingProcess";
-/// Rows gathered per write into the Parquet writer: bounds the copy made while clustering,
-/// and small enough (~14 MB of process rows) that the allocator reuses its memory rather than
-/// mapping and zeroing fresh pages for every chunk.
-const WRITE_CHUNK_ROWS: usize = 8 * 1024;
+/// Rows gathered per write into the Parquet writer (bounds the copy made while clustering).
+const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 /// Runs of rows in source order at least this long are written as slices, not copied.
 const MIN_SLICE_ROWS: usize = 256;
 
@@ -96,26 +94,9 @@ pub(crate) struct RowRef {
     pub(crate) row: u32,
 }
 
-/// Orders the rows of `batches` as files hold them: by day, then in time order from one row
-/// group of `row_group_rows` to the next, and within a row group clustered (see [`cluster`]).
-/// A row without a Timestamp (or with one that is no calendar date) belongs to its batch's
-/// ingestion day.
-pub(crate) fn order_rows(
-    batches: &[(&RecordBatch, i32)],
-    table: Table,
-    row_group_rows: usize,
-) -> Result<Vec<RowRef>, StoreError> {
-    let mut rows = time_order(batches, table)?;
-    for day in rows.chunk_by_mut(|a, b| a.day == b.day) {
-        for group in day.chunks_mut(row_group_rows.max(1)) {
-            cluster(group);
-        }
-    }
-    Ok(rows)
-}
-
 /// The rows of `batches` by day, then by Timestamp with nulls first, arrival order among
-/// equals.
+/// equals: the order of a flushed file. A row without a Timestamp (or with one that is no
+/// calendar date) belongs to its batch's ingestion day.
 pub(crate) fn time_order(
     batches: &[(&RecordBatch, i32)],
     table: Table,
@@ -156,14 +137,16 @@ pub(crate) fn cluster(group: &mut [RowRef]) {
 /// How many columns clustering can use.
 const CLUSTER_LEVELS: usize = 3;
 
-/// The columns whose equal values a row group keeps together, outermost first, among those
-/// the table has: the file of the process that caused the event, the event's file, the
+/// The columns whose equal values a merged file's row group keeps together, outermost first,
+/// among those the table has: the file of the process that caused the event, the event's file, the
 /// device. A process's attributes (folder, hashes, version information, command lines built
 /// from the same template…) and a device's repeat on the rows they cause, so clustered they
 /// become runs that Parquet stores once and zstd finds close together: on a synthetic fleet's
 /// process events, 59 B/row in time order against 40 clustered by these (and 44 by device
 /// then initiating process; pyarrow, 128 Ki-row groups). Row groups stay in time order, so
-/// the Timestamp ranges that queries prune on are those of time-sorted files.
+/// the Timestamp ranges that queries prune on are those of time-sorted files. Flushes write
+/// in time order: clustering is a gather of every value (a quarter of the CPU of a flush),
+/// paid once when compaction rewrites the rows anyway.
 fn cluster_columns(table: Table) -> Vec<&'static str> {
     ["InitiatingProcessFileName", "FileName", "DeviceId"]
         .into_iter()
@@ -195,8 +178,9 @@ pub(crate) fn timestamps(
         .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
 }
 
-/// How files are written: zstd, dictionaries, and row-group statistics for numbers and times
-/// (Timestamp's are what time filters prune row groups on).
+/// How files are written: zstd, dictionaries, row-group statistics for numbers and times, and
+/// page statistics for Timestamp (what time filters prune on: row groups, and in a flushed
+/// file, which is in time order, pages).
 pub(crate) fn writer_properties(
     table: Table,
     zstd_level: i32,
@@ -231,6 +215,10 @@ pub(crate) fn writer_properties(
             }
             _ => {}
         }
+    }
+    if table.column(TIMESTAMP).is_some() {
+        props = props
+            .set_column_statistics_enabled(ColumnPath::from(TIMESTAMP), EnabledStatistics::Page);
     }
     Ok(props.build())
 }

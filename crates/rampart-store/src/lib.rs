@@ -6,7 +6,7 @@
 //!              │ durable
 //!              ▼
 //!            in-memory batches ──(flush: memory limit, interval, close)──▶ Parquet files
-//!              │ visible                                      (zstd, row groups in time order)
+//!              │ visible                                          (zstd, in time order)
 //!              ▼                                                               │
 //!            table_provider(): a snapshot of both, taken when a scan is planned ◀┘
 //! ```
@@ -31,13 +31,16 @@
 //! reported in [`Store::recovery`].
 //!
 //! **Files.** A flush writes one file per tenant, table and day (zstd, dictionaries, version 2
-//! pages; statistics per row group for numbers and times). Rows are in Timestamp order from
-//! one row group to the next; within a row group they are clustered by device, then by the
-//! process that caused them, and in Timestamp order (nulls first) within that: a process's
-//! and a device's attributes then repeat in runs that Parquet stores once, while each row
-//! group still covers its own stretch of time. The background thread merges files of about
-//! the same size in a partition, a few at a time, so each row is rewritten only a few times; [`Store::compact`] merges all
-//! small files. [`Store::apply_retention`] drops whole days. The manifest keeps each file's
+//! pages; statistics per row group for numbers and times, and per page for Timestamp), its
+//! rows in Timestamp order, nulls first. Compaction rewrites them in row groups that follow
+//! each other in Timestamp order, with rows clustered within each by the initiating
+//! process's file name, the event's file name and the device, in Timestamp order within a
+//! cluster: a process's and a device's attributes then repeat in runs that Parquet stores
+//! once, while each row group still covers its own stretch of time. It reads its inputs a
+//! row group at a time, so its memory stays near half the memory limit whatever their size.
+//! The background thread merges files of about the same size in a partition, a few at a
+//! time, so each row is rewritten only a few times; [`Store::compact`] merges all small
+//! files. [`Store::apply_retention`] drops whole days. The manifest keeps each file's
 //! Timestamp range, so scans skip files (and so days) before opening them.
 //!
 //! **Limits.** In-memory batches are bounded by [`StoreConfig::memory_limit_bytes`]: above
@@ -114,7 +117,7 @@ pub struct StoreConfig {
     /// that each row is rewritten only a few times; [`Store::compact`] merges any two.
     pub compact_min_files: usize,
     /// Rows per Parquet row group (128 Ki): the unit that Timestamp filters skip, and within
-    /// which rows are clustered by device and process.
+    /// which compaction clusters rows.
     pub row_group_rows: usize,
     /// zstd level of the Parquet files (3).
     pub zstd_level: i32,
@@ -841,8 +844,8 @@ impl Store {
         self.inner.flush()
     }
 
-    /// Merges the small files of every day partition that has two or more (laid out as a
-    /// flush lays out its files; each row exactly once).
+    /// Merges the small files of every day partition that has two or more (row groups in
+    /// time order, rows clustered within each; each row exactly once).
     pub fn compact(&self) -> Result<CompactionReport, StoreError> {
         self.inner.compact(false)
     }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
 use rampart_schema::Table;
 
-use crate::files::{self, DataFile, Written, order_rows, relative_path, write_file};
+use crate::files::{self, DataFile, Written, relative_path, time_order, write_file};
 use crate::manifest::{self, FileMeta, Manifest};
 use crate::merge::merge_files;
 use crate::{
@@ -108,7 +108,7 @@ impl Inner {
                 self.config.row_group_rows,
             )?;
             let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|(b, d)| (b, *d)).collect();
-            let rows = order_rows(&refs, *table, self.config.row_group_rows)?;
+            let rows = time_order(&refs, *table)?;
             let sources: Vec<&RecordBatch> = batches.iter().map(|(b, _)| b).collect();
             for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
                 let day = day_rows.first().map_or(0, |r| r.day);

@@ -1,6 +1,7 @@
-//! Compaction's merge: several Parquet files of one partition into one, laid out as a flush
-//! lays out a file (row groups in time order, rows clustered within each), reading the inputs
-//! one row group at a time so that memory stays near a budget however large the output.
+//! Compaction's merge: several Parquet files of one partition into one whose row groups
+//! follow each other in time order with rows clustered within each (see
+//! `files::cluster_columns`), reading the inputs one row group at a time so that memory stays
+//! near a budget however large the output.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
