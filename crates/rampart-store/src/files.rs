@@ -96,14 +96,20 @@ pub(crate) struct RowRef {
 
 /// The rows of `batches` by day, then by Timestamp with nulls first, arrival order among
 /// equals: the order of a flushed file. A row without a Timestamp (or with one that is no
-/// calendar date) belongs to its batch's ingestion day.
+/// calendar date) belongs to its batch's ingestion day. With `clusters`, each row also gets
+/// the keys [`cluster`] orders by (hashing three columns; a flush has no use for them).
 pub(crate) fn time_order(
     batches: &[(&RecordBatch, i32)],
     table: Table,
+    clusters: bool,
 ) -> Result<Vec<RowRef>, StoreError> {
     let total = batches.iter().map(|(b, _)| b.num_rows()).sum();
     let mut rows = Vec::with_capacity(total);
-    let levels = cluster_columns(table);
+    let levels = if clusters {
+        cluster_columns(table)
+    } else {
+        Vec::new()
+    };
     let mut hashes: [Vec<u64>; CLUSTER_LEVELS] = Default::default();
     for (b, (batch, ingest_day)) in batches.iter().enumerate() {
         let ts = timestamps(batch, table);
@@ -138,15 +144,16 @@ pub(crate) fn cluster(group: &mut [RowRef]) {
 const CLUSTER_LEVELS: usize = 3;
 
 /// The columns whose equal values a merged file's row group keeps together, outermost first,
-/// among those the table has: the file of the process that caused the event, the event's file, the
-/// device. A process's attributes (folder, hashes, version information, command lines built
-/// from the same template…) and a device's repeat on the rows they cause, so clustered they
-/// become runs that Parquet stores once and zstd finds close together: on a synthetic fleet's
-/// process events, 59 B/row in time order against 40 clustered by these (and 44 by device
-/// then initiating process; pyarrow, 128 Ki-row groups). Row groups stay in time order, so
-/// the Timestamp ranges that queries prune on are those of time-sorted files. Flushes write
-/// in time order: clustering is a gather of every value (a quarter of the CPU of a flush),
-/// paid once when compaction rewrites the rows anyway.
+/// among those the table has: the file of the process that caused the event, the event's
+/// file, the device. A process's attributes (folder, hashes, version information, command
+/// lines built from the same template…) and a device's repeat on the rows they cause, so
+/// clustered they become runs that Parquet stores once and zstd finds close together: on a
+/// synthetic fleet's process events, 59 B/row in time order against 38 clustered by these
+/// (44 by device then initiating process; pyarrow, 128 Ki-row groups). Row groups stay in
+/// time order, so the Timestamp ranges that queries prune on are those of time-sorted files.
+/// Flushes write in time order: clustering gathers every value of every column (a quarter of
+/// the ingest benchmark's CPU when flushes clustered too), and compaction rewrites the rows
+/// anyway.
 fn cluster_columns(table: Table) -> Vec<&'static str> {
     ["InitiatingProcessFileName", "FileName", "DeviceId"]
         .into_iter()

@@ -108,7 +108,7 @@ impl Inner {
                 self.config.row_group_rows,
             )?;
             let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|(b, d)| (b, *d)).collect();
-            let rows = time_order(&refs, *table)?;
+            let rows = time_order(&refs, *table, false)?;
             let sources: Vec<&RecordBatch> = batches.iter().map(|(b, _)| b).collect();
             for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
                 let day = day_rows.first().map_or(0, |r| r.day);
