@@ -228,13 +228,12 @@ impl Inner {
             }
         }
         // Merging reads a row group at a time: a partition's files of one tier are one merge
-        // however large.
-        let mut groups: Vec<Vec<FileMeta>> = partitions
+        // however large (`min_files` is at least 2).
+        let groups: Vec<Vec<FileMeta>> = partitions
             .into_values()
             .filter(|files| files.len() >= min_files)
             .map(|files| files.into_iter().cloned().collect())
             .collect();
-        groups.retain(|g| g.len() >= 2);
 
         let mut report = CompactionReport::default();
         let mut seen = BTreeSet::new();
