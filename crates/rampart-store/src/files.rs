@@ -24,7 +24,8 @@ pub(crate) const TIMESTAMP: &str = "Timestamp";
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Prefix of the columns that describe the process that caused an event.
 const INITIATING_PROCESS: &str = "InitiatingProcess";
-/// Rows gathered per write into the Parquet writer (bounds the copy made while clustering).
+/// Rows gathered per write into the Parquet writer (bounds the copy of rows written out of
+/// their source order: a merge's clusters, a flush's late arrivals).
 const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 /// Runs of rows in source order at least this long are written as slices, not copied.
 const MIN_SLICE_ROWS: usize = 256;
@@ -209,7 +210,8 @@ pub(crate) fn writer_properties(
             // process starts (one of ~10,000 values in 100,000 rows of a fleet): dictionary
             // indices take half the bytes of the deltas between them.
             KustoType::DateTime if c.name.starts_with(INITIATING_PROCESS) => {}
-            // Nearly unique and, within a cluster, in order: deltas, not a dictionary.
+            // Nearly unique and in order (in a flushed file, or within a merged file's
+            // cluster): deltas, not a dictionary.
             KustoType::DateTime => {
                 props = props
                     .set_column_dictionary_enabled(path(), false)

@@ -37,7 +37,8 @@
 //! process's file name, the event's file name and the device, in Timestamp order within a
 //! cluster: a process's and a device's attributes then repeat in runs that Parquet stores
 //! once, while each row group still covers its own stretch of time. It reads its inputs a
-//! row group at a time, so its memory stays near half the memory limit whatever their size.
+//! row group at a time, so it holds about half the memory limit plus one input row group
+//! whatever their size.
 //! The background thread merges files of about the same size in a partition, a few at a
 //! time, so each row is rewritten only a few times; [`Store::compact`] merges all small
 //! files. [`Store::apply_retention`] drops whole days. The manifest keeps each file's

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
@@ -103,16 +104,16 @@ pub(crate) fn merge_files(
             .build()
             .map_err(|e| parquet_err(path, e))?;
         let schema = table.arrow_schema();
+        let located = |e: ArrowError| StoreError::Parquet {
+            path: path.clone(),
+            message: e.to_string(),
+        };
         for batch in reader {
-            let batch = batch.map_err(|e| StoreError::Parquet {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let batch = batch.map_err(located)?;
             // Same columns; this restores the table's own field metadata.
-            pool.push(RecordBatch::try_new(
-                schema.clone(),
-                batch.columns().to_vec(),
-            )?);
+            pool.push(
+                RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(located)?,
+            );
         }
         Ok(())
     };
