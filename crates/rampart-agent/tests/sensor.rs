@@ -85,7 +85,10 @@ perl -e 'open(my $f, "<", "gone") or die; unlink "gone" or die;
   exec {"/proc/self/fd/" . fileno($f)} "deleted" or die "exec: $!"'
 perl -e 'syscall($ENV{NR_SETUID}, 0) == 0 or die "setuid: $!"'
 sleep 30 &
-T=$! perl -e 'syscall($ENV{NR_PTRACE}, 16, 0 + $ENV{T}, 0, 0) == 0 or die "ptrace: $!"'
+T=$!
+# Attach only once the child runs sleep: attached earlier, it stops before its exec.
+until read c </proc/$T/comm && [ "$c" = sleep ]; do :; done
+T=$T perl -e 'syscall($ENV{NR_PTRACE}, 16, 0 + $ENV{T}, 0, 0) == 0 or die "ptrace: $!"'
 { kill -9 $! && wait $!; } 2>/dev/null || true
 "#;
 
