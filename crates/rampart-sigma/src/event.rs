@@ -112,21 +112,32 @@ impl<'a> SigmaEvent<'a> {
             .chain(flat.into_iter().flatten())
             .chain(mapped.into_iter().flatten())
     }
+
+    /// The value of field `name` as text (see [`SigmaEvent::visit_text`]), when it has one.
+    pub fn visit_field_text(&self, name: &str, visit: &mut dyn FnMut(&str)) {
+        if let Some(v) = self.value(name) {
+            visit_text(v, visit);
+        }
+    }
+
+    /// The value a rule reading `name` sees: an added field first, then the record's own.
+    fn value(&self, name: &str) -> Option<&Value> {
+        if let Some((_, v)) = self.extra.iter().find(|(k, _)| *k == name) {
+            return Some(v);
+        }
+        match &self.fields {
+            Fields::Flat(map) => map.get(name),
+            Fields::Mapped(map, names) => names
+                .iter()
+                .find(|(sigma, _)| *sigma == name)
+                .and_then(|(_, column)| map.get(*column)),
+        }
+    }
 }
 
 impl Event for SigmaEvent<'_> {
     fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
-        if let Some((_, v)) = self.extra.iter().find(|(k, _)| *k == path) {
-            return Some(EventValue::from(v));
-        }
-        let value = match &self.fields {
-            Fields::Flat(map) => map.get(path),
-            Fields::Mapped(map, names) => names
-                .iter()
-                .find(|(name, _)| *name == path)
-                .and_then(|(_, column)| map.get(*column)),
-        };
-        value.map(EventValue::from)
+        self.value(path).map(EventValue::from)
     }
 
     fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {

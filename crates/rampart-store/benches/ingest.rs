@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use rampart_schema::Table;
 use rampart_store::{DEFAULT_TENANT, Store, StoreConfig};
+use rampart_testdata::cpu_seconds;
 use rampart_testdata::fleet::{FleetConfig, ProcessEvents};
 
 fn make_batches(rows: usize) -> Vec<datafusion::arrow::array::RecordBatch> {
@@ -22,26 +23,6 @@ fn make_batches(rows: usize) -> Vec<datafusion::arrow::array::RecordBatch> {
         ..FleetConfig::default()
     })
     .collect()
-}
-
-/// CPU seconds (user + system) this process has used, from /proc (Linux); 0 elsewhere.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 Hz.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Appends `batches` (handed over, as a real source does) and flushes; prints the figures.

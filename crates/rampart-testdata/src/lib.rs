@@ -54,3 +54,24 @@ pub fn unavailable(reason: &str) {
     // Written to stderr directly, not with `eprintln!`, so the test harness does not swallow it.
     let _ = writeln!(std::io::stderr(), "skipping: {reason}");
 }
+
+/// CPU seconds (user + system) this process has used, from `/proc` (Linux; 0 elsewhere): what
+/// benchmarks report per CPU second, whatever else runs on the machine.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 Hz.
+    (ticks(11) + ticks(12)) / 100.0
+}
