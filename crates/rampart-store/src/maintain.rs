@@ -238,6 +238,11 @@ impl Inner {
         let mut report = CompactionReport::default();
         let mut seen = BTreeSet::new();
         for group in groups {
+            // Appends at the memory limit wait on this lock: rows past the background's mark
+            // are flushed between merges, so they wait for one merge at most, not for all.
+            if self.memory_bytes.load(Ordering::Acquire) >= self.config.memory_limit_bytes / 2 {
+                self.flush_locked(&mut m)?;
+            }
             if let Some(first) = group.first() {
                 seen.insert((first.tenant.clone(), first.table.clone(), first.day));
             }

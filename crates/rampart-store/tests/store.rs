@@ -466,6 +466,56 @@ fn compaction_reads_a_row_group_at_a_time_and_bounds_its_memory() {
 }
 
 #[test]
+fn compaction_flushes_rows_waiting_in_memory_between_merges() {
+    let dir = scratch("compact-flush");
+    let batch = |ids| rows(ids, |id| Some(day("2024-05-01") + Duration::seconds(id)));
+    let in_memory = |store: &Store| {
+        let stats = store.stats();
+        let rows: u64 = stats.tables.iter().map(|t| t.memory_rows).sum();
+        let bytes: u64 = stats.tables.iter().map(|t| t.memory_bytes).sum();
+        (rows, bytes)
+    };
+    // One batch of 100 rows is past half the limit (the background's mark), not at the limit:
+    // measured as the store counts it (stored arrays, not the builder's capacity).
+    let probe = Store::open(&dir.join("probe"), config()).unwrap();
+    probe
+        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, batch(200..300))
+        .unwrap();
+    let limit = in_memory(&probe).1 as usize * 3 / 2;
+    probe.close().unwrap();
+    let store = Store::open(
+        &dir.join("store"),
+        StoreConfig {
+            memory_limit_bytes: limit,
+            ..config()
+        },
+    )
+    .unwrap();
+    for ids in [0..100, 100..200] {
+        store
+            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, batch(ids))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    store
+        .append(DEFAULT_TENANT, Table::DeviceProcessEvents, batch(200..300))
+        .unwrap();
+    let (rows_before, bytes) = in_memory(&store);
+    assert_eq!(rows_before, 100);
+    assert!(bytes as usize >= limit / 2, "{bytes} bytes, limit {limit}");
+
+    let report = store.compact().unwrap();
+    assert_eq!(report.files_merged, 2);
+    assert_eq!(in_memory(&store), (0, 0), "flushed before the merge");
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..300).collect::<Vec<_>>()
+    );
+    store.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     let dir = scratch("compact");
     // Several row groups per merged file.
@@ -896,7 +946,7 @@ fn the_memory_limit_makes_appends_flush() {
     let dir = scratch("memory");
     let limit = 1 << 20;
     let store = Store::open(
-        &dir,
+        &dir.join("store"),
         StoreConfig {
             memory_limit_bytes: limit,
             ..config()
