@@ -46,7 +46,9 @@ fn main() {
                 .push(event)
         });
     }
-    let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut records = records.into_inner().unwrap_or_else(|p| p.into_inner());
+    // Records may be read in parallel: one order, so that instruction counts repeat.
+    records.sort_by(|a, b| (&a.source, a.record_id).cmp(&(&b.source, b.record_id)));
 
     let mut detections = Vec::new();
     let mut matched = 0usize;
