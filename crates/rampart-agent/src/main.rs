@@ -66,6 +66,12 @@ enum Command {
         /// fanotify (files).
         #[arg(long, value_enum, default_value = "auto")]
         sensor: rampart_agent::agent::SensorMode,
+        /// Size of the kernel ring buffer events wait in until the agent reads them, in MiB
+        /// (rounded up to a power of two). It counts twice in the agent's RSS (the kernel maps
+        /// it twice); raise it on machines with bursts the default cannot hold (drops are
+        /// counted and reported as kernel drops).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        ring_buffer_mib: u64,
     },
     /// Generate known activity (execs, file operations, loopback TCP connections) and print
     /// what was done as JSON, to check in hunting that the sensor recorded all of it.
@@ -138,6 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             heartbeat_secs,
             no_logons,
             sensor,
+            ring_buffer_mib,
         } => {
             let state = StateDir::create(&state_dir)?;
             let options = Options {
@@ -150,6 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 heartbeat: heartbeat_secs.map(Duration::from_secs),
                 logons: !no_logons,
                 sensor,
+                ring_buffer_bytes: usize::try_from(ring_buffer_mib << 20)?,
                 ..Options::default()
             };
             agent::run(&state, &options)?;
