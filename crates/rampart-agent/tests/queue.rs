@@ -33,6 +33,21 @@ fn frame_len(seq: u64) -> u64 {
     REC + payload(seq).len() as u64
 }
 
+/// Opens the queue at `dir`, waiting out a lock held only by a fork of this process: while
+/// another test spawns a child (fork, then exec), the child holds a copy of every descriptor
+/// of the test binary — a dropped queue's lock among them — until its exec closes it.
+fn open_queue(dir: impl AsRef<Path>, limits: QueueLimits) -> Queue {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Queue::open(dir.as_ref(), limits) {
+            Err(QueueError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            opened => return opened.unwrap(),
+        }
+    }
+}
+
 fn small() -> QueueLimits {
     QueueLimits {
         max_bytes: 1 << 20,
@@ -114,7 +129,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn stats_in_numbers() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut q = Queue::open(tmp.path(), small()).unwrap();
+    let mut q = open_queue(tmp.path(), small());
     assert_eq!(q.stats().next_seq, 1);
     assert_eq!(q.stats().bytes, 32);
     for k in 1..=3 {
@@ -135,7 +150,7 @@ fn round_trip_in_order_across_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("q");
     {
-        let mut q = Queue::open(&dir, small()).unwrap();
+        let mut q = open_queue(&dir, small());
         for k in 1..=100 {
             assert_eq!(push_checked(&mut q), k);
         }
@@ -154,7 +169,7 @@ fn round_trip_in_order_across_reopen() {
         }
     }
     assert!(seg_files(&dir).len() > 3, "several segments");
-    let mut q = Queue::open(&dir, small()).unwrap();
+    let mut q = open_queue(&dir, small());
     assert_eq!(q.recovery(), &Default::default());
     let s = q.stats();
     assert_eq!((s.records, s.next_seq, s.dropped_records), (105, 106, 0));
@@ -170,7 +185,7 @@ fn round_trip_in_order_across_reopen() {
 #[test]
 fn peek_limits() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut q = Queue::open(tmp.path(), small()).unwrap();
+    let mut q = open_queue(tmp.path(), small());
     for _ in 0..20 {
         push_checked(&mut q);
     }
@@ -196,7 +211,7 @@ fn peek_limits() {
 fn ack_deletes_segments_and_acked_records_never_come_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     for _ in 0..200 {
         push_checked(&mut q);
     }
@@ -217,12 +232,12 @@ fn ack_deletes_segments_and_acked_records_never_come_back() {
     drop(q);
 
     // Reopen: the unacknowledged records come back, each exactly once.
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     assert_eq!(q.stats().records, 50);
     assert_eq!(deliver_all(&mut q, 7), (151..=200).collect::<Vec<_>>());
     assert_eq!(seg_files(dir).len(), 1, "only the tail is left");
     drop(q);
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     assert!(q.peek(100, usize::MAX).unwrap().is_empty());
     assert_eq!(q.stats().records, 0);
     assert_eq!(push_checked(&mut q), 201);
@@ -234,21 +249,21 @@ fn unflushed_acked_then_reopened() {
     // Acknowledging records still in the write buffer (never peeked) works, and they stay
     // acknowledged.
     let tmp = tempfile::tempdir().unwrap();
-    let mut q = Queue::open(tmp.path(), small()).unwrap();
+    let mut q = open_queue(tmp.path(), small());
     for _ in 0..30 {
         push_checked(&mut q);
     }
     q.ack(25).unwrap();
     assert_eq!(q.peek(100, usize::MAX).unwrap()[0].seq, 26);
     drop(q);
-    let mut q = Queue::open(tmp.path(), small()).unwrap();
+    let mut q = open_queue(tmp.path(), small());
     assert_eq!(deliver_all(&mut q, 100), (26..=30).collect::<Vec<_>>());
 }
 
 #[test]
 fn ack_beyond_the_end_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut q = Queue::open(tmp.path(), small()).unwrap();
+    let mut q = open_queue(tmp.path(), small());
     push_checked(&mut q);
     let e = q.ack(2).unwrap_err();
     assert!(
@@ -269,7 +284,7 @@ fn ack_beyond_the_end_is_an_error() {
 fn oversized_record_is_refused_and_the_queue_stays_usable() {
     let tmp = tempfile::tempdir().unwrap();
     let limits = small();
-    let mut q = Queue::open(tmp.path(), limits).unwrap();
+    let mut q = open_queue(tmp.path(), limits);
     push_checked(&mut q);
     let max = limits.max_record_bytes();
     let e = q.push(&vec![0u8; max + 1]).unwrap_err();
@@ -314,16 +329,16 @@ fn invalid_limits_and_second_owner_are_refused() {
         Queue::open(tmp.path(), bad),
         Err(QueueError::InvalidLimits(_))
     ));
-    let q = Queue::open(tmp.path(), small()).unwrap();
+    let q = open_queue(tmp.path(), small());
     let e = Queue::open(tmp.path(), small()).unwrap_err();
     assert!(matches!(e, QueueError::Locked { .. }), "{e}");
     drop(q);
-    Queue::open(tmp.path(), small()).unwrap();
+    open_queue(tmp.path(), small());
 }
 
 /// Writes records 1..=5 into one segment, flushed; returns (segment path, offset of record 5).
 fn five_records(dir: &Path) -> (PathBuf, u64) {
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     for _ in 0..5 {
         push_checked(&mut q);
     }
@@ -351,7 +366,7 @@ fn torn_tail_at_every_offset_of_the_last_record() {
         f.set_len(last + cut).unwrap();
         drop(f);
 
-        let mut q = Queue::open(&dir, small()).unwrap();
+        let mut q = open_queue(&dir, small());
         let torn = u64::from(cut > 0);
         let r = q.recovery().clone();
         assert_eq!(r.dropped_records, torn, "cut {cut}");
@@ -370,7 +385,7 @@ fn torn_tail_at_every_offset_of_the_last_record() {
         drop(q);
 
         // Counted once: reopening finds nothing more.
-        let mut q = Queue::open(&dir, small()).unwrap();
+        let mut q = open_queue(&dir, small());
         assert_eq!(q.recovery().dropped_records, 0, "cut {cut}");
         assert_eq!(q.stats().dropped_records, torn, "cut {cut}");
         let seqs: Vec<u64> = deliver_all(&mut q, 3);
@@ -394,7 +409,7 @@ fn flipped_byte_anywhere_in_the_last_record() {
         b[(last + k) as usize] ^= 0x20;
         fs::write(dir.join(&name), &b).unwrap();
 
-        let mut q = Queue::open(&dir, small()).unwrap();
+        let mut q = open_queue(&dir, small());
         assert_eq!(q.recovery().dropped_records, 1, "flip {k}");
         assert_eq!(
             q.recovery().truncated,
@@ -429,7 +444,7 @@ fn flipped_byte_in_a_middle_record_cuts_the_rest_and_skips_their_seqs() {
         let mut b = bytes.clone();
         b[(third + k) as usize] ^= 0x01;
         fs::write(dir.join(&name), &b).unwrap();
-        let mut q = Queue::open(&dir, small()).unwrap();
+        let mut q = open_queue(&dir, small());
         assert_eq!(q.recovery().dropped_records, 3, "flip {k}");
         assert_eq!(q.stats().dropped_records, 3, "flip {k}");
         assert_eq!(
@@ -452,19 +467,19 @@ fn damaged_segment_headers() {
     let mut b = fs::read(&seg).unwrap();
     b[3] ^= 0x10;
     fs::write(&seg, &b).unwrap();
-    let mut q = Queue::open(&dir, small()).unwrap();
+    let mut q = open_queue(&dir, small());
     assert_eq!(q.recovery().dropped_records, 5);
     assert_eq!(q.stats().dropped_records, 5);
     assert!(q.peek(10, usize::MAX).unwrap().is_empty());
     assert_eq!(push_checked(&mut q), 6);
     drop(q);
-    let mut q = Queue::open(&dir, small()).unwrap();
+    let mut q = open_queue(&dir, small());
     assert_eq!(q.stats().dropped_records, 5);
     assert_eq!(deliver_all(&mut q, 10), vec![6]);
 
     // Header of an older segment: all its records are counted at once, the rest delivered.
     let dir = tmp.path().join("older");
-    let mut q = Queue::open(&dir, small()).unwrap();
+    let mut q = open_queue(&dir, small());
     for _ in 0..100 {
         push_checked(&mut q);
     }
@@ -474,13 +489,13 @@ fn damaged_segment_headers() {
     let mut b = fs::read(&files[0]).unwrap();
     b[12] ^= 0x01;
     fs::write(&files[0], &b).unwrap();
-    let mut q = Queue::open(&dir, small()).unwrap();
+    let mut q = open_queue(&dir, small());
     assert_eq!(q.stats().dropped_records, second_first - 1);
     assert_eq!(q.stats().records, 100 - (second_first - 1));
     let delivered = deliver_all(&mut q, 30);
     assert_eq!(delivered, (second_first..=100).collect::<Vec<_>>());
     drop(q);
-    let q = Queue::open(&dir, small()).unwrap();
+    let q = open_queue(&dir, small());
     assert_eq!(q.stats().dropped_records, second_first - 1);
 }
 
@@ -488,7 +503,7 @@ fn damaged_segment_headers() {
 fn corrupt_record_in_an_older_segment_is_skipped_and_counted_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     for _ in 0..100 {
         push_checked(&mut q);
     }
@@ -501,7 +516,7 @@ fn corrupt_record_in_an_older_segment_is_skipped_and_counted_once() {
     b[(third + 20) as usize] ^= 0xff;
     fs::write(&files[0], &b).unwrap();
 
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     let first = q.peek(100, usize::MAX).unwrap();
     // The batch stops nowhere near the damage: records 1 and 2, then the next segment on.
     assert_eq!(first[0].seq, 1);
@@ -519,7 +534,7 @@ fn corrupt_record_in_an_older_segment_is_skipped_and_counted_once() {
         (3..second_first).map(frame_len).sum::<u64>()
     );
     drop(q);
-    let q = Queue::open(dir, small()).unwrap();
+    let q = open_queue(dir, small());
     assert_eq!(q.stats().dropped_records, lost, "counted once");
     assert_eq!(q.stats().next_seq, 101);
 }
@@ -528,7 +543,7 @@ fn corrupt_record_in_an_older_segment_is_skipped_and_counted_once() {
 fn lost_or_corrupt_cursor_redelivers_and_reports() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     for _ in 0..10 {
         push_checked(&mut q);
     }
@@ -540,7 +555,7 @@ fn lost_or_corrupt_cursor_redelivers_and_reports() {
     let intact = c.clone();
     c[512 + 20] ^= 1;
     fs::write(dir.join("cursor"), &c).unwrap();
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     assert!(!q.recovery().cursor_reset);
     assert_eq!(peek_all(&mut q).len(), 10);
     drop(q);
@@ -549,7 +564,7 @@ fn lost_or_corrupt_cursor_redelivers_and_reports() {
     c[10] ^= 1;
     c[512 + 10] ^= 1;
     fs::write(dir.join("cursor"), &c).unwrap();
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     assert!(q.recovery().cursor_reset);
     assert_eq!(
         peek_all(&mut q).len(),
@@ -560,7 +575,7 @@ fn lost_or_corrupt_cursor_redelivers_and_reports() {
     drop(q);
     // Missing.
     fs::remove_file(dir.join("cursor")).unwrap();
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     assert!(q.recovery().cursor_reset);
     assert_eq!(peek_all(&mut q).len(), 10);
     assert_eq!(push_checked(&mut q), 11);
@@ -574,7 +589,7 @@ fn bound_drops_the_oldest_and_counts_exactly() {
         max_bytes: 64 << 10,
         segment_bytes: 8 << 10,
     };
-    let mut q = Queue::open(dir, limits).unwrap();
+    let mut q = open_queue(dir, limits);
     let mut delivered: Vec<u64> = Vec::new();
     let mut last_seq = 0;
     let pushed = 5000u64;
@@ -610,7 +625,7 @@ fn bound_drops_the_oldest_and_counts_exactly() {
         if k % 1500 == 0 {
             let before = q.stats();
             drop(q);
-            q = Queue::open(dir, limits).unwrap();
+            q = open_queue(dir, limits);
             let after = q.stats();
             assert_eq!(before, after, "counters survive reopen");
         }
@@ -630,7 +645,7 @@ fn bound_drops_the_oldest_and_counts_exactly() {
         .sum();
     assert_eq!(s.dropped_bytes, lost_bytes);
     drop(q);
-    let mut q = Queue::open(dir, limits).unwrap();
+    let mut q = open_queue(dir, limits);
     assert_eq!(q.stats().dropped_records, s.dropped_records);
     assert_eq!(q.stats().dropped_bytes, s.dropped_bytes);
     assert_eq!(push_checked(&mut q), pushed + 1);
@@ -640,7 +655,7 @@ fn bound_drops_the_oldest_and_counts_exactly() {
 fn shrunk_limits_are_enforced_at_open() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut q = Queue::open(dir, small()).unwrap();
+    let mut q = open_queue(dir, small());
     for _ in 0..400 {
         push_checked(&mut q);
     }
@@ -650,7 +665,7 @@ fn shrunk_limits_are_enforced_at_open() {
         max_bytes: 64 << 10,
         segment_bytes: 4 << 10,
     };
-    let mut q = Queue::open(dir, limits).unwrap();
+    let mut q = open_queue(dir, limits);
     assert!(seg_bytes(dir) <= limits.max_bytes);
     let dropped = q.stats().dropped_records;
     assert!(dropped > 0);
@@ -762,7 +777,7 @@ fn sigkill_while_pushing_keeps_every_flushed_record_once() {
         let (start, flushed) = (start.unwrap(), flushed.unwrap());
         must.extend(start..=flushed);
 
-        let mut q = Queue::open(&dir, kill_limits()).unwrap();
+        let mut q = open_queue(&dir, kill_limits());
         let all = peek_all(&mut q);
         let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
         assert!(
@@ -814,7 +829,7 @@ fn random_operations_keep_every_record_accounted_for() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let mut rng = XorShift(seed);
-        let mut q = Queue::open(dir, limits).unwrap();
+        let mut q = open_queue(dir, limits);
         let mut pushed = 0u64;
         let mut delivered = 0u64;
         let mut last_delivered = 0u64;
@@ -851,7 +866,7 @@ fn random_operations_keep_every_record_accounted_for() {
                 }
                 _ => {
                     drop(q);
-                    q = Queue::open(dir, limits).unwrap();
+                    q = open_queue(dir, limits);
                     assert_eq!(q.recovery(), &Default::default(), "seed {seed} step {step}");
                 }
             }
