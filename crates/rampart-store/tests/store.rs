@@ -33,6 +33,18 @@ fn config() -> StoreConfig {
     }
 }
 
+/// A deterministic store whose in-memory rows are bounded by `limit` bytes.
+fn limited_store(dir: &Path, limit: usize) -> Store {
+    Store::open(
+        dir,
+        StoreConfig {
+            memory_limit_bytes: limit,
+            ..config()
+        },
+    )
+    .unwrap()
+}
+
 fn day(date: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(&format!("{date}T00:00:00Z"))
         .unwrap()
@@ -483,14 +495,7 @@ fn compaction_flushes_rows_waiting_in_memory_between_merges() {
         .unwrap();
     let limit = in_memory(&probe).1 as usize * 3 / 2;
     probe.close().unwrap();
-    let store = Store::open(
-        &dir.join("store"),
-        StoreConfig {
-            memory_limit_bytes: limit,
-            ..config()
-        },
-    )
-    .unwrap();
+    let store = limited_store(&dir.join("store"), limit);
     for ids in [0..100, 100..200] {
         store
             .append(DEFAULT_TENANT, Table::DeviceProcessEvents, batch(ids))
@@ -945,14 +950,7 @@ fn concurrent_appends_share_log_writes_and_all_land() {
 fn the_memory_limit_makes_appends_flush() {
     let dir = scratch("memory");
     let limit = 1 << 20;
-    let store = Store::open(
-        &dir.join("store"),
-        StoreConfig {
-            memory_limit_bytes: limit,
-            ..config()
-        },
-    )
-    .unwrap();
+    let store = limited_store(&dir.join("store"), limit);
     let mut largest = 0;
     for i in 0..40 {
         let batch = rows(i * 500..(i + 1) * 500, |_| Some(day("2024-05-01")));
