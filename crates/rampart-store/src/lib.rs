@@ -41,7 +41,8 @@
 //! whatever their size.
 //! The background thread merges files of about the same size in a partition, a few at a
 //! time, so each row is rewritten only a few times; [`Store::compact`] merges all small
-//! files. [`Store::apply_retention`] drops whole days. The manifest keeps each file's
+//! files. [`Store::apply_retention`] drops whole days once they and their ingestion are past
+//! the retention age. The manifest keeps each file's
 //! Timestamp range, so scans skip files (and so days) before opening them.
 //!
 //! **Limits.** In-memory batches are bounded by [`StoreConfig::memory_limit_bytes`]: above
@@ -97,7 +98,8 @@ pub const MAX_TENANT_LEN: usize = 64;
 /// How the store behaves; [`StoreConfig::default`] suits one machine.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Day partitions older than this are dropped by [`Store::apply_retention`] (30 days).
+    /// Day partitions older than this, and ingested longer ago than this, are dropped by
+    /// [`Store::apply_retention`] (30 days).
     pub retention: chrono::Duration,
     /// Most bytes of acknowledged rows held in memory before they must go to Parquet
     /// (256 MiB). A background flush starts at half of it; appends wait at the limit. Also the
@@ -851,8 +853,10 @@ impl Store {
         self.inner.compact(false)
     }
 
-    /// Drops every day partition that ended more than [`StoreConfig::retention`] before `now`,
-    /// after flushing (so rows in memory are covered too).
+    /// Drops every day partition that ended more than [`StoreConfig::retention`] before `now`
+    /// and whose last rows were ingested that long before `now` too (events of old days that
+    /// were just ingested, say an EVTX file under investigation, stay for the retention
+    /// period), after flushing (so rows in memory are covered too).
     pub fn apply_retention(&self, now: DateTime<Utc>) -> Result<RetentionReport, StoreError> {
         self.inner.apply_retention(now)
     }

@@ -3,7 +3,7 @@
 //! dropped). Each writes its new files and fsyncs them, commits a manifest, and only then
 //! changes what readers see and deletes anything.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -101,6 +101,7 @@ impl Inner {
         new_files: &mut Vec<(Table, FileMeta)>,
     ) -> Result<(), StoreError> {
         let mut folders = BTreeSet::new();
+        let now = Utc::now().timestamp_micros();
         for ((tenant, table), batches) in work {
             let props = files::writer_properties(
                 *table,
@@ -112,7 +113,7 @@ impl Inner {
             let sources: Vec<&RecordBatch> = batches.iter().map(|(b, _)| b).collect();
             for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
                 let day = day_rows.first().map_or(0, |r| r.day);
-                let meta = self.new_file(m, tenant, *table, day, created, |path| {
+                let meta = self.new_file(m, (tenant, *table, day), now, created, |path| {
                     write_file(path, *table, &props, &sources, day_rows)
                 })?;
                 folders.insert(self.dir.join(&meta.path).with_file_name(""));
@@ -122,13 +123,13 @@ impl Inner {
         folders.iter().try_for_each(|f| sync_dir(f))
     }
 
-    /// Names a new file of a partition, makes its folder, and has `write` fill it.
+    /// Names a new file of a partition, makes its folder, and has `write` fill it; `ingested`
+    /// as [`FileMeta::ingested`].
     fn new_file(
         &self,
         m: &mut Maintenance,
-        tenant: &str,
-        table: Table,
-        day: i32,
+        (tenant, table, day): (&str, Table, i32),
+        ingested: i64,
         created: &mut Vec<PathBuf>,
         write: impl FnOnce(&Path) -> Result<Written, StoreError>,
     ) -> Result<FileMeta, StoreError> {
@@ -151,6 +152,7 @@ impl Inner {
             bytes: w.bytes,
             min_ts: w.min_ts,
             max_ts: w.max_ts,
+            ingested,
         })
     }
 
@@ -262,12 +264,13 @@ impl Inner {
         };
         let table = table_of(first)?;
         let (tenant, day) = (first.tenant.clone(), first.day);
+        let ingested = inputs.iter().map(|f| f.ingested).max().unwrap_or(0);
         let paths: Vec<PathBuf> = inputs.iter().map(|f| self.dir.join(&f.path)).collect();
         let props =
             files::writer_properties(table, self.config.zstd_level, self.config.row_group_rows)?;
         let mut created = Vec::new();
         let written = self
-            .new_file(m, &tenant, table, day, &mut created, |path| {
+            .new_file(m, (&tenant, table, day), ingested, &mut created, |path| {
                 merge_files(
                     path,
                     table,
@@ -314,13 +317,26 @@ impl Inner {
         let mut m = lock(&self.maintenance);
         self.flush_locked(&mut m)?;
         let cutoff = (now - self.config.retention).timestamp_micros();
-        // A day is dropped once it has wholly ended before the cutoff.
+        // A day is dropped once it has wholly ended before the cutoff and the last of its rows
+        // was ingested before it too: whole partitions, never part of one.
         let first_kept = cutoff.div_euclid(86_400_000_000);
+        let mut last_ingested: HashMap<(&str, &str, i32), i64> = HashMap::new();
+        for f in &m.manifest.files {
+            let latest = last_ingested
+                .entry((&f.tenant, &f.table, f.day))
+                .or_insert(f.ingested);
+            *latest = (*latest).max(f.ingested);
+        }
         let doomed: Vec<&FileMeta> = m
             .manifest
             .files
             .iter()
-            .filter(|f| i64::from(f.day) < first_kept)
+            .filter(|f| {
+                i64::from(f.day) < first_kept
+                    && last_ingested
+                        .get(&(f.tenant.as_str(), f.table.as_str(), f.day))
+                        .is_some_and(|&t| t < cutoff)
+            })
             .collect();
         let report = RetentionReport {
             partitions: doomed

@@ -44,6 +44,12 @@ pub(crate) struct FileMeta {
     /// Smallest and largest non-null Timestamp, microseconds since the epoch.
     pub(crate) min_ts: Option<i64>,
     pub(crate) max_ts: Option<i64>,
+    /// When its newest row was ingested, microseconds since the epoch: the flush that wrote
+    /// it, or for a merge the latest of its inputs'. Retention keeps a partition until this
+    /// too is past the age, so old events (an EVTX file of 2019) stay as long as new ones.
+    /// Manifests written before it have none: 0, their days go by date alone.
+    #[serde(default)]
+    pub(crate) ingested: i64,
 }
 
 impl Manifest {

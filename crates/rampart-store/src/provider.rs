@@ -450,6 +450,7 @@ mod tests {
             bytes: 0,
             min_ts,
             max_ts,
+            ingested: 0,
         };
         let schema = scan_schema(Table::DeviceProcessEvents);
         let files = [

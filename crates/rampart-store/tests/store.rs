@@ -340,13 +340,58 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
     }
 }
 
+/// An investigation ingests old events (an EVTX file of years ago): they stay for the
+/// retention age after their ingestion, through compaction and a restart, then go whole.
+#[test]
+fn retention_keeps_old_events_for_the_age_after_their_ingestion() {
+    let dir = scratch("retention-ingested");
+    let store = Store::open(&dir, config()).unwrap();
+    for first in [0, 10] {
+        store
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(first..first + 10, |_| Some(day("2019-03-01"))),
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    assert_eq!(store.compact().unwrap().files_merged, 2);
+    drop(store);
+    let store = Store::open(&dir, config()).unwrap();
+    let ingested = Utc::now();
+    for now in [ingested, ingested + Duration::days(29)] {
+        assert_eq!(store.apply_retention(now).unwrap(), Default::default());
+    }
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..20).collect::<Vec<_>>()
+    );
+    let report = store
+        .apply_retention(ingested + Duration::days(31))
+        .unwrap();
+    assert_eq!((report.partitions, report.files, report.rows), (1, 1, 20));
+    assert!(report_ids(&store, DEFAULT_TENANT, None).is_empty());
+}
+
 #[test]
 fn retention_drops_whole_days_past_the_age_and_nothing_else() {
     let dir = scratch("retention");
     let store = Store::open(&dir, config()).unwrap();
-    let now = day("2024-06-30") + Duration::hours(12);
-    // Cutoff: 2024-05-31 12:00. 05-21 and 05-30 ended before it; 05-31 did not.
-    let days = ["2024-05-21", "2024-05-30", "2024-05-31", "2024-06-29"];
+    // Retention also waits for the rows' ingestion (now) to be past the age: apply it as if
+    // 60 days from today at noon. The cutoff is 30 days before that; of these days, the first
+    // two ended before it, the third did not.
+    let today = Utc::now()
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let now = today + Duration::days(60) + Duration::hours(12);
+    let date = |ago: i64| {
+        (today + Duration::days(60 - ago))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let days = [date(40), date(31), date(30), date(1)];
     for (i, d) in days.iter().enumerate() {
         let first = i as i64 * 10;
         store
@@ -370,14 +415,15 @@ fn retention_drops_whole_days_past_the_age_and_nothing_else() {
         .collect();
     assert_eq!(
         left,
-        vec![
-            "tables/tenant=default/table=DeviceProcessEvents/day=2024-05-31",
-            "tables/tenant=default/table=DeviceProcessEvents/day=2024-06-29"
-        ]
+        [&days[2], &days[3]]
+            .map(|d| format!("tables/tenant=default/table=DeviceProcessEvents/day={d}"))
     );
     assert!(
-        !dir.join("tables/tenant=default/table=DeviceProcessEvents/day=2024-05-21")
-            .exists()
+        !dir.join(format!(
+            "tables/tenant=default/table=DeviceProcessEvents/day={}",
+            days[0]
+        ))
+        .exists()
     );
     // Rows still in memory are covered too (retention flushes first).
     store
