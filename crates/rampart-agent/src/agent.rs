@@ -107,6 +107,8 @@ struct Shared {
     heartbeat_secs: AtomicU64,
     /// File paths the server's policy asks for, until the sensor loop takes them.
     policy_file_paths: Mutex<Option<Vec<String>>>,
+    /// The policy's block indicators, until the sensor loop takes them.
+    policy_block: Mutex<Option<Value>>,
     /// The agent's own executable as it started, to notice it being replaced.
     image: Option<SelfImage>,
 }
@@ -170,6 +172,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         health: Mutex::new(json!({})),
         heartbeat_secs: AtomicU64::new(options.heartbeat.map_or(30, |d| d.as_secs())),
         policy_file_paths: Mutex::new(None),
+        policy_block: Mutex::new(None),
         image: SelfImage::current(),
     });
 
@@ -226,6 +229,17 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         host: hostname,
         dns_askers: Default::default(),
     };
+    let (blocked_tx, blocked_rx) = mpsc::channel();
+    let server_addresses = crate::transport::host_port(&identity.enrollment.server)
+        .and_then(|(host, port)| crate::isolation::resolve(&host, port))
+        .unwrap_or_default();
+    let program = std::env::current_exe().context("the agent's own binary")?;
+    let mut enforcer = crate::prevent::Enforcer::new(
+        program,
+        options.max_hash_bytes,
+        server_addresses,
+        blocked_tx,
+    );
     let mut dns = match crate::dns::DnsCapture::start() {
         Ok(d) => Some(d),
         Err(e) => {
@@ -255,6 +269,13 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
             if let Source::ProcConnector(_, Some(files)) = &mut source {
                 files.set_filter(mapper.files.clone());
             }
+        }
+        if let Some(block) = lock(&shared.policy_block).take() {
+            let health = enforcer.apply(&block);
+            lock(&shared.health)["prevention"] = health;
+        }
+        while let Ok(blocked) = blocked_rx.try_recv() {
+            rows.push(mapper.blocked(&blocked));
         }
         if last_snapshot.is_none_or(|t| t.elapsed() >= options.snapshot) {
             last_snapshot = Some(Instant::now());
@@ -708,6 +729,9 @@ fn apply_policy(shared: &Shared, options: &Options, policy: &Value) {
             })
             .collect();
         *lock(&shared.policy_file_paths) = Some(paths);
+    }
+    if let Some(block) = policy.get("block") {
+        *lock(&shared.policy_block) = Some(block.clone());
     }
 }
 

@@ -175,7 +175,7 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
 /// A mount of /proc/self/mountinfo: (device, root inside the filesystem, mount point, type,
 /// read-only).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Mount {
+pub(crate) struct Mount {
     dev: String,
     root: String,
     point: String,
@@ -183,7 +183,7 @@ struct Mount {
     read_only: bool,
 }
 
-fn mounts(mountinfo: &str) -> Vec<Mount> {
+pub(crate) fn mounts(mountinfo: &str) -> Vec<Mount> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -225,10 +225,10 @@ fn unescape(s: &str) -> String {
 }
 
 /// The mount points to mark, one per filesystem: its mount of the filesystem's root when there
-/// is one (paths are named through it). Pseudo-filesystems, what is mounted under /dev, /proc
-/// and /sys (never reported, see [`FileFilter`]) and filesystems mounted read-only everywhere
-/// are left out.
-fn to_watch(mounts: &[Mount]) -> Vec<String> {
+/// is one (paths are named through it). Pseudo-filesystems and what is mounted under /dev,
+/// /proc and /sys (never reported, see [`FileFilter`]) are left out, and with `writable_only`
+/// filesystems mounted read-only everywhere (nothing is written there).
+pub(crate) fn to_watch(mounts: &[Mount], writable_only: bool) -> Vec<String> {
     let mut chosen: Vec<&Mount> = Vec::new();
     let skipped = |m: &Mount| {
         PSEUDO.contains(&m.fstype.as_str())
@@ -251,7 +251,7 @@ fn to_watch(mounts: &[Mount]) -> Vec<String> {
         .collect();
     chosen
         .into_iter()
-        .filter(|m| writable.contains(m.dev.as_str()))
+        .filter(|m| !writable_only || writable.contains(m.dev.as_str()))
         .map(|m| m.point.clone())
         .collect()
 }
@@ -331,7 +331,7 @@ impl FileWatch {
             unresolved: 0,
         };
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-        for point in to_watch(&mounts(&mountinfo)) {
+        for point in to_watch(&mounts(&mountinfo), true) {
             if let Err(e) = watch.mark(&point) {
                 watch.unwatched.push((point, e.to_string()));
             }
@@ -869,6 +869,11 @@ mod tests {
         let m = mounts(info);
         assert_eq!(m[3].point, "/srv/data x");
         assert!(m[6].read_only);
-        assert_eq!(to_watch(&m), ["/", "/mnt/whole", "/tmp"]);
+        assert_eq!(to_watch(&m, true), ["/", "/mnt/whole", "/tmp"]);
+        // Programs run from read-only filesystems too.
+        assert_eq!(
+            to_watch(&m, false),
+            ["/", "/mnt/whole", "/opt/tools", "/tmp"]
+        );
     }
 }

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 /// Entries kept; the cache is emptied when it would grow beyond.
 const CACHE_ENTRIES: usize = 8192;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hashes {
     pub sha1: String,
     pub sha256: String,
@@ -50,7 +50,11 @@ impl HashCache {
     /// The hashes of the file at `path` (for a running process, `/proc/PID/exe` reaches its
     /// image even when deleted or in memory only). `None` when unreadable or too large.
     pub fn of(&mut self, path: &Path) -> Option<Arc<Hashes>> {
-        let mut file = File::open(path).ok()?;
+        self.of_file(&mut File::open(path).ok()?)
+    }
+
+    /// The hashes of an open file, read from its start.
+    pub fn of_file(&mut self, file: &mut File) -> Option<Arc<Hashes>> {
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
             return None;
@@ -67,7 +71,7 @@ impl HashCache {
         let hashes = if meta.size() > self.max_file_bytes {
             None
         } else {
-            digest(&mut file, meta.size()).map(Arc::new)
+            digest(file, meta.size()).map(Arc::new)
         };
         if self.cache.len() >= CACHE_ENTRIES {
             self.cache.clear();

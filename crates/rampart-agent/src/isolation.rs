@@ -115,7 +115,7 @@ fn saved(state_dir: &Path) -> Result<Option<Isolation>> {
 }
 
 /// The server's addresses, each once.
-fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>> {
+pub(crate) fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>> {
     let addresses: BTreeSet<IpAddr> = (host, port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve the server {host}"))?
@@ -135,18 +135,6 @@ fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>> {
 /// must belong to a connection the agent opened. ICMP errors about allowed connections (path
 /// MTU) and IPv6 neighbour discovery (IPv6's ARP; ARP itself is not in the inet family) pass.
 pub fn ruleset(isolation: &Isolation) -> String {
-    let list = |addresses: &[IpAddr], v6: bool| {
-        let addrs: Vec<String> = addresses
-            .iter()
-            .filter(|a| a.is_ipv6() == v6)
-            .map(IpAddr::to_string)
-            .collect();
-        if addrs.is_empty() {
-            String::new()
-        } else {
-            format!(" elements = {{ {} }};", addrs.join(", "))
-        }
-    };
     let port = isolation.port;
     format!(
         "table {TABLE}
@@ -180,11 +168,26 @@ table {TABLE} {{
 	}}
 }}
 ",
-        v4 = list(&isolation.addresses, false),
-        v6 = list(&isolation.addresses, true),
-        dns4 = list(&isolation.resolvers, false),
-        dns6 = list(&isolation.resolvers, true),
+        v4 = elements(&isolation.addresses, false),
+        v6 = elements(&isolation.addresses, true),
+        dns4 = elements(&isolation.resolvers, false),
+        dns6 = elements(&isolation.resolvers, true),
     )
+}
+
+/// The ` elements = { … };` clause of an nftables set of the IPv6 (`v6`) or IPv4 ones among
+/// `addresses`; empty when there are none (a set may not list no elements).
+pub(crate) fn elements(addresses: &[IpAddr], v6: bool) -> String {
+    let addrs: Vec<String> = addresses
+        .iter()
+        .filter(|a| a.is_ipv6() == v6)
+        .map(IpAddr::to_string)
+        .collect();
+    if addrs.is_empty() {
+        String::new()
+    } else {
+        format!(" elements = {{ {} }};", addrs.join(", "))
+    }
 }
 
 /// The `nameserver` addresses of a resolv.conf.
@@ -211,7 +214,7 @@ fn table_exists() -> Result<bool> {
 }
 
 /// Runs an nftables script as one transaction.
-fn nft(script: &str) -> Result<()> {
+pub(crate) fn nft(script: &str) -> Result<()> {
     let mut child = Command::new(nft_program()?)
         .args(["-f", "-"])
         .stdin(Stdio::piped())

@@ -18,6 +18,7 @@ pub mod live;
 pub mod loadgen;
 pub mod logons;
 pub mod mapping;
+pub mod prevent;
 pub mod process;
 pub mod queue;
 pub mod sensor;

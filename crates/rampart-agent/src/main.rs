@@ -73,6 +73,13 @@ enum Command {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1024))]
         ring_buffer_mib: u64,
     },
+    /// The exec guard the agent runs while its policy blocks files (not for direct use):
+    /// reads blocklists on stdin, prints denials on stdout, stops at the end of stdin.
+    #[command(hide = true)]
+    ExecGuard {
+        #[arg(long, default_value_t = rampart_agent::hashes::DEFAULT_MAX_FILE_BYTES)]
+        max_hash_bytes: u64,
+    },
     /// Generate known activity (execs, file operations, loopback TCP connections) and print
     /// what was done as JSON, to check in hunting that the sensor recorded all of it.
     Loadgen {
@@ -146,6 +153,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sensor,
             ring_buffer_mib,
         } => {
+            tune_allocator();
             let state = StateDir::create(&state_dir)?;
             let options = Options {
                 queue: QueueLimits::with_max_bytes(queue_mib << 20),
@@ -161,6 +169,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..Options::default()
             };
             agent::run(&state, &options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExecGuard { max_hash_bytes } => {
+            rampart_agent::prevent::serve_stdio(max_hash_bytes)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Loadgen {
@@ -202,6 +214,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("queue:      {bytes} bytes on disk");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// glibc gives each thread that allocates an arena of its own and, once a large buffer has
+/// been freed, serves later ones from the arenas instead of `mmap`: both keep freed memory
+/// in the agent's RSS. The agent's threads allocate little and seldom at once, and its large
+/// buffers (telemetry bodies) come and go: two arenas and a fixed `mmap` threshold keep its
+/// resident memory to what it uses.
+fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator parameters; called before the threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }
 }
 

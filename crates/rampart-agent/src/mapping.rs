@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::dns::DnsExchange;
 use crate::logons::Logon;
+use crate::prevent::Blocked;
 use crate::process::{Process, ProcessTable, file_name};
 use crate::sensor::{FILE_CREATED, Net, Protocol, SensorEvent, Task};
 
@@ -498,6 +499,25 @@ impl Mapper {
             set_endpoint(&mut row, "Remote", net.remote);
         }
         self.initiating_task(&mut row, task);
+        row
+    }
+
+    /// An execution the exec guard denied for a block indicator: `DeviceEvents`
+    /// `ExecutionBlocked` (Rampart's name; Defender has none for Linux), the blocked file as
+    /// File*, the process whose `execve` failed as InitiatingProcess*, the indicator in
+    /// AdditionalFields.
+    pub fn blocked(&mut self, b: &Blocked) -> Row {
+        let mut row = self.device_event(&b.task, "ExecutionBlocked");
+        row.set("FileName", file_name(&b.path).to_string());
+        row.set("FolderPath", b.path.as_str());
+        row.set("SHA1", b.hashes.sha1.as_str());
+        row.set("SHA256", b.hashes.sha256.as_str());
+        row.set("MD5", b.hashes.md5.as_str());
+        row.set("FileSize", b.hashes.size);
+        row.set(
+            "AdditionalFields",
+            json!({"IndicatorId": b.indicator, "MatchedHash": b.kind}).to_string(),
+        );
         row
     }
 

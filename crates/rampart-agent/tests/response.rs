@@ -1,6 +1,6 @@
-//! Response actions for real: network isolation inside network namespaces the test creates
-//! (never on the host), the investigation package collected on this machine, live-response
-//! commands and their refusals.
+//! Response actions for real: network isolation and address blocks inside network namespaces
+//! the test creates (never on the host), execution blocks on this machine, the investigation
+//! package collected on this machine, live-response commands and their refusals.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rampart_agent::{collect, isolation, live};
+use rampart_agent::{collect, isolation, live, prevent};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -361,6 +361,111 @@ fn isolation_child() {
     check_isolated("isolated again by name");
     isolation::release(state.path()).unwrap();
     assert!(reachable(other_addr));
+
+    // Block indicators: the blocked address is cut both ways, the server never is (even when
+    // a policy names it), and an empty list removes the table.
+    let block = json!({"addresses": [
+        {"id": "other", "value": OTHER_HOST},
+        {"id": "server", "value": SERVER},
+        {"id": "loopback", "value": "127.0.0.1"},
+    ]});
+    let (list, skipped) = prevent::Blocklist::from_policy(&block);
+    assert_eq!(skipped, 0);
+    let server_ip: std::net::IpAddr = SERVER.parse().unwrap();
+    assert_eq!(prevent::apply_addresses(&list, &[server_ip]).unwrap(), 1);
+    assert!(!reachable(other_addr), "a blocked address is reachable");
+    assert!(!datagram_out(), "a datagram reached a blocked address");
+    assert!(reachable(server_addr) && reachable(loopback_addr));
+    assert!(datagram_in(), "datagrams from the server pass");
+    let empty = prevent::Blocklist::default();
+    assert_eq!(prevent::apply_addresses(&empty, &[server_ip]).unwrap(), 0);
+    assert!(reachable(other_addr) && datagram_out(), "unblocked");
+    assert!(!nft_ruleset().contains("rampart_block"));
+    assert_eq!(
+        prevent::apply_addresses(&empty, &[]).unwrap(),
+        0,
+        "idempotent"
+    );
+}
+
+/// A file blocked by hash cannot be executed (EPERM), and the denial names the indicator and
+/// the process that tried; other programs still run, also while the guard starts, changes and
+/// stops under a stream of executions; when the guard stops, the file runs again.
+#[test]
+fn blocked_files_cannot_be_executed() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("blocking executions needs root (fanotify permission events)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (blocked, allowed) = (
+        dir.path().join("blocked-tool"),
+        dir.path().join("other-tool"),
+    );
+    for (path, marker) in [(&blocked, "blocked"), (&allowed, "allowed")] {
+        // Scripts run by path are opened for execution like any program.
+        std::fs::write(path, format!("#!/bin/sh\necho {marker}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let digest = hex::encode(Sha256::digest(std::fs::read(&blocked).unwrap()));
+    let policy = json!({"files": [{"id": "ind-1", "kind": "sha256", "value": digest}]});
+    // Executions go on all along; none may hang on the guard.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(Command::new("/bin/true").status().unwrap().success());
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let program = Path::new(env!("CARGO_BIN_EXE_rampart-agent"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut guard = match prevent::ExecGuard::start(program, &json!({}), 1 << 20, tx) {
+        Ok(g) => g,
+        Err(e) => return skip(&format!("fanotify permission events unavailable: {e:#}")),
+    };
+    assert!(
+        guard.status()["filesystems"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    );
+    let run = |path: &Path| Command::new(path).output();
+    assert!(run(&blocked).is_ok(), "nothing blocked yet");
+    guard.set(&policy).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        // The helper takes the new list between two events.
+        match run(&blocked) {
+            Err(e) => break e,
+            Ok(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "the file was never blocked"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    let out = run(&allowed).expect("another file runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "allowed\n");
+    let denial = rx.recv_timeout(Duration::from_secs(5)).expect("a denial");
+    assert_eq!(
+        (denial.indicator.as_str(), denial.kind.as_str()),
+        ("ind-1", "sha256")
+    );
+    assert_eq!(Path::new(&denial.path), blocked.canonicalize().unwrap());
+    assert_eq!(denial.hashes.sha256, digest);
+    // The process whose execve failed: the child this test spawned.
+    assert_eq!(denial.task.ppid, std::process::id());
+    assert_ne!(denial.task.tgid, std::process::id());
+    drop(guard);
+    let out = run(&blocked).expect("runs once the guard is gone");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "blocked\n");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(background.join().unwrap() > 0);
 }
 
 #[test]

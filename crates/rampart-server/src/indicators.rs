@@ -2,6 +2,8 @@
 //! the tenant's active `alert` indicators (file hashes, IP addresses, domains, URLs) in the
 //! columns where Defender's schema carries such values. A match becomes an alert like any other
 //! (suppressed and correlated), with the indicator, the column and the value as its evidence.
+//! `block` indicators alert the same way and are also handed to agents in their policy
+//! ([`Indicators::blocklist`]), which enforce them.
 
 use std::collections::HashMap;
 
@@ -29,11 +31,15 @@ const COLUMNS: &[(IndicatorKind, &[&str])] = &[
     (IndicatorKind::Domain, &["RemoteUrl", "Url"]),
 ];
 
-/// A tenant's active alert indicators, by kind and canonical value.
+/// A tenant's active alert and block indicators, by kind and canonical value.
 #[derive(Default)]
 pub struct Indicators {
     by_value: HashMap<(IndicatorKind, String), Indicator>,
 }
+
+/// Most block indicators an agent's policy carries (the agent refuses more): a limit on what
+/// each heartbeat answer costs; the newest are kept.
+pub const MAX_BLOCKED: usize = 10_000;
 
 /// One indicator found in one cell.
 pub struct Hit<'a> {
@@ -44,15 +50,51 @@ pub struct Hit<'a> {
 }
 
 impl Indicators {
-    /// The `alert` indicators among `list` (block and allow are for agents' prevention).
+    /// The `alert` and `block` indicators among `list` (a blocked file or address is still
+    /// worth an alert where it shows up; `allow` raises none).
     pub fn new(list: Vec<Indicator>) -> Indicators {
         Indicators {
             by_value: list
                 .into_iter()
-                .filter(|i| i.action == IndicatorAction::Alert)
+                .filter(|i| i.action != IndicatorAction::Allow)
                 .map(|i| ((i.kind, i.value.clone()), i))
                 .collect(),
         }
+    }
+
+    /// What an agent of device group `group` enforces: the block indicators of the kinds
+    /// agents can block (file hashes, IP addresses) scoped to that group or to all devices,
+    /// at most [`MAX_BLOCKED`], newest first. `{"files": [{"id", "kind", "value"}],
+    /// "addresses": [{"id", "value"}]}`.
+    pub fn blocklist(&self, group: Option<&str>) -> serde_json::Value {
+        let mut blocked: Vec<&Indicator> = self
+            .by_value
+            .values()
+            .filter(|i| i.action == IndicatorAction::Block)
+            .filter(|i| i.scope_groups.allows(group))
+            .filter(|i| {
+                matches!(
+                    i.kind,
+                    IndicatorKind::Sha1
+                        | IndicatorKind::Sha256
+                        | IndicatorKind::Md5
+                        | IndicatorKind::Ip
+                )
+            })
+            .collect();
+        blocked.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        blocked.truncate(MAX_BLOCKED);
+        let (addresses, files): (Vec<&Indicator>, Vec<&Indicator>) = blocked
+            .into_iter()
+            .partition(|i| i.kind == IndicatorKind::Ip);
+        serde_json::json!({
+            "files": files.iter().map(|i| serde_json::json!({
+                "id": i.id, "kind": i.kind.as_str(), "value": i.value,
+            })).collect::<Vec<_>>(),
+            "addresses": addresses.iter().map(|i| serde_json::json!({
+                "id": i.id, "value": i.value,
+            })).collect::<Vec<_>>(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {

@@ -693,6 +693,107 @@ fn response_actions_reach_the_agent_and_report_back() {
     );
 }
 
+/// The device's health once `pred` holds for it.
+fn wait_health(server: &Server, admin: &str, id: &str, log: &Path, pred: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let device = server.get(&format!("/api/v1/devices/{id}"), admin);
+        if pred(&device["health"]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health never changed: {device}; agent log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A block indicator created through the API reaches the agent with its next heartbeat: a
+/// file of that hash cannot run (EPERM) while another one does, the attempt shows in hunting
+/// as `ExecutionBlocked` with the process that tried and raises the indicator's alert;
+/// deleting the indicator lets the file run again.
+#[test]
+fn block_indicators_are_enforced_by_the_agent() {
+    if !is_root() {
+        return skip_or_fail("the agent's eBPF sensor and exec guard need root");
+    }
+    let agent_bin = agent_binary();
+    let dir = scratch("agent-block");
+    let server = Server::start(&dir.join("server"), true, &[]);
+    let admin = server.login("admin", PASSWORD);
+    let state = dir.join("agent");
+    let host = format!("block-host-{}", std::process::id());
+    enroll(&agent_bin, &server, &admin, &state, &host);
+    let log = dir.join("agent.log");
+    let _agent = start_agent(&agent_bin, &state, &log, &["--no-logons"]);
+    let device = wait_ready(&server, &admin, &host, &log);
+    let id = device["id"].as_str().unwrap();
+
+    let (tool, other) = (dir.join("tool.sh"), dir.join("other.sh"));
+    let marker = format!("blocked-{}", std::process::id());
+    for (path, text) in [(&tool, marker.as_str()), (&other, "other")] {
+        std::fs::write(path, format!("#!/bin/sh\necho {text}\n")).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let sha = sha256_of(&tool);
+    let indicator = server.post(
+        "/api/v1/indicators",
+        &admin,
+        json!({"kind": "sha256", "value": sha, "action": "block", "severity": "high", "title": "bad tool"}),
+    );
+    wait_health(&server, &admin, id, &log, |h| {
+        h["prevention"]["blocked_files"] == 1
+    });
+    let err = Command::new(&tool)
+        .output()
+        .expect_err("the blocked file ran");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    let out = Command::new(&other).output().expect("another file runs");
+    assert_eq!(out.stdout, b"other\n");
+
+    let since = Instant::now();
+    let query = format!(
+        "DeviceEvents | where ActionType == 'ExecutionBlocked' and SHA256 == '{sha}' \
+         | project FolderPath, InitiatingProcessId, InitiatingProcessParentId, AdditionalFields"
+    );
+    let (rows, _) = wait_rows(&server, &admin, &query, since);
+    assert_eq!(
+        rows[0]["FolderPath"],
+        tool.canonicalize().unwrap().to_str().unwrap(),
+        "{rows:?}"
+    );
+    // The child this test spawned tried, and failed.
+    assert_eq!(
+        rows[0]["InitiatingProcessParentId"].as_u64(),
+        Some(u64::from(std::process::id())),
+        "{rows:?}"
+    );
+    let extra: Value = serde_json::from_str(rows[0]["AdditionalFields"].as_str().unwrap()).unwrap();
+    assert_eq!(extra["IndicatorId"], indicator["id"], "{extra}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.get("/api/v1/alerts?source=indicator", &admin)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["title"] == "Indicator matched: bad tool")
+    {
+        assert!(Instant::now() < deadline, "no alert for the blocked file");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let path = format!("/api/v1/indicators/{}", indicator["id"].as_str().unwrap());
+    let (status, body) = server.call("DELETE", &path, Some(&admin), None);
+    assert!(status == 200 || status == 204, "{status} {body}");
+    wait_health(&server, &admin, id, &log, |h| {
+        h["prevention"]["blocked_files"] == 0
+    });
+    let out = Command::new(&tool).output().expect("runs once unblocked");
+    assert_eq!(out.stdout, format!("{marker}\n").as_bytes());
+}
+
 /// A DNS query for the A record of `name` (RFC 1035 wire format).
 fn dns_query(name: &str) -> Vec<u8> {
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];

@@ -701,9 +701,8 @@ fn agents_report_for_their_own_tenant_and_device_only() {
     let (status, _) = agent_post(&server, &b_web01, &path, &json!({"status": "failed"}));
     assert_eq!(status, 404);
 
-    // Indicators: an alert indicator found in an agent's rows raises an alert (once per open
-    // alert); a block indicator is for prevention and raises none; tenant B's rows do not
-    // match tenant A's indicators.
+    // Indicators: an alert or block indicator found in an agent's rows raises an alert (once
+    // per open alert); tenant B's rows do not match tenant A's indicators.
     let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
     server.post("/api/v1/indicators", &admin, json!({"kind": "sha256", "value": sha.to_uppercase(), "action": "alert", "severity": "high", "title": "test payload"}));
     server.post("/api/v1/indicators", &admin, json!({"kind": "domain", "value": "evil.example", "action": "alert", "severity": "medium", "title": "c2 domain"}));
@@ -717,10 +716,24 @@ fn agents_report_for_their_own_tenant_and_device_only() {
     ]});
     let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &rows);
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["alerts"]["raised"], 2, "{answer}");
+    assert_eq!(answer["alerts"]["raised"], 3, "{answer}");
     let hits = server.get("/api/v1/alerts?severity=high", &admin);
-    let hit = &hits["items"][0];
-    assert_eq!(hit["title"], "Indicator matched: test payload", "{hits}");
+    let titles: Vec<&str> = hits["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["title"].as_str())
+        .collect();
+    assert!(
+        titles.contains(&"Indicator matched: blocked only"),
+        "{hits}"
+    );
+    let hit = hits["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["title"] == "Indicator matched: test payload")
+        .expect("the payload's alert");
     assert_eq!(hit["device_id"], device.as_str());
     assert!(
         hit["evidence"]
@@ -736,7 +749,7 @@ fn agents_report_for_their_own_tenant_and_device_only() {
             again["alerts"]["raised"].as_u64(),
             again["alerts"]["deduplicated"].as_u64()
         ),
-        (Some(0), Some(2)),
+        (Some(0), Some(3)),
         "{again}"
     );
     let (_, other) = agent_post(&server, &b_web01, "/api/v1/agents/telemetry", &rows);
@@ -745,7 +758,7 @@ fn agents_report_for_their_own_tenant_and_device_only() {
 
 /// An agent waiting on `GET /api/v1/agents/actions` gets an action as soon as an analyst creates
 /// it, exactly once (neither a second poll nor a heartbeat gets it again); waiting is bounded in
-/// time and in waiters; heartbeats carry the configured policy.
+/// time and in waiters; heartbeats carry the configured policy and the block indicators.
 #[test]
 fn agents_get_actions_by_long_poll_and_their_policy_by_heartbeat() {
     let config = "[limits]\nmax_action_waiters = 1\n\n[agents]\nheartbeat_secs = 7\nfile_paths = [\"/etc\", \"/srv/www\"]\nlogons = false\n";
@@ -759,10 +772,53 @@ fn agents_get_actions_by_long_poll_and_their_policy_by_heartbeat() {
     let heartbeat = json!({"agent_version": "0.1.0"});
     let (status, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &heartbeat);
     assert_eq!(status, 200, "{hb}");
+    let nothing_blocked = json!({"files": [], "addresses": []});
     assert_eq!(
         hb,
-        json!({"actions": [], "policy": {"heartbeat_secs": 7, "file_paths": ["/etc", "/srv/www"], "logons": false}})
+        json!({"actions": [], "policy": {"heartbeat_secs": 7, "file_paths": ["/etc", "/srv/www"], "logons": false, "block": nothing_blocked}})
     );
+
+    // Block indicators reach the agents they apply to: everyone's and their device group's,
+    // not another group's, and not alert-only or allow ones, nor kinds agents cannot block.
+    let other_group = server.post(
+        "/api/v1/device-groups",
+        &admin,
+        json!({"name": "elsewhere"}),
+    );
+    let sha = "AB".repeat(32);
+    let indicator = |kind: &str, value: &str, action: &str, groups: Value| {
+        server.post(
+            "/api/v1/indicators",
+            &admin,
+            json!({"kind": kind, "value": value, "action": action, "severity": "high",
+                   "title": format!("{action} {value}"), "scope_groups": groups}),
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let file = indicator("sha256", &sha, "block", json!([]));
+    let address = indicator("ip", "198.51.100.7", "block", json!([]));
+    indicator("ip", "198.51.100.8", "block", json!([other_group["id"]]));
+    indicator("ip", "198.51.100.9", "alert", json!([]));
+    indicator("md5", &"1".repeat(32), "allow", json!([]));
+    indicator("domain", "evil.example", "block", json!([]));
+    let (_, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &heartbeat);
+    assert_eq!(
+        hb["policy"]["block"],
+        json!({
+            "files": [{"id": file, "kind": "sha256", "value": sha.to_lowercase()}],
+            "addresses": [{"id": address, "value": "198.51.100.7"}],
+        }),
+        "{hb}"
+    );
+    for id in [file, address] {
+        let path = format!("/api/v1/indicators/{id}");
+        let (status, body) = server.call("DELETE", &path, Some(&admin), None);
+        assert!(status == 200 || status == 204, "{status} {body}");
+    }
+    let (_, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &heartbeat);
+    assert_eq!(hb["policy"]["block"], nothing_blocked, "{hb}");
 
     for bad in ["61", "-1", "soon"] {
         let (status, body) = agent_get(

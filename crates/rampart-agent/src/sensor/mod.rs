@@ -62,7 +62,7 @@ impl Default for SensorConfig {
 }
 
 /// The task an event is about (for `Fork`, the child), read when the event happened.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// Thread id.
     pub pid: u32,

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::Utc;
 use rampart_schema::Table;
-use rampart_state::{ActionStatus, DeviceHeartbeat, HealthStatus, NewAuditEntry, NewDevice};
+use rampart_state::{ActionStatus, DeviceHeartbeat, HealthStatus, NewAuditEntry, NewDevice, Scope};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -132,7 +132,8 @@ fn active() -> HealthStatus {
 }
 
 /// Records the agent's health, hands it the actions waiting for it (marked sent) and tells it
-/// the policy (`[agents]` of the configuration).
+/// the policy: `[agents]` of the configuration, and under `block` the block indicators it
+/// enforces (its device group's and everyone's).
 pub async fn heartbeat(
     State(app): State<App>,
     Extension(agent): Extension<AgentIdentity>,
@@ -153,9 +154,16 @@ pub async fn heartbeat(
         .db
         .hand_over_pending_actions(&agent.tenant, &agent.device_id)
         .await?;
-    Ok(json(
-        &json!({"actions": actions, "policy": app.config.agents}),
-    ))
+    let device = app
+        .db
+        .get_device(&agent.tenant, &Scope::all(), &agent.device_id)
+        .await?;
+    let mut policy = serde_json::to_value(&app.config.agents).map_err(Problem::internal)?;
+    policy["block"] = app
+        .indicators_of(&agent.tenant)
+        .await?
+        .blocklist(device.group_id.as_deref());
+    Ok(json(&json!({"actions": actions, "policy": policy})))
 }
 
 /// Longest an agent may wait for actions in one request, and how long it waits by default.

@@ -303,10 +303,11 @@ fn add_form(
                 }
                 (groups.choices("Applies to device groups", &typed.map(|f| f.all("scope_groups")).unwrap_or_default()))
                 p.hint {
-                    "Detection raises an alert wherever an Alert indicator's value appears in events "
-                    "(file hashes, IP addresses, domains and their subdomains, URLs). Block and Allow are "
-                    "recorded for integrations: the agent does not enforce them, and certificate "
-                    "thumbprints are not matched yet."
+                    "Detection raises an alert wherever an Alert or Block indicator's value appears in "
+                    "events (file hashes, IP addresses, domains and their subdomains, URLs). Agents "
+                    "enforce Block on file hashes (the file cannot be executed) and IP addresses "
+                    "(unreachable both ways) within a heartbeat; Allow is recorded only, and "
+                    "certificate thumbprints are not matched yet."
                 }
                 button type="submit" { "Add indicator" }
             }
