@@ -9,6 +9,7 @@
 #   bench/agent.sh                               # the issue's rates
 #   SECONDS_=10 EXECS=200 FILE_OPS=2000 bench/agent.sh
 #   SERVER_PROFILE=release bench/agent.sh        # the server built in release too (slow build)
+#   AGENT=/tmp/old-agent SERVER=target/debug/rampart bench/agent.sh   # given binaries, no build
 # Needs root (eBPF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,10 +21,15 @@ SERVER_PROFILE="${SERVER_PROFILE:-debug}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rampart/target}"
 . scripts/system-packages
 
-cargo build --release -p rampart-agent >&2
-if [ "$SERVER_PROFILE" = release ]; then cargo build --release -p rampart >&2; else cargo build -p rampart >&2; fi
-AGENT="$CARGO_TARGET_DIR/release/rampart-agent"
-SERVER="$CARGO_TARGET_DIR/$SERVER_PROFILE/rampart"
+# AGENT=PATH / SERVER=PATH run given binaries instead of building them (to compare builds).
+if [ -z "${AGENT:-}" ]; then
+  cargo build --release -p rampart-agent >&2
+  AGENT="$CARGO_TARGET_DIR/release/rampart-agent"
+fi
+if [ -z "${SERVER:-}" ]; then
+  if [ "$SERVER_PROFILE" = release ]; then cargo build --release -p rampart >&2; else cargo build -p rampart >&2; fi
+  SERVER="$CARGO_TARGET_DIR/$SERVER_PROFILE/rampart"
+fi
 WORK="$(mktemp -d)"
 PASSWORD="bench-$$-$RANDOM"
 PIDS=()
