@@ -253,9 +253,12 @@ pub fn serve_stdio(max_hash_bytes: u64) -> Result<()> {
         let (list, stop) = (list.clone(), stop.clone());
         std::thread::spawn(move || {
             for line in io::stdin().lock().lines().map_while(Result::ok) {
-                if let Ok(block) = serde_json::from_str::<Value>(&line) {
-                    let (new, _) = Blocklist::from_policy(&block);
-                    *list.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(block) => {
+                        let (new, _) = Blocklist::from_policy(&block);
+                        *list.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                    }
+                    Err(e) => tracing::warn!("exec guard: unreadable blocklist kept out: {e}"),
                 }
             }
             stop.store(true, Ordering::Relaxed);
@@ -459,7 +462,8 @@ impl Enforcer {
     /// Enforces the policy's `block`; returns the health report of prevention.
     pub fn apply(&mut self, block: &Value) -> Value {
         let (list, skipped) = Blocklist::from_policy(block);
-        if self.applied && list == self.list {
+        // The same list again: nothing to do, unless the guard failed to start (tried again).
+        if self.applied && list == self.list && self.health["exec_guard_error"].is_null() {
             return self.health.clone();
         }
         let mut guard_error = None;

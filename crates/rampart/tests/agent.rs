@@ -104,6 +104,43 @@ fn wait_ready(server: &Server, admin: &str, hostname: &str, log: &Path) -> Value
     }
 }
 
+/// A server on a scratch directory and an agent enrolled to it, running without logons,
+/// once its first heartbeat came. Bind `_agent` when taking it apart: the agent is stopped
+/// when it is dropped.
+struct LocalAgent {
+    dir: PathBuf,
+    server: Server,
+    admin: String,
+    host: String,
+    log: PathBuf,
+    device: Value,
+    _agent: Agent,
+}
+
+impl LocalAgent {
+    fn start(name: &str) -> LocalAgent {
+        let agent_bin = agent_binary();
+        let dir = scratch(&format!("agent-{name}"));
+        let server = Server::start(&dir.join("server"), true, &[]);
+        let admin = server.login("admin", PASSWORD);
+        let state = dir.join("agent");
+        let host = format!("{name}-host-{}", std::process::id());
+        enroll(&agent_bin, &server, &admin, &state, &host);
+        let log = dir.join("agent.log");
+        let agent = start_agent(&agent_bin, &state, &log, &["--no-logons"]);
+        let device = wait_ready(&server, &admin, &host, &log);
+        LocalAgent {
+            dir,
+            server,
+            admin,
+            host,
+            log,
+            device,
+            _agent: agent,
+        }
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -458,16 +495,15 @@ fn attack_simulation_raises_every_expected_alert() {
     if !is_root() {
         return skip_or_fail("the agent's eBPF sensor needs root");
     }
-    let agent_bin = agent_binary();
-    let dir = scratch("agent-sim");
-    let server = Server::start(&dir.join("server"), true, &[]);
-    let admin = server.login("admin", PASSWORD);
-    let state = dir.join("agent");
-    let host = format!("sim-host-{}", std::process::id());
-    enroll(&agent_bin, &server, &admin, &state, &host);
-    let log = dir.join("agent.log");
-    let _agent = start_agent(&agent_bin, &state, &log, &["--no-logons"]);
-    let device = wait_ready(&server, &admin, &host, &log);
+    let LocalAgent {
+        dir,
+        server,
+        admin,
+        host,
+        device,
+        _agent,
+        ..
+    } = LocalAgent::start("sim");
     if device["health"]["sensor_mode"] != "ebpf" {
         return skip_or_fail(&format!("eBPF is unavailable here: {}", device["health"]));
     }
@@ -719,16 +755,15 @@ fn block_indicators_are_enforced_by_the_agent() {
     if !is_root() {
         return skip_or_fail("the agent's eBPF sensor and exec guard need root");
     }
-    let agent_bin = agent_binary();
-    let dir = scratch("agent-block");
-    let server = Server::start(&dir.join("server"), true, &[]);
-    let admin = server.login("admin", PASSWORD);
-    let state = dir.join("agent");
-    let host = format!("block-host-{}", std::process::id());
-    enroll(&agent_bin, &server, &admin, &state, &host);
-    let log = dir.join("agent.log");
-    let _agent = start_agent(&agent_bin, &state, &log, &["--no-logons"]);
-    let device = wait_ready(&server, &admin, &host, &log);
+    let LocalAgent {
+        dir,
+        server,
+        admin,
+        log,
+        device,
+        _agent,
+        ..
+    } = LocalAgent::start("block");
     let id = device["id"].as_str().unwrap();
 
     let (tool, other) = (dir.join("tool.sh"), dir.join("other.sh"));
