@@ -10,7 +10,8 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use rampart_state::{ActionKind, NewAuditEntry, Principal, Scope, StateDb, Time};
+use futures::StreamExt;
+use rampart_state::{Action, ActionKind, NewAuditEntry, Principal, Scope, StateDb, Time};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -42,30 +43,10 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let action = super::agents::own_action(&app, &agent, &id).await?;
-    if action.kind != ActionKind::CollectPackage {
-        return Err(Problem::conflict(format!(
-            "action {id} is {}: only collect_package actions take a package",
-            action.kind
-        )));
-    }
-    if action.status.is_terminal() {
-        return Err(Problem::conflict(format!(
-            "action {id} is {}: a package is taken only while its action is open",
-            action.status
-        )));
-    }
-    let media_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    if !matches!(media_type.as_deref(), Some(GZIP | "application/x-gzip")) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("send the .tar.gz archive with 'Content-Type: {GZIP}'"),
-        ));
-    }
+    let action = match checked(&app, &agent, &id, &headers).await {
+        Ok(action) => action,
+        Err(problem) => return refuse_after_draining(body, problem).await,
+    };
     let spool = Spool::create(&app, "package.tar.gz").await?;
     let (mut hasher, mut head) = (Sha256::new(), Vec::<u8>::with_capacity(GZIP_MAGIC.len()));
     let limit = app.config.limits.max_package_bytes;
@@ -114,6 +95,58 @@ pub async fn upload(
 
 /// `GET /api/v1/actions/{id}/package`: the package, streamed from disk, as
 /// `<hostname>-<action id>.tar.gz`.
+/// The action `id` of the agent, if a package may be uploaded to it with these headers.
+async fn checked(
+    app: &App,
+    agent: &AgentIdentity,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Action, Problem> {
+    let action = super::agents::own_action(app, agent, id).await?;
+    if action.kind != ActionKind::CollectPackage {
+        return Err(Problem::conflict(format!(
+            "action {id} is {}: only collect_package actions take a package",
+            action.kind
+        )));
+    }
+    if action.status.is_terminal() {
+        return Err(Problem::conflict(format!(
+            "action {id} is {}: a package is taken only while its action is open",
+            action.status
+        )));
+    }
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if !matches!(media_type.as_deref(), Some(GZIP | "application/x-gzip")) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send the .tar.gz archive with 'Content-Type: {GZIP}'"),
+        ));
+    }
+    Ok(action)
+}
+
+/// Most bytes of a refused upload read (and discarded) before the answer.
+const DRAIN_BYTES: usize = 1 << 20;
+
+/// Answers `problem` after reading up to [`DRAIN_BYTES`] of the body: a client that sends the
+/// whole body before it reads the answer (most do) then gets the answer, not a connection
+/// closed under its writes.
+async fn refuse_after_draining(body: Body, problem: Problem) -> ApiResult {
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    while read < DRAIN_BYTES {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            _ => break,
+        }
+    }
+    Err(problem)
+}
+
 pub async fn download(
     State(app): State<App>,
     Extension(p): Extension<Principal>,
