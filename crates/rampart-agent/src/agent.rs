@@ -170,6 +170,8 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // Enforced before the server is reached; replaced by each policy that differs.
+    let mut saved_block = state.saved_blocklist();
     let shared = Arc::new(Shared {
         queue: Mutex::new(queue),
         counters: Counters::default(),
@@ -178,7 +180,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         health: Mutex::new(json!({})),
         heartbeat_secs: AtomicU64::new(options.heartbeat.map_or(30, |d| d.as_secs())),
         policy_file_paths: Mutex::new(None),
-        policy_block: Mutex::new(None),
+        policy_block: Mutex::new(saved_block.clone()),
         image: SelfImage::current(),
     });
 
@@ -279,6 +281,12 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         if let Some(block) = lock(&shared.policy_block).take() {
             let health = enforcer.apply(&block);
             lock(&shared.health)["prevention"] = health;
+            if saved_block.as_ref() != Some(&block) {
+                if let Err(e) = state.save_blocklist(&block) {
+                    warn!("the blocklist is enforced but not saved for the next run: {e:#}");
+                }
+                saved_block = Some(block);
+            }
         }
         while let Ok(blocked) = blocked_rx.try_recv() {
             rows.push(mapper.blocked(&blocked));

@@ -1,6 +1,6 @@
 //! The agent's state directory: its key, certificate and the server's CA (written by
-//! `enroll`), what enrollment decided (device and tenant ids, server address), and the
-//! on-disk event queue. Everything the agent needs to run again after a restart.
+//! `enroll`), what enrollment decided (device and tenant ids, server address), the last
+//! blocklist the server gave, and the on-disk event queue. Everything the agent needs to run again after a restart.
 
 use std::fs;
 use std::io::Write;
@@ -82,6 +82,29 @@ impl StateDir {
         write_atomic(&self.dir.join("agent.crt"), cert_pem.as_bytes(), 0o644)?;
         let json = serde_json::to_vec_pretty(enrollment)?;
         write_atomic(&self.dir.join("enrollment.json"), &json, 0o600)
+    }
+
+    /// The blocklist of the server's last policy (`blocklist.json`), enforced from the start
+    /// of a run: a restart while the server is unreachable does not lift the blocks. `None`
+    /// when there is none or it cannot be read (logged).
+    pub fn saved_blocklist(&self) -> Option<serde_json::Value> {
+        let path = self.dir.join("blocklist.json");
+        let bytes = fs::read(&path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(block) => Some(block),
+            Err(e) => {
+                tracing::warn!("{} is damaged, ignored: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    pub fn save_blocklist(&self, block: &serde_json::Value) -> Result<()> {
+        write_atomic(
+            &self.dir.join("blocklist.json"),
+            &serde_json::to_vec(block)?,
+            0o600,
+        )
     }
 
     pub fn is_enrolled(&self) -> bool {

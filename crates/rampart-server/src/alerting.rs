@@ -59,6 +59,10 @@ pub struct Outcome {
     pub incidents_created: u64,
     /// Alerts the database refused (logged with the reason).
     pub refused: u64,
+    /// Detections not raised: their evidence is covered by an `allow` indicator.
+    pub allowed: u64,
+    /// Indicator matches on devices outside the indicator's device groups.
+    pub out_of_scope: u64,
     /// Incidents the batch's alerts went to.
     pub incidents: Vec<String>,
 }
@@ -132,6 +136,53 @@ pub struct Candidate {
     pub kind: Option<RuleKind>,
 }
 
+/// The device id of the draft's device, when `devices` (host names to ids) knows it.
+fn device_of<'a>(draft: &AlertDraft, devices: &'a BTreeMap<String, String>) -> Option<&'a str> {
+    let name = draft.device_name.as_ref()?;
+    devices.get(&name.to_lowercase()).map(String::as_str)
+}
+
+/// The candidates the tenant's indicators let stand: an indicator's alert only on devices of
+/// its groups, and no alert whose evidence an `allow` indicator covers. Devices' groups are
+/// looked up only when some indicator is scoped.
+async fn screen(
+    app: &App,
+    tenant: &str,
+    candidates: Vec<Candidate>,
+    devices: &BTreeMap<String, String>,
+    outcome: &mut Outcome,
+) -> Result<Vec<Candidate>, Problem> {
+    let indicators = app.indicators_of(tenant).await?;
+    let mut groups: HashMap<String, Option<String>> = HashMap::new();
+    let mut kept = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let group = match device_of(&candidate.draft, devices) {
+            Some(id) if indicators.needs_groups() => {
+                if !groups.contains_key(id) {
+                    let group = match app.db.get_device(tenant, &Scope::all(), id).await {
+                        Ok(device) => device.group_id,
+                        // Deleted meanwhile: ungrouped.
+                        Err(rampart_state::Error::NotFound(_)) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    groups.insert(id.to_string(), group);
+                }
+                groups.get(id).cloned().flatten()
+            }
+            _ => None,
+        };
+        if !indicators.applies(&candidate.draft, group.as_deref()) {
+            outcome.out_of_scope += 1;
+        } else if let Some(allow) = indicators.allowing(&candidate.draft, group.as_deref()) {
+            tracing::debug!(rule = %candidate.draft.rule_path, indicator = %allow.id, "alert allowed by an indicator");
+            outcome.allowed += 1;
+        } else {
+            kept.push(candidate);
+        }
+    }
+    Ok(kept)
+}
+
 /// Folds a detection into the repeats of its open alert `id` met in this batch.
 fn fold(repeats: &mut BTreeMap<String, Repeats>, id: &str, draft: &AlertDraft) {
     let r = repeats.entry(id.to_string()).or_insert_with(|| Repeats {
@@ -150,11 +201,12 @@ fn fold(repeats: &mut BTreeMap<String, Repeats>, id: &str, draft: &AlertDraft) {
 pub async fn place_all(
     app: &App,
     tenant: &str,
-    mut candidates: Vec<Candidate>,
+    candidates: Vec<Candidate>,
     devices: &BTreeMap<String, String>,
 ) -> Result<Outcome, Problem> {
-    candidates.sort_by(|a, b| a.draft.order_key().cmp(&b.draft.order_key()));
     let mut outcome = Outcome::default();
+    let mut candidates = screen(app, tenant, candidates, devices, &mut outcome).await?;
+    candidates.sort_by(|a, b| a.draft.order_key().cmp(&b.draft.order_key()));
     let mut rows = Vec::new();
     let mut state = app.alerting.lock().await;
     // The open alert of each dedup key of this batch (id, latest event folded in), looked up
@@ -198,10 +250,7 @@ pub async fn place_all(
             outcome.deduplicated += 1;
             continue;
         }
-        let device_id = draft
-            .device_name
-            .as_ref()
-            .and_then(|name| devices.get(&name.to_lowercase()).cloned());
+        let device_id = device_of(&draft, devices).map(str::to_string);
         let new = new_alert(&draft, rule_id.as_deref(), kind, device_id);
         let stored = match app.db.create_alert(tenant, &new).await {
             Ok(stored) => stored,
@@ -246,6 +295,7 @@ pub async fn place_all(
     m.alerts_raised.fetch_add(outcome.raised, Relaxed);
     m.alerts_deduplicated
         .fetch_add(outcome.deduplicated, Relaxed);
+    m.alerts_allowed.fetch_add(outcome.allowed, Relaxed);
     m.rule_errors.fetch_add(outcome.refused, Relaxed);
     m.incidents_created
         .fetch_add(outcome.incidents_created, Relaxed);

@@ -3,7 +3,14 @@
 //! columns where Defender's schema carries such values. A match becomes an alert like any other
 //! (suppressed and correlated), with the indicator, the column and the value as its evidence.
 //! `block` indicators alert the same way and are also handed to agents in their policy
-//! ([`Indicators::blocklist`]), which enforce them.
+//! ([`Indicators::blocklist`]), which enforce them. An indicator scoped to device groups
+//! applies only to devices of those groups ([`Indicators::applies`]).
+//!
+//! `allow` indicators mark known-good files, addresses, domains and URLs, as Defender's do: an
+//! alert whose evidence (other than the parent of the process it is about) is allowed is not
+//! raised ([`Indicators::allowing`]), whatever raised it — an alert indicator on a parent
+//! domain, a Sigma rule on the allowed file's process. The parent is left out so that an allowed
+//! tool does not hide what the processes it starts do.
 
 use std::collections::HashMap;
 
@@ -31,10 +38,17 @@ const COLUMNS: &[(IndicatorKind, &[&str])] = &[
     (IndicatorKind::Domain, &["RemoteUrl", "Url"]),
 ];
 
-/// A tenant's active alert and block indicators, by kind and canonical value.
+/// A tenant's active indicators, by kind and canonical value (one per value: the database
+/// refuses a second).
 #[derive(Default)]
 pub struct Indicators {
     by_value: HashMap<(IndicatorKind, String), Indicator>,
+    /// The key of each indicator in `by_value`, by id.
+    by_id: HashMap<String, (IndicatorKind, String)>,
+    /// Whether any is an `allow` one, and whether any is scoped to device groups: alerting
+    /// looks up nothing when neither.
+    any_allowed: bool,
+    any_scoped: bool,
 }
 
 /// Most block indicators an agent's policy carries (the agent refuses more): a limit on what
@@ -50,16 +64,84 @@ pub struct Hit<'a> {
 }
 
 impl Indicators {
-    /// The `alert` and `block` indicators among `list` (a blocked file or address is still
-    /// worth an alert where it shows up; `allow` raises none).
+    /// `list`: the tenant's active indicators. `alert` and `block` ones are looked for in rows
+    /// (a blocked file or address is still worth an alert where it shows up); `allow` ones
+    /// keep alerts from being raised.
     pub fn new(list: Vec<Indicator>) -> Indicators {
+        let any_allowed = list.iter().any(|i| i.action == IndicatorAction::Allow);
+        let any_scoped = list.iter().any(|i| !i.scope_groups.is_all());
+        let by_id = list
+            .iter()
+            .map(|i| (i.id.clone(), (i.kind, i.value.clone())))
+            .collect();
         Indicators {
             by_value: list
                 .into_iter()
-                .filter(|i| i.action != IndicatorAction::Allow)
                 .map(|i| ((i.kind, i.value.clone()), i))
                 .collect(),
+            by_id,
+            any_allowed,
+            any_scoped,
         }
+    }
+
+    /// Whether placing an alert needs its device's group: some indicator is scoped.
+    pub fn needs_groups(&self) -> bool {
+        self.any_scoped
+    }
+
+    /// Whether `draft` still stands for a device of `group` (None: ungrouped): an indicator's
+    /// alert only within the indicator's scope; any other alert always.
+    pub fn applies(&self, draft: &AlertDraft, group: Option<&str>) -> bool {
+        if draft.detection_source != DetectionSource::Indicator {
+            return true;
+        }
+        // An indicator deleted since the match: its alert is raised as matched.
+        self.by_id
+            .get(&draft.rule_id)
+            .and_then(|key| self.by_value.get(key))
+            .is_none_or(|i| i.scope_groups.allows(group))
+    }
+
+    /// The `allow` indicator, in scope for `group`, that covers some of `draft`'s evidence
+    /// other than a parent process: the alert is not raised.
+    pub fn allowing(&self, draft: &AlertDraft, group: Option<&str>) -> Option<&Indicator> {
+        if !self.any_allowed {
+            return None;
+        }
+        let allowed = |kind: IndicatorKind, text: &str| {
+            candidates(kind, text).into_iter().find_map(|value| {
+                self.by_value
+                    .get(&(kind, value))
+                    .filter(|i| i.action == IndicatorAction::Allow)
+                    .filter(|i| i.scope_groups.allows(group))
+            })
+        };
+        let hashes = |sha1: &Option<String>, sha256: &Option<String>, md5: &Option<String>| {
+            [
+                (IndicatorKind::Sha1, sha1),
+                (IndicatorKind::Sha256, sha256),
+                (IndicatorKind::Md5, md5),
+            ]
+            .into_iter()
+            .find_map(|(kind, value)| value.as_deref().and_then(|v| allowed(kind, v)))
+        };
+        draft
+            .entities
+            .iter()
+            .filter(|e| e.role != Role::Parent)
+            .find_map(|e| match &e.data {
+                EntityData::Process { sha1, sha256, .. } => hashes(sha1, sha256, &None),
+                EntityData::File {
+                    sha1, sha256, md5, ..
+                } => hashes(sha1, sha256, md5),
+                EntityData::Ip { address } => allowed(IndicatorKind::Ip, address),
+                EntityData::Url { url } => {
+                    allowed(IndicatorKind::Url, url).or_else(|| allowed(IndicatorKind::Domain, url))
+                }
+                EntityData::Domain { name } => allowed(IndicatorKind::Domain, name),
+                _ => None,
+            })
     }
 
     /// What an agent of device group `group` enforces: the block indicators of the kinds
@@ -97,11 +179,15 @@ impl Indicators {
         })
     }
 
+    /// Whether no row can match: there is no `alert` or `block` indicator.
     pub fn is_empty(&self) -> bool {
-        self.by_value.is_empty()
+        self.by_value
+            .values()
+            .all(|i| i.action == IndicatorAction::Allow)
     }
 
-    /// Every indicator found in `batch` of `table`.
+    /// Every `alert` and `block` indicator found in `batch` of `table`, whatever its scope
+    /// (alerting knows the devices' groups: [`Indicators::applies`]).
     pub fn scan(&self, table: Table, batch: &RecordBatch) -> Vec<Hit<'_>> {
         let mut hits = Vec::new();
         if self.is_empty() {
@@ -122,7 +208,11 @@ impl Indicators {
                     }
                     let text = cell_text(array, row);
                     for candidate in candidates(*kind, &text) {
-                        if let Some(indicator) = self.by_value.get(&(*kind, candidate)) {
+                        if let Some(indicator) = self
+                            .by_value
+                            .get(&(*kind, candidate))
+                            .filter(|i| i.action != IndicatorAction::Allow)
+                        {
                             hits.push(Hit {
                                 indicator,
                                 column,

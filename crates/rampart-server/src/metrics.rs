@@ -17,6 +17,7 @@ pub struct Metrics {
     pub ingest_waiting: AtomicU64,
     pub alerts_raised: AtomicU64,
     pub alerts_deduplicated: AtomicU64,
+    pub alerts_allowed: AtomicU64,
     pub incidents_created: AtomicU64,
     pub rule_errors: AtomicU64,
     pub requests: [AtomicU64; 5],
@@ -73,6 +74,11 @@ impl Metrics {
                 "rampart_alerts_deduplicated_total",
                 "Detections folded into an open alert.",
                 &self.alerts_deduplicated,
+            ),
+            (
+                "rampart_alerts_allowed_total",
+                "Detections not raised because an allow indicator covers their evidence.",
+                &self.alerts_allowed,
             ),
             (
                 "rampart_incidents_created_total",

@@ -749,7 +749,8 @@ fn wait_health(server: &Server, admin: &str, id: &str, log: &Path, pred: impl Fn
 /// A block indicator created through the API reaches the agent with its next heartbeat: a
 /// file of that hash cannot run (EPERM) while another one does, the attempt shows in hunting
 /// as `ExecutionBlocked` with the process that tried and raises the indicator's alert;
-/// deleting the indicator lets the file run again.
+/// a restart without the server keeps the block; deleting the indicator lets the file run
+/// again.
 #[test]
 fn block_indicators_are_enforced_by_the_agent() {
     if !is_root() {
@@ -819,6 +820,38 @@ fn block_indicators_are_enforced_by_the_agent() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // Restarted while the server does not answer (stopped, not gone), the agent enforces the
+    // blocklist it saved: the file is refused again within seconds, before any heartbeat.
+    drop(_agent);
+    let server_pid = server.child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &server_pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let restarted = start_agent(&agent_binary(), &dir.join("agent"), &log, &["--no-logons"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match Command::new(&tool).output() {
+            Err(e) => break e,
+            Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Ok(_) => {
+                signal("-CONT");
+                panic!(
+                    "the blocked file runs after a restart without the server; agent log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+    };
+    signal("-CONT");
+    assert_eq!(refused.raw_os_error(), Some(libc::EPERM), "{refused}");
+
     let path = format!("/api/v1/indicators/{}", indicator["id"].as_str().unwrap());
     let (status, body) = server.call("DELETE", &path, Some(&admin), None);
     assert!(status == 200 || status == 204, "{status} {body}");
@@ -827,6 +860,7 @@ fn block_indicators_are_enforced_by_the_agent() {
     });
     let out = Command::new(&tool).output().expect("runs once unblocked");
     assert_eq!(out.stdout, format!("{marker}\n").as_bytes());
+    drop(restarted);
 }
 
 /// A DNS query for the A record of `name` (RFC 1035 wire format).

