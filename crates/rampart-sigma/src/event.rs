@@ -89,7 +89,15 @@ impl<'a> SigmaEvent<'a> {
     /// matchers see them), for the literal index.
     pub fn visit_text(&self, visit: &mut dyn FnMut(&str)) {
         for (_, v) in self.entries() {
-            visit_text(v, visit);
+            visit_text(v, &mut |text, _| visit(text));
+        }
+    }
+
+    /// Every value as text with its field's name, and whether it is text in the record (not
+    /// a rendered number or boolean).
+    pub fn visit_named_text(&self, visit: &mut dyn FnMut(&str, &str, bool)) {
+        for (name, v) in self.entries() {
+            visit_text(v, &mut |text, is_text| visit(name, text, is_text));
         }
     }
 
@@ -113,8 +121,9 @@ impl<'a> SigmaEvent<'a> {
             .chain(mapped.into_iter().flatten())
     }
 
-    /// The value of field `name` as text (see [`SigmaEvent::visit_text`]), when it has one.
-    pub fn visit_field_text(&self, name: &str, visit: &mut dyn FnMut(&str)) {
+    /// The value of field `name` as text (see [`SigmaEvent::visit_named_text`]), when it has
+    /// one.
+    pub fn visit_field_text(&self, name: &str, visit: &mut dyn FnMut(&str, bool)) {
         if let Some(v) = self.value(name) {
             visit_text(v, visit);
         }
@@ -195,11 +204,12 @@ fn visit_strings(v: &Value, visit: &mut dyn FnMut(&str)) {
     }
 }
 
-fn visit_text(v: &Value, visit: &mut dyn FnMut(&str)) {
+/// `v`'s text, and whether it is text (true) or a rendered number or boolean.
+fn visit_text(v: &Value, visit: &mut dyn FnMut(&str, bool)) {
     match v {
-        Value::String(s) => visit(s),
-        Value::Number(n) => visit(&n.to_string()),
-        Value::Bool(b) => visit(if *b { "true" } else { "false" }),
+        Value::String(s) => visit(s, true),
+        Value::Number(n) => visit(&n.to_string(), false),
+        Value::Bool(b) => visit(if *b { "true" } else { "false" }, false),
         Value::Array(a) => a.iter().for_each(|x| visit_text(x, visit)),
         Value::Object(o) => o.values().for_each(|x| visit_text(x, visit)),
         Value::Null => {}

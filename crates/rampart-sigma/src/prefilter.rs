@@ -1,12 +1,15 @@
 //! The literal index: which rules a record can possibly match.
 //!
 //! For each compiled rule we derive a *witness*: a set of literals, each with the field it was
-//! written for, such that, if the rule matches a record, at least one of them occurs
-//! (case-folded) in its field's value (in any value, for a keyword). All witnesses of a route
-//! go into one Aho-Corasick automaton; only the fields the witnesses name are scanned (every
-//! value when a keyword is among them), and only the rules whose witness was seen — plus the
-//! few rules without a witness (regex-only, negations, numeric comparisons) — are evaluated.
-//! A record's other fields (GUIDs, times, most hashes) are never read.
+//! written for and where in the value it must stand (anywhere for `contains`, at the start for
+//! `startswith`, at the end for `endswith`, the whole value for an exact match), such that, if
+//! the rule matches a record, at least one of them occurs (case-folded) there. All witnesses of
+//! a route go into one Aho-Corasick automaton; only the fields the witnesses name are scanned
+//! (every value when a keyword is among them), and a rule is a candidate only when one of its
+//! literals was found in its own field at its own place — `\cmd.exe` at the end of `Image`,
+//! not in the middle of `CommandLine`. The few rules without a witness (regex-only, negations,
+//! numeric comparisons) are evaluated on every record. A record's other fields (GUIDs, times,
+//! most hashes) are never read.
 //!
 //! Ours rather than rsigma's `Engine` index because that one builds a case-insensitive DFA per
 //! field: ~135 MiB for SigmaHQ's Windows rules, most of triage's memory. A contiguous NFA over
@@ -23,16 +26,50 @@ use crate::event::SigmaEvent;
 /// Literals shorter than this are not worth indexing: nearly every record holds them.
 const MIN_NEEDLE_CHARS: usize = 2;
 
-/// A literal one of a rule's matches shows, and the field it shows in (`None`: any value).
-type Needle = (Option<String>, String);
+/// Where in a value a literal must stand for its matcher to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Anchor {
+    Anywhere,
+    Start,
+    End,
+    Whole,
+}
+
+impl Anchor {
+    /// Whether a literal found at `start..end` of a text of `len` bytes stands where it must.
+    /// Only text values are held to it: numbers are rendered differently by the evaluator.
+    fn holds(self, start: usize, end: usize, len: usize, text: bool) -> bool {
+        !text
+            || match self {
+                Anchor::Anywhere => true,
+                Anchor::Start => start == 0,
+                Anchor::End => end == len,
+                Anchor::Whole => start == 0 && end == len,
+            }
+    }
+}
+
+/// A literal one of a rule's matches shows: the field it shows in (`None`: any value), the
+/// literal, and where in the value.
+type Needle = (Option<String>, String, Anchor);
+
+/// A rule that a literal stands for, in which field (`None`: any) and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    rule: u32,
+    field: Option<u16>,
+    anchor: Anchor,
+}
 
 /// The index of one route's rules.
 pub struct Prefilter {
     automaton: Option<AhoCorasick>,
-    /// Pattern id → rules whose witness holds it.
-    pattern_rules: Vec<Vec<u32>>,
+    /// Pattern id → the rules whose witness holds it, with field and place.
+    pattern_entries: Vec<Vec<Entry>>,
     /// The fields to scan, or `None` for every value (a keyword witness).
     fields: Option<Vec<String>>,
+    /// Every field a witness names, by name: the index entries refer to.
+    field_ids: HashMap<String, u16>,
     /// Rules without a witness: evaluated on every record.
     always: Vec<u32>,
     rules: usize,
@@ -40,51 +77,74 @@ pub struct Prefilter {
 
 impl Prefilter {
     pub fn build(rules: &[CompiledRule]) -> Prefilter {
-        let mut by_needle: HashMap<String, Vec<u32>> = HashMap::new();
-        let mut fields = Some(BTreeSet::new());
+        let mut by_needle: HashMap<String, Vec<(u32, Option<String>, Anchor)>> = HashMap::new();
+        let mut named = BTreeSet::new();
+        let mut keyword = false;
         let mut always = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             match rule_witness(rule) {
                 Some(needles) => {
-                    for (field, literal) in needles {
-                        match field {
+                    for (field, literal, anchor) in needles {
+                        match &field {
                             Some(f) => {
-                                if let Some(set) = &mut fields {
-                                    set.insert(f);
-                                }
+                                named.insert(f.clone());
                             }
-                            None => fields = None,
+                            None => keyword = true,
                         }
-                        let rules = by_needle.entry(literal).or_default();
-                        // A rule names a literal once, however many fields show it.
-                        if rules.last() != Some(&(i as u32)) {
-                            rules.push(i as u32);
+                        let entries = by_needle.entry(literal).or_default();
+                        let entry = (i as u32, field, anchor);
+                        if !entries.contains(&entry) {
+                            entries.push(entry);
                         }
                     }
                 }
                 None => always.push(i as u32),
             }
         }
-        let mut entries: Vec<(String, Vec<u32>)> = by_needle.into_iter().collect();
-        entries.sort();
-        let automaton = if entries.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(true)
-                .kind(Some(AhoCorasickKind::ContiguousNFA))
-                .build(entries.iter().map(|(n, _)| n))
-                .ok()
-        };
+        let mut automaton = None;
+        let mut field_ids = HashMap::new();
+        let mut pattern_entries = Vec::new();
+        // More fields than an entry can name: fall back to every rule (slower, never wrong).
+        if named.len() <= usize::from(u16::MAX) {
+            field_ids = named
+                .iter()
+                .enumerate()
+                .map(|(id, name)| (name.clone(), id as u16))
+                .collect();
+            let mut literals: Vec<(String, Vec<(u32, Option<String>, Anchor)>)> =
+                by_needle.into_iter().collect();
+            literals.sort();
+            if !literals.is_empty() {
+                automaton = AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .ascii_case_insensitive(true)
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
+                    .build(literals.iter().map(|(n, _)| n))
+                    .ok();
+            }
+            pattern_entries = literals
+                .into_iter()
+                .map(|(_, entries)| {
+                    entries
+                        .into_iter()
+                        .map(|(rule, field, anchor)| Entry {
+                            rule,
+                            field: field.and_then(|f| field_ids.get(&f).copied()),
+                            anchor,
+                        })
+                        .collect()
+                })
+                .collect();
+        }
         if automaton.is_none() {
-            // Could not build: every rule is a candidate (slower, never wrong).
+            // Nothing to scan with: every rule is a candidate (slower, never wrong).
             always = (0..rules.len() as u32).collect();
         }
         Prefilter {
             automaton,
-            pattern_rules: entries.into_iter().map(|(_, r)| r).collect(),
-            fields: fields.map(|set| set.into_iter().collect()),
+            pattern_entries,
+            fields: (!keyword).then(|| named.into_iter().collect()),
+            field_ids,
             always,
             rules: rules.len(),
         }
@@ -97,9 +157,10 @@ impl Prefilter {
             hit[i as usize] = true;
         }
         if let Some(ac) = &self.automaton {
-            // A literal seen again (`.exe` in every path) adds no rule: its rules are marked once.
-            let mut seen = vec![0u64; self.pattern_rules.len().div_ceil(64)];
-            let mut scan = |value: &str| {
+            // A literal whose rules are all candidates already (`.exe` in every path) is not
+            // looked at again.
+            let mut done = vec![0u64; self.pattern_entries.len().div_ceil(64)];
+            let mut scan = |field: Option<u16>, value: &str, text: bool| {
                 if value.len() < MIN_NEEDLE_CHARS {
                     return;
                 }
@@ -114,19 +175,37 @@ impl Prefilter {
                 for m in ac.find_overlapping_iter(haystack) {
                     let p = m.pattern().as_usize();
                     let (word, bit) = (p / 64, 1u64 << (p % 64));
-                    if seen[word] & bit == 0 {
-                        seen[word] |= bit;
-                        for &r in &self.pattern_rules[p] {
-                            hit[r as usize] = true;
+                    if done[word] & bit != 0 {
+                        continue;
+                    }
+                    let mut all = true;
+                    for e in &self.pattern_entries[p] {
+                        if !hit[e.rule as usize] {
+                            if (e.field.is_none() || e.field == field)
+                                && e.anchor.holds(m.start(), m.end(), haystack.len(), text)
+                            {
+                                hit[e.rule as usize] = true;
+                            } else {
+                                all = false;
+                            }
                         }
+                    }
+                    if all {
+                        done[word] |= bit;
                     }
                 }
             };
             match &self.fields {
-                Some(fields) => fields
-                    .iter()
-                    .for_each(|f| event.visit_field_text(f, &mut scan)),
-                None => event.visit_text(&mut scan),
+                Some(fields) => {
+                    for (id, f) in fields.iter().enumerate() {
+                        event.visit_field_text(f, &mut |value, text| {
+                            scan(Some(id as u16), value, text)
+                        });
+                    }
+                }
+                None => event.visit_named_text(&mut |name, value, text| {
+                    scan(self.field_ids.get(name).copied(), value, text)
+                }),
             }
         }
         hit.iter()
@@ -203,18 +282,19 @@ fn detection_witness(d: &CompiledDetection) -> Option<Vec<Needle>> {
 }
 
 fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Vec<Needle>> {
-    let literal = |v: &str| {
+    let literal = |v: &str, anchor: Anchor| {
         let f = fold(v);
-        (f.chars().count() >= MIN_NEEDLE_CHARS).then(|| vec![(field.map(str::to_string), f)])
+        (f.chars().count() >= MIN_NEEDLE_CHARS)
+            .then(|| vec![(field.map(str::to_string), f, anchor)])
     };
     let within = |m: &CompiledMatcher| matcher_witness(field, m);
     match m {
-        CompiledMatcher::Exact { value, .. }
-        | CompiledMatcher::Contains { value, .. }
-        | CompiledMatcher::StartsWith { value, .. }
-        | CompiledMatcher::EndsWith { value, .. } => literal(value),
+        CompiledMatcher::Exact { value, .. } => literal(value, Anchor::Whole),
+        CompiledMatcher::Contains { value, .. } => literal(value, Anchor::Anywhere),
+        CompiledMatcher::StartsWith { value, .. } => literal(value, Anchor::Start),
+        CompiledMatcher::EndsWith { value, .. } => literal(value, Anchor::End),
         CompiledMatcher::AhoCorasickSet { needles, .. } => {
-            union(needles.iter().map(|n| literal(n)))
+            union(needles.iter().map(|n| literal(n, Anchor::Anywhere)))
         }
         CompiledMatcher::AnyOf(list) => union(list.iter().map(within)),
         CompiledMatcher::AllOf(list) => best(list.iter().map(within)),
@@ -238,7 +318,11 @@ fn union(parts: impl Iterator<Item = Option<Vec<Needle>>>) -> Option<Vec<Needle>
 /// Any conjunct's witness is a witness of the AND: take the most selective.
 fn best(parts: impl Iterator<Item = Option<Vec<Needle>>>) -> Option<Vec<Needle>> {
     parts.flatten().filter(|w| !w.is_empty()).max_by_key(|w| {
-        let shortest = w.iter().map(|(_, n)| n.chars().count()).min().unwrap_or(0);
+        let shortest = w
+            .iter()
+            .map(|(_, n, _)| n.chars().count())
+            .min()
+            .unwrap_or(0);
         (shortest.min(8), std::cmp::Reverse(w.len()))
     })
 }
@@ -256,7 +340,7 @@ mod tests {
         let set = rsigma_parser::parse_sigma_yaml(&yaml).unwrap();
         let rule = rsigma_eval::compile_rule(&set.rules[0]).unwrap();
         rule_witness(&rule).map(|w| {
-            let mut literals: Vec<String> = w.into_iter().map(|(_, literal)| literal).collect();
+            let mut literals: Vec<String> = w.into_iter().map(|(_, literal, _)| literal).collect();
             literals.sort();
             literals
         })
@@ -351,16 +435,90 @@ mod tests {
         let there = sysmon_process(serde_json::json!({"CommandLine": "x MimiKatz y"}));
         assert_eq!(prefilter.candidates(&SigmaEvent::new(&there)), vec![0]);
 
-        // A keyword may show in any value: then every value is scanned.
+        // A keyword may show in any value: then every value is scanned, and the keyword rule
+        // is a candidate; the fielded one is not, its literal is in another field.
         let keyword = rule("b", "  keywords:\n    - 'mimikatz'\n  condition: keywords");
         let (set, key) = process_creation_route(&format!("{fielded}---\n{keyword}"));
         let prefilter = &set.routes[&key].prefilter;
         assert_eq!(prefilter.fields, None);
-        let candidates = prefilter.candidates(&SigmaEvent::new(&elsewhere));
+        assert_eq!(prefilter.candidates(&SigmaEvent::new(&elsewhere)), vec![1]);
+        assert_eq!(prefilter.candidates(&SigmaEvent::new(&there)), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_literal_counts_in_its_own_field_at_its_own_place() {
+        let rule = |title: &str, detection: &str| {
+            format!(
+                "title: {title}\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n{detection}\nlevel: low\n"
+            )
+        };
+        let rules = [
+            rule(
+                "end",
+                "  sel:\n    Image|endswith: '\\whoami.exe'\n  condition: sel",
+            ),
+            rule(
+                "start",
+                "  sel:\n    CommandLine|startswith: 'net '\n  condition: sel",
+            ),
+            rule(
+                "exact",
+                "  sel:\n    OriginalFileName: 'Cmd.Exe'\n  condition: sel",
+            ),
+            rule(
+                "contains",
+                "  sel:\n    CommandLine|contains: 'whoami'\n  condition: sel",
+            ),
+        ]
+        .join("---\n");
+        let candidates = |rules: &str, data: serde_json::Value| {
+            let (set, key) = process_creation_route(rules);
+            let names: Vec<String> = set.routes[&key]
+                .prefilter
+                .candidates(&SigmaEvent::new(&sysmon_process(data)))
+                .into_iter()
+                .map(|i| set.routes[&key].rules[i as usize].title.clone())
+                .collect();
+            names
+        };
         assert_eq!(
-            candidates.len(),
-            2,
-            "both rules are candidates: {candidates:?}"
+            candidates(
+                &rules,
+                serde_json::json!({
+                "Image": "C:\\Windows\\System32\\WHOAMI.EXE", "CommandLine": "Net user",
+                "OriginalFileName": "cmd.exe"})
+            ),
+            ["end", "start", "exact"]
+        );
+        // The same literals elsewhere in the value, or in another field.
+        assert_eq!(
+            candidates(
+                &rules,
+                serde_json::json!({
+                "Image": "C:\\x\\whoami.exe.bak", "CommandLine": "cmd /c net user & whoami.exe",
+                "ParentImage": "C:\\whoami.exe", "OriginalFileName": "cmd.exe.mui"})
+            ),
+            ["contains"]
+        );
+        // Numbers are rendered differently by the evaluator: no place is required of them.
+        let number = rule("number", "  sel:\n    ProcessId: '10'\n  condition: sel");
+        assert_eq!(
+            candidates(&number, serde_json::json!({"ProcessId": 10.0})),
+            ["number"]
+        );
+        // With a keyword rule every value is scanned; fielded literals still need their field.
+        let keyword = rule(
+            "keyword",
+            "  keywords:\n    - 'mimikatz'\n  condition: keywords",
+        );
+        let both = format!("{rules}---\n{keyword}");
+        assert_eq!(
+            candidates(
+                &both,
+                serde_json::json!({
+                "ParentImage": "C:\\whoami.exe", "Description": "MimiKatz"})
+            ),
+            ["keyword"]
         );
     }
 
