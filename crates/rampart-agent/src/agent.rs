@@ -75,6 +75,11 @@ impl Default for Options {
 /// form are all in memory while it is sent).
 const BATCH_BYTES: usize = 2 << 20;
 
+/// How long after a request the next one waits while less than a full batch is queued: fewer,
+/// fuller requests (each costs a queue fdatasync, a TLS request and a zstd frame) for at most
+/// this much more latency.
+const SEND_INTERVAL: Duration = Duration::from_millis(250);
+
 /// The sensor loop's shortest pass (batching events; adds at most this to their latency).
 const PASS: Duration = Duration::from_millis(10);
 
@@ -535,6 +540,16 @@ fn send_loop(
     actions: &mpsc::Sender<Value>,
 ) {
     let mut backoff = Duration::from_secs(1);
+    let mut last_send = Instant::now() - SEND_INTERVAL;
+    // Kept across batches: a fresh multi-MiB buffer each time is fresh pages to fault in.
+    let mut body = Vec::new();
+    let mut zstd = match crate::transport::Compression::new() {
+        Ok(z) => z,
+        Err(e) => {
+            error!("telemetry cannot be compressed, none is sent: {e:#}");
+            return;
+        }
+    };
     let mut last_heartbeat: Option<Instant> = None;
     let mut drops_reported = 0i64;
     let mut last_dropped = 0u64;
@@ -565,6 +580,14 @@ fn send_loop(
         }
         let entries = {
             let mut queue = lock(&shared.queue);
+            // Less than a full batch waits for the send interval: fewer, fuller requests.
+            let waiting = queue.stats().records;
+            let since = last_send.elapsed();
+            if waiting < options.batch_rows as u64 && since < SEND_INTERVAL {
+                drop(queue);
+                sleep_unless_stopped(SEND_INTERVAL - since, &shared.stop);
+                continue;
+            }
             // Only durable rows go out: a seq the server stored must never be reused.
             queue
                 .flush()
@@ -583,8 +606,9 @@ fn send_loop(
             continue;
         };
         let (first, last) = (first.seq, last.seq);
-        let body = telemetry_body(entries.iter().map(|e| e.data.as_slice()));
-        let ack = match client.send_telemetry(&body, first, last) {
+        last_send = Instant::now();
+        telemetry_body(&mut body, entries.iter().map(|e| e.data.as_slice()));
+        let ack = match client.send_telemetry(&mut zstd, &body, first, last) {
             Ok(Delivery::Stored { .. }) => {
                 backoff = Duration::from_secs(1);
                 shared
@@ -625,10 +649,11 @@ fn send_loop(
     }
 }
 
-/// `{"batches":[{"table":T,"rows":[...]}, ...]}` from `TABLE NUL JSON` records, consecutive
-/// rows of a table in one batch (order kept: the server numbers rows in this order).
-pub fn telemetry_body<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(1 << 20);
+/// Into `body` (cleared first): `{"batches":[{"table":T,"rows":[...]}, ...]}` from
+/// `TABLE NUL JSON` records, consecutive rows of a table in one batch (order kept: the server
+/// numbers rows in this order).
+pub fn telemetry_body<'a>(body: &mut Vec<u8>, records: impl Iterator<Item = &'a [u8]>) {
+    body.clear();
     body.extend_from_slice(b"{\"batches\":[");
     let mut current: Option<&[u8]> = None;
     for record in records {
@@ -653,7 +678,6 @@ pub fn telemetry_body<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
         body.extend_from_slice(b"]}");
     }
     body.extend_from_slice(b"]}");
-    body
 }
 
 fn total_dropped(shared: &Shared) -> u64 {
@@ -802,8 +826,12 @@ fn save_history(shared: &Shared, state: &std::path::Path) {
 
 fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
     let until = Instant::now() + total;
-    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+    loop {
+        let now = Instant::now();
+        if now >= until || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(100)));
     }
 }
 
@@ -825,7 +853,9 @@ mod tests {
             b"no separator",
             b"A\0{\"x\":3}",
         ];
-        let body = telemetry_body(records.into_iter());
+        // The buffer is reused: what it held before is gone.
+        let mut body = b"leftover".to_vec();
+        telemetry_body(&mut body, records.into_iter());
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             v,
@@ -835,7 +865,8 @@ mod tests {
                 {"table": "A", "rows": [{"x": 3}]},
             ]})
         );
-        let empty: Value = serde_json::from_slice(&telemetry_body(std::iter::empty())).unwrap();
+        telemetry_body(&mut body, std::iter::empty());
+        let empty: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(empty, json!({"batches": []}));
     }
 }
