@@ -53,6 +53,9 @@ impl Anchor {
 /// literal, and where in the value.
 type Needle = (Option<String>, String, Anchor);
 
+/// A literal's rules while the index is built: rule, field name and place.
+type Uses = Vec<(u32, Option<String>, Anchor)>;
+
 /// A rule that a literal stands for, in which field (`None`: any) and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -77,7 +80,7 @@ pub struct Prefilter {
 
 impl Prefilter {
     pub fn build(rules: &[CompiledRule]) -> Prefilter {
-        let mut by_needle: HashMap<String, Vec<(u32, Option<String>, Anchor)>> = HashMap::new();
+        let mut by_needle: HashMap<String, Uses> = HashMap::new();
         let mut named = BTreeSet::new();
         let mut keyword = false;
         let mut always = Vec::new();
@@ -111,8 +114,7 @@ impl Prefilter {
                 .enumerate()
                 .map(|(id, name)| (name.clone(), id as u16))
                 .collect();
-            let mut literals: Vec<(String, Vec<(u32, Option<String>, Anchor)>)> =
-                by_needle.into_iter().collect();
+            let mut literals: Vec<(String, Uses)> = by_needle.into_iter().collect();
             literals.sort();
             if !literals.is_empty() {
                 automaton = AhoCorasick::builder()
