@@ -1,6 +1,7 @@
 //! The agent's state directory: its key, certificate and the server's CA (written by
 //! `enroll`), what enrollment decided (device and tenant ids, server address), the last
-//! blocklist the server gave, and the on-disk event queue. Everything the agent needs to run again after a restart.
+//! blocklist the server gave, and the on-disk event queue. Everything the agent needs to run
+//! again after a restart.
 
 use std::fs;
 use std::io::Write;
