@@ -4,7 +4,7 @@
 //! with a `Timestamp > ago(...)` filter); repeated rows fold into their open alert through the
 //! dedup key, so a query that finds the same row at every run raises it once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -129,7 +129,7 @@ pub async fn run(app: &App, tenant: &str, rule: &Rule) -> Result<Outcome, Proble
         .clone()
         .and_then(|t| serde_json::from_value(t).ok())
         .unwrap_or_default();
-    let candidates = rows
+    let candidates: Vec<Candidate> = rows
         .iter()
         .map(|row| Candidate {
             draft: draft(rule, &template, row),
@@ -137,7 +137,21 @@ pub async fn run(app: &App, tenant: &str, rule: &Rule) -> Result<Outcome, Proble
             kind: Some(RuleKind::Kql),
         })
         .collect();
-    place_all(app, tenant, candidates, &BTreeMap::new()).await
+    // The devices the rows name, when known: their alerts then belong to the device (and its
+    // group's analysts see them) as any other alert does.
+    let names: Vec<String> = candidates
+        .iter()
+        .filter_map(|c| c.draft.device_name.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let devices: BTreeMap<String, String> = app
+        .db
+        .device_ids_by_hostname(tenant, &names)
+        .await?
+        .into_iter()
+        .collect();
+    place_all(app, tenant, candidates, &devices).await
 }
 
 fn text<'a>(row: &'a Map<String, Value>, column: &str) -> Option<&'a str> {

@@ -611,6 +611,26 @@ impl StateDb {
         self.fetch_one(sql, "device").await
     }
 
+    /// The devices of this tenant named `hostnames` (any case), as `(hostname, id)` with the
+    /// stored, lower-case hostname; names no device has are left out.
+    pub async fn device_ids_by_hostname(
+        &self,
+        tenant: &str,
+        hostnames: &[String],
+    ) -> Result<Vec<(String, String)>> {
+        let names: Vec<String> = hostnames.iter().map(|h| h.to_lowercase()).collect();
+        let mut found = Vec::new();
+        for chunk in names.chunks(crate::alerts::KEYS_PER_LOOKUP) {
+            let mut sql = Sql::new("SELECT hostname, id FROM devices WHERE tenant_id = ");
+            sql.bind(tenant.to_owned()).and_in("hostname", chunk);
+            for row in sql.query()?.fetch_all(&self.pool).await? {
+                let r = Cols(&row);
+                found.push((r.str("hostname")?, r.str("id")?));
+            }
+        }
+        Ok(found)
+    }
+
     /// The device a client certificate belongs to (agent gateway authentication; the
     /// certificate determines the tenant).
     pub async fn device_by_cert_fingerprint(

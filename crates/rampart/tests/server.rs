@@ -1712,8 +1712,8 @@ fn forwarded_json_events_bad_lines_compression_and_limits() {
 }
 
 /// Custom detections: a KQL rule is checked when created, tested over stored events without
-/// alerting, and run: each row an alert (in an incident, in AlertInfo); a second run folds the
-/// same rows into their open alerts.
+/// alerting, and run: each row an alert (in an incident, in AlertInfo, on the row's device); a
+/// second run folds the same rows into their open alerts.
 #[test]
 fn custom_detections_turn_query_rows_into_alerts() {
     let Some(samples) = rampart_testdata::dataset("datasets/evtx-attack-samples") else {
@@ -1775,6 +1775,13 @@ fn custom_detections_turn_query_rows_into_alerts() {
     );
     for a in alerts {
         assert_eq!(a["rule"]["kind"], "kql", "{a}");
+        // The row's device is a known one (the uploads recorded it): the alert is its.
+        assert!(
+            a["device_id"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("dev_")),
+            "{a}"
+        );
         assert_eq!(a["severity"], "low");
         assert_eq!(a["techniques"], json!(["T1059"]));
         assert!(a["incident_id"].is_string());
