@@ -45,8 +45,9 @@ pub struct Indicators {
     by_value: HashMap<(IndicatorKind, String), Indicator>,
     /// The key of each indicator in `by_value`, by id.
     by_id: HashMap<String, (IndicatorKind, String)>,
-    /// Whether any is an `allow` one, and whether any is scoped to device groups: alerting
-    /// looks up nothing when neither.
+    /// Whether any is an `alert` or `block` one (rows are scanned only then), any an `allow`
+    /// one, any scoped to device groups (alerting looks up nothing when neither).
+    any_matched: bool,
     any_allowed: bool,
     any_scoped: bool,
 }
@@ -68,6 +69,7 @@ impl Indicators {
     /// (a blocked file or address is still worth an alert where it shows up); `allow` ones
     /// keep alerts from being raised.
     pub fn new(list: Vec<Indicator>) -> Indicators {
+        let any_matched = list.iter().any(|i| i.action != IndicatorAction::Allow);
         let any_allowed = list.iter().any(|i| i.action == IndicatorAction::Allow);
         let any_scoped = list.iter().any(|i| !i.scope_groups.is_all());
         let by_id = list
@@ -80,6 +82,7 @@ impl Indicators {
                 .map(|i| ((i.kind, i.value.clone()), i))
                 .collect(),
             by_id,
+            any_matched,
             any_allowed,
             any_scoped,
         }
@@ -181,9 +184,7 @@ impl Indicators {
 
     /// Whether no row can match: there is no `alert` or `block` indicator.
     pub fn is_empty(&self) -> bool {
-        self.by_value
-            .values()
-            .all(|i| i.action == IndicatorAction::Allow)
+        !self.any_matched
     }
 
     /// Every `alert` and `block` indicator found in `batch` of `table`, whatever its scope

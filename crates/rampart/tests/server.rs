@@ -568,6 +568,19 @@ struct AgentSetup {
 }
 
 /// `config` is the server's TOML configuration ("" for the defaults).
+/// Creates device group `name` and moves `device` into it; returns the group.
+fn put_in_new_group(server: &Server, admin: &str, device: &str, name: &str) -> Value {
+    let group = server.post("/api/v1/device-groups", admin, json!({"name": name}));
+    let (status, body) = server.call(
+        "PATCH",
+        &format!("/api/v1/devices/{device}"),
+        Some(admin),
+        Some(&json!({"group_id": group["id"]})),
+    );
+    assert_eq!(status, 200, "{body}");
+    group
+}
+
 fn with_web01(name: &str, config: &str) -> AgentSetup {
     let dir = scratch(name);
     let file = dir.join("server.toml");
@@ -768,15 +781,8 @@ fn indicators_apply_within_their_scope_and_allow_ones_keep_alerts_away() {
         web01,
         ..
     } = with_web01("indicator-scope", "");
-    let web = server.post("/api/v1/device-groups", &admin, json!({"name": "web"}));
+    let web = put_in_new_group(&server, &admin, &device, "web");
     let db = server.post("/api/v1/device-groups", &admin, json!({"name": "db"}));
-    let (status, body) = server.call(
-        "PATCH",
-        &format!("/api/v1/devices/{device}"),
-        Some(&admin),
-        Some(&json!({"group_id": web["id"]})),
-    );
-    assert_eq!(status, 200, "{body}");
     let indicator = |kind: &str, value: &str, action: &str, groups: Value| {
         server.post(
             "/api/v1/indicators",
@@ -1907,14 +1913,7 @@ fn hunting_is_confined_to_the_callers_device_groups() {
         );
         assert_eq!(status, 200, "{body}");
     }
-    let group = server.post("/api/v1/device-groups", &admin, json!({"name": "web"}));
-    let (status, body) = server.call(
-        "PATCH",
-        &format!("/api/v1/devices/{device}"),
-        Some(&admin),
-        Some(&json!({"group_id": group["id"]})),
-    );
-    assert_eq!(status, 200, "{body}");
+    let group = put_in_new_group(&server, &admin, &device, "web");
     server.post(
         "/api/v1/users",
         &admin,
