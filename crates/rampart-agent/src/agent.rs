@@ -98,6 +98,9 @@ struct Counters {
     rows_sent: AtomicU64,
     rows_refused: AtomicU64,
     kernel_lost: AtomicU64,
+    /// DNS packets the capture socket's buffer overflowed on, plus DNS-over-TCP streams not
+    /// followed past a gap.
+    dns_lost: AtomicU64,
     send_failures: AtomicU64,
 }
 
@@ -106,6 +109,8 @@ struct Counters {
 struct DropHistory {
     kernel_lost: u64,
     rows_refused: u64,
+    #[serde(default)]
+    dns_lost: u64,
 }
 
 struct Shared {
@@ -329,6 +334,10 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         shared.counters.events.fetch_add(events, Ordering::Relaxed);
         if let Some(d) = dns.as_mut() {
             d.poll(&mut |x| rows.push(mapper.dns(&x)));
+            shared
+                .counters
+                .dns_lost
+                .store(d.dropped() + d.lost(), Ordering::Relaxed);
         }
         while let Ok(logon) = logon_rx.try_recv() {
             rows.push(mapper.logon(&logon));
@@ -685,8 +694,10 @@ fn total_dropped(shared: &Shared) -> u64 {
     let queue = lock(&shared.queue).stats();
     shared.history.kernel_lost
         + shared.history.rows_refused
+        + shared.history.dns_lost
         + c.kernel_lost.load(Ordering::Relaxed)
         + c.rows_refused.load(Ordering::Relaxed)
+        + c.dns_lost.load(Ordering::Relaxed)
         + queue.dropped_records
 }
 
@@ -711,6 +722,7 @@ fn heartbeat_body(
         "rows_sent": c.rows_sent.load(Ordering::Relaxed),
         "rows_refused": shared.history.rows_refused + c.rows_refused.load(Ordering::Relaxed),
         "kernel_lost": shared.history.kernel_lost + c.kernel_lost.load(Ordering::Relaxed),
+        "dns_lost": shared.history.dns_lost + c.dns_lost.load(Ordering::Relaxed),
         "send_failures": c.send_failures.load(Ordering::Relaxed),
     });
     health["isolated"] = json!(state.join(crate::isolation::STATE_FILE).exists());
@@ -816,6 +828,7 @@ fn save_history(shared: &Shared, state: &std::path::Path) {
     let history = DropHistory {
         kernel_lost: shared.history.kernel_lost + c.kernel_lost.load(Ordering::Relaxed),
         rows_refused: shared.history.rows_refused + c.rows_refused.load(Ordering::Relaxed),
+        dns_lost: shared.history.dns_lost + c.dns_lost.load(Ordering::Relaxed),
     };
     if let Ok(json) = serde_json::to_vec(&history)
         && let Err(e) = write_atomic(&state.join("drops.json"), &json, 0o600)

@@ -2,18 +2,20 @@
 //!
 //! One `AF_PACKET`/`SOCK_DGRAM` socket on every interface (loopback included): `SOCK_DGRAM`
 //! hands over packets from the network header on, so no link layer (Ethernet, loopback, tun,
-//! VLAN devices) needs parsing. A classic BPF program attached in the kernel keeps only UDP
-//! packets from or to port 53 (IPv4 without fragments after the first, IPv6 with UDP as the
-//! first next header) and drops loopback's outgoing copy of each packet (loopback shows every
-//! packet twice: as sent and as received). Queries are held until their response comes back
-//! (matched by client address, port, transaction id and question) or until a timeout, then
-//! handed over as one [`DnsExchange`].
+//! VLAN devices) needs parsing. A classic BPF program attached in the kernel keeps only UDP and
+//! TCP packets from or to port 53 (IPv4 without fragments after the first, IPv6 with UDP or TCP
+//! as the first next header) and drops loopback's outgoing copy of each packet (loopback shows
+//! every packet twice: as sent and as received). Over TCP (zone transfers, answers retried after
+//! a truncated one, resolvers that prefer it), each direction of a connection is put back in
+//! order by sequence number and cut into messages at their two-byte length prefixes (RFC 7766).
+//! Queries are held until their response comes back (matched by client address, port,
+//! transaction id and question) or until a timeout, then handed over as one [`DnsExchange`].
 //!
-//! Not covered: DNS over TCP (zone transfers, truncated answers retried over TCP), DNS over
-//! TLS/HTTPS/QUIC (encrypted), mDNS/LLMNR (other ports), IPv6 packets with extension headers,
-//! and which process asked (the wire does not say).
+//! Not covered: DNS over TLS/HTTPS/QUIC (encrypted), mDNS/LLMNR (other ports), IPv6 packets
+//! with extension headers, and which process asked (the wire does not say).
 //!
-//! Never panics on what it reads: every malformed packet is counted ([`DnsCapture::malformed`]).
+//! Never panics on what it reads: every malformed packet is counted ([`DnsCapture::malformed`]),
+//! and so is every TCP stream that could not be followed past a gap ([`DnsCapture::lost`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -40,9 +42,11 @@ pub struct DnsExchange {
     /// The answer section as text: "A 93.184.216.34", "CNAME x.example.net", "MX 10 mx.example",
     /// `TXT "v=spf1 -all"`; at most [`MAX_ANSWERS`], each at most [`MAX_ANSWER_TEXT`] bytes.
     pub answers: Vec<String>,
-    /// The response had the TC bit: the full answer was (probably) fetched over TCP, which is
-    /// not captured.
+    /// The response had the TC bit: the full answer is usually asked for again over TCP (a
+    /// second exchange, with `over_tcp`).
     pub truncated: bool,
+    /// Asked over TCP rather than UDP.
+    pub over_tcp: bool,
 }
 
 /// Answers kept per response.
@@ -181,6 +185,12 @@ impl DnsCapture {
         self.tracker.unmatched
     }
 
+    /// TCP streams not followed past a gap (the capture missed a segment, or the streams'
+    /// bytes were at their bound): the rest of those connections' messages is not seen.
+    pub fn lost(&self) -> u64 {
+        self.tracker.lost
+    }
+
     /// Queries waiting for their answer.
     pub fn pending(&self) -> usize {
         self.tracker.pending.len()
@@ -281,7 +291,7 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T)
     }
 }
 
-/// The classic BPF program: UDP from or to port 53, offsets from the network header
+/// The classic BPF program: UDP or TCP from or to port 53, offsets from the network header
 /// (`SOCK_DGRAM`); loopback's outgoing copies dropped.
 fn filter() -> Vec<libc::sock_filter> {
     const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
@@ -294,39 +304,43 @@ fn filter() -> Vec<libc::sock_filter> {
     const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
     const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     const AD: u32 = libc::SKF_AD_OFF as u32;
+    const UDP: u32 = libc::IPPROTO_UDP as u32;
+    const TCP: u32 = libc::IPPROTO_TCP as u32;
     // (code, jump-if-true target, jump-if-false target, k); targets are instruction indexes,
     // turned into the relative offsets BPF wants below.
-    const ACCEPT: u8 = 23;
-    const REJECT: u8 = 24;
+    const ACCEPT: u8 = 25;
+    const REJECT: u8 = 26;
     #[rustfmt::skip]
-    let program: [(u16, u8, u8, u32); 25] = [
+    let program: [(u16, u8, u8, u32); 27] = [
         /*  0 */ (LD_W_ABS, 0, 0, AD + libc::SKF_AD_PKTTYPE as u32),
         /*  1 */ (JEQ, 2, 4, u32::from(PACKET_OUTGOING)),
         /*  2 */ (LD_W_ABS, 0, 0, AD + libc::SKF_AD_HATYPE as u32),
         /*  3 */ (JEQ, REJECT, 4, u32::from(ARPHRD_LOOPBACK)),
         /*  4 */ (LD_B_ABS, 0, 0, 0),
         /*  5 */ (RSH, 0, 0, 4),
-        /*  6 */ (JEQ, 7, 16, 4),
-        // IPv4: UDP, not a later fragment, port 53 either side.
+        /*  6 */ (JEQ, 7, 17, 4),
+        // IPv4: UDP or TCP, not a later fragment, port 53 either side (both put the ports first).
         /*  7 */ (LD_B_ABS, 0, 0, 9),
-        /*  8 */ (JEQ, 9, REJECT, 17),
-        /*  9 */ (LD_H_ABS, 0, 0, 6),
-        /* 10 */ (JSET, REJECT, 11, 0x1fff),
-        /* 11 */ (LDX_MSH, 0, 0, 0),
-        /* 12 */ (LD_H_IND, 0, 0, 0),
-        /* 13 */ (JEQ, ACCEPT, 14, 53),
-        /* 14 */ (LD_H_IND, 0, 0, 2),
-        /* 15 */ (JEQ, ACCEPT, REJECT, 53),
-        // IPv6: UDP as the first next header, port 53 either side.
-        /* 16 */ (JEQ, 17, REJECT, 6),
-        /* 17 */ (LD_B_ABS, 0, 0, 6),
-        /* 18 */ (JEQ, 19, REJECT, 17),
-        /* 19 */ (LD_H_ABS, 0, 0, 40),
-        /* 20 */ (JEQ, ACCEPT, 21, 53),
-        /* 21 */ (LD_H_ABS, 0, 0, 42),
-        /* 22 */ (JEQ, ACCEPT, REJECT, 53),
-        /* 23 */ (RET, 0, 0, 65535),
-        /* 24 */ (RET, 0, 0, 0),
+        /*  8 */ (JEQ, 10, 9, UDP),
+        /*  9 */ (JEQ, 10, REJECT, TCP),
+        /* 10 */ (LD_H_ABS, 0, 0, 6),
+        /* 11 */ (JSET, REJECT, 12, 0x1fff),
+        /* 12 */ (LDX_MSH, 0, 0, 0),
+        /* 13 */ (LD_H_IND, 0, 0, 0),
+        /* 14 */ (JEQ, ACCEPT, 15, 53),
+        /* 15 */ (LD_H_IND, 0, 0, 2),
+        /* 16 */ (JEQ, ACCEPT, REJECT, 53),
+        // IPv6: UDP or TCP as the first next header, port 53 either side.
+        /* 17 */ (JEQ, 18, REJECT, 6),
+        /* 18 */ (LD_B_ABS, 0, 0, 6),
+        /* 19 */ (JEQ, 21, 20, UDP),
+        /* 20 */ (JEQ, 21, REJECT, TCP),
+        /* 21 */ (LD_H_ABS, 0, 0, 40),
+        /* 22 */ (JEQ, ACCEPT, 23, 53),
+        /* 23 */ (LD_H_ABS, 0, 0, 42),
+        /* 24 */ (JEQ, ACCEPT, REJECT, 53),
+        /* 25 */ (RET, 0, 0, 65535),
+        /* 26 */ (RET, 0, 0, 0),
     ];
     program
         .iter()
@@ -359,6 +373,7 @@ struct Pending {
     seq: u64,
     seen: Instant,
     time: DateTime<Utc>,
+    over_tcp: bool,
 }
 
 /// Matches responses to queries; bounded.
@@ -375,10 +390,28 @@ struct Tracker {
     malformed: u64,
     /// Responses to no query seen (the capture started after it, or a second copy).
     unmatched: u64,
+    /// DNS over TCP: each direction of each connection, by (sender, receiver).
+    streams: HashMap<(SocketAddr, SocketAddr), Stream>,
+    /// Bytes the streams hold, within `max_held` ([`MAX_HELD`]).
+    held: usize,
+    max_held: usize,
+    last_sweep: Option<Instant>,
+    /// TCP streams given up past a gap that did not fill.
+    lost: u64,
 }
 
 /// How long a finished query's key keeps later copies of it out.
 const RECENT_WINDOW: Duration = Duration::from_secs(1);
+/// TCP connections followed at once; past this, the one silent longest is forgotten.
+const MAX_STREAMS: usize = 1024;
+/// A TCP connection silent this long is forgotten (one that ended without a FIN or RST seen).
+const STREAM_IDLE: Duration = Duration::from_secs(60);
+/// Segments held past a gap in a TCP stream, waiting for the missing one; past this the gap is
+/// taken as lost (the capture missed it) and the rest of the connection is not followed.
+const MAX_AHEAD: usize = 16;
+/// Bytes all TCP streams together hold (partial messages, segments past a gap); a stream that
+/// would take more is given up on, so many half-sent messages cannot grow the agent.
+const MAX_HELD: usize = 8 << 20;
 
 impl Tracker {
     fn new(timeout: Duration, max_pending: usize) -> Tracker {
@@ -392,6 +425,11 @@ impl Tracker {
             recent_order: VecDeque::new(),
             malformed: 0,
             unmatched: 0,
+            streams: HashMap::new(),
+            held: 0,
+            max_held: MAX_HELD,
+            last_sweep: None,
+            lost: 0,
         }
     }
 
@@ -403,17 +441,100 @@ impl Tracker {
         packet: &[u8],
         sink: &mut dyn FnMut(DnsExchange),
     ) {
-        match udp_payload(packet) {
-            Some((src, dst, payload, complete)) => {
-                self.datagram(now, time, src, dst, payload, complete, sink)
-            }
+        match parse_packet(packet) {
+            Some(p) => match p.tcp {
+                None => self.message(now, time, p.src, p.dst, p.payload, p.complete, false, sink),
+                Some(tcp) => self.tcp_segment(now, time, &p, tcp, sink),
+            },
             None => self.malformed += 1,
         }
     }
 
-    /// One DNS message from `src` to `dst`; `complete`: the whole UDP payload was captured.
+    /// One TCP segment: its bytes join their direction's stream, and each whole message in it
+    /// is handled as one.
+    fn tcp_segment(
+        &mut self,
+        now: Instant,
+        time: DateTime<Utc>,
+        p: &Packet,
+        tcp: TcpHeader,
+        sink: &mut dyn FnMut(DnsExchange),
+    ) {
+        let key = (p.src, p.dst);
+        if tcp.rst {
+            self.forget(&key);
+            self.forget(&(p.dst, p.src));
+            return;
+        }
+        // The SYN takes a sequence number of its own: data starts after it.
+        let start = tcp.seq.wrapping_add(u32::from(tcp.syn));
+        if tcp.syn || (!p.payload.is_empty() && !self.streams.contains_key(&key)) {
+            // A new connection, or one that began before the capture: a message is assumed
+            // to start here (RFC 7766 clients send whole messages; a wrong guess parses as
+            // malformed).
+            self.forget(&key);
+            self.make_room(now);
+            self.streams.insert(key, Stream::new(start, now));
+        }
+        let mut messages = Vec::new();
+        if let Some(stream) = self.streams.get_mut(&key)
+            && !p.payload.is_empty()
+        {
+            stream.seen = now;
+            let before = stream.held();
+            let room = self.max_held.saturating_sub(self.held) + before;
+            if !stream.push(start, p.payload, p.complete, room) {
+                self.lost += 1;
+            }
+            stream.take_messages(&mut messages);
+            self.held = self.held - before + stream.held();
+        }
+        if tcp.fin {
+            self.forget(&key);
+        }
+        for m in messages {
+            self.message(now, time, p.src, p.dst, &m, true, true, sink);
+        }
+    }
+
+    /// Forgets idle TCP streams, and the longest silent one when still at the bound.
+    fn make_room(&mut self, now: Instant) {
+        if self.streams.len() < MAX_STREAMS {
+            return;
+        }
+        self.forget_idle(now);
+        if self.streams.len() >= MAX_STREAMS
+            && let Some(oldest) = self
+                .streams
+                .iter()
+                .min_by_key(|(_, s)| s.seen)
+                .map(|(k, _)| *k)
+        {
+            self.forget(&oldest);
+        }
+    }
+
+    fn forget(&mut self, key: &(SocketAddr, SocketAddr)) {
+        if let Some(s) = self.streams.remove(key) {
+            self.held -= s.held();
+        }
+    }
+
+    fn forget_idle(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.streams.retain(|_, s| {
+            let keep = now.duration_since(s.seen) < STREAM_IDLE;
+            if !keep {
+                freed += s.held();
+            }
+            keep
+        });
+        self.held -= freed;
+    }
+
+    /// One DNS message from `src` to `dst`; `complete`: the whole message was captured.
     #[allow(clippy::too_many_arguments)]
-    fn datagram(
+    fn message(
         &mut self,
         now: Instant,
         time: DateTime<Utc>,
@@ -421,6 +542,7 @@ impl Tracker {
         dst: SocketAddr,
         payload: &[u8],
         complete: bool,
+        over_tcp: bool,
         sink: &mut dyn FnMut(DnsExchange),
     ) {
         self.expire(now, sink);
@@ -436,7 +558,7 @@ impl Tracker {
                 self.malformed += 1;
                 return;
             };
-            self.query(now, time, src, dst, msg.id, name, qtype, sink);
+            self.query(now, time, src, dst, msg.id, name, qtype, over_tcp, sink);
         } else {
             self.response(now, src, dst, msg, sink);
         }
@@ -452,6 +574,7 @@ impl Tracker {
         id: u16,
         name: String,
         qtype: u16,
+        over_tcp: bool,
         sink: &mut dyn FnMut(DnsExchange),
     ) {
         let key = Key {
@@ -481,6 +604,7 @@ impl Tracker {
                 seq,
                 seen: now,
                 time,
+                over_tcp,
             },
         );
     }
@@ -552,6 +676,7 @@ impl Tracker {
             query_type: type_name(key.qtype),
             rcode: msg.as_ref().map(|m| rcode_name(m.rcode)),
             truncated: msg.as_ref().is_some_and(|m| m.truncated),
+            over_tcp: p.over_tcp,
             answers: msg.map(|m| m.answers).unwrap_or_default(),
         };
         // Remember it a little while, bounded like the pending queries.
@@ -600,6 +725,13 @@ impl Tracker {
             }
         }
         self.prune_recent(now);
+        if self
+            .last_sweep
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            self.last_sweep = Some(now);
+            self.forget_idle(now);
+        }
     }
 
     fn flush(&mut self, sink: &mut dyn FnMut(DnsExchange)) {
@@ -612,20 +744,127 @@ impl Tracker {
     }
 }
 
-/// (source, destination, UDP payload, whether all of it was captured) of an IPv4 or IPv6
-/// packet; None when it is not a well-formed UDP packet.
-fn udp_payload(packet: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8], bool)> {
+/// One direction of a TCP connection: its bytes put back in order and cut into messages, each
+/// after its two-byte length.
+struct Stream {
+    /// The sequence number of the next byte expected.
+    next: u32,
+    /// Bytes in order that do not make a whole message yet.
+    buf: Vec<u8>,
+    /// Segments past a gap, waiting for it to fill: (sequence number, bytes).
+    ahead: Vec<(u32, Vec<u8>)>,
+    /// False once a gap was given up on: where messages start is unknown from then on.
+    framed: bool,
+    seen: Instant,
+}
+
+impl Stream {
+    fn new(next: u32, now: Instant) -> Stream {
+        Stream {
+            next,
+            buf: Vec::new(),
+            ahead: Vec::new(),
+            framed: true,
+            seen: now,
+        }
+    }
+
+    /// Adds a segment's bytes; false when this gives up on the stream (a gap that did not fill,
+    /// bytes the capture cut, or more to hold than `room`).
+    fn push(&mut self, seq: u32, data: &[u8], complete: bool, room: usize) -> bool {
+        if !self.framed {
+            return true; // Given up on already (and counted then).
+        }
+        let lost = !complete
+            || self.held() + data.len() > room
+            || (seq.wrapping_sub(self.next) as i32 > 0 && self.ahead.len() >= MAX_AHEAD);
+        if lost {
+            self.framed = false;
+            self.buf = Vec::new();
+            self.ahead = Vec::new();
+            return false;
+        }
+        if seq.wrapping_sub(self.next) as i32 > 0 {
+            self.ahead.push((seq, data.to_vec()));
+            return true;
+        }
+        self.append(seq, data);
+        // What waited past the gap may follow now.
+        while let Some(i) = self
+            .ahead
+            .iter()
+            .position(|(s, _)| s.wrapping_sub(self.next) as i32 <= 0)
+        {
+            let (s, d) = self.ahead.swap_remove(i);
+            self.append(s, &d);
+        }
+        true
+    }
+
+    /// Appends what `data` (starting at or before `next`) has past `next`: a retransmission
+    /// or an overlap adds nothing twice.
+    fn append(&mut self, seq: u32, data: &[u8]) {
+        let seen = self.next.wrapping_sub(seq) as usize;
+        if let Some(new) = data.get(seen..).filter(|n| !n.is_empty()) {
+            self.buf.extend_from_slice(new);
+            self.next = self.next.wrapping_add(new.len() as u32);
+        }
+    }
+
+    /// Bytes held: a partial message and segments past a gap.
+    fn held(&self) -> usize {
+        self.buf.len() + self.ahead.iter().map(|(_, d)| d.len()).sum::<usize>()
+    }
+
+    /// Moves every whole message into `out`.
+    fn take_messages(&mut self, out: &mut Vec<Vec<u8>>) {
+        let mut at = 0;
+        while let Some(len) = self
+            .buf
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            && let Some(m) = self.buf.get(at + 2..at + 2 + len)
+        {
+            out.push(m.to_vec());
+            at += 2 + len;
+        }
+        self.buf.drain(..at);
+    }
+}
+
+/// What a captured packet carries to or from port 53.
+struct Packet<'a> {
+    src: SocketAddr,
+    dst: SocketAddr,
+    /// The UDP payload, or the TCP segment's data.
+    payload: &'a [u8],
+    /// All of the payload was captured (not cut, not fragmented).
+    complete: bool,
+    /// None for UDP.
+    tcp: Option<TcpHeader>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TcpHeader {
+    seq: u32,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+}
+
+/// The UDP or TCP packet in an IPv4 or IPv6 packet; None when it is not a well-formed one.
+fn parse_packet(packet: &[u8]) -> Option<Packet<'_>> {
     let version = packet.first()? >> 4;
-    let (src, dst, udp, ip_complete) = match version {
+    let (src, dst, protocol, body, ip_complete) = match version {
         4 => {
             let ihl = usize::from(packet[0] & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
-            if ihl < 20 || total < ihl || packet.len() < ihl || *packet.get(9)? != 17 {
+            if ihl < 20 || total < ihl || packet.len() < ihl {
                 return None;
             }
             let flags = u16::from_be_bytes([packet[6], packet[7]]);
             if flags & 0x1fff != 0 {
-                return None; // A later fragment: no UDP header.
+                return None; // A later fragment: no UDP or TCP header.
             }
             let more_fragments = flags & 0x2000 != 0;
             // Short frames carry padding after the IP packet: cut at the IP length.
@@ -636,10 +875,16 @@ fn udp_payload(packet: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8], bool)> {
             let dst = IpAddr::V4(Ipv4Addr::new(
                 packet[16], packet[17], packet[18], packet[19],
             ));
-            (src, dst, &packet[ihl..end], end == total && !more_fragments)
+            (
+                src,
+                dst,
+                packet[9],
+                &packet[ihl..end],
+                end == total && !more_fragments,
+            )
         }
         6 => {
-            if packet.len() < 40 || packet[6] != 17 {
+            if packet.len() < 40 {
                 return None;
             }
             let payload = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
@@ -649,28 +894,48 @@ fn udp_payload(packet: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8], bool)> {
             (
                 IpAddr::V6(Ipv6Addr::from(src)),
                 IpAddr::V6(Ipv6Addr::from(dst)),
+                packet[6],
                 &packet[40..end],
                 end == 40 + payload,
             )
         }
         _ => return None,
     };
-    if udp.len() < 8 {
-        return None;
-    }
-    let sport = u16::from_be_bytes([udp[0], udp[1]]);
-    let dport = u16::from_be_bytes([udp[2], udp[3]]);
-    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-    if ulen < 8 {
-        return None;
-    }
-    let end = ulen.min(udp.len());
-    Some((
-        SocketAddr::new(src, sport),
-        SocketAddr::new(dst, dport),
-        &udp[8..end],
-        ip_complete && end == ulen,
-    ))
+    let port = |at: usize| Some(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
+    let (sport, dport) = (port(0)?, port(2)?);
+    let (payload, complete, tcp) = match i32::from(protocol) {
+        libc::IPPROTO_UDP => {
+            let ulen = usize::from(port(4)?);
+            if ulen < 8 || body.len() < 8 {
+                return None;
+            }
+            let end = ulen.min(body.len());
+            (&body[8..end], ip_complete && end == ulen, None)
+        }
+        libc::IPPROTO_TCP => {
+            let offset = usize::from(*body.get(12)? >> 4) * 4;
+            if offset < 20 || body.len() < offset {
+                return None;
+            }
+            let seq = u32::from_be_bytes(body[4..8].try_into().ok()?);
+            let flags = body[13];
+            let header = TcpHeader {
+                seq,
+                fin: flags & 0x01 != 0,
+                syn: flags & 0x02 != 0,
+                rst: flags & 0x04 != 0,
+            };
+            (&body[offset..], ip_complete, Some(header))
+        }
+        _ => return None,
+    };
+    Some(Packet {
+        src: SocketAddr::new(src, sport),
+        dst: SocketAddr::new(dst, dport),
+        payload,
+        complete,
+        tcp,
+    })
 }
 
 /// What the tracker needs of a DNS message.
@@ -1173,6 +1438,218 @@ mod tests {
             let _ = parse_message(&p[28..]);
         }
         assert!(tracker.malformed > 0);
+    }
+
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+
+    fn ipv4_tcp(
+        (src, sport): ([u8; 4], u16),
+        (dst, dport): ([u8; 4], u16),
+        seq: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let total = 20 + 20 + payload.len();
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// A message after its two-byte length, as DNS over TCP sends it.
+    fn framed(m: &[u8]) -> Vec<u8> {
+        [&(m.len() as u16).to_be_bytes()[..], m].concat()
+    }
+
+    /// A TCP connection's two directions as the capture sees them.
+    struct Conn {
+        client: ([u8; 4], u16),
+        server: ([u8; 4], u16),
+        client_seq: u32,
+        server_seq: u32,
+    }
+
+    impl Conn {
+        fn new(port: u16, client_isn: u32, server_isn: u32) -> Conn {
+            Conn {
+                client: ([10, 0, 0, 1], port),
+                server: ([10, 0, 0, 53], 53),
+                client_seq: client_isn,
+                server_seq: server_isn,
+            }
+        }
+
+        fn open(&mut self) -> [Vec<u8>; 2] {
+            let syn = ipv4_tcp(self.client, self.server, self.client_seq, SYN, &[]);
+            let syn_ack = ipv4_tcp(self.server, self.client, self.server_seq, SYN | ACK, &[]);
+            self.client_seq = self.client_seq.wrapping_add(1);
+            self.server_seq = self.server_seq.wrapping_add(1);
+            [syn, syn_ack]
+        }
+
+        /// The client's next segment of `data` bytes.
+        fn ask(&mut self, data: &[u8]) -> Vec<u8> {
+            let p = ipv4_tcp(self.client, self.server, self.client_seq, ACK, data);
+            self.client_seq = self.client_seq.wrapping_add(data.len() as u32);
+            p
+        }
+
+        fn ask_fin(&mut self) -> Vec<u8> {
+            ipv4_tcp(self.client, self.server, self.client_seq, ACK | FIN, &[])
+        }
+
+        fn answer(&mut self, data: &[u8], flags: u8) -> Vec<u8> {
+            let p = ipv4_tcp(self.server, self.client, self.server_seq, ACK | flags, data);
+            self.server_seq = self.server_seq.wrapping_add(data.len() as u32);
+            p
+        }
+    }
+
+    fn feed(tracker: &mut Tracker, packets: &[Vec<u8>], got: &mut Vec<DnsExchange>) {
+        for p in packets {
+            tracker.ip_packet(Instant::now(), Utc::now(), p, &mut |e| got.push(e));
+        }
+    }
+
+    #[test]
+    fn tcp_streams_in_order_split_pipelined_and_retransmitted() {
+        let mut tracker = Tracker::new(Duration::from_secs(5), 64);
+        let mut got = Vec::new();
+        // Sequence numbers that wrap around in the middle of the exchange.
+        let mut c = Conn::new(40000, u32::MAX - 10, u32::MAX - 3);
+        let q1 = framed(&message(1, 0x0100, "one.test", 1, &[]));
+        let q2 = framed(&message(2, 0x0100, "two.test", 28, &[]));
+        let q3 = framed(&message(3, 0x0100, "three.test", 1, &[]));
+        let r1 = framed(&message(
+            1,
+            0x8180,
+            "one.test",
+            1,
+            &[rr(1, &[192, 0, 2, 1])],
+        ));
+        let r2 = framed(&message(2, 0x8183, "two.test", 28, &[]));
+        let r3 = framed(&message(
+            3,
+            0x8180,
+            "three.test",
+            1,
+            &[rr(1, &[192, 0, 2, 3])],
+        ));
+        let mut packets = c.open().to_vec();
+        // q1 in two segments, the second captured first; then the first sent again.
+        let first = c.ask(&q1[..5]);
+        let second = c.ask(&q1[5..]);
+        packets.extend([second, first.clone(), first]);
+        // q2 and q3 pipelined in one segment.
+        packets.push(c.ask(&[q2.clone(), q3.clone()].concat()));
+        // The answers: r1 and the start of r2 in one segment, the rest with r3 in the next.
+        let answers = [r1, r2, r3].concat();
+        let cut = q1.len() + 3;
+        packets.push(c.answer(&answers[..cut], 0));
+        packets.push(c.answer(&answers[cut..], FIN));
+        feed(&mut tracker, &packets, &mut got);
+        let summary: Vec<_> = got
+            .iter()
+            .map(|e| {
+                (
+                    e.query.as_str(),
+                    e.rcode.as_deref(),
+                    e.answers.clone(),
+                    e.over_tcp,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "one.test",
+                    Some("NOERROR"),
+                    vec!["A 192.0.2.1".to_string()],
+                    true
+                ),
+                ("two.test", Some("NXDOMAIN"), vec![], true),
+                (
+                    "three.test",
+                    Some("NOERROR"),
+                    vec!["A 192.0.2.3".to_string()],
+                    true
+                ),
+            ]
+        );
+        assert_eq!(
+            (tracker.malformed, tracker.lost, tracker.unmatched),
+            (0, 0, 0)
+        );
+        // The server's FIN ended its direction; the client's stays until its own FIN.
+        assert_eq!(tracker.streams.len(), 1);
+        feed(&mut tracker, &[c.ask_fin()], &mut got);
+        assert!(tracker.streams.is_empty() && tracker.held == 0);
+    }
+
+    #[test]
+    fn tcp_gaps_joins_and_bounds() {
+        let mut tracker = Tracker::new(Duration::from_secs(5), 64);
+        let mut got = Vec::new();
+        // Joined mid-connection (no SYN seen): a message is assumed to start there.
+        let mut c = Conn::new(40001, 7000, 9000);
+        let q = framed(&message(9, 0x0100, "late.test", 1, &[]));
+        let r = framed(&message(9, 0x8183, "late.test", 1, &[]));
+        feed(&mut tracker, &[c.ask(&q), c.answer(&r, 0)], &mut got);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].over_tcp);
+
+        // A gap that never fills: the stream is given up on, once, and counted.
+        let missing = c.ask(&q);
+        let mut later = Vec::new();
+        for i in 0..=MAX_AHEAD {
+            later.push(c.ask(&framed(&message(100 + i as u16, 0x0100, "x.test", 1, &[]))));
+        }
+        feed(&mut tracker, &later, &mut got);
+        assert_eq!(tracker.lost, 1);
+        feed(&mut tracker, &[missing, c.ask(&q)], &mut got);
+        assert_eq!(got.len(), 1, "nothing framed from a stream given up on");
+        assert_eq!(tracker.lost, 1);
+        assert_eq!(tracker.held, 0);
+        // The connection reset, and a new one on the same ports works again.
+        feed(&mut tracker, &[c.answer(&[], RST)], &mut got);
+        assert!(tracker.streams.is_empty());
+        let mut c = Conn::new(40001, 1, 1);
+        let q = framed(&message(10, 0x0100, "again.test", 1, &[]));
+        let r = framed(&message(10, 0x8183, "again.test", 1, &[]));
+        let mut packets = c.open().to_vec();
+        packets.extend([c.ask(&q), c.answer(&r, 0)]);
+        feed(&mut tracker, &packets, &mut got);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].query, "again.test");
+
+        // The bound on held bytes, over all streams: the stream that would pass it is given
+        // up on.
+        tracker.max_held = 100;
+        let mut big = Conn::new(40002, 1, 1);
+        let q = framed(&message(11, 0x0100, &"y".repeat(60), 1, &[]));
+        let mut packets = big.open().to_vec();
+        packets.extend([big.ask(&q[..60]), big.ask(&q[60..])]);
+        feed(&mut tracker, &packets[..3], &mut got);
+        assert_eq!((tracker.held, tracker.lost), (60, 1));
+        let mut other = Conn::new(40003, 1, 1);
+        let mut partial = other.open().to_vec();
+        partial.push(other.ask(&[[0u8, 200].as_slice(), &[7; 40]].concat()));
+        feed(&mut tracker, &partial, &mut got);
+        assert_eq!((tracker.held, tracker.lost), (60, 2));
+        feed(&mut tracker, &packets[3..], &mut got);
+        assert_eq!(tracker.held, 0);
+        assert_eq!(tracker.pending.len(), 1, "the whole message was read");
+        assert_eq!(tracker.malformed, 0);
     }
 
     #[test]

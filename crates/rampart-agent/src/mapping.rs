@@ -341,7 +341,7 @@ impl Mapper {
                 Some(row)
             }
             SensorEvent::Connect { task, net, result } => {
-                if net.protocol == Protocol::Udp && net.remote.port() == 53 {
+                if net.remote.port() == 53 {
                     self.dns_askers.remember(task, net);
                 }
                 let action = match *result {
@@ -423,6 +423,7 @@ impl Mapper {
                 "DnsResponseCode": x.rcode,
                 "DnsAnswers": x.answers,
                 "Truncated": x.truncated,
+                "Protocol": if x.over_tcp { "Tcp" } else { "Udp" },
             })
             .to_string(),
         );

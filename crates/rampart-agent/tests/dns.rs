@@ -1,11 +1,13 @@
 //! DNS capture on real sockets: a small responder on 127.0.0.2:53, queries from ordinary UDP
 //! sockets, and the exchanges the capture reports for them (once each, with the right name,
-//! type, rcode, answers and client port); a query nobody answers comes out unanswered.
+//! type, rcode, answers and client port); a query nobody answers comes out unanswered. Then the
+//! same over TCP: a query written in two parts, two queries in one write, answers read back.
 //!
 //! Needs root (CAP_NET_RAW, and port 53); skipped otherwise unless RAMPART_REQUIRE_DATA=1.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -199,27 +201,11 @@ fn captures_exchanges_on_loopback() {
         sockets.push(socket);
     }
 
-    // Collect until everything came, then a while longer to see nothing comes twice.
-    let mut got: Vec<DnsExchange> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut settle: Option<Instant> = None;
-    while Instant::now() < deadline && settle.is_none_or(|t| t.elapsed() < timeout * 3) {
-        capture.poll(&mut |e| {
-            if e.query.ends_with(SUFFIX) && expected.contains_key(&e.client.port()) {
-                got.push(e);
-            }
-        });
-        if settle.is_none() && got.len() >= expected.len() {
-            settle = Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let got = collect(&mut capture, timeout, sockets.len(), |e| {
+        !e.over_tcp && expected.contains_key(&e.client.port())
+    });
     stop.store(true, Ordering::Relaxed);
     responder.join().unwrap();
-
-    for e in &got {
-        eprintln!("{e:?}");
-    }
     assert_eq!(got.len(), expected.len(), "each exchange once: {got:#?}");
     for e in &got {
         let case = expected[&e.client.port()];
@@ -236,11 +222,133 @@ fn captures_exchanges_on_loopback() {
             "{e:?}"
         );
     }
+
+    over_tcp(&mut capture, timeout);
     assert_eq!(capture.malformed(), 0);
+    assert_eq!(capture.lost(), 0);
     eprintln!(
         "unmatched responses {}, dropped {}",
         capture.unmatched(),
         capture.dropped()
+    );
+}
+
+/// Polls until `want` exchanges that `keep` accepts came, then a while longer to see nothing
+/// comes twice.
+fn collect(
+    capture: &mut DnsCapture,
+    timeout: Duration,
+    want: usize,
+    keep: impl Fn(&DnsExchange) -> bool,
+) -> Vec<DnsExchange> {
+    let mut got: Vec<DnsExchange> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut settle: Option<Instant> = None;
+    while Instant::now() < deadline && settle.is_none_or(|t| t.elapsed() < timeout * 3) {
+        capture.poll(&mut |e| {
+            if e.query.ends_with(SUFFIX) && keep(&e) {
+                got.push(e);
+            }
+        });
+        if settle.is_none() && got.len() >= want {
+            settle = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for e in &got {
+        eprintln!("{e:?}");
+    }
+    got
+}
+
+/// DNS over TCP (RFC 7766): the responder answers each length-prefixed query on a connection;
+/// the client writes one query in two parts (two segments) and then two queries at once.
+fn over_tcp(capture: &mut DnsCapture, timeout: Duration) {
+    let listener = TcpListener::bind("127.0.0.2:53").expect("bind 127.0.0.2:53 over TCP");
+    let responder = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for _ in 0..3 {
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).unwrap();
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut q).unwrap();
+            let r = answer(&q).unwrap();
+            conn.write_all(&[&(r.len() as u16).to_be_bytes()[..], &r].concat())
+                .unwrap();
+        }
+    });
+    let framed = |m: Vec<u8>| [(m.len() as u16).to_be_bytes().to_vec(), m].concat();
+    let mut client = TcpStream::connect("127.0.0.2:53").unwrap();
+    client.set_nodelay(true).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let first = framed(query(0x2001, &name("www"), 1));
+    client.write_all(&first[..7]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    client.write_all(&first[7..]).unwrap();
+    let both = [
+        framed(query(0x2002, &name("www"), 28)),
+        framed(query(0x2003, &name("nx-tcp"), 1)),
+    ]
+    .concat();
+    client.write_all(&both).unwrap();
+    let mut answers = 0;
+    while answers < 3 {
+        let mut len = [0u8; 2];
+        client.read_exact(&mut len).expect("the responder answers");
+        let mut r = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        client.read_exact(&mut r).unwrap();
+        answers += 1;
+    }
+    responder.join().unwrap();
+    let port = client.local_addr().unwrap().port();
+    drop(client);
+
+    let got = collect(capture, timeout, 3, |e| {
+        e.over_tcp && e.client.port() == port
+    });
+    let mut summary: Vec<_> = got
+        .iter()
+        .map(|e| {
+            assert_eq!(e.server, "127.0.0.2:53".parse::<SocketAddr>().unwrap());
+            assert!(!e.truncated);
+            (
+                e.query.clone(),
+                e.query_type.clone(),
+                e.rcode.clone(),
+                e.answers.clone(),
+            )
+        })
+        .collect();
+    summary.sort();
+    let row = |label: &str, qtype: &str, rcode: &str, answers: &[&str]| {
+        (
+            name(label),
+            qtype.to_string(),
+            Some(rcode.to_string()),
+            answers.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        summary,
+        [
+            row("nx-tcp", "A", "NXDOMAIN", &[]),
+            row(
+                "www",
+                "A",
+                "NOERROR",
+                &["CNAME a.rampart-dns-test.example", "A 192.0.2.7"]
+            ),
+            row(
+                "www",
+                "AAAA",
+                "NOERROR",
+                &["CNAME a.rampart-dns-test.example", "AAAA 2001:db8::7"]
+            ),
+        ],
+        "each exchange once: {got:#?}"
     );
 }
 

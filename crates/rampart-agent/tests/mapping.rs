@@ -293,7 +293,7 @@ fn dns_rows_name_the_process_that_connected_the_socket() {
     let client: SocketAddr = "10.0.0.5:40123".parse().unwrap();
     let server: SocketAddr = "10.0.0.53:53".parse().unwrap();
     let connect = SensorEvent::Connect {
-        task: t,
+        task: t.clone(),
         net: Net {
             protocol: Protocol::Udp,
             local: client,
@@ -311,6 +311,7 @@ fn dns_rows_name_the_process_that_connected_the_socket() {
         rcode: Some("NOERROR".into()),
         answers: vec!["A 192.0.2.1".into()],
         truncated: false,
+        over_tcp: false,
     };
     let row = m.dns(&exchange);
     check_schema(&row);
@@ -322,6 +323,28 @@ fn dns_rows_name_the_process_that_connected_the_socket() {
         serde_json::from_str(row.fields()["AdditionalFields"].as_str().unwrap()).unwrap();
     assert_eq!(extra["DnsQueryString"], "example.com");
     assert_eq!(extra["DnsAnswers"][0], "A 192.0.2.1");
+    assert_eq!(extra["Protocol"], "Udp");
+    // Over TCP: the process whose TCP connect the sensor saw.
+    let tcp_client: SocketAddr = "10.0.0.5:40200".parse().unwrap();
+    let tcp_connect = SensorEvent::Connect {
+        task: t,
+        net: Net {
+            protocol: Protocol::Tcp,
+            local: tcp_client,
+            remote: server,
+        },
+        result: 0,
+    };
+    check_schema(&m.event(&tcp_connect).unwrap());
+    let row = m.dns(&rampart_agent::dns::DnsExchange {
+        client: tcp_client,
+        over_tcp: true,
+        ..exchange.clone()
+    });
+    assert_eq!(row.fields()["InitiatingProcessId"], me);
+    let extra: Value =
+        serde_json::from_str(row.fields()["AdditionalFields"].as_str().unwrap()).unwrap();
+    assert_eq!(extra["Protocol"], "Tcp");
     // Another socket's query: no asker known.
     let other = m.dns(&rampart_agent::dns::DnsExchange {
         client: "10.0.0.5:40999".parse().unwrap(),

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -360,7 +361,7 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
 }
 
 /// What `rampart-agent loadgen` did.
-fn loadgen(agent_bin: &Path, marker: &str, dir: &Path, args: &[&str]) -> Value {
+fn loadgen(agent_bin: &Path, marker: &str, dir: &Path, args: &[impl AsRef<OsStr>]) -> Value {
     let out = Command::new(agent_bin)
         .args(["loadgen", "--marker", marker, "--dir"])
         .arg(dir)
@@ -394,7 +395,8 @@ fn generated(g: &Value) -> [u64; 4] {
 }
 
 /// Known load, then more while the server is down: once it is back, every event is in hunting
-/// exactly once, or counted as dropped by the agent.
+/// exactly once, or counted as dropped by the agent. The outage lasts 3 s, or
+/// `RAMPART_OUTAGE_SECS` (the README's soak run: 300).
 #[test]
 fn no_event_is_lost_silently_not_even_during_a_server_outage() {
     if !is_root() {
@@ -422,22 +424,31 @@ fn no_event_is_lost_silently_not_even_during_a_server_outage() {
         return skip_or_fail(&format!("eBPF is unavailable here: {}", device["health"]));
     }
     let work = dir.join("work");
-    let load = [
-        "--execs-per-sec",
-        "100",
-        "--file-ops-per-sec",
-        "2000",
-        "--connections-per-sec",
-        "50",
-        "--seconds",
-        "3",
-    ];
+    let outage_secs: u64 = match std::env::var("RAMPART_OUTAGE_SECS") {
+        Ok(s) => s.parse().expect("RAMPART_OUTAGE_SECS: a number of seconds"),
+        Err(_) => 3,
+    };
+    let load = |seconds: u64| {
+        [
+            "--execs-per-sec",
+            "100",
+            "--file-ops-per-sec",
+            "2000",
+            "--connections-per-sec",
+            "50",
+            "--seconds",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([seconds.to_string()])
+        .collect::<Vec<_>>()
+    };
     // Markers unique to this run: every agent on the machine records every process.
     let before = loadgen(
         &agent_bin,
         &format!("loss-a-{}", std::process::id()),
         &work,
-        &load,
+        &load(3),
     );
 
     // Outage: the server stops; the agent keeps recording into its queue.
@@ -446,7 +457,7 @@ fn no_event_is_lost_silently_not_even_during_a_server_outage() {
         &agent_bin,
         &format!("loss-b-{}", std::process::id()),
         &work,
-        &load,
+        &load(outage_secs),
     );
     let server = Server::start_on(&data, &listen, true, &[]);
     let admin = server.login("admin", PASSWORD);
@@ -454,7 +465,7 @@ fn no_event_is_lost_silently_not_even_during_a_server_outage() {
     for g in [&before, &during] {
         let want = generated(g);
         assert!(want.iter().all(|&n| n > 0), "{g}");
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(120 + outage_secs);
         loop {
             let got = counted(&server, &admin, host, g);
             let dropped = server.get(
