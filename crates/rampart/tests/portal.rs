@@ -810,6 +810,73 @@ fn analyst_walks_through_the_portal_in_chromium() {
     eprintln!("portal screenshots: {}", shots.display());
 }
 
+/// On the account tab a user changes their own password: a mistyped repetition or a wrong
+/// current password is refused beside the form; a change keeps them signed in with a new session
+/// while the old one ends.
+#[test]
+fn users_change_their_own_password_and_stay_signed_in() {
+    let dir = scratch("portal-password");
+    let server = Server::start(&dir, false, &[]);
+    let admin = server.login("admin", PASSWORD);
+    server.post(
+        "/api/v1/users",
+        &admin,
+        json!({"username": "reader", "password": PASSWORD, "role": "readonly"}),
+    );
+    let mut client = Client::new(&server.url);
+    client.sign_in("reader", PASSWORD);
+    let old_session = client.cookies["rampart_session"].clone();
+    let form = forms(&client.get("/settings").body)
+        .into_iter()
+        .find(|f| f.action == "/settings/password")
+        .expect("a password form on the account tab");
+    let fill = |current: &str, new: &str, again: &str| {
+        let mut fields = without(&form.fields, &["current_password", "new_password", "again"]);
+        fields.extend([
+            ("current_password".to_string(), current.to_string()),
+            ("new_password".to_string(), new.to_string()),
+            ("again".to_string(), again.to_string()),
+        ]);
+        fields
+    };
+    let new_password = "correct horse battery staple";
+    let reply = client.post(
+        "/settings/password",
+        &fill(PASSWORD, new_password, "correct horse battery stable"),
+    );
+    assert_eq!(reply.status, 400);
+    assert!(reply.body.contains("differ"), "{}", reply.body);
+    let reply = client.post(
+        "/settings/password",
+        &fill("wrong", new_password, new_password),
+    );
+    assert_eq!(reply.status, 403);
+    assert!(
+        reply.body.contains("current password is wrong"),
+        "{}",
+        reply.body
+    );
+
+    let reply = client.post(
+        "/settings/password",
+        &fill(PASSWORD, new_password, new_password),
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let back = reply.location.expect("back to the account tab");
+    assert_ne!(client.cookies["rampart_session"], old_session);
+    let page = client.get(&back);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Password changed"), "{}", page.body);
+    // The session the change was made with has ended; the new password signs in.
+    let mut stale = Client::new(&server.url);
+    stale
+        .cookies
+        .insert("rampart_session".to_string(), old_session);
+    let reply = stale.get("/settings");
+    assert_eq!(reply.status, 303, "the old session still opens pages");
+    Client::new(&server.url).sign_in("reader", new_password);
+}
+
 /// A read-only user is offered no form that changes shared state, and a change forged with a
 /// valid CSRF token is still refused: by the API the portal calls, whose reason is shown.
 #[test]
@@ -826,9 +893,13 @@ fn read_only_users_are_offered_no_changes_and_cannot_make_one() {
     let mut client = Client::new(&server.url);
     client.sign_in("reader", PASSWORD);
     let pages = crawl(&mut client, 250);
-    // What a reader may post: their own session, theme, hunting and their own saved queries.
+    // What a reader may post: their own session, password, theme, hunting and their own saved
+    // queries.
     let own = |action: &str| {
-        matches!(action, "/theme" | "/logout" | "/hunting") || action.starts_with("/hunting/")
+        matches!(
+            action,
+            "/theme" | "/logout" | "/hunting" | "/settings/password"
+        ) || action.starts_with("/hunting/")
     };
     let mut offered = BTreeSet::new();
     for (path, reply) in &pages {

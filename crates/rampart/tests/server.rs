@@ -93,6 +93,85 @@ fn every_route_refuses_calls_without_a_valid_token() {
     assert_eq!(status, 401, "{body}");
 }
 
+/// Any user changes their own password, proving the current one: their sessions end (the one
+/// used gets a replacement), wrong guesses are throttled like sign-ins, and it is audited.
+#[test]
+fn users_change_their_own_password() {
+    let dir = scratch("password");
+    let server = Server::start(&dir, false, &[]);
+    let admin = server.login("admin", PASSWORD);
+    server.post(
+        "/api/v1/users",
+        &admin,
+        json!({"username": "analyst2", "password": PASSWORD, "role": "analyst"}),
+    );
+    let session = server.login("analyst2", PASSWORD);
+    let other_session = server.login("analyst2", PASSWORD);
+    let api_token = server.post(
+        "/api/v1/tokens",
+        &session,
+        json!({"name": "script", "role": "analyst"}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let change = |token: &str, current: &str, new: &str| {
+        server.call(
+            "POST",
+            "/api/v1/auth/password",
+            Some(token),
+            Some(&json!({"current_password": current, "new_password": new})),
+        )
+    };
+    let new_password = "a brand new passphrase 42";
+    let (status, body) = change(&session, "not the password", new_password);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = change(&session, PASSWORD, "short");
+    assert_eq!(status, 400, "a password the policy refuses: {body}");
+    // Still the old password.
+    server.login("analyst2", PASSWORD);
+
+    let (status, body) = change(&session, PASSWORD, new_password);
+    assert_eq!(status, 200, "{body}");
+    let renewed = body["session"]["token"].as_str().expect("a new session");
+    for old in [&session, &other_session] {
+        let (status, _) = server.call("GET", "/api/v1/auth/me", Some(old), None);
+        assert_eq!(status, 401, "sessions end with the old password");
+    }
+    assert_eq!(
+        server.get("/api/v1/auth/me", renewed)["username"],
+        "analyst2"
+    );
+    // API tokens are not sessions: they stay, and get no new session.
+    assert_eq!(
+        server.get("/api/v1/auth/me", &api_token)["username"],
+        "analyst2"
+    );
+    let (status, body) = change(&api_token, new_password, PASSWORD);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["session"].is_null(), "{body}");
+    let (status, body) = change(&api_token, PASSWORD, new_password);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = server.call(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"username": "analyst2", "password": PASSWORD})),
+    );
+    assert_eq!(status, 401, "the old password no longer signs in");
+    server.login("analyst2", new_password);
+
+    // Wrong guesses lock the user out for a while, like failed sign-ins.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(change(&api_token, "guess", "another passphrase 43").0);
+    }
+    assert_eq!(statuses[0], 403);
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let audit = server.get("/api/v1/audit?action=user.password", &admin);
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(3), "{audit}");
+}
+
 #[test]
 fn roles_hold_on_every_route() {
     let dir = scratch("roles");
@@ -136,7 +215,8 @@ fn roles_hold_on_every_route() {
             assert!(
                 path.ends_with("/hunting/query")
                     || path.contains("/hunting/saved")
-                    || path.ends_with("/auth/logout"),
+                    || path.ends_with("/auth/logout")
+                    || path.ends_with("/auth/password"),
                 "{method} {path} is open to read-only users"
             );
         }

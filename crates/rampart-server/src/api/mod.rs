@@ -36,6 +36,7 @@ pub fn routes() -> Vec<Route> {
         r(M::POST, "/api/v1/auth/login", Public, "auth", "Sign in: returns a session token for Authorization: Bearer", post(session::login)),
         r(M::POST, "/api/v1/auth/logout", ReadOnly, "auth", "End the session (or revoke the token) used for this call", post(session::logout)),
         r(M::GET, "/api/v1/auth/me", ReadOnly, "auth", "Who the token belongs to", get(session::me)),
+        r(M::POST, "/api/v1/auth/password", ReadOnly, "auth", "Change your own password ({\"current_password\", \"new_password\"}): ends your sessions and returns a new one when called with a session", post(session::change_password)),
         r(M::GET, "/api/v1/tokens", ReadOnly, "auth", "Your API tokens (admins: everyone's)", get(session::list_tokens)),
         r(M::POST, "/api/v1/tokens", Analyst, "auth", "Create an API token (its secret is shown once)", post(session::create_token)),
         r(M::DELETE, "/api/v1/tokens/{id}", Analyst, "auth", "Revoke an API token", delete(session::revoke_token)),

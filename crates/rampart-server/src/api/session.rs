@@ -75,6 +75,60 @@ fn chrono_ttl(app: &App) -> chrono::Duration {
     chrono::Duration::seconds(app.config.limits.session_secs as i64)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's own password; the current one is asked for again (a stolen session
+/// alone cannot lock its user out) and failures count against sign-in's throttle. Every
+/// session of the user ends; a caller signed in with a session gets a new one.
+pub async fn change_password(
+    State(app): State<App>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<PasswordChange>,
+) -> ApiResult {
+    if body.current_password.len() > MAX_PASSWORD_BYTES {
+        return Err(Problem::bad_request("current_password too long"));
+    }
+    let user_key = format!("user:{}", p.username.to_lowercase());
+    throttled(&app.login_throttle, &user_key)?;
+    let verified = app
+        .db
+        .verify_password(&p.username, &body.current_password)
+        .await?;
+    if verified.is_none_or(|u| u.id != p.user_id) {
+        app.login_throttle.failed(&[&user_key]);
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "the current password is wrong",
+        ));
+    }
+    app.login_throttle.succeeded(&[&user_key]);
+    let update = UserUpdate {
+        password: Some(body.new_password),
+        ..UserUpdate::default()
+    };
+    app.db
+        .update_user(&p.tenant_id, &p.user_id, &update)
+        .await?;
+    audit(&app, &p, "user.password", "user", &p.user_id, json!({})).await?;
+    tracing::info!(username = %p.username, "password changed");
+    let session = match p.token_kind {
+        TokenKind::Session => {
+            let (session, secret) = app
+                .db
+                .create_session(&p.tenant_id, &p.user_id, chrono_ttl(&app))
+                .await?;
+            json!({"token": secret, "expires_at": session.expires_at})
+        }
+        TokenKind::Api => serde_json::Value::Null,
+    };
+    Ok(json(&json!({"password_changed": true, "session": session})))
+}
+
 pub async fn logout(State(app): State<App>, Extension(p): Extension<Principal>) -> ApiResult {
     app.db.revoke_token(&p.tenant_id, &p.token_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

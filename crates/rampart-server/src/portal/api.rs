@@ -10,11 +10,15 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::session::Viewer;
-use crate::app::App;
 use crate::listener::Peer;
 
 /// Largest API answer the portal reads (a hunting result is bounded by its row limit).
 const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// The API's routes, built once for the portal's in-process calls (a request extension the
+/// portal's router adds).
+#[derive(Clone)]
+pub struct ApiRouter(pub Router);
 
 /// The API as one signed-in user sees it.
 pub struct Api {
@@ -42,18 +46,18 @@ pub type Answer<T = Value> = Result<T, Failure>;
 
 impl Api {
     /// The API as `viewer` sees it.
-    pub fn new(app: &App, viewer: &Viewer) -> Api {
+    pub fn new(routes: &ApiRouter, viewer: &Viewer) -> Api {
         Api {
-            router: crate::api_router(app).with_state(app.clone()),
+            router: routes.0.clone(),
             token: Some(viewer.token.clone()),
             peer: viewer.peer.clone(),
         }
     }
 
     /// The API as an anonymous caller from `peer` sees it (signing in).
-    pub fn anonymous(app: &App, peer: Peer) -> Api {
+    pub fn anonymous(routes: &ApiRouter, peer: Peer) -> Api {
         Api {
-            router: crate::api_router(app).with_state(app.clone()),
+            router: routes.0.clone(),
             token: None,
             peer,
         }

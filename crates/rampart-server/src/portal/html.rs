@@ -10,7 +10,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::api::{Api, Failure};
+use super::api::{Api, ApiRouter, Failure};
 use super::assets;
 use super::session::{CSRF_FIELD, Prefs, Theme, Viewer};
 use crate::app::App;
@@ -89,13 +89,19 @@ impl FromRequestParts<App> for Ctx {
         let Some(viewer) = parts.extensions.get::<Viewer>().cloned() else {
             return Err(Redirect::to("/").into_response());
         };
+        let Some(routes) = parts.extensions.get::<ApiRouter>() else {
+            return Err(plain_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The portal is not wired to the API.",
+            ));
+        };
         Ok(Ctx {
             path: parts
                 .uri
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_string(),
-            api: Api::new(app, &viewer),
+            api: Api::new(routes, &viewer),
             app: app.clone(),
             viewer,
             prefs,

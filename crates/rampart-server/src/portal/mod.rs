@@ -29,12 +29,14 @@ use crate::app::App;
 
 /// The portal's routes, all behind [`session::guard`].
 pub fn router(app: App) -> Router<App> {
+    let api = api::ApiRouter(crate::api_router(&app).with_state(app.clone()));
     pages::routes()
         .route("/static/{name}", get(assets::serve))
         .route("/login", post(pages::login::submit))
         .route("/logout", post(pages::login::logout))
         .route("/theme", post(pages::login::theme))
         .layer(middleware::from_fn_with_state(app, session::guard))
+        .layer(axum::Extension(api))
 }
 
 /// Whether `path` belongs to the portal rather than to the API (for the 404 of unknown paths:

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::listener::Peer;
-use crate::portal::api::Api;
+use crate::portal::api::{Api, ApiRouter};
 use crate::portal::assets;
 use crate::portal::html::{Ctx, Form, Query, document};
 use crate::portal::session::{
@@ -103,11 +103,12 @@ pub struct Credentials {
 /// Signs in through the API (its throttling applies) and keeps the session in a cookie.
 pub async fn submit(
     State(app): State<App>,
+    Extension(routes): Extension<ApiRouter>,
     Extension(peer): Extension<Peer>,
     Extension(prefs): Extension<Prefs>,
     Form(form): Form<Credentials>,
 ) -> Response {
-    let api = Api::anonymous(&app, peer);
+    let api = Api::anonymous(&routes, peer);
     let answer: Result<serde_json::Value, _> = api
         .post(
             "/api/v1/auth/login",

@@ -27,10 +27,12 @@ use crate::auth::Access;
 use crate::portal::api::{self, Failure};
 use crate::portal::forms::{Confirm, Fields, failure};
 use crate::portal::html::{self, Ctx, Form, Query, Section};
+use crate::portal::session::{SESSION_COOKIE, set_cookie};
 
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/settings", get(account))
+        .route("/settings/password", post(change_own_password))
         .route("/settings/users", get(users).post(create_user))
         .route("/settings/users/{id}", get(user))
         .route("/settings/users/{id}/access", post(set_access))
@@ -176,20 +178,25 @@ fn role_text(role: Role) -> &'static str {
     }
 }
 
-async fn account(ctx: Ctx) -> Response {
+async fn account(ctx: Ctx, Query(q): Query<ListQuery>) -> Response {
+    account_page(&ctx, q.notice.as_deref(), None).await
+}
+
+/// The account tab; `refused`: a password change the API refused, shown beside its form.
+async fn account_page(ctx: &Ctx, notice: Option<&str>, refused: Option<&Failure>) -> Response {
     let (me, groups) = tokio::join!(
         ctx.api.get::<Principal>("/api/v1/auth/me"),
-        Groups::fetch(&ctx)
+        Groups::fetch(ctx)
     );
     let me = match me {
         Ok(me) => me,
         Err(f) => return ctx.failure(Section::Settings, &f),
     };
     shell(
-        &ctx,
+        ctx,
         Tab::Account,
-        None,
-        None,
+        notice,
+        refused,
         html! {
             div.panel #account {
                 h2 { "Your account" }
@@ -208,8 +215,76 @@ async fn account(ctx: Ctx) -> Response {
                     }
                 }
             }
+            form.panel #own-password method="post" action="/settings/password" {
+                h2 { "Change your password" }
+                @if let Some(f) = refused {
+                    (html::failure_box(f))
+                }
+                (ctx.csrf())
+                div.field {
+                    label for="current-password" { "Current password" }
+                    input #current-password type="password" name="current_password" required
+                        autocomplete="current-password";
+                }
+                div.field {
+                    label for="own-new-password" { "New password" }
+                    input #own-new-password type="password" name="new_password" required
+                        autocomplete="new-password" minlength=(limits::PASSWORD_MIN_CHARS);
+                    span.hint { "At least " (limits::PASSWORD_MIN_CHARS) " characters. Your other sessions end; API tokens stay." }
+                }
+                div.field {
+                    label for="own-new-password-again" { "New password again" }
+                    input #own-new-password-again type="password" name="again" required
+                        autocomplete="new-password" minlength=(limits::PASSWORD_MIN_CHARS);
+                }
+                button type="submit" { "Change password" }
+            }
         },
     )
+}
+
+#[derive(Deserialize)]
+pub struct OwnPassword {
+    current_password: String,
+    new_password: String,
+    again: String,
+}
+
+/// Changes the viewer's password through the API and keeps them signed in with the session it
+/// hands back (the API ends every session of the user, this one included).
+async fn change_own_password(ctx: Ctx, Form(form): Form<OwnPassword>) -> Response {
+    if form.new_password != form.again {
+        let f = failure(
+            StatusCode::BAD_REQUEST,
+            "The new password and its repetition differ.",
+        );
+        return account_page(&ctx, None, Some(&f)).await;
+    }
+    let change = json!({
+        "current_password": form.current_password,
+        "new_password": form.new_password,
+    });
+    match ctx.api.post::<Value>("/api/v1/auth/password", change).await {
+        Ok(answer) => {
+            let mut response = html::after_change(
+                "/settings",
+                "Password changed; your other sessions have ended.",
+            );
+            if let Some(token) = answer["session"]["token"].as_str() {
+                response.headers_mut().append(
+                    header::SET_COOKIE,
+                    set_cookie(
+                        SESSION_COOKIE,
+                        token,
+                        ctx.app.config.limits.session_secs,
+                        ctx.prefs.secure,
+                    ),
+                );
+            }
+            response
+        }
+        Err(f) => account_page(&ctx, None, Some(&f)).await,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
