@@ -333,7 +333,14 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         }
         shared.counters.events.fetch_add(events, Ordering::Relaxed);
         if let Some(d) = dns.as_mut() {
-            d.poll(&mut |x| rows.push(mapper.dns(&x)));
+            let mut resolved = 0;
+            d.poll(&mut |x| {
+                resolved += enforcer.resolved(&x);
+                rows.push(mapper.dns(&x));
+            });
+            if resolved > 0 {
+                lock(&shared.health)["prevention"] = enforcer.health();
+            }
             shared
                 .counters
                 .dns_lost

@@ -14,6 +14,14 @@
 //!   the blocked addresses, in and out. The server's addresses and loopback are never blocked
 //!   (the agent could not hear the indicator being lifted). The table is replaced whole on every
 //!   change and stays when the agent stops, like isolation.
+//! - **Domains**: the same table refuses DNS queries (UDP and TCP, sent or forwarded) for a
+//!   blocked domain and its subdomains, letters in any case, so the name does not resolve; and
+//!   the addresses a blocked name resolved to anyway (a resolver the rules did not see, an
+//!   answer cached before the block) are dropped both ways for [`RESOLVED_TIMEOUT`] once the DNS
+//!   capture sees the answer ([`Enforcer::resolved`]). The kernel's rules match names of at
+//!   most [`MAX_RULE_NAME_BYTES`] in wire form, under at most [`SUBDOMAIN_PREFIX_BYTES`] of
+//!   further labels; longer ones are left to the answers. Not covered: DNS over TLS or HTTPS
+//!   (encrypted), and URLs (the path of an HTTPS request is not visible).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -31,6 +39,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::dns::DnsExchange;
 use crate::hashes::{HashCache, Hashes};
 use crate::sensor::Task;
 
@@ -39,6 +48,16 @@ pub const TABLE: &str = "inet rampart_block";
 /// Entries of each kind a policy may carry (the server sends at most as many); beyond it the
 /// rest is skipped and counted.
 pub const MAX_ENTRIES: usize = 10_000;
+/// Longest blocked name, in wire form (each label after its length, then a zero byte), the
+/// kernel's rules match: an nftables set key holds at most 64 bytes.
+pub const MAX_RULE_NAME_BYTES: usize = 64;
+/// How many bytes of labels before a blocked domain (in wire form: `www.` is 4) the kernel's
+/// rules look past: one rule per offset, so each costs every DNS packet a set lookup.
+pub const SUBDOMAIN_PREFIX_BYTES: usize = 64;
+/// How long an address a blocked name resolved to stays blocked after the answer was seen.
+pub const RESOLVED_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Resolved addresses remembered (so each is added to the kernel's set once per timeout).
+const MAX_RESOLVED: usize = 10_000;
 
 /// What the policy blocks: file hashes and addresses, each with the indicator that asks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +65,8 @@ pub struct Blocklist {
     /// Lowercase hex digest (its length tells the kind) → indicator id.
     files: HashMap<String, String>,
     addresses: BTreeMap<IpAddr, String>,
+    /// Lowercase, without the final dot.
+    domains: BTreeMap<String, String>,
 }
 
 impl Blocklist {
@@ -95,7 +116,33 @@ impl Blocklist {
                 _ => skipped += 1,
             }
         }
+        for entry in entries("domains") {
+            match (
+                entry["id"].as_str(),
+                entry["value"].as_str().and_then(domain_name),
+            ) {
+                (Some(id), Some(name)) if list.domains.len() < MAX_ENTRIES => {
+                    list.domains.insert(name, id.to_string());
+                }
+                _ => skipped += 1,
+            }
+        }
         (list, skipped)
+    }
+
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.domains.keys().map(String::as_str)
+    }
+
+    /// The blocked domain `name` (lowercase) is or is under.
+    pub fn blocked_domain(&self, name: &str) -> Option<&str> {
+        let mut rest = name.strip_suffix('.').unwrap_or(name);
+        loop {
+            if let Some((domain, _)) = self.domains.get_key_value(rest) {
+                return Some(domain);
+            }
+            rest = rest.split_once('.')?.1;
+        }
     }
 
     pub fn files(&self) -> usize {
@@ -436,6 +483,8 @@ pub struct Enforcer {
     max_hash_bytes: u64,
     keep: Vec<IpAddr>,
     health: Value,
+    /// Addresses blocked names resolved to, with when they were added to the kernel's set.
+    resolved: HashMap<IpAddr, std::time::Instant>,
 }
 
 impl Enforcer {
@@ -456,6 +505,7 @@ impl Enforcer {
             max_hash_bytes,
             keep,
             health: Value::Null,
+            resolved: HashMap::new(),
         }
     }
 
@@ -488,9 +538,14 @@ impl Enforcer {
         }
         let mut address_error = self.health["address_error"].as_str().map(String::from);
         let mut addresses = self.health["blocked_addresses"].as_u64().unwrap_or(0);
-        if !self.applied || !list.addresses().eq(self.list.addresses()) {
+        if !self.applied
+            || !list.addresses().eq(self.list.addresses())
+            || !list.domains().eq(self.list.domains())
+        {
             address_error = None;
-            let nothing = list.addresses().next().is_none();
+            let nothing = list.addresses().next().is_none() && list.domains().next().is_none();
+            // A new table starts with empty sets of resolved addresses.
+            self.resolved.clear();
             match apply_addresses(&list, &self.keep) {
                 Ok(n) => addresses = n as u64,
                 // No nft and nothing to block: nothing to do.
@@ -506,6 +561,7 @@ impl Enforcer {
         self.health = json!({
             "blocked_files": self.guard.as_ref().map_or(0, |_| self.list.files()),
             "blocked_addresses": addresses,
+            "blocked_domains": if address_error.is_none() { self.list.domains.len() } else { 0 },
             "skipped_entries": skipped,
             "exec_guard": self.guard.as_ref().map(ExecGuard::status),
             "exec_guard_error": guard_error,
@@ -513,54 +569,240 @@ impl Enforcer {
         });
         self.health.clone()
     }
+
+    /// The health report of prevention, as last applied or updated.
+    pub fn health(&self) -> Value {
+        self.health.clone()
+    }
+
+    /// A DNS answer the capture saw: when its name is or is under a blocked domain, the
+    /// addresses it gave are blocked both ways for [`RESOLVED_TIMEOUT`] (never loopback or the
+    /// server's). Returns how many were added.
+    pub fn resolved(&mut self, exchange: &DnsExchange) -> usize {
+        if self.list.domains.is_empty() || self.list.blocked_domain(&exchange.query).is_none() {
+            return 0;
+        }
+        let now = std::time::Instant::now();
+        let fresh: Vec<IpAddr> = exchange
+            .answers
+            .iter()
+            .filter_map(|a| {
+                let (kind, value) = a.split_once(' ')?;
+                matches!(kind, "A" | "AAAA").then(|| value.parse::<IpAddr>().ok())?
+            })
+            .filter(|a| !a.is_loopback() && !a.is_unspecified() && !self.keep.contains(a))
+            .filter(|a| {
+                self.resolved
+                    .get(a)
+                    .is_none_or(|at| now.duration_since(*at) >= RESOLVED_TIMEOUT / 2)
+            })
+            .collect();
+        if fresh.is_empty() {
+            return 0;
+        }
+        if let Err(e) = crate::isolation::nft(&resolved_elements(&fresh)) {
+            tracing::warn!(query = %exchange.query, "cannot block what a blocked name resolved to: {e:#}");
+            return 0;
+        }
+        if self.resolved.len() + fresh.len() > MAX_RESOLVED {
+            self.resolved
+                .retain(|_, at| now.duration_since(*at) < RESOLVED_TIMEOUT);
+        }
+        for a in &fresh {
+            if self.resolved.len() < MAX_RESOLVED {
+                self.resolved.insert(*a, now);
+            }
+        }
+        self.health["resolved_addresses_blocked"] = json!(self.resolved.len());
+        fresh.len()
+    }
 }
 
-/// Replaces the address blocks with `list`'s, leaving out loopback and `keep` (the server's
-/// addresses); with none left, removes the table. Returns how many addresses are blocked.
+/// Replaces the address and domain blocks with `list`'s, leaving out loopback and `keep` (the
+/// server's addresses); with none left, removes the table. Returns how many addresses are
+/// blocked.
 pub fn apply_addresses(list: &Blocklist, keep: &[IpAddr]) -> Result<usize> {
     let addresses: Vec<IpAddr> = list
         .addresses()
         .filter(|a| !a.is_loopback() && !a.is_unspecified() && !keep.contains(a))
         .copied()
         .collect();
-    crate::isolation::nft(&ruleset(&addresses))?;
+    let domains: Vec<&str> = list.domains().collect();
+    crate::isolation::nft(&ruleset(&addresses, &domains))?;
     Ok(addresses.len())
 }
 
-/// The nftables script that makes [`TABLE`] block `addresses` (none: deletes it), in one
-/// transaction.
-pub fn ruleset(addresses: &[IpAddr]) -> String {
+/// The nftables script that makes [`TABLE`] block `addresses` and `domains` (none: deletes
+/// it), in one transaction.
+pub fn ruleset(addresses: &[IpAddr], domains: &[&str]) -> String {
     let replace = format!("table {TABLE}\ndelete table {TABLE}\n");
-    if addresses.is_empty() {
+    if addresses.is_empty() && domains.is_empty() {
         return replace;
     }
     let set = |v6| crate::isolation::elements(addresses, v6);
+    let (name_sets, name_rules) = dns_rules(domains);
     format!(
         "{replace}table {TABLE} {{
 	set blocked4 {{ type ipv4_addr;{v4} }}
 	set blocked6 {{ type ipv6_addr;{v6} }}
+	set resolved4 {{ type ipv4_addr; flags timeout; }}
+	set resolved6 {{ type ipv6_addr; flags timeout; }}
+{name_sets}	chain dns {{
+{name_rules}	}}
 	chain input {{
 		type filter hook input priority filter - 5; policy accept;
 		ip saddr @blocked4 drop
+		ip saddr @resolved4 drop
 		ip6 saddr @blocked6 drop
+		ip6 saddr @resolved6 drop
 	}}
 	chain output {{
 		type filter hook output priority filter - 5; policy accept;
+		meta l4proto {{ tcp, udp }} th dport 53 jump dns
 		ip daddr @blocked4 drop
+		ip daddr @resolved4 drop
 		ip6 daddr @blocked6 drop
+		ip6 daddr @resolved6 drop
 	}}
 	chain forward {{
 		type filter hook forward priority filter - 5; policy accept;
+		meta l4proto {{ tcp, udp }} th dport 53 jump dns
 		ip saddr @blocked4 drop
 		ip daddr @blocked4 drop
+		ip saddr @resolved4 drop
+		ip daddr @resolved4 drop
 		ip6 saddr @blocked6 drop
 		ip6 daddr @blocked6 drop
+		ip6 saddr @resolved6 drop
+		ip6 daddr @resolved6 drop
 	}}
 }}
 ",
         v4 = set(false),
         v6 = set(true),
     )
+}
+
+/// The script that adds `addresses` to the resolved sets, each for [`RESOLVED_TIMEOUT`].
+fn resolved_elements(addresses: &[IpAddr]) -> String {
+    let secs = RESOLVED_TIMEOUT.as_secs();
+    let mut script = String::new();
+    for (set, v6) in [("resolved4", false), ("resolved6", true)] {
+        let of_family: Vec<String> = addresses
+            .iter()
+            .filter(|a| a.is_ipv6() == v6)
+            .map(|a| format!("{a} timeout {secs}s"))
+            .collect();
+        if !of_family.is_empty() {
+            script.push_str(&format!(
+                "add element {TABLE} {set} {{ {} }}\n",
+                of_family.join(", ")
+            ));
+        }
+    }
+    script
+}
+
+/// A domain name as a block entry: lowercase, without the final dot, at least two labels of
+/// letters, digits, `-` and `_` (1 to 63 bytes each), at most 253 bytes.
+fn domain_name(value: &str) -> Option<String> {
+    let name = value
+        .strip_suffix('.')
+        .unwrap_or(value)
+        .to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (name.len() <= 253 && name.split('.').count() >= 2 && name.split('.').all(label_ok))
+        .then_some(name)
+}
+
+/// A name in DNS wire form: each label after its length, then a zero byte.
+fn wire_name(name: &str) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(name.len() + 2);
+    for label in name.split('.') {
+        wire.push(label.len() as u8);
+        wire.extend_from_slice(label.as_bytes());
+    }
+    wire.push(0);
+    wire
+}
+
+/// Where a query's question name starts in the transport payload: after the 12-byte DNS
+/// header, and over TCP after the message's two-byte length too.
+const QUESTION_UDP: usize = 12;
+const QUESTION_TCP: usize = 14;
+
+/// The sets and the `dns` chain's rules that refuse queries for `domains` and their
+/// subdomains. Names are grouped by wire length, one set each; a rule per (set, offset of the
+/// name in the question, protocol) looks the bytes there up with bit 0x20 cleared (ASCII
+/// letters in any case; a length byte or digit changed in that bit alone is no hostname).
+fn dns_rules(domains: &[&str]) -> (String, String) {
+    let mut by_length: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
+    for domain in domains {
+        let wire = wire_name(domain);
+        if wire.len() <= MAX_RULE_NAME_BYTES {
+            by_length.entry(wire.len()).or_default().push(wire);
+        }
+    }
+    let (mut sets, mut rules) = (String::new(), String::new());
+    for (len, names) in &by_length {
+        // Keys of at most 16 bytes (a register), concatenated.
+        let chunks: Vec<(usize, usize)> = (0..*len)
+            .step_by(16)
+            .map(|at| (at, (len - at).min(16)))
+            .collect();
+        let typeof_ = chunks
+            .iter()
+            .map(|(at, n)| format!("@ih,{},{}", at * 8, n * 8))
+            .collect::<Vec<_>>()
+            .join(" . ");
+        let elements = names
+            .iter()
+            .map(|wire| {
+                chunks
+                    .iter()
+                    .map(|(at, n)| format!("0x{}", hex(wire[*at..at + n].iter().map(|b| b & 0xdf))))
+                    .collect::<Vec<_>>()
+                    .join(" . ")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        sets.push_str(&format!(
+            "\tset names{len} {{ typeof {typeof_}; elements = {{ {elements} }}; }}\n"
+        ));
+        // The name itself (no prefix), then under 2 or more bytes of further labels.
+        let prefixes = std::iter::once(0).chain(2..=SUBDOMAIN_PREFIX_BYTES);
+        for prefix in prefixes {
+            for (protocol, question, verdict) in [
+                ("udp", QUESTION_UDP, "reject"),
+                ("tcp", QUESTION_TCP, "reject with tcp reset"),
+            ] {
+                let key = chunks
+                    .iter()
+                    .map(|(at, n)| {
+                        format!(
+                            "@ih,{},{} & 0x{}",
+                            (question + prefix + at) * 8,
+                            n * 8,
+                            "df".repeat(*n)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" . ");
+                rules.push_str(&format!(
+                    "\t\t{protocol} dport 53 {key} @names{len} {verdict}\n"
+                ));
+            }
+        }
+    }
+    (sets, rules)
+}
+
+fn hex(bytes: impl Iterator<Item = u8>) -> String {
+    bytes.map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -631,13 +873,85 @@ mod tests {
     fn ruleset_blocks_each_family_in_its_set_and_an_empty_list_removes_the_table() {
         let addresses: Vec<IpAddr> =
             vec!["192.0.2.7".parse().unwrap(), "2001:db8::1".parse().unwrap()];
-        let script = ruleset(&addresses);
+        let script = ruleset(&addresses, &[]);
         assert!(script.contains("set blocked4 { type ipv4_addr; elements = { 192.0.2.7 }; }"));
         assert!(script.contains("set blocked6 { type ipv6_addr; elements = { 2001:db8::1 }; }"));
         assert!(script.contains("ip daddr @blocked4 drop"));
+        assert!(!script.contains("set names"));
         assert_eq!(
-            ruleset(&[]),
+            ruleset(&[], &[]),
             "table inet rampart_block\ndelete table inet rampart_block\n"
+        );
+    }
+
+    #[test]
+    fn domains_are_checked_and_match_their_subdomains() {
+        let block = json!({"domains": [
+            {"id": "d1", "value": "Evil.Example."},
+            {"id": "d2", "value": "c2.test"},
+            {"id": "bad", "value": "no_dots"},
+            {"id": "bad2", "value": "a..b"},
+            {"id": "bad3", "value": "sp ace.test"},
+        ]});
+        let (list, skipped) = Blocklist::from_policy(&block);
+        assert_eq!(skipped, 3);
+        assert_eq!(
+            list.domains().collect::<Vec<_>>(),
+            ["c2.test", "evil.example"]
+        );
+        assert_eq!(list.blocked_domain("evil.example"), Some("evil.example"));
+        assert_eq!(
+            list.blocked_domain("a.b.evil.example."),
+            Some("evil.example")
+        );
+        assert_eq!(list.blocked_domain("notevil.example"), None);
+        assert_eq!(list.blocked_domain("evil.example.org"), None);
+        assert_eq!(list.blocked_domain("test"), None);
+    }
+
+    #[test]
+    fn dns_rules_look_names_up_by_length_at_every_prefix_in_any_case() {
+        assert_eq!(wire_name("ab.c"), b"\x02ab\x01c\x00");
+        let long = format!("{}.example", "x".repeat(60));
+        let (sets, rules) = dns_rules(&["evil.example", "c2.test", "Z9.test", long.as_str()]);
+        // evil.example is 14 bytes in wire form; c2.test and Z9.test 9 each, in one set.
+        assert!(sets.contains("set names14 { typeof @ih,0,112;"), "{sets}");
+        assert!(
+            sets.contains("elements = { 0x044556494c074558414d504c4500 }"),
+            "{sets}"
+        );
+        assert!(sets.contains("set names9 { typeof @ih,0,72; elements = { 0x024312045445535400, 0x025a19045445535400 }; }"), "{sets}");
+        // Names longer than a key are left to the answers.
+        assert_eq!(sets.lines().count(), 2, "{sets}");
+        // The name itself and under 2..=64 bytes of labels, over UDP and TCP.
+        assert_eq!(
+            rules.lines().count(),
+            2 * 2 * (1 + SUBDOMAIN_PREFIX_BYTES - 1)
+        );
+        assert!(rules.contains(
+            "udp dport 53 @ih,96,112 & 0xdfdfdfdfdfdfdfdfdfdfdfdfdfdf @names14 reject\n"
+        ));
+        assert!(rules.contains("tcp dport 53 @ih,112,112 & 0xdfdfdfdfdfdfdfdfdfdfdfdfdfdf @names14 reject with tcp reset\n"));
+        assert!(
+            rules.contains("udp dport 53 @ih,128,112 & "),
+            "www. before it: {rules}"
+        );
+        // Keys past 16 bytes are concatenated.
+        let (sets, rules) = dns_rules(&["abcdefghijklmnop.example"]);
+        assert!(sets.contains("typeof @ih,0,128 . @ih,128,80;"), "{sets}");
+        assert!(rules.contains("udp dport 53 @ih,96,128 & 0xdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdf . @ih,224,80 & 0xdfdfdfdfdfdfdfdfdfdf @names26 reject"));
+    }
+
+    #[test]
+    fn resolved_addresses_are_added_with_a_timeout() {
+        let script = resolved_elements(&[
+            "192.0.2.9".parse().unwrap(),
+            "2001:db8::9".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+        ]);
+        assert_eq!(
+            script,
+            "add element inet rampart_block resolved4 { 192.0.2.9 timeout 3600s, 192.0.2.10 timeout 3600s }\nadd element inet rampart_block resolved6 { 2001:db8::9 timeout 3600s }\n"
         );
     }
 

@@ -386,6 +386,119 @@ fn isolation_child() {
         0,
         "idempotent"
     );
+
+    // Domain blocks: queries for a blocked domain or its subdomains, letters in any case, over
+    // UDP or TCP, are refused before they leave; other names still go out; and an address a
+    // blocked name resolved to anyway is cut both ways once the answer is seen.
+    let resolver_udp = in_netns(&server_ns, || UdpSocket::bind((OTHER_HOST, 53)).unwrap());
+    resolver_udp
+        .set_read_timeout(Some(CONNECT_TIMEOUT))
+        .unwrap();
+    let resolver_tcp = in_netns(&server_ns, || TcpListener::bind((OTHER_HOST, 53)).unwrap());
+    let (denials, _) = std::sync::mpsc::channel();
+    let mut enforcer = prevent::Enforcer::new(
+        std::env::current_exe().unwrap(),
+        1 << 20,
+        vec![server_ip],
+        denials,
+    );
+    let health = enforcer.apply(&json!({"domains": [{"id": "d1", "value": "evil.example"}]}));
+    assert_eq!(health["blocked_domains"], 1, "{health}");
+    assert!(health["address_error"].is_null(), "{health}");
+    let sent_over_udp = |name: &str| {
+        let q = dns_query(name);
+        let socket = UdpSocket::bind((AGENT, 0)).unwrap();
+        let _ = socket.send_to(&q, (OTHER_HOST, 53));
+        let mut buf = [0u8; 512];
+        resolver_udp
+            .recv_from(&mut buf)
+            .is_ok_and(|(n, _)| buf[..n] == q[..])
+    };
+    let sent_over_tcp = |name: &str| {
+        let q = dns_query(name);
+        let framed = [&(q.len() as u16).to_be_bytes()[..], &q].concat();
+        let mut client = TcpStream::connect_timeout(
+            &format!("{OTHER_HOST}:53").parse().unwrap(),
+            CONNECT_TIMEOUT,
+        )
+        .unwrap();
+        let _ = client.write_all(&framed);
+        let mut peer = accept(&resolver_tcp, &client);
+        peer.set_read_timeout(Some(CONNECT_TIMEOUT)).unwrap();
+        let mut got = vec![0u8; framed.len()];
+        peer.read_exact(&mut got).is_ok_and(|_| got == framed)
+    };
+    for name in ["evil.example", "WWW.Evil.EXAMPLE", "a.b-c.d1.evil.example"] {
+        assert!(!sent_over_udp(name), "a query for {name} left over UDP");
+        assert!(!sent_over_tcp(name), "a query for {name} left over TCP");
+    }
+    for name in ["notevil.example", "evil.example.org", "example"] {
+        assert!(
+            sent_over_udp(name),
+            "a query for {name} was refused over UDP"
+        );
+        assert!(
+            sent_over_tcp(name),
+            "a query for {name} was refused over TCP"
+        );
+    }
+    let answer = |query: &str, answers: &[&str]| rampart_agent::dns::DnsExchange {
+        time: chrono::Utc::now(),
+        client: (AGENT.parse::<std::net::IpAddr>().unwrap(), 40000).into(),
+        server: "192.0.2.53:53".parse().unwrap(),
+        query: query.into(),
+        query_type: "A".into(),
+        rcode: Some("NOERROR".into()),
+        answers: answers.iter().map(|a| a.to_string()).collect(),
+        truncated: false,
+        over_tcp: false,
+    };
+    assert!(reachable(other_addr));
+    assert_eq!(
+        enforcer.resolved(&answer("good.example", &[&format!("A {OTHER_HOST}")])),
+        0
+    );
+    assert!(
+        reachable(other_addr),
+        "an address an unblocked name resolved to is cut"
+    );
+    let resolved = answer(
+        "cdn.evil.example",
+        &[
+            "CNAME edge.example",
+            &format!("A {OTHER_HOST}"),
+            &format!("A {SERVER}"),
+            "A 127.0.0.1",
+        ],
+    );
+    assert_eq!(
+        enforcer.resolved(&resolved),
+        1,
+        "only the address that is not the server's"
+    );
+    assert!(
+        !reachable(other_addr),
+        "an address a blocked name resolved to is reachable"
+    );
+    assert!(reachable(server_addr) && reachable(loopback_addr));
+    assert_eq!(enforcer.resolved(&resolved), 0, "once");
+    assert_eq!(enforcer.health()["resolved_addresses_blocked"], 1);
+    // Lifting the block lifts what came of it.
+    let health = enforcer.apply(&json!({}));
+    assert_eq!(health["blocked_domains"], 0, "{health}");
+    assert!(reachable(other_addr) && sent_over_udp("evil.example"));
+    assert!(!nft_ruleset().contains("rampart_block"));
+}
+
+/// A DNS query for an A record of `name`.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
 }
 
 /// A file blocked by hash cannot be executed (EPERM), and the denial names the indicator and

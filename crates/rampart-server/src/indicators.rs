@@ -148,9 +148,9 @@ impl Indicators {
     }
 
     /// What an agent of device group `group` enforces: the block indicators of the kinds
-    /// agents can block (file hashes, IP addresses) scoped to that group or to all devices,
-    /// at most [`MAX_BLOCKED`], newest first. `{"files": [{"id", "kind", "value"}],
-    /// "addresses": [{"id", "value"}]}`.
+    /// agents can block (file hashes, IP addresses, domains) scoped to that group or to all
+    /// devices, at most [`MAX_BLOCKED`], newest first. `{"files": [{"id", "kind", "value"}],
+    /// "addresses": [{"id", "value"}], "domains": [{"id", "value"}]}`.
     pub fn blocklist(&self, group: Option<&str>) -> serde_json::Value {
         let mut blocked: Vec<&Indicator> = self
             .by_value
@@ -164,21 +164,23 @@ impl Indicators {
                         | IndicatorKind::Sha256
                         | IndicatorKind::Md5
                         | IndicatorKind::Ip
+                        | IndicatorKind::Domain
                 )
             })
             .collect();
         blocked.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         blocked.truncate(MAX_BLOCKED);
-        let (addresses, files): (Vec<&Indicator>, Vec<&Indicator>) = blocked
-            .into_iter()
-            .partition(|i| i.kind == IndicatorKind::Ip);
+        let of_kind = |kinds: &[IndicatorKind]| {
+            blocked
+                .iter()
+                .filter(|i| kinds.contains(&i.kind))
+                .map(|i| serde_json::json!({"id": i.id, "kind": i.kind.as_str(), "value": i.value}))
+                .collect::<Vec<_>>()
+        };
         serde_json::json!({
-            "files": files.iter().map(|i| serde_json::json!({
-                "id": i.id, "kind": i.kind.as_str(), "value": i.value,
-            })).collect::<Vec<_>>(),
-            "addresses": addresses.iter().map(|i| serde_json::json!({
-                "id": i.id, "value": i.value,
-            })).collect::<Vec<_>>(),
+            "files": of_kind(&[IndicatorKind::Sha1, IndicatorKind::Sha256, IndicatorKind::Md5]),
+            "addresses": of_kind(&[IndicatorKind::Ip]),
+            "domains": of_kind(&[IndicatorKind::Domain]),
         })
     }
 

@@ -978,7 +978,7 @@ fn agents_get_actions_by_long_poll_and_their_policy_by_heartbeat() {
     let heartbeat = json!({"agent_version": "0.1.0"});
     let (status, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &heartbeat);
     assert_eq!(status, 200, "{hb}");
-    let nothing_blocked = json!({"files": [], "addresses": []});
+    let nothing_blocked = json!({"files": [], "addresses": [], "domains": []});
     assert_eq!(
         hb,
         json!({"actions": [], "policy": {"heartbeat_secs": 7, "file_paths": ["/etc", "/srv/www"], "logons": false, "block": nothing_blocked}})
@@ -1008,17 +1008,19 @@ fn agents_get_actions_by_long_poll_and_their_policy_by_heartbeat() {
     indicator("ip", "198.51.100.8", "block", json!([other_group["id"]]));
     indicator("ip", "198.51.100.9", "alert", json!([]));
     indicator("md5", &"1".repeat(32), "allow", json!([]));
-    indicator("domain", "evil.example", "block", json!([]));
+    let domain = indicator("domain", "Evil.Example.", "block", json!([]));
+    indicator("url", "https://evil.example/payload", "block", json!([]));
     let (_, hb) = agent_post(&server, &web01, "/api/v1/agents/heartbeat", &heartbeat);
     assert_eq!(
         hb["policy"]["block"],
         json!({
             "files": [{"id": file, "kind": "sha256", "value": sha.to_lowercase()}],
-            "addresses": [{"id": address, "value": "198.51.100.7"}],
+            "addresses": [{"id": address, "kind": "ip", "value": "198.51.100.7"}],
+            "domains": [{"id": domain, "kind": "domain", "value": "evil.example"}],
         }),
         "{hb}"
     );
-    for id in [file, address] {
+    for id in [file, address, domain] {
         let path = format!("/api/v1/indicators/{id}");
         let (status, body) = server.call("DELETE", &path, Some(&admin), None);
         assert!(status == 200 || status == 204, "{status} {body}");
