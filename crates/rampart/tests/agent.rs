@@ -481,6 +481,10 @@ fn no_event_is_lost_silently_not_even_during_a_server_outage() {
                 );
             }
             if got == want {
+                eprintln!(
+                    "{} (execs, files created, files deleted, connections): {want:?} in hunting, once each",
+                    g["marker"]
+                );
                 break;
             }
             // Short only by what the agent reported dropped: loss, but not silent.
@@ -871,6 +875,25 @@ fn block_indicators_are_enforced_by_the_agent() {
     });
     let out = Command::new(&tool).output().expect("runs once unblocked");
     assert_eq!(out.stdout, format!("{marker}\n").as_bytes());
+
+    // A blocked domain reaches the agent's rules too. (What those rules do is tested in the
+    // namespaces of rampart-agent's response tests: the agents these tests run side by side
+    // share the machine's nftables, one table per machine.)
+    let domain = format!("blocked-{}.rampart-test.example", std::process::id());
+    let indicator = server.post(
+        "/api/v1/indicators",
+        &admin,
+        json!({"kind": "domain", "value": domain, "action": "block", "severity": "high", "title": "bad domain"}),
+    );
+    wait_health(&server, &admin, id, &log, |h| {
+        h["prevention"]["blocked_domains"] == 1
+    });
+    let path = format!("/api/v1/indicators/{}", indicator["id"].as_str().unwrap());
+    let (status, body) = server.call("DELETE", &path, Some(&admin), None);
+    assert!(status == 200 || status == 204, "{status} {body}");
+    wait_health(&server, &admin, id, &log, |h| {
+        h["prevention"]["blocked_domains"] == 0
+    });
     drop(restarted);
 }
 
