@@ -489,6 +489,16 @@ struct Maintenance {
     next_file_id: u64,
 }
 
+impl Maintenance {
+    /// A file id no other file has or will have (committed with the next manifest; a file of
+    /// it that no manifest names is deleted at the next open).
+    fn take_file_id(&mut self) -> u64 {
+        let id = self.next_file_id;
+        self.next_file_id += 1;
+        id
+    }
+}
+
 /// The shared state behind [`Store`] and its table providers.
 pub(crate) struct Inner {
     dir: PathBuf,

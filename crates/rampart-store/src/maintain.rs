@@ -1,7 +1,9 @@
-//! Changes to the set of Parquet files, one at a time under the maintenance lock: flush
+//! Changes to the set of Parquet files, each committed under the maintenance lock: flush
 //! (in-memory batches to files), compaction (small files merged) and retention (old days
 //! dropped). Each writes its new files and fsyncs them, commits a manifest, and only then
-//! changes what readers see and deletes anything.
+//! changes what readers see and deletes anything. A merge writes its file without the lock
+//! (it can take seconds to minutes, and appends at the memory limit wait on the lock to flush)
+//! and commits only if its inputs are still live by then.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -113,7 +115,8 @@ impl Inner {
             let sources: Vec<&RecordBatch> = batches.iter().map(|(b, _)| b).collect();
             for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
                 let day = day_rows.first().map_or(0, |r| r.day);
-                let meta = self.new_file(m, (tenant, *table, day), now, created, |path| {
+                let id = m.take_file_id();
+                let meta = self.new_file(id, (tenant, *table, day), now, created, |path| {
                     write_file(path, *table, &props, &sources, day_rows)
                 })?;
                 folders.insert(self.dir.join(&meta.path).with_file_name(""));
@@ -123,18 +126,16 @@ impl Inner {
         folders.iter().try_for_each(|f| sync_dir(f))
     }
 
-    /// Names a new file of a partition, makes its folder, and has `write` fill it; `ingested`
-    /// as [`FileMeta::ingested`].
+    /// Names new file `id` ([`Maintenance::take_file_id`]) of a partition, makes its folder,
+    /// and has `write` fill it; `ingested` as [`FileMeta::ingested`].
     fn new_file(
         &self,
-        m: &mut Maintenance,
+        id: u64,
         (tenant, table, day): (&str, Table, i32),
         ingested: i64,
         created: &mut Vec<PathBuf>,
         write: impl FnOnce(&Path) -> Result<Written, StoreError>,
     ) -> Result<FileMeta, StoreError> {
-        let id = m.next_file_id;
-        m.next_file_id += 1;
         let rel = relative_path(tenant, table, day, id);
         let path = self.dir.join(&rel);
         if let Some(folder) = path.parent() {
@@ -208,7 +209,6 @@ impl Inner {
     /// file of a partition with two or more is merged.
     pub(crate) fn compact(&self, tiered: bool) -> Result<CompactionReport, StoreError> {
         self.check_failed()?;
-        let mut m = lock(&self.maintenance);
         let min_files = if tiered {
             self.config.compact_min_files
         } else {
@@ -219,58 +219,82 @@ impl Inner {
             true => (bytes / TIER_UNIT_BYTES).max(1).ilog(min_files as u64),
             false => 0,
         };
-        let mut partitions: BTreeMap<(&str, &str, i32, u32), Vec<&FileMeta>> = BTreeMap::new();
-        for f in &m.manifest.files {
-            if f.bytes < self.config.compact_small_file_bytes {
-                let tier = tier(f.bytes);
-                partitions
-                    .entry((&f.tenant, &f.table, f.day, tier))
-                    .or_default()
-                    .push(f);
-            }
-        }
         // Merging reads a row group at a time: a partition's files of one tier are one merge
         // however large (`min_files` is at least 2).
-        let groups: Vec<Vec<FileMeta>> = partitions
-            .into_values()
-            .filter(|files| files.len() >= min_files)
-            .map(|files| files.into_iter().cloned().collect())
-            .collect();
+        let groups: Vec<Vec<FileMeta>> = {
+            let m = lock(&self.maintenance);
+            let mut partitions: BTreeMap<(&str, &str, i32, u32), Vec<&FileMeta>> = BTreeMap::new();
+            for f in &m.manifest.files {
+                if f.bytes < self.config.compact_small_file_bytes {
+                    let tier = tier(f.bytes);
+                    partitions
+                        .entry((&f.tenant, &f.table, f.day, tier))
+                        .or_default()
+                        .push(f);
+                }
+            }
+            partitions
+                .into_values()
+                .filter(|files| files.len() >= min_files)
+                .map(|files| files.into_iter().cloned().collect())
+                .collect()
+        };
 
         let mut report = CompactionReport::default();
         let mut seen = BTreeSet::new();
         for group in groups {
-            // Appends at the memory limit wait on this lock: rows past the background's mark
-            // are flushed between merges, so they wait for one merge at most, not for all.
+            // Rows past the background's mark are flushed between merges, so that memory is
+            // freed while a long compaction runs.
             if self.memory_bytes.load(Ordering::Acquire) >= self.config.memory_limit_bytes / 2 {
-                self.flush_locked(&mut m)?;
+                self.flush()?;
             }
-            if let Some(first) = group.first() {
-                seen.insert((first.tenant.clone(), first.table.clone(), first.day));
+            let (files, rows) = (group.len(), group.iter().map(|f| f.rows).sum::<u64>());
+            let partition = group
+                .first()
+                .map(|f| (f.tenant.clone(), f.table.clone(), f.day));
+            if self.merge(group)? {
+                seen.extend(partition);
+                report.files_merged += files;
+                report.rows += rows;
+                report.files_written += 1;
             }
-            report.files_merged += group.len();
-            report.rows += group.iter().map(|f| f.rows).sum::<u64>();
-            report.files_written += 1;
-            self.merge(&mut m, group)?;
         }
         report.partitions = seen.len();
         Ok(report)
     }
 
-    /// Replaces `inputs` (files of one partition) by one file holding all their rows.
-    fn merge(&self, m: &mut Maintenance, inputs: Vec<FileMeta>) -> Result<(), StoreError> {
+    /// Replaces `inputs` (files of one partition) by one file holding all their rows; false
+    /// when another change (a concurrent compaction, retention) took some of them meanwhile.
+    fn merge(&self, inputs: Vec<FileMeta>) -> Result<bool, StoreError> {
         let Some(first) = inputs.first() else {
-            return Ok(());
+            return Ok(false);
         };
         let table = table_of(first)?;
         let (tenant, day) = (first.tenant.clone(), first.day);
         let ingested = inputs.iter().map(|f| f.ingested).max().unwrap_or(0);
+        let gone: HashSet<u64> = inputs.iter().map(|f| f.id).collect();
+        // Held like a scan holds its files: retention committed during the merge cannot delete
+        // them under it.
+        let held: Vec<Arc<DataFile>> = {
+            let state = lock(&self.state);
+            state
+                .parts
+                .values()
+                .flat_map(|p| &p.files)
+                .filter(|f| gone.contains(&f.meta.id))
+                .cloned()
+                .collect()
+        };
+        if held.len() != inputs.len() {
+            return Ok(false);
+        }
         let paths: Vec<PathBuf> = inputs.iter().map(|f| self.dir.join(&f.path)).collect();
         let props =
             files::writer_properties(table, self.config.zstd_level, self.config.row_group_rows)?;
+        let id = lock(&self.maintenance).take_file_id();
         let mut created = Vec::new();
         let written = self
-            .new_file(m, (&tenant, table, day), ingested, &mut created, |path| {
+            .new_file(id, (&tenant, table, day), ingested, &mut created, |path| {
                 merge_files(
                     path,
                     table,
@@ -285,20 +309,31 @@ impl Inner {
                 sync_dir(&self.dir.join(&meta.path).with_file_name(""))?;
                 Ok(meta)
             });
-        let gone: HashSet<u64> = inputs.iter().map(|f| f.id).collect();
+        let mut m = lock(&self.maintenance);
+        let live = gone
+            .iter()
+            .all(|id| m.manifest.files.iter().any(|f| f.id == *id));
         let committed = written.and_then(|meta| {
+            if !live {
+                return Ok(None);
+            }
             let mut next = m.manifest.clone();
             next.files.retain(|f| !gone.contains(&f.id));
             next.files.push(meta.clone());
             next.next_file_id = m.next_file_id;
             self.commit_manifest(&next)?;
-            Ok((next, meta))
+            Ok(Some((next, meta)))
         });
+        drop(held);
         match committed {
-            Ok((next, meta)) => {
+            Ok(Some((next, meta))) => {
                 m.manifest = next;
                 self.replace_files(&gone, Some((table, meta)));
-                Ok(())
+                Ok(true)
+            }
+            Ok(None) => {
+                remove_all(&created);
+                Ok(false)
             }
             Err(e) => {
                 if self.failure.get().is_none() {

@@ -566,6 +566,54 @@ fn compaction_flushes_rows_waiting_in_memory_between_merges() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Merges write without the maintenance lock: two compactions and a stream of appends that
+/// flush at the memory limit run at once, and every row is still there exactly once, also after
+/// reopening (a merge whose inputs another one took is dropped, not committed).
+#[test]
+fn compactions_and_appends_at_the_memory_limit_run_side_by_side() {
+    let dir = scratch("compact-concurrent");
+    let batch = |ids| rows(ids, |id| Some(day("2024-05-01") + Duration::seconds(id)));
+    let store = limited_store(&dir, 64 << 10);
+    for i in 0..8 {
+        store
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                batch(i * 500..(i + 1) * 500),
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| store.compact().unwrap());
+        let b = s.spawn(|| store.compact().unwrap());
+        s.spawn(|| {
+            for i in 8..40 {
+                store
+                    .append(
+                        DEFAULT_TENANT,
+                        Table::DeviceProcessEvents,
+                        batch(i * 500..(i + 1) * 500),
+                    )
+                    .unwrap();
+            }
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(
+        a.files_merged + b.files_merged >= 8,
+        "the first files were merged: {a:?} {b:?}"
+    );
+    let all: Vec<i64> = (0..20_000).collect();
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+    store.compact().unwrap();
+    store.close().unwrap();
+    let store = limited_store(&dir, 64 << 10);
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+    store.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     let dir = scratch("compact");
