@@ -47,7 +47,8 @@
 //!
 //! **Limits.** In-memory batches are bounded by [`StoreConfig::memory_limit_bytes`]: above
 //! half of it a background flush starts, and an append that finds the limit reached waits for
-//! a flush (back-pressure). One append is at most [`StoreConfig::max_batch_bytes`]. Appends in
+//! a flush (back-pressure), never for a merge: merges write their files without the lock that
+//! flushes take, and commit only if their inputs are still live. One append is at most [`StoreConfig::max_batch_bytes`]. Appends in
 //! flight (at most one batch per appending thread) come on top.
 //!
 //! **Readers never block the writer.** A scan copies the list of files and batches (reference
