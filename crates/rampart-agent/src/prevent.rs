@@ -562,6 +562,12 @@ impl Enforcer {
             "blocked_files": self.guard.as_ref().map_or(0, |_| self.list.files()),
             "blocked_addresses": addresses,
             "blocked_domains": if address_error.is_none() { self.list.domains.len() } else { 0 },
+            // Too long for the kernel's rules: blocked by what they resolve to only.
+            "domains_without_query_rules": self
+                .list
+                .domains()
+                .filter(|d| wire_name(d).len() > MAX_RULE_NAME_BYTES)
+                .count(),
             "skipped_entries": skipped,
             "exec_guard": self.guard.as_ref().map(ExecGuard::status),
             "exec_guard_error": guard_error,

@@ -402,8 +402,13 @@ fn isolation_child() {
         vec![server_ip],
         denials,
     );
-    let health = enforcer.apply(&json!({"domains": [{"id": "d1", "value": "evil.example"}]}));
-    assert_eq!(health["blocked_domains"], 1, "{health}");
+    let long = format!("{}.{}.example", "a".repeat(40), "b".repeat(20));
+    let health = enforcer.apply(&json!({"domains": [
+        {"id": "d1", "value": "evil.example"},
+        {"id": "d2", "value": long},
+    ]}));
+    assert_eq!(health["blocked_domains"], 2, "{health}");
+    assert_eq!(health["domains_without_query_rules"], 1, "{health}");
     assert!(health["address_error"].is_null(), "{health}");
     let sent_over_udp = |name: &str| {
         let q = dns_query(name);
