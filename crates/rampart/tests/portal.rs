@@ -792,6 +792,11 @@ fn analyst_walks_through_the_portal_in_chromium() {
             "table#users",
             "15-users",
         ),
+        (
+            format!("{}/settings", server.url),
+            "form#own-password",
+            "16-account",
+        ),
     ] {
         browser.goto(&path);
         browser.find(what);
