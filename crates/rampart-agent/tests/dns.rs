@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use rampart_agent::dns::{DnsCapture, DnsExchange};
 
+mod common;
+use common::query;
+
 const SUFFIX: &str = "rampart-dns-test.example";
 
 fn name(label: &str) -> String {
@@ -26,27 +29,6 @@ fn skip(reason: &str) -> bool {
     }
     eprintln!("skipped: {reason}");
     true
-}
-
-fn wire_name(name: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in name.split('.') {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out
-}
-
-fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut q = Vec::new();
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&0x0100u16.to_be_bytes()); // RD
-    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    q.extend_from_slice(&wire_name(name));
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    q
 }
 
 /// The responder's answer to a query: A and AAAA for `www` (a CNAME to `a`, then the address,

@@ -12,6 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use rampart_agent::{collect, isolation, live, prevent};
+
+mod common;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -411,7 +413,7 @@ fn isolation_child() {
     assert_eq!(health["domains_without_query_rules"], 1, "{health}");
     assert!(health["address_error"].is_null(), "{health}");
     let sent_over_udp = |name: &str| {
-        let q = dns_query(name);
+        let q = common::query(0x1234, name, 1);
         let socket = UdpSocket::bind((AGENT, 0)).unwrap();
         let _ = socket.send_to(&q, (OTHER_HOST, 53));
         let mut buf = [0u8; 512];
@@ -420,7 +422,7 @@ fn isolation_child() {
             .is_ok_and(|(n, _)| buf[..n] == q[..])
     };
     let sent_over_tcp = |name: &str| {
-        let q = dns_query(name);
+        let q = common::query(0x1234, name, 1);
         let framed = [&(q.len() as u16).to_be_bytes()[..], &q].concat();
         let mut client = TcpStream::connect_timeout(
             &format!("{OTHER_HOST}:53").parse().unwrap(),
@@ -493,17 +495,6 @@ fn isolation_child() {
     assert_eq!(health["blocked_domains"], 0, "{health}");
     assert!(reachable(other_addr) && sent_over_udp("evil.example"));
     assert!(!nft_ruleset().contains("rampart_block"));
-}
-
-/// A DNS query for an A record of `name`.
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
 }
 
 /// A file blocked by hash cannot be executed (EPERM), and the denial names the indicator and

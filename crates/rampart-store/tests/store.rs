@@ -574,30 +574,23 @@ fn compactions_and_appends_at_the_memory_limit_run_side_by_side() {
     let dir = scratch("compact-concurrent");
     let batch = |ids| rows(ids, |id| Some(day("2024-05-01") + Duration::seconds(id)));
     let store = limited_store(&dir, 64 << 10);
-    for i in 0..8 {
+    let append = |i: i64| {
         store
             .append(
                 DEFAULT_TENANT,
                 Table::DeviceProcessEvents,
                 batch(i * 500..(i + 1) * 500),
             )
-            .unwrap();
+            .unwrap()
+    };
+    for i in 0..8 {
+        append(i);
         store.flush().unwrap();
     }
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| store.compact().unwrap());
         let b = s.spawn(|| store.compact().unwrap());
-        s.spawn(|| {
-            for i in 8..40 {
-                store
-                    .append(
-                        DEFAULT_TENANT,
-                        Table::DeviceProcessEvents,
-                        batch(i * 500..(i + 1) * 500),
-                    )
-                    .unwrap();
-            }
-        });
+        s.spawn(|| (8..40).for_each(append));
         (a.join().unwrap(), b.join().unwrap())
     });
     assert!(

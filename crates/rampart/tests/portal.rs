@@ -815,13 +815,9 @@ fn analyst_walks_through_the_portal_in_chromium() {
     eprintln!("portal screenshots: {}", shots.display());
 }
 
-/// On the account tab a user changes their own password: a mistyped repetition or a wrong
-/// current password is refused beside the form; a change keeps them signed in with a new session
-/// while the old one ends.
-#[test]
-fn users_change_their_own_password_and_stay_signed_in() {
-    let dir = scratch("portal-password");
-    let server = Server::start(&dir, false, &[]);
+/// A fresh server with a read-only user `reader`, signed in to the portal; and the admin's token.
+fn with_reader(name: &str) -> (Server, String, Client) {
+    let server = Server::start(&scratch(name), false, &[]);
     let admin = server.login("admin", PASSWORD);
     server.post(
         "/api/v1/users",
@@ -830,6 +826,15 @@ fn users_change_their_own_password_and_stay_signed_in() {
     );
     let mut client = Client::new(&server.url);
     client.sign_in("reader", PASSWORD);
+    (server, admin, client)
+}
+
+/// On the account tab a user changes their own password: a mistyped repetition or a wrong
+/// current password is refused beside the form; a change keeps them signed in with a new session
+/// while the old one ends.
+#[test]
+fn users_change_their_own_password_and_stay_signed_in() {
+    let (server, _, mut client) = with_reader("portal-password");
     let old_session = client.cookies["rampart_session"].clone();
     let form = forms(&client.get("/settings").body)
         .into_iter()
@@ -886,17 +891,8 @@ fn users_change_their_own_password_and_stay_signed_in() {
 /// valid CSRF token is still refused: by the API the portal calls, whose reason is shown.
 #[test]
 fn read_only_users_are_offered_no_changes_and_cannot_make_one() {
-    let dir = scratch("portal-readonly");
-    let server = Server::start(&dir, false, &[]);
-    let admin = server.login("admin", PASSWORD);
+    let (server, admin, mut client) = with_reader("portal-readonly");
     smuggle_script(&server, &admin);
-    server.post(
-        "/api/v1/users",
-        &admin,
-        json!({"username": "reader", "password": PASSWORD, "role": "readonly"}),
-    );
-    let mut client = Client::new(&server.url);
-    client.sign_in("reader", PASSWORD);
     let pages = crawl(&mut client, 250);
     // What a reader may post: their own session, password, theme, hunting and their own saved
     // queries.
