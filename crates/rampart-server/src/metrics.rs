@@ -46,8 +46,9 @@ impl Metrics {
         self.requests[class].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text; `gauges` are point-in-time values read by the caller.
-    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+    /// The exposition text; `read` are values the caller read at this time, as (name, help,
+    /// type — `gauge` or `counter` —, value).
+    pub fn render(&self, read: &[(&str, &str, &str, f64)]) -> String {
         let mut out = String::new();
         let counters = [
             (
@@ -120,8 +121,8 @@ impl Metrics {
             "rampart_ingest_queue_depth {}",
             self.ingest_waiting.load(Ordering::Relaxed)
         );
-        for (name, help, value) in gauges {
-            metric(&mut out, name, help, "gauge");
+        for (name, help, kind, value) in read {
+            metric(&mut out, name, help, kind);
             let _ = writeln!(out, "{name} {value}");
         }
         let name = "rampart_detection_latency_seconds";
@@ -161,12 +162,24 @@ mod tests {
         m.observe_detection(Duration::from_millis(300));
         m.count_response(201);
         m.count_response(429);
-        let text = m.render(&[("rampart_store_rows", "Rows stored.", 7)]);
+        let text = m.render(&[
+            ("rampart_store_rows", "Rows stored.", "gauge", 7.0),
+            (
+                "rampart_store_flush_cpu_seconds_total",
+                "CPU.",
+                "counter",
+                1.5,
+            ),
+        ]);
         assert!(text.contains("rampart_detection_latency_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("rampart_detection_latency_seconds_bucket{le=\"0.5\"} 2\n"));
         assert!(text.contains("rampart_detection_latency_seconds_count 2\n"));
         assert!(text.contains("rampart_http_responses_total{class=\"2xx\"} 1\n"));
         assert!(text.contains("rampart_http_responses_total{class=\"4xx\"} 1\n"));
         assert!(text.contains("# TYPE rampart_store_rows gauge\nrampart_store_rows 7\n"));
+        assert!(text.contains(
+            "# TYPE rampart_store_flush_cpu_seconds_total counter\n\
+             rampart_store_flush_cpu_seconds_total 1.5\n"
+        ));
     }
 }

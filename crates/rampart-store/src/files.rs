@@ -8,11 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use rampart_schema::{KustoType, Table};
 
@@ -29,6 +34,10 @@ const INITIATING_PROCESS: &str = "InitiatingProcess";
 const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 /// Runs of rows in source order at least this long are written as slices, not copied.
 const MIN_SLICE_ROWS: usize = 256;
+/// Key-value metadata of a file each of whose row groups is clustered (what merges write):
+/// a later merge copies such row groups as they are encoded instead of decoding them,
+/// clustering them again and re-encoding every value.
+pub(crate) const CLUSTERED_KEY: &str = "rampart.clustered";
 
 /// A live Parquet file. Readers hold it (in their scan plans) while they may still open the
 /// file; once it is replaced or dropped by retention it is marked retired and deleted when
@@ -235,6 +244,8 @@ pub(crate) fn writer_properties(
 /// What writing a file gave.
 pub(crate) struct Written {
     pub(crate) rows: u64,
+    /// Of `rows`, those in row groups copied from other files.
+    pub(crate) copied: u64,
     pub(crate) bytes: u64,
     pub(crate) min_ts: Option<i64>,
     pub(crate) max_ts: Option<i64>,
@@ -251,14 +262,22 @@ pub(crate) fn write_file(
 ) -> Result<Written, StoreError> {
     let mut file = FileWriter::create(path, table, props)?;
     file.write_rows(batches, rows)?;
-    file.finish()
+    file.finish(false)
 }
 
-/// A Parquet file being written.
+/// A Parquet file being written, a row group at a time: rows encoded by Arrow column writers
+/// (a row group ends at `max_row_group_row_count` rows or on [`FileWriter::end_row_group`]),
+/// or row groups of other files copied as they are encoded.
 pub(crate) struct FileWriter {
     path: PathBuf,
-    writer: ArrowWriter<File>,
+    writer: SerializedFileWriter<File>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    row_group_rows: usize,
+    /// The row group being encoded, and its rows so far.
+    open: Option<(Vec<ArrowColumnWriter>, usize)>,
     rows: u64,
+    copied: u64,
     min_ts: Option<i64>,
     max_ts: Option<i64>,
 }
@@ -275,12 +294,19 @@ impl FileWriter {
             .create_new(true)
             .open(path)
             .map_err(|e| io_err(path, e))?;
-        let writer = ArrowWriter::try_new(file, table.arrow_schema(), Some(props.clone()))
+        let schema = table.arrow_schema();
+        let (writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
+            .and_then(ArrowWriter::into_serialized_writer)
             .map_err(|e| parquet_err(path, e))?;
         Ok(FileWriter {
             path: path.to_path_buf(),
             writer,
+            factory,
+            schema,
+            row_group_rows: props.max_row_group_row_count().unwrap_or(usize::MAX).max(1),
+            open: None,
             rows: 0,
+            copied: 0,
             min_ts: None,
             max_ts: None,
         })
@@ -292,9 +318,6 @@ impl FileWriter {
         batches: &[&RecordBatch],
         rows: &[RowRef],
     ) -> Result<(), StoreError> {
-        let path = &self.path;
-        let writer = &mut self.writer;
-        let mut write = |part: &RecordBatch| writer.write(part).map_err(|e| parquet_err(path, e));
         let mut gathered: Vec<(usize, usize)> =
             Vec::with_capacity(WRITE_CHUNK_ROWS.min(rows.len()));
         // Rows that follow each other in one source batch are written as slices of it,
@@ -303,17 +326,19 @@ impl FileWriter {
             let Some(first) = run.first() else { continue };
             let slice = run.len() >= MIN_SLICE_ROWS;
             if (slice || gathered.len() + run.len() > WRITE_CHUNK_ROWS) && !gathered.is_empty() {
-                write(&interleave_record_batch(batches, &gathered)?)?;
+                self.write_batch(&interleave_record_batch(batches, &gathered)?)?;
                 gathered.clear();
             }
             if slice {
-                write(&batches[first.batch as usize].slice(first.row as usize, run.len()))?;
+                self.write_batch(
+                    &batches[first.batch as usize].slice(first.row as usize, run.len()),
+                )?;
             } else {
                 gathered.extend(run.iter().map(|r| (r.batch as usize, r.row as usize)));
             }
         }
         if !gathered.is_empty() {
-            write(&interleave_record_batch(batches, &gathered)?)?;
+            self.write_batch(&interleave_record_batch(batches, &gathered)?)?;
         }
         self.rows += rows.len() as u64;
         let times = rows.iter().filter_map(|r| r.ts);
@@ -322,13 +347,108 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Closes the row group being written (the next rows start a new one).
-    pub(crate) fn end_row_group(&mut self) -> Result<(), StoreError> {
-        self.writer.flush().map_err(|e| parquet_err(&self.path, e))
+    /// Encodes `batch` into the open row group, ending it (and opening the next) whenever it
+    /// holds `row_group_rows`.
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        let mut done = 0;
+        while done < batch.num_rows() {
+            let (columns, held) = match &mut self.open {
+                Some(open) => open,
+                None => {
+                    let index = self.writer.flushed_row_groups().len();
+                    let columns = self
+                        .factory
+                        .create_column_writers(index)
+                        .map_err(|e| parquet_err(&self.path, e))?;
+                    self.open.insert((columns, 0))
+                }
+            };
+            let take = (self.row_group_rows - *held).min(batch.num_rows() - done);
+            let part = batch.slice(done, take);
+            let mut writers = columns.iter_mut();
+            for (field, column) in self.schema.fields().iter().zip(part.columns()) {
+                let leaves =
+                    compute_leaves(field, column).map_err(|e| parquet_err(&self.path, e))?;
+                for leaf in leaves {
+                    let writer = writers.next().ok_or_else(|| StoreError::Parquet {
+                        path: self.path.clone(),
+                        message: "more columns than the file's schema".to_string(),
+                    })?;
+                    writer
+                        .write(&leaf)
+                        .map_err(|e| parquet_err(&self.path, e))?;
+                }
+            }
+            *held += take;
+            done += take;
+            if *held >= self.row_group_rows {
+                self.end_row_group()?;
+            }
+        }
+        Ok(())
     }
 
-    /// Finishes the file and fsyncs it.
-    pub(crate) fn finish(self) -> Result<Written, StoreError> {
+    /// Closes the row group being written (the next rows start a new one).
+    pub(crate) fn end_row_group(&mut self) -> Result<(), StoreError> {
+        let Some((columns, _)) = self.open.take() else {
+            return Ok(());
+        };
+        let located = |e| parquet_err(&self.path, e);
+        let mut group = self.writer.next_row_group().map_err(located)?;
+        for column in columns {
+            column
+                .close()
+                .and_then(|chunk| chunk.append_to_row_group(&mut group))
+                .map_err(located)?;
+        }
+        group.close().map_err(located)?;
+        Ok(())
+    }
+
+    /// Appends `copy` (a row group of another file of the table) as it is encoded, after the
+    /// row groups written so far.
+    pub(crate) fn copy_row_group(&mut self, copy: &RowGroupCopy<'_>) -> Result<(), StoreError> {
+        self.end_row_group()?;
+        let located = |e| parquet_err(&self.path, e);
+        let group = copy.meta.row_group(copy.index);
+        let rows = u64::try_from(group.num_rows()).unwrap_or(0);
+        let mut out = self.writer.next_row_group().map_err(located)?;
+        for (column, chunk) in group.columns().iter().enumerate() {
+            let close = ColumnCloseResult {
+                bytes_written: u64::try_from(chunk.compressed_size()).unwrap_or(0),
+                rows_written: rows,
+                metadata: chunk.clone(),
+                bloom_filter: None,
+                column_index: copy
+                    .meta
+                    .column_index()
+                    .and_then(|i| i.get(copy.index)?.get(column).cloned()),
+                offset_index: copy
+                    .meta
+                    .offset_index()
+                    .and_then(|i| i.get(copy.index)?.get(column).cloned()),
+            };
+            out.append_column(copy.file, close)
+                .map_err(|e| parquet_err(copy.path, e))?;
+        }
+        out.close().map_err(located)?;
+        self.rows += rows;
+        self.copied += rows;
+        self.min_ts = copy.min_ts.into_iter().chain(self.min_ts).min();
+        self.max_ts = copy.max_ts.into_iter().chain(self.max_ts).max();
+        Ok(())
+    }
+
+    /// Finishes the file and fsyncs it; `clustered` marks it as a file each of whose row
+    /// groups is clustered ([`CLUSTERED_KEY`]).
+    pub(crate) fn finish(mut self, clustered: bool) -> Result<Written, StoreError> {
+        self.end_row_group()?;
+        if clustered {
+            self.writer.append_key_value_metadata(KeyValue::new(
+                CLUSTERED_KEY.to_string(),
+                "1".to_string(),
+            ));
+        }
         let path = self.path;
         let file = self
             .writer
@@ -338,11 +458,29 @@ impl FileWriter {
         let bytes = file.metadata().map_err(|e| io_err(&path, e))?.len();
         Ok(Written {
             rows: self.rows,
+            copied: self.copied,
             bytes,
             min_ts: self.min_ts,
             max_ts: self.max_ts,
         })
     }
+}
+
+/// A row group of another file to copy into a merged one without decoding it.
+pub(crate) struct RowGroupCopy<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) file: &'a File,
+    pub(crate) meta: &'a ParquetMetaData,
+    pub(crate) index: usize,
+    pub(crate) min_ts: Option<i64>,
+    pub(crate) max_ts: Option<i64>,
+}
+
+/// Whether a file's row groups are each clustered (see [`CLUSTERED_KEY`]).
+pub(crate) fn is_clustered(meta: &ParquetMetaData) -> bool {
+    meta.file_metadata()
+        .key_value_metadata()
+        .is_some_and(|kv| kv.iter().any(|e| e.key == CLUSTERED_KEY))
 }
 
 pub(crate) fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> StoreError {

@@ -19,10 +19,13 @@ use crate::manifest::{self, FileMeta, Manifest};
 use crate::merge::merge_files;
 use crate::{
     CompactionReport, Inner, Key, Maintenance, RetentionReport, StoreError, io_err, lock, sync_dir,
+    thread_cpu,
 };
 
 /// Files below this size are one tier for background compaction.
 const TIER_UNIT_BYTES: u64 = 64 << 10;
+/// The tier of files with fewer rows than a merge copies as a row group.
+const FRAGMENTS: u32 = u32::MAX;
 
 impl Inner {
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
@@ -33,6 +36,7 @@ impl Inner {
     /// Writes the in-memory batches to one file per tenant, table and day.
     pub(crate) fn flush_locked(&self, m: &mut Maintenance) -> Result<(), StoreError> {
         self.check_failed()?;
+        let cpu = thread_cpu();
         // Freeze: the batches to write stay visible; appends go on into fresh lists and a new
         // log segment, so the old segments hold only what this flush writes.
         let (work, upto) = {
@@ -91,6 +95,19 @@ impl Inner {
             }
         }
         self.memory_bytes.fetch_sub(freed, Ordering::AcqRel);
+        let rows: usize = work
+            .iter()
+            .flat_map(|(_, batches)| batches)
+            .map(|(b, _)| b.num_rows())
+            .sum();
+        self.work.flushes.fetch_add(1, Ordering::Relaxed);
+        self.work
+            .flushed_rows
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.work.flush_cpu_nanos.fetch_add(
+            thread_cpu().saturating_sub(cpu).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
         lock(&self.wal).trim(upto)
     }
 
@@ -207,6 +224,13 @@ impl Inner {
     /// about the same size, `compact_min_files` of them at a time, so that a row is rewritten
     /// a logarithmic number of times however many flushes feed a day; otherwise every small
     /// file of a partition with two or more is merged.
+    ///
+    /// Rows are encoded again only while in row groups a merge cannot copy (a flush's, and
+    /// those under half of `row_group_rows`; see `merge::merge_files`). So, tiered, files too
+    /// small to hold one such row group are a tier of their own, merged once they hold enough
+    /// rows for one (or once there are `4 × compact_min_files` of them): a table that gets a
+    /// few thousand rows per flush has them encoded once more, not at each of the tiers its
+    /// bytes would climb.
     pub(crate) fn compact(&self, tiered: bool) -> Result<CompactionReport, StoreError> {
         self.check_failed()?;
         let min_files = if tiered {
@@ -214,10 +238,20 @@ impl Inner {
         } else {
             2
         };
+        let copyable_rows = self.config.row_group_rows.div_ceil(2) as u64;
         // Sizes within a factor of `min_files` share a tier (the config keeps it at least 2).
-        let tier = |bytes: u64| match tiered {
-            true => (bytes / TIER_UNIT_BYTES).max(1).ilog(min_files as u64),
+        let tier = |f: &FileMeta| match tiered {
+            true if f.rows < copyable_rows => FRAGMENTS,
+            true => (f.bytes / TIER_UNIT_BYTES).max(1).ilog(min_files as u64),
             false => 0,
+        };
+        let ready = |tier: u32, files: &[&FileMeta]| match tier {
+            FRAGMENTS => {
+                files.len() >= min_files
+                    && (files.iter().map(|f| f.rows).sum::<u64>() >= copyable_rows
+                        || files.len() >= 4 * min_files)
+            }
+            _ => files.len() >= min_files,
         };
         // Merging reads a row group at a time: a partition's files of one tier are one merge
         // however large (`min_files` is at least 2).
@@ -226,17 +260,16 @@ impl Inner {
             let mut partitions: BTreeMap<(&str, &str, i32, u32), Vec<&FileMeta>> = BTreeMap::new();
             for f in &m.manifest.files {
                 if f.bytes < self.config.compact_small_file_bytes {
-                    let tier = tier(f.bytes);
                     partitions
-                        .entry((&f.tenant, &f.table, f.day, tier))
+                        .entry((&f.tenant, &f.table, f.day, tier(f)))
                         .or_default()
                         .push(f);
                 }
             }
             partitions
-                .into_values()
-                .filter(|files| files.len() >= min_files)
-                .map(|files| files.into_iter().cloned().collect())
+                .into_iter()
+                .filter(|((.., tier), files)| ready(*tier, files))
+                .map(|(_, files)| files.into_iter().cloned().collect())
                 .collect()
         };
 
@@ -270,6 +303,7 @@ impl Inner {
             return Ok(false);
         };
         let table = table_of(first)?;
+        let cpu = thread_cpu();
         let (tenant, day) = (first.tenant.clone(), first.day);
         let ingested = inputs.iter().map(|f| f.ingested).max().unwrap_or(0);
         let gone: HashSet<u64> = inputs.iter().map(|f| f.id).collect();
@@ -293,9 +327,10 @@ impl Inner {
             files::writer_properties(table, self.config.zstd_level, self.config.row_group_rows)?;
         let id = lock(&self.maintenance).take_file_id();
         let mut created = Vec::new();
+        let mut copied = 0;
         let written = self
             .new_file(id, (&tenant, table, day), ingested, &mut created, |path| {
-                merge_files(
+                let w = merge_files(
                     path,
                     table,
                     &props,
@@ -303,7 +338,9 @@ impl Inner {
                     day,
                     self.config.row_group_rows,
                     self.config.memory_limit_bytes / 2,
-                )
+                )?;
+                copied = w.copied;
+                Ok(w)
             })
             .and_then(|meta| {
                 sync_dir(&self.dir.join(&meta.path).with_file_name(""))?;
@@ -328,7 +365,17 @@ impl Inner {
         match committed {
             Ok(Some((next, meta))) => {
                 m.manifest = next;
+                let rows = meta.rows;
                 self.replace_files(&gone, Some((table, meta)));
+                self.work.merges.fetch_add(1, Ordering::Relaxed);
+                self.work
+                    .merged_rows
+                    .fetch_add(rows - copied, Ordering::Relaxed);
+                self.work.copied_rows.fetch_add(copied, Ordering::Relaxed);
+                self.work.merge_cpu_nanos.fetch_add(
+                    thread_cpu().saturating_sub(cpu).as_nanos() as u64,
+                    Ordering::Relaxed,
+                );
                 Ok(true)
             }
             Ok(None) => {

@@ -1,7 +1,8 @@
-//! Compaction's merge: several Parquet files of one partition into one whose row groups
-//! follow each other in time order with rows clustered within each (see
-//! `files::cluster_columns`), reading the inputs one row group at a time so that memory stays
-//! near a budget however large the output.
+//! Compaction's merge: several Parquet files of one partition into one whose row groups are
+//! each clustered (see `files::cluster_columns`) and follow each other in time order. Row
+//! groups of earlier merges that are full enough are copied as they are encoded; the rest
+//! are read one row group at a time, so that memory stays near a budget however large the
+//! output.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -9,24 +10,29 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::error::ArrowError;
+use parquet::arrow::ArrowSchemaConverter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
 use rampart_schema::Table;
 
 use crate::StoreError;
-use crate::files::{FileWriter, TIMESTAMP, Written, cluster, parquet_err, time_order};
+use crate::files::{
+    FileWriter, RowGroupCopy, TIMESTAMP, Written, cluster, is_clustered, parquet_err, time_order,
+};
 use crate::io_err;
 
 /// Rows per batch read from an input row group.
 const READ_BATCH_ROWS: usize = 8192;
 
-/// An input row group: where it starts in time (None: no Timestamp statistics, read first),
-/// and where it is.
+/// An input row group: its time range (None: no Timestamp statistics, read first), and
+/// where it is.
 struct Group {
     min_ts: Option<i64>,
+    max_ts: Option<i64>,
     input: usize,
     index: usize,
 }
@@ -49,12 +55,16 @@ impl Pool {
 
 /// Merges `inputs` (files of `table`, all of partition day `day`) into a new file at `out`.
 ///
-/// Input row groups are read in the order of their first Timestamp. An output row group (at
-/// most `row_group_rows` rows) is written once no unread input row group can hold a row that
-/// belongs before its last one, so row groups come out in time order; only when the rows
-/// waiting would exceed `budget` bytes (inputs that overlap in time more than that) is one
-/// written early, and then the next may start before it ends (Timestamp statistics stay
-/// exact). Memory: about `budget` plus one input row group.
+/// A row group of an earlier merge (already clustered) with at least half of
+/// `row_group_rows` rows, in a file of the table's current layout, is copied as it is
+/// encoded: a row is decoded and clustered once, not at every merge that carries it. The
+/// other input row groups are read in the order of their first Timestamp. An output row
+/// group (at most `row_group_rows` rows) is written once no unread input row group can hold
+/// a row that belongs before its last one, so those row groups come out in time order; only
+/// when the rows waiting would exceed `budget` bytes (inputs that overlap in time more than
+/// that) is one written early, and then the next may start before it ends. Each copy goes
+/// before the first written row group that starts after it. Timestamp statistics stay exact
+/// for every row group. Memory: about `budget` plus one input row group.
 pub(crate) fn merge_files(
     out: &Path,
     table: Table,
@@ -64,35 +74,48 @@ pub(crate) fn merge_files(
     row_group_rows: usize,
     budget: usize,
 ) -> Result<Written, StoreError> {
+    let layout = ArrowSchemaConverter::new()
+        .convert(&table.arrow_schema())
+        .map_err(|e| parquet_err(out, e))?;
+    let row_group_rows = row_group_rows.max(1);
     let mut sources = Vec::with_capacity(inputs.len());
     let mut groups = Vec::new();
+    let mut copied = Vec::new();
     for (input, path) in inputs.iter().enumerate() {
         let file = File::open(path).map_err(|e| io_err(path, e))?;
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-            .map_err(|e| parquet_err(path, e))?;
+        let meta = ArrowReaderMetadata::load(
+            &file,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )
+        .map_err(|e| parquet_err(path, e))?;
         let parquet = meta.metadata();
-        let ts_column = parquet
-            .file_metadata()
-            .schema_descr()
-            .columns()
-            .iter()
-            .position(|c| c.name() == TIMESTAMP);
+        let schema = parquet.file_metadata().schema_descr();
+        let copyable = is_clustered(parquet) && schema.columns() == layout.columns();
+        let ts_column = schema.columns().iter().position(|c| c.name() == TIMESTAMP);
         for (index, rg) in parquet.row_groups().iter().enumerate() {
-            let min_ts = ts_column
+            let range = ts_column
                 .and_then(|c| rg.column(c).statistics())
                 .and_then(|s| match s {
-                    Statistics::Int64(v) => v.min_opt().copied(),
+                    Statistics::Int64(v) => Some((v.min_opt().copied(), v.max_opt().copied())),
                     _ => None,
                 });
-            groups.push(Group {
-                min_ts,
+            let group = Group {
+                min_ts: range.and_then(|r| r.0),
+                max_ts: range.and_then(|r| r.1),
                 input,
                 index,
-            });
+            };
+            let rows = usize::try_from(rg.num_rows()).unwrap_or(0);
+            if copyable && rows >= row_group_rows.div_ceil(2) {
+                copied.push(group);
+            } else {
+                groups.push(group);
+            }
         }
         sources.push((file, meta));
     }
     groups.sort_by_key(|g| g.min_ts);
+    copied.sort_by_key(|g| g.min_ts);
 
     let read = |g: &Group, pool: &mut Pool| -> Result<(), StoreError> {
         let path = &inputs[g.input];
@@ -118,10 +141,18 @@ pub(crate) fn merge_files(
         Ok(())
     };
 
+    let copy_of = |g: &Group| RowGroupCopy {
+        path: &inputs[g.input],
+        file: &sources[g.input].0,
+        meta: sources[g.input].1.metadata(),
+        index: g.index,
+        min_ts: g.min_ts,
+        max_ts: g.max_ts,
+    };
+    let mut copies = copied.iter().peekable();
     let mut writer = FileWriter::create(out, table, props)?;
     let mut pool = Pool::default();
     let mut unread = groups.iter().peekable();
-    let row_group_rows = row_group_rows.max(1);
     loop {
         while pool.rows < row_group_rows && pool.bytes < budget {
             let Some(g) = unread.next() else { break };
@@ -154,6 +185,12 @@ pub(crate) fn merge_files(
             n => n.min(row_group_rows),
         };
         let (group, rest) = rows.split_at_mut(take);
+        // Copies that start before this row group go first (row groups in time order as far
+        // as the inputs allow).
+        let starts = group.first().and_then(|r| r.ts);
+        while let Some(g) = copies.next_if(|g| g.min_ts < starts) {
+            writer.copy_row_group(&copy_of(g))?;
+        }
         cluster(group);
         let batches: Vec<&RecordBatch> = pool.batches.iter().collect();
         writer.write_rows(&batches, group)?;
@@ -168,5 +205,8 @@ pub(crate) fn merge_files(
         }
         pool = left;
     }
-    writer.finish()
+    for g in copies {
+        writer.copy_row_group(&copy_of(g))?;
+    }
+    writer.finish(true)
 }

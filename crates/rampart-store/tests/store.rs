@@ -15,6 +15,8 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::prelude::{Expr, SessionContext, ident, lit};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::PageIndexPolicy;
 use rampart_schema::{DeviceProcessEvents, DeviceTvmSoftwareInventory, Row, Table};
 use rampart_store::{DEFAULT_TENANT, Store, StoreConfig, StoreError, StoreReader};
 
@@ -673,6 +675,21 @@ fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
         Default::default(),
         "nothing left to merge"
     );
+    let work = store.stats().work;
+    assert_eq!(
+        (
+            work.flushes,
+            work.flushed_rows,
+            work.merges,
+            work.merged_rows,
+            work.copied_rows
+        ),
+        (5, 500, 1, 500, 0),
+        "each row flushed once and merged once"
+    );
+    assert!(
+        work.flush_cpu > std::time::Duration::ZERO && work.merge_cpu > std::time::Duration::ZERO
+    );
     drop(store);
     let store = Store::open(&dir, config()).unwrap();
     assert_eq!(
@@ -686,6 +703,108 @@ fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
         4,
         "500 rows in groups of 128"
     );
+}
+
+#[test]
+fn merges_copy_the_full_row_groups_of_earlier_merges_as_they_are_encoded() {
+    let dir = scratch("copy");
+    let config = || StoreConfig {
+        row_group_rows: 128,
+        ..config()
+    };
+    let store = Store::open(&dir, config()).unwrap();
+    let at = |id: i64| Some(day("2024-05-01") + Duration::seconds(id));
+    let flush = |ids: Range<i64>| {
+        store
+            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(ids, at))
+            .unwrap();
+        store.flush().unwrap();
+    };
+    for f in 0..4 {
+        flush(f * 100..(f + 1) * 100);
+    }
+    assert_eq!(store.compact().unwrap().rows, 400);
+    let first = parquet_files(&dir);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        assert_clustered(&dir.join(&first[0])),
+        4,
+        "128 + 128 + 128 + 16 rows"
+    );
+    let work = store.stats().work;
+    assert_eq!((work.merged_rows, work.copied_rows), (400, 0));
+
+    // Later rows, and late rows of the time of the first merge's last row group.
+    flush(400..500);
+    flush(500..600);
+    let late = |ids: Range<i64>, shift: i64| {
+        store
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(ids, |id| at(id - shift)),
+            )
+            .unwrap();
+        store.flush().unwrap();
+    };
+    late(600..610, 210);
+    assert_eq!(store.compact().unwrap().rows, 610);
+    let work = store.stats().work;
+    assert_eq!(
+        (work.merged_rows, work.copied_rows),
+        (400 + 226, 384),
+        "the three full row groups copied; the last one and the new rows encoded"
+    );
+    let merged = parquet_files(&dir);
+    assert_eq!(merged.len(), 1);
+    let path = dir.join(&merged[0]);
+    assert_eq!(
+        assert_clustered(&path),
+        5,
+        "three copies, then 128 + 98 rows"
+    );
+    let row_groups = |path: &Path| {
+        let file = std::fs::File::open(path).unwrap();
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+        let meta = reader.metadata();
+        let indexed = meta.offset_index().map_or(0, |i| i.len());
+        assert_eq!(
+            indexed,
+            meta.num_row_groups(),
+            "every row group keeps its page index"
+        );
+        meta.row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row_groups(&path), [128, 128, 128, 128, 98]);
+
+    // Late rows inside a copied row group's time range: their row group overlaps it, and
+    // time filters still find every row.
+    late(700..710, 500);
+    assert_eq!(store.compact().unwrap().rows, 620);
+    let work = store.stats().work;
+    assert_eq!(
+        (work.merged_rows, work.copied_rows),
+        (400 + 226 + 10, 384 + 610)
+    );
+    let merged = parquet_files(&dir);
+    assert_eq!(
+        row_groups(&dir.join(&merged[0])),
+        [128, 128, 10, 128, 128, 98]
+    );
+    let all: Vec<i64> = (0..610).chain(700..710).collect();
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+    let filter = ident("Timestamp")
+        .gt_eq(ts_lit(day("2024-05-01") + Duration::seconds(200)))
+        .and(ident("Timestamp").lt(ts_lit(day("2024-05-01") + Duration::seconds(300))));
+    let expected: Vec<i64> = (200..300).chain(700..710).collect();
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, Some(filter)), expected);
+    drop(store);
+    let store = Store::open(&dir, config()).unwrap();
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
 }
 
 #[test]
@@ -1064,6 +1183,9 @@ fn the_background_thread_flushes_and_compacts() {
         background: true,
         flush_interval: Some(std::time::Duration::from_millis(20)),
         compact_min_files: 2,
+        // Files of 10 rows are fragments (under half a row group), merged two at a time
+        // once they hold 16 rows.
+        row_group_rows: 32,
         ..StoreConfig::default()
     };
     let store = Store::open(&dir, config).unwrap();

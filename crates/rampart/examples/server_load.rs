@@ -240,10 +240,28 @@ fn main() -> Result<()> {
             "last_third_mean": mean(&kib[kib.len().saturating_sub(third)..]),
         },
         "rss_samples_mib": kib.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+        // Flushes and compaction: merged rows per flushed row is the write amplification.
+        "store": store_work(&http, &args.url, &token)?,
     });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{summary}")?;
     Ok(())
+}
+
+/// The server's `rampart_store_*` counters from `/metrics`, by name without the prefix.
+fn store_work(http: &ureq::Agent, url: &str, token: &str) -> Result<Value> {
+    let text = http
+        .get(&format!("{url}/metrics"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let work: serde_json::Map<String, Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("rampart_store_")?.split_once(' '))
+        .filter_map(|(name, v)| Some((name.to_string(), json!(v.parse::<f64>().ok()?))))
+        .collect();
+    Ok(Value::Object(work))
 }
 
 fn login(http: &ureq::Agent, args: &Args) -> Result<String> {

@@ -34,26 +34,61 @@ pub async fn openapi() -> Response {
 
 pub async fn metrics(State(app): State<App>) -> Response {
     let stats = app.store.stats();
+    let work = stats.work;
     let text = app.metrics.render(&[
         (
             "rampart_store_rows",
             "Rows in the event store.",
-            stats.rows(),
+            "gauge",
+            stats.rows() as f64,
         ),
         (
             "rampart_store_files",
             "Parquet files in the event store.",
-            stats.files() as u64,
+            "gauge",
+            stats.files() as f64,
         ),
         (
             "rampart_store_file_bytes",
             "Bytes of Parquet files in the event store.",
-            stats.file_bytes(),
+            "gauge",
+            stats.file_bytes() as f64,
+        ),
+        (
+            "rampart_store_flushed_rows_total",
+            "Rows written to Parquet by flushes.",
+            "counter",
+            work.flushed_rows as f64,
+        ),
+        (
+            "rampart_store_merged_rows_total",
+            "Rows encoded again by compaction (per flushed row: its write amplification).",
+            "counter",
+            work.merged_rows as f64,
+        ),
+        (
+            "rampart_store_copied_rows_total",
+            "Rows compaction copied in row groups as they were encoded.",
+            "counter",
+            work.copied_rows as f64,
+        ),
+        (
+            "rampart_store_flush_cpu_seconds_total",
+            "CPU time spent flushing.",
+            "counter",
+            work.flush_cpu.as_secs_f64(),
+        ),
+        (
+            "rampart_store_merge_cpu_seconds_total",
+            "CPU time spent merging.",
+            "counter",
+            work.merge_cpu.as_secs_f64(),
         ),
         (
             "rampart_agent_action_waiters",
             "Agents waiting for actions (long-poll).",
-            app.action_waiters.waiting() as u64,
+            "gauge",
+            app.action_waiters.waiting() as f64,
         ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
