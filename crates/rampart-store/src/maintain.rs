@@ -24,8 +24,11 @@ use crate::{
 
 /// Files below this size are one tier for background compaction.
 const TIER_UNIT_BYTES: u64 = 64 << 10;
-/// The tier of files with fewer rows than a merge copies as a row group.
-const FRAGMENTS: u32 = u32::MAX;
+/// Fragments (files with fewer rows than a merge copies as a row group) below this many rows
+/// are one tier.
+const TIER_UNIT_ROWS: u64 = 1024;
+/// Where the tiers of fragments start (apart from those by bytes).
+const FRAGMENTS: u32 = 1 << 16;
 
 impl Inner {
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
@@ -227,10 +230,10 @@ impl Inner {
     ///
     /// Rows are encoded again only while in row groups a merge cannot copy (a flush's, and
     /// those under half of `row_group_rows`; see `merge::merge_files`). So, tiered, files too
-    /// small to hold one such row group are a tier of their own, merged once they hold enough
-    /// rows for one (or once there are `4 × compact_min_files` of them): a table that gets a
-    /// few thousand rows per flush has them encoded once more, not at each of the tiers its
-    /// bytes would climb.
+    /// small to hold one such row group ("fragments") are tiered by rows, not bytes, and all
+    /// of a partition's fragments are merged as soon as together they fill one: a table that
+    /// gets tens of thousands of rows per flush has them encoded once more, not at each tier
+    /// its bytes would climb.
     pub(crate) fn compact(&self, tiered: bool) -> Result<CompactionReport, StoreError> {
         self.check_failed()?;
         let min_files = if tiered {
@@ -239,37 +242,50 @@ impl Inner {
             2
         };
         let copyable_rows = self.config.row_group_rows.div_ceil(2) as u64;
+        let fragment = |f: &FileMeta| tiered && f.rows < copyable_rows;
         // Sizes within a factor of `min_files` share a tier (the config keeps it at least 2).
         let tier = |f: &FileMeta| match tiered {
-            true if f.rows < copyable_rows => FRAGMENTS,
+            true if fragment(f) => {
+                FRAGMENTS + (f.rows / TIER_UNIT_ROWS).max(1).ilog(min_files as u64)
+            }
             true => (f.bytes / TIER_UNIT_BYTES).max(1).ilog(min_files as u64),
             false => 0,
-        };
-        let ready = |tier: u32, files: &[&FileMeta]| match tier {
-            FRAGMENTS => {
-                files.len() >= min_files
-                    && (files.iter().map(|f| f.rows).sum::<u64>() >= copyable_rows
-                        || files.len() >= 4 * min_files)
-            }
-            _ => files.len() >= min_files,
         };
         // Merging reads a row group at a time: a partition's files of one tier are one merge
         // however large (`min_files` is at least 2).
         let groups: Vec<Vec<FileMeta>> = {
             let m = lock(&self.maintenance);
-            let mut partitions: BTreeMap<(&str, &str, i32, u32), Vec<&FileMeta>> = BTreeMap::new();
+            let mut partitions: BTreeMap<(&str, &str, i32), Vec<&FileMeta>> = BTreeMap::new();
             for f in &m.manifest.files {
                 if f.bytes < self.config.compact_small_file_bytes {
                     partitions
-                        .entry((&f.tenant, &f.table, f.day, tier(f)))
+                        .entry((&f.tenant, &f.table, f.day))
                         .or_default()
                         .push(f);
                 }
             }
-            partitions
+            let mut groups = Vec::new();
+            for files in partitions.into_values() {
+                let (fragments, rest): (Vec<&FileMeta>, Vec<&FileMeta>) =
+                    files.into_iter().partition(|f| fragment(f));
+                let mut tiers: BTreeMap<u32, Vec<&FileMeta>> = BTreeMap::new();
+                if fragments.len() >= 2
+                    && fragments.iter().map(|f| f.rows).sum::<u64>() >= copyable_rows
+                {
+                    groups.push(fragments);
+                } else {
+                    for f in fragments {
+                        tiers.entry(tier(f)).or_default().push(f);
+                    }
+                }
+                for f in rest {
+                    tiers.entry(tier(f)).or_default().push(f);
+                }
+                groups.extend(tiers.into_values().filter(|files| files.len() >= min_files));
+            }
+            groups
                 .into_iter()
-                .filter(|((.., tier), files)| ready(*tier, files))
-                .map(|(_, files)| files.into_iter().cloned().collect())
+                .map(|files| files.into_iter().cloned().collect())
                 .collect()
         };
 
@@ -463,5 +479,85 @@ fn table_of(meta: &FileMeta) -> Result<Table, StoreError> {
 fn remove_all(paths: &[PathBuf]) {
     for p in paths {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rampart_schema::{DeviceProcessEvents, Row, Table};
+
+    use crate::{DEFAULT_TENANT, Store, StoreConfig, lock};
+
+    /// The background's tiered compaction, step by step: fragments (files under half a row
+    /// group) wait for `compact_min_files` of their row tier, and all of a partition's are
+    /// merged once together they fill half a row group.
+    #[test]
+    fn fragments_merge_by_row_tier_and_together_once_they_fill_a_row_group() {
+        let dir = std::env::temp_dir().join(format!("rampart-tiers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(
+            &dir,
+            StoreConfig {
+                background: false,
+                flush_interval: None,
+                row_group_rows: 64,
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let day = chrono::DateTime::parse_from_rfc3339("2024-05-01T00:00:00Z").unwrap();
+        let flush = |rows: i64| {
+            let mut b = Table::DeviceProcessEvents.batch_builder();
+            for id in 0..rows {
+                let row = DeviceProcessEvents {
+                    timestamp: Some(day.to_utc() + chrono::Duration::seconds(id)),
+                    report_id: Some(id),
+                    ..Default::default()
+                };
+                b.append(&Row::from(row)).unwrap();
+            }
+            store
+                .append(DEFAULT_TENANT, Table::DeviceProcessEvents, b.finish())
+                .unwrap();
+            store.flush().unwrap();
+        };
+        let files = |store: &Store| {
+            let mut rows: Vec<u64> = lock(&store.inner.maintenance)
+                .manifest
+                .files
+                .iter()
+                .map(|f| f.rows)
+                .collect();
+            rows.sort_unstable();
+            rows
+        };
+        for _ in 0..3 {
+            flush(5);
+        }
+        assert_eq!(store.inner.compact(true).unwrap().files_merged, 0);
+        assert_eq!(
+            files(&store),
+            [5, 5, 5],
+            "three of a tier wait for a fourth"
+        );
+        flush(5);
+        assert_eq!(store.inner.compact(true).unwrap().files_merged, 4);
+        assert_eq!(files(&store), [20]);
+        flush(20);
+        assert_eq!(
+            store.inner.compact(true).unwrap().files_merged,
+            2,
+            "40 rows fill half a row group of 64"
+        );
+        assert_eq!(files(&store), [40]);
+        flush(40);
+        assert_eq!(
+            store.inner.compact(true).unwrap().files_merged,
+            0,
+            "files that fill half a row group are tiered by bytes, four at a time"
+        );
+        assert_eq!(files(&store), [40, 40]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -55,6 +55,18 @@ pub async fn metrics(State(app): State<App>) -> Response {
             stats.file_bytes() as f64,
         ),
         (
+            "rampart_store_flushes_total",
+            "Flushes of in-memory rows to Parquet.",
+            "counter",
+            work.flushes as f64,
+        ),
+        (
+            "rampart_store_merges_total",
+            "Compaction merges.",
+            "counter",
+            work.merges as f64,
+        ),
+        (
             "rampart_store_flushed_rows_total",
             "Rows written to Parquet by flushes.",
             "counter",
