@@ -35,6 +35,14 @@ fn config() -> StoreConfig {
     }
 }
 
+/// Deterministic, with row groups of 128 rows: a few hundred rows make several.
+fn groups_of_128() -> StoreConfig {
+    StoreConfig {
+        row_group_rows: 128,
+        ..config()
+    }
+}
+
 /// A deterministic store whose in-memory rows are bounded by `limit` bytes.
 fn limited_store(dir: &Path, limit: usize) -> Store {
     Store::open(
@@ -613,10 +621,7 @@ fn compactions_and_appends_at_the_memory_limit_run_side_by_side() {
 fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     let dir = scratch("compact");
     // Several row groups per merged file.
-    let config = || StoreConfig {
-        row_group_rows: 128,
-        ..config()
-    };
+    let config = groups_of_128;
     let store = Store::open(&dir, config()).unwrap();
     // Five flushes into one day, timestamps interleaved across them.
     for f in 0..5i64 {
@@ -708,10 +713,7 @@ fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
 #[test]
 fn merges_copy_the_full_row_groups_of_earlier_merges_as_they_are_encoded() {
     let dir = scratch("copy");
-    let config = || StoreConfig {
-        row_group_rows: 128,
-        ..config()
-    };
+    let config = groups_of_128;
     let store = Store::open(&dir, config()).unwrap();
     let at = |id: i64| Some(day("2024-05-01") + Duration::seconds(id));
     let flush = |ids: Range<i64>| {
