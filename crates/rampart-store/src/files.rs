@@ -80,6 +80,11 @@ pub(crate) fn day_of_micros(us: i64) -> Option<i32> {
     date_of_day(day).map(|_| day)
 }
 
+/// The first microsecond of day `day` (days since 1970-01-01).
+pub(crate) fn day_start_micros(day: i32) -> i64 {
+    i64::from(day) * MICROS_PER_DAY
+}
+
 pub(crate) fn date_of_day(day: i32) -> Option<NaiveDate> {
     // 719_163 is 1970-01-01 counted from 0001-01-01 (day 1).
     day.checked_add(719_163)

@@ -86,6 +86,7 @@ use rampart_schema::Table;
 
 pub use crate::catalog::TenantCatalog;
 use crate::files::DataFile;
+use crate::maintain::Flush;
 use crate::manifest::Manifest;
 use crate::provider::{Snapshots, StoreTable, TimeRange};
 use crate::record::MemBatch;
@@ -127,6 +128,16 @@ pub struct StoreConfig {
     pub zstd_level: i32,
     /// Compress log records with LZ4 (true): less to write and fsync for a little CPU.
     pub wal_compression: bool,
+    /// Most bytes of rows a flush made by memory pressure or by the interval holds in memory
+    /// instead of writing (64 MiB, and at most a quarter of `memory_limit_bytes`; 0: none).
+    /// It holds the day partitions of a table with too few rows for half a row group,
+    /// smallest first, and logs them again into the log segment it starts: a partition that
+    /// gets a few rows per flush (a rare table, a late day) is then written once it fills half
+    /// a row group or has waited `max_hold`, not as a small file per flush that compaction
+    /// reads and writes again and again. [`Store::flush`] and close write everything.
+    pub max_held_bytes: usize,
+    /// How long a flush holds a partition's rows in memory at most (5 minutes).
+    pub max_hold: Duration,
 }
 
 impl Default for StoreConfig {
@@ -142,6 +153,8 @@ impl Default for StoreConfig {
             row_group_rows: 128 * 1024,
             zstd_level: 3,
             wal_compression: true,
+            max_held_bytes: 64 << 20,
+            max_hold: Duration::from_secs(300),
         }
     }
 }
@@ -281,6 +294,9 @@ pub struct Recovery {
     pub torn: Vec<TornRecord>,
     /// Log records that passed their checksum but could not be decoded, and why (skipped).
     pub skipped_records: Vec<String>,
+    /// Records of partitions a flush held in memory, skipped because that flush never
+    /// committed (the records they copy were replayed instead).
+    pub superseded_records: u64,
     /// Files of changes that never committed, deleted.
     pub orphans_removed: Vec<PathBuf>,
 }
@@ -339,6 +355,9 @@ pub struct Work {
     pub flushes: u64,
     /// Rows they wrote.
     pub flushed_rows: u64,
+    /// Rows they held in memory and logged again instead (each time they were held; see
+    /// [`StoreConfig::max_held_bytes`]).
+    pub held_rows: u64,
     /// CPU time of flushing.
     pub flush_cpu: Duration,
     /// Merges committed.
@@ -356,6 +375,7 @@ pub struct Work {
 struct WorkCounters {
     flushes: AtomicU64,
     flushed_rows: AtomicU64,
+    held_rows: AtomicU64,
     flush_cpu_nanos: AtomicU64,
     merges: AtomicU64,
     merged_rows: AtomicU64,
@@ -369,6 +389,7 @@ impl WorkCounters {
         Work {
             flushes: get(&self.flushes),
             flushed_rows: get(&self.flushed_rows),
+            held_rows: get(&self.held_rows),
             flush_cpu: Duration::from_nanos(get(&self.flush_cpu_nanos)),
             merges: get(&self.merges),
             merged_rows: get(&self.merged_rows),
@@ -693,7 +714,9 @@ impl StoreReader {
         if wal_dir.is_dir() {
             wal::read_only(&wal_dir, manifest.wal_seq, |_, payload| {
                 // A record that does not decode is skipped here; the writer reports it.
-                if let Ok(d) = record::decode(payload) {
+                if let Ok(d) = record::decode(payload)
+                    && d.counts(manifest.wal_seq)
+                {
                     for batch in d.batches {
                         let batch = MemBatch::new(batch, d.table, d.ingest_us);
                         state.part(&d.tenant, d.table).active.push(batch);
@@ -805,6 +828,7 @@ impl Store {
                 &dir.join(WAL_DIR),
                 manifest.wal_seq,
                 |seq, payload| match record::decode(payload) {
+                    Ok(d) if !d.counts(manifest.wal_seq) => recovery.superseded_records += 1,
                     Ok(d) => {
                         recovery.replayed_records += 1;
                         for batch in d.batches {
@@ -925,7 +949,7 @@ impl Store {
     /// Writes every acknowledged row still in memory to Parquet, and deletes the log it
     /// covered.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
+        self.inner.flush(Flush::All)
     }
 
     /// Merges the small files of every day partition that has two or more (row groups in
@@ -1045,7 +1069,7 @@ impl Inner {
         if self.memory_bytes.load(Ordering::Acquire) < limit {
             return Ok(());
         }
-        self.flush_locked(&mut m)
+        self.flush_locked(&mut m, Flush::Routine)
     }
 
     /// The log writer: takes every append waiting, writes them with one fsync, makes them
@@ -1134,7 +1158,9 @@ impl Inner {
                 }
             }
             last = Instant::now();
-            let done = self.flush().and_then(|()| self.compact(true));
+            let done = self
+                .flush(Flush::Routine)
+                .and_then(|()| self.compact(true));
             if let Err(e) = done {
                 *lock(&self.background_error) = Some(e.to_string());
             }

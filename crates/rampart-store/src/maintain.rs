@@ -12,11 +12,15 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::interleave_record_batch;
 use rampart_schema::Table;
 
-use crate::files::{self, DataFile, Written, relative_path, time_order, write_file};
+use crate::files::{
+    self, DataFile, RowRef, Written, day_start_micros, relative_path, time_order, write_file,
+};
 use crate::manifest::{self, FileMeta, Manifest};
 use crate::merge::merge_files;
+use crate::record::{self, MemBatch};
 use crate::{
     CompactionReport, Inner, Key, Maintenance, RetentionReport, StoreError, io_err, lock, sync_dir,
     thread_cpu,
@@ -30,14 +34,28 @@ const TIER_UNIT_ROWS: u64 = 1024;
 /// Where the tiers of fragments start (apart from those by bytes).
 const FRAGMENTS: u32 = 1 << 16;
 
+/// Which rows a flush writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Every row in memory: on request, at close, before retention.
+    All,
+    /// What memory pressure or the interval calls for: small partitions may stay in memory
+    /// (see [`crate::StoreConfig::max_held_bytes`]).
+    Routine,
+}
+
+/// The rows of one day partition a flush holds in memory, in time order.
+type Held = (Key, MemBatch);
+
 impl Inner {
-    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self, how: Flush) -> Result<(), StoreError> {
         let mut m = lock(&self.maintenance);
-        self.flush_locked(&mut m)
+        self.flush_locked(&mut m, how)
     }
 
-    /// Writes the in-memory batches to one file per tenant, table and day.
-    pub(crate) fn flush_locked(&self, m: &mut Maintenance) -> Result<(), StoreError> {
+    /// Writes the in-memory batches to one file per tenant, table and day, but for the
+    /// partitions it holds (see [`Flush`]).
+    pub(crate) fn flush_locked(&self, m: &mut Maintenance, how: Flush) -> Result<(), StoreError> {
         self.check_failed()?;
         let cpu = thread_cpu();
         // Freeze: the batches to write stay visible; appends go on into fresh lists and a new
@@ -45,18 +63,13 @@ impl Inner {
         let (work, upto) = {
             let mut wal = lock(&self.wal);
             let mut state = lock(&self.state);
-            let mut work: Vec<(Key, Vec<(RecordBatch, i32)>)> = Vec::new();
+            let mut work: Vec<(Key, Vec<MemBatch>)> = Vec::new();
             for (key, part) in &mut state.parts {
                 if part.active.is_empty() {
                     continue;
                 }
                 part.frozen = std::mem::take(&mut part.active);
-                let batches = part
-                    .frozen
-                    .iter()
-                    .map(|b| (b.batch.clone(), b.ingest_day))
-                    .collect();
-                work.push((key.clone(), batches));
+                work.push((key.clone(), part.frozen.clone()));
             }
             if work.is_empty() {
                 return Ok(());
@@ -70,21 +83,33 @@ impl Inner {
 
         let mut created = Vec::new();
         let mut new_files = Vec::new();
-        let written = self.write_partitions(m, &work, &mut created, &mut new_files);
-        let mut next = m.manifest.clone();
-        next.files.extend(new_files.iter().map(|(_, f)| f.clone()));
-        next.wal_seq = upto;
-        next.next_file_id = m.next_file_id;
-        if let Err(e) = written.and_then(|()| self.commit_manifest(&next)) {
-            if self.failure.get().is_none() {
-                remove_all(&created);
+        let committed = self
+            .write_partitions(m, &work, how, &mut created, &mut new_files)
+            .and_then(|held| {
+                self.log_held(&held, upto)?;
+                let mut next = m.manifest.clone();
+                next.files.extend(new_files.iter().map(|(_, f)| f.clone()));
+                next.wal_seq = upto;
+                next.next_file_id = m.next_file_id;
+                self.commit_manifest(&next)?;
+                Ok((next, held))
+            });
+        let (next, held) = match committed {
+            Ok(done) => done,
+            Err(e) => {
+                if self.failure.get().is_none() {
+                    remove_all(&created);
+                }
+                lock(&self.state).unfreeze();
+                return Err(e);
             }
-            lock(&self.state).unfreeze();
-            return Err(e);
-        }
+        };
         m.manifest = next;
 
-        // Publish: the files replace the frozen batches in one step for readers.
+        // Publish: the files and the held rows replace the frozen batches in one step for
+        // readers.
+        let held_bytes: usize = held.iter().map(|(_, b)| b.bytes).sum();
+        let held_rows: usize = held.iter().map(|(_, b)| b.batch.num_rows()).sum();
         let mut freed = 0;
         {
             let mut state = lock(&self.state);
@@ -96,17 +121,29 @@ impl Inner {
                 freed += part.frozen.iter().map(|b| b.bytes).sum::<usize>();
                 part.frozen.clear();
             }
+            for ((tenant, table), batch) in held {
+                state.part(&tenant, table).active.push(batch);
+            }
         }
-        self.memory_bytes.fetch_sub(freed, Ordering::AcqRel);
+        if freed >= held_bytes {
+            self.memory_bytes
+                .fetch_sub(freed - held_bytes, Ordering::AcqRel);
+        } else {
+            self.memory_bytes
+                .fetch_add(held_bytes - freed, Ordering::AcqRel);
+        }
         let rows: usize = work
             .iter()
             .flat_map(|(_, batches)| batches)
-            .map(|(b, _)| b.num_rows())
+            .map(|b| b.batch.num_rows())
             .sum();
         self.work.flushes.fetch_add(1, Ordering::Relaxed);
         self.work
             .flushed_rows
-            .fetch_add(rows as u64, Ordering::Relaxed);
+            .fetch_add(rows.saturating_sub(held_rows) as u64, Ordering::Relaxed);
+        self.work
+            .held_rows
+            .fetch_add(held_rows as u64, Ordering::Relaxed);
         self.work.flush_cpu_nanos.fetch_add(
             thread_cpu().saturating_sub(cpu).as_nanos() as u64,
             Ordering::Relaxed,
@@ -114,27 +151,90 @@ impl Inner {
         lock(&self.wal).trim(upto)
     }
 
-    /// Writes one file per tenant, table and day of the frozen batches.
+    /// Writes one file per tenant, table and day of the frozen batches, but for the day
+    /// partitions it holds: with [`Flush::Routine`], those with fewer rows than half a row
+    /// group that came in less than `max_hold` ago, smallest first, as long as they fit
+    /// `max_held_bytes` (by their share of their table's bytes). Returns those, each gathered
+    /// into one batch.
     fn write_partitions(
         &self,
         m: &mut Maintenance,
-        work: &[(Key, Vec<(RecordBatch, i32)>)],
+        work: &[(Key, Vec<MemBatch>)],
+        how: Flush,
         created: &mut Vec<PathBuf>,
         new_files: &mut Vec<(Table, FileMeta)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Held>, StoreError> {
+        let budget = match how {
+            Flush::All => 0,
+            Flush::Routine => self
+                .config
+                .max_held_bytes
+                .min(self.config.memory_limit_bytes / 4),
+        };
+        let ordered = work
+            .iter()
+            .map(|((_, table), batches)| {
+                let refs: Vec<(&RecordBatch, i32)> =
+                    batches.iter().map(|b| (&b.batch, b.ingest_day)).collect();
+                time_order(&refs, *table, false)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let oldest = |batches: &[MemBatch], rows: &[RowRef]| {
+            rows.iter()
+                .filter_map(|r| batches.get(r.batch as usize))
+                .map(|b| b.since)
+                .min()
+        };
+        let mut candidates = Vec::new();
+        if budget > 0 {
+            let half_group = self.config.row_group_rows.div_ceil(2);
+            for (t, ((_, batches), rows)) in work.iter().zip(&ordered).enumerate() {
+                let bytes: usize = batches.iter().map(|b| b.bytes).sum();
+                for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
+                    let young = oldest(batches, day_rows)
+                        .is_some_and(|since| since.elapsed() < self.config.max_hold);
+                    if day_rows.len() < half_group && young {
+                        let share = bytes / rows.len().max(1) * day_rows.len();
+                        candidates.push((day_rows.len(), share, t, day_rows[0].day));
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable();
+        let mut hold = HashSet::new();
+        let mut used = 0;
+        for (_, share, t, day) in candidates {
+            if used + share > budget {
+                break;
+            }
+            used += share;
+            hold.insert((t, day));
+        }
+
+        let mut held = Vec::new();
         let mut folders = BTreeSet::new();
         let now = Utc::now().timestamp_micros();
-        for ((tenant, table), batches) in work {
+        for (t, ((tenant, table), batches)) in work.iter().enumerate() {
             let props = files::writer_properties(
                 *table,
                 self.config.zstd_level,
                 self.config.row_group_rows,
             )?;
-            let refs: Vec<(&RecordBatch, i32)> = batches.iter().map(|(b, d)| (b, *d)).collect();
-            let rows = time_order(&refs, *table, false)?;
-            let sources: Vec<&RecordBatch> = batches.iter().map(|(b, _)| b).collect();
-            for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
+            let sources: Vec<&RecordBatch> = batches.iter().map(|b| &b.batch).collect();
+            for day_rows in ordered[t].chunk_by(|a, b| a.day == b.day) {
                 let day = day_rows.first().map_or(0, |r| r.day);
+                if hold.contains(&(t, day)) {
+                    let rows: Vec<(usize, usize)> = day_rows
+                        .iter()
+                        .map(|r| (r.batch as usize, r.row as usize))
+                        .collect();
+                    let batch = interleave_record_batch(&sources, &rows)?;
+                    // Rows without a Timestamp are in this day's partition: they stay there.
+                    let mut kept = MemBatch::new(batch, *table, day_start_micros(day));
+                    kept.since = oldest(batches, day_rows).unwrap_or(kept.since);
+                    held.push(((tenant.clone(), *table), kept));
+                    continue;
+                }
                 let id = m.take_file_id();
                 let meta = self.new_file(id, (tenant, *table, day), now, created, |path| {
                     write_file(path, *table, &props, &sources, day_rows)
@@ -143,7 +243,40 @@ impl Inner {
                 new_files.push((*table, meta));
             }
         }
-        folders.iter().try_for_each(|f| sync_dir(f))
+        folders.iter().try_for_each(|f| sync_dir(f))?;
+        Ok(held)
+    }
+
+    /// Logs the partitions a flush holds again, into the segment it started (the ones it
+    /// deletes hold them too), covering the log up to `upto` (see [`record::encode_held`]).
+    fn log_held(&self, held: &[Held], upto: u64) -> Result<(), StoreError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let payloads = held
+            .iter()
+            .map(|((tenant, table), b)| {
+                let ingest_us = day_start_micros(b.ingest_day);
+                record::encode_held(
+                    upto,
+                    tenant,
+                    *table,
+                    ingest_us,
+                    &b.batch,
+                    self.config.wal_compression,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let mut wal = lock(&self.wal);
+        if let Err(e) = wal.write(&refs) {
+            self.fail(&e);
+            return Err(e);
+        }
+        // The next flush must cover these records too.
+        let mut state = lock(&self.state);
+        state.applied_seq = state.applied_seq.max(wal.last_seq());
+        Ok(())
     }
 
     /// Names new file `id` ([`Maintenance::take_file_id`]) of a partition, makes its folder,
@@ -295,7 +428,7 @@ impl Inner {
             // Rows past the background's mark are flushed between merges, so that memory is
             // freed while a long compaction runs.
             if self.memory_bytes.load(Ordering::Acquire) >= self.config.memory_limit_bytes / 2 {
-                self.flush()?;
+                self.flush(Flush::Routine)?;
             }
             let (files, rows) = (group.len(), group.iter().map(|f| f.rows).sum::<u64>());
             let partition = group
@@ -413,7 +546,7 @@ impl Inner {
     ) -> Result<RetentionReport, StoreError> {
         self.check_failed()?;
         let mut m = lock(&self.maintenance);
-        self.flush_locked(&mut m)?;
+        self.flush_locked(&mut m, Flush::All)?;
         let cutoff = (now - self.config.retention).timestamp_micros();
         // A day is dropped once it has wholly ended before the cutoff and the last of its rows
         // was ingested before it too: whole partitions, never part of one.
@@ -486,7 +619,50 @@ fn remove_all(paths: &[PathBuf]) {
 mod tests {
     use rampart_schema::{DeviceProcessEvents, Row, Table};
 
+    use crate::record::MemBatch;
     use crate::{DEFAULT_TENANT, Store, StoreConfig, lock};
+
+    /// A flush that logged its held partitions again but never committed its manifest (a
+    /// crash in between): at open the copies are skipped and the records they copy replayed.
+    #[test]
+    fn held_rows_of_a_flush_that_never_committed_come_from_their_first_records() {
+        let dir = std::env::temp_dir().join(format!("rampart-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = StoreConfig {
+            background: false,
+            flush_interval: None,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(&dir, config.clone()).unwrap();
+        let mut b = Table::DeviceProcessEvents.batch_builder();
+        for id in 0..20 {
+            let row = DeviceProcessEvents {
+                report_id: Some(id),
+                ..Default::default()
+            };
+            b.append(&Row::from(row)).unwrap();
+        }
+        let batch = b.finish();
+        store
+            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, batch.clone())
+            .unwrap();
+        // What a flush does before it commits: a new segment, and the held rows logged in it.
+        let upto = {
+            let mut wal = lock(&store.inner.wal);
+            wal.rotate().unwrap();
+            wal.last_seq()
+        };
+        let held = MemBatch::new(batch, Table::DeviceProcessEvents, 0);
+        let key = (DEFAULT_TENANT.to_string(), Table::DeviceProcessEvents);
+        store.inner.log_held(&[(key, held)], upto).unwrap();
+        drop(store);
+        let store = Store::open(&dir, config).unwrap();
+        let r = store.recovery();
+        assert_eq!((r.replayed_records, r.superseded_records), (1, 1));
+        assert_eq!(store.stats().rows(), 20);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// The background's tiered compaction, step by step: fragments (files under half a row
     /// group) wait for `compact_min_files` of their row tier, and all of a partition's are

@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::ipc::CompressionType;
@@ -22,6 +23,9 @@ pub(crate) struct MemBatch {
     pub(crate) min_ts: Option<i64>,
     pub(crate) max_ts: Option<i64>,
     pub(crate) bytes: usize,
+    /// When its oldest row came into memory (for a partition a flush holds, see
+    /// [`crate::StoreConfig::max_hold`]).
+    pub(crate) since: Instant,
 }
 
 impl MemBatch {
@@ -33,6 +37,7 @@ impl MemBatch {
             max_ts: ts.and_then(datafusion::arrow::compute::max),
             bytes: batch.get_array_memory_size(),
             batch,
+            since: Instant::now(),
         }
     }
 }
@@ -110,8 +115,44 @@ pub(crate) fn encode(
     batch: &RecordBatch,
     compress: bool,
 ) -> Result<Vec<u8>, StoreError> {
-    let name = table.name();
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    encode_into(&mut out, tenant, table, ingest_us, batch, compress)?;
+    Ok(out)
+}
+
+/// Where a held partition's record has the ingestion time of others (no clock says i64::MIN;
+/// logs written before held records existed have none).
+const HELD: i64 = i64::MIN;
+
+/// The record of rows a flush holds in memory (see [`crate::StoreConfig::max_held_bytes`]),
+/// logged again in the segment after the ones it covers: `HELD`, `covers` (the last record
+/// of the segments the flush deletes, which hold the rows too), then as [`encode`]. It counts
+/// only once a manifest covering `covers` is committed; before that, the rows are read from
+/// the records it copies.
+pub(crate) fn encode_held(
+    covers: u64,
+    tenant: &str,
+    table: Table,
+    ingest_us: i64,
+    batch: &RecordBatch,
+    compress: bool,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    out.extend_from_slice(&HELD.to_le_bytes());
+    out.extend_from_slice(&covers.to_le_bytes());
+    encode_into(&mut out, tenant, table, ingest_us, batch, compress)?;
+    Ok(out)
+}
+
+fn encode_into(
+    out: &mut Vec<u8>,
+    tenant: &str,
+    table: Table,
+    ingest_us: i64,
+    batch: &RecordBatch,
+    compress: bool,
+) -> Result<(), StoreError> {
+    let name = table.name();
     out.extend_from_slice(&ingest_us.to_le_bytes());
     // Both are at most 64 bytes: tenants are validated, table names are ours.
     out.push(tenant.len() as u8);
@@ -120,11 +161,10 @@ pub(crate) fn encode(
     out.extend_from_slice(name.as_bytes());
     let options = IpcWriteOptions::default()
         .try_with_compression(compress.then_some(CompressionType::LZ4_FRAME))?;
-    let mut writer = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
+    let mut writer = StreamWriter::try_new_with_options(out, &batch.schema(), options)?;
     writer.write(batch)?;
     writer.finish()?;
-    drop(writer);
-    Ok(out)
+    Ok(())
 }
 
 /// A log record read back.
@@ -133,12 +173,30 @@ pub(crate) struct Decoded {
     pub(crate) table: Table,
     pub(crate) ingest_us: i64,
     pub(crate) batches: Vec<RecordBatch>,
+    /// A held partition's record: the last record it copies rows from.
+    pub(crate) covers: Option<u64>,
+}
+
+impl Decoded {
+    /// Whether the record's rows belong in memory when the manifest covers the log up to
+    /// `covered`: a held partition's copy counts only once what it copies is covered.
+    pub(crate) fn counts(&self, covered: u64) -> bool {
+        self.covers.is_none_or(|c| c <= covered)
+    }
 }
 
 pub(crate) fn decode(payload: &[u8]) -> Result<Decoded, String> {
     let short = || "record too short".to_string();
-    let (ingest, rest) = payload.split_at_checked(8).ok_or_else(short)?;
-    let ingest_us = i64::from_le_bytes(ingest.try_into().map_err(|_| short())?);
+    let (first, _) = read_u64(payload).ok_or_else(short)?;
+    let (covers, payload) = if first as i64 == HELD {
+        let (_, rest) = read_u64(payload).ok_or_else(short)?;
+        let (covers, rest) = read_u64(rest).ok_or_else(short)?;
+        (Some(covers), rest)
+    } else {
+        (None, payload)
+    };
+    let (ingest, rest) = read_u64(payload).ok_or_else(short)?;
+    let ingest_us = ingest as i64;
     let (tenant, rest) = take_name(rest).ok_or_else(short)?;
     let (table, rest) = take_name(rest).ok_or_else(short)?;
     validate_tenant(tenant).map_err(|e| e.to_string())?;
@@ -155,7 +213,13 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Decoded, String> {
         table,
         ingest_us,
         batches,
+        covers,
     })
+}
+
+fn read_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, rest) = bytes.split_at_checked(8)?;
+    Some((u64::from_le_bytes(head.try_into().ok()?), rest))
 }
 
 fn take_name(bytes: &[u8]) -> Option<(&str, &[u8])> {
@@ -222,7 +286,13 @@ mod tests {
                 ("acme", Table::DeviceProcessEvents, 42)
             );
             assert_eq!(d.batches, vec![b.clone()]);
+            assert!(d.counts(0), "an appended batch always counts");
             assert!(decode(&bytes[..20]).is_err());
+            let held = encode_held(9, "acme", Table::DeviceProcessEvents, 42, &b, compress).unwrap();
+            let d = decode(&held).unwrap();
+            assert_eq!((d.covers, d.ingest_us, d.batches.len()), (Some(9), 42, 1));
+            assert!(!d.counts(8) && d.counts(9) && d.counts(10));
+            assert!(decode(&held[..12]).is_err());
         }
     }
 

@@ -1179,6 +1179,71 @@ fn the_memory_limit_makes_appends_flush() {
 }
 
 #[test]
+fn small_partitions_stay_in_memory_across_flushes_and_come_back_once_after_a_crash() {
+    let dir = scratch("held");
+    let config = StoreConfig {
+        memory_limit_bytes: 2 << 20,
+        // Half a row group: more than the old day ever gets here (600 rows).
+        row_group_rows: 2048,
+        ..config()
+    };
+    let (old, today) = (day("2024-04-01"), day("2024-05-01"));
+    // Each batch: 990 rows of today (a file's worth: over half a row group) and 10 late rows
+    // of an old day, the kind of partition that would otherwise be a small file per flush.
+    let when = |id: i64| Some(if id % 100 == 0 { old } else { today + Duration::seconds(id) });
+    let store = Store::open(&dir, config.clone()).unwrap();
+    for i in 0..60 {
+        store
+            .append(
+                DEFAULT_TENANT,
+                Table::DeviceProcessEvents,
+                rows(i * 1000..(i + 1) * 1000, when),
+            )
+            .unwrap();
+    }
+    let all: Vec<i64> = (0..60_000).collect();
+    let olds: Vec<i64> = (0..60_000).step_by(100).collect();
+    let s = store.stats();
+    assert!(s.work.flushes >= 2, "the memory limit made flushes: {s:?}");
+    assert!(s.work.held_rows > 0, "{s:?}");
+    let files = parquet_files(&dir);
+    assert!(
+        files.iter().all(|f| f.contains("day=2024-05-01")) && !files.is_empty(),
+        "flushes wrote today's rows and held the old day's: {files:?}"
+    );
+    let in_memory = s.tables[0].memory_rows;
+    assert!(in_memory >= olds.len() as u64, "{s:?}");
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+    let before_today = ident("Timestamp").lt(ts_lit(today));
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, Some(before_today.clone())), olds);
+    // A crash: the log segments the flushes covered are gone; the held rows come back from
+    // the records logged again, once, with what came after the last flush.
+    drop(store);
+    let store = Store::open(&dir, config.clone()).unwrap();
+    let r = store.recovery();
+    assert_eq!((r.replayed_rows, r.superseded_records), (in_memory, 0));
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+    let reader = StoreReader::open(&dir).unwrap();
+    assert_eq!(
+        provider_ids(
+            reader.table_provider(DEFAULT_TENANT, Table::DeviceProcessEvents),
+            None
+        ),
+        all,
+        "a read-only view replays the held rows too"
+    );
+    // An explicit flush writes everything, held rows included.
+    store.flush().unwrap();
+    assert_eq!(store.stats().tables[0].memory_rows, 0);
+    assert!(parquet_files(&dir).iter().any(|f| f.contains("day=2024-04-01")));
+    store.close().unwrap();
+    let store = Store::open(&dir, config).unwrap();
+    assert_eq!(store.recovery().replayed_rows, 0);
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, Some(before_today)), olds);
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+}
+
+#[test]
 fn the_background_thread_flushes_and_compacts() {
     let dir = scratch("background");
     let config = StoreConfig {
@@ -1188,6 +1253,8 @@ fn the_background_thread_flushes_and_compacts() {
         // Files of 10 rows are fragments (under half a row group), merged two at a time
         // once they hold 16 rows.
         row_group_rows: 32,
+        // Flushes write them all (none held in memory).
+        max_held_bytes: 0,
         ..StoreConfig::default()
     };
     let store = Store::open(&dir, config).unwrap();

@@ -85,6 +85,12 @@ pub async fn metrics(State(app): State<App>) -> Response {
             work.copied_rows as f64,
         ),
         (
+            "rampart_store_held_rows_total",
+            "Rows of small partitions flushes held in memory and logged again.",
+            "counter",
+            work.held_rows as f64,
+        ),
+        (
             "rampart_store_flush_cpu_seconds_total",
             "CPU time spent flushing.",
             "counter",
