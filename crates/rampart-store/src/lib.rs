@@ -32,7 +32,12 @@
 //!
 //! **Files.** A flush writes one file per tenant, table and day (zstd, dictionaries, version 2
 //! pages; statistics per row group for numbers and times, and per page for Timestamp), its
-//! rows in Timestamp order, nulls first. Compaction rewrites them in row groups that follow
+//! rows in Timestamp order, nulls first. A flush made by memory pressure or the interval
+//! holds back days of a table with fewer rows than half a row group (a rare table, a late
+//! day), within [`StoreConfig::max_held_bytes`] and [`StoreConfig::max_hold`]: it logs their
+//! rows again into the log segment it starts, marked with the last record of the segments
+//! it deletes, and recovery replays such a copy only if the manifest covers that record
+//! (the flush committed), the records it copies otherwise. Compaction rewrites them in row groups that follow
 //! each other in Timestamp order, with rows clustered within each by the initiating
 //! process's file name, the event's file name and the device, in Timestamp order within a
 //! cluster: a process's and a device's attributes then repeat in runs that Parquet stores

@@ -1244,6 +1244,51 @@ fn small_partitions_stay_in_memory_across_flushes_and_come_back_once_after_a_cra
 }
 
 #[test]
+fn a_held_partition_is_written_once_it_has_waited_max_hold() {
+    let dir = scratch("held-age");
+    let config = StoreConfig {
+        memory_limit_bytes: 1 << 20,
+        row_group_rows: 2048,
+        max_hold: std::time::Duration::from_millis(300),
+        ..config()
+    };
+    let (old, today) = (day("2024-04-01"), day("2024-05-01"));
+    let store = Store::open(&dir, config).unwrap();
+    let mut next = 0;
+    // Appends until the memory limit has made a flush: today's rows are written, the old
+    // day's few are held.
+    let mut until_flushed = |store: &Store| {
+        let flushes = store.stats().work.flushes;
+        while store.stats().work.flushes == flushes {
+            let when = |id: i64| Some(if id % 100 == 0 { old } else { today });
+            store
+                .append(
+                    DEFAULT_TENANT,
+                    Table::DeviceProcessEvents,
+                    rows(next..next + 1000, when),
+                )
+                .unwrap();
+            next += 1000;
+        }
+    };
+    let old_files = || {
+        parquet_files(&dir)
+            .iter()
+            .filter(|f| f.contains("day=2024-04-01"))
+            .count()
+    };
+    until_flushed(&store);
+    assert_eq!(old_files(), 0, "held");
+    std::thread::sleep(std::time::Duration::from_millis(350));
+    until_flushed(&store);
+    assert_eq!(old_files(), 1, "waited past max_hold: written");
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..next).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn the_background_thread_flushes_and_compacts() {
     let dir = scratch("background");
     let config = StoreConfig {
