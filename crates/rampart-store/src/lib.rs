@@ -1163,9 +1163,7 @@ impl Inner {
                 }
             }
             last = Instant::now();
-            let done = self
-                .flush(Flush::Routine)
-                .and_then(|()| self.compact(true));
+            let done = self.flush(Flush::Routine).and_then(|()| self.compact(true));
             if let Err(e) = done {
                 *lock(&self.background_error) = Some(e.to_string());
             }

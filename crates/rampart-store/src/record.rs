@@ -288,7 +288,8 @@ mod tests {
             assert_eq!(d.batches, vec![b.clone()]);
             assert!(d.counts(0), "an appended batch always counts");
             assert!(decode(&bytes[..20]).is_err());
-            let held = encode_held(9, "acme", Table::DeviceProcessEvents, 42, &b, compress).unwrap();
+            let held =
+                encode_held(9, "acme", Table::DeviceProcessEvents, 42, &b, compress).unwrap();
             let d = decode(&held).unwrap();
             assert_eq!((d.covers, d.ingest_us, d.batches.len()), (Some(9), 42, 1));
             assert!(!d.counts(8) && d.counts(9) && d.counts(10));

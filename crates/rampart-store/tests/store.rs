@@ -1190,7 +1190,13 @@ fn small_partitions_stay_in_memory_across_flushes_and_come_back_once_after_a_cra
     let (old, today) = (day("2024-04-01"), day("2024-05-01"));
     // Each batch: 990 rows of today (a file's worth: over half a row group) and 10 late rows
     // of an old day, the kind of partition that would otherwise be a small file per flush.
-    let when = |id: i64| Some(if id % 100 == 0 { old } else { today + Duration::seconds(id) });
+    let when = |id: i64| {
+        Some(if id % 100 == 0 {
+            old
+        } else {
+            today + Duration::seconds(id)
+        })
+    };
     let store = Store::open(&dir, config.clone()).unwrap();
     for i in 0..60 {
         store
@@ -1215,7 +1221,10 @@ fn small_partitions_stay_in_memory_across_flushes_and_come_back_once_after_a_cra
     assert!(in_memory >= olds.len() as u64, "{s:?}");
     assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
     let before_today = ident("Timestamp").lt(ts_lit(today));
-    assert_eq!(report_ids(&store, DEFAULT_TENANT, Some(before_today.clone())), olds);
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, Some(before_today.clone())),
+        olds
+    );
     // A crash: the log segments the flushes covered are gone; the held rows come back from
     // the records logged again, once, with what came after the last flush.
     drop(store);
@@ -1235,7 +1244,11 @@ fn small_partitions_stay_in_memory_across_flushes_and_come_back_once_after_a_cra
     // An explicit flush writes everything, held rows included.
     store.flush().unwrap();
     assert_eq!(store.stats().tables[0].memory_rows, 0);
-    assert!(parquet_files(&dir).iter().any(|f| f.contains("day=2024-04-01")));
+    assert!(
+        parquet_files(&dir)
+            .iter()
+            .any(|f| f.contains("day=2024-04-01"))
+    );
     store.close().unwrap();
     let store = Store::open(&dir, config).unwrap();
     assert_eq!(store.recovery().replayed_rows, 0);
