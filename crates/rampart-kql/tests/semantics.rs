@@ -597,7 +597,10 @@ fn union_by_column_name() {
         ["Src", "x", "y", "z"]
     );
     assert_eq!(
-        rows(&format!("{q} union withsource=Src A, B | project Src")),
+        // A union's order is not defined (its inputs run side by side): sorted here.
+        rows(&format!(
+            "{q} union withsource=Src A, B | project Src | sort by Src asc"
+        )),
         vec![vec![json!("A")], vec![json!("B")]]
     );
     assert_eq!(one(&format!("{q} A | union B | count")), json!(2));
