@@ -50,8 +50,9 @@
 //! the retention age. The manifest keeps each file's
 //! Timestamp range, so scans skip files (and so days) before opening them.
 //!
-//! **Limits.** In-memory batches are bounded by [`StoreConfig::memory_limit_bytes`]: above
-//! half of it a background flush starts, and an append that finds the limit reached waits for
+//! **Limits.** In-memory batches are bounded by [`StoreConfig::memory_limit_bytes`]: once
+//! the rows that came in since the last flush (not counting those it held) take half of it a
+//! background flush starts, and an append that finds the limit reached waits for
 //! a flush (back-pressure), never for a merge: merges write their files without the lock that
 //! flushes take, and commit only if their inputs are still live. One append is at most [`StoreConfig::max_batch_bytes`]. Appends in
 //! flight (at most one batch per appending thread) come on top.
@@ -109,7 +110,8 @@ pub struct StoreConfig {
     /// [`Store::apply_retention`] (30 days).
     pub retention: chrono::Duration,
     /// Most bytes of acknowledged rows held in memory before they must go to Parquet
-    /// (256 MiB). A background flush starts at half of it; appends wait at the limit. Also the
+    /// (256 MiB). A background flush starts once the rows that came in since the last one
+    /// take half of it (held rows come on top); appends wait at the limit. Also the
     /// budget of one compaction (half of it).
     pub memory_limit_bytes: usize,
     /// Largest batch one append takes, in Arrow memory bytes (64 MiB; at most 1 GiB).
@@ -605,6 +607,8 @@ pub(crate) struct Inner {
     maintenance: Mutex<Maintenance>,
     /// Arrow bytes of the in-memory batches (active and frozen).
     memory_bytes: AtomicUsize,
+    /// Of those, the bytes the last flush held (see [`StoreConfig::max_held_bytes`]).
+    held_bytes: AtomicUsize,
     /// Set when a write failed in a way that leaves the state on disk unknown.
     failure: OnceLock<String>,
     signal: Mutex<Signal>,
@@ -862,6 +866,7 @@ impl Store {
                 manifest,
             }),
             memory_bytes: AtomicUsize::new(memory),
+            held_bytes: AtomicUsize::new(0),
             failure: OnceLock::new(),
             signal: Mutex::default(),
             signal_ready: Condvar::new(),
@@ -942,10 +947,7 @@ impl Store {
         self.inner.queue_ready.notify_one();
         done.recv()
             .unwrap_or_else(|_| Err(StoreError::Failed("the log writer stopped".into())))?;
-        if self.inner.config.background
-            && self.inner.memory_bytes.load(Ordering::Relaxed)
-                >= self.inner.config.memory_limit_bytes / 2
-        {
+        if self.inner.config.background && self.inner.past_flush_mark() {
             self.inner.wake_background();
         }
         Ok(())
@@ -1057,6 +1059,16 @@ impl Inner {
 
     fn fail(&self, error: &StoreError) {
         let _ = self.failure.set(error.to_string());
+    }
+
+    /// Whether a background flush is due: rows that came in since the last flush, besides
+    /// those it held, take half the memory limit. (Counting the held rows would make flushes
+    /// come more often the more is held, each logging the held rows again and finding fewer
+    /// new rows per partition.)
+    fn past_flush_mark(&self) -> bool {
+        let memory = self.memory_bytes.load(Ordering::Acquire);
+        let held = self.held_bytes.load(Ordering::Acquire);
+        memory.saturating_sub(held) >= self.config.memory_limit_bytes / 2
     }
 
     fn wake_background(&self) {

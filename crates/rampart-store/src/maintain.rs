@@ -125,6 +125,7 @@ impl Inner {
                 state.part(&tenant, table).active.push(batch);
             }
         }
+        self.held_bytes.store(held_bytes, Ordering::Release);
         if freed >= held_bytes {
             self.memory_bytes
                 .fetch_sub(freed - held_bytes, Ordering::AcqRel);
@@ -427,7 +428,7 @@ impl Inner {
         for group in groups {
             // Rows past the background's mark are flushed between merges, so that memory is
             // freed while a long compaction runs.
-            if self.memory_bytes.load(Ordering::Acquire) >= self.config.memory_limit_bytes / 2 {
+            if self.past_flush_mark() {
                 self.flush(Flush::Routine)?;
             }
             let (files, rows) = (group.len(), group.iter().map(|f| f.rows).sum::<u64>());
