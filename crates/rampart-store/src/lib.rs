@@ -138,7 +138,8 @@ pub struct StoreConfig {
     /// Most bytes of rows a flush made by memory pressure or by the interval holds in memory
     /// instead of writing (64 MiB, and at most a quarter of `memory_limit_bytes`; 0: none).
     /// It holds the day partitions of a table with too few rows for half a row group,
-    /// smallest first, and logs them again into the log segment it starts: a partition that
+    /// smallest first (each counted as its share of its table's bytes in memory), and logs
+    /// them again into the log segment it starts: a partition that
     /// gets a few rows per flush (a rare table, a late day) is then written once it fills half
     /// a row group or has waited `max_hold`, not as a small file per flush that compaction
     /// reads and writes again and again. [`Store::flush`] and close write everything.
@@ -931,6 +932,7 @@ impl Store {
             now,
             &batch,
             self.inner.config.wal_compression,
+            None,
         )?;
         let batch = MemBatch::new(batch, table, now);
         self.inner.wait_for_memory()?;

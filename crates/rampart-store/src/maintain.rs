@@ -192,24 +192,25 @@ impl Inner {
             for (t, ((_, batches), rows)) in work.iter().zip(&ordered).enumerate() {
                 let bytes: usize = batches.iter().map(|b| b.bytes).sum();
                 for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
-                    let young = oldest(batches, day_rows)
-                        .is_some_and(|since| since.elapsed() < self.config.max_hold);
-                    if day_rows.len() < half_group && young {
+                    let Some(since) = oldest(batches, day_rows) else {
+                        continue;
+                    };
+                    if day_rows.len() < half_group && since.elapsed() < self.config.max_hold {
                         let share = bytes / rows.len().max(1) * day_rows.len();
-                        candidates.push((day_rows.len(), share, t, day_rows[0].day));
+                        candidates.push((day_rows.len(), share, t, day_rows[0].day, since));
                     }
                 }
             }
         }
         candidates.sort_unstable();
-        let mut hold = HashSet::new();
+        let mut hold = HashMap::new();
         let mut used = 0;
-        for (_, share, t, day) in candidates {
+        for (_, share, t, day, since) in candidates {
             if used + share > budget {
                 break;
             }
             used += share;
-            hold.insert((t, day));
+            hold.insert((t, day), since);
         }
 
         let mut held = Vec::new();
@@ -224,7 +225,7 @@ impl Inner {
             let sources: Vec<&RecordBatch> = batches.iter().map(|b| &b.batch).collect();
             for day_rows in ordered[t].chunk_by(|a, b| a.day == b.day) {
                 let day = day_rows.first().map_or(0, |r| r.day);
-                if hold.contains(&(t, day)) {
+                if let Some(&since) = hold.get(&(t, day)) {
                     let rows: Vec<(usize, usize)> = day_rows
                         .iter()
                         .map(|r| (r.batch as usize, r.row as usize))
@@ -232,7 +233,7 @@ impl Inner {
                     let batch = interleave_record_batch(&sources, &rows)?;
                     // Rows without a Timestamp are in this day's partition: they stay there.
                     let mut kept = MemBatch::new(batch, *table, day_start_micros(day));
-                    kept.since = oldest(batches, day_rows).unwrap_or(kept.since);
+                    kept.since = since;
                     held.push(((tenant.clone(), *table), kept));
                     continue;
                 }
@@ -249,7 +250,7 @@ impl Inner {
     }
 
     /// Logs the partitions a flush holds again, into the segment it started (the ones it
-    /// deletes hold them too), covering the log up to `upto` (see [`record::encode_held`]).
+    /// deletes hold them too), covering the log up to `upto` (see [`record::encode`]).
     fn log_held(&self, held: &[Held], upto: u64) -> Result<(), StoreError> {
         if held.is_empty() {
             return Ok(());
@@ -258,13 +259,13 @@ impl Inner {
             .iter()
             .map(|((tenant, table), b)| {
                 let ingest_us = day_start_micros(b.ingest_day);
-                record::encode_held(
-                    upto,
+                record::encode(
                     tenant,
                     *table,
                     ingest_us,
                     &b.batch,
                     self.config.wal_compression,
+                    Some(upto),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;

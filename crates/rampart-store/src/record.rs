@@ -107,51 +107,30 @@ fn empty_for_null(column: &ArrayRef) -> Result<ArrayRef, StoreError> {
     Ok(Arc::new(filled))
 }
 
+/// Where a held partition's record has the ingestion time of others (no clock says i64::MIN;
+/// logs written before held records existed have none).
+const HELD: i64 = i64::MIN;
+
 /// A log record: ingestion time (µs), tenant, table, then the batch as an Arrow IPC stream.
+///
+/// `held`: the record of rows a flush holds in memory (see
+/// [`crate::StoreConfig::max_held_bytes`]), logged again in the segment after the ones it
+/// covers, is `HELD` and `held` (the last record of the segments the flush deletes, which
+/// hold the rows too) followed by the above. It counts only once a manifest covering `held`
+/// is committed; before that, the rows are read from the records it copies.
 pub(crate) fn encode(
     tenant: &str,
     table: Table,
     ingest_us: i64,
     batch: &RecordBatch,
     compress: bool,
+    held: Option<u64>,
 ) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
-    encode_into(&mut out, tenant, table, ingest_us, batch, compress)?;
-    Ok(out)
-}
-
-/// Where a held partition's record has the ingestion time of others (no clock says i64::MIN;
-/// logs written before held records existed have none).
-const HELD: i64 = i64::MIN;
-
-/// The record of rows a flush holds in memory (see [`crate::StoreConfig::max_held_bytes`]),
-/// logged again in the segment after the ones it covers: `HELD`, `covers` (the last record
-/// of the segments the flush deletes, which hold the rows too), then as [`encode`]. It counts
-/// only once a manifest covering `covers` is committed; before that, the rows are read from
-/// the records it copies.
-pub(crate) fn encode_held(
-    covers: u64,
-    tenant: &str,
-    table: Table,
-    ingest_us: i64,
-    batch: &RecordBatch,
-    compress: bool,
-) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
-    out.extend_from_slice(&HELD.to_le_bytes());
-    out.extend_from_slice(&covers.to_le_bytes());
-    encode_into(&mut out, tenant, table, ingest_us, batch, compress)?;
-    Ok(out)
-}
-
-fn encode_into(
-    out: &mut Vec<u8>,
-    tenant: &str,
-    table: Table,
-    ingest_us: i64,
-    batch: &RecordBatch,
-    compress: bool,
-) -> Result<(), StoreError> {
+    if let Some(covers) = held {
+        out.extend_from_slice(&HELD.to_le_bytes());
+        out.extend_from_slice(&covers.to_le_bytes());
+    }
     let name = table.name();
     out.extend_from_slice(&ingest_us.to_le_bytes());
     // Both are at most 64 bytes: tenants are validated, table names are ours.
@@ -161,10 +140,11 @@ fn encode_into(
     out.extend_from_slice(name.as_bytes());
     let options = IpcWriteOptions::default()
         .try_with_compression(compress.then_some(CompressionType::LZ4_FRAME))?;
-    let mut writer = StreamWriter::try_new_with_options(out, &batch.schema(), options)?;
+    let mut writer = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
     writer.write(batch)?;
     writer.finish()?;
-    Ok(())
+    drop(writer);
+    Ok(out)
 }
 
 /// A log record read back.
@@ -279,7 +259,7 @@ mod tests {
     fn records_round_trip() {
         let b = conform(Table::DeviceProcessEvents, batch()).unwrap();
         for compress in [false, true] {
-            let bytes = encode("acme", Table::DeviceProcessEvents, 42, &b, compress).unwrap();
+            let bytes = encode("acme", Table::DeviceProcessEvents, 42, &b, compress, None).unwrap();
             let d = decode(&bytes).unwrap();
             assert_eq!(
                 (d.tenant.as_str(), d.table, d.ingest_us),
@@ -288,8 +268,15 @@ mod tests {
             assert_eq!(d.batches, vec![b.clone()]);
             assert!(d.counts(0), "an appended batch always counts");
             assert!(decode(&bytes[..20]).is_err());
-            let held =
-                encode_held(9, "acme", Table::DeviceProcessEvents, 42, &b, compress).unwrap();
+            let held = encode(
+                "acme",
+                Table::DeviceProcessEvents,
+                42,
+                &b,
+                compress,
+                Some(9),
+            )
+            .unwrap();
             let d = decode(&held).unwrap();
             assert_eq!((d.covers, d.ingest_us, d.batches.len()), (Some(9), 42, 1));
             assert!(!d.counts(8) && d.counts(9) && d.counts(10));

@@ -1178,32 +1178,40 @@ fn the_memory_limit_makes_appends_flush() {
     );
 }
 
+/// Flushes at the memory limit (`limit` bytes) and row groups of 2,048 rows, so that a
+/// partition under 1,024 rows is held.
+fn holding(limit: usize) -> StoreConfig {
+    StoreConfig {
+        memory_limit_bytes: limit,
+        row_group_rows: 2048,
+        ..config()
+    }
+}
+
+/// Rows `ids` of 2024-05-01 (a file's worth per flush), but for one in a hundred: late rows
+/// of 2024-04-01, the kind of partition that would otherwise be a small file per flush.
+fn with_late_rows(ids: Range<i64>) -> RecordBatch {
+    rows(ids, |id| {
+        Some(match id % 100 {
+            0 => day("2024-04-01"),
+            _ => day("2024-05-01") + Duration::seconds(id),
+        })
+    })
+}
+
 #[test]
 fn small_partitions_stay_in_memory_across_flushes_and_come_back_once_after_a_crash() {
     let dir = scratch("held");
-    let config = StoreConfig {
-        memory_limit_bytes: 2 << 20,
-        // Half a row group: more than the old day ever gets here (600 rows).
-        row_group_rows: 2048,
-        ..config()
-    };
-    let (old, today) = (day("2024-04-01"), day("2024-05-01"));
-    // Each batch: 990 rows of today (a file's worth: over half a row group) and 10 late rows
-    // of an old day, the kind of partition that would otherwise be a small file per flush.
-    let when = |id: i64| {
-        Some(if id % 100 == 0 {
-            old
-        } else {
-            today + Duration::seconds(id)
-        })
-    };
+    // The old day gets 600 rows here, under half a row group: held throughout.
+    let config = holding(2 << 20);
+    let today = day("2024-05-01");
     let store = Store::open(&dir, config.clone()).unwrap();
     for i in 0..60 {
         store
             .append(
                 DEFAULT_TENANT,
                 Table::DeviceProcessEvents,
-                rows(i * 1000..(i + 1) * 1000, when),
+                with_late_rows(i * 1000..(i + 1) * 1000),
             )
             .unwrap();
     }
@@ -1260,12 +1268,9 @@ fn small_partitions_stay_in_memory_across_flushes_and_come_back_once_after_a_cra
 fn a_held_partition_is_written_once_it_has_waited_max_hold() {
     let dir = scratch("held-age");
     let config = StoreConfig {
-        memory_limit_bytes: 1 << 20,
-        row_group_rows: 2048,
         max_hold: std::time::Duration::from_millis(300),
-        ..config()
+        ..holding(1 << 20)
     };
-    let (old, today) = (day("2024-04-01"), day("2024-05-01"));
     let store = Store::open(&dir, config).unwrap();
     let mut next = 0;
     // Appends until the memory limit has made a flush: today's rows are written, the old
@@ -1273,12 +1278,11 @@ fn a_held_partition_is_written_once_it_has_waited_max_hold() {
     let mut until_flushed = |store: &Store| {
         let flushes = store.stats().work.flushes;
         while store.stats().work.flushes == flushes {
-            let when = |id: i64| Some(if id % 100 == 0 { old } else { today });
             store
                 .append(
                     DEFAULT_TENANT,
                     Table::DeviceProcessEvents,
-                    rows(next..next + 1000, when),
+                    with_late_rows(next..next + 1000),
                 )
                 .unwrap();
             next += 1000;
