@@ -11,6 +11,7 @@
 #   ORIGINAL_TIMES=1 bench/server.sh         # replay the records at their recorded times
 #   RAMPART_BIN=/tmp/old/rampart bench/server.sh   # another build (e.g. before a change), no build
 #   PERF=1 bench/server.sh                   # also `perf record` the server (perf.data in $PWD)
+#   PERF=1 PERF_FREQ=97 bench/server.sh      # fewer samples: a DWARF report of 30 s stays quick
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${RAMPART_DATA_DIR:-../shared}"
@@ -55,7 +56,7 @@ for _ in $(seq 600); do
 done
 [ -n "$URL" ] || { echo "the server did not start" >&2; exit 1; }
 if [ -n "${PERF:-}" ]; then
-  perf record -F 499 -g --call-graph dwarf,16384 -o perf.data -p "$SERVER_PID" >/dev/null 2>&1 &
+  perf record -F "${PERF_FREQ:-499}" -g --call-graph dwarf,16384 -o perf.data -p "$SERVER_PID" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
 echo "server pid $SERVER_PID at $URL, RSS after start: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$SERVER_PID/status)" >&2

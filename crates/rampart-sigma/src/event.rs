@@ -93,14 +93,6 @@ impl<'a> SigmaEvent<'a> {
         }
     }
 
-    /// Every value as text with its field's name, and whether it is text in the record (not
-    /// a rendered number or boolean).
-    pub fn visit_named_text(&self, visit: &mut dyn FnMut(&str, &str, bool)) {
-        for (name, v) in self.entries() {
-            visit_text(v, &mut |text, is_text| visit(name, text, is_text));
-        }
-    }
-
     /// The names a rule can read, with their values.
     fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
         let (flat, mapped) = match &self.fields {
@@ -121,11 +113,19 @@ impl<'a> SigmaEvent<'a> {
             .chain(mapped.into_iter().flatten())
     }
 
-    /// The value of field `name` as text (see [`SigmaEvent::visit_named_text`]), when it has
-    /// one.
+    /// The value of field `name` as text (strings as they are, numbers and booleans rendered),
+    /// with whether it is text in the record (not a rendered number or boolean).
     pub fn visit_field_text(&self, name: &str, visit: &mut dyn FnMut(&str, bool)) {
         if let Some(v) = self.value(name) {
             visit_text(v, visit);
+        }
+    }
+
+    /// The numbers field `name` holds as Sigma's numeric matchers read them: a JSON number,
+    /// text that parses as one, each element of a list.
+    pub fn visit_field_numbers(&self, name: &str, visit: &mut dyn FnMut(f64)) {
+        if let Some(v) = self.value(name) {
+            visit_numbers(v, visit);
         }
     }
 
@@ -200,6 +200,19 @@ fn visit_strings(v: &Value, visit: &mut dyn FnMut(&str)) {
         Value::String(s) => visit(s),
         Value::Array(a) => a.iter().for_each(|x| visit_strings(x, visit)),
         Value::Object(o) => o.values().for_each(|x| visit_strings(x, visit)),
+        _ => {}
+    }
+}
+
+fn visit_numbers(v: &Value, visit: &mut dyn FnMut(f64)) {
+    match v {
+        Value::Number(n) => visit(n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => {
+            if let Ok(n) = s.parse::<f64>() {
+                visit(n)
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| visit_numbers(x, visit)),
         _ => {}
     }
 }

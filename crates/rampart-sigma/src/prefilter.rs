@@ -2,29 +2,34 @@
 //!
 //! For each compiled rule we derive a *witness*: a set of literals, each with the field it was
 //! written for and where in the value it must stand (anywhere for `contains`, at the start for
-//! `startswith`, at the end for `endswith`, the whole value for an exact match), such that, if
-//! the rule matches a record, at least one of them occurs (case-folded) there. All witnesses of
-//! a route go into one Aho-Corasick automaton; only the fields the witnesses name are scanned
-//! (every value when a keyword is among them), and a rule is a candidate only when one of its
-//! literals was found in its own field at its own place — `\cmd.exe` at the end of `Image`,
-//! not in the middle of `CommandLine`. The few rules without a witness (regex-only, negations,
-//! numeric comparisons) are evaluated on every record. A record's other fields (GUIDs, times,
-//! most hashes) are never read.
+//! `startswith`, at the end for `endswith`, the whole value for an exact match), or numbers a
+//! field must equal (`EventID: 4624`), such that, if the rule matches a record, at least one
+//! of them occurs (case-folded) there. Each field a witness names has its own literals, by
+//! place: those that must start or end the value, or be all of it, in tries walked from the
+//! value's first or last byte (a few bytes, however many literals); only `contains` literals
+//! need an Aho-Corasick scan of the whole value, with that field's literals alone. So a rule is
+//! a candidate only when one of its literals is in its own field at its own place —
+//! `\cmd.exe` at the end of `Image`, not in the middle of `CommandLine` — or one of its
+//! numbers is its field's. Keywords are looked for in every text value. The few rules without
+//! a witness (regex-only, negations, ranges) are evaluated on every record. A record's other
+//! fields (GUIDs, times, most hashes) are never read.
 //!
 //! Ours rather than rsigma's `Engine` index because that one builds a case-insensitive DFA per
 //! field: ~135 MiB for SigmaHQ's Windows rules, most of triage's memory. A contiguous NFA over
 //! the same literals takes a few MiB and scans a record in microseconds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, MatchKind};
+use rsigma_eval::event::Event;
 use rsigma_eval::{CompiledDetection, CompiledMatcher, CompiledRule};
 use rsigma_parser::{ConditionExpr, Quantifier};
 
 use crate::event::SigmaEvent;
 
-/// Literals shorter than this are not worth indexing: nearly every record holds them.
-const MIN_NEEDLE_CHARS: usize = 2;
+/// Literals shorter than this are not worth indexing: nearly every record holds them (an
+/// ASCII character); one non-ASCII character (an emoji, a right-to-left override) is rare.
+const MIN_NEEDLE_BYTES: usize = 2;
 
 /// Where in a value a literal must stand for its matcher to match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,44 +40,29 @@ pub enum Anchor {
     Whole,
 }
 
-impl Anchor {
-    /// Whether a literal found at `start..end` of a text of `len` bytes stands where it must.
-    /// Only text values are held to it: numbers are rendered differently by the evaluator.
-    fn holds(self, start: usize, end: usize, len: usize, text: bool) -> bool {
-        !text
-            || match self {
-                Anchor::Anywhere => true,
-                Anchor::Start => start == 0,
-                Anchor::End => end == len,
-                Anchor::Whole => start == 0 && end == len,
-            }
-    }
+/// What a match of a rule shows in a field's value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Shows {
+    /// A literal (case-folded) at a place in the value's text.
+    Text(String, Anchor),
+    /// The number the value equals: an integer, as `NumericEq` compares in `f64`.
+    Number(i64),
 }
 
-/// A literal one of a rule's matches shows: the field it shows in (`None`: any value), the
-/// literal, and where in the value.
-type Needle = (Option<String>, String, Anchor);
+/// What one of a rule's matches shows, and in which field (`None`: any value).
+type Needle = (Option<String>, Shows);
 
-/// A literal's rules while the index is built: rule, field name and place.
-type Uses = Vec<(u32, Option<String>, Anchor)>;
-
-/// A rule that a literal stands for, in which field (`None`: any) and where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    rule: u32,
-    field: Option<u16>,
-    anchor: Anchor,
-}
+/// Integers up to this magnitude are exact in `f64`: equality there is equality of the `i64`.
+const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 /// The index of one route's rules.
 pub struct Prefilter {
-    automaton: Option<AhoCorasick>,
-    /// Pattern id → the rules whose witness holds it, with field and place.
-    pattern_entries: Vec<Vec<Entry>>,
-    /// The fields to scan, or `None` for every value (a keyword witness).
-    fields: Option<Vec<String>>,
-    /// Every field a witness names, by name: the index entries refer to.
-    field_ids: HashMap<String, u16>,
+    /// The literals of each field a witness names, by field name.
+    fields: Vec<(String, Literals)>,
+    /// The literals of keyword witnesses: looked for in every text value.
+    keywords: Option<Literals>,
+    /// Per field, the rules whose witness holds a number, by the number.
+    numbers: Vec<(String, HashMap<i64, Vec<u32>>)>,
     /// Rules without a witness: evaluated on every record.
     always: Vec<u32>,
     rules: usize,
@@ -80,75 +70,64 @@ pub struct Prefilter {
 
 impl Prefilter {
     pub fn build(rules: &[CompiledRule]) -> Prefilter {
-        let mut by_needle: HashMap<String, Uses> = HashMap::new();
-        let mut named = BTreeSet::new();
-        let mut keyword = false;
+        let mut fields: BTreeMap<String, LiteralsBuilder> = BTreeMap::new();
+        let mut keywords: Option<LiteralsBuilder> = None;
+        let mut numbers: BTreeMap<String, HashMap<i64, Vec<u32>>> = BTreeMap::new();
         let mut always = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            match rule_witness(rule) {
-                Some(needles) => {
-                    for (field, literal, anchor) in needles {
-                        match &field {
-                            Some(f) => {
-                                named.insert(f.clone());
-                            }
-                            None => keyword = true,
-                        }
-                        let entries = by_needle.entry(literal).or_default();
-                        let entry = (i as u32, field, anchor);
-                        if !entries.contains(&entry) {
-                            entries.push(entry);
+        for (i, compiled) in rules.iter().enumerate() {
+            let rule = i as u32;
+            let Some(needles) = rule_witness(compiled) else {
+                always.push(rule);
+                continue;
+            };
+            for (field, shows) in needles {
+                match (field, shows) {
+                    (Some(field), Shows::Text(literal, anchor)) => {
+                        fields.entry(field).or_default().add(&literal, anchor, rule)
+                    }
+                    (None, Shows::Text(literal, anchor)) => {
+                        keywords.get_or_insert_default().add(&literal, anchor, rule)
+                    }
+                    (Some(field), Shows::Number(n)) => {
+                        let rules = numbers.entry(field).or_default().entry(n).or_default();
+                        if rules.last() != Some(&rule) {
+                            rules.push(rule);
                         }
                     }
+                    // `number_witness` gives numbers of named fields only; were it not to,
+                    // the rule is evaluated on every record.
+                    (None, Shows::Number(_)) => always.push(rule),
                 }
-                None => always.push(i as u32),
             }
         }
-        let mut automaton = None;
-        let mut field_ids = HashMap::new();
-        let mut pattern_entries = Vec::new();
-        // More fields than an entry can name: fall back to every rule (slower, never wrong).
-        if named.len() <= usize::from(u16::MAX) {
-            field_ids = named
-                .iter()
-                .enumerate()
-                .map(|(id, name)| (name.clone(), id as u16))
-                .collect();
-            let mut literals: Vec<(String, Uses)> = by_needle.into_iter().collect();
-            literals.sort();
-            if !literals.is_empty() {
-                automaton = AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .ascii_case_insensitive(true)
-                    .kind(Some(AhoCorasickKind::ContiguousNFA))
-                    .build(literals.iter().map(|(n, _)| n))
-                    .ok();
-            }
-            pattern_entries = literals
-                .into_iter()
-                .map(|(_, entries)| {
-                    entries
-                        .into_iter()
-                        .map(|(rule, field, anchor)| Entry {
-                            rule,
-                            field: field.and_then(|f| field_ids.get(&f).copied()),
-                            anchor,
-                        })
-                        .collect()
-                })
-                .collect();
-        }
-        if automaton.is_none() {
-            // Nothing to scan with: every rule is a candidate (slower, never wrong).
-            always = (0..rules.len() as u32).collect();
-        }
-        Prefilter {
-            automaton,
-            pattern_entries,
-            fields: (!keyword).then(|| named.into_iter().collect()),
-            field_ids,
-            always,
-            rules: rules.len(),
+        let fields: Option<Vec<(String, Literals)>> = fields
+            .into_iter()
+            .map(|(field, literals)| Some((field, literals.build()?)))
+            .collect();
+        let keywords = keywords.map(LiteralsBuilder::build);
+        match (fields, keywords) {
+            (Some(fields), None) => Prefilter {
+                fields,
+                keywords: None,
+                numbers: numbers.into_iter().collect(),
+                always,
+                rules: rules.len(),
+            },
+            (Some(fields), Some(Some(keywords))) => Prefilter {
+                fields,
+                keywords: Some(keywords),
+                numbers: numbers.into_iter().collect(),
+                always,
+                rules: rules.len(),
+            },
+            // An automaton could not be built: every rule is a candidate (slower, never wrong).
+            _ => Prefilter {
+                fields: Vec::new(),
+                keywords: None,
+                numbers: Vec::new(),
+                always: (0..rules.len() as u32).collect(),
+                rules: rules.len(),
+            },
         }
     }
 
@@ -158,63 +137,231 @@ impl Prefilter {
         for &i in &self.always {
             hit[i as usize] = true;
         }
-        if let Some(ac) = &self.automaton {
-            // A literal whose rules are all candidates already (`.exe` in every path) is not
-            // looked at again.
-            let mut done = vec![0u64; self.pattern_entries.len().div_ceil(64)];
-            let mut scan = |field: Option<u16>, value: &str, text: bool| {
-                if value.len() < MIN_NEEDLE_CHARS {
-                    return;
-                }
-                // The automaton folds ASCII itself; other text is folded first.
-                let folded;
-                let haystack = if value.is_ascii() {
-                    value
-                } else {
-                    folded = fold(value);
-                    folded.as_str()
-                };
-                for m in ac.find_overlapping_iter(haystack) {
-                    let p = m.pattern().as_usize();
-                    let (word, bit) = (p / 64, 1u64 << (p % 64));
-                    if done[word] & bit != 0 {
-                        continue;
-                    }
-                    let mut all = true;
-                    for e in &self.pattern_entries[p] {
-                        if !hit[e.rule as usize] {
-                            if (e.field.is_none() || e.field == field)
-                                && e.anchor.holds(m.start(), m.end(), haystack.len(), text)
-                            {
-                                hit[e.rule as usize] = true;
-                            } else {
-                                all = false;
-                            }
-                        }
-                    }
-                    if all {
-                        done[word] |= bit;
+        for (field, by_number) in &self.numbers {
+            event.visit_field_numbers(field, &mut |n| {
+                // A number a witness holds is an integer below `EXACT_INTEGER`: one equal to
+                // it is too.
+                if n.fract() == 0.0 && n.abs() < EXACT_INTEGER {
+                    for &i in by_number.get(&(n as i64)).into_iter().flatten() {
+                        hit[i as usize] = true;
                     }
                 }
-            };
-            match &self.fields {
-                Some(fields) => {
-                    for (id, f) in fields.iter().enumerate() {
-                        event.visit_field_text(f, &mut |value, text| {
-                            scan(Some(id as u16), value, text)
-                        });
-                    }
-                }
-                None => event.visit_named_text(&mut |name, value, text| {
-                    scan(self.field_ids.get(name).copied(), value, text)
-                }),
-            }
+            });
+        }
+        let mut seen = Vec::new();
+        for (field, literals) in &self.fields {
+            event.visit_field_text(field, &mut |value, text| {
+                literals.find(value, text, &mut hit, &mut seen)
+            });
+        }
+        if let Some(keywords) = &self.keywords {
+            // Keywords are matched against text values only (numbers never match them).
+            event.visit_string_values(&mut |value| keywords.find(value, true, &mut hit, &mut seen));
         }
         hit.iter()
             .enumerate()
             .filter(|(_, h)| **h)
             .map(|(i, _)| i as u32)
             .collect()
+    }
+}
+
+/// The literals of one field (or the keywords), by where in a value they must stand: the
+/// anchored ones are looked up by walking a trie from the value's start or end, a few bytes
+/// whatever the number of literals; only `contains` literals need a scan of the whole value.
+struct Literals {
+    /// `startswith` literals, and whole values (rules matched only where the walk ends).
+    heads: Trie,
+    /// `endswith` literals, reversed: walked from the value's last byte.
+    tails: Trie,
+    /// `contains` literals, and each one's rules.
+    inner: Option<(AhoCorasick, Vec<Vec<u32>>)>,
+}
+
+impl Literals {
+    /// Marks the rules of the literals `value` shows where they must stand. A number or
+    /// boolean (`text` false) is rendered by the evaluator in its own way: a literal anywhere
+    /// in it counts, whatever its place.
+    fn find(&self, value: &str, text: bool, hit: &mut [bool], seen: &mut Vec<u64>) {
+        if value.len() < MIN_NEEDLE_BYTES {
+            return;
+        }
+        // The walks and the automaton fold ASCII themselves; other text is folded first.
+        let folded;
+        let haystack = if value.is_ascii() {
+            value
+        } else {
+            folded = fold(value);
+            folded.as_str()
+        };
+        let bytes = haystack.as_bytes();
+        if text {
+            self.heads.walk(bytes.iter().copied(), false, hit);
+            self.tails.walk(bytes.iter().rev().copied(), false, hit);
+        } else {
+            for at in 0..bytes.len() {
+                self.heads.walk(bytes[at..].iter().copied(), true, hit);
+                self.tails
+                    .walk(bytes[..=at].iter().rev().copied(), true, hit);
+            }
+        }
+        if let Some((ac, rules)) = &self.inner {
+            // A literal found once has marked its rules: later finds are skipped.
+            seen.clear();
+            seen.resize(rules.len().div_ceil(64), 0);
+            for m in ac.find_overlapping_iter(haystack) {
+                let p = m.pattern().as_usize();
+                let (word, bit) = (p / 64, 1u64 << (p % 64));
+                if seen[word] & bit == 0 {
+                    seen[word] |= bit;
+                    for &i in &rules[p] {
+                        hit[i as usize] = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct LiteralsBuilder {
+    heads: TrieBuilder,
+    tails: TrieBuilder,
+    inner: BTreeMap<String, Vec<u32>>,
+}
+
+impl LiteralsBuilder {
+    fn add(&mut self, literal: &str, anchor: Anchor, rule: u32) {
+        let bytes = literal.bytes();
+        match anchor {
+            Anchor::Start => self.heads.add(bytes, rule, false),
+            Anchor::Whole => self.heads.add(bytes, rule, true),
+            Anchor::End => self.tails.add(bytes.rev(), rule, false),
+            Anchor::Anywhere => {
+                let rules = self.inner.entry(literal.to_string()).or_default();
+                if rules.last() != Some(&rule) {
+                    rules.push(rule);
+                }
+            }
+        }
+    }
+
+    /// `None` when the automaton cannot be built.
+    fn build(self) -> Option<Literals> {
+        let inner = if self.inner.is_empty() {
+            None
+        } else {
+            // The crate's choice: a DFA for a few literals (keywords, most fields), a contiguous
+            // NFA for the thousands of a command line's (a DFA of those would take tens of MiB).
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true)
+                .build(self.inner.keys())
+                .ok()?;
+            Some((ac, self.inner.into_values().collect()))
+        };
+        Some(Literals {
+            heads: self.heads.build(),
+            tails: self.tails.build(),
+            inner,
+        })
+    }
+}
+
+/// A byte trie of case-folded literals, each node with the rules of the literals ending there.
+struct Trie {
+    nodes: Vec<TrieNode>,
+    /// Every node's children, by byte, sorted: `(byte, node)`.
+    edges: Vec<(u8, u32)>,
+    /// Every node's rules.
+    rules: Vec<u32>,
+}
+
+/// Ranges into the trie's `edges` and `rules`.
+struct TrieNode {
+    edges: (u32, u32),
+    /// Rules of a literal ending here that the value may go on after.
+    prefix: (u32, u32),
+    /// Rules of a literal ending here that must be the whole value.
+    whole: (u32, u32),
+}
+
+impl Trie {
+    /// Walks `bytes` (ASCII folded on the way) from the root, marking the rules of every
+    /// literal they start with, and of the whole-value literal they are. With `anywhere`, the
+    /// whole-value literals they start with are marked too.
+    fn walk(&self, bytes: impl Iterator<Item = u8>, anywhere: bool, hit: &mut [bool]) {
+        let Some(mut node) = self.nodes.first() else {
+            return;
+        };
+        let mut mark = |range: (u32, u32)| {
+            for &i in &self.rules[range.0 as usize..range.1 as usize] {
+                hit[i as usize] = true;
+            }
+        };
+        for b in bytes {
+            let edges = &self.edges[node.edges.0 as usize..node.edges.1 as usize];
+            let Ok(at) = edges.binary_search_by_key(&b.to_ascii_lowercase(), |e| e.0) else {
+                return;
+            };
+            node = &self.nodes[edges[at].1 as usize];
+            mark(node.prefix);
+            if anywhere {
+                mark(node.whole);
+            }
+        }
+        mark(node.whole);
+    }
+}
+
+/// A trie being built, node 0 the root.
+#[derive(Default)]
+struct TrieBuilder {
+    nodes: Vec<NodeBuilder>,
+}
+
+/// A node being built: its children by byte, its prefix rules and its whole-value rules.
+type NodeBuilder = (BTreeMap<u8, u32>, Vec<u32>, Vec<u32>);
+
+impl TrieBuilder {
+    fn add(&mut self, bytes: impl Iterator<Item = u8>, rule: u32, whole: bool) {
+        if self.nodes.is_empty() {
+            self.nodes.push(Default::default());
+        }
+        let mut node = 0;
+        for b in bytes {
+            let next = self.nodes.len() as u32;
+            node = *self.nodes[node].0.entry(b).or_insert(next) as usize;
+            if node == self.nodes.len() {
+                self.nodes.push(Default::default());
+            }
+        }
+        let (_, prefix, exact) = &mut self.nodes[node];
+        let rules = if whole { exact } else { prefix };
+        if rules.last() != Some(&rule) {
+            rules.push(rule);
+        }
+    }
+
+    fn build(self) -> Trie {
+        let mut trie = Trie {
+            nodes: Vec::with_capacity(self.nodes.len()),
+            edges: Vec::new(),
+            rules: Vec::new(),
+        };
+        fn append<T>(to: &mut Vec<T>, items: impl IntoIterator<Item = T>) -> (u32, u32) {
+            let start = to.len() as u32;
+            to.extend(items);
+            (start, to.len() as u32)
+        }
+        for (children, prefix, whole) in self.nodes {
+            trie.nodes.push(TrieNode {
+                edges: append(&mut trie.edges, children),
+                prefix: append(&mut trie.rules, prefix),
+                whole: append(&mut trie.rules, whole),
+            });
+        }
+        trie
     }
 }
 
@@ -286,8 +433,8 @@ fn detection_witness(d: &CompiledDetection) -> Option<Vec<Needle>> {
 fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Vec<Needle>> {
     let literal = |v: &str, anchor: Anchor| {
         let f = fold(v);
-        (f.chars().count() >= MIN_NEEDLE_CHARS)
-            .then(|| vec![(field.map(str::to_string), f, anchor)])
+        (f.len() >= MIN_NEEDLE_BYTES)
+            .then(|| vec![(field.map(str::to_string), Shows::Text(f, anchor))])
     };
     let within = |m: &CompiledMatcher| matcher_witness(field, m);
     match m {
@@ -295,6 +442,15 @@ fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Vec<Needl
         CompiledMatcher::Contains { value, .. } => literal(value, Anchor::Anywhere),
         CompiledMatcher::StartsWith { value, .. } => literal(value, Anchor::Start),
         CompiledMatcher::EndsWith { value, .. } => literal(value, Anchor::End),
+        CompiledMatcher::NumericEq(n) => number_witness(field, *n),
+        CompiledMatcher::Regex(re) => regex_witness(field, re.as_str()),
+        CompiledMatcher::RegexSetMatch { set, mode } => {
+            let each = set.patterns().iter().map(|p| regex_witness(field, p));
+            match mode {
+                rsigma_eval::matcher::GroupMode::Any => union(each),
+                rsigma_eval::matcher::GroupMode::All => best(each),
+            }
+        }
         CompiledMatcher::AhoCorasickSet { needles, .. } => {
             union(needles.iter().map(|n| literal(n, Anchor::Anywhere)))
         }
@@ -306,6 +462,40 @@ fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Vec<Needl
         },
         _ => None,
     }
+}
+
+/// The literals a match of `pattern` (searched anywhere in the value, as rsigma does) starts
+/// with: regex-syntax's prefix extraction, sound for any regex it parses — every match begins
+/// with one of them, or the set is infinite, or holds one too short to index (`None`).
+fn regex_witness(field: Option<&str>, pattern: &str) -> Option<Vec<Needle>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let mut needles: Vec<Needle> = Vec::new();
+    for literal in prefixes.literals()? {
+        let folded = fold(std::str::from_utf8(literal.as_bytes()).ok()?);
+        if folded.len() < MIN_NEEDLE_BYTES {
+            return None;
+        }
+        let needle = (
+            field.map(str::to_string),
+            Shows::Text(folded, Anchor::Anywhere),
+        );
+        // `(?i)` spells a literal in every case: one folded needle stands for them all.
+        if !needles.contains(&needle) {
+            needles.push(needle);
+        }
+    }
+    (!needles.is_empty()).then_some(needles)
+}
+
+/// `field` equal to `n` (within `f64::EPSILON`, as rsigma compares): indexed when `n` is a
+/// non-zero integer below `EXACT_INTEGER`, which only itself is that close to. Not for
+/// keywords: a number in any value is nearly every record.
+fn number_witness(field: Option<&str>, n: f64) -> Option<Vec<Needle>> {
+    let field = field?;
+    (n.fract() == 0.0 && n.abs() >= 1.0 && n.abs() < EXACT_INTEGER)
+        .then(|| vec![(Some(field.to_string()), Shows::Number(n as i64))])
 }
 
 /// Every alternative must have a witness; the union is the witness of the OR.
@@ -320,13 +510,18 @@ fn union(parts: impl Iterator<Item = Option<Vec<Needle>>>) -> Option<Vec<Needle>
 /// Any conjunct's witness is a witness of the AND: take the most selective.
 fn best(parts: impl Iterator<Item = Option<Vec<Needle>>>) -> Option<Vec<Needle>> {
     parts.flatten().filter(|w| !w.is_empty()).max_by_key(|w| {
-        let shortest = w
-            .iter()
-            .map(|(_, n, _)| n.chars().count())
-            .min()
-            .unwrap_or(0);
+        let shortest = w.iter().map(|(_, shows)| rarity(shows)).min().unwrap_or(0);
         (shortest.min(8), std::cmp::Reverse(w.len()))
     })
+}
+
+/// How rarely a needle shows, as the length of a literal about as rare: an event id or a
+/// logon type is shared by a whole kind of record, like a short literal.
+fn rarity(shows: &Shows) -> usize {
+    match shows {
+        Shows::Text(literal, _) => literal.chars().count(),
+        Shows::Number(_) => 3,
+    }
 }
 
 #[cfg(test)]
@@ -342,7 +537,13 @@ mod tests {
         let set = rsigma_parser::parse_sigma_yaml(&yaml).unwrap();
         let rule = rsigma_eval::compile_rule(&set.rules[0]).unwrap();
         rule_witness(&rule).map(|w| {
-            let mut literals: Vec<String> = w.into_iter().map(|(_, literal, _)| literal).collect();
+            let mut literals: Vec<String> = w
+                .into_iter()
+                .map(|(_, shows)| match shows {
+                    Shows::Text(literal, _) => literal,
+                    Shows::Number(n) => n.to_string(),
+                })
+                .collect();
             literals.sort();
             literals
         })
@@ -388,6 +589,42 @@ mod tests {
             None
         );
         assert_eq!(witness("  a:\n    ProcessId|gt: 4\n  condition: a"), None);
+        // Integers a field equals are witnesses (an event id: as rare as a short literal);
+        // zero and fractions are not (rsigma's `f64::EPSILON` lets near values equal them).
+        let w = witness("  a:\n    EventID:\n      - 4728\n      - 632\n  condition: a");
+        assert_eq!(w, Some(vec!["4728".into(), "632".into()]));
+        let w =
+            witness("  a:\n    EventID: 4720\n    TargetUserName|endswith: '$'\n  condition: a");
+        assert_eq!(w, Some(vec!["4720".into()]));
+        let w = witness(
+            "  a:\n    EventID: 4720\n    TargetUserName|endswith: 'admin'\n  condition: a",
+        );
+        assert_eq!(w, Some(vec!["admin".into()]));
+        assert_eq!(witness("  a:\n    Status: 0\n  condition: a"), None);
+        assert_eq!(witness("  a:\n    Ratio: 1.5\n  condition: a"), None);
+        assert_eq!(
+            witness("  keywords:\n    - 4624\n  condition: keywords"),
+            None
+        );
+        // A regex: the literals its matches start with, folded; none when one is too short or
+        // they are endless.
+        let re = |pattern: &str| {
+            witness(&format!(
+                "  a:\n    CommandLine|re: '{pattern}'\n  condition: a"
+            ))
+        };
+        assert_eq!(re("(?i)WhoAmI.*>"), Some(vec!["whoami".into()]));
+        assert_eq!(re("(ab|cd)e+"), Some(vec!["abe".into(), "cde".into()]));
+        assert_eq!(re("x.*y"), None);
+        assert_eq!(re("\\w+`"), None);
+        assert_eq!(re("(?:)"), None);
+        // One non-ASCII character is rare enough to index.
+        let w = witness("  a:\n    CommandLine|contains: '\u{202e}'\n  condition: a");
+        assert_eq!(w, Some(vec!["\u{202e}".into()]));
+        assert_eq!(
+            witness("  a:\n    CommandLine|contains: 'y'\n  condition: a"),
+            None
+        );
         let w = witness("  keywords:\n    - 'Invoke-Mimikatz'\n  condition: keywords");
         assert_eq!(w, Some(vec!["invoke-mimikatz".into()]));
     }
@@ -426,7 +663,9 @@ mod tests {
         );
         let (set, key) = process_creation_route(&fielded);
         let prefilter = &set.routes[&key].prefilter;
-        assert_eq!(prefilter.fields, Some(vec!["CommandLine".to_string()]));
+        let fields: Vec<&str> = prefilter.fields.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["CommandLine"]);
+        assert!(prefilter.keywords.is_none());
         let elsewhere = sysmon_process(serde_json::json!({
             "CommandLine": "cmd.exe /c dir", "ParentCommandLine": "MIMIKATZ.exe"}));
         assert!(
@@ -442,7 +681,7 @@ mod tests {
         let keyword = rule("b", "  keywords:\n    - 'mimikatz'\n  condition: keywords");
         let (set, key) = process_creation_route(&format!("{fielded}---\n{keyword}"));
         let prefilter = &set.routes[&key].prefilter;
-        assert_eq!(prefilter.fields, None);
+        assert!(prefilter.keywords.is_some());
         assert_eq!(prefilter.candidates(&SigmaEvent::new(&elsewhere)), vec![1]);
         assert_eq!(prefilter.candidates(&SigmaEvent::new(&there)), vec![0, 1]);
     }
@@ -521,6 +760,61 @@ mod tests {
                 "ParentImage": "C:\\whoami.exe", "Description": "MimiKatz"})
             ),
             ["keyword"]
+        );
+    }
+
+    #[test]
+    fn a_number_counts_however_the_record_writes_it() {
+        use serde_json::json;
+        let rule = |title: &str, detection: &str| {
+            format!(
+                "title: {title}\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n{detection}\nlevel: low\n"
+            )
+        };
+        let rules = [
+            rule("logon", "  sel:\n    LogonType: 3\n  condition: sel"),
+            rule(
+                "groups",
+                "  sel:\n    GroupId:\n      - 4728\n      - 632\n  condition: sel",
+            ),
+        ]
+        .join("---\n");
+        let (set, key) = process_creation_route(&rules);
+        let route = &set.routes[&key];
+        assert!(route.prefilter.always.is_empty());
+        let candidates = |data: serde_json::Value| {
+            let event = sysmon_process(data);
+            let view = SigmaEvent::new(&event);
+            let found: Vec<&str> = route
+                .prefilter
+                .candidates(&view)
+                .into_iter()
+                .map(|i| route.rules[i as usize].title.as_str())
+                .collect();
+            // What the evaluator matches is always among them.
+            for (i, rule) in route.rules.iter().enumerate() {
+                if rsigma_eval::evaluate_rule(rule, &view).is_some() {
+                    assert!(found.contains(&rule.title.as_str()), "{i} missed");
+                }
+            }
+            found
+        };
+        assert_eq!(candidates(json!({"LogonType": 3})), ["logon"]);
+        assert_eq!(candidates(json!({"LogonType": "3"})), ["logon"]);
+        assert_eq!(candidates(json!({"LogonType": 3.0})), ["logon"]);
+        assert_eq!(candidates(json!({"LogonType": " 3"})), Vec::<&str>::new());
+        assert_eq!(candidates(json!({"LogonType": "3.0"})), ["logon"]);
+        assert_eq!(
+            candidates(json!({"LogonType": 30, "GroupId": [1, 632]})),
+            ["groups"]
+        );
+        assert_eq!(
+            candidates(json!({"LogonType": 3.5, "GroupId": "0x278"})),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            candidates(json!({"CommandLine": "3", "Image": "632"})),
+            Vec::<&str>::new()
         );
     }
 
