@@ -148,15 +148,17 @@ impl Prefilter {
                 }
             });
         }
-        let mut seen = Vec::new();
+        let mut scratch = Scratch::default();
         for (field, literals) in &self.fields {
             event.visit_field_text(field, &mut |value, text| {
-                literals.find(value, text, &mut hit, &mut seen)
+                literals.find(value, text, &mut hit, &mut scratch)
             });
         }
         if let Some(keywords) = &self.keywords {
             // Keywords are matched against text values only (numbers never match them).
-            event.visit_string_values(&mut |value| keywords.find(value, true, &mut hit, &mut seen));
+            event.visit_string_values(&mut |value| {
+                keywords.find(value, true, &mut hit, &mut scratch)
+            });
         }
         hit.iter()
             .enumerate()
@@ -174,27 +176,54 @@ struct Literals {
     heads: Trie,
     /// `endswith` literals, reversed: walked from the value's last byte.
     tails: Trie,
-    /// `contains` literals, and each one's rules.
-    inner: Option<(AhoCorasick, Vec<Vec<u32>>)>,
+    /// `contains` literals.
+    inner: Option<Inner>,
+}
+
+/// `contains` literals, searched for in the folded value.
+enum Inner {
+    /// Each literal's rules: an overlapping search finds every literal the value holds.
+    Each(AhoCorasick, Vec<Vec<u32>>),
+    /// The literals of a few rules (the keywords of one or two rules, say): a leftmost search
+    /// that stops at the first literal found, which can use the crate's SIMD searcher, and
+    /// marks all of them.
+    Any(AhoCorasick, Vec<u32>),
+}
+
+/// At most this many rules share an [`Inner::Any`].
+const ANY_RULES: usize = 4;
+
+/// What the search of one record reuses from value to value.
+#[derive(Default)]
+struct Scratch {
+    /// Which literals of an [`Inner::Each`] have been found in the value.
+    seen: Vec<u64>,
+    folded: String,
 }
 
 impl Literals {
     /// Marks the rules of the literals `value` shows where they must stand. A number or
     /// boolean (`text` false) is rendered by the evaluator in its own way: a literal anywhere
     /// in it counts, whatever its place.
-    fn find(&self, value: &str, text: bool, hit: &mut [bool], seen: &mut Vec<u64>) {
+    fn find(&self, value: &str, text: bool, hit: &mut [bool], scratch: &mut Scratch) {
         if value.len() < MIN_NEEDLE_BYTES {
             return;
         }
-        // The walks and the automaton fold ASCII themselves; other text is folded first.
-        let folded;
-        let haystack = if value.is_ascii() {
-            value
+        // The walks fold ASCII as they go; the automata take the folded value.
+        let Scratch { seen, folded } = scratch;
+        let ascii = value.is_ascii();
+        let bytes = if ascii && self.inner.is_none() {
+            value.as_bytes()
         } else {
-            folded = fold(value);
-            folded.as_str()
+            folded.clear();
+            if ascii {
+                folded.push_str(value);
+                folded.make_ascii_lowercase();
+            } else {
+                folded.extend(value.chars().flat_map(char::to_lowercase));
+            }
+            folded.as_bytes()
         };
-        let bytes = haystack.as_bytes();
         if text {
             self.heads.walk(bytes.iter().copied(), false, hit);
             self.tails.walk(bytes.iter().rev().copied(), false, hit);
@@ -205,16 +234,26 @@ impl Literals {
                     .walk(bytes[..=at].iter().rev().copied(), true, hit);
             }
         }
-        if let Some((ac, rules)) = &self.inner {
-            // A literal found once has marked its rules: later finds are skipped.
-            seen.clear();
-            seen.resize(rules.len().div_ceil(64), 0);
-            for m in ac.find_overlapping_iter(haystack) {
-                let p = m.pattern().as_usize();
-                let (word, bit) = (p / 64, 1u64 << (p % 64));
-                if seen[word] & bit == 0 {
-                    seen[word] |= bit;
-                    for &i in &rules[p] {
+        match &self.inner {
+            None => {}
+            Some(Inner::Each(ac, rules)) => {
+                // A literal found once has marked its rules: later finds are skipped.
+                seen.clear();
+                seen.resize(rules.len().div_ceil(64), 0);
+                for m in ac.find_overlapping_iter(bytes) {
+                    let p = m.pattern().as_usize();
+                    let (word, bit) = (p / 64, 1u64 << (p % 64));
+                    if seen[word] & bit == 0 {
+                        seen[word] |= bit;
+                        for &i in &rules[p] {
+                            hit[i as usize] = true;
+                        }
+                    }
+                }
+            }
+            Some(Inner::Any(ac, rules)) => {
+                if rules.iter().any(|&i| !hit[i as usize]) && ac.is_match(bytes) {
+                    for &i in rules {
                         hit[i as usize] = true;
                     }
                 }
@@ -248,17 +287,26 @@ impl LiteralsBuilder {
 
     /// `None` when the automaton cannot be built.
     fn build(self) -> Option<Literals> {
+        let mut rules: Vec<u32> = self.inner.values().flatten().copied().collect();
+        rules.sort_unstable();
+        rules.dedup();
+        // Literals and values are folded: the automata compare bytes. Which kind of automaton
+        // is the crate's choice: a DFA for a few literals, a contiguous NFA for the thousands
+        // of a command line's (a DFA of those would take tens of MiB).
         let inner = if self.inner.is_empty() {
             None
-        } else {
-            // The crate's choice: a DFA for a few literals (keywords, most fields), a contiguous
-            // NFA for the thousands of a command line's (a DFA of those would take tens of MiB).
+        } else if rules.len() <= ANY_RULES {
             let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostFirst)
                 .build(self.inner.keys())
                 .ok()?;
-            Some((ac, self.inner.into_values().collect()))
+            Some(Inner::Any(ac, rules))
+        } else {
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(self.inner.keys())
+                .ok()?;
+            Some(Inner::Each(ac, self.inner.into_values().collect()))
         };
         Some(Literals {
             heads: self.heads.build(),
