@@ -1,5 +1,5 @@
 //! Forwarded Windows events as newline-delimited JSON: one record per line, in the rendering
-//! [`WinEvent::from_forwarded_json`] reads (the `evtx` crate's JSON with separated attributes,
+//! [`WinEvent::from_forwarded_slice`] reads (the `evtx` crate's JSON with separated attributes,
 //! `{"Event": {"System": {...}, "EventData": {...}}}`).
 //!
 //! Lines are parsed in parallel; a line that is not such a record is reported with its number
@@ -42,11 +42,7 @@ where
             let mut records = 0u64;
             let mut errors = Vec::new();
             for &(number, line) in chunk {
-                let parsed = serde_json::from_slice(line)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| {
-                        WinEvent::from_forwarded_json(shared.clone(), json).map_err(str::to_string)
-                    });
+                let parsed = WinEvent::from_forwarded_slice(shared.clone(), line);
                 match parsed {
                     Ok(event) => {
                         records += 1;

@@ -44,25 +44,12 @@ impl WinEvent {
         mut json: Value,
     ) -> Option<WinEvent> {
         let event = json.get_mut("Event")?.as_object_mut()?;
-        let mut fields = Map::new();
-        if let Some(Value::Object(system)) = event.remove("System") {
-            flatten_system(system, &mut fields);
-        }
-        for (key, value) in std::mem::take(event) {
-            match (key.as_str(), value) {
-                ("EventData", Value::Object(data)) => flatten_data(data, &mut fields),
-                ("UserData", Value::Object(data)) => lift_leaves(data, &mut fields),
-                // Some providers render their payload as bare text (`EventData: "..."`).
-                ("EventData", Value::String(text)) => {
-                    fields.insert("Data".into(), Value::String(text));
-                }
-                (_, Value::Null) => {}
-                (other, value) if !other.ends_with("_attributes") => {
-                    fields.insert(other.to_string(), value);
-                }
-                _ => {}
-            }
-        }
+        let system = match event.remove("System") {
+            Some(Value::Object(system)) => Some(system.into_iter().map(Part::of).collect()),
+            _ => None,
+        };
+        let rest = std::mem::take(event).into_iter().map(Part::of).collect();
+        let fields = flatten(system, rest);
         Some(WinEvent::from_fields(source, record_id, timestamp, fields))
     }
 
@@ -106,8 +93,24 @@ impl WinEvent {
     /// header to fall back on, so the record id is the rendering's `EventRecordID` (0 when
     /// absent) and the time must be there (`System.TimeCreated_attributes.SystemTime`, RFC 3339).
     pub fn from_forwarded_json(source: Arc<Path>, json: Value) -> Result<WinEvent, &'static str> {
-        let mut event = WinEvent::from_json(source, 0, DateTime::UNIX_EPOCH, json)
-            .ok_or("not a Windows event: no \"Event\" object")?;
+        let event = WinEvent::from_json(source, 0, DateTime::UNIX_EPOCH, json).ok_or(NO_EVENT)?;
+        event.forwarded()
+    }
+
+    /// [`WinEvent::from_forwarded_json`] of a record's JSON text, read straight into the flat
+    /// fields: no map is built for `Event`, `System`, `EventData` and the attribute objects
+    /// only to be emptied again (that was a sixth of the server's time per event). A key
+    /// repeated within an object keeps its last value, as with a parsed `Value`.
+    pub fn from_forwarded_slice(source: Arc<Path>, text: &[u8]) -> Result<WinEvent, String> {
+        let Root(parts) = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        let (system, rest) = parts.ok_or(NO_EVENT)?;
+        let fields = flatten(system, rest);
+        Ok(WinEvent::from_fields(source, 0, DateTime::UNIX_EPOCH, fields).forwarded()?)
+    }
+
+    /// Checks a forwarded record's time and takes its record id from the rendering.
+    fn forwarded(mut self) -> Result<WinEvent, &'static str> {
+        let event = &mut self;
         let timed = event
             .fields
             .get("TimeCreated_SystemTime")
@@ -121,7 +124,7 @@ impl WinEvent {
             .get("EventRecordID")
             .and_then(as_u64)
             .unwrap_or(0);
-        Ok(event)
+        Ok(self)
     }
 
     /// A field's value as text (numbers and booleans are rendered), `None` when absent or empty.
@@ -169,25 +172,76 @@ fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
+const NO_EVENT: &str = "not a Windows event: no \"Event\" object";
+
+/// A value of the `Event` object as flattening takes it: an object's entries in order (no map
+/// is built for them), or any other value.
+enum Part {
+    Entries(Vec<(String, Value)>),
+    Value(Value),
+}
+
+impl Part {
+    fn of((key, value): (String, Value)) -> (String, Part) {
+        let part = match value {
+            Value::Object(map) => Part::Entries(map.into_iter().collect()),
+            other => Part::Value(other),
+        };
+        (key, part)
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Part::Entries(entries) => Value::Object(entries.into_iter().collect()),
+            Part::Value(value) => value,
+        }
+    }
+}
+
+/// The flat fields of an `Event` object: its `System` entries (when `System` is an object)
+/// first, then the others in order.
+fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Map<String, Value> {
+    let mut fields = Map::new();
+    if let Some(system) = system {
+        flatten_system(system, &mut fields);
+    }
+    for (key, part) in rest {
+        match (key.as_str(), part) {
+            ("EventData", Part::Entries(data)) => flatten_data(data, &mut fields),
+            ("UserData", Part::Entries(data)) => lift_leaves(data, &mut fields),
+            // Some providers render their payload as bare text (`EventData: "..."`).
+            ("EventData", Part::Value(Value::String(text))) => {
+                fields.insert("Data".into(), Value::String(text));
+            }
+            (_, Part::Value(Value::Null)) => {}
+            (other, part) if !other.ends_with("_attributes") => {
+                fields.insert(key, part.into_value());
+            }
+            _ => {}
+        }
+    }
+    fields
+}
+
 /// System block: plain elements keep their names; attribute-only elements become
 /// `Element_Attribute` (`Provider_Name`, `Security_UserID`, `Execution_ProcessID`), except the
 /// time, which Sigma calls `TimeCreated_SystemTime` as well.
-fn flatten_system(system: Map<String, Value>, out: &mut Map<String, Value>) {
-    for (key, value) in system {
+fn flatten_system(system: Vec<(String, Part)>, out: &mut Map<String, Value>) {
+    for (key, part) in system {
         if let Some(element) = key.strip_suffix("_attributes") {
-            if let Value::Object(attrs) = value {
+            if let Part::Entries(attrs) = part {
                 for (attr, v) in attrs {
                     out.insert(format!("{element}_{attr}"), v);
                 }
             }
             continue;
         }
-        match value {
+        match part {
             // `<Correlation/>` and friends: empty elements carry nothing.
-            Value::Null => {}
-            Value::Object(o) if o.is_empty() => {}
+            Part::Value(Value::Null) => {}
+            Part::Entries(entries) if entries.is_empty() => {}
             other => {
-                out.insert(key, other);
+                out.insert(key, other.into_value());
             }
         }
     }
@@ -195,7 +249,7 @@ fn flatten_system(system: Map<String, Value>, out: &mut Map<String, Value>) {
 
 /// EventData: named items by name; unnamed `<Data>` items as `Data` (one value or a list).
 /// Names lose their spaces (Defender's `Threat Name` is Sigma's `ThreatName`).
-fn flatten_data(data: Map<String, Value>, out: &mut Map<String, Value>) {
+fn flatten_data(data: Vec<(String, Value)>, out: &mut Map<String, Value>) {
     for (key, value) in data {
         if key.ends_with("_attributes") {
             continue;
@@ -219,7 +273,7 @@ fn flatten_data(data: Map<String, Value>, out: &mut Map<String, Value>) {
 /// UserData: `<UserData><LogFileCleared><SubjectUserName>..` → `SubjectUserName`. A leaf
 /// whose name the System block already uses (104's `Channel`: the log that was cleared) is
 /// kept as `UserData_<name>`.
-fn lift_leaves(data: Map<String, Value>, out: &mut Map<String, Value>) {
+fn lift_leaves(data: impl IntoIterator<Item = (String, Value)>, out: &mut Map<String, Value>) {
     for (key, value) in data {
         if key.ends_with("_attributes") || key == "xmlns" {
             continue;
@@ -237,6 +291,213 @@ fn lift_leaves(data: Map<String, Value>, out: &mut Map<String, Value>) {
         } else {
             out.insert(key, leaf);
         }
+    }
+}
+
+/// A forwarded record's JSON: the parts of its `Event` object (`System` apart), or `None` when
+/// it has no `Event` object. Other top-level keys are skipped, as [`WinEvent::from_json`]
+/// skips them.
+struct Root(Option<EventParts>);
+
+type EventParts = (Option<Vec<(String, Part)>>, Vec<(String, Part)>);
+
+impl<'de> serde::Deserialize<'de> for Root {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Root, D::Error> {
+        d.deserialize_any(Skipping(RootVisitor)).map(Root)
+    }
+}
+
+struct RootVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RootVisitor {
+    type Value = Option<EventParts>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut event = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "Event" {
+                event = map.next_value_seed(Skipping(EventVisitor))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// The `Event` object: `System` and the rest, each object value as its entries. A key given
+/// twice keeps its first place and its last value, as in a parsed `Value`.
+struct EventVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EventVisitor {
+    type Value = Option<EventParts>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the Event object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut system = None;
+        let mut rest: Vec<(String, Part)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "System" {
+                system = map.next_value_seed(Skipping(SystemVisitor))?;
+                continue;
+            }
+            let part = map.next_value_seed(PartSeed)?;
+            match rest.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = part,
+                None => rest.push((key, part)),
+            }
+        }
+        Ok(Some((system, rest)))
+    }
+}
+
+/// The `System` object's entries, its attribute objects as their entries.
+struct SystemVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SystemVisitor {
+    type Value = Option<Vec<(String, Part)>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the System object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            entries.push((key, map.next_value_seed(PartSeed)?));
+        }
+        Ok(Some(entries))
+    }
+}
+
+/// Any JSON value, an object as its entries in order.
+struct PartSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for PartSeed {
+    type Value = Part;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Part, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PartSeed {
+    type Value = Part;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Part, A::Error> {
+        let mut entries: Vec<(String, Value)> = Vec::new();
+        while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            entries.push((key, value));
+        }
+        Ok(Part::Entries(entries))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Part, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Value>()? {
+            items.push(item);
+        }
+        Ok(Part::Value(Value::Array(items)))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Part, E> {
+        Ok(Part::Value(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Part, E> {
+        Ok(Part::Value(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Part, E> {
+        Ok(Part::Value(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Part, E> {
+        // As serde_json's own `Value` does: a float JSON cannot hold is null.
+        Ok(Part::Value(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Part, E> {
+        Ok(Part::Value(Value::String(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Part, E> {
+        Ok(Part::Value(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Part, E> {
+        Ok(Part::Value(Value::Null))
+    }
+}
+
+/// A visitor of objects that takes any other JSON value as `None` (read and skipped).
+struct Skipping<V>(V);
+
+impl<'de, V, T> serde::de::DeserializeSeed<'de> for Skipping<V>
+where
+    V: serde::de::Visitor<'de, Value = Option<T>>,
+{
+    type Value = Option<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, V, T> serde::de::Visitor<'de> for Skipping<V>
+where
+    V: serde::de::Visitor<'de, Value = Option<T>>,
+{
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+        self.0.visit_map(map)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Option<T>, E> {
+        Ok(None)
     }
 }
 
@@ -315,6 +576,68 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    /// The forwarded text reads as its parsed `Value` does: every record of the shared samples
+    /// as the evtx crate renders it, and odd shapes.
+    #[test]
+    fn forwarded_text_reads_as_its_parsed_value() {
+        let source: Arc<Path> = Arc::from(Path::new("fwd"));
+        let same = |line: &str| {
+            let direct = WinEvent::from_forwarded_slice(source.clone(), line.as_bytes());
+            let parsed = serde_json::from_str(line)
+                .map_err(|e| e.to_string())
+                .and_then(|json| {
+                    WinEvent::from_forwarded_json(source.clone(), json).map_err(str::to_string)
+                });
+            assert_eq!(direct, parsed, "{line}");
+        };
+        let t = r#""TimeCreated_attributes": {"SystemTime": "2024-05-01T10:00:00Z"}"#;
+        for line in [
+            format!(
+                r#"{{"Event": {{"System": {{"EventID": 1, {t}}}, "EventData": {{"Threat Name": "x", "A": null, "B_attributes": {{"c": 1}}, "N": 1.5, "L": [1, "a", null]}}}}}}"#
+            ),
+            format!(
+                r#"{{"x": [1, {{"Event": 2}}], "Event": {{"EventData": "text", "System": {{{t}, "Correlation": null, "Empty": {{}}, "Nested": {{"a": 1}}, "EventID": "7"}}}}, "y": 1}}"#
+            ),
+            format!(
+                r#"{{"Event": {{"System": {{{t}, "Channel": "Security"}}, "UserData": {{"E": {{"E_attributes": {{}}, "xmlns": "u", "Channel": "Sysmon", "S": null}}}}}}}}"#
+            ),
+            format!(
+                r#"{{"Event": {{"System": {{{t}, "EventID": 1, "EventID": 2}}, "EventData": {{"A": 1}}, "EventData": {{"A": 2, "A": 3}}, "Other": [1], "Other_attributes": {{"z": 1}}, "Null": null}}}}"#
+            ),
+            format!(
+                r#"{{"Event": {{"EventData": [1, 2], "UserData": "text", "System": "text"}}, "Event2": {{{t}}}}}"#
+            ),
+            format!(
+                r#"{{"Event": {{"System": {{{t}}}}}, "Event": {{"System": {{{t}, "EventID": 9}}}}}}"#
+            ),
+            r#"{"Event": 1}"#.to_string(),
+            r#"{"Event": {"System": {"EventID": 1}}}"#.to_string(),
+            r#"[{"Event": {}}]"#.to_string(),
+            r#"{"Event": {}} x"#.to_string(),
+            r#"{"Event": {"System": {"EventID": 1e400}}}"#.to_string(),
+            "\"text\"".to_string(),
+        ] {
+            same(&line);
+        }
+        let Some(samples) = rampart_testdata::dataset("datasets/evtx-attack-samples") else {
+            return;
+        };
+        let (files, _) = crate::evtx::collect_files(&[samples]);
+        let settings = evtx::ParserSettings::new().separate_json_attributes(true);
+        let mut records = 0;
+        for file in &files {
+            let Ok(parser) = evtx::EvtxParser::from_path(file) else {
+                continue;
+            };
+            let mut parser = parser.with_configuration(settings.clone());
+            for record in parser.records_json_value().flatten() {
+                same(&record.data.to_string());
+                records += 1;
+            }
+        }
+        assert!(records > 5000, "{records} records");
     }
 
     #[test]
