@@ -61,44 +61,77 @@ pub struct Prefilter {
     fields: Vec<(String, Literals)>,
     /// The literals of keyword witnesses: looked for in every text value.
     keywords: Option<Literals>,
-    /// Per field, the rules whose witness holds a number, by the number.
-    numbers: Vec<(String, HashMap<i64, Vec<u32>>)>,
-    /// Rules without a witness: evaluated on every record.
-    always: Vec<u32>,
-    rules: usize,
+    /// Per field, the clauses whose needles include a number, by the number.
+    numbers: Vec<(String, HashMap<i64, Vec<Target>>)>,
+    /// Per rule, the clauses of its witness that a record must satisfy, one bit each: none
+    /// for a rule without a witness, which is evaluated on every record.
+    need: Vec<u8>,
+}
+
+/// A clause of a rule's witness, `rule << 3 | clause`: what finding a needle marks.
+type Target = u32;
+
+/// At most this many clauses of a witness are indexed, the most selective (up to 8: a byte
+/// of bits per rule). Each costs literals to look for in every record; on the attack samples 3
+/// did best (327.6 M instructions per pass of the sigma bench; 2: 336.7 M, 8: 339.2 M).
+const MAX_CLAUSES: usize = 3;
+
+fn target(rule: usize, clause: usize) -> Target {
+    (rule << 3 | clause) as Target
+}
+
+/// Marks a clause as satisfied.
+fn mark(hit: &mut [u8], t: Target) {
+    hit[(t >> 3) as usize] |= 1 << (t & 7);
+}
+
+fn marked(hit: &[u8], t: Target) -> bool {
+    hit[(t >> 3) as usize] & (1 << (t & 7)) != 0
+}
+
+/// Adds `t` to a list of targets once (the needles of a clause are added one after another).
+fn push_once(targets: &mut Vec<Target>, t: Target) {
+    if targets.last() != Some(&t) {
+        targets.push(t);
+    }
 }
 
 impl Prefilter {
     pub fn build(rules: &[CompiledRule]) -> Prefilter {
         let mut fields: BTreeMap<String, LiteralsBuilder> = BTreeMap::new();
         let mut keywords: Option<LiteralsBuilder> = None;
-        let mut numbers: BTreeMap<String, HashMap<i64, Vec<u32>>> = BTreeMap::new();
-        let mut always = Vec::new();
-        for (i, compiled) in rules.iter().enumerate() {
-            let rule = i as u32;
-            let Some(needles) = rule_witness(compiled) else {
-                always.push(rule);
+        let mut numbers: BTreeMap<String, HashMap<i64, Vec<Target>>> = BTreeMap::new();
+        let mut need = vec![0u8; rules.len()];
+        'rules: for (rule, compiled) in rules.iter().enumerate() {
+            let Some(clauses) = rule_witness(compiled) else {
                 continue;
             };
-            for (field, shows) in needles {
-                match (field, shows) {
-                    (Some(field), Shows::Text(literal, anchor)) => {
-                        fields.entry(field).or_default().add(&literal, anchor, rule)
-                    }
-                    (None, Shows::Text(literal, anchor)) => {
-                        keywords.get_or_insert_default().add(&literal, anchor, rule)
-                    }
-                    (Some(field), Shows::Number(n)) => {
-                        let rules = numbers.entry(field).or_default().entry(n).or_default();
-                        if rules.last() != Some(&rule) {
-                            rules.push(rule);
+            for (clause, needles) in clauses.iter().enumerate() {
+                let t = target(rule, clause);
+                for (field, shows) in needles {
+                    match (field, shows) {
+                        (Some(field), Shows::Text(literal, anchor)) => fields
+                            .entry(field.clone())
+                            .or_default()
+                            .add(literal, *anchor, t),
+                        (None, Shows::Text(literal, anchor)) => {
+                            keywords.get_or_insert_default().add(literal, *anchor, t)
                         }
+                        (Some(field), Shows::Number(n)) => push_once(
+                            numbers
+                                .entry(field.clone())
+                                .or_default()
+                                .entry(*n)
+                                .or_default(),
+                            t,
+                        ),
+                        // `number_witness` gives numbers of named fields only; were it not
+                        // to, the rule is evaluated on every record.
+                        (None, Shows::Number(_)) => continue 'rules,
                     }
-                    // `number_witness` gives numbers of named fields only; were it not to,
-                    // the rule is evaluated on every record.
-                    (None, Shows::Number(_)) => always.push(rule),
                 }
             }
+            need[rule] = ((1u16 << clauses.len()) - 1) as u8;
         }
         let fields: Option<Vec<(String, Literals)>> = fields
             .into_iter()
@@ -110,40 +143,35 @@ impl Prefilter {
                 fields,
                 keywords: None,
                 numbers: numbers.into_iter().collect(),
-                always,
-                rules: rules.len(),
+                need,
             },
             (Some(fields), Some(Some(keywords))) => Prefilter {
                 fields,
                 keywords: Some(keywords),
                 numbers: numbers.into_iter().collect(),
-                always,
-                rules: rules.len(),
+                need,
             },
             // An automaton could not be built: every rule is a candidate (slower, never wrong).
             _ => Prefilter {
                 fields: Vec::new(),
                 keywords: None,
                 numbers: Vec::new(),
-                always: (0..rules.len() as u32).collect(),
-                rules: rules.len(),
+                need: vec![0; rules.len()],
             },
         }
     }
 
-    /// The rules a record can match, in rule order.
+    /// The rules a record can match, in rule order: those whose every indexed clause has a
+    /// needle the record shows.
     pub fn candidates(&self, event: &SigmaEvent<'_>) -> Vec<u32> {
-        let mut hit = vec![false; self.rules];
-        for &i in &self.always {
-            hit[i as usize] = true;
-        }
+        let mut hit = vec![0u8; self.need.len()];
         for (field, by_number) in &self.numbers {
             event.visit_field_numbers(field, &mut |n| {
                 // A number a witness holds is an integer below `EXACT_INTEGER`: one equal to
                 // it is too.
                 if n.fract() == 0.0 && n.abs() < EXACT_INTEGER {
-                    for &i in by_number.get(&(n as i64)).into_iter().flatten() {
-                        hit[i as usize] = true;
+                    for &t in by_number.get(&(n as i64)).into_iter().flatten() {
+                        mark(&mut hit, t);
                     }
                 }
             });
@@ -160,10 +188,9 @@ impl Prefilter {
                 keywords.find(value, true, &mut hit, &mut scratch)
             });
         }
-        hit.iter()
-            .enumerate()
-            .filter(|(_, h)| **h)
-            .map(|(i, _)| i as u32)
+        (0..self.need.len())
+            .filter(|&i| hit[i] & self.need[i] == self.need[i])
+            .map(|i| i as u32)
             .collect()
     }
 }
@@ -182,16 +209,16 @@ struct Literals {
 
 /// `contains` literals, searched for in the folded value.
 enum Inner {
-    /// Each literal's rules: an overlapping search finds every literal the value holds.
-    Each(AhoCorasick, Vec<Vec<u32>>),
-    /// The literals of a few rules (the keywords of one or two rules, say): a leftmost search
-    /// that stops at the first literal found, which can use the crate's SIMD searcher, and
-    /// marks all of them.
-    Any(AhoCorasick, Vec<u32>),
+    /// Each literal's clauses: an overlapping search finds every literal the value holds.
+    Each(AhoCorasick, Vec<Vec<Target>>),
+    /// The literals of a few clauses (the keywords of one or two rules, say): a leftmost
+    /// search that stops at the first literal found, which can use the crate's SIMD searcher,
+    /// and marks all of them.
+    Any(AhoCorasick, Vec<Target>),
 }
 
-/// At most this many rules share an [`Inner::Any`].
-const ANY_RULES: usize = 4;
+/// At most this many clauses share an [`Inner::Any`].
+const ANY_CLAUSES: usize = 4;
 
 /// What the search of one record reuses from value to value.
 #[derive(Default)]
@@ -205,7 +232,7 @@ impl Literals {
     /// Marks the rules of the literals `value` shows where they must stand. A number or
     /// boolean (`text` false) is rendered by the evaluator in its own way: a literal anywhere
     /// in it counts, whatever its place.
-    fn find(&self, value: &str, text: bool, hit: &mut [bool], scratch: &mut Scratch) {
+    fn find(&self, value: &str, text: bool, hit: &mut [u8], scratch: &mut Scratch) {
         if value.len() < MIN_NEEDLE_BYTES {
             return;
         }
@@ -245,19 +272,20 @@ impl Literals {
                     let (word, bit) = (p / 64, 1u64 << (p % 64));
                     if seen[word] & bit == 0 {
                         seen[word] |= bit;
-                        for &i in &rules[p] {
-                            hit[i as usize] = true;
+                        for &t in &rules[p] {
+                            mark(hit, t);
                         }
                     }
                 }
             }
-            Some(Inner::Any(ac, rules)) => {
-                if rules.iter().any(|&i| !hit[i as usize]) && ac.is_match(bytes) {
-                    for &i in rules {
-                        hit[i as usize] = true;
-                    }
+            Some(Inner::Any(ac, rules))
+                if rules.iter().any(|&t| !marked(hit, t)) && ac.is_match(bytes) =>
+            {
+                for &t in rules {
+                    mark(hit, t);
                 }
             }
+            Some(Inner::Any(..)) => {}
         }
     }
 }
@@ -266,41 +294,36 @@ impl Literals {
 struct LiteralsBuilder {
     heads: TrieBuilder,
     tails: TrieBuilder,
-    inner: BTreeMap<String, Vec<u32>>,
+    inner: BTreeMap<String, Vec<Target>>,
 }
 
 impl LiteralsBuilder {
-    fn add(&mut self, literal: &str, anchor: Anchor, rule: u32) {
+    fn add(&mut self, literal: &str, anchor: Anchor, t: Target) {
         let bytes = literal.bytes();
         match anchor {
-            Anchor::Start => self.heads.add(bytes, rule, false),
-            Anchor::Whole => self.heads.add(bytes, rule, true),
-            Anchor::End => self.tails.add(bytes.rev(), rule, false),
-            Anchor::Anywhere => {
-                let rules = self.inner.entry(literal.to_string()).or_default();
-                if rules.last() != Some(&rule) {
-                    rules.push(rule);
-                }
-            }
+            Anchor::Start => self.heads.add(bytes, t, false),
+            Anchor::Whole => self.heads.add(bytes, t, true),
+            Anchor::End => self.tails.add(bytes.rev(), t, false),
+            Anchor::Anywhere => push_once(self.inner.entry(literal.to_string()).or_default(), t),
         }
     }
 
     /// `None` when the automaton cannot be built.
     fn build(self) -> Option<Literals> {
-        let mut rules: Vec<u32> = self.inner.values().flatten().copied().collect();
-        rules.sort_unstable();
-        rules.dedup();
+        let mut targets: Vec<Target> = self.inner.values().flatten().copied().collect();
+        targets.sort_unstable();
+        targets.dedup();
         // Literals and values are folded: the automata compare bytes. Which kind of automaton
         // is the crate's choice: a DFA for a few literals, a contiguous NFA for the thousands
         // of a command line's (a DFA of those would take tens of MiB).
         let inner = if self.inner.is_empty() {
             None
-        } else if rules.len() <= ANY_RULES {
+        } else if targets.len() <= ANY_CLAUSES {
             let ac = AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostFirst)
                 .build(self.inner.keys())
                 .ok()?;
-            Some(Inner::Any(ac, rules))
+            Some(Inner::Any(ac, targets))
         } else {
             let ac = AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
@@ -316,35 +339,36 @@ impl LiteralsBuilder {
     }
 }
 
-/// A byte trie of case-folded literals, each node with the rules of the literals ending there.
+/// A byte trie of case-folded literals, each node with the clauses of the literals ending
+/// there.
 struct Trie {
     nodes: Vec<TrieNode>,
     /// Every node's children, by byte, sorted: `(byte, node)`.
     edges: Vec<(u8, u32)>,
-    /// Every node's rules.
-    rules: Vec<u32>,
+    /// Every node's clauses.
+    targets: Vec<Target>,
 }
 
-/// Ranges into the trie's `edges` and `rules`.
+/// Ranges into the trie's `edges` and `targets`.
 struct TrieNode {
     edges: (u32, u32),
-    /// Rules of a literal ending here that the value may go on after.
+    /// Clauses of a literal ending here that the value may go on after.
     prefix: (u32, u32),
-    /// Rules of a literal ending here that must be the whole value.
+    /// Clauses of a literal ending here that must be the whole value.
     whole: (u32, u32),
 }
 
 impl Trie {
-    /// Walks `bytes` (ASCII folded on the way) from the root, marking the rules of every
+    /// Walks `bytes` (ASCII folded on the way) from the root, marking the clauses of every
     /// literal they start with, and of the whole-value literal they are. With `anywhere`, the
     /// whole-value literals they start with are marked too.
-    fn walk(&self, bytes: impl Iterator<Item = u8>, anywhere: bool, hit: &mut [bool]) {
+    fn walk(&self, bytes: impl Iterator<Item = u8>, anywhere: bool, hit: &mut [u8]) {
         let Some(mut node) = self.nodes.first() else {
             return;
         };
-        let mut mark = |range: (u32, u32)| {
-            for &i in &self.rules[range.0 as usize..range.1 as usize] {
-                hit[i as usize] = true;
+        let mut mark_all = |range: (u32, u32)| {
+            for &t in &self.targets[range.0 as usize..range.1 as usize] {
+                mark(hit, t);
             }
         };
         for b in bytes {
@@ -353,12 +377,12 @@ impl Trie {
                 return;
             };
             node = &self.nodes[edges[at].1 as usize];
-            mark(node.prefix);
+            mark_all(node.prefix);
             if anywhere {
-                mark(node.whole);
+                mark_all(node.whole);
             }
         }
-        mark(node.whole);
+        mark_all(node.whole);
     }
 }
 
@@ -368,11 +392,11 @@ struct TrieBuilder {
     nodes: Vec<NodeBuilder>,
 }
 
-/// A node being built: its children by byte, its prefix rules and its whole-value rules.
+/// A node being built: its children by byte, its prefix clauses and its whole-value clauses.
 type NodeBuilder = (BTreeMap<u8, u32>, Vec<u32>, Vec<u32>);
 
 impl TrieBuilder {
-    fn add(&mut self, bytes: impl Iterator<Item = u8>, rule: u32, whole: bool) {
+    fn add(&mut self, bytes: impl Iterator<Item = u8>, t: Target, whole: bool) {
         if self.nodes.is_empty() {
             self.nodes.push(Default::default());
         }
@@ -385,17 +409,14 @@ impl TrieBuilder {
             }
         }
         let (_, prefix, exact) = &mut self.nodes[node];
-        let rules = if whole { exact } else { prefix };
-        if rules.last() != Some(&rule) {
-            rules.push(rule);
-        }
+        push_once(if whole { exact } else { prefix }, t);
     }
 
     fn build(self) -> Trie {
         let mut trie = Trie {
             nodes: Vec::with_capacity(self.nodes.len()),
             edges: Vec::new(),
-            rules: Vec::new(),
+            targets: Vec::new(),
         };
         fn append<T>(to: &mut Vec<T>, items: impl IntoIterator<Item = T>) -> (u32, u32) {
             let start = to.len() as u32;
@@ -405,8 +426,8 @@ impl TrieBuilder {
         for (children, prefix, whole) in self.nodes {
             trie.nodes.push(TrieNode {
                 edges: append(&mut trie.edges, children),
-                prefix: append(&mut trie.rules, prefix),
-                whole: append(&mut trie.rules, whole),
+                prefix: append(&mut trie.targets, prefix),
+                whole: append(&mut trie.targets, whole),
             });
         }
         trie
@@ -418,11 +439,14 @@ fn fold(s: &str) -> String {
     s.chars().flat_map(char::to_lowercase).collect()
 }
 
-/// Literals one of which every match of the rule shows (each in its field), or `None` when
-/// there is no such set.
-pub fn rule_witness(rule: &CompiledRule) -> Option<Vec<Needle>> {
+/// Clauses every match of a rule satisfies, the most selective first: each clause a set of
+/// needles of which a match shows one.
+pub type Witness = Vec<Vec<Needle>>;
+
+/// The witness of a rule, or `None` when no needle is certain to show in a match.
+pub fn rule_witness(rule: &CompiledRule) -> Option<Witness> {
     // Several conditions are alternatives.
-    union(
+    any_of(
         rule.conditions
             .iter()
             .map(|c| condition_witness(c, &rule.detections)),
@@ -432,11 +456,11 @@ pub fn rule_witness(rule: &CompiledRule) -> Option<Vec<Needle>> {
 fn condition_witness(
     expr: &ConditionExpr,
     named: &HashMap<String, CompiledDetection>,
-) -> Option<Vec<Needle>> {
+) -> Option<Witness> {
     match expr {
         ConditionExpr::Identifier(name) => detection_witness(named.get(name)?),
-        ConditionExpr::And(list) => best(list.iter().map(|e| condition_witness(e, named))),
-        ConditionExpr::Or(list) => union(list.iter().map(|e| condition_witness(e, named))),
+        ConditionExpr::And(list) => all_of(list.iter().map(|e| condition_witness(e, named))),
+        ConditionExpr::Or(list) => any_of(list.iter().map(|e| condition_witness(e, named))),
         ConditionExpr::Not(_) => None,
         ConditionExpr::Selector {
             quantifier,
@@ -447,42 +471,38 @@ fn condition_witness(
                 .filter(|(n, _)| pattern.matches_detection_name(n))
                 .map(|(_, d)| d)
                 .collect();
-            if matching.is_empty() {
-                return None;
-            }
+            let each = matching.iter().map(|d| detection_witness(d));
             match quantifier {
-                Quantifier::Any | Quantifier::Count(1) => {
-                    union(matching.into_iter().map(detection_witness))
-                }
-                // `all of` (or `n of` with n > 1): any one of them must match.
-                Quantifier::All | Quantifier::Count(2..) => {
-                    best(matching.into_iter().map(detection_witness))
-                }
+                // `n of` as many as there are: all of them.
+                Quantifier::All => all_of(each),
+                Quantifier::Count(n) if *n as usize >= matching.len() && *n > 0 => all_of(each),
+                // `n of` fewer: some of them, no telling which.
+                Quantifier::Any | Quantifier::Count(1..) => any_of(each),
                 Quantifier::Count(0) => None,
             }
         }
     }
 }
 
-fn detection_witness(d: &CompiledDetection) -> Option<Vec<Needle>> {
+fn detection_witness(d: &CompiledDetection) -> Option<Witness> {
     match d {
-        CompiledDetection::AllOf(items) => best(
+        CompiledDetection::AllOf(items) => all_of(
             items
                 .iter()
                 .map(|i| matcher_witness(i.field.as_deref(), &i.matcher)),
         ),
-        CompiledDetection::AnyOf(list) => union(list.iter().map(detection_witness)),
+        CompiledDetection::AnyOf(list) => any_of(list.iter().map(detection_witness)),
         CompiledDetection::Keywords(m) => matcher_witness(None, m),
-        CompiledDetection::And(list) => best(list.iter().map(detection_witness)),
+        CompiledDetection::And(list) => all_of(list.iter().map(detection_witness)),
         CompiledDetection::ArrayMatch { .. } | CompiledDetection::Conditional { .. } => None,
     }
 }
 
-fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Vec<Needle>> {
+fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Witness> {
     let literal = |v: &str, anchor: Anchor| {
         let f = fold(v);
         (f.len() >= MIN_NEEDLE_BYTES)
-            .then(|| vec![(field.map(str::to_string), Shows::Text(f, anchor))])
+            .then(|| vec![vec![(field.map(str::to_string), Shows::Text(f, anchor))]])
     };
     let within = |m: &CompiledMatcher| matcher_witness(field, m);
     match m {
@@ -495,18 +515,18 @@ fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Vec<Needl
         CompiledMatcher::RegexSetMatch { set, mode } => {
             let each = set.patterns().iter().map(|p| regex_witness(field, p));
             match mode {
-                rsigma_eval::matcher::GroupMode::Any => union(each),
-                rsigma_eval::matcher::GroupMode::All => best(each),
+                rsigma_eval::matcher::GroupMode::Any => any_of(each),
+                rsigma_eval::matcher::GroupMode::All => all_of(each),
             }
         }
         CompiledMatcher::AhoCorasickSet { needles, .. } => {
-            union(needles.iter().map(|n| literal(n, Anchor::Anywhere)))
+            any_of(needles.iter().map(|n| literal(n, Anchor::Anywhere)))
         }
-        CompiledMatcher::AnyOf(list) => union(list.iter().map(within)),
-        CompiledMatcher::AllOf(list) => best(list.iter().map(within)),
+        CompiledMatcher::AnyOf(list) => any_of(list.iter().map(within)),
+        CompiledMatcher::AllOf(list) => all_of(list.iter().map(within)),
         CompiledMatcher::CaseInsensitiveGroup { children, mode } => match mode {
-            rsigma_eval::matcher::GroupMode::Any => union(children.iter().map(within)),
-            rsigma_eval::matcher::GroupMode::All => best(children.iter().map(within)),
+            rsigma_eval::matcher::GroupMode::Any => any_of(children.iter().map(within)),
+            rsigma_eval::matcher::GroupMode::All => all_of(children.iter().map(within)),
         },
         _ => None,
     }
@@ -515,7 +535,7 @@ fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Vec<Needl
 /// The literals a match of `pattern` (searched anywhere in the value, as rsigma does) starts
 /// with: regex-syntax's prefix extraction, sound for any regex it parses — every match begins
 /// with one of them, or the set is infinite, or holds one too short to index (`None`).
-fn regex_witness(field: Option<&str>, pattern: &str) -> Option<Vec<Needle>> {
+fn regex_witness(field: Option<&str>, pattern: &str) -> Option<Witness> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::parse(pattern).ok()?;
     let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
@@ -534,33 +554,80 @@ fn regex_witness(field: Option<&str>, pattern: &str) -> Option<Vec<Needle>> {
             needles.push(needle);
         }
     }
-    (!needles.is_empty()).then_some(needles)
+    (!needles.is_empty()).then(|| vec![needles])
 }
 
 /// `field` equal to `n` (within `f64::EPSILON`, as rsigma compares): indexed when `n` is a
 /// non-zero integer below `EXACT_INTEGER`, which only itself is that close to. Not for
 /// keywords: a number in any value is nearly every record.
-fn number_witness(field: Option<&str>, n: f64) -> Option<Vec<Needle>> {
+fn number_witness(field: Option<&str>, n: f64) -> Option<Witness> {
     let field = field?;
     (n.fract() == 0.0 && n.abs() >= 1.0 && n.abs() < EXACT_INTEGER)
-        .then(|| vec![(Some(field.to_string()), Shows::Number(n as i64))])
+        .then(|| vec![vec![(Some(field.to_string()), Shows::Number(n as i64))]])
 }
 
-/// Every alternative must have a witness; the union is the witness of the OR.
-fn union(parts: impl Iterator<Item = Option<Vec<Needle>>>) -> Option<Vec<Needle>> {
-    let mut out = Vec::new();
-    for p in parts {
-        out.extend(p?);
+/// The witness of an AND: the clauses of every conjunct that has some (one without says
+/// nothing), the most selective `MAX_CLAUSES`.
+fn all_of(parts: impl Iterator<Item = Option<Witness>>) -> Option<Witness> {
+    ordered(parts.flatten().flatten().collect())
+}
+
+/// The witness of an OR: every alternative must have one. `(A1 and A2) or B` holds
+/// `(A1 or B) and (A2 or B)`: a clause for each choice of one clause per alternative, while
+/// that makes at most `MAX_CLAUSES`; past that, each alternative's most selective clause.
+fn any_of(parts: impl Iterator<Item = Option<Witness>>) -> Option<Witness> {
+    let mut parts: Vec<Witness> = parts.collect::<Option<_>>()?;
+    let choices = parts.iter().fold(1usize, |n, p| n.saturating_mul(p.len()));
+    if choices > MAX_CLAUSES {
+        for p in &mut parts {
+            p.truncate(1);
+        }
+    }
+    let mut out: Witness = vec![Vec::new()];
+    for mut alternative in parts {
+        if alternative.len() == 1 {
+            // The common case (a list of values): every clause takes the alternative's needles.
+            let needles = alternative.pop().unwrap_or_default();
+            for clause in &mut out {
+                clause.extend(needles.iter().cloned());
+            }
+        } else {
+            out = out
+                .iter()
+                .flat_map(|clause| {
+                    alternative.iter().map(move |other| {
+                        let mut joined = clause.clone();
+                        joined.extend(other.iter().cloned());
+                        joined
+                    })
+                })
+                .collect();
+        }
+    }
+    for clause in &mut out {
+        clause.sort();
+        clause.dedup();
+    }
+    ordered(out)
+}
+
+/// Clauses the most selective first, each once, at most `MAX_CLAUSES`; `None` when there are
+/// none. A clause is as selective as its most common needle; of two alike, the one with fewer
+/// needles (fewer to look for).
+fn ordered(mut clauses: Witness) -> Option<Witness> {
+    clauses.retain(|c| !c.is_empty());
+    let key = |c: &Vec<Needle>| {
+        let commonest = c.iter().map(|(_, shows)| rarity(shows)).min().unwrap_or(0);
+        (std::cmp::Reverse(commonest.min(8)), c.len())
+    };
+    clauses.sort_by_key(key);
+    let mut out: Witness = Vec::new();
+    for clause in clauses {
+        if !out.contains(&clause) && out.len() < MAX_CLAUSES {
+            out.push(clause);
+        }
     }
     (!out.is_empty()).then_some(out)
-}
-
-/// Any conjunct's witness is a witness of the AND: take the most selective.
-fn best(parts: impl Iterator<Item = Option<Vec<Needle>>>) -> Option<Vec<Needle>> {
-    parts.flatten().filter(|w| !w.is_empty()).max_by_key(|w| {
-        let shortest = w.iter().map(|(_, shows)| rarity(shows)).min().unwrap_or(0);
-        (shortest.min(8), std::cmp::Reverse(w.len()))
-    })
 }
 
 /// How rarely a needle shows, as the length of a literal about as rare: an event id or a
@@ -578,41 +645,47 @@ mod tests {
     use crate::RuleSet;
     use std::path::Path;
 
-    fn witness(detection: &str) -> Option<Vec<String>> {
+    /// The witness of a rule as text: each clause's needles sorted and joined by `|`, the
+    /// clauses sorted and joined by ` & `.
+    fn witness(detection: &str) -> Option<String> {
         let yaml = format!(
             "title: t\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n{detection}\nlevel: low\n"
         );
         let set = rsigma_parser::parse_sigma_yaml(&yaml).unwrap();
         let rule = rsigma_eval::compile_rule(&set.rules[0]).unwrap();
         rule_witness(&rule).map(|w| {
-            let mut literals: Vec<String> = w
+            let mut clauses: Vec<String> = w
                 .into_iter()
-                .map(|(_, shows)| match shows {
-                    Shows::Text(literal, _) => literal,
-                    Shows::Number(n) => n.to_string(),
+                .map(|clause| {
+                    let mut needles: Vec<String> = clause
+                        .into_iter()
+                        .map(|(_, shows)| match shows {
+                            Shows::Text(literal, _) => literal,
+                            Shows::Number(n) => n.to_string(),
+                        })
+                        .collect();
+                    needles.sort();
+                    needles.join("|")
                 })
                 .collect();
-            literals.sort();
-            literals
+            clauses.sort();
+            clauses.join(" & ")
         })
     }
 
     #[test]
     fn witnesses_follow_the_condition() {
         let w = witness("  sel:\n    Image|endswith: '\\WHOAMI.exe'\n  condition: sel");
-        assert_eq!(w, Some(vec!["\\whoami.exe".to_string()]));
-        // OR: every branch must give a literal; AND: one conjunct is enough.
+        assert_eq!(w, Some("\\whoami.exe".into()));
+        // OR: every branch must give a literal; AND: every conjunct that has some.
         let w = witness(
             "  a:\n    CommandLine|contains: ['-enc', 'frombase64']\n  b:\n    Image|endswith: '.exe'\n  condition: a or b",
         );
-        assert_eq!(
-            w,
-            Some(vec!["-enc".into(), ".exe".into(), "frombase64".into()])
-        );
+        assert_eq!(w, Some("-enc|.exe|frombase64".into()));
         let w = witness(
             "  a:\n    CommandLine|contains: 'mimikatz'\n  b:\n    CommandLine|re: 'x.*y'\n  condition: a and b",
         );
-        assert_eq!(w, Some(vec!["mimikatz".into()]));
+        assert_eq!(w, Some("mimikatz".into()));
         assert_eq!(
             witness(
                 "  a:\n    CommandLine|contains: 'x1'\n  b:\n    CommandLine|re: 'x.*y'\n  condition: a or b"
@@ -626,11 +699,26 @@ mod tests {
         let w = witness(
             "  sel_a:\n    Image|endswith: 'aa.exe'\n  sel_b:\n    Image|endswith: 'bb.exe'\n  condition: 1 of sel_*",
         );
-        assert_eq!(w, Some(vec!["aa.exe".into(), "bb.exe".into()]));
+        assert_eq!(w, Some("aa.exe|bb.exe".into()));
         let w = witness(
             "  sel_a:\n    Image|endswith: 'aa.exe'\n  sel_b:\n    OriginalFileName: 'b'\n  condition: all of sel_*",
         );
-        assert_eq!(w, Some(vec!["aa.exe".into()]));
+        assert_eq!(w, Some("aa.exe".into()));
+        // An AND's conjuncts are clauses, all of which a match satisfies; an OR of ANDs takes
+        // one clause for each choice of a clause per alternative.
+        let w = witness(
+            "  sel:\n    Image|endswith: '\\cmd.exe'\n    CommandLine|contains: 'del /f'\n  condition: sel",
+        );
+        assert_eq!(w, Some("\\cmd.exe & del /f".into()));
+        let w = witness(
+            "  a:\n    Image|endswith: 'aa.exe'\n  b:\n    CommandLine|contains: 'bbb'\n  c:\n    OriginalFileName: 'ccc.exe'\n  condition: (a and b) or c",
+        );
+        assert_eq!(w, Some("aa.exe|ccc.exe & bbb|ccc.exe".into()));
+        // `2 of` three: some two, no telling which; `2 of` two: both.
+        let three = "  sel_a:\n    Image|endswith: 'aa.exe'\n  sel_b:\n    Image|endswith: 'bb.exe'\n  sel_c:\n    Image|endswith: 'cc.exe'\n  condition: 2 of sel_*";
+        assert_eq!(witness(three), Some("aa.exe|bb.exe|cc.exe".into()));
+        let two = "  sel_a:\n    Image|endswith: 'aa.exe'\n  sel_b:\n    CommandLine|contains: 'bb'\n  condition: 2 of sel_*";
+        assert_eq!(witness(two), Some("aa.exe & bb".into()));
         // Too short to be worth indexing, and numbers, give no witness.
         assert_eq!(
             witness("  a:\n    CommandLine|contains: 'x'\n  condition: a"),
@@ -640,14 +728,14 @@ mod tests {
         // Integers a field equals are witnesses (an event id: as rare as a short literal);
         // zero and fractions are not (rsigma's `f64::EPSILON` lets near values equal them).
         let w = witness("  a:\n    EventID:\n      - 4728\n      - 632\n  condition: a");
-        assert_eq!(w, Some(vec!["4728".into(), "632".into()]));
+        assert_eq!(w, Some("4728|632".into()));
         let w =
             witness("  a:\n    EventID: 4720\n    TargetUserName|endswith: '$'\n  condition: a");
-        assert_eq!(w, Some(vec!["4720".into()]));
+        assert_eq!(w, Some("4720".into()));
         let w = witness(
             "  a:\n    EventID: 4720\n    TargetUserName|endswith: 'admin'\n  condition: a",
         );
-        assert_eq!(w, Some(vec!["admin".into()]));
+        assert_eq!(w, Some("4720 & admin".into()));
         assert_eq!(witness("  a:\n    Status: 0\n  condition: a"), None);
         assert_eq!(witness("  a:\n    Ratio: 1.5\n  condition: a"), None);
         assert_eq!(
@@ -661,20 +749,20 @@ mod tests {
                 "  a:\n    CommandLine|re: '{pattern}'\n  condition: a"
             ))
         };
-        assert_eq!(re("(?i)WhoAmI.*>"), Some(vec!["whoami".into()]));
-        assert_eq!(re("(ab|cd)e+"), Some(vec!["abe".into(), "cde".into()]));
+        assert_eq!(re("(?i)WhoAmI.*>"), Some("whoami".into()));
+        assert_eq!(re("(ab|cd)e+"), Some("abe|cde".into()));
         assert_eq!(re("x.*y"), None);
         assert_eq!(re("\\w+`"), None);
         assert_eq!(re("(?:)"), None);
         // One non-ASCII character is rare enough to index.
         let w = witness("  a:\n    CommandLine|contains: '\u{202e}'\n  condition: a");
-        assert_eq!(w, Some(vec!["\u{202e}".into()]));
+        assert_eq!(w, Some("\u{202e}".into()));
         assert_eq!(
             witness("  a:\n    CommandLine|contains: 'y'\n  condition: a"),
             None
         );
         let w = witness("  keywords:\n    - 'Invoke-Mimikatz'\n  condition: keywords");
-        assert_eq!(w, Some(vec!["invoke-mimikatz".into()]));
+        assert_eq!(w, Some("invoke-mimikatz".into()));
     }
 
     /// Sysmon process creations of the rules `yaml` (one document per rule) and their index.
@@ -812,6 +900,25 @@ mod tests {
     }
 
     #[test]
+    fn a_candidate_shows_a_needle_of_every_clause() {
+        let rules = "title: del\nlogsource: {product: windows, category: process_creation}\ndetection:\n  sel:\n    Image|endswith: '\\cmd.exe'\n    CommandLine|contains: ' del '\n  filter:\n    ParentImage|endswith: '\\x.exe'\n  condition: sel and not filter\nlevel: low\n";
+        let (set, key) = process_creation_route(rules);
+        let prefilter = &set.routes[&key].prefilter;
+        let candidates =
+            |data: serde_json::Value| prefilter.candidates(&SigmaEvent::new(&sysmon_process(data)));
+        use serde_json::json;
+        let cmd = "C:\\Windows\\System32\\cmd.exe";
+        assert!(candidates(json!({"Image": cmd, "CommandLine": "cmd /c dir"})).is_empty());
+        assert!(candidates(json!({"Image": "C:\\x\\a.exe", "CommandLine": "x del y"})).is_empty());
+        assert_eq!(
+            candidates(
+                json!({"Image": cmd, "CommandLine": "cmd /c del x", "ParentImage": "C:\\x.exe"})
+            ),
+            [0]
+        );
+    }
+
+    #[test]
     fn a_number_counts_however_the_record_writes_it() {
         use serde_json::json;
         let rule = |title: &str, detection: &str| {
@@ -829,7 +936,7 @@ mod tests {
         .join("---\n");
         let (set, key) = process_creation_route(&rules);
         let route = &set.routes[&key];
-        assert!(route.prefilter.always.is_empty());
+        assert!(route.prefilter.need.iter().all(|&n| n != 0));
         let candidates = |data: serde_json::Value| {
             let event = sysmon_process(data);
             let view = SigmaEvent::new(&event);
