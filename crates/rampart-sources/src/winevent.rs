@@ -201,7 +201,17 @@ impl Part {
 /// The flat fields of an `Event` object: its `System` entries (when `System` is an object)
 /// first, then the others in order.
 fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Map<String, Value> {
-    let mut fields = Map::new();
+    // Sized once: growing a map of a few dozen fields rehashes it four or five times.
+    let entries = |parts: &[(String, Part)]| -> usize {
+        parts
+            .iter()
+            .map(|(_, part)| match part {
+                Part::Entries(entries) => entries.len(),
+                Part::Value(_) => 1,
+            })
+            .sum()
+    };
+    let mut fields = Map::with_capacity(system.as_deref().map_or(0, entries) + entries(&rest));
     if let Some(system) = system {
         flatten_system(system, &mut fields);
     }
