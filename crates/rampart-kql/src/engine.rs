@@ -7,6 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use rampart_kql_syntax::KqlError;
@@ -118,13 +119,26 @@ impl Engine {
     /// Parses, plans and optimises down to a physical plan, without running it: what
     /// `--dry-run` checks.
     pub async fn check(&self, source: &str) -> Result<Plan, KqlError> {
+        Ok(self.physical(source).await?.0)
+    }
+
+    /// The physical plan a query would run, as DataFusion prints it (one operator per line,
+    /// children indented: scans with the filters pushed into them, joins, aggregations), what
+    /// `--explain` shows.
+    pub async fn explain(&self, source: &str) -> Result<String, KqlError> {
+        let (_, physical) = self.physical(source).await?;
+        Ok(displayable(physical.as_ref()).indent(true).to_string())
+    }
+
+    async fn physical(&self, source: &str) -> Result<(Plan, Arc<dyn ExecutionPlan>), KqlError> {
         let plan = self.plan(source).await?;
-        self.ctx
+        let physical = self
+            .ctx
             .state()
             .create_physical_plan(&plan.plan)
             .await
             .map_err(|e| KqlError::execution(clean_message(&e)))?;
-        Ok(plan)
+        Ok((plan, physical))
     }
 
     /// Runs a query to completion within the options' limits.

@@ -38,6 +38,11 @@ pub struct Args {
     /// Parse and plan the query only; exit 0 when it would run.
     #[arg(long)]
     dry_run: bool,
+    /// Print the plan the query would run and exit without running it: DataFusion's physical
+    /// plan, one operator per line (scans with the filters pushed into them, files and row
+    /// counts; joins and their keys; aggregations), for seeing why a query is slow.
+    #[arg(long, conflicts_with = "dry_run")]
+    explain: bool,
     /// List the hunting tables, or the columns and types of one table, and exit.
     #[arg(long, value_name = "TABLE", num_args = 0..=1, default_missing_value = "")]
     schema: Option<String>,
@@ -115,6 +120,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let engine = open_engine(&args.data, &args.tenant)?;
     let rt = runtime()?;
+    if args.explain {
+        return match rt.block_on(engine.explain(&source)) {
+            Ok(plan) => {
+                let mut out = crate::open_output(args.output.as_ref())?;
+                out.write_all(plan.as_bytes())?;
+                out.flush()?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Ok(report_error(&e, &source)),
+        };
+    }
     if args.dry_run {
         return match rt.block_on(engine.check(&source)) {
             Ok(plan) => {

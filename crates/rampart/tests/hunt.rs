@@ -155,6 +155,25 @@ fn errors_are_located_and_exit_1() {
 }
 
 #[test]
+fn explain_prints_the_plan_without_running_it() {
+    let Some((data, _)) = store() else { return };
+    let o = hunt(
+        data,
+        "DeviceProcessEvents | where FileName =~ 'cmd.exe' | summarize n = count() by DeviceName",
+        &["--explain"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let plan = text(&o.stdout);
+    // The aggregation, and the scan of the table's files with the filter pushed into it.
+    assert!(plan.contains("AggregateExec"), "{plan}");
+    assert!(plan.contains("DataSourceExec"), "{plan}");
+    assert!(plan.contains("FileName"), "{plan}");
+    let o = hunt(data, "DeviceProcessEvents | wher x", &["--explain"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("column 23"), "{}", text(&o.stderr));
+}
+
+#[test]
 fn a_query_past_its_timeout_is_cancelled() {
     let Some((data, _)) = store() else { return };
     let q = "let R = range x from 1 to 100000 step 1 | extend k = 1; R | join kind=inner R on k | count";
