@@ -1,22 +1,25 @@
 //! The literal index: which rules a record can possibly match.
 //!
-//! For each compiled rule we derive a *witness*: a set of literals, each with the field it was
-//! written for and where in the value it must stand (anywhere for `contains`, at the start for
-//! `startswith`, at the end for `endswith`, the whole value for an exact match), or numbers a
-//! field must equal (`EventID: 4624`), such that, if the rule matches a record, at least one
-//! of them occurs (case-folded) there. Each field a witness names has its own literals, by
-//! place: those that must start or end the value, or be all of it, in tries walked from the
-//! value's first or last byte (a few bytes, however many literals); only `contains` literals
-//! need an Aho-Corasick scan of the whole value, with that field's literals alone. So a rule is
-//! a candidate only when one of its literals is in its own field at its own place —
-//! `\cmd.exe` at the end of `Image`, not in the middle of `CommandLine` — or one of its
-//! numbers is its field's. Keywords are looked for in every text value. The few rules without
-//! a witness (regex-only, negations, ranges) are evaluated on every record. A record's other
-//! fields (GUIDs, times, most hashes) are never read.
+//! For each compiled rule we derive a *witness* from its condition: up to three clauses, all
+//! of which every match satisfies, each a set of *needles* of which the match shows one — a
+//! literal in the field it was written for, at its place in the value (anywhere for
+//! `contains`, at the start for `startswith`, at the end for `endswith`, the whole value for
+//! an exact match; the literals a regex's matches start with), or a number a field equals
+//! (`EventID: 4624`). `Image|endswith: '\cmd.exe'` and `CommandLine|contains: ' del '` are two
+//! clauses; a list of values is one clause of several needles.
+//!
+//! Each field a witness names has its own literals, by place: those that must start the value
+//! or be all of it in a trie walked from the value's first byte, those that must end it in one
+//! walked from its last (a few bytes, however many literals); only `contains` literals need an
+//! Aho-Corasick scan of the whole value, with that field's literals alone. Keywords are looked
+//! for in every text value. A rule is a candidate once a needle of each of its clauses is
+//! found — `\cmd.exe` at the end of `Image`, not in the middle of `CommandLine`. The few rules
+//! without a witness (negations, ranges, regexes with no literal start) are evaluated on every
+//! record. A record's other fields (GUIDs, times, most hashes) are never read.
 //!
 //! Ours rather than rsigma's `Engine` index because that one builds a case-insensitive DFA per
-//! field: ~135 MiB for SigmaHQ's Windows rules, most of triage's memory. A contiguous NFA over
-//! the same literals takes a few MiB and scans a record in microseconds.
+//! field: ~135 MiB for SigmaHQ's Windows rules, most of triage's memory. Tries and automata of
+//! each field's own literals take a few MiB and look a record up in microseconds.
 
 use std::collections::{BTreeMap, HashMap};
 
