@@ -769,6 +769,13 @@ mod tests {
     }
 
     /// Sysmon process creations of the rules `yaml` (one document per rule) and their index.
+    /// A process-creation rule's YAML.
+    fn rule(title: &str, detection: &str) -> String {
+        format!(
+            "title: {title}\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n{detection}\nlevel: low\n"
+        )
+    }
+
     fn process_creation_route(yaml: &str) -> (RuleSet, crate::taxonomy::RouteKey) {
         let set = RuleSet::from_yaml(yaml, Path::new("t.yml"));
         (set, crate::taxonomy::RouteKey::Category("process_creation"))
@@ -791,11 +798,6 @@ mod tests {
 
     #[test]
     fn only_the_fields_witnesses_name_are_scanned() {
-        let rule = |title: &str, detection: &str| {
-            format!(
-                "title: {title}\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n{detection}\nlevel: low\n"
-            )
-        };
         let fielded = rule(
             "a",
             "  sel:\n    CommandLine|contains: 'mimikatz'\n  condition: sel",
@@ -827,11 +829,6 @@ mod tests {
 
     #[test]
     fn a_literal_counts_in_its_own_field_at_its_own_place() {
-        let rule = |title: &str, detection: &str| {
-            format!(
-                "title: {title}\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n{detection}\nlevel: low\n"
-            )
-        };
         let rules = [
             rule(
                 "end",
@@ -924,11 +921,6 @@ mod tests {
     #[test]
     fn a_number_counts_however_the_record_writes_it() {
         use serde_json::json;
-        let rule = |title: &str, detection: &str| {
-            format!(
-                "title: {title}\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n{detection}\nlevel: low\n"
-            )
-        };
         let rules = [
             rule("logon", "  sel:\n    LogonType: 3\n  condition: sel"),
             rule(

@@ -6,6 +6,8 @@
 //! are lifted to the top level by their own names, as Hayabusa and Chainsaw do, so a rule on
 //! `SubjectUserName` of a 1102 "log cleared" record works.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -201,7 +203,7 @@ impl Part {
 /// The flat fields of an `Event` object: its `System` entries (when `System` is an object)
 /// first, then the others in order.
 fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Map<String, Value> {
-    // Sized once: growing a map of a few dozen fields rehashes it four or five times.
+    // Sized once: a map growing to a few dozen fields would be rehashed at each doubling.
     let entries = |parts: &[(String, Part)]| -> usize {
         parts
             .iter()
@@ -353,15 +355,20 @@ impl<'de> serde::de::Visitor<'de> for EventVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut system = None;
         let mut rest: Vec<(String, Part)> = Vec::new();
+        let mut places: HashMap<String, usize> = HashMap::new();
         while let Some(key) = map.next_key::<String>()? {
             if key == "System" {
                 system = map.next_value_seed(Skipping(SystemVisitor))?;
                 continue;
             }
             let part = map.next_value_seed(PartSeed)?;
-            match rest.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = part,
-                None => rest.push((key, part)),
+            // Found by hash: a forged record with many keys must not cost their square.
+            match places.entry(key) {
+                Entry::Occupied(place) => rest[*place.get()].1 = part,
+                Entry::Vacant(place) => {
+                    rest.push((place.key().clone(), part));
+                    place.insert(rest.len() - 1);
+                }
             }
         }
         Ok(Some((system, rest)))

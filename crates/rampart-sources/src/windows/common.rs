@@ -404,8 +404,8 @@ pub(crate) fn raw_fields(ev: &WinEvent, extras: Extras) -> Map<String, Value> {
     map
 }
 
-/// [`raw_fields`] as JSON text, written from the record as it is: most rows store it so, and
-/// copying every field first was a tenth of the server's mapping.
+/// [`raw_fields`] as JSON text, written from the record as it is (no copy of its fields):
+/// most rows store it so, once per event on the server's ingest path.
 pub(crate) fn raw_fields_json(ev: &WinEvent, extras: Extras) -> String {
     struct Raw<'a>(&'a WinEvent, Extras<'a>);
     impl serde::Serialize for Raw<'_> {
