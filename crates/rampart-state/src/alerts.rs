@@ -391,48 +391,81 @@ impl StateDb {
 
     /// Folds repeated matching events into their alerts, in one transaction: each alert counts
     /// its repeats and widens its event time range, and so does the activity range of the
-    /// incident it is in (once per incident).
+    /// incident it is in (once per incident). One statement per [`KEYS_PER_LOOKUP`] alerts or
+    /// incidents (`UPDATE … FROM (VALUES …)`, which SQLite and PostgreSQL both read), not one
+    /// each: a batch of detections folds into hundreds of alerts, and every statement is a
+    /// round trip to the database's thread or server.
     pub async fn record_duplicates(&self, tenant: &str, repeats: &[Repeats]) -> Result<()> {
         let mut tx = self.begin().await?;
+        let updated_at = micros(now());
         let mut incidents: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-        for r in repeats {
-            let (first, last) = (
-                micros(r.earliest.min(r.latest)),
-                micros(r.earliest.max(r.latest)),
+        for chunk in repeats.chunks(KEYS_PER_LOOKUP) {
+            let mut sql = Sql::new(
+                "UPDATE alerts SET event_count = event_count + v.column2, \
+                 last_event_time = CASE WHEN last_event_time < v.column3 THEN v.column3 \
+                 ELSE last_event_time END, \
+                 first_event_time = CASE WHEN first_event_time > v.column4 THEN v.column4 \
+                 ELSE first_event_time END, updated_at = ",
             );
-            let row = sqlx::query(
-                "UPDATE alerts SET event_count = event_count + $1, \
-                 last_event_time = CASE WHEN last_event_time < $2 THEN $2 ELSE last_event_time END, \
-                 first_event_time = CASE WHEN first_event_time > $3 THEN $3 ELSE first_event_time END, \
-                 updated_at = $4 WHERE tenant_id = $5 AND id = $6 RETURNING incident_id",
-            )
-            .bind(i64::from(r.count))
-            .bind(last)
-            .bind(first)
-            .bind(micros(now()))
-            .bind(tenant.to_owned())
-            .bind(r.alert.clone())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(Error::NotFound("alert"))?;
-            if let Some(incident) = Cols(&row).opt_str("incident_id")? {
+            sql.bind(updated_at).push(" FROM (VALUES ");
+            let mut ranges: HashMap<&str, (i64, i64)> = HashMap::with_capacity(chunk.len());
+            for (i, r) in chunk.iter().enumerate() {
+                let (first, last) = (
+                    micros(r.earliest.min(r.latest)),
+                    micros(r.earliest.max(r.latest)),
+                );
+                ranges.insert(&r.alert, (first, last));
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .bind(r.alert.clone())
+                    .push(", ")
+                    .bind(i64::from(r.count))
+                    .push(", ")
+                    .bind(last)
+                    .push(", ")
+                    .bind(first)
+                    .push(")");
+            }
+            sql.push(") AS v WHERE alerts.tenant_id = ")
+                .bind(tenant.to_owned())
+                .push(" AND alerts.id = v.column1 RETURNING id, incident_id");
+            let rows = sql.query()?.fetch_all(&mut *tx).await?;
+            // Every alert must be found (an unknown one fails the call, and nothing is kept).
+            if rows.len() < ranges.len() {
+                return Err(Error::NotFound("alert"));
+            }
+            for row in &rows {
+                let r = Cols(row);
+                let (Some(&(first, last)), Some(incident)) =
+                    (ranges.get(r.str("id")?.as_str()), r.opt_str("incident_id")?)
+                else {
+                    continue;
+                };
                 let range = incidents.entry(incident).or_insert((first, last));
                 *range = (range.0.min(first), range.1.max(last));
             }
         }
-        for (incident, (first, last)) in incidents {
-            sqlx::query(
+        let incidents: Vec<(String, (i64, i64))> = incidents.into_iter().collect();
+        for chunk in incidents.chunks(KEYS_PER_LOOKUP) {
+            let mut sql = Sql::new(
                 "UPDATE incidents SET \
-                 last_activity = CASE WHEN last_activity < $1 THEN $1 ELSE last_activity END, \
-                 first_activity = CASE WHEN first_activity > $2 THEN $2 ELSE first_activity END \
-                 WHERE tenant_id = $3 AND id = $4",
-            )
-            .bind(last)
-            .bind(first)
-            .bind(tenant.to_owned())
-            .bind(incident)
-            .execute(&mut *tx)
-            .await?;
+                 last_activity = CASE WHEN last_activity < v.column2 THEN v.column2 \
+                 ELSE last_activity END, \
+                 first_activity = CASE WHEN first_activity > v.column3 THEN v.column3 \
+                 ELSE first_activity END FROM (VALUES ",
+            );
+            for (i, (incident, (first, last))) in chunk.iter().enumerate() {
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .bind(incident.clone())
+                    .push(", ")
+                    .bind(*last)
+                    .push(", ")
+                    .bind(*first)
+                    .push(")");
+            }
+            sql.push(") AS v WHERE incidents.tenant_id = ")
+                .bind(tenant.to_owned())
+                .push(" AND incidents.id = v.column1");
+            sql.query()?.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
