@@ -18,8 +18,10 @@ use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, Input};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, GenericStringArray, OffsetSizeTrait, StringViewArray,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, GenericStringArray,
+    OffsetSizeTrait, StringViewArray,
 };
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DFSchema, Result, ScalarValue};
@@ -279,27 +281,75 @@ impl Matcher {
         })
     }
 
-    /// [`Matcher::equals_ascii`] for views, whose text is not in one buffer to check at once:
-    /// each value is checked, and one that is not ASCII (it may still fold to an ASCII needle,
-    /// as the Kelvin sign does to `k`) takes the general path.
+    /// [`Matcher::equals_ascii`] for views, whose text is not in one buffer to check at once.
+    /// A view holds the value's length and first four bytes; ASCII bytes fold one to one, so
+    /// a value whose first bytes are ASCII and begin no needle cannot match. A first pass over
+    /// the views alone (no branch, no read of the values' buffers) finds the values that may;
+    /// only those are read and compared, and one that is not ASCII (it may still fold to an
+    /// ASCII needle, as the Kelvin sign does to `k`) takes the general path.
     fn equals_ascii_view(&self, a: &StringViewArray) -> ArrayRef {
+        // The bytes of a view's head word that belong to a value of 0, 1, 2, 3, 4+ bytes.
+        const SHOWN: [u32; 5] = [0, 0xff, 0xffff, 0xff_ffff, 0xffff_ffff];
         let needles: Vec<&[u8]> = self.needles.iter().map(|n| n.as_bytes()).collect();
         // A null reads as "".
         let empty = needles.iter().any(|n| n.is_empty());
+        let heads: Vec<(u32, u32)> = needles
+            .iter()
+            .map(|n| {
+                let mut head = [0u8; 4];
+                let k = n.len().min(4);
+                head[..k].copy_from_slice(&n[..k]);
+                (lower_ascii4(u32::from_le_bytes(head)), k as u32)
+            })
+            .collect();
+        let views = a.views();
+        // The view's shown bytes, their mask, and whether they are not all ASCII.
+        let head = |i: usize| {
+            let view = views[i];
+            let shown = (view as u32).min(4);
+            let mask = SHOWN[shown as usize];
+            let head = (view >> 32) as u32 & mask;
+            (lower_ascii4(head), shown, mask, head & 0x8080_8080 != 0)
+        };
+        let begins = |(n, n_shown): (u32, u32),
+                      (lowered, shown, mask, _): (u32, u32, u32, bool)| {
+            (n_shown >= shown) & (n & mask == lowered)
+        };
+        // One needle (`=~`) is the common case: its loop has no inner loop.
+        let may = match heads[..] {
+            [one] => BooleanBuffer::collect_bool(a.len(), |i| {
+                let h = head(i);
+                h.3 | begins(one, h)
+            }),
+            _ => BooleanBuffer::collect_bool(a.len(), |i| {
+                let h = head(i);
+                heads.iter().fold(h.3, |may, &n| may | begins(n, h))
+            }),
+        };
+        let mut hits = BooleanBufferBuilder::new(a.len());
+        hits.append_n(a.len(), false);
         let mut buf = String::new();
-        bools_total(a.len(), |i| {
+        for i in may.set_indices() {
             if a.is_null(i) {
-                return empty;
+                continue;
             }
             let v = a.value(i);
-            if !v.is_ascii() {
-                return self.matches(v, &mut buf);
+            let hit = if v.is_ascii() {
+                let v = v.as_bytes();
+                needles
+                    .iter()
+                    .any(|n| n.len() == v.len() && n.eq_ignore_ascii_case(v))
+            } else {
+                self.matches(v, &mut buf)
+            };
+            hits.set_bit(i, hit);
+        }
+        if empty && let Some(nulls) = a.nulls() {
+            for i in (0..a.len()).filter(|&i| nulls.is_null(i)) {
+                hits.set_bit(i, true);
             }
-            let v = v.as_bytes();
-            needles
-                .iter()
-                .any(|n| n.len() == v.len() && n.eq_ignore_ascii_case(v))
-        })
+        }
+        Arc::new(BooleanArray::new(hits.finish(), None))
     }
 
     fn scan_column<O: OffsetSizeTrait>(
@@ -452,6 +502,17 @@ impl Found {
             }
         }
     }
+}
+
+/// Lowercases the ASCII bytes of a word (bytes with the high bit set are left as they are):
+/// each byte in `A..=Z` gains 0x20, found without a branch per byte.
+fn lower_ascii4(x: u32) -> u32 {
+    let low = x & 0x7f7f_7f7f;
+    // The high bit of each byte: set where the byte is at least 'A', and where it is past 'Z'.
+    let from_a = low.wrapping_add(0x3f3f_3f3f);
+    let past_z = low.wrapping_add(0x2525_2525);
+    let upper = from_a & !past_z & !x & 0x8080_8080;
+    x | (upper >> 2)
 }
 
 fn starts_with(hay: &str, n: &str, exact: bool) -> bool {
@@ -915,6 +976,30 @@ mod tests {
 
     fn t(matcher: &Matcher, hay: &str) -> bool {
         matcher.matches(hay, &mut String::new())
+    }
+
+    #[test]
+    fn words_lowercase_byte_by_byte() {
+        for b in 0..=255u8 {
+            for at in 0..4 {
+                let mut word = *b"aZ@[";
+                word[at] = b;
+                let mut want = word.map(|c| {
+                    if c.is_ascii() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        c
+                    }
+                });
+                want[at] = if b.is_ascii() {
+                    b.to_ascii_lowercase()
+                } else {
+                    b
+                };
+                let got = lower_ascii4(u32::from_le_bytes(word)).to_le_bytes();
+                assert_eq!(got, want, "{word:?}");
+            }
+        }
     }
 
     #[test]

@@ -2583,3 +2583,61 @@ async fn view_strings_are_read_too() {
         ["exe /c whoami", ""]
     );
 }
+
+#[tokio::test]
+async fn case_insensitive_equality_on_views_reads_past_the_first_bytes() {
+    // Views keep a value's length and first four bytes inline; `=~` rules values out on them,
+    // so values that share the first bytes, differ only later, differ only in case, are short
+    // or long, or begin with a character that folds to ASCII must all still compare right.
+    let values = [
+        Some("PowerShell.exe"),
+        Some("powershell.exE"),
+        Some("powershell.com"),
+        Some("power"),
+        Some("cmd.exe"),
+        Some("\u{212A}ernel.exe"),
+        Some(""),
+        None,
+    ];
+    let f = Fixture::new(vec![Col {
+        name: "v",
+        array: Arc::new(StringViewArray::from(values.to_vec())),
+        dynamic: false,
+    }]);
+    let eq_ci = |needle: &str| binary(BinaryOp::EqCi, col("v"), s(needle), f.schema());
+    assert_eq!(
+        f.eval(eq_ci("POWERSHELL.EXE")).await,
+        [
+            "true", "true", "false", "false", "false", "false", "false", "false"
+        ]
+    );
+    assert_eq!(
+        f.eval(eq_ci("kernel.exe")).await,
+        [
+            "false", "false", "false", "false", "false", "true", "false", "false"
+        ]
+    );
+    assert_eq!(
+        f.eval(eq_ci("")).await,
+        [
+            "false", "false", "false", "false", "false", "false", "true", "true"
+        ]
+    );
+    assert_eq!(
+        f.eval(binary(BinaryOp::NotEqCi, col("v"), s("Power"), f.schema()))
+            .await,
+        [
+            "true", "true", "true", "false", "true", "true", "true", "true"
+        ]
+    );
+    let any_of = |needles: &[&str]| {
+        let list = needles.iter().map(|n| s(n)).collect();
+        in_list(sop(StrOpKind::In, false, false), col("v"), list, f.schema())
+    };
+    assert_eq!(
+        f.eval(any_of(&["CMD.exe", "kernel.EXE", "pow"])).await,
+        [
+            "false", "false", "false", "false", "true", "true", "false", "false"
+        ]
+    );
+}

@@ -394,7 +394,7 @@ fn run_rampart(dir: &Path, q: &Query) -> Result<Outcome> {
     if !out.status.success() {
         bail!("rampart hunt failed on {}:\n{stderr}", q.name);
     }
-    // The closing note: "N rows in X.XX s".
+    // The closing note: "N rows in X.XXX s".
     let seconds = stderr
         .lines()
         .rev()
@@ -527,6 +527,6 @@ fn queries(dir: &Path, script: &Path, runs: usize) -> Result<bool> {
             if same { ", same" } else { ", MISMATCH" }
         );
     }
-    println!("(medians of {runs} runs each, in-process times; Rampart's has 10 ms resolution)");
+    println!("(medians of {runs} runs each, in-process times, to the millisecond)");
     Ok(agreed)
 }

@@ -160,7 +160,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     write_result(&result, args.format, &mut out)?;
     out.flush()?;
     let mut note = format!(
-        "{} row{} in {:.2} s",
+        "{} row{} in {:.3} s",
         result.rows(),
         if result.rows() == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64()
