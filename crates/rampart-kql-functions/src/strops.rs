@@ -284,7 +284,8 @@ impl Matcher {
     /// [`Matcher::equals_ascii`] for views, whose text is not in one buffer to check at once.
     /// A view holds the value's length and first four bytes; ASCII bytes fold one to one, so
     /// a value whose first bytes are ASCII and begin no needle cannot match. A first pass over
-    /// the views alone (no branch, no read of the values' buffers) finds the values that may;
+    /// the views alone (a few operations on each, no read of the values' buffers) finds the
+    /// values that may;
     /// only those are read and compared, and one that is not ASCII (it may still fold to an
     /// ASCII needle, as the Kelvin sign does to `k`) takes the general path.
     fn equals_ascii_view(&self, a: &StringViewArray) -> ArrayRef {

@@ -398,8 +398,20 @@ impl StateDb {
     pub async fn record_duplicates(&self, tenant: &str, repeats: &[Repeats]) -> Result<()> {
         let mut tx = self.begin().await?;
         let updated_at = micros(now());
+        // Each alert once (repeats of one alert given apart are added up): a statement updates
+        // a row once whatever the number of its matches.
+        let mut alerts: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+        for r in repeats {
+            let (first, last) = (
+                micros(r.earliest.min(r.latest)),
+                micros(r.earliest.max(r.latest)),
+            );
+            let a = alerts.entry(&r.alert).or_insert((0, first, last));
+            *a = (a.0 + i64::from(r.count), a.1.min(first), a.2.max(last));
+        }
+        let alerts: Vec<(&str, (i64, i64, i64))> = alerts.into_iter().collect();
         let mut incidents: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-        for chunk in repeats.chunks(KEYS_PER_LOOKUP) {
+        for chunk in alerts.chunks(KEYS_PER_LOOKUP) {
             let mut sql = Sql::new(
                 "UPDATE alerts SET event_count = event_count + v.column2, \
                  last_event_time = CASE WHEN last_event_time < v.column3 THEN v.column3 \
@@ -408,21 +420,15 @@ impl StateDb {
                  ELSE first_event_time END, updated_at = ",
             );
             sql.bind(updated_at).push(" FROM (VALUES ");
-            let mut ranges: HashMap<&str, (i64, i64)> = HashMap::with_capacity(chunk.len());
-            for (i, r) in chunk.iter().enumerate() {
-                let (first, last) = (
-                    micros(r.earliest.min(r.latest)),
-                    micros(r.earliest.max(r.latest)),
-                );
-                ranges.insert(&r.alert, (first, last));
+            for (i, (alert, (count, first, last))) in chunk.iter().enumerate() {
                 sql.push(if i == 0 { "(" } else { ", (" })
-                    .bind(r.alert.clone())
+                    .bind(alert.to_string())
                     .push(", ")
-                    .bind(i64::from(r.count))
+                    .bind(*count)
                     .push(", ")
-                    .bind(last)
+                    .bind(*last)
                     .push(", ")
-                    .bind(first)
+                    .bind(*first)
                     .push(")");
             }
             sql.push(") AS v WHERE alerts.tenant_id = ")
@@ -430,9 +436,13 @@ impl StateDb {
                 .push(" AND alerts.id = v.column1 RETURNING id, incident_id");
             let rows = sql.query()?.fetch_all(&mut *tx).await?;
             // Every alert must be found (an unknown one fails the call, and nothing is kept).
-            if rows.len() < ranges.len() {
+            if rows.len() < chunk.len() {
                 return Err(Error::NotFound("alert"));
             }
+            let ranges: HashMap<&str, (i64, i64)> = chunk
+                .iter()
+                .map(|(alert, (_, first, last))| (*alert, (*first, *last)))
+                .collect();
             for row in &rows {
                 let r = Cols(row);
                 let (Some(&(first, last)), Some(incident)) =

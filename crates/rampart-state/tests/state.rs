@@ -1656,6 +1656,22 @@ mod bodies {
             early.timestamp_micros()
         );
         assert_eq!(i.last_activity.timestamp_micros(), late.timestamp_micros());
+        // Repeats of one alert given apart add up.
+        db.record_duplicates(
+            &t,
+            &[
+                repeats(&newer.id, 2, late, late),
+                repeats(&newer.id, 3, early, early),
+            ],
+        )
+        .await
+        .unwrap();
+        let n = get(newer.id.clone()).await;
+        assert_eq!(n.event_count, 11);
+        assert_eq!(
+            n.first_event_time.timestamp_micros(),
+            early.timestamp_micros()
+        );
         // An unknown alert fails the whole call: nothing of it is kept.
         let refused = db
             .record_duplicates(
