@@ -389,20 +389,21 @@ impl Section<'_> {
         if self.flags & SECT_WALKED == 0 {
             return String::new();
         }
-        let mut parts: Vec<&[u8]> = self.data.split(|&b| b == 0).collect();
-        if parts.last().is_some_and(|p| p.is_empty()) {
-            parts.pop();
-        }
-        if parts.is_empty() && self.flags & SECT_TRUNC == 0 {
+        // The components, leaf first, each ended by a NUL.
+        let data = self.data.strip_suffix(&[0]).unwrap_or(self.data);
+        if data.is_empty() && self.flags & SECT_TRUNC == 0 {
             return "/".into();
         }
-        let mut out = String::new();
+        // Sized once: a path is built for every file event.
+        let mut out = String::with_capacity(data.len() + 4);
         if self.flags & SECT_TRUNC != 0 {
             out.push('…');
         }
-        for part in parts.iter().rev() {
-            out.push('/');
-            out.push_str(&String::from_utf8_lossy(part));
+        if !self.data.is_empty() {
+            for part in data.rsplit(|&b| b == 0) {
+                out.push('/');
+                out.push_str(&String::from_utf8_lossy(part));
+            }
         }
         out
     }
@@ -421,21 +422,26 @@ fn absolute(raw: &str, base: &str) -> String {
     if !joined.starts_with('/') {
         return joined;
     }
-    let mut parts: Vec<&str> = Vec::new();
+    // Folded in place of a copy sized once (it can only shrink): a path is resolved for every
+    // exec and file event.
+    let mut out = String::with_capacity(joined.len());
     for part in joined.split('/') {
         match part {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                let parent = out.rfind('/').unwrap_or(0);
+                out.truncate(parent);
             }
-            p => parts.push(p),
+            p => {
+                out.push('/');
+                out.push_str(p);
+            }
         }
     }
-    if parts.is_empty() {
-        "/".into()
-    } else {
-        parts.iter().fold(String::new(), |s, p| s + "/" + p)
+    if out.is_empty() {
+        out.push('/');
     }
+    out
 }
 
 fn split_argv(data: &[u8]) -> Vec<String> {
