@@ -393,8 +393,7 @@ impl StateDb {
     /// its repeats and widens its event time range, and so does the activity range of the
     /// incident it is in (once per incident). One statement per [`KEYS_PER_LOOKUP`] alerts or
     /// incidents (`UPDATE … FROM (VALUES …)`, which SQLite and PostgreSQL both read), not one
-    /// each: a batch of detections folds into hundreds of alerts, and every statement is a
-    /// round trip to the database's thread or server.
+    /// each: every statement is a round trip to the database's thread or server.
     pub async fn record_duplicates(&self, tenant: &str, repeats: &[Repeats]) -> Result<()> {
         let mut tx = self.begin().await?;
         let updated_at = micros(now());
@@ -421,15 +420,7 @@ impl StateDb {
             );
             sql.bind(updated_at).push(" FROM (VALUES ");
             for (i, (alert, (count, first, last))) in chunk.iter().enumerate() {
-                sql.push(if i == 0 { "(" } else { ", (" })
-                    .bind(alert.to_string())
-                    .push(", ")
-                    .bind(*count)
-                    .push(", ")
-                    .bind(*last)
-                    .push(", ")
-                    .bind(*first)
-                    .push(")");
+                sql.values_row(i == 0, alert, &[*count, *last, *first]);
             }
             sql.push(") AS v WHERE alerts.tenant_id = ")
                 .bind(tenant.to_owned())
@@ -464,13 +455,7 @@ impl StateDb {
                  ELSE first_activity END FROM (VALUES ",
             );
             for (i, (incident, (first, last))) in chunk.iter().enumerate() {
-                sql.push(if i == 0 { "(" } else { ", (" })
-                    .bind(incident.clone())
-                    .push(", ")
-                    .bind(*last)
-                    .push(", ")
-                    .bind(*first)
-                    .push(")");
+                sql.values_row(i == 0, incident, &[*last, *first]);
             }
             sql.push(") AS v WHERE incidents.tenant_id = ")
                 .bind(tenant.to_owned())

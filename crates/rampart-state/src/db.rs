@@ -137,6 +137,17 @@ impl Sql {
         self.push(")")
     }
 
+    /// Appends one row of a `VALUES` list, `(key, n1, n2, …)`, after a comma unless it is the
+    /// first: a text key and numbers, each a placeholder.
+    pub(crate) fn values_row(&mut self, first: bool, key: &str, numbers: &[i64]) -> &mut Self {
+        self.push(if first { "(" } else { ", (" })
+            .bind(key.to_owned());
+        for n in numbers {
+            self.push(", ").bind(*n);
+        }
+        self.push(")")
+    }
+
     /// `AND col = value`, when a filter value is given.
     pub(crate) fn and_eq<T>(&mut self, col: &str, value: Option<T>) -> &mut Self
     where
