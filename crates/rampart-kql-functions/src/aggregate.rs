@@ -1,6 +1,6 @@
 //! Kusto aggregations: DataFusion's where they agree with Kusto (`count`, `sum`, `avg`,
-//! `min`, `max`, `stdev`, `variance`, `dcount` as an exact distinct count), `*if` forms as
-//! filtered aggregates, and UDAFs for `make_list`, `make_set`, `make_bag` (JSON text) and
+//! `min`, `max`, `stdev`, `variance`), `*if` forms as filtered aggregates, and UDAFs for
+//! `dcount` (see `distinct`), `make_list`, `make_set`, `make_bag` (JSON text) and
 //! `percentile` (nearest rank, exact).
 
 use std::collections::HashSet;
@@ -14,7 +14,6 @@ use datafusion::functions_aggregate::expr_fn as agg;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
-use datafusion::logical_expr::when;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Expr, ExprFunctionExt, ExprSchemable, Signature,
     SortExpr, Volatility,
@@ -23,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::FnError;
 use crate::convert::{to_dynamic, to_real};
+use crate::distinct::DcountUdaf;
 use crate::extreme::{ExtremeUdaf, orderable};
 use crate::json::json_values;
 use crate::ops::as_bool;
@@ -477,18 +477,17 @@ pub fn aggregate(name: &str, mut args: Vec<Expr>, schema: &DFSchema) -> Result<E
             with_filter(count_star(), a(&args, 0)?, schema)
         }
         "dcount" | "count_distinct" => {
+            // The accuracy argument is accepted: the count is exact (see `distinct`).
             arity(&args, 1, 2)?;
-            Ok(agg::count_distinct(a(&args, 0)?))
+            Ok(udaf(DcountUdaf::new(), vec![a(&args, 0)?]))
         }
         "dcountif" | "count_distinctif" => {
             arity(&args, 2, 3)?;
-            // Not FILTER: DataFusion's single-distinct rewrite drops the filter of a lone
-            // count(DISTINCT ..). Values outside the predicate become null, which is not counted.
-            let pred = as_bool(a(&args, 1)?, schema)?;
-            let x = when(pred, a(&args, 0)?)
-                .end()
-                .map_err(|e| FnError::Type(e.to_string()))?;
-            Ok(agg::count_distinct(x))
+            with_filter(
+                udaf(DcountUdaf::new(), vec![a(&args, 0)?]),
+                a(&args, 1)?,
+                schema,
+            )
         }
         "sum" | "avg" | "stdev" | "stdevp" | "variance" | "variancep" => {
             arity(&args, 1, 1)?;

@@ -32,6 +32,7 @@ use rampart_kql_syntax::ast::{BinaryOp, Literal, StrOp, TypeName, UnaryOp};
 mod aggregate;
 mod convert;
 mod datetime;
+mod distinct;
 mod extreme;
 mod ip;
 mod json;

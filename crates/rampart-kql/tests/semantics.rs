@@ -325,8 +325,7 @@ fn summarize_names_and_groups() {
     );
     // summarize without aggregations is distinct on the keys.
     assert_eq!(procs("summarize by Device").len(), 3);
-    // dcount alone is planned as a group by on the keys and the value (DataFusion's
-    // single-distinct rewrite): nulls still do not count, and a group of nulls counts 0.
+    // Nulls do not count, and a group of nulls counts 0.
     assert_eq!(
         procs("summarize d = dcount(Proc) by Device | sort by Device asc"),
         vec![

@@ -1014,10 +1014,8 @@ enum Output<'q> {
 /// Adds an aggregation to those of a `summarize` and returns the name of its output column.
 ///
 /// The aggregation goes in unaliased (its column is named after the expression) because
-/// DataFusion's rewrites match bare aggregate expressions only: the single-distinct rewrite
-/// turns `dcount(x) by k` into a group by on `k, x` then a count, instead of a set of values
-/// per group, which is many times slower with many groups. The same aggregation written twice
-/// is computed once (an aggregate cannot hold two expressions of the same name).
+/// DataFusion's rewrites match bare aggregate expressions only. The same aggregation written
+/// twice is computed once (an aggregate cannot hold two expressions of the same name).
 fn add_aggregate(out: &mut Vec<Expr>, agg: Expr) -> String {
     let name = agg.schema_name().to_string();
     if !out.iter().any(|e| e.schema_name().to_string() == name) {
