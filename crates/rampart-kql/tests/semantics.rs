@@ -341,6 +341,32 @@ fn summarize_names_and_groups() {
         ),
         vec![vec![json!("a"), json!(1)], vec![json!("b"), json!(0)]]
     );
+    // Enough rows for several batches and both partial aggregates: every residue of
+    // i % 1000 occurs for each i % 7 (7 and 1000 are coprime), as a number and as text.
+    assert_eq!(
+        rows(
+            "range i from 1 to 100000 step 1 | extend k = i % 7, v = i % 1000 \
+             | summarize d = dcount(v), s = dcount(tostring(v)), e = dcountif(v, v < 10), n = count() by k \
+             | summarize min(d), max(d), min(s), max(s), min(e), max(e), sum(n)"
+        ),
+        vec![vec![
+            json!(1000),
+            json!(1000),
+            json!(1000),
+            json!(1000),
+            json!(10),
+            json!(10),
+            json!(100000)
+        ]]
+    );
+    assert_eq!(
+        one("range i from 1 to 100000 step 1 | summarize dcount(i % 4321)"),
+        json!(4321)
+    );
+    assert_eq!(
+        one("range i from 1 to 10 step 1 | where i > 10 | summarize dcount(i)"),
+        json!(0)
+    );
     // The same aggregation written twice is computed once; every column is kept.
     assert_eq!(
         procs(
