@@ -129,6 +129,30 @@ impl Hasher for PairHasher {
     }
 }
 
+/// Hashes the rows of `value` into `hashes`; returns which rows count (not null, and kept by
+/// the filter), or `None` when all do.
+fn hash_rows(
+    random: &QualityRandomState,
+    value: &ArrayRef,
+    filter: Option<&BooleanArray>,
+    hashes: &mut Vec<u64>,
+) -> Result<Option<NullBuffer>> {
+    hashes.clear();
+    hashes.resize(value.len(), 0);
+    create_hashes([value], random, hashes)?;
+    let kept = filter.map(|f| {
+        let mut keep = f.values().clone();
+        if let Some(n) = f.nulls() {
+            keep = &keep & n.inner();
+        }
+        NullBuffer::from(keep)
+    });
+    Ok(NullBuffer::union(
+        value.logical_nulls().as_ref(),
+        kept.as_ref(),
+    ))
+}
+
 /// Every group's distinct value hashes, and how many each group has.
 #[derive(Debug)]
 struct DistinctHashes {
@@ -151,29 +175,6 @@ impl Default for DistinctHashes {
 }
 
 impl DistinctHashes {
-    /// Hashes the rows of `value` into `self.hashes`; returns which rows count (not null, and
-    /// kept by the filter), or `None` when all do.
-    fn hash(
-        &mut self,
-        value: &ArrayRef,
-        filter: Option<&BooleanArray>,
-    ) -> Result<Option<NullBuffer>> {
-        self.hashes.clear();
-        self.hashes.resize(value.len(), 0);
-        create_hashes([value], &self.random, &mut self.hashes)?;
-        let kept = filter.map(|f| {
-            let mut keep = f.values().clone();
-            if let Some(n) = f.nulls() {
-                keep = &keep & n.inner();
-            }
-            NullBuffer::from(keep)
-        });
-        Ok(NullBuffer::union(
-            value.logical_nulls().as_ref(),
-            kept.as_ref(),
-        ))
-    }
-
     /// Adds each row's hash to its group.
     fn add(&mut self, groups: &[usize], valid: Option<&NullBuffer>, total_groups: usize) {
         self.counts.resize(total_groups, 0);
@@ -260,7 +261,7 @@ impl GroupsAccumulator for DistinctHashes {
                 group_indices.len()
             );
         }
-        let valid = self.hash(value, opt_filter)?;
+        let valid = hash_rows(&self.random, value, opt_filter, &mut self.hashes)?;
         self.add(group_indices, valid.as_ref(), total_num_groups);
         Ok(())
     }
@@ -323,19 +324,14 @@ impl GroupsAccumulator for DistinctHashes {
         let [value] = values else {
             return exec_err!("dcount takes one value");
         };
-        let mut scratch = DistinctHashes {
-            random: self.random.clone(),
-            seen: HashSet::default(),
-            counts: Vec::new(),
-            hashes: Vec::new(),
-        };
-        let valid = scratch.hash(value, opt_filter)?;
+        let mut hashes = Vec::new();
+        let valid = hash_rows(&self.random, value, opt_filter, &mut hashes)?;
         let counts =
             (0..value.len()).map(|row| usize::from(valid.as_ref().is_none_or(|v| v.is_valid(row))));
         let offsets = OffsetBuffer::from_lengths(counts);
         let hashes: Vec<u64> = match &valid {
-            None => scratch.hashes,
-            Some(v) => v.valid_indices().map(|row| scratch.hashes[row]).collect(),
+            None => hashes,
+            Some(v) => v.valid_indices().map(|row| hashes[row]).collect(),
         };
         Ok(vec![Arc::new(ListArray::try_new(
             Arc::new(Field::new_list_field(DataType::UInt64, false)),
