@@ -134,10 +134,10 @@ impl Decoder {
                 let dev = kernel_dev_to_user(r.u64()?);
                 let _nlink = r.u32()?;
                 let flags = r.u32()?;
-                let filename = r.section()?.text();
+                let filename = r.section()?;
                 let argv_section = r.section()?;
                 let cwd = r.section()?.path();
-                let filename = absolute(&filename, &cwd);
+                let filename = absolute(filename.data, || cwd.clone());
                 SensorEvent::Exec {
                     task,
                     filename,
@@ -337,11 +337,12 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// A path argument: the string as passed and the directory it is relative to.
+    /// A path argument: the string as passed and the directory it is relative to (built
+    /// only for a relative path).
     fn at_path(&mut self) -> Result<String, DecodeError> {
-        let raw = self.section()?.text();
-        let base = self.section()?.path();
-        Ok(absolute(&raw, &base))
+        let raw = self.section()?;
+        let base = self.section()?;
+        Ok(absolute(raw.data, || base.path()))
     }
 
     /// `struct net_body`: (result, addresses).
@@ -409,23 +410,47 @@ impl Section<'_> {
     }
 }
 
-/// `raw` as the kernel resolved it: absolute as is, else below `base`; "." and ".." are folded
-/// lexically (a ".." after a symlink inside `raw` may differ from the kernel's walk).
-fn absolute(raw: &str, base: &str) -> String {
-    let joined = if raw.starts_with('/') || base.is_empty() {
-        raw.to_string()
-    } else if raw.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}/{raw}")
-    };
-    if !joined.starts_with('/') {
-        return joined;
+/// The path `raw` names as the kernel resolved it: absolute as is, else below `base` (asked
+/// for only then); "." and ".." are folded lexically (a ".." after a symlink inside `raw` may
+/// differ from the kernel's walk).
+///
+/// A path is resolved for every exec and file event, so the usual case costs one allocation:
+/// an absolute path already in normal form is copied as it is; any other is folded into a
+/// string sized once.
+fn absolute(raw: &[u8], base: impl FnOnce() -> String) -> String {
+    let raw = String::from_utf8_lossy(raw);
+    if raw.starts_with('/') {
+        if is_normal(&raw) {
+            return raw.into_owned();
+        }
+        return folded(&["", &raw]);
     }
-    // Folded in place of a copy sized once (it can only shrink): a path is resolved for every
-    // exec and file event.
-    let mut out = String::with_capacity(joined.len());
-    for part in joined.split('/') {
+    let base = base();
+    if !base.starts_with('/') {
+        // No walk ("": the relative path is all there is) or a truncated one ("…/b/c").
+        return match (base.is_empty(), raw.is_empty()) {
+            (true, _) => raw.into_owned(),
+            (false, true) => base,
+            (false, false) => format!("{base}/{raw}"),
+        };
+    }
+    folded(&[&base, &raw])
+}
+
+/// An absolute path without empty, "." or ".." components (nor a trailing "/").
+fn is_normal(path: &str) -> bool {
+    path.len() > 1
+        && path
+            .split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// `parts` joined by "/" (the first absolute), with empty and "." components dropped and
+/// ".." taking away the one before.
+fn folded(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for part in parts.iter().flat_map(|p| p.split('/')) {
         match part {
             "" | "." => {}
             ".." => {
@@ -551,10 +576,25 @@ mod tests {
 
     #[test]
     fn paths_are_absolute_and_folded() {
-        assert_eq!(absolute("../x/./y", "/a/b"), "/a/x/y");
-        assert_eq!(absolute("/etc//passwd", "/ignored"), "/etc/passwd");
-        assert_eq!(absolute("", "/tmp/f"), "/tmp/f");
-        assert_eq!(absolute("rel", ""), "rel");
+        let base = |b: &'static str| move || b.to_string();
+        assert_eq!(absolute(b"../x/./y", base("/a/b")), "/a/x/y");
+        assert_eq!(absolute(b"/etc//passwd", base("/ignored")), "/etc/passwd");
+        assert_eq!(absolute(b"/etc/passwd", base("/ignored")), "/etc/passwd");
+        assert_eq!(absolute(b"/a/b/..", base("/ignored")), "/a");
+        assert_eq!(absolute(b"/", base("/ignored")), "/");
+        assert_eq!(absolute(b"/..", base("/ignored")), "/");
+        assert_eq!(absolute(b"", base("/tmp/f")), "/tmp/f");
+        assert_eq!(absolute(b"", base("/tmp//f/")), "/tmp/f");
+        assert_eq!(absolute(b"rel", base("")), "rel");
+        assert_eq!(absolute(b"x/../y", base("…/b/c")), "…/b/c/x/../y");
+        assert_eq!(absolute(b"", base("…/b")), "…/b");
+        // The base is not built for an absolute path.
+        assert_eq!(
+            absolute(b"/etc/shadow", || unreachable!(
+                "no base for an absolute path"
+            )),
+            "/etc/shadow"
+        );
         let s = Section {
             data: b"c\0b\0",
             flags: SECT_WALKED | SECT_TRUNC,
