@@ -25,6 +25,8 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
+use crate::one_group::{OneGroup, OneGroupValues};
+
 /// Whether values of this type can order `arg_max` / `arg_min` here (others go through
 /// DataFusion's `first_value`).
 pub(crate) fn orderable(t: &DataType) -> bool {
@@ -134,7 +136,7 @@ impl AggregateUDFImpl for ExtremeUdaf {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let groups = Extremes::new(self.max, args.return_field.data_type())?;
-        Ok(Box::new(OneExtreme(groups)))
+        Ok(Box::new(OneGroup(groups)))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -341,39 +343,21 @@ impl GroupsAccumulator for Extremes {
     }
 }
 
-/// The same aggregation without groups (`summarize arg_max(...)` with no `by`): one group.
-#[derive(Debug)]
-struct OneExtreme(Extremes);
-
-impl Accumulator for OneExtreme {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let rows = values.first().map_or(0, |v| v.len());
-        self.0.update_batch(values, &vec![0; rows], None, 1)
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
+/// The same aggregation without groups (`summarize arg_max(...)` with no `by`).
+impl OneGroupValues for Extremes {
+    fn value(&self) -> Result<ScalarValue> {
         Ok(self
-            .0
             .values
             .first()
             .cloned()
-            .unwrap_or_else(|| self.0.null.clone()))
+            .unwrap_or_else(|| self.null.clone()))
     }
 
-    fn size(&self) -> usize {
-        self.0.size()
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let key = match self.0.held.first() {
-            Some(Held::Ordered) => self.0.keys.first().copied(),
+    fn state_values(&self) -> Result<Vec<ScalarValue>> {
+        let key = match self.held.first() {
+            Some(Held::Ordered) => self.keys.first().copied(),
             _ => None,
         };
-        Ok(vec![self.evaluate()?, ScalarValue::Int64(key)])
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let rows = states.first().map_or(0, |v| v.len());
-        self.0.merge_batch(states, &vec![0; rows], 1)
+        Ok(vec![self.value()?, ScalarValue::Int64(key)])
     }
 }

@@ -37,6 +37,7 @@ mod extreme;
 mod ip;
 mod json;
 mod math;
+mod one_group;
 mod ops;
 mod scalar;
 mod strings;
