@@ -530,10 +530,12 @@ fn push(shared: &Shared, rows: &mut Vec<Row>) {
         return;
     }
     let mut queue = lock(&shared.queue);
+    let mut record = Vec::with_capacity(4096);
     for mut row in rows.drain(..) {
         // The sequence number the push assigns.
         row.set_report_id(queue.stats().next_seq);
-        match queue.push(&row.encode()) {
+        row.encode(&mut record);
+        match queue.push(&record) {
             Ok(_) => {
                 shared.counters.rows_queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -558,7 +560,7 @@ fn send_loop(
     let mut backoff = Duration::from_secs(1);
     let mut last_send = Instant::now() - SEND_INTERVAL;
     // Kept across batches: a fresh multi-MiB buffer each time is fresh pages to fault in.
-    let mut body = Vec::new();
+    let mut body = TelemetryBody::default();
     let mut zstd = match crate::transport::Compression::new() {
         Ok(z) => z,
         Err(e) => {
@@ -594,7 +596,9 @@ fn send_loop(
         if stopping {
             return;
         }
-        let entries = {
+        // The body is written from the queue's buffer as the records are read: no copy each.
+        let mut range: Option<(u64, u64)> = None;
+        let peeked = {
             let mut queue = lock(&shared.queue);
             // Less than a full batch waits for the send interval: fewer, fuller requests.
             let waiting = queue.stats().records;
@@ -605,32 +609,31 @@ fn send_loop(
                 continue;
             }
             // Only durable rows go out: a seq the server stored must never be reused.
-            queue
-                .flush()
-                .and_then(|()| queue.peek(options.batch_rows, BATCH_BYTES))
+            body.clear();
+            queue.flush().and_then(|()| {
+                queue.peek_with(options.batch_rows, BATCH_BYTES, |seq, record| {
+                    range.get_or_insert((seq, seq)).1 = seq;
+                    body.push(record);
+                })
+            })
         };
-        let entries = match entries {
-            Ok(e) => e,
+        let rows = match peeked {
+            Ok(n) => n as u64,
             Err(e) => {
                 warn!("queue: {e}");
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
         };
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        let Some((first, last)) = range else {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
-        let (first, last) = (first.seq, last.seq);
         last_send = Instant::now();
-        telemetry_body(&mut body, entries.iter().map(|e| e.data.as_slice()));
-        let ack = match client.send_telemetry(&mut zstd, &body, first, last) {
+        let ack = match client.send_telemetry(&mut zstd, body.finish(), first, last) {
             Ok(Delivery::Stored { .. }) => {
                 backoff = Duration::from_secs(1);
-                shared
-                    .counters
-                    .rows_sent
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                shared.counters.rows_sent.fetch_add(rows, Ordering::Relaxed);
                 true
             }
             Ok(Delivery::Busy(wait)) => {
@@ -639,13 +642,13 @@ fn send_loop(
             }
             Ok(Delivery::Refused(why)) => {
                 warn!(
-                    rows = entries.len(),
+                    rows,
                     "the server refused a batch, counted as dropped: {why}"
                 );
                 shared
                     .counters
                     .rows_refused
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    .fetch_add(rows, Ordering::Relaxed);
                 true
             }
             Err(e) => {
@@ -665,35 +668,55 @@ fn send_loop(
     }
 }
 
-/// Into `body` (cleared first): `{"batches":[{"table":T,"rows":[...]}, ...]}` from
-/// `TABLE NUL JSON` records, consecutive rows of a table in one batch (order kept: the server
+/// A telemetry request's body, `{"batches":[{"table":T,"rows":[...]}, ...]}`, from
+/// `TABLE NUL JSON` records: consecutive rows of a table in one batch (order kept: the server
 /// numbers rows in this order).
-pub fn telemetry_body<'a>(body: &mut Vec<u8>, records: impl Iterator<Item = &'a [u8]>) {
-    body.clear();
-    body.extend_from_slice(b"{\"batches\":[");
-    let mut current: Option<&[u8]> = None;
-    for record in records {
+#[derive(Default)]
+pub struct TelemetryBody {
+    body: Vec<u8>,
+    /// The table of the batch being written, if `open`.
+    table: Vec<u8>,
+    open: bool,
+}
+
+impl TelemetryBody {
+    /// Starts a new body, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.body.clear();
+        self.body.extend_from_slice(b"{\"batches\":[");
+        self.open = false;
+    }
+
+    /// Adds a record (one without a NUL is skipped).
+    pub fn push(&mut self, record: &[u8]) {
         let Some(nul) = record.iter().position(|&b| b == 0) else {
-            continue;
+            return;
         };
         let (table, row) = (&record[..nul], &record[nul + 1..]);
-        if current == Some(table) {
-            body.push(b',');
+        if self.open && self.table == table {
+            self.body.push(b',');
         } else {
-            if current.is_some() {
-                body.extend_from_slice(b"]},");
+            if self.open {
+                self.body.extend_from_slice(b"]},");
             }
-            body.extend_from_slice(b"{\"table\":\"");
-            body.extend_from_slice(table);
-            body.extend_from_slice(b"\",\"rows\":[");
-            current = Some(table);
+            self.body.extend_from_slice(b"{\"table\":\"");
+            self.body.extend_from_slice(table);
+            self.body.extend_from_slice(b"\",\"rows\":[");
+            self.table.clear();
+            self.table.extend_from_slice(table);
+            self.open = true;
         }
-        body.extend_from_slice(row);
+        self.body.extend_from_slice(row);
     }
-    if current.is_some() {
-        body.extend_from_slice(b"]}");
+
+    /// Closes the body (once per [`TelemetryBody::clear`]) and returns it.
+    pub fn finish(&mut self) -> &[u8] {
+        if std::mem::take(&mut self.open) {
+            self.body.extend_from_slice(b"]}");
+        }
+        self.body.extend_from_slice(b"]}");
+        &self.body
     }
-    body.extend_from_slice(b"]}");
 }
 
 fn total_dropped(shared: &Shared) -> u64 {
@@ -873,10 +896,12 @@ mod tests {
             b"no separator",
             b"A\0{\"x\":3}",
         ];
-        // The buffer is reused: what it held before is gone.
-        let mut body = b"leftover".to_vec();
-        telemetry_body(&mut body, records.into_iter());
-        let v: Value = serde_json::from_slice(&body).unwrap();
+        let mut body = TelemetryBody::default();
+        body.clear();
+        for record in records {
+            body.push(record);
+        }
+        let v: Value = serde_json::from_slice(body.finish()).unwrap();
         assert_eq!(
             v,
             json!({"batches": [
@@ -885,8 +910,9 @@ mod tests {
                 {"table": "A", "rows": [{"x": 3}]},
             ]})
         );
-        telemetry_body(&mut body, std::iter::empty());
-        let empty: Value = serde_json::from_slice(&body).unwrap();
+        // The buffer is reused: what it held before is gone.
+        body.clear();
+        let empty: Value = serde_json::from_slice(body.finish()).unwrap();
         assert_eq!(empty, json!({"batches": []}));
     }
 }

@@ -3,7 +3,7 @@
 //! thousand times a second is read once.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -34,6 +34,17 @@ struct FileVersion {
     mtime_ns: i128,
 }
 
+impl FileVersion {
+    fn of(meta: &Metadata) -> FileVersion {
+        FileVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
 pub struct HashCache {
     max_file_bytes: u64,
     cache: HashMap<FileVersion, Option<Arc<Hashes>>>,
@@ -54,17 +65,21 @@ impl HashCache {
     }
 
     /// The hashes of an open file, read from its start.
+    /// The hashes of `path`, whose metadata the caller just read: a file hashed before costs
+    /// no `open` (an exec's image is stat'ed anyway to check it is the file the kernel mapped).
+    pub fn of_version(&mut self, path: &Path, meta: &Metadata) -> Option<Arc<Hashes>> {
+        match self.cache.get(&FileVersion::of(meta)) {
+            Some(hit) => hit.clone(),
+            None => self.of(path),
+        }
+    }
+
     pub fn of_file(&mut self, file: &mut File) -> Option<Arc<Hashes>> {
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
             return None;
         }
-        let key = FileVersion {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        };
+        let key = FileVersion::of(&meta);
         if let Some(hit) = self.cache.get(&key) {
             return hit.clone();
         }

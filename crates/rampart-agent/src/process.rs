@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -22,6 +22,8 @@ use crate::users::Users;
 const KEEP_EXITED: Duration = Duration::from_secs(5);
 /// Entries at most; beyond it the oldest exited ones go first, then /proc misses are not kept.
 const MAX_ENTRIES: usize = 65_536;
+/// Resolved executable paths kept; all are forgotten when full.
+const MAX_RESOLVED: usize = 4096;
 
 /// One process as rows describe it.
 #[derive(Debug, Clone)]
@@ -39,11 +41,16 @@ pub struct Process {
     pub account: String,
     pub sessionid: u32,
     pub hashes: Option<Arc<Hashes>>,
+    /// The InitiatingProcess* columns of the rows this process causes, as JSON pairs, rendered
+    /// at its first such row (`Mapper`); a forked copy starts without.
+    pub initiating: OnceLock<String>,
 }
 
 pub struct ProcessTable {
     procs: HashMap<u32, Arc<Process>>,
     exited: VecDeque<(Instant, u32, u64)>,
+    /// Executable paths as run (joined to the working directory) and without links.
+    resolved: HashMap<PathBuf, PathBuf>,
     pub users: Users,
     pub hashes: HashCache,
     clock: Clock,
@@ -55,6 +62,7 @@ impl ProcessTable {
         ProcessTable {
             procs: HashMap::new(),
             exited: VecDeque::new(),
+            resolved: HashMap::new(),
             users: Users::default(),
             hashes,
             clock,
@@ -85,6 +93,7 @@ impl ProcessTable {
             account: self.users.user(task.uid),
             sessionid: task.sessionid,
             hashes,
+            initiating: OnceLock::new(),
         });
         self.insert(Arc::clone(&process));
         process
@@ -104,29 +113,34 @@ impl ProcessTable {
     ) -> (String, Option<Arc<Hashes>>) {
         use std::os::unix::fs::MetadataExt;
         let same = |p: &Path| {
-            std::fs::metadata(p).is_ok_and(|m| m.ino() == ino && (dev == 0 || m.dev() == dev))
+            std::fs::metadata(p)
+                .ok()
+                .filter(|m| m.ino() == ino && (dev == 0 || m.dev() == dev))
         };
         let exe = PathBuf::from(format!("{}/{tgid}/exe", self.proc_root));
-        if same(&exe)
+        if let Some(meta) = same(&exe)
             && let Ok(target) = std::fs::read_link(&exe)
         {
             let path = target
                 .to_string_lossy()
                 .trim_end_matches(" (deleted)")
                 .to_string();
-            return (path, self.hashes.of(&exe));
+            return (path, self.hashes.of_version(&exe, &meta));
         }
-        let resolve = |name: &str| std::fs::canonicalize(Path::new(cwd).join(name)).ok();
-        let named = resolve(filename);
-        let candidates = named
-            .iter()
-            .cloned()
-            .chain(argv.first().and_then(|a| resolve(a)));
-        for candidate in candidates {
-            if same(&candidate) {
-                let hashes = self.hashes.of(&candidate);
-                return (candidate.to_string_lossy().into_owned(), hashes);
-            }
+        let (named, meta) = self.resolve_image(cwd, filename, same);
+        if let (Some(path), Some(meta)) = (&named, meta) {
+            return (
+                path.to_string_lossy().into_owned(),
+                self.hashes.of_version(path, &meta),
+            );
+        }
+        if let Some(arg0) = argv.first()
+            && let (Some(path), Some(meta)) = self.resolve_image(cwd, arg0, same)
+        {
+            return (
+                path.to_string_lossy().into_owned(),
+                self.hashes.of_version(&path, &meta),
+            );
         }
         // Nothing left to check against: the name it was run by, unhashed.
         let path = named.map_or_else(
@@ -134,6 +148,33 @@ impl ProcessTable {
             |p| p.to_string_lossy().into_owned(),
         );
         (path, None)
+    }
+
+    /// `name` (relative to `cwd`) without symbolic links, and its metadata if `is_image`
+    /// accepts it. Resolutions are remembered (a `realpath` is a syscall per path component,
+    /// and the same programs run over and over); a remembered one that `is_image` refuses is
+    /// resolved again, so a changed link is followed anew.
+    fn resolve_image(
+        &mut self,
+        cwd: &str,
+        name: &str,
+        is_image: impl Fn(&Path) -> Option<std::fs::Metadata>,
+    ) -> (Option<PathBuf>, Option<std::fs::Metadata>) {
+        let joined = Path::new(cwd).join(name);
+        if let Some(resolved) = self.resolved.get(&joined)
+            && let Some(meta) = is_image(resolved)
+        {
+            return (Some(resolved.clone()), Some(meta));
+        }
+        let Ok(resolved) = std::fs::canonicalize(&joined) else {
+            return (None, None);
+        };
+        let meta = is_image(&resolved);
+        if self.resolved.len() >= MAX_RESOLVED {
+            self.resolved.clear();
+        }
+        self.resolved.insert(joined, resolved.clone());
+        (Some(resolved), meta)
     }
 
     /// A new process: a copy of its parent's image until it execs.
@@ -147,6 +188,7 @@ impl ProcessTable {
             uid: child.uid,
             account: self.users.user(child.uid),
             sessionid: child.sessionid,
+            initiating: OnceLock::new(),
             ..parent.as_deref().cloned().unwrap_or_else(|| Process {
                 pid: 0,
                 ppid: 0,
@@ -159,6 +201,7 @@ impl ProcessTable {
                 account: String::new(),
                 sessionid: 0,
                 hashes: None,
+                initiating: OnceLock::new(),
             })
         });
         self.insert(process);
@@ -288,6 +331,7 @@ impl ProcessTable {
             uid,
             account: self.users.user(uid),
             sessionid,
+            initiating: OnceLock::new(),
         })
     }
 }
@@ -333,6 +377,64 @@ mod tests {
             "4242 (a) b (c)) S 17 4242 4242 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10";
         assert_eq!(parse_stat(stat), Some(("a) b (c)".to_string(), 17, 123456)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn an_exec_names_the_file_the_kernel_mapped_when_a_link_moves() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, link) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("run"),
+        );
+        std::fs::write(&a, b"first image").unwrap();
+        std::fs::write(&b, b"second, longer image").unwrap();
+        let mut table = ProcessTable::new(HashCache::new(1 << 30), Clock::now());
+        let exec = |table: &mut ProcessTable, target: &Path, pid: u32| {
+            let meta = std::fs::metadata(target).unwrap();
+            let task = Task {
+                pid,
+                tgid: pid,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                euid: 0,
+                egid: 0,
+                loginuid: u32::MAX,
+                sessionid: u32::MAX,
+                cgroup_id: 1,
+                comm: "run".into(),
+                start_ns: 1,
+                parent_start_ns: 0,
+                time: Utc::now(),
+            };
+            // Run by a relative name from the directory; pids above the kernel's limit have no
+            // /proc entry to read the image from.
+            let cwd = dir.path().to_str().unwrap();
+            table.exec(
+                &task,
+                "./run",
+                &["./run".into()],
+                cwd,
+                (meta.ino(), meta.dev()),
+            )
+        };
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let first = exec(&mut table, &a, 5_000_001);
+        assert_eq!(Path::new(&first.path), a.canonicalize().unwrap());
+        assert_eq!(first.hashes.as_ref().unwrap().size, 11);
+        // The link now leads elsewhere: the remembered resolution is not the mapped file.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&b, &link).unwrap();
+        let second = exec(&mut table, &b, 5_000_002);
+        assert_eq!(Path::new(&second.path), b.canonicalize().unwrap());
+        assert_eq!(second.hashes.as_ref().unwrap().size, 20);
+        assert_ne!(first.hashes, second.hashes);
+        // A mapped file no name leads to any more: the name it was run by, unhashed.
+        let gone = exec(&mut table, &a, 5_000_003);
+        assert_eq!(Path::new(&gone.path), b.canonicalize().unwrap());
+        assert!(gone.hashes.is_none());
     }
 
     #[test]

@@ -1025,8 +1025,27 @@ impl Queue {
     /// until acknowledged. Records not yet durable are flushed first.
     pub fn peek(&mut self, max_records: usize, max_bytes: usize) -> Result<Vec<Entry>, QueueError> {
         let mut out = Vec::new();
+        self.peek_with(max_records, max_bytes, |seq, data| {
+            out.push(Entry {
+                seq,
+                data: data.to_vec(),
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// [`Queue::peek`] without copies: hands each record's sequence number and payload to `f`,
+    /// in order, and returns how many it handed.
+    pub fn peek_with(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> Result<usize, QueueError> {
+        let mut count = 0usize;
+        let mut last_seq = None;
         if max_records == 0 {
-            return Ok(out);
+            return Ok(count);
         }
         if self.segs.len() > 1 && self.head.off >= self.end_of(0) {
             // The head stands at a corrupt region: account for it first.
@@ -1034,7 +1053,7 @@ impl Queue {
         }
         let (mut i, mut off, mut seq) = (0usize, self.head.off, self.head.seq);
         let mut bytes = 0usize;
-        while out.len() < max_records {
+        while count < max_records {
             let last = i + 1 == self.segs.len();
             if last && off >= self.synced {
                 if self.has_unsynced() {
@@ -1057,28 +1076,27 @@ impl Queue {
             match self.rc.record(&self.dir, first, off, end, seq)? {
                 Rec::Bad(reason) => self.mark_cut(i, off, &reason)?,
                 Rec::Ok { frame, start, len } => {
-                    if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                    if count > 0 && bytes.saturating_add(len) > max_bytes {
                         break;
                     }
-                    out.push(Entry {
-                        seq,
-                        data: self.rc.buf[start..start + len].to_vec(),
-                    });
+                    f(seq, &self.rc.buf[start..start + len]);
+                    count += 1;
+                    last_seq = Some(seq);
                     bytes += len;
                     off += frame;
                     seq += 1;
                 }
             }
         }
-        if let Some(e) = out.last() {
+        if let Some(last) = last_seq {
             self.peek_end = Some(PeekEnd {
                 seg: self.segs[i].first,
                 off,
                 seq,
-                last: e.seq,
+                last,
             });
         }
-        Ok(out)
+        Ok(count)
     }
 
     /// Acknowledges every record with seq <= `seq`: durably (one slot of the cursor file

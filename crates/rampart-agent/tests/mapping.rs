@@ -80,7 +80,8 @@ fn check_schema(row: &Row) {
         );
     }
     // Each record is TABLE NUL JSON.
-    let encoded = row.encode();
+    let mut encoded = b"left over".to_vec();
+    row.encode(&mut encoded);
     let nul = encoded.iter().position(|&b| b == 0).unwrap();
     assert_eq!(&encoded[..nul], row.table.as_bytes());
     assert!(serde_json::from_slice::<Value>(&encoded[nul + 1..]).is_ok());
@@ -283,6 +284,73 @@ fn file_network_and_other_events() {
         })
         .is_none()
     );
+}
+
+#[test]
+fn initiating_columns_are_rendered_per_process_and_table() {
+    // A pid above the kernel's limit (2^22): no real process can answer for it.
+    const CHILD: u32 = 5_000_000;
+    let mut m = mapper();
+    let me = std::process::id();
+    let parent = task(me, std::os::unix::process::parent_id(), &mut m.procs);
+    let delete = |m: &mut Mapper, t: &Task| {
+        m.event(&SensorEvent::FileDelete {
+            task: t.clone(),
+            path: "/tmp/gone.txt".into(),
+            dir: false,
+        })
+        .unwrap()
+        .fields()
+    };
+    let first = delete(&mut m, &parent);
+    assert_eq!(first["InitiatingProcessId"], me);
+    // The second row takes the columns rendered for the first: the same row.
+    assert_eq!(delete(&mut m, &parent), first);
+
+    // A forked child is a copy of its parent but for its own identity and columns.
+    let child = Task {
+        pid: CHILD,
+        tgid: CHILD,
+        ppid: me,
+        sessionid: 7,
+        start_ns: parent.start_ns + 1_000_000_000,
+        parent_start_ns: parent.start_ns,
+        ..parent.clone()
+    };
+    assert!(
+        m.event(&SensorEvent::Fork {
+            task: child.clone()
+        })
+        .is_none()
+    );
+    let by_child = delete(&mut m, &child);
+    assert_eq!(by_child["InitiatingProcessId"], CHILD);
+    assert_eq!(by_child["InitiatingProcessParentId"], me);
+    assert_eq!(by_child["InitiatingProcessSessionId"], 7);
+    assert_eq!(
+        by_child["InitiatingProcessFileName"], first["InitiatingProcessFileName"],
+        "the image is the parent's until the child execs"
+    );
+    assert_eq!(
+        by_child["InitiatingProcessParentFileName"],
+        first["InitiatingProcessFileName"]
+    );
+    assert!(
+        by_child.get("InitiatingProcessLogonId").is_none(),
+        "DeviceFileEvents has no InitiatingProcessLogonId"
+    );
+    // DeviceEvents has one: the same process's columns, and its logon id.
+    let module = m
+        .event(&SensorEvent::ModuleLoad {
+            task: child.clone(),
+            name: "nf_tables".into(),
+        })
+        .unwrap()
+        .fields();
+    assert_eq!(module["InitiatingProcessLogonId"], 7);
+    for (column, value) in by_child.iter().filter(|(c, _)| c.starts_with("Initiating")) {
+        assert_eq!(&module[column], value, "{column}");
+    }
 }
 
 #[test]
