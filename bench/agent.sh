@@ -3,7 +3,8 @@
 # directory, `rampart-agent` (release) enrolled against it, then `rampart-agent loadgen` at
 # 1,000 execs/s + 10,000 file operations/s + 100 connections/s for 60 s. Reports, as one JSON
 # line: what was generated and what hunting holds (per kind), the drops the agent reported,
-# the agent's CPU (% of one core, user + system from /proc over the load) and peak RSS, and the
+# the agent's CPU (% of one core, user + system from /proc over the load; and per generated
+# event, which the machine's varying exec rate moves less) and peak RSS, and the
 # latency from an exec to its row in hunting (p50/p95 of 40 probes).
 #
 #   bench/agent.sh                               # the issue's rates
@@ -100,12 +101,14 @@ jq -nc --argjson g "$(cat "$G")" --argjson device "$DEVICE" \
   --arg execs "$(count "$Q_EXEC")" --arg created "$(count "$Q_CREATED")" \
   --arg deleted "$(count "$Q_DELETED")" --arg conns "$(count "$Q_CONN")" \
   --arg cpu "$(echo "($CPU1 - $CPU0) / $TICKS / ($T1 - $T0) * 100" | bc -l)" \
+  --arg cpu_s "$(echo "($CPU1 - $CPU0) / $TICKS" | bc -l)" \
   --arg hwm "$HWM" --arg anon "$ANON" --arg lat "$(printf '%s\n' "${LAT[@]}" | sort -n | tr '\n' ' ')" '
   ($lat | split(" ") | map(select(. != "") | tonumber)) as $l |
   {generated: {execs: $g.execs, files_created: $g.files_created, files_deleted: $g.files_deleted, connections: $g.connections, seconds: $g.seconds},
    in_hunting: {execs: ($execs|tonumber), files_created: ($created|tonumber), files_deleted: ($deleted|tonumber), connections: ($conns|tonumber)},
    agent_reported_dropped: $device.events_dropped,
    agent_cpu_percent_of_a_core: ($cpu|tonumber*100|round/100),
+   agent_cpu_us_per_event: (($cpu_s|tonumber) * 1e6 / ([$g.execs, $g.files_created, $g.files_deleted, $g.connections] | add) * 100 | round / 100),
    agent_peak_rss_mib: ($hwm|tonumber/1024*10|round/10),
    agent_rss_anon_mib: ($anon|tonumber/1024*10|round/10),
    exec_to_hunting_ms: {p50: $l[($l|length)/2|floor], p95: $l[($l|length)*0.95|floor], max: $l[-1]}}'

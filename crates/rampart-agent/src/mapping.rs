@@ -424,7 +424,7 @@ impl Mapper {
                 }
                 let mut row = self.file_row_unfiltered(task, "FileRenamed", to);
                 row.set("PreviousFolderPath", from.as_str());
-                row.set("PreviousFileName", file_name(from).to_string());
+                row.set("PreviousFileName", file_name(from));
                 Some(row)
             }
             SensorEvent::FileChmod { task, path, mode } => {
@@ -574,8 +574,8 @@ impl Mapper {
 
     fn file_row_unfiltered(&mut self, task: &Task, action: &str, path: &str) -> Row {
         let mut row = Row::new("DeviceFileEvents", task.time, action);
-        row.set("FileName", file_name(path).to_string());
-        row.set("FolderPath", path.to_string());
+        row.set("FileName", file_name(path));
+        row.set("FolderPath", path);
         self.initiating_task(&mut row, task);
         row
     }

@@ -101,8 +101,9 @@ impl ProcessTable {
 
     /// The executable's path and hashes. By the time the event is read the process may have
     /// exec'd again or exited, so each candidate counts only if it is the very file the kernel
-    /// mapped (same inode and device): /proc/PID/exe (reaches deleted and memfd images), the
-    /// name it was run by, then argv[0] (a script runs its interpreter).
+    /// mapped (same inode and device): the name it was run by (one `stat` when its resolution
+    /// is remembered), /proc/PID/exe (reaches deleted and memfd images, and the interpreter a
+    /// script runs), then argv[0].
     fn image_of(
         &mut self,
         tgid: u32,
@@ -117,6 +118,13 @@ impl ProcessTable {
                 .ok()
                 .filter(|m| m.ino() == ino && (dev == 0 || m.dev() == dev))
         };
+        let (named, meta) = self.resolve_image(cwd, filename, same);
+        if let (Some(path), Some(meta)) = (&named, meta) {
+            return (
+                path.to_string_lossy().into_owned(),
+                self.hashes.of_version(path, &meta),
+            );
+        }
         let exe = PathBuf::from(format!("{}/{tgid}/exe", self.proc_root));
         if let Some(meta) = same(&exe)
             && let Ok(target) = std::fs::read_link(&exe)
@@ -126,13 +134,6 @@ impl ProcessTable {
                 .trim_end_matches(" (deleted)")
                 .to_string();
             return (path, self.hashes.of_version(&exe, &meta));
-        }
-        let (named, meta) = self.resolve_image(cwd, filename, same);
-        if let (Some(path), Some(meta)) = (&named, meta) {
-            return (
-                path.to_string_lossy().into_owned(),
-                self.hashes.of_version(path, &meta),
-            );
         }
         if let Some(arg0) = argv.first()
             && let (Some(path), Some(meta)) = self.resolve_image(cwd, arg0, same)
@@ -352,7 +353,8 @@ pub fn command_line(argv: &[String]) -> String {
 }
 
 pub fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
+    // `rfind` of one ASCII byte is a memrchr.
+    path.rfind('/').map_or(path, |slash| &path[slash + 1..])
 }
 
 /// (comm, ppid, starttime in clock ticks) from /proc/PID/stat; comm may hold spaces and ')'.
