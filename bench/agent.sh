@@ -77,7 +77,9 @@ DIR=$(want file_dir); PORT=$(want port)
 Q_EXEC="DeviceProcessEvents | where DeviceName == 'bench-host' and ProcessCommandLine == '/bin/true bench-$$'"
 Q_CREATED="DeviceFileEvents | where DeviceName == 'bench-host' and FolderPath startswith '$DIR' and ActionType == 'FileCreated'"
 Q_DELETED="DeviceFileEvents | where DeviceName == 'bench-host' and FolderPath startswith '$DIR' and ActionType == 'FileDeleted'"
-Q_CONN="DeviceNetworkEvents | where DeviceName == 'bench-host' and RemotePort == $PORT and ActionType == 'ConnectionSuccess'"
+# The generator connects with a timeout (a non-blocking connect): one that was still in
+# progress when connect() returned is a ConnectionAttempt row, not a ConnectionSuccess.
+Q_CONN="DeviceNetworkEvents | where DeviceName == 'bench-host' and RemotePort == $PORT and ActionType in ('ConnectionSuccess', 'ConnectionAttempt')"
 for _ in $(seq 600); do
   [ "$(count "$Q_EXEC")" -ge "$(want execs)" ] && [ "$(count "$Q_DELETED")" -ge "$(want files_deleted)" ] && break
   sleep 1

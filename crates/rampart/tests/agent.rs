@@ -385,7 +385,9 @@ fn counted(server: &Server, token: &str, host: &str, g: &Value) -> [u64; 4] {
         format!("DeviceProcessEvents | where DeviceName == '{host}' and ProcessCommandLine == '/bin/true {marker}'"),
         format!("DeviceFileEvents | where DeviceName == '{host}' and FolderPath startswith '{dir}' and ActionType == 'FileCreated'"),
         format!("DeviceFileEvents | where DeviceName == '{host}' and FolderPath startswith '{dir}' and ActionType == 'FileDeleted'"),
-        format!("DeviceNetworkEvents | where DeviceName == '{host}' and RemotePort == {port} and ActionType == 'ConnectionSuccess'"),
+        // loadgen connects with a timeout (non-blocking): a connect still in progress when
+        // connect() returned is a ConnectionAttempt.
+        format!("DeviceNetworkEvents | where DeviceName == '{host}' and RemotePort == {port} and ActionType in ('ConnectionSuccess', 'ConnectionAttempt')"),
     ]
     .map(|q| server.count(token, &q))
 }
