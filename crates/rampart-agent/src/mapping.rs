@@ -70,8 +70,8 @@ pub trait Field {
     fn write(&self, out: &mut String) -> bool;
 }
 
-/// Whether JSON needs `s` escaped. Whole chunks are checked without an early exit, which the
-/// compiler turns into vector code: most values are paths, hashes and command lines with
+/// Whether JSON needs `s` escaped. Whole chunks are checked without an early exit, so that
+/// the compiler can vectorise the check: most values are paths, hashes and command lines with
 /// nothing to escape.
 fn needs_escape(s: &[u8]) -> bool {
     s.chunks(32).any(|chunk| {
