@@ -135,7 +135,8 @@ impl ProcessTable {
                 .to_string();
             return (path, self.hashes.of_version(&exe, &meta));
         }
-        if let Some(arg0) = argv.first()
+        // argv[0] is most often the name itself, already refused.
+        if let Some(arg0) = argv.first().filter(|a| *a != filename)
             && let (Some(path), Some(meta)) = self.resolve_image(cwd, arg0, same)
         {
             return (
@@ -162,7 +163,8 @@ impl ProcessTable {
         is_image: impl Fn(&Path) -> Option<std::fs::Metadata>,
     ) -> (Option<PathBuf>, Option<std::fs::Metadata>) {
         let joined = Path::new(cwd).join(name);
-        if let Some(resolved) = self.resolved.get(&joined)
+        let remembered = self.resolved.get(&joined);
+        if let Some(resolved) = remembered
             && let Some(meta) = is_image(resolved)
         {
             return (Some(resolved.clone()), Some(meta));
@@ -170,6 +172,11 @@ impl ProcessTable {
         let Ok(resolved) = std::fs::canonicalize(&joined) else {
             return (None, None);
         };
+        // The same resolution was just refused (a script's name: the kernel mapped its
+        // interpreter): no second `stat`.
+        if remembered == Some(&resolved) {
+            return (Some(resolved), None);
+        }
         let meta = is_image(&resolved);
         if self.resolved.len() >= MAX_RESOLVED {
             self.resolved.clear();
