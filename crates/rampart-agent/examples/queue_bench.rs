@@ -67,7 +67,7 @@ fn run(dir: &std::path::Path, records: u64, size: usize, steady: bool) -> Result
         let m = step.min(records - pushed);
         let s = Instant::now();
         for _ in 0..m {
-            q.push(&record)?;
+            q.push(&record, 1)?;
         }
         t.push += s.elapsed();
         pushed += m;

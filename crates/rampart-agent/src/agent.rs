@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
+use crate::batch::{BlockBuilder, RequestBody};
 use crate::clock::Clock;
 use crate::fanotify::FileWatch;
 use crate::hashes::HashCache;
@@ -71,14 +72,18 @@ impl Default for Options {
     }
 }
 
-/// Bytes of rows per telemetry request at most (the rows, their body and its compressed
-/// form are all in memory while it is sent).
+/// Uncompressed bytes of rows per telemetry request at most (the server decompresses a
+/// request whole), but for a request of one block.
 const BATCH_BYTES: usize = 2 << 20;
 
 /// How long after a request the next one waits while less than a full batch is queued: fewer,
 /// fuller requests (each costs a queue fdatasync, a TLS request and a zstd frame) for at most
 /// this much more latency.
 const SEND_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long a row waits in the open block at most before the block goes into the queue, where
+/// the sender can take it (a longer wait makes larger blocks, which compress better).
+const SEAL_AFTER: Duration = Duration::from_millis(50);
 
 /// The sensor loop's shortest pass (batching events; adds at most this to their latency).
 const PASS: Duration = Duration::from_millis(10);
@@ -269,6 +274,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let (inventory_tx, inventory_rx) = mpsc::channel::<Vec<Row>>();
     let mut last_inventory: Option<(Instant, Option<std::time::SystemTime>)> = None;
     let mut rows: Vec<Row> = Vec::new();
+    let mut block = BlockBuilder::new(options.queue.max_record_bytes())?;
     let mut last_flush = Instant::now();
     let mut last_check = Instant::now();
     let mut last_snapshot: Option<Instant> = None;
@@ -369,7 +375,10 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         while let Ok(inventory) = inventory_rx.try_recv() {
             rows.extend(inventory);
         }
-        push(&shared, &mut rows);
+        push(&shared, &mut rows, &mut block);
+        if block.age() >= SEAL_AFTER {
+            seal(&shared, &mut lock(&shared.queue), &mut block);
+        }
         if last_flush.elapsed() >= Duration::from_millis(200) {
             last_flush = Instant::now();
             if let Err(e) = lock(&shared.queue).flush() {
@@ -396,8 +405,12 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     }
     store_lost(&shared, &source);
     info!("stopping: flushing the queue");
-    push(&shared, &mut rows);
-    lock(&shared.queue).flush()?;
+    push(&shared, &mut rows, &mut block);
+    {
+        let mut queue = lock(&shared.queue);
+        seal(&shared, &mut queue, &mut block);
+        queue.flush()?;
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = sender.join();
     if let Some(t) = logon_thread {
@@ -525,25 +538,58 @@ pub enum SensorMode {
     ProcConnector,
 }
 
-fn push(shared: &Shared, rows: &mut Vec<Row>) {
+/// Adds `rows` to the open block, sealing it into the queue whenever it is full. The block is
+/// sealed once its first row is [`SEAL_AFTER`] old besides.
+fn push(shared: &Shared, rows: &mut Vec<Row>, block: &mut BlockBuilder) {
     if rows.is_empty() {
         return;
     }
     let mut queue = lock(&shared.queue);
-    let mut record = Vec::with_capacity(4096);
-    for mut row in rows.drain(..) {
-        // The sequence number the push assigns.
-        row.set_report_id(queue.stats().next_seq);
-        row.encode(&mut record);
-        match queue.push(&record) {
-            Ok(_) => {
-                shared.counters.rows_queued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                // Only a row larger than a queue segment is refused; it is counted as lost.
-                shared.counters.rows_refused.fetch_add(1, Ordering::Relaxed);
-                warn!("queue: {e}");
-            }
+    for row in rows.drain(..) {
+        if block.full() {
+            seal(shared, &mut queue, block);
+        }
+        // The sequence number a block's first row gets: the queue's next.
+        block.add(row, || queue.stats().next_seq);
+    }
+}
+
+/// Pushes the open block into the queue.
+fn seal(shared: &Shared, queue: &mut Queue, block: &mut BlockBuilder) {
+    let rows = u64::from(block.rows());
+    let pushed = match block.seal() {
+        None => return,
+        Some(Ok((frame, first, count))) => queue.push(frame, count).map(|seq| {
+            debug_assert_eq!(
+                seq, first,
+                "only blocks are pushed, each numbered at its start"
+            );
+        }),
+        Some(Err(e)) => {
+            // zstd failed: nothing to queue.
+            shared
+                .counters
+                .rows_refused
+                .fetch_add(rows, Ordering::Relaxed);
+            warn!("telemetry block: {e:#}");
+            return;
+        }
+    };
+    match pushed {
+        Ok(()) => {
+            shared
+                .counters
+                .rows_queued
+                .fetch_add(rows, Ordering::Relaxed);
+        }
+        Err(e) => {
+            // Only a block larger than a queue segment is refused (a single row too large to
+            // fit in one); its rows are counted as lost.
+            shared
+                .counters
+                .rows_refused
+                .fetch_add(rows, Ordering::Relaxed);
+            warn!("queue: {e}");
         }
     }
 }
@@ -560,9 +606,8 @@ fn send_loop(
     let mut backoff = Duration::from_secs(1);
     let mut last_send = Instant::now() - SEND_INTERVAL;
     // Kept across batches: a fresh multi-MiB buffer each time is fresh pages to fault in.
-    let mut body = TelemetryBody::default();
-    let mut zstd = match crate::transport::Compression::new() {
-        Ok(z) => z,
+    let mut body = match RequestBody::new() {
+        Ok(b) => b,
         Err(e) => {
             error!("telemetry cannot be compressed, none is sent: {e:#}");
             return;
@@ -598,6 +643,7 @@ fn send_loop(
         }
         // The body is written from the queue's buffer as the records are read: no copy each.
         let mut range: Option<(u64, u64)> = None;
+        let mut compressed = Ok(());
         let peeked = {
             let mut queue = lock(&shared.queue);
             // Less than a full batch waits for the send interval: fewer, fuller requests.
@@ -611,9 +657,13 @@ fn send_loop(
             // Only durable rows go out: a seq the server stored must never be reused.
             body.clear();
             queue.flush().and_then(|()| {
-                queue.peek_with(options.batch_rows, BATCH_BYTES, |seq, record| {
-                    range.get_or_insert((seq, seq)).1 = seq;
-                    body.push(record);
+                queue.peek_with(options.batch_rows, |seq, count, record| {
+                    if !body.fits(record, BATCH_BYTES) || compressed.is_err() {
+                        return false;
+                    }
+                    range.get_or_insert((seq, seq)).1 = seq + u64::from(count) - 1;
+                    compressed = body.push(record);
+                    true
                 })
             })
         };
@@ -625,12 +675,17 @@ fn send_loop(
                 continue;
             }
         };
+        if let Err(e) = compressed {
+            warn!("telemetry: {e:#}");
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
         let Some((first, last)) = range else {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
         last_send = Instant::now();
-        let ack = match client.send_telemetry(&mut zstd, body.finish(), first, last) {
+        let ack = match client.send_telemetry(body.finish(), first, last) {
             Ok(Delivery::Stored { .. }) => {
                 backoff = Duration::from_secs(1);
                 shared.counters.rows_sent.fetch_add(rows, Ordering::Relaxed);
@@ -665,57 +720,6 @@ fn send_loop(
         if ack && let Err(e) = lock(&shared.queue).ack(last) {
             warn!("queue: {e}");
         }
-    }
-}
-
-/// A telemetry request's body, `{"batches":[{"table":T,"rows":[...]}, ...]}`, from
-/// `TABLE NUL JSON` records: consecutive rows of a table in one batch (order kept: the server
-/// numbers rows in this order).
-#[derive(Default)]
-pub struct TelemetryBody {
-    body: Vec<u8>,
-    /// The table of the batch being written, if `open`.
-    table: Vec<u8>,
-    open: bool,
-}
-
-impl TelemetryBody {
-    /// Starts a new body, keeping the buffer.
-    pub fn clear(&mut self) {
-        self.body.clear();
-        self.body.extend_from_slice(b"{\"batches\":[");
-        self.open = false;
-    }
-
-    /// Adds a record (one without a NUL is skipped).
-    pub fn push(&mut self, record: &[u8]) {
-        let Some(nul) = record.iter().position(|&b| b == 0) else {
-            return;
-        };
-        let (table, row) = (&record[..nul], &record[nul + 1..]);
-        if self.open && self.table == table {
-            self.body.push(b',');
-        } else {
-            if self.open {
-                self.body.extend_from_slice(b"]},");
-            }
-            self.body.extend_from_slice(b"{\"table\":\"");
-            self.body.extend_from_slice(table);
-            self.body.extend_from_slice(b"\",\"rows\":[");
-            self.table.clear();
-            self.table.extend_from_slice(table);
-            self.open = true;
-        }
-        self.body.extend_from_slice(row);
-    }
-
-    /// Closes the body (once per [`TelemetryBody::clear`]) and returns it.
-    pub fn finish(&mut self) -> &[u8] {
-        if std::mem::take(&mut self.open) {
-            self.body.extend_from_slice(b"]}");
-        }
-        self.body.extend_from_slice(b"]}");
-        &self.body
     }
 }
 
@@ -881,38 +885,4 @@ fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
 /// A poisoned lock means a thread panicked mid-update; the data is still the best we have.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn body_groups_consecutive_rows_by_table_in_order() {
-        let records: Vec<&[u8]> = vec![
-            b"A\0{\"x\":1}",
-            b"A\0{\"x\":2}",
-            b"B\0{\"y\":1}",
-            b"no separator",
-            b"A\0{\"x\":3}",
-        ];
-        let mut body = TelemetryBody::default();
-        body.clear();
-        for record in records {
-            body.push(record);
-        }
-        let v: Value = serde_json::from_slice(body.finish()).unwrap();
-        assert_eq!(
-            v,
-            json!({"batches": [
-                {"table": "A", "rows": [{"x": 1}, {"x": 2}]},
-                {"table": "B", "rows": [{"y": 1}]},
-                {"table": "A", "rows": [{"x": 3}]},
-            ]})
-        );
-        // The buffer is reused: what it held before is gone.
-        body.clear();
-        let empty: Value = serde_json::from_slice(body.finish()).unwrap();
-        assert_eq!(empty, json!({"batches": []}));
-    }
 }

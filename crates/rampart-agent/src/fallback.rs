@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::fanotify::FileWatch;
-use crate::sensor::{SensorEvent, Task};
+use crate::sensor::{Comm, SensorEvent, Task};
 
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
@@ -294,7 +294,7 @@ pub(crate) fn task(tgid: u32, parent: Option<u32>, tick_ns: u64) -> Task {
         loginuid: read_u32("loginuid"),
         sessionid: read_u32("sessionid"),
         cgroup_id: 0,
-        comm,
+        comm: Comm::from(comm.as_str()),
         start_ns: start * tick_ns,
         parent_start_ns: parent_start * tick_ns,
         time: Utc::now(),

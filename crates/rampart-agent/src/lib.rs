@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod agent;
+pub mod batch;
 pub mod clock;
 pub mod collect;
 pub mod dns;

@@ -137,11 +137,12 @@ pub struct Time(pub DateTime<Utc>);
 
 impl Time {
     fn push(self, out: &mut String) {
-        let t = self.0;
+        // Naive: `DateTime<Utc>`'s accessors each add the (zero) offset first.
+        let t = self.0.naive_utc();
         let (year, nanos) = (t.year(), t.nanosecond());
         // Years of other than four digits, and leap seconds, in chrono's own way.
         if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-            out.push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
+            out.push_str(&self.0.to_rfc3339_opts(SecondsFormat::Micros, true));
             return;
         }
         let mut b = *b"0000-00-00T00:00:00.000000Z";
@@ -251,15 +252,10 @@ impl Row {
         serde_json::from_str(&self.json()).unwrap_or_default()
     }
 
-    /// The queue record into `out` (cleared first): `TABLE NUL JSON`, so the sender writes
-    /// rows without parsing them.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let body = self.json.trim_end_matches(',');
-        out.clear();
-        out.extend_from_slice(self.table.as_bytes());
-        out.push(0);
+    /// Appends the row's JSON object to `out` (what [`Row::json`] returns, without a copy).
+    pub fn write_object(&self, out: &mut Vec<u8>) {
         out.push(b'{');
-        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(self.json.trim_end_matches(',').as_bytes());
         out.push(b'}');
     }
 
@@ -836,10 +832,9 @@ mod tests {
             (Some(42), Some(-7))
         );
         assert_eq!(fields["AccountName"], "second", "the last value wins");
-        let mut encoded = Vec::new();
-        row.encode(&mut encoded);
-        let nul = encoded.iter().position(|&b| b == 0).unwrap();
-        let parsed: Map<String, Value> = serde_json::from_slice(&encoded[nul + 1..]).unwrap();
+        let mut written = b"[".to_vec();
+        row.write_object(&mut written);
+        let parsed: Map<String, Value> = serde_json::from_slice(&written[1..]).unwrap();
         assert_eq!(parsed["ProcessCommandLine"], awkward);
     }
 }

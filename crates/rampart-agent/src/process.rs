@@ -203,7 +203,7 @@ impl ProcessTable {
                 start_ns: 0,
                 created: DateTime::<Utc>::UNIX_EPOCH,
                 path: String::new(),
-                name: child.comm.clone(),
+                name: child.comm.as_str().to_string(),
                 command_line: String::new(),
                 uid: 0,
                 account: String::new(),

@@ -1,19 +1,24 @@
 //! The agent's durable on-disk queue: recorded events wait here (across restarts, `kill -9` and
 //! server outages of hours) until the server confirmed it stored them.
 //!
-//! Every record gets a sequence number, strictly increasing over the life of the queue and never
-//! reused (not after drops, not after a torn tail is cut off); the server uses it to discard a
-//! batch it already stored. The queue is bounded on disk: when an append would push the segment
+//! Every record gets a run of sequence numbers (as many as the pusher says it holds: the agent
+//! pushes compressed blocks of rows, one number per row), strictly increasing over the life of
+//! the queue and never reused (not after drops, not after a torn tail is cut off); the server
+//! uses them to discard rows it already stored. Counts of records — pending, dropped — are
+//! counts of sequence numbers. The queue is bounded on disk: when an append would push the segment
 //! files past [`QueueLimits::max_bytes`], the oldest segment is dropped first and every
 //! unacknowledged record in it is counted, in counters persisted with the acknowledgement
 //! cursor, so loss is never silent.
 //!
 //! # On-disk format (one directory)
 //! - `NNNNNNNNNNNNNNNNNNNN.seg` (20 digits: the first sequence number it holds): a 32-byte
-//!   header (`RMPQSEG1`, first seq, `gap_before`, reserved, CRC32) then records with consecutive
-//!   sequence numbers, each `crc32 u32 | len u32 | seq u64 | payload` (little endian; the CRC
-//!   covers `len`, `seq` and the payload). `gap_before` counts the sequence numbers skipped (and
-//!   already accounted for) between the previous segment's last record and this one's first.
+//!   header (`RMPQSEG2`, first seq, `gap_before`, reserved, CRC32) then records whose sequence
+//!   numbers follow on, each `crc32 u32 | len u32 | seq u64 | count u32 | reserved u32 |
+//!   payload` (little endian; the record holds `seq .. seq + count`; the CRC covers everything
+//!   after itself). `gap_before` counts the sequence numbers skipped (and already accounted for)
+//!   between the previous segment's last record and this one's first. Segments of the first
+//!   format (`RMPQSEG1`, records `crc32 | len | seq | payload` of one number each), left by an
+//!   earlier agent, are read and delivered; new records always go into a new-format segment.
 //! - `cursor`: two 64-byte slots at offsets 0 and 512, each `RQC1 | crc32 | generation |
 //!   acknowledged seq | dropped records | dropped bytes | sequence floor | last counted cut`.
 //!   An update overwrites the older slot in place and `fdatasync`s it (one sync, no metadata
@@ -39,11 +44,16 @@ use std::path::{Path, PathBuf};
 /// Bytes of the header at the start of every segment file.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
 /// Bytes of framing in front of every record's payload.
-pub const RECORD_HEADER_BYTES: u64 = 16;
+pub const RECORD_HEADER_BYTES: u64 = 24;
+/// The most sequence numbers one record can hold.
+pub const MAX_RECORD_COUNT: u32 = 1 << 16;
 
 const HDR: u64 = SEGMENT_HEADER_BYTES;
 const REC: u64 = RECORD_HEADER_BYTES;
-const SEG_MAGIC: &[u8; 8] = b"RMPQSEG1";
+/// Record framing of the first format, one sequence number per record.
+const REC_V1: u64 = 16;
+const SEG_MAGIC: &[u8; 8] = b"RMPQSEG2";
+const SEG_MAGIC_V1: &[u8; 8] = b"RMPQSEG1";
 const CURSOR_MAGIC: &[u8; 4] = b"RQC1";
 const CURSOR_BYTES: usize = 64;
 /// Offset of the second cursor slot (another disk sector than the first).
@@ -67,7 +77,7 @@ pub struct QueueLimits {
     /// `segment_bytes`.
     pub max_bytes: u64,
     /// Size of one segment file (default 8 MiB), the unit in which the queue drops when full.
-    /// At least 4 KiB. A record's payload can be at most `segment_bytes - 48` bytes.
+    /// At least 4 KiB. A record's payload can be at most `segment_bytes - 56` bytes.
     pub segment_bytes: u64,
 }
 
@@ -119,20 +129,23 @@ impl QueueLimits {
 /// One record handed out by [`Queue::peek`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The first of the record's sequence numbers.
     pub seq: u64,
+    /// How many it holds.
+    pub count: u32,
     pub data: Vec<u8>,
 }
 
 /// Counters of a [`Queue`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueStats {
-    /// Records pushed and not yet acknowledged (records of a corrupt region not yet reached by
-    /// the acknowledgements are still included).
+    /// Sequence numbers pushed and not yet acknowledged (those of a corrupt region not yet
+    /// reached by the acknowledgements are still included).
     pub records: u64,
     /// Total size of the segment files, bytes still buffered included.
     pub bytes: u64,
-    /// Records lost since the queue was created: dropped when full, cut off as torn or corrupt.
-    /// Persisted.
+    /// Sequence numbers lost since the queue was created: dropped when full, cut off as torn or
+    /// corrupt. Persisted.
     pub dropped_records: u64,
     /// On-disk bytes (framing included) of those records. Persisted.
     pub dropped_bytes: u64,
@@ -172,6 +185,8 @@ pub enum QueueError {
         max: usize,
         segment_bytes: u64,
     },
+    #[error("queue: a record holds 1 to {MAX_RECORD_COUNT} sequence numbers, not {0}")]
+    InvalidCount(u32),
     #[error("queue: invalid limits: {0}")]
     InvalidLimits(String),
     #[error("queue: directory {} is in use by another process (lock on {})", dir.display(), dir.join(LOCK_FILE).display())]
@@ -242,6 +257,8 @@ struct Seg {
     bytes: u64,
     /// Offset of the first unreadable record of a (non-tail) segment: reading stops there.
     cut: Option<u64>,
+    /// Written by an earlier agent in the first format (never the tail appended to).
+    v1: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -257,6 +274,7 @@ struct PeekEnd {
     seg: u64,
     off: u64,
     seq: u64,
+    /// The last sequence number of the last record handed out.
     last: u64,
 }
 
@@ -380,6 +398,7 @@ impl CursorFile {
     }
 }
 
+/// A new segment's header (always the current format).
 fn encode_seg_header(first: u64, gap_before: u64) -> [u8; HDR as usize] {
     let mut b = [0u8; HDR as usize];
     b[0..8].copy_from_slice(SEG_MAGIC);
@@ -390,15 +409,30 @@ fn encode_seg_header(first: u64, gap_before: u64) -> [u8; HDR as usize] {
     b
 }
 
-/// (first seq, gap_before) of a valid segment header.
-fn decode_seg_header(b: &[u8]) -> Option<(u64, u64)> {
-    if b.len() < HDR as usize || &b[0..8] != SEG_MAGIC {
+/// (first seq, gap_before, first format) of a valid segment header.
+fn decode_seg_header(b: &[u8]) -> Option<(u64, u64, bool)> {
+    if b.len() < HDR as usize || crc32fast::hash(&b[..28]) != le_u32(b, 28) {
         return None;
     }
-    if crc32fast::hash(&b[..28]) != le_u32(b, 28) {
-        return None;
+    let v1 = match &b[0..8] {
+        m if m == SEG_MAGIC => false,
+        m if m == SEG_MAGIC_V1 => true,
+        _ => return None,
+    };
+    Some((le_u64(b, 8), le_u64(b, 16), v1))
+}
+
+/// The record header at `at` of `b` (which holds at least its framing): (payload length, first
+/// sequence number, count). `None` when the count is out of range.
+fn record_header(b: &[u8], at: usize, v1: bool) -> Option<(u32, u64, u32)> {
+    let (len, seq) = (le_u32(b, at + 4), le_u64(b, at + 8));
+    if v1 {
+        return Some((len, seq, 1));
     }
-    Some((le_u64(b, 8), le_u64(b, 16)))
+    let count = le_u32(b, at + 16);
+    (1..=MAX_RECORD_COUNT)
+        .contains(&count)
+        .then_some((len, seq, count))
 }
 
 /// Little-endian u32 at `at`; callers guarantee `at + 4 <= b.len()`.
@@ -426,24 +460,31 @@ fn parse_seg_name(name: &str) -> Option<u64> {
 /// Counts the records lost in `region` (the bytes of a segment from its first unreadable record
 /// on, whose expected sequence number is `bad_seq`): looks for intact records further on, so
 /// that even when a length field is damaged the sequence numbers after it are known and never
-/// reused. At least 1 for a non-empty region.
-fn count_lost(region: &[u8], bad_seq: u64) -> u64 {
+/// reused. At least 1 for a non-empty region. `v1`: the segment is of the first format.
+fn count_lost(region: &[u8], bad_seq: u64, v1: bool) -> u64 {
     if region.is_empty() {
         return 0;
     }
-    let rec = REC as usize;
-    // Every record takes at least REC bytes: no sequence number beyond this fits in the region.
-    let max_seq = bad_seq.saturating_add((region.len() / rec) as u64 + 1);
+    let (rec, per_record) = if v1 {
+        (REC_V1 as usize, 1)
+    } else {
+        (REC as usize, u64::from(MAX_RECORD_COUNT))
+    };
+    // Every record takes at least `rec` bytes: no sequence number beyond this fits in the region.
+    let max_seq = bad_seq.saturating_add(((region.len() / rec) as u64 + 1) * per_record);
     let mut upto = bad_seq; // exclusive end of the sequence numbers seen
     let mut pos = 0usize;
     let mut last_end = 0usize;
     while pos + rec <= region.len() {
-        let len = le_u32(region, pos + 4) as usize;
-        let seq = le_u64(region, pos + 8);
+        let Some((len, seq, count)) = record_header(region, pos, v1) else {
+            pos += 1;
+            continue;
+        };
+        let len = len as usize;
         if seq >= upto && seq < max_seq && len <= region.len() - pos - rec {
             let end = pos + rec + len;
             if crc32fast::hash(&region[pos + 4..end]) == le_u32(region, pos) {
-                upto = seq + 1;
+                upto = seq + u64::from(count);
                 pos = end;
                 last_end = end;
                 continue;
@@ -451,7 +492,17 @@ fn count_lost(region: &[u8], bad_seq: u64) -> u64 {
         }
         pos += 1;
     }
-    let trailing = u64::from(last_end < region.len());
+    // Bytes after the last intact record: one record, torn or damaged. Torn (its header whole,
+    // its payload cut short), it held as many numbers as the header says; else one is counted
+    // (a damaged count is not believed).
+    let trailing = match region.len().checked_sub(last_end) {
+        Some(0) | None => 0,
+        Some(left) if left >= rec => match record_header(region, last_end, v1) {
+            Some((len, seq, count)) if seq == upto && rec + len as usize > left => u64::from(count),
+            _ => 1,
+        },
+        Some(_) => 1,
+    };
     (upto - bad_seq + trailing).max(1)
 }
 
@@ -469,6 +520,7 @@ enum Rec {
         frame: u64,
         start: usize,
         len: usize,
+        count: u32,
     },
     Bad(String),
 }
@@ -548,23 +600,30 @@ impl ReadCache {
         }
     }
 
-    /// The record at `off` of segment `seg`, expected to carry sequence number `expected`.
+    /// The record at `off` of segment `seg` (of the first format if `v1`), expected to start
+    /// at sequence number `expected`.
     fn record(
         &mut self,
         dir: &Path,
-        seg: u64,
+        (seg, v1): (u64, bool),
         off: u64,
         end: u64,
         expected: u64,
     ) -> Result<Rec, QueueError> {
-        let Some(h) = self.get(dir, seg, off, REC as usize, end)? else {
+        let rec = if v1 { REC_V1 } else { REC };
+        let Some(h) = self.get(dir, seg, off, rec as usize, end)? else {
             return Ok(Rec::Bad(format!(
                 "{} bytes left, less than a record header",
                 end.saturating_sub(off)
             )));
         };
-        let len = le_u32(&self.buf, h + 4);
-        let frame = REC + u64::from(len);
+        let Some((len, _, count)) = record_header(&self.buf, h, v1) else {
+            return Ok(Rec::Bad(format!(
+                "a record count of {} is out of range",
+                le_u32(&self.buf, h + 16)
+            )));
+        };
+        let frame = rec + u64::from(len);
         if off.saturating_add(frame) > end {
             return Ok(Rec::Bad(format!(
                 "record length {len} runs past the end of the data at offset {end}"
@@ -589,16 +648,18 @@ impl ReadCache {
         }
         Ok(Rec::Ok {
             frame,
-            start: s + REC as usize,
+            start: s + rec as usize,
             len: len as usize,
+            count,
         })
     }
 
-    /// Walks intact records from `off`; returns (end of the last intact one, how many).
+    /// Walks intact records from `off`; returns (end of the last intact one, how many sequence
+    /// numbers they hold).
     fn scan(
         &mut self,
         dir: &Path,
-        seg: u64,
+        seg: (u64, bool),
         mut off: u64,
         end: u64,
         first: u64,
@@ -606,9 +667,9 @@ impl ReadCache {
         let mut seq = first;
         while off < end {
             match self.record(dir, seg, off, end, seq)? {
-                Rec::Ok { frame, .. } => {
+                Rec::Ok { frame, count, .. } => {
                     off += frame;
-                    seq = seq.saturating_add(1);
+                    seq = seq.saturating_add(u64::from(count));
                 }
                 Rec::Bad(_) => break,
             }
@@ -767,7 +828,7 @@ impl Queue {
             let header = if len >= HDR {
                 f.read_exact_at(&mut hb, 0)
                     .map_err(|e| io_err(&path, Some(0), e))?;
-                decode_seg_header(&hb).filter(|&(f0, _)| f0 == first)
+                decode_seg_header(&hb).filter(|&(f0, _, _)| f0 == first)
             } else {
                 None
             };
@@ -784,13 +845,14 @@ impl Queue {
             }
             segs.push_back(Seg {
                 first,
-                gap_before: header.map_or(0, |(_, g)| g),
+                gap_before: header.map_or(0, |(_, g, _)| g),
                 bytes: len,
                 cut: if header.is_none() && !is_tail {
                     Some(HDR)
                 } else {
                     None
                 },
+                v1: header.is_some_and(|(_, _, v1)| v1),
             });
         }
 
@@ -798,11 +860,11 @@ impl Queue {
         let mut rc = ReadCache::new();
         let mut tail_end = 0;
         if let Some(t) = segs.back_mut() {
-            let first = t.first;
+            let (first, v1) = (t.first, t.v1);
             let len = t.bytes;
             let path = dir.join(seg_name(first));
             let (valid_end, count) = if tail_header_ok {
-                rc.scan(dir, first, HDR, len, first)?
+                rc.scan(dir, (first, v1), HDR, len, first)?
             } else {
                 (0, 0)
             };
@@ -822,7 +884,7 @@ impl Queue {
                 let mut region = vec![0u8; (len - region_start) as usize];
                 f.read_exact_at(&mut region, region_start)
                     .map_err(|e| io_err(&path, Some(region_start), e))?;
-                let lost = count_lost(&region, tail_end);
+                let lost = count_lost(&region, tail_end, v1);
                 let lost_bytes = if lost > 0 { len - region_start } else { 0 };
                 drop(region);
                 if lost > 0 {
@@ -864,7 +926,7 @@ impl Queue {
             .max(1);
         let mut dir_dirty = false;
         let wfile = match segs.back() {
-            Some(t) if next_seq == tail_end && t.bytes <= limits.segment_bytes => {
+            Some(t) if next_seq == tail_end && t.bytes <= limits.segment_bytes && !t.v1 => {
                 let path = dir.join(seg_name(t.first));
                 OpenOptions::new()
                     .read(true)
@@ -884,6 +946,7 @@ impl Queue {
                     gap_before: gap,
                     bytes: HDR,
                     cut: None,
+                    v1: false,
                 });
                 dir_dirty = true;
                 f
@@ -959,11 +1022,15 @@ impl Queue {
         Ok(q)
     }
 
-    /// Appends one record (buffered; durable after the next [`Queue::flush`]) and returns its
-    /// sequence number. Refuses a record larger than [`QueueLimits::max_record_bytes`]. When the
-    /// segment files would exceed `max_bytes`, the oldest segment(s) are dropped first and their
-    /// unacknowledged records counted.
-    pub fn push(&mut self, record: &[u8]) -> Result<u64, QueueError> {
+    /// Appends one record holding `count` sequence numbers (buffered; durable after the next
+    /// [`Queue::flush`]) and returns the first of them. Refuses a record larger than
+    /// [`QueueLimits::max_record_bytes`], and a count of 0 or above [`MAX_RECORD_COUNT`]. When
+    /// the segment files would exceed `max_bytes`, the oldest segment(s) are dropped first and
+    /// their unacknowledged records counted.
+    pub fn push(&mut self, record: &[u8], count: u32) -> Result<u64, QueueError> {
+        if !(1..=MAX_RECORD_COUNT).contains(&count) {
+            return Err(QueueError::InvalidCount(count));
+        }
         if record.len() > self.max_record {
             return Err(QueueError::RecordTooLarge {
                 len: record.len(),
@@ -996,10 +1063,12 @@ impl Queue {
         self.wbuf
             .extend_from_slice(&(record.len() as u32).to_le_bytes());
         self.wbuf.extend_from_slice(&seq.to_le_bytes());
+        self.wbuf.extend_from_slice(&count.to_le_bytes());
+        self.wbuf.extend_from_slice(&[0u8; 4]);
         self.wbuf.extend_from_slice(record);
         let crc = crc32fast::hash(&self.wbuf[start + 4..]);
         self.wbuf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
-        self.next_seq += 1;
+        self.next_seq += u64::from(count);
         self.total_bytes += frame;
         if let Some(t) = self.segs.back_mut() {
             t.bytes += frame;
@@ -1020,27 +1089,35 @@ impl Queue {
         Ok(())
     }
 
-    /// Up to `max_records` / about `max_bytes` of payload (at least one record) of the oldest
-    /// unacknowledged records, flushed or not, without removing them: the same records come back
-    /// until acknowledged. Records not yet durable are flushed first.
+    /// The oldest unacknowledged records, flushed or not, up to `max_records` sequence numbers
+    /// and about `max_bytes` of payload (at least one record), without removing them: the same
+    /// records come back until acknowledged. Records not yet durable are flushed first.
     pub fn peek(&mut self, max_records: usize, max_bytes: usize) -> Result<Vec<Entry>, QueueError> {
         let mut out = Vec::new();
-        self.peek_with(max_records, max_bytes, |seq, data| {
+        let mut bytes = 0usize;
+        self.peek_with(max_records, |seq, count, data| {
+            if !out.is_empty() && bytes.saturating_add(data.len()) > max_bytes {
+                return false;
+            }
+            bytes += data.len();
             out.push(Entry {
                 seq,
+                count,
                 data: data.to_vec(),
-            })
+            });
+            true
         })?;
         Ok(out)
     }
 
-    /// [`Queue::peek`] without copies: hands each record's sequence number and payload to `f`,
-    /// in order, and returns how many it handed.
+    /// [`Queue::peek`] without copies: hands each record's first sequence number, count and
+    /// payload to `f`, in order, until `f` returns false (that record is not taken) or
+    /// `max_records` sequence numbers would be exceeded (the first record is always offered);
+    /// returns how many sequence numbers `f` took.
     pub fn peek_with(
         &mut self,
         max_records: usize,
-        max_bytes: usize,
-        mut f: impl FnMut(u64, &[u8]),
+        mut f: impl FnMut(u64, u32, &[u8]) -> bool,
     ) -> Result<usize, QueueError> {
         let mut count = 0usize;
         let mut last_seq = None;
@@ -1052,7 +1129,6 @@ impl Queue {
             self.advance(self.cursor.acked)?;
         }
         let (mut i, mut off, mut seq) = (0usize, self.head.off, self.head.seq);
-        let mut bytes = 0usize;
         while count < max_records {
             let last = i + 1 == self.segs.len();
             if last && off >= self.synced {
@@ -1072,19 +1148,25 @@ impl Queue {
                 seq = self.segs[i].first;
                 continue;
             }
-            let first = self.segs[i].first;
-            match self.rc.record(&self.dir, first, off, end, seq)? {
+            let seg = (self.segs[i].first, self.segs[i].v1);
+            match self.rc.record(&self.dir, seg, off, end, seq)? {
                 Rec::Bad(reason) => self.mark_cut(i, off, &reason)?,
-                Rec::Ok { frame, start, len } => {
-                    if count > 0 && bytes.saturating_add(len) > max_bytes {
+                Rec::Ok {
+                    frame,
+                    start,
+                    len,
+                    count: n,
+                } => {
+                    let n = n as usize;
+                    if (count > 0 && count + n > max_records)
+                        || !f(seq, n as u32, &self.rc.buf[start..start + len])
+                    {
                         break;
                     }
-                    f(seq, &self.rc.buf[start..start + len]);
-                    count += 1;
-                    last_seq = Some(seq);
-                    bytes += len;
+                    count += n;
+                    last_seq = Some(seq + n as u64 - 1);
                     off += frame;
-                    seq += 1;
+                    seq += n as u64;
                 }
             }
         }
@@ -1099,9 +1181,11 @@ impl Queue {
         Ok(count)
     }
 
-    /// Acknowledges every record with seq <= `seq`: durably (one slot of the cursor file
-    /// rewritten and fdatasynced), and deletes the segment files wholly acknowledged (the tail, being written,
-    /// stays). Acknowledging an already acknowledged (or dropped) seq is a no-op.
+    /// Acknowledges every record that starts at or before `seq` (a record is acknowledged whole:
+    /// `seq` is meant to be the last of a record [`Queue::peek`] handed out): durably (one slot
+    /// of the cursor file rewritten and fdatasynced), and deletes the segment files wholly
+    /// acknowledged (the tail, being written, stays). Acknowledging an already acknowledged (or
+    /// dropped) seq is a no-op.
     pub fn ack(&mut self, seq: u64) -> Result<(), QueueError> {
         if seq >= self.next_seq {
             return Err(QueueError::AckBeyondEnd {
@@ -1205,6 +1289,7 @@ impl Queue {
             gap_before,
             bytes: HDR,
             cut: None,
+            v1: false,
         });
         self.total_bytes += HDR;
         Ok(())
@@ -1334,17 +1419,18 @@ impl Queue {
             if s > seq {
                 break;
             }
-            let first = self.segs[i].first;
-            match self.rc.record(&self.dir, first, off, end, s)? {
+            let seg = (self.segs[i].first, self.segs[i].v1);
+            match self.rc.record(&self.dir, seg, off, end, s)? {
                 Rec::Bad(reason) => self.mark_cut(i, off, &reason)?,
-                Rec::Ok { frame, .. } => {
+                Rec::Ok { frame, count, .. } => {
                     off += frame;
-                    s += 1;
+                    s += u64::from(count);
                 }
             }
         }
         let c = Cursor {
-            acked: consumed.max(seq),
+            // A record acknowledged whole: every number before `s` is.
+            acked: consumed.max(seq).max(s.saturating_sub(1)),
             dropped_records: self.cursor.dropped_records.saturating_add(lost),
             dropped_bytes: self.cursor.dropped_bytes.saturating_add(lost_bytes),
             ..self.cursor
@@ -1438,10 +1524,16 @@ mod tests {
     #[test]
     fn segment_header_and_names() {
         let h = encode_seg_header(42, 3);
-        assert_eq!(decode_seg_header(&h), Some((42, 3)));
+        assert_eq!(decode_seg_header(&h), Some((42, 3, false)));
         let mut d = h;
         d[9] ^= 1;
         assert_eq!(decode_seg_header(&d), None);
+        // A segment an earlier agent wrote.
+        let mut v1 = h;
+        v1[..8].copy_from_slice(SEG_MAGIC_V1);
+        let crc = crc32fast::hash(&v1[..28]);
+        v1[28..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_seg_header(&v1), Some((42, 3, true)));
         assert_eq!(seg_name(42), "00000000000000000042.seg");
         assert_eq!(parse_seg_name("00000000000000000042.seg"), Some(42));
         assert_eq!(parse_seg_name("42.seg"), None);
@@ -1449,10 +1541,15 @@ mod tests {
         assert_eq!(parse_seg_name("00000000000000000042.tmp"), None);
     }
 
-    fn frame(seq: u64, payload: &[u8]) -> Vec<u8> {
+    /// A record as `push` writes it (`count: None`: of the first format).
+    fn frame(seq: u64, count: Option<u32>, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0u8; 4];
         v.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         v.extend_from_slice(&seq.to_le_bytes());
+        if let Some(count) = count {
+            v.extend_from_slice(&count.to_le_bytes());
+            v.extend_from_slice(&[0; 4]);
+        }
         v.extend_from_slice(payload);
         let crc = crc32fast::hash(&v[4..]);
         v[..4].copy_from_slice(&crc.to_le_bytes());
@@ -1461,18 +1558,28 @@ mod tests {
 
     #[test]
     fn lost_records_are_counted_past_a_damaged_length() {
-        let mut region = Vec::new();
-        for seq in 10..15 {
-            region.extend(frame(seq, format!("payload {seq}").as_bytes()));
+        // Records of three sequence numbers each, and of the first format (one each).
+        for (count, v1) in [(Some(3), false), (None, true)] {
+            let n = u64::from(count.unwrap_or(1));
+            let mut region = Vec::new();
+            for k in 0..5 {
+                let seq = 10 + k * n;
+                region.extend(frame(seq, count, format!("payload {seq}").as_bytes()));
+            }
+            // Torn: nothing intact, one sequence number; as many as a whole header says.
+            assert_eq!(count_lost(&region[..7], 10, v1), 1);
+            assert_eq!(count_lost(&region[..REC as usize + 2], 10, v1), n);
+            assert_eq!(count_lost(&[], 10, v1), 0);
+            // Length of the first record damaged: the four after it are found, all five lost.
+            let mut d = region.clone();
+            d[5] ^= 0x7f;
+            assert_eq!(count_lost(&d, 10, v1), 5 * n);
+            // Last record torn: still five records' numbers.
+            assert_eq!(count_lost(&d[..d.len() - 3], 10, v1), 5 * n);
         }
-        // Torn: nothing intact, one record.
-        assert_eq!(count_lost(&region[..7], 10), 1);
-        assert_eq!(count_lost(&[], 10), 0);
-        // Length of the first record damaged: the four after it are found, five lost in all.
-        let mut d = region.clone();
-        d[5] ^= 0x7f;
-        assert_eq!(count_lost(&d, 10), 5);
-        // Last record torn: still five.
-        assert_eq!(count_lost(&d[..d.len() - 3], 10), 5);
+        // A count out of range is no record.
+        let mut d = frame(10, Some(0), b"zero");
+        d.extend(frame(11, Some(2), b"two"));
+        assert_eq!(count_lost(&d, 10, false), 3);
     }
 }

@@ -31,36 +31,6 @@ pub struct Client {
     base: String,
 }
 
-/// A zstd context and its output buffer, reused from request to request: a fresh context and a
-/// fresh multi-MiB buffer per request were a measurable share of the agent's CPU (context set-up,
-/// page faults, `munmap`).
-pub struct Compression {
-    context: zstd::bulk::Compressor<'static>,
-    out: Vec<u8>,
-}
-
-impl Compression {
-    pub fn new() -> Result<Compression> {
-        // Level 1: a little less compression than level 3 for a fraction of its CPU (zstd was
-        // ~5 % of the agent's CPU under the benchmark's load at level 3).
-        Ok(Compression {
-            context: zstd::bulk::Compressor::new(1).context("zstd")?,
-            out: Vec::new(),
-        })
-    }
-
-    /// One zstd frame of `data`, valid until the next call.
-    pub fn compress(&mut self, data: &[u8]) -> Result<&[u8]> {
-        self.out.clear();
-        self.out
-            .reserve(zstd::zstd_safe::compress_bound(data.len()));
-        self.context
-            .compress_to_buffer(data, &mut self.out)
-            .context("zstd")?;
-        Ok(&self.out)
-    }
-}
-
 impl Client {
     pub fn new(identity: &Identity) -> Result<Client> {
         Ok(Client {
@@ -72,17 +42,10 @@ impl Client {
         })
     }
 
-    /// Posts one telemetry body (`{"batches": ...}`) holding the rows `first..=last`,
-    /// compressed by `zstd` (kept by the caller across requests). Network failures and server
-    /// errors are `Err` (retry later).
-    pub fn send_telemetry(
-        &self,
-        zstd: &mut Compression,
-        body: &[u8],
-        first: u64,
-        last: u64,
-    ) -> Result<Delivery> {
-        let compressed = zstd.compress(body)?;
+    /// Posts one zstd-compressed telemetry body (`{"batches": ...}`, see [`crate::batch`])
+    /// holding the rows `first..=last`. Network failures and server errors are `Err` (retry
+    /// later).
+    pub fn send_telemetry(&self, compressed: &[u8], first: u64, last: u64) -> Result<Delivery> {
         let mut answer = self
             .http
             .post(&format!("{}/api/v1/agents/telemetry", self.base))

@@ -79,12 +79,14 @@ fn check_schema(row: &Row) {
             row.table
         );
     }
-    // Each record is TABLE NUL JSON.
-    let mut encoded = b"left over".to_vec();
-    row.encode(&mut encoded);
-    let nul = encoded.iter().position(|&b| b == 0).unwrap();
-    assert_eq!(&encoded[..nul], row.table.as_bytes());
-    assert!(serde_json::from_slice::<Value>(&encoded[nul + 1..]).is_ok());
+    // What goes into a block: the JSON object, appended.
+    let mut written = b"left over".to_vec();
+    row.write_object(&mut written);
+    assert_eq!(&written[..9], b"left over");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&written[9..]).ok(),
+        Some(Value::Object(row.fields()))
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use rampart_agent::queue::{
-    CURSOR_FILE_BYTES, Entry, Queue, QueueError, QueueLimits, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    CURSOR_FILE_BYTES, Entry, MAX_RECORD_COUNT, Queue, QueueError, QueueLimits,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 
 const HDR: u64 = SEGMENT_HEADER_BYTES;
@@ -57,7 +57,7 @@ fn small() -> QueueLimits {
 
 fn push_checked(q: &mut Queue) -> u64 {
     let expected = q.stats().next_seq;
-    let seq = q.push(&payload(expected)).expect("push");
+    let seq = q.push(&payload(expected), 1).expect("push");
     assert_eq!(seq, expected);
     seq
 }
@@ -133,16 +133,16 @@ fn stats_in_numbers() {
     assert_eq!(q.stats().next_seq, 1);
     assert_eq!(q.stats().bytes, 32);
     for k in 1..=3 {
-        assert_eq!(q.push(&[b'x'; 100]).unwrap(), k);
+        assert_eq!(q.push(&[b'x'; 100], 1).unwrap(), k);
     }
     let s = q.stats();
-    assert_eq!((s.records, s.bytes, s.next_seq), (3, 32 + 3 * 116, 4));
+    assert_eq!((s.records, s.bytes, s.next_seq), (3, 32 + 3 * 124, 4));
     assert_eq!((s.dropped_records, s.dropped_bytes), (0, 0));
     q.flush().unwrap();
-    assert_eq!(seg_bytes(tmp.path()), 380);
+    assert_eq!(seg_bytes(tmp.path()), 32 + 3 * 124);
     q.ack(1).unwrap();
     assert_eq!(q.stats().records, 2);
-    assert_eq!(small().max_record_bytes(), 8192 - 48);
+    assert_eq!(small().max_record_bytes(), 8192 - 56);
 }
 
 #[test]
@@ -287,18 +287,18 @@ fn oversized_record_is_refused_and_the_queue_stays_usable() {
     let mut q = open_queue(tmp.path(), limits);
     push_checked(&mut q);
     let max = limits.max_record_bytes();
-    let e = q.push(&vec![0u8; max + 1]).unwrap_err();
+    let e = q.push(&vec![0u8; max + 1], 1).unwrap_err();
     assert!(matches!(e, QueueError::RecordTooLarge { .. }));
     let msg = e.to_string();
     assert!(
         msg.contains(&(max + 1).to_string()) && msg.contains(&max.to_string()),
         "{msg}"
     );
-    let e = q.push(&vec![0u8; 8192]).unwrap_err();
+    let e = q.push(&vec![0u8; 8192], 1).unwrap_err();
     assert!(matches!(e, QueueError::RecordTooLarge { .. }));
     // The largest accepted record fills a segment on its own.
     let big = vec![7u8; max];
-    assert_eq!(q.push(&big).unwrap(), 2);
+    assert_eq!(q.push(&big, 1).unwrap(), 2);
     push_checked(&mut q);
     q.flush().unwrap();
     let got = q.peek(10, usize::MAX).unwrap();
@@ -882,4 +882,161 @@ fn random_operations_keep_every_record_accounted_for() {
         let s = q.stats();
         assert!(s.dropped_records > 0 && delivered > 0, "{s:?}");
     }
+}
+
+#[test]
+fn a_record_holds_a_run_of_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut q = open_queue(dir, small());
+    for count in [0, MAX_RECORD_COUNT + 1] {
+        let e = q.push(b"x", count).unwrap_err();
+        assert!(
+            matches!(e, QueueError::InvalidCount(c) if c == count),
+            "{e}"
+        );
+    }
+    assert_eq!(q.push(b"three", 3).unwrap(), 1);
+    assert_eq!(q.push(b"one", 1).unwrap(), 4);
+    assert_eq!(q.push(b"five", 5).unwrap(), 5);
+    let s = q.stats();
+    assert_eq!((s.records, s.next_seq), (9, 10));
+    let entry = |seq, count, data: &[u8]| Entry {
+        seq,
+        count,
+        data: data.to_vec(),
+    };
+    // Limits count numbers; a first record larger than the limit still comes.
+    assert_eq!(q.peek(2, usize::MAX).unwrap(), [entry(1, 3, b"three")]);
+    assert_eq!(
+        q.peek(4, usize::MAX).unwrap(),
+        [entry(1, 3, b"three"), entry(4, 1, b"one")]
+    );
+    assert_eq!(q.peek(8, usize::MAX).unwrap().len(), 2);
+    assert_eq!(q.peek(9, usize::MAX).unwrap().len(), 3);
+    // A number inside a record acknowledges all of it.
+    q.ack(2).unwrap();
+    assert_eq!(q.stats().records, 6);
+    assert_eq!(q.peek(9, usize::MAX).unwrap()[0], entry(4, 1, b"one"));
+    drop(q);
+    let mut q = open_queue(dir, small());
+    assert_eq!(q.stats().records, 6);
+    assert_eq!(
+        q.peek(9, usize::MAX).unwrap(),
+        [entry(4, 1, b"one"), entry(5, 5, b"five")]
+    );
+    q.ack(9).unwrap();
+    assert_eq!(q.stats().records, 0);
+    assert_eq!(q.push(b"next", 2).unwrap(), 10);
+}
+
+#[test]
+fn drops_are_counted_in_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let limits = QueueLimits {
+        max_bytes: 64 << 10,
+        segment_bytes: 8 << 10,
+    };
+    let mut q = open_queue(dir, limits);
+    let (records, per_record) = (2000u64, 7u32);
+    for k in 0..records {
+        let seq = q.push(&payload(k), per_record).unwrap();
+        assert_eq!(seq, 1 + k * u64::from(per_record));
+    }
+    let mut delivered = 0u64;
+    loop {
+        let got = q.peek(100, 64 << 10).unwrap();
+        let Some(last) = got.last() else { break };
+        for e in &got {
+            assert_eq!(e.count, per_record);
+            assert_eq!(e.data, payload((e.seq - 1) / u64::from(per_record)));
+            delivered += u64::from(e.count);
+        }
+        q.ack(last.seq + u64::from(last.count) - 1).unwrap();
+    }
+    let s = q.stats();
+    assert!(s.dropped_records > 0 && s.dropped_records.is_multiple_of(u64::from(per_record)));
+    assert_eq!(
+        s.dropped_records + delivered,
+        records * u64::from(per_record)
+    );
+}
+
+/// A segment of the first format (`RMPQSEG1`, records without a count) holding `seqs`.
+fn write_v1_segment(dir: &Path, seqs: std::ops::RangeInclusive<u64>) {
+    let first = *seqs.start();
+    let mut b = b"RMPQSEG1".to_vec();
+    b.extend_from_slice(&first.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    for seq in seqs {
+        let data = payload(seq);
+        let mut r = (data.len() as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&seq.to_le_bytes());
+        r.extend_from_slice(&data);
+        b.extend_from_slice(&crc32fast::hash(&r).to_le_bytes());
+        b.extend_from_slice(&r);
+    }
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join(format!("{first:020}.seg")), b).unwrap();
+}
+
+#[test]
+fn segments_of_the_first_format_are_delivered_after_an_upgrade() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    write_v1_segment(&dir, 1..=3);
+    let mut q = open_queue(&dir, small());
+    assert_eq!(q.stats().records, 3);
+    // New records go to a segment of their own, after the old ones.
+    assert_eq!(q.push(&payload(4), 4).unwrap(), 4);
+    q.flush().unwrap();
+    assert_eq!(seg_files(&dir).len(), 2);
+    let got = q.peek(100, usize::MAX).unwrap();
+    let seqs: Vec<(u64, u32)> = got.iter().map(|e| (e.seq, e.count)).collect();
+    assert_eq!(seqs, [(1, 1), (2, 1), (3, 1), (4, 4)]);
+    assert!(got.iter().all(|e| e.data == payload(e.seq)));
+    q.ack(3).unwrap();
+    drop(q);
+    let mut q = open_queue(&dir, small());
+    assert_eq!(
+        seg_files(&dir).len(),
+        1,
+        "the old segment is gone once delivered"
+    );
+    assert_eq!(q.peek(100, usize::MAX).unwrap()[0].seq, 4);
+    assert_eq!(q.stats().dropped_records, 0);
+}
+
+#[test]
+fn a_torn_tail_of_the_first_format_is_cut_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    write_v1_segment(&dir, 1..=3);
+    let path = seg_files(&dir).remove(0);
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let mut q = open_queue(&dir, small());
+    let s = q.stats();
+    assert_eq!((s.records, s.dropped_records), (2, 1));
+    assert_eq!(
+        q.push(b"new", 1).unwrap(),
+        4,
+        "the torn record's number is not reused"
+    );
+    let seqs: Vec<u64> = q
+        .peek(100, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 4]);
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 
-use super::{Net, Protocol, SensorEvent, Task};
+use super::{Comm, Net, Protocol, SensorEvent, Task};
 
 /// Record kinds, as `enum ev_kind` in sensor.bpf.c; index = kind, name used by `Lost`.
 pub(crate) const KIND_NAMES: [&str; 14] = [
@@ -271,7 +271,7 @@ impl Decoder {
             loginuid,
             sessionid,
             cgroup_id,
-            comm: String::from_utf8_lossy(comm).into_owned(),
+            comm: Comm::new(comm),
             start_ns,
             parent_start_ns,
             time,

@@ -80,7 +80,7 @@ pub struct Task {
     pub sessionid: u32,
     /// cgroup v2 id.
     pub cgroup_id: u64,
-    pub comm: String,
+    pub comm: Comm,
     /// Start time of the process (its thread group leader) in ns since boot (CLOCK_BOOTTIME),
     /// /proc/PID/stat's starttime before /proc rounds it to clock ticks.
     pub start_ns: u64,
@@ -88,6 +88,68 @@ pub struct Task {
     pub parent_start_ns: u64,
     /// When it happened.
     pub time: DateTime<Utc>,
+}
+
+/// A task's `comm` (the kernel keeps at most 15 bytes), held inline: a `String` was an
+/// allocation for every event, and the allocator a measurable share of the agent's CPU. Bytes
+/// that are not UTF-8 are replaced as `String::from_utf8_lossy` replaces them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm {
+    len: u8,
+    /// 16 bytes, each replaced by U+FFFD (3 bytes) at worst.
+    bytes: [u8; 48],
+}
+
+impl Comm {
+    pub fn new(raw: &[u8]) -> Comm {
+        let raw = &raw[..raw.len().min(16)];
+        Comm::from(String::from_utf8_lossy(raw).as_ref())
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only whole characters of a `str` were copied in.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl From<&str> for Comm {
+    /// The first 48 bytes' whole characters of `s`.
+    fn from(s: &str) -> Comm {
+        let mut end = s.len().min(48);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0u8; 48];
+        bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
+        Comm {
+            len: end as u8,
+            bytes,
+        }
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Comm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Comm, D::Error> {
+        Ok(Comm::from(String::deserialize(d)?.as_str()))
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 /// In [`SensorEvent::FileWriteClose`] flags: the open created the file (the kernel's
@@ -307,6 +369,8 @@ pub struct Sensor {
     skel: skel::SensorSkel<'static>,
     shared: Arc<Mutex<Shared>>,
     unavailable: Vec<String>,
+    /// The decoded events' queue of the previous poll, kept for its capacity.
+    spare: VecDeque<SensorEvent>,
 }
 
 impl Sensor {
@@ -408,6 +472,7 @@ impl Sensor {
             skel,
             shared,
             unavailable,
+            spare: VecDeque::new(),
         })
     }
 
@@ -422,9 +487,9 @@ impl Sensor {
         if ret < 0 && ret != -libc::EINTR {
             return Err(SensorError::Poll(std::io::Error::from_raw_os_error(-ret)));
         }
-        let events = std::mem::take(&mut lock(&self.shared).queue);
-        let count = events.len();
-        events.into_iter().for_each(sink);
+        std::mem::swap(&mut lock(&self.shared).queue, &mut self.spare);
+        let count = self.spare.len();
+        self.spare.drain(..).for_each(sink);
         Ok(count)
     }
 

@@ -1,0 +1,352 @@
+//! Telemetry on its way to the server. Rows are gathered into blocks, each one zstd frame of
+//! `{"table":T,"rows":[...]},...` (consecutive rows of a table share a batch): a block is one
+//! record of the queue, holding one sequence number per row. A request body,
+//! `{"batches":[BLOCK,BLOCK,...]}`, is made of the blocks as they are: zstd frames one after
+//! another decompress to their contents one after another, so the body is the frames of
+//! `{"batches":[`, the blocks with the frames of `,` between them, and `]}`'s frame. Rows are
+//! compressed once, and the queue and the sender handle a tenth of the bytes they did with one
+//! JSON row per record.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::mapping::Row;
+
+/// The magic number a zstd frame starts with (RFC 8878), little endian.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// Uncompressed bytes a block is sealed at (fewer if the queue's records must be smaller).
+const BLOCK_BYTES: usize = 256 << 10;
+/// Rows a block is sealed at.
+const BLOCK_ROWS: u32 = 4096;
+
+/// A zstd context at level 1: a little less compression than level 3 for a fraction of its CPU.
+fn compressor() -> Result<zstd::bulk::Compressor<'static>> {
+    let mut z = zstd::bulk::Compressor::new(1).context("zstd")?;
+    // The sender reads a block's uncompressed size from its frame header.
+    z.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))
+        .context("zstd")?;
+    Ok(z)
+}
+
+/// `{"table":T,"rows":[r1,r2]},{"table":U,"rows":[r3]}` text, rows appended in order.
+#[derive(Default)]
+struct Batches {
+    text: Vec<u8>,
+    /// The table of the batch being written, if `open`.
+    table: Vec<u8>,
+    open: bool,
+}
+
+impl Batches {
+    fn push(&mut self, table: &[u8], row: impl FnOnce(&mut Vec<u8>)) {
+        if self.open && self.table == table {
+            self.text.push(b',');
+        } else {
+            if self.open {
+                self.text.extend_from_slice(b"]},");
+            }
+            self.text.extend_from_slice(b"{\"table\":\"");
+            self.text.extend_from_slice(table);
+            self.text.extend_from_slice(b"\",\"rows\":[");
+            self.table.clear();
+            self.table.extend_from_slice(table);
+            self.open = true;
+        }
+        row(&mut self.text);
+    }
+
+    /// The text, closed; [`Batches::clear`] before the next push.
+    fn finish(&mut self) -> &[u8] {
+        if std::mem::take(&mut self.open) {
+            self.text.extend_from_slice(b"]}");
+        }
+        &self.text
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.open = false;
+    }
+}
+
+/// Rows gathered into the next block. The rows' `ReportId`s are the sequence numbers the block
+/// will get in the queue, so nothing else may push to the queue while a block is open.
+pub struct BlockBuilder {
+    batches: Batches,
+    rows: u32,
+    first_seq: u64,
+    /// When the first row of the open block came.
+    opened: Instant,
+    /// Uncompressed bytes a block is sealed at.
+    limit: usize,
+    zstd: zstd::bulk::Compressor<'static>,
+    out: Vec<u8>,
+}
+
+impl BlockBuilder {
+    /// Blocks whose frames fit in `max_record` bytes (the queue's largest record).
+    pub fn new(max_record: usize) -> Result<BlockBuilder> {
+        // zstd's worst case adds 1/256 and a frame header to what it is given.
+        let limit = BLOCK_BYTES.min(max_record.saturating_sub(max_record / 256 + 128));
+        Ok(BlockBuilder {
+            batches: Batches::default(),
+            rows: 0,
+            first_seq: 0,
+            opened: Instant::now(),
+            limit,
+            zstd: compressor()?,
+            out: Vec::new(),
+        })
+    }
+
+    /// Rows in the open block.
+    pub fn rows(&self) -> u32 {
+        self.rows
+    }
+
+    /// Whether the open block is full: seal it before the next row.
+    pub fn full(&self) -> bool {
+        self.rows >= BLOCK_ROWS || self.batches.text.len() >= self.limit
+    }
+
+    /// How long the open block's first row has waited (zero when it is empty).
+    pub fn age(&self) -> Duration {
+        if self.rows == 0 {
+            Duration::ZERO
+        } else {
+            self.opened.elapsed()
+        }
+    }
+
+    /// Adds `row` as the number after the block's last, or, to an empty block, as `next_seq()`
+    /// (the queue's next sequence number); sets its `ReportId` to that number.
+    pub fn add(&mut self, mut row: Row, next_seq: impl FnOnce() -> u64) {
+        if self.rows == 0 {
+            self.first_seq = next_seq();
+            self.opened = Instant::now();
+        }
+        row.set_report_id(self.first_seq + u64::from(self.rows));
+        self.batches
+            .push(row.table.as_bytes(), |out| row.write_object(out));
+        self.rows += 1;
+    }
+
+    /// The open block as one zstd frame, its first sequence number and its row count, and a new
+    /// empty block; `None` if it holds no row.
+    pub fn seal(&mut self) -> Option<Result<(&[u8], u64, u32)>> {
+        if self.rows == 0 {
+            return None;
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let text = self.batches.finish();
+        self.out.clear();
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(text.len()));
+        let compressed = self.zstd.compress_to_buffer(text, &mut self.out);
+        self.batches.clear();
+        Some(
+            compressed
+                .context("zstd")
+                .map(|_| (&self.out[..], self.first_seq, rows)),
+        )
+    }
+}
+
+/// A telemetry request's body, made of queue records: blocks as they are; a record of an
+/// earlier agent (one row, `TABLE NUL JSON`) compressed into a block of its own.
+pub struct RequestBody {
+    body: Vec<u8>,
+    /// Uncompressed bytes of the records pushed.
+    plain: usize,
+    records: usize,
+    open: Vec<u8>,
+    comma: Vec<u8>,
+    close: Vec<u8>,
+    legacy: Batches,
+    legacy_frame: Vec<u8>,
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+impl RequestBody {
+    pub fn new() -> Result<RequestBody> {
+        let mut zstd = compressor()?;
+        let mut frame = |text: &[u8]| zstd.compress(text).context("zstd");
+        Ok(RequestBody {
+            body: Vec::new(),
+            plain: 0,
+            records: 0,
+            open: frame(b"{\"batches\":[")?,
+            comma: frame(b",")?,
+            close: frame(b"]}")?,
+            legacy: Batches::default(),
+            legacy_frame: Vec::new(),
+            zstd,
+        })
+    }
+
+    /// Starts a new body, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.body.clear();
+        self.body.extend_from_slice(&self.open);
+        self.plain = 0;
+        self.records = 0;
+    }
+
+    /// Whether `record` fits in a body of at most `max_plain` uncompressed bytes (the first
+    /// always does).
+    pub fn fits(&self, record: &[u8], max_plain: usize) -> bool {
+        self.records == 0 || self.plain.saturating_add(plain_size(record)) <= max_plain
+    }
+
+    /// Adds a queue record; one that is neither a block nor a row is skipped (and logged).
+    pub fn push(&mut self, record: &[u8]) -> Result<()> {
+        let size = plain_size(record);
+        let frame = if record.starts_with(&ZSTD_MAGIC) {
+            record
+        } else {
+            let Some(nul) = record.iter().position(|&b| b == 0) else {
+                tracing::warn!(
+                    bytes = record.len(),
+                    "queue: a record that is neither a block nor a row is skipped"
+                );
+                return Ok(());
+            };
+            self.legacy.clear();
+            self.legacy.push(&record[..nul], |out| {
+                out.extend_from_slice(&record[nul + 1..])
+            });
+            self.legacy_frame = self.zstd.compress(self.legacy.finish()).context("zstd")?;
+            &self.legacy_frame
+        };
+        if self.records > 0 {
+            self.body.extend_from_slice(&self.comma);
+        }
+        self.body.extend_from_slice(frame);
+        self.plain = self.plain.saturating_add(size);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Closes the body (once per [`RequestBody::clear`]) and returns it.
+    pub fn finish(&mut self) -> &[u8] {
+        self.body.extend_from_slice(&self.close);
+        &self.body
+    }
+}
+
+/// The uncompressed size of a queue record: a block's from its frame header, a row's its own.
+fn plain_size(record: &[u8]) -> usize {
+    if record.starts_with(&ZSTD_MAGIC) {
+        let size = zstd::zstd_safe::get_frame_content_size(record)
+            .ok()
+            .flatten();
+        usize::try_from(size.unwrap_or(u64::MAX)).unwrap_or(usize::MAX)
+    } else {
+        record.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn row(table: &'static str, x: i64) -> Row {
+        let fields = json!({ "x": x });
+        Row::from_map(table, fields.as_object().unwrap_or(&Default::default()))
+    }
+
+    fn decompress(frames: &[u8]) -> Value {
+        let text = zstd::stream::decode_all(frames).expect("zstd frames");
+        serde_json::from_slice(&text).expect("JSON")
+    }
+
+    #[test]
+    fn a_block_groups_consecutive_rows_by_table_and_numbers_them() {
+        let mut block = BlockBuilder::new(1 << 20).unwrap();
+        assert!(block.seal().is_none(), "an empty block is not sealed");
+        for (table, x) in [("A", 1), ("A", 2), ("B", 3), ("A", 4)] {
+            block.add(row(table, x), || 70 + x as u64);
+        }
+        assert_eq!(block.rows(), 4);
+        let (frame, first, rows) = block.seal().unwrap().unwrap();
+        assert_eq!(
+            (first, rows),
+            (71, 4),
+            "numbered from the queue's next at the first row"
+        );
+        let mut wrapped = zstd::stream::decode_all(frame).unwrap();
+        wrapped.insert(0, b'[');
+        wrapped.push(b']');
+        let v: Value = serde_json::from_slice(&wrapped).unwrap();
+        assert_eq!(
+            v,
+            json!([
+                {"table": "A", "rows": [{"x": 1, "ReportId": 71}, {"x": 2, "ReportId": 72}]},
+                {"table": "B", "rows": [{"x": 3, "ReportId": 73}]},
+                {"table": "A", "rows": [{"x": 4, "ReportId": 74}]},
+            ])
+        );
+        assert_eq!(block.rows(), 0);
+        // The next block starts afresh.
+        block.add(row("C", 5), || 75);
+        let (_, first, rows) = block.seal().unwrap().unwrap();
+        assert_eq!((first, rows), (75, 1));
+    }
+
+    #[test]
+    fn a_block_is_full_before_it_outgrows_a_queue_record() {
+        let max_record = 4096;
+        let mut block = BlockBuilder::new(max_record).unwrap();
+        let mut n = 0;
+        while !block.full() {
+            block.add(row("DeviceFileEvents", n), || 1);
+            n += 1;
+        }
+        assert!(n > 10, "{n} rows");
+        let (frame, _, _) = block.seal().unwrap().unwrap();
+        assert!(frame.len() <= max_record);
+    }
+
+    #[test]
+    fn a_request_is_its_blocks_as_they_are() {
+        let mut block = BlockBuilder::new(1 << 20).unwrap();
+        let mut records = Vec::new();
+        for (table, xs) in [("A", [1, 2]), ("B", [3, 4])] {
+            for x in xs {
+                block.add(row(table, x), || x as u64);
+            }
+            records.push(block.seal().unwrap().unwrap().0.to_vec());
+        }
+        // A row queued by an earlier agent, and a record that is neither.
+        records.push(b"C\0{\"x\":5}".to_vec());
+        records.push(b"neither".to_vec());
+        let mut body = RequestBody::new().unwrap();
+        for _ in 0..2 {
+            body.clear();
+            for r in &records {
+                assert!(body.fits(r, usize::MAX));
+                body.push(r).unwrap();
+            }
+            assert_eq!(
+                decompress(body.finish()),
+                json!({"batches": [
+                    {"table": "A", "rows": [{"x": 1, "ReportId": 1}, {"x": 2, "ReportId": 2}]},
+                    {"table": "B", "rows": [{"x": 3, "ReportId": 3}, {"x": 4, "ReportId": 4}]},
+                    {"table": "C", "rows": [{"x": 5}]},
+                ]})
+            );
+        }
+        body.clear();
+        assert_eq!(decompress(body.finish()), json!({"batches": []}));
+        // The size limit counts uncompressed bytes; the first record always fits.
+        body.clear();
+        let plain = zstd::stream::decode_all(&records[0][..]).unwrap().len();
+        assert!(body.fits(&records[0], 1));
+        body.push(&records[0]).unwrap();
+        assert!(!body.fits(&records[0], 2 * plain - 1));
+        assert!(body.fits(&records[0], 2 * plain));
+    }
+}
