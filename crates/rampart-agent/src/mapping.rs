@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::dns::DnsExchange;
@@ -135,17 +135,52 @@ number_field!(u16, u32, u64, i32, i64, bool);
 #[derive(Debug, Clone, Copy)]
 pub struct Time(pub DateTime<Utc>);
 
+thread_local! {
+    /// The last whole second written and its `YYYY-MM-DDTHH:MM:SS` (rows come thousands a
+    /// second, each with its time).
+    static LAST_SECOND: std::cell::RefCell<(i64, String)> =
+        const { std::cell::RefCell::new((i64::MIN, String::new())) };
+}
+
 impl Time {
     fn push(self, out: &mut String) {
-        // Naive: `DateTime<Utc>`'s accessors each add the (zero) offset first.
-        let t = self.0.naive_utc();
-        let (year, nanos) = (t.year(), t.nanosecond());
-        // Years of other than four digits, and leap seconds, in chrono's own way.
-        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        let (secs, nanos) = (self.0.timestamp(), self.0.timestamp_subsec_nanos());
+        let written = nanos < 1_000_000_000
+            && LAST_SECOND
+                .try_with(|last| {
+                    let mut last = last.borrow_mut();
+                    if last.0 != secs {
+                        last.1.clear();
+                        if !Time::push_second(self.0.naive_utc(), &mut last.1) {
+                            return false;
+                        }
+                        last.0 = secs;
+                    }
+                    out.push_str(&last.1);
+                    true
+                })
+                .unwrap_or(false);
+        if !written {
+            // Years of other than four digits, and leap seconds, in chrono's own way.
             out.push_str(&self.0.to_rfc3339_opts(SecondsFormat::Micros, true));
             return;
         }
-        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        out.push('.');
+        let micros = nanos / 1000;
+        for shift in [100_000, 10_000, 1000, 100, 10, 1] {
+            out.push(char::from(b'0' + (micros / shift % 10) as u8));
+        }
+        out.push('Z');
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS` of `t` into `out`; false (writing nothing) for a year of other
+    /// than four digits.
+    fn push_second(t: NaiveDateTime, out: &mut String) -> bool {
+        let year = t.year();
+        if !(0..=9999).contains(&year) {
+            return false;
+        }
+        let mut b = *b"0000-00-00T00:00:00";
         let mut put = |at: usize, digits: usize, mut v: u32| {
             for i in (at..at + digits).rev() {
                 b[i] = b'0' + (v % 10) as u8;
@@ -158,9 +193,9 @@ impl Time {
         put(11, 2, t.hour());
         put(14, 2, t.minute());
         put(17, 2, t.second());
-        put(20, 6, nanos / 1000);
         // Only ASCII digits were written into an ASCII template.
         out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+        true
     }
 }
 
@@ -769,6 +804,11 @@ mod tests {
             "1970-01-01T00:00:00.000001Z",
             "2024-02-29T23:59:59.999999Z",
             "2026-12-06T00:05:07.123456789Z",
+            // The same second again (its text is remembered), then others.
+            "2026-12-06T00:05:07.000001Z",
+            "2026-12-06T00:05:08Z",
+            "2026-12-06T00:05:07.999999Z",
+            "1969-12-31T23:59:59.5Z",
             "9999-12-31T23:59:59.999999Z",
         ]
         .iter()
@@ -783,12 +823,13 @@ mod tests {
         }
         // Past four digits and a leap second: chrono's own rendering.
         times.push("+10000-01-01T00:00:00Z".parse().unwrap());
-        times.push(
+        let second = |nanos| {
             chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
-                .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+                .and_then(|d| d.and_hms_nano_opt(23, 59, 59, nanos))
                 .unwrap()
-                .and_utc(),
-        );
+                .and_utc()
+        };
+        times.extend([second(500_000_000), second(1_500_000_000), second(7)]);
         for t in times {
             let expected = t.to_rfc3339_opts(SecondsFormat::Micros, true);
             assert_eq!(timestamp(t), expected);

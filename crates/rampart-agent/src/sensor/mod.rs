@@ -24,7 +24,6 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/sensor.skel.rs"));
 }
 
-use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -333,25 +332,29 @@ const OPTIONAL_TRACEPOINTS: &[&str] = &[
     "syscalls/sys_exit_fchmodat2",
 ];
 
-struct Shared {
-    decoder: Decoder,
-    file_paths: Vec<String>,
-    queue: VecDeque<SensorEvent>,
+/// The ring buffer's records of one poll, copied as they are: they are decoded one at a time
+/// as the sink takes them, so that each event's strings are freed before the next event's are
+/// allocated (decoding a poll's hundreds of events first made the allocator's slow paths a
+/// tenth of the agent's CPU).
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    /// Where each record ends in `bytes`.
+    ends: Vec<usize>,
 }
 
-impl Shared {
-    fn wants(&self, event: &SensorEvent) -> bool {
-        let under = |path: &str| self.file_paths.iter().any(|p| path.starts_with(p.as_str()));
-        if self.file_paths.is_empty() {
-            return true;
-        }
-        match event {
-            SensorEvent::FileWriteClose { path, .. }
-            | SensorEvent::FileDelete { path, .. }
-            | SensorEvent::FileChmod { path, .. } => under(path),
-            SensorEvent::FileRename { from, to, .. } => under(from) || under(to),
-            _ => true,
-        }
+/// Whether a file event is under `file_paths` (every event when it is empty).
+fn wanted(file_paths: &[String], event: &SensorEvent) -> bool {
+    let under = |path: &str| file_paths.iter().any(|p| path.starts_with(p.as_str()));
+    if file_paths.is_empty() {
+        return true;
+    }
+    match event {
+        SensorEvent::FileWriteClose { path, .. }
+        | SensorEvent::FileDelete { path, .. }
+        | SensorEvent::FileChmod { path, .. } => under(path),
+        SensorEvent::FileRename { from, to, .. } => under(from) || under(to),
+        _ => true,
     }
 }
 
@@ -367,10 +370,13 @@ pub struct Sensor {
     ring: RingBuffer<'static>,
     attached: Vec<Attached>,
     skel: skel::SensorSkel<'static>,
-    shared: Arc<Mutex<Shared>>,
+    /// What the ring buffer's callback fills.
+    records: Arc<Mutex<Records>>,
     unavailable: Vec<String>,
-    /// The decoded events' queue of the previous poll, kept for its capacity.
-    spare: VecDeque<SensorEvent>,
+    decoder: Decoder,
+    file_paths: Vec<String>,
+    /// The records of the previous poll, kept for their capacity.
+    spare: Records,
 }
 
 impl Sensor {
@@ -447,21 +453,15 @@ impl Sensor {
         }
         drop(capture);
 
-        let shared = Arc::new(Mutex::new(Shared {
-            decoder: Decoder::new(),
-            file_paths: config.file_paths.clone(),
-            queue: VecDeque::new(),
-        }));
-        let sink = Arc::clone(&shared);
+        let records = Arc::new(Mutex::new(Records::default()));
+        let sink = Arc::clone(&records);
         let mut builder = libbpf_rs::RingBufferBuilder::new();
         builder
             .add(&skel.maps.events, move |record: &[u8]| {
-                let mut shared = lock(&sink);
-                if let Ok(event) = shared.decoder.decode(record)
-                    && shared.wants(&event)
-                {
-                    shared.queue.push_back(event);
-                }
+                let mut records = lock(&sink);
+                records.bytes.extend_from_slice(record);
+                let end = records.bytes.len();
+                records.ends.push(end);
                 0
             })
             .map_err(SensorError::RingBuffer)?;
@@ -470,9 +470,11 @@ impl Sensor {
             ring,
             attached,
             skel,
-            shared,
+            records,
             unavailable,
-            spare: VecDeque::new(),
+            decoder: Decoder::new(),
+            file_paths: config.file_paths.clone(),
+            spare: Records::default(),
         })
     }
 
@@ -482,14 +484,25 @@ impl Sensor {
         timeout: Duration,
         sink: &mut dyn FnMut(SensorEvent),
     ) -> Result<usize, SensorError> {
-        lock(&self.shared).decoder.refresh_clock();
+        self.decoder.refresh_clock();
         let ret = self.ring.poll_raw(timeout);
         if ret < 0 && ret != -libc::EINTR {
             return Err(SensorError::Poll(std::io::Error::from_raw_os_error(-ret)));
         }
-        std::mem::swap(&mut lock(&self.shared).queue, &mut self.spare);
-        let count = self.spare.len();
-        self.spare.drain(..).for_each(sink);
+        std::mem::swap(&mut *lock(&self.records), &mut self.spare);
+        let mut count = 0;
+        let mut start = 0;
+        for &end in &self.spare.ends {
+            if let Ok(event) = self.decoder.decode(&self.spare.bytes[start..end])
+                && wanted(&self.file_paths, &event)
+            {
+                count += 1;
+                sink(event);
+            }
+            start = end;
+        }
+        self.spare.bytes.clear();
+        self.spare.ends.clear();
         Ok(count)
     }
 
@@ -508,8 +521,7 @@ impl Sensor {
                 .sum();
             lost.by_kind.push((name, count));
         }
-        lost.by_kind
-            .push(("undecodable", lock(&self.shared).decoder.errors()));
+        lost.by_kind.push(("undecodable", self.decoder.errors()));
         lost.total = lost.by_kind.iter().map(|(_, n)| n).sum();
         lost
     }
@@ -533,8 +545,8 @@ impl Sensor {
     }
 }
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(records: &Mutex<Records>) -> MutexGuard<'_, Records> {
+    records.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A power of two (the kernel requires it) of at least 64 KiB, room for the largest record.
