@@ -671,7 +671,21 @@ fn send_loop(
                         return false;
                     }
                     range.get_or_insert((seq, seq)).1 = seq + u64::from(count) - 1;
-                    compressed = body.push(record);
+                    compressed = body.push(record).map(|taken| {
+                        if !taken {
+                            // Acknowledged with the rest, never sent: counted as lost.
+                            warn!(
+                                seq,
+                                count,
+                                "queue: a record that is neither a block nor a row is skipped"
+                            );
+                            let lost = u64::from(count);
+                            shared
+                                .counters
+                                .rows_refused
+                                .fetch_add(lost, Ordering::Relaxed);
+                        }
+                    });
                     true
                 })
             })

@@ -199,18 +199,15 @@ impl RequestBody {
         self.records == 0 || self.plain.saturating_add(plain_size(record)) <= max_plain
     }
 
-    /// Adds a queue record; one that is neither a block nor a row is skipped (and logged).
-    pub fn push(&mut self, record: &[u8]) -> Result<()> {
+    /// Adds a queue record; false when it is neither a block nor a row and was skipped (the
+    /// caller counts its rows as lost).
+    pub fn push(&mut self, record: &[u8]) -> Result<bool> {
         let size = plain_size(record);
         let frame = if record.starts_with(&ZSTD_MAGIC) {
             record
         } else {
             let Some(nul) = record.iter().position(|&b| b == 0) else {
-                tracing::warn!(
-                    bytes = record.len(),
-                    "queue: a record that is neither a block nor a row is skipped"
-                );
-                return Ok(());
+                return Ok(false);
             };
             self.legacy.clear();
             self.legacy.push(&record[..nul], |out| {
@@ -225,7 +222,7 @@ impl RequestBody {
         self.body.extend_from_slice(frame);
         self.plain = self.plain.saturating_add(size);
         self.records += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Closes the body (once per [`RequestBody::clear`]) and returns it.
@@ -328,7 +325,7 @@ mod tests {
             body.clear();
             for r in &records {
                 assert!(body.fits(r, usize::MAX));
-                body.push(r).unwrap();
+                assert_eq!(body.push(r).unwrap(), r != b"neither");
             }
             assert_eq!(
                 decompress(body.finish()),
@@ -345,7 +342,7 @@ mod tests {
         body.clear();
         let plain = zstd::stream::decode_all(&records[0][..]).unwrap().len();
         assert!(body.fits(&records[0], 1));
-        body.push(&records[0]).unwrap();
+        assert!(body.push(&records[0]).unwrap());
         assert!(!body.fits(&records[0], 2 * plain - 1));
         assert!(body.fits(&records[0], 2 * plain));
     }
