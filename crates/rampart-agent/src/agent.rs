@@ -130,6 +130,9 @@ struct Shared {
     policy_file_paths: Mutex<Option<Vec<String>>>,
     /// The policy's block indicators, until the sensor loop takes them.
     policy_block: Mutex<Option<Value>>,
+    /// The server takes rows that refer to shared InitiatingProcess* columns (its policy says
+    /// so; an older server's does not).
+    server_takes_references: AtomicBool,
     /// The agent's own executable as it started, to notice it being replaced.
     image: Option<SelfImage>,
 }
@@ -196,6 +199,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         heartbeat_secs: AtomicU64::new(options.heartbeat.map_or(30, |d| d.as_secs())),
         policy_file_paths: Mutex::new(None),
         policy_block: Mutex::new(saved_block.clone()),
+        server_takes_references: AtomicBool::new(false),
         image: SelfImage::current(),
     });
 
@@ -376,6 +380,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         while let Ok(inventory) = inventory_rx.try_recv() {
             rows.extend(inventory);
         }
+        block.refer = shared.server_takes_references.load(Ordering::Relaxed);
         push(&shared, &mut rows, &mut block);
         if block.age() >= SEAL_AFTER {
             seal(&shared, &mut lock(&shared.queue), &mut block);
@@ -839,6 +844,12 @@ fn apply_policy(shared: &Shared, options: &Options, policy: &Value) {
     }
     if let Some(block) = policy.get("block") {
         *lock(&shared.policy_block) = Some(block.clone());
+    }
+    if !policy.is_null() {
+        let refer = policy["telemetry"]["initiating"].as_bool() == Some(true);
+        shared
+            .server_takes_references
+            .store(refer, Ordering::Relaxed);
     }
 }
 

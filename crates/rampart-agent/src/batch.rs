@@ -7,6 +7,8 @@
 //! compressed once, and the queue and the sender handle a tenth of the bytes they did with one
 //! JSON row per record.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -29,37 +31,86 @@ fn compressor() -> Result<zstd::bulk::Compressor<'static>> {
     Ok(z)
 }
 
-/// `{"table":T,"rows":[r1,r2]},{"table":U,"rows":[r3]}` text, rows appended in order.
+/// `{"table":T,"rows":[r1,r2]},{"table":U,"rows":[r3],"initiating":[{...}]}` text, rows
+/// appended in order; a row may refer to an entry of its batch's `initiating` list instead of
+/// carrying the InitiatingProcess* columns it shares with other rows.
 #[derive(Default)]
 struct Batches {
     text: Vec<u8>,
     /// The table of the batch being written, if `open`.
     table: Vec<u8>,
     open: bool,
+    /// The open batch's `initiating` entries, and where each is in the list (by address).
+    shared: Vec<Arc<str>>,
+    shared_at: HashMap<usize, usize>,
 }
 
 impl Batches {
-    fn push(&mut self, table: &[u8], row: impl FnOnce(&mut Vec<u8>)) {
+    /// Makes the open batch `table`'s (closing another), ready for a row to be written.
+    fn next_row(&mut self, table: &[u8]) {
         if self.open && self.table == table {
             self.text.push(b',');
-        } else {
-            if self.open {
-                self.text.extend_from_slice(b"]},");
-            }
-            self.text.extend_from_slice(b"{\"table\":\"");
-            self.text.extend_from_slice(table);
-            self.text.extend_from_slice(b"\",\"rows\":[");
-            self.table.clear();
-            self.table.extend_from_slice(table);
-            self.open = true;
+            return;
         }
-        row(&mut self.text);
+        if self.open {
+            self.close();
+            self.text.push(b',');
+        }
+        self.text.extend_from_slice(b"{\"table\":\"");
+        self.text.extend_from_slice(table);
+        self.text.extend_from_slice(b"\",\"rows\":[");
+        self.table.clear();
+        self.table.extend_from_slice(table);
+        self.open = true;
+    }
+
+    /// Adds a row `write` writes.
+    fn push(&mut self, table: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
+        self.next_row(table);
+        write(&mut self.text);
+    }
+
+    /// Adds `row`, referring to its shared InitiatingProcess* columns if `refer`.
+    fn push_row(&mut self, row: &Row, refer: bool) {
+        self.next_row(row.table.as_bytes());
+        match row.initiating.as_ref().filter(|_| refer) {
+            Some(pairs) => {
+                let key = Arc::as_ptr(pairs).cast::<u8>() as usize;
+                let at = *self.shared_at.entry(key).or_insert_with(|| {
+                    self.shared.push(Arc::clone(pairs));
+                    self.shared.len() - 1
+                });
+                row.write_referring(&mut self.text, at);
+            }
+            None => row.write_object(&mut self.text),
+        }
+    }
+
+    /// Ends the open batch: its rows, then its `initiating` list if it has one.
+    fn close(&mut self) {
+        self.text.push(b']');
+        if !self.shared.is_empty() {
+            self.text.extend_from_slice(b",\"initiating\":[");
+            for (k, pairs) in self.shared.drain(..).enumerate() {
+                if k > 0 {
+                    self.text.push(b',');
+                }
+                self.text.push(b'{');
+                self.text
+                    .extend_from_slice(pairs.trim_end_matches(',').as_bytes());
+                self.text.push(b'}');
+            }
+            self.text.push(b']');
+            self.shared_at.clear();
+        }
+        self.text.push(b'}');
+        self.open = false;
     }
 
     /// The text, closed; [`Batches::clear`] before the next push.
     fn finish(&mut self) -> &[u8] {
-        if std::mem::take(&mut self.open) {
-            self.text.extend_from_slice(b"]}");
+        if self.open {
+            self.close();
         }
         &self.text
     }
@@ -67,6 +118,8 @@ impl Batches {
     fn clear(&mut self) {
         self.text.clear();
         self.open = false;
+        self.shared.clear();
+        self.shared_at.clear();
     }
 }
 
@@ -74,6 +127,9 @@ impl Batches {
 /// will get in the queue, so nothing else may push to the queue while a block is open.
 pub struct BlockBuilder {
     batches: Batches,
+    /// Rows refer to the InitiatingProcess* columns they share instead of carrying them (the
+    /// server said it understands `"$i"`).
+    pub refer: bool,
     rows: u32,
     first_seq: u64,
     /// When the first row of the open block came.
@@ -91,6 +147,7 @@ impl BlockBuilder {
         let limit = BLOCK_BYTES.min(max_record.saturating_sub(max_record / 256 + 128));
         Ok(BlockBuilder {
             batches: Batches::default(),
+            refer: false,
             rows: 0,
             first_seq: 0,
             opened: Instant::now(),
@@ -127,8 +184,7 @@ impl BlockBuilder {
             self.opened = Instant::now();
         }
         row.set_report_id(self.first_seq + u64::from(self.rows));
-        self.batches
-            .push(row.table.as_bytes(), |out| row.write_object(out));
+        self.batches.push_row(&row, self.refer);
         self.rows += 1;
     }
 
@@ -291,6 +347,69 @@ mod tests {
         block.add(row("C", 5), || 75);
         let (_, first, rows) = block.seal().unwrap().unwrap();
         assert_eq!((first, rows), (75, 1));
+    }
+
+    #[test]
+    fn rows_refer_to_the_initiating_columns_they_share_once_per_batch() {
+        let p: Arc<str> =
+            Arc::from("\"InitiatingProcessId\":42,\"InitiatingProcessFileName\":\"w\",");
+        let q: Arc<str> = Arc::from("\"InitiatingProcessId\":7,");
+        let rows = || {
+            [
+                ("A", 1, Some(&p)),
+                ("A", 2, Some(&p)),
+                ("A", 3, Some(&q)),
+                ("B", 4, Some(&p)),
+                ("A", 5, None),
+            ]
+            .map(|(table, x, shared)| {
+                let mut r = row(table, x);
+                r.initiating = shared.map(Arc::clone);
+                r
+            })
+        };
+        let mut block = BlockBuilder::new(1 << 20).unwrap();
+        block.refer = true;
+        for r in rows() {
+            block.add(r, || 1);
+        }
+        let (frame, _, _) = block.seal().unwrap().unwrap();
+        let mut wrapped = zstd::stream::decode_all(frame).unwrap();
+        wrapped.insert(0, b'[');
+        wrapped.push(b']');
+        let v: Value = serde_json::from_slice(&wrapped).unwrap();
+        let (pv, qv) = (
+            json!({"InitiatingProcessId": 42, "InitiatingProcessFileName": "w"}),
+            json!({"InitiatingProcessId": 7}),
+        );
+        assert_eq!(
+            v,
+            json!([
+                {"table": "A", "rows": [
+                    {"x": 1, "ReportId": 1, "$i": 0},
+                    {"x": 2, "ReportId": 2, "$i": 0},
+                    {"x": 3, "ReportId": 3, "$i": 1},
+                ], "initiating": [pv, qv]},
+                {"table": "B", "rows": [{"x": 4, "ReportId": 4, "$i": 0}], "initiating": [pv]},
+                {"table": "A", "rows": [{"x": 5, "ReportId": 5}]},
+            ])
+        );
+        // Without references (a server that does not take them), rows carry every column.
+        block.refer = false;
+        for r in rows() {
+            block.add(r, || 1);
+        }
+        let (frame, _, _) = block.seal().unwrap().unwrap();
+        let text = String::from_utf8(zstd::stream::decode_all(frame).unwrap()).unwrap();
+        assert!(
+            !text.contains("\"$i\"") && !text.contains("initiating"),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(&format!("[{text}]")).unwrap();
+        assert_eq!(
+            v[0]["rows"][0],
+            json!({"InitiatingProcessId": 42, "InitiatingProcessFileName": "w", "x": 1, "ReportId": 1})
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Row {
     /// `"Column":value,` pairs (without the braces); a later pair of a column wins, as JSON
     /// readers take the last of duplicate keys.
     json: String,
+    /// The InitiatingProcess* pairs of the process the row is about, shared by its rows
+    /// ([`Mapper::initiating`]); the row's own pairs win over them.
+    pub initiating: Option<Arc<str>>,
 }
 
 /// Room a new row's text starts with: a file event's row is 1–1.5 KB.
@@ -233,6 +236,7 @@ impl Row {
         let mut row = Row {
             table,
             json: row_buffer(),
+            initiating: None,
         };
         row.set("Timestamp", Time(time));
         row.set("ActionType", action);
@@ -244,6 +248,7 @@ impl Row {
         let mut row = Row {
             table,
             json: String::new(),
+            initiating: None,
         };
         for (column, value) in fields {
             row.set(column, value.clone());
@@ -279,7 +284,9 @@ impl Row {
 
     /// The JSON object of the row.
     pub fn json(&self) -> String {
-        format!("{{{}}}", self.json.trim_end_matches(','))
+        let mut out = Vec::new();
+        self.write_object(&mut out);
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The row's columns (each once: the last value written wins), to look at.
@@ -287,16 +294,29 @@ impl Row {
         serde_json::from_str(&self.json()).unwrap_or_default()
     }
 
-    /// Appends the row's JSON object to `out` (what [`Row::json`] returns, without a copy).
+    /// Appends the row's JSON object to `out` (what [`Row::json`] returns, without a copy):
+    /// the shared InitiatingProcess* pairs first, so that the row's own win.
     pub fn write_object(&self, out: &mut Vec<u8>) {
+        let shared = self.initiating.as_deref().unwrap_or_default();
+        let own = self.json.trim_end_matches(',');
         out.push(b'{');
-        out.extend_from_slice(self.json.trim_end_matches(',').as_bytes());
+        if own.is_empty() {
+            out.extend_from_slice(shared.trim_end_matches(',').as_bytes());
+        } else {
+            out.extend_from_slice(shared.as_bytes());
+            out.extend_from_slice(own.as_bytes());
+        }
         out.push(b'}');
     }
 
-    /// Appends `"Column":value,` pairs rendered before (see [`Mapper::initiating`]).
-    fn push_rendered(&mut self, pairs: &str) {
-        self.json.push_str(pairs);
+    /// Appends the row's JSON object with `"$i": reference` in place of its shared pairs
+    /// (the server writes in the columns of entry `reference` of the batch's `initiating`).
+    pub fn write_referring(&self, out: &mut Vec<u8>, reference: usize) {
+        out.push(b'{');
+        out.extend_from_slice(self.json.as_bytes());
+        out.extend_from_slice(b"\"$i\":");
+        out.extend_from_slice(reference.to_string().as_bytes());
+        out.push(b'}');
     }
 }
 
@@ -677,11 +697,11 @@ impl Mapper {
         let pairs = match process.initiating.get() {
             Some(pairs) => pairs,
             None => {
-                let rendered = self.render_initiating(process);
+                let rendered = Arc::from(self.render_initiating(process));
                 process.initiating.get_or_init(|| rendered)
             }
         };
-        row.push_rendered(pairs);
+        row.initiating = Some(Arc::clone(pairs));
         if process.sessionid != u32::MAX && WITH_INITIATING_LOGON_ID.contains(&row.table) {
             row.set("InitiatingProcessLogonId", process.sessionid);
         }
@@ -693,6 +713,7 @@ impl Mapper {
         let mut row = Row {
             table: "",
             json: String::with_capacity(1024),
+            initiating: None,
         };
         self.image(&mut row, "InitiatingProcess", process);
         row.set("InitiatingProcessId", process.pid);

@@ -43,7 +43,7 @@ pub struct Process {
     pub hashes: Option<Arc<Hashes>>,
     /// The InitiatingProcess* columns of the rows this process causes, as JSON pairs, rendered
     /// at its first such row (`Mapper`); a forked copy starts without.
-    pub initiating: OnceLock<String>,
+    pub initiating: OnceLock<Arc<str>>,
 }
 
 pub struct ProcessTable {

@@ -847,6 +847,52 @@ fn agents_report_for_their_own_tenant_and_device_only() {
     );
     let (_, other) = agent_post(&server, &b_web01, "/api/v1/agents/telemetry", &rows);
     assert_eq!(other["alerts"]["raised"], 0, "{other}");
+
+    // Columns rows share come once per batch, and `"$i": N` stands for entry N (a row's own
+    // columns win); a reference to no entry is refused with where it is.
+    let shared = |reference: u64| {
+        json!({"batches": [{"table": "DeviceFileEvents", "rows": [
+            {"Timestamp": "2026-12-01T12:01:00Z", "ActionType": "FileCreated", "FileName": "shared-a", "$i": 0},
+            {"Timestamp": "2026-12-01T12:01:01Z", "ActionType": "FileCreated", "FileName": "shared-b", "InitiatingProcessId": 7, "$i": reference},
+        ], "initiating": [{"InitiatingProcessFileName": "writer", "InitiatingProcessId": 42}]}]})
+    };
+    let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &shared(1));
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("batches[0].rows[1].$i"),
+        "{answer}"
+    );
+    let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &shared(0));
+    assert_eq!(status, 200, "{answer}");
+    let writer = "DeviceFileEvents | where FileName startswith 'shared-' and InitiatingProcessFileName == 'writer'";
+    assert_eq!(server.count(&admin, writer), 2);
+    assert_eq!(
+        server.count(
+            &admin,
+            &format!("{writer} | where InitiatingProcessId == 7")
+        ),
+        1
+    );
+    assert_eq!(
+        server.count(
+            &admin,
+            &format!("{writer} | where InitiatingProcessId == 42")
+        ),
+        1
+    );
+    let (_, answer) = agent_post(
+        &server,
+        &web01,
+        "/api/v1/agents/heartbeat",
+        &json!({"agent_version": "0.1.0"}),
+    );
+    assert_eq!(
+        answer["policy"]["telemetry"]["initiating"], true,
+        "{answer}"
+    );
 }
 
 /// Indicators scoped to device groups alert only on devices of those groups; an `allow`

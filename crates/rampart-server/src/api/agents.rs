@@ -163,6 +163,8 @@ pub async fn heartbeat(
         .indicators_of(&agent.tenant)
         .await?
         .blocklist(device.group_id.as_deref());
+    // What this server's telemetry endpoint understands beyond plain rows.
+    policy["telemetry"] = json!({"initiating": true});
     Ok(json(&json!({"actions": actions, "policy": policy})))
 }
 
@@ -270,6 +272,46 @@ pub struct Telemetry {
 pub struct TelemetryBatch {
     table: String,
     rows: Vec<Map<String, Value>>,
+    /// Columns rows share, written once: a row's `"$i": N` stands for the columns of entry N
+    /// (columns the row has itself win). The initiating process's ~15 columns are the bulk
+    /// of most rows, and a process causes rows by the thousand.
+    #[serde(default)]
+    initiating: Vec<Map<String, Value>>,
+}
+
+/// The key of a row's reference into its batch's `initiating` list.
+const SHARED_COLUMNS_KEY: &str = "$i";
+
+impl TelemetryBatch {
+    /// The rows with the shared columns they refer to written in; `index` is the batch's place
+    /// in the request (for errors).
+    fn expanded(self, index: usize) -> Result<Vec<Map<String, Value>>, Problem> {
+        let TelemetryBatch {
+            mut rows,
+            initiating,
+            ..
+        } = self;
+        for (r, row) in rows.iter_mut().enumerate() {
+            let Some(reference) = row.remove(SHARED_COLUMNS_KEY) else {
+                continue;
+            };
+            let shared = reference
+                .as_u64()
+                .and_then(|i| initiating.get(usize::try_from(i).ok()?))
+                .ok_or_else(|| {
+                    Problem::bad_request(format!(
+                        "batches[{index}].rows[{r}].{SHARED_COLUMNS_KEY}: {reference} names no entry of the batch's {} initiating entries",
+                        initiating.len()
+                    ))
+                })?;
+            for (column, value) in shared {
+                if !row.contains_key(column) {
+                    row.insert(column.clone(), value.clone());
+                }
+            }
+        }
+        Ok(rows)
+    }
 }
 
 /// Rows of hunting tables (`{"batches": [{"table", "rows": [{column: value}]}]}`, optionally
@@ -314,7 +356,7 @@ pub async fn telemetry(
         received.push(Received {
             index,
             table,
-            rows: batch.rows,
+            rows: batch.expanded(index)?,
         });
     }
     let (mut first_record, mut skipped) = (1, 0);
