@@ -575,6 +575,26 @@ mod tests {
     }
 
     #[test]
+    fn comm_is_held_as_from_utf8_lossy_reads_it() {
+        for raw in [
+            &b"sh"[..],
+            b"",
+            b"exactly-16-bytes",
+            b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4\xf3\xf2\xf1\xf0",
+            "caf\u{e9}\u{1f600}".as_bytes(),
+        ] {
+            let comm = Comm::new(raw);
+            assert_eq!(comm.as_str(), String::from_utf8_lossy(raw), "{raw:?}");
+            let json = serde_json::to_string(&comm).unwrap();
+            assert_eq!(serde_json::from_str::<Comm>(&json).unwrap(), comm);
+        }
+        // Longer text keeps its whole characters that fit.
+        let long = "\u{1f600}".repeat(13);
+        assert_eq!(Comm::from(long.as_str()).as_str(), "\u{1f600}".repeat(12));
+        assert_eq!(Comm::from("run"), "run");
+    }
+
+    #[test]
     fn paths_are_absolute_and_folded() {
         let base = |b: &'static str| move || b.to_string();
         assert_eq!(absolute(b"../x/./y", base("/a/b")), "/a/x/y");
