@@ -560,7 +560,7 @@ fn push(shared: &Shared, rows: &mut Vec<Row>, block: &mut BlockBuilder) {
     }
     let mut queue = lock(&shared.queue);
     for row in rows.drain(..) {
-        if block.full() {
+        if !block.fits(&row) {
             seal(shared, &mut queue, block);
         }
         // The sequence number a block's first row gets: the queue's next.

@@ -4,8 +4,8 @@
 //! `{"batches":[BLOCK,BLOCK,...]}`, is made of the blocks as they are: zstd frames one after
 //! another decompress to their contents one after another, so the body is the frames of
 //! `{"batches":[`, the blocks with the frames of `,` between them, and `]}`'s frame. Rows are
-//! compressed once, and the queue and the sender handle a tenth of the bytes they did with one
-//! JSON row per record.
+//! compressed once, and the queue and the sender handle compressed bytes only, where they
+//! handled one JSON row per record.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +43,8 @@ struct Batches {
     /// The open batch's `initiating` entries, and where each is in the list (by address).
     shared: Vec<Arc<str>>,
     shared_at: HashMap<usize, usize>,
+    /// Bytes the open batch's `initiating` list will add when it is closed.
+    shared_bytes: usize,
 }
 
 impl Batches {
@@ -78,6 +80,8 @@ impl Batches {
                 let key = Arc::as_ptr(pairs).cast::<u8>() as usize;
                 let at = *self.shared_at.entry(key).or_insert_with(|| {
                     self.shared.push(Arc::clone(pairs));
+                    // `{pairs}` and a comma.
+                    self.shared_bytes += pairs.len() + 2;
                     self.shared.len() - 1
                 });
                 row.write_referring(&mut self.text, at);
@@ -102,6 +106,7 @@ impl Batches {
             }
             self.text.push(b']');
             self.shared_at.clear();
+            self.shared_bytes = 0;
         }
         self.text.push(b'}');
         self.open = false;
@@ -120,6 +125,12 @@ impl Batches {
         self.open = false;
         self.shared.clear();
         self.shared_at.clear();
+        self.shared_bytes = 0;
+    }
+
+    /// Bytes of the text once the open batch is closed (about: its `initiating` list's).
+    fn len(&self) -> usize {
+        self.text.len() + self.shared_bytes + 32
     }
 }
 
@@ -162,9 +173,10 @@ impl BlockBuilder {
         self.rows
     }
 
-    /// Whether the open block is full: seal it before the next row.
-    pub fn full(&self) -> bool {
-        self.rows >= BLOCK_ROWS || self.batches.text.len() >= self.limit
+    /// Whether `row` fits in the open block (always, in an empty one): if not, seal it first.
+    pub fn fits(&self, row: &Row) -> bool {
+        self.rows == 0
+            || (self.rows < BLOCK_ROWS && self.batches.len() + row.text_len() <= self.limit)
     }
 
     /// How long the open block's first row has waited (zero when it is empty).
@@ -417,13 +429,42 @@ mod tests {
         let max_record = 4096;
         let mut block = BlockBuilder::new(max_record).unwrap();
         let mut n = 0;
-        while !block.full() {
+        while block.fits(&row("DeviceFileEvents", n)) {
             block.add(row("DeviceFileEvents", n), || 1);
             n += 1;
         }
         assert!(n > 10, "{n} rows");
         let (frame, _, _) = block.seal().unwrap().unwrap();
         assert!(frame.len() <= max_record);
+        // So with rows that refer to shared columns, whose list comes at the batch's end; the
+        // text is incompressible here, so that only the bound keeps the frame small enough.
+        block.refer = true;
+        let noise = |k: i64| -> Arc<str> {
+            // xorshift: letters zstd cannot predict.
+            let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ k as u64;
+            let text: String = (0..300)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'a' + (x % 26) as u8)
+                })
+                .collect();
+            Arc::from(format!("\"InitiatingProcessCommandLine\":\"{text}\","))
+        };
+        let shared_row = |k: i64| {
+            let mut r = row("DeviceFileEvents", k);
+            r.initiating = Some(noise(k));
+            r
+        };
+        let mut k = 0;
+        while block.fits(&shared_row(k)) {
+            block.add(shared_row(k), || 1);
+            k += 1;
+        }
+        assert!(k > 2, "{k} rows");
+        let (frame, _, _) = block.seal().unwrap().unwrap();
+        assert!(frame.len() <= max_record, "{} bytes", frame.len());
     }
 
     #[test]

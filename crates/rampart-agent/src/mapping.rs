@@ -282,6 +282,11 @@ impl Row {
         }
     }
 
+    /// Bytes of the row's JSON object at most (with its shared pairs).
+    pub fn text_len(&self) -> usize {
+        self.json.len() + self.initiating.as_deref().map_or(0, str::len) + 2
+    }
+
     /// The JSON object of the row.
     pub fn json(&self) -> String {
         let mut out = Vec::new();

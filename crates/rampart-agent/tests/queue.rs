@@ -55,6 +55,14 @@ fn small() -> QueueLimits {
     }
 }
 
+/// A bound of eight segments, reached after a few hundred records.
+fn tight() -> QueueLimits {
+    QueueLimits {
+        max_bytes: 64 << 10,
+        segment_bytes: 8 << 10,
+    }
+}
+
 fn push_checked(q: &mut Queue) -> u64 {
     let expected = q.stats().next_seq;
     let seq = q.push(&payload(expected), 1).expect("push");
@@ -585,10 +593,7 @@ fn lost_or_corrupt_cursor_redelivers_and_reports() {
 fn bound_drops_the_oldest_and_counts_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let limits = QueueLimits {
-        max_bytes: 64 << 10,
-        segment_bytes: 8 << 10,
-    };
+    let limits = tight();
     let mut q = open_queue(dir, limits);
     let mut delivered: Vec<u64> = Vec::new();
     let mut last_seq = 0;
@@ -934,10 +939,7 @@ fn a_record_holds_a_run_of_numbers() {
 fn drops_are_counted_in_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let limits = QueueLimits {
-        max_bytes: 64 << 10,
-        segment_bytes: 8 << 10,
-    };
+    let limits = tight();
     let mut q = open_queue(dir, limits);
     let (records, per_record) = (2000u64, 7u32);
     for k in 0..records {
