@@ -34,7 +34,8 @@ const INITIATING_PROCESS: &str = "InitiatingProcess";
 const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 /// Runs of rows in source order at least this long are written as slices, not copied.
 const MIN_SLICE_ROWS: usize = 256;
-/// Key-value metadata of a file each of whose row groups is clustered (what merges write):
+/// Key-value metadata of a file each of whose row groups is clustered (what merges, and
+/// flushes of enough rows, write):
 /// a later merge copies such row groups as they are encoded instead of decoding them,
 /// clustering them again and re-encoding every value.
 pub(crate) const CLUSTERED_KEY: &str = "rampart.clustered";
@@ -110,21 +111,16 @@ pub(crate) struct RowRef {
 }
 
 /// The rows of `batches` by day, then by Timestamp with nulls first, arrival order among
-/// equals: the order of a flushed file. A row without a Timestamp (or with one that is no
-/// calendar date) belongs to its batch's ingestion day. With `clusters`, each row also gets
-/// the keys [`cluster`] orders by (hashing three columns; a flush has no use for them).
+/// equals: the order of a flush. A row without a Timestamp (or with one that is no
+/// calendar date) belongs to its batch's ingestion day. Each row also gets the keys
+/// [`cluster`] orders by.
 pub(crate) fn time_order(
     batches: &[(&RecordBatch, i32)],
     table: Table,
-    clusters: bool,
 ) -> Result<Vec<RowRef>, StoreError> {
     let total = batches.iter().map(|(b, _)| b.num_rows()).sum();
     let mut rows = Vec::with_capacity(total);
-    let levels = if clusters {
-        cluster_columns(table)
-    } else {
-        Vec::new()
-    };
+    let levels = cluster_columns(table);
     let mut hashes: [Vec<u64>; CLUSTER_LEVELS] = Default::default();
     for (b, (batch, ingest_day)) in batches.iter().enumerate() {
         let ts = timestamps(batch, table);
@@ -166,9 +162,6 @@ const CLUSTER_LEVELS: usize = 3;
 /// synthetic fleet's process events, 59 B/row in time order against 38 clustered by these
 /// (44 by device then initiating process; pyarrow, 128 Ki-row groups). Row groups stay in
 /// time order, so the Timestamp ranges that queries prune on are those of time-sorted files.
-/// Flushes write in time order: clustering gathers every value of every column (a quarter of
-/// the ingest benchmark's CPU when flushes clustered too), and compaction rewrites the rows
-/// anyway.
 fn cluster_columns(table: Table) -> Vec<&'static str> {
     ["InitiatingProcessFileName", "FileName", "DeviceId"]
         .into_iter()
@@ -201,8 +194,8 @@ pub(crate) fn timestamps(
 }
 
 /// How files are written: zstd, dictionaries, row-group statistics for numbers and times, and
-/// page statistics for Timestamp (what time filters prune on: row groups, and in a flushed
-/// file, which is in time order, pages).
+/// page statistics for Timestamp (what time filters prune on: row groups, and in a file in
+/// time order, pages).
 pub(crate) fn writer_properties(
     table: Table,
     zstd_level: i32,
@@ -224,8 +217,8 @@ pub(crate) fn writer_properties(
             // process starts (one of ~10,000 values in 100,000 rows of a fleet): dictionary
             // indices take half the bytes of the deltas between them.
             KustoType::DateTime if c.name.starts_with(INITIATING_PROCESS) => {}
-            // Nearly unique and in order (in a flushed file, or within a merged file's
-            // cluster): deltas, not a dictionary.
+            // Nearly unique and in order (in a file in time order, or within a cluster):
+            // deltas, not a dictionary.
             KustoType::DateTime => {
                 props = props
                     .set_column_dictionary_enabled(path(), false)
@@ -256,8 +249,15 @@ pub(crate) struct Written {
     pub(crate) max_ts: Option<i64>,
 }
 
-/// Writes `rows` (in order, all of one day) from `batches` to a new file at `path`, and
-/// fsyncs it. The file must not exist.
+/// Writes a flush's `rows` (in time order, all of one day, with their cluster keys) from
+/// `batches` to a new file at `path`, and fsyncs it. The file must not exist.
+///
+/// Rows enough for row groups of at least half `max_row_group_row_count` (those a merge
+/// copies as they are encoded) are split into row groups of about equal size, each
+/// clustered, and the file is marked clustered: each such row is then encoded once, here,
+/// instead of here and again by the merge that would cluster it (in the ingest benchmark
+/// merges were a third of the store's CPU, more than flushes). Fewer rows are written in
+/// time order: a merge clusters them with others anyway.
 pub(crate) fn write_file(
     path: &Path,
     table: Table,
@@ -266,8 +266,20 @@ pub(crate) fn write_file(
     rows: &[RowRef],
 ) -> Result<Written, StoreError> {
     let mut file = FileWriter::create(path, table, props)?;
-    file.write_rows(batches, rows)?;
-    file.finish(false)
+    if rows.len() < file.row_group_rows.div_ceil(2) {
+        file.write_rows(batches, rows)?;
+        return file.finish(false);
+    }
+    let groups = rows.len().div_ceil(file.row_group_rows);
+    let mut group = Vec::with_capacity(rows.len().div_ceil(groups));
+    for chunk in rows.chunks(rows.len().div_ceil(groups)) {
+        group.clear();
+        group.extend_from_slice(chunk);
+        cluster(&mut group);
+        file.write_rows(batches, &group)?;
+        file.end_row_group()?;
+    }
+    file.finish(true)
 }
 
 /// A Parquet file being written, a row group at a time: rows encoded by Arrow column writers

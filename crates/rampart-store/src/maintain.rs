@@ -177,7 +177,7 @@ impl Inner {
             .map(|((_, table), batches)| {
                 let refs: Vec<(&RecordBatch, i32)> =
                     batches.iter().map(|b| (&b.batch, b.ingest_day)).collect();
-                time_order(&refs, *table, false)
+                time_order(&refs, *table)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let oldest = |batches: &[MemBatch], rows: &[RowRef]| {

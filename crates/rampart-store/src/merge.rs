@@ -162,7 +162,7 @@ pub(crate) fn merge_files(
             break;
         }
         let sources: Vec<(&RecordBatch, i32)> = pool.batches.iter().map(|b| (b, day)).collect();
-        let mut rows = time_order(&sources, table, true)?;
+        let mut rows = time_order(&sources, table)?;
         // Rows no unread row group can precede: those up to where the next one starts.
         let ready = match unread.peek() {
             None => rows.len(),

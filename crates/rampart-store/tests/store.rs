@@ -620,8 +620,12 @@ fn compactions_and_appends_at_the_memory_limit_run_side_by_side() {
 #[test]
 fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     let dir = scratch("compact");
-    // Several row groups per merged file.
-    let config = groups_of_128;
+    // Several row groups per merged file, and flushes too small for row groups that a merge
+    // would copy (see the next tests).
+    let config = || StoreConfig {
+        row_group_rows: 256,
+        ..config()
+    };
     let store = Store::open(&dir, config()).unwrap();
     // Five flushes into one day, timestamps interleaved across them.
     for f in 0..5i64 {
@@ -705,8 +709,8 @@ fn compaction_merges_small_files_and_keeps_every_row_exactly_once() {
     assert_eq!(merged.len(), 1);
     assert_eq!(
         assert_clustered(&dir.join(&merged[0])),
-        4,
-        "500 rows in groups of 128"
+        2,
+        "500 rows in groups of 256"
     );
 }
 
@@ -716,11 +720,19 @@ fn merges_copy_the_full_row_groups_of_earlier_merges_as_they_are_encoded() {
     let config = groups_of_128;
     let store = Store::open(&dir, config()).unwrap();
     let at = |id: i64| Some(day("2024-05-01") + Duration::seconds(id));
+    // Flushes of 50 rows: fewer than half a row group, so written in time order.
     let flush = |ids: Range<i64>| {
-        store
-            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(ids, at))
-            .unwrap();
-        store.flush().unwrap();
+        for start in ids.clone().step_by(50) {
+            let end = (start + 50).min(ids.end);
+            store
+                .append(
+                    DEFAULT_TENANT,
+                    Table::DeviceProcessEvents,
+                    rows(start..end, at),
+                )
+                .unwrap();
+            store.flush().unwrap();
+        }
     };
     for f in 0..4 {
         flush(f * 100..(f + 1) * 100);
@@ -806,6 +818,60 @@ fn merges_copy_the_full_row_groups_of_earlier_merges_as_they_are_encoded() {
     assert_eq!(report_ids(&store, DEFAULT_TENANT, Some(filter)), expected);
     drop(store);
     let store = Store::open(&dir, config()).unwrap();
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+}
+
+#[test]
+fn a_flush_of_half_a_row_group_or_more_writes_clustered_row_groups_that_merges_copy() {
+    let dir = scratch("flush-clustered");
+    let store = Store::open(&dir, groups_of_128()).unwrap();
+    let at = |id: i64| Some(day("2024-05-01") + Duration::seconds(id));
+    let append = |ids: Range<i64>| {
+        store
+            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(ids, at))
+            .unwrap();
+    };
+    // Two appends, one flush: 300 rows in three row groups of 100, not 128 + 128 + 44 (a
+    // row group under half of 128 rows would be encoded again by every merge).
+    append(0..150);
+    append(150..300);
+    store.flush().unwrap();
+    let flushed = parquet_files(&dir);
+    assert_eq!(flushed.len(), 1);
+    assert_eq!(assert_clustered(&dir.join(&flushed[0])), 3);
+    let sizes = |path: &Path| {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sizes(&dir.join(&flushed[0])), [100, 100, 100]);
+
+    // 64 rows (half of 128): one clustered row group; 63: in time order.
+    append(300..364);
+    store.flush().unwrap();
+    append(364..427);
+    store.flush().unwrap();
+    let report = store.compact().unwrap();
+    assert_eq!((report.files_merged, report.rows), (3, 427));
+    let work = store.stats().work;
+    assert_eq!(
+        (work.flushed_rows, work.merged_rows, work.copied_rows),
+        (427, 63, 364),
+        "the flushes' clustered row groups copied, the 63 rows encoded again"
+    );
+    let merged = parquet_files(&dir);
+    assert_eq!(merged.len(), 1);
+    assert_eq!(assert_clustered(&dir.join(&merged[0])), 5);
+    assert_eq!(sizes(&dir.join(&merged[0])), [100, 100, 100, 64, 63]);
+    let all: Vec<i64> = (0..427).collect();
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+    drop(store);
+    let store = Store::open(&dir, groups_of_128()).unwrap();
     assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
 }
 
