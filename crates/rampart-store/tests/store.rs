@@ -876,6 +876,94 @@ fn a_flush_of_half_a_row_group_or_more_writes_clustered_row_groups_that_merges_c
 }
 
 #[test]
+fn a_scan_cuts_large_files_into_ranges_so_each_partition_reads_its_share() {
+    let dir = scratch("ranges");
+    // Row groups large enough for the rows, not the footer, to be most of the file's bytes.
+    let config = StoreConfig {
+        row_group_rows: 4096,
+        ..config()
+    };
+    let store = Store::open(&dir, config).unwrap();
+    // Three days, a file of 8 row groups each: dealt whole to two partitions, one would read
+    // two of them.
+    let at = |id: i64| {
+        Some(day("2024-05-01") + Duration::days(id / 32768) + Duration::milliseconds(id % 32768))
+    };
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(0..3 * 32768, at),
+        )
+        .unwrap();
+    store.flush().unwrap();
+    let files = parquet_files(&dir);
+    assert_eq!(files.len(), 3);
+    let bytes: i64 = files
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len() as i64)
+        .sum();
+    // The byte ranges of the file that each partition of a scan reads (None: all of it), and
+    // the ReportIds the scan returns.
+    let scan = |min_size: usize| {
+        let config = datafusion::prelude::SessionConfig::new()
+            .with_target_partitions(2)
+            .with_repartition_file_min_size(min_size);
+        let ctx = SessionContext::new_with_config(config);
+        let table = store.table_provider(DEFAULT_TENANT, Table::DeviceProcessEvents);
+        runtime().block_on(async {
+            let df = ctx.read_table(table).unwrap();
+            let plan = df.create_physical_plan().await.unwrap();
+            let files = plan
+                .children()
+                .into_iter()
+                .filter_map(|c| c.as_ref().downcast_ref::<DataSourceExec>())
+                .find_map(|e| e.data_source().downcast_ref::<FileScanConfig>())
+                .unwrap();
+            let ranges: Vec<Vec<Option<(i64, i64)>>> = files
+                .file_groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|f| f.range.as_ref().map(|r| (r.start, r.end)))
+                        .collect()
+                })
+                .collect();
+            let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+                .await
+                .unwrap();
+            let mut ids: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| {
+                    let c = b
+                        .column_by_name("ReportId")
+                        .unwrap()
+                        .as_primitive::<Int64Type>();
+                    c.iter().flatten().collect::<Vec<_>>()
+                })
+                .collect();
+            ids.sort();
+            (ranges, ids)
+        })
+    };
+    let all: Vec<i64> = (0..3 * 32768).collect();
+    // Files under DataFusion's threshold (10 MB by default) are dealt whole.
+    assert_eq!(
+        scan(10 << 20),
+        (vec![vec![None, None], vec![None]], all.clone())
+    );
+    // Past it, each partition reads half of the bytes (a range reads the row groups whose
+    // first page it holds), and every row is read once.
+    let (ranges, ids) = scan(0);
+    let read: Vec<i64> = ranges
+        .iter()
+        .map(|g| g.iter().flatten().map(|(start, end)| end - start).sum())
+        .collect();
+    assert_eq!(read, [(bytes + 1) / 2, bytes / 2], "{ranges:?}");
+    assert_eq!(ids, all);
+}
+
+#[test]
 fn a_torn_log_tail_is_cut_reported_and_the_rest_replayed() {
     let dir = scratch("torn");
     let store = Store::open(&dir, config()).unwrap();
