@@ -270,9 +270,11 @@ pub(crate) fn write_file(
         file.write_rows(batches, rows)?;
         return file.finish(false);
     }
-    let groups = rows.len().div_ceil(file.row_group_rows);
-    let mut group = Vec::with_capacity(rows.len().div_ceil(groups));
-    for chunk in rows.chunks(rows.len().div_ceil(groups)) {
+    let group_rows = rows
+        .len()
+        .div_ceil(rows.len().div_ceil(file.row_group_rows));
+    let mut group = Vec::with_capacity(group_rows);
+    for chunk in rows.chunks(group_rows) {
         group.clear();
         group.extend_from_slice(chunk);
         cluster(&mut group);

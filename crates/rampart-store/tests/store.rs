@@ -884,8 +884,7 @@ fn a_scan_cuts_large_files_into_ranges_so_each_partition_reads_its_share() {
         ..config()
     };
     let store = Store::open(&dir, config).unwrap();
-    // Three days, a file of 8 row groups each: dealt whole to two partitions, one would read
-    // two of them.
+    // Three days, a file of 8 row groups each: three files for two partitions.
     let at = |id: i64| {
         Some(day("2024-05-01") + Duration::days(id / 32768) + Duration::milliseconds(id % 32768))
     };
