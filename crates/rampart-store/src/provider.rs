@@ -14,7 +14,9 @@ use datafusion::common::{DFSchema, Result, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileGroupPartitioner, FileScanConfigBuilder, ParquetSource,
+};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
@@ -246,37 +248,29 @@ impl TableProvider for StoreTable {
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
             }
             let total = files_statistics(&schema, snapshot.files.iter().map(|f| &f.meta));
-            let mut dealt = vec![Vec::new(); partitions.min(snapshot.files.len())];
-            let slots = dealt.len();
-            for (i, file) in snapshot.files.into_iter().enumerate() {
-                dealt[i % slots].push(file);
+            let metas: Vec<FileMeta> = snapshot.files.iter().map(|f| f.meta.clone()).collect();
+            let mut files = Vec::with_capacity(snapshot.files.len());
+            for file in snapshot.files {
+                let location = ObjectPath::from_absolute_path(&file.path)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                let meta = ObjectMeta {
+                    location,
+                    // Files are never rewritten in place (every file has a new id), so a
+                    // fixed time keeps DataFusion's metadata cache valid.
+                    last_modified: chrono::DateTime::UNIX_EPOCH,
+                    size: file.meta.bytes,
+                    e_tag: None,
+                    version: None,
+                };
+                let file_stats = files_statistics(&schema, [&file.meta]);
+                // The plan holds the file: it is not deleted while the plan may read it.
+                files.push(
+                    PartitionedFile::new_from_meta(meta)
+                        .with_statistics(Arc::new(file_stats))
+                        .with_extension(file),
+                );
             }
-            let mut groups = Vec::with_capacity(slots);
-            for files in dealt {
-                let stats = files_statistics(&schema, files.iter().map(|f| &f.meta));
-                let mut group = Vec::with_capacity(files.len());
-                for file in files {
-                    let location = ObjectPath::from_absolute_path(&file.path)
-                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-                    let meta = ObjectMeta {
-                        location,
-                        // Files are never rewritten in place (every file has a new id), so a
-                        // fixed time keeps DataFusion's metadata cache valid.
-                        last_modified: chrono::DateTime::UNIX_EPOCH,
-                        size: file.meta.bytes,
-                        e_tag: None,
-                        version: None,
-                    };
-                    let file_stats = files_statistics(&schema, [&file.meta]);
-                    // The plan holds the file: it is not deleted while the plan may read it.
-                    group.push(
-                        PartitionedFile::new_from_meta(meta)
-                            .with_statistics(Arc::new(file_stats))
-                            .with_extension(file),
-                    );
-                }
-                groups.push(FileGroup::new(group).with_statistics(Arc::new(stats)));
-            }
+            let groups = file_groups(state, partitions, &schema, files, &metas);
             let config = FileScanConfigBuilder::new(url, Arc::new(source))
                 .with_file_groups(groups)
                 .with_statistics(total)
@@ -287,6 +281,59 @@ impl TableProvider for StoreTable {
         }
         UnionExec::try_new(plans)
     }
+}
+
+/// Byte ranges per partition a scan of large files is cut into (see [`file_groups`]).
+const RANGES_PER_PARTITION: usize = 4;
+
+/// The scan's files in up to `partitions` groups. Once they are large enough to be worth it
+/// (`repartition_file_min_size`), files are cut into `RANGES_PER_PARTITION` byte ranges per
+/// partition, of equal bytes (a range reads the row groups whose first page it holds), dealt
+/// in turn to the groups. DataFusion lets a partition that has read its own ranges take
+/// ranges not yet opened from the others: the smaller the ranges, the sooner both cores
+/// finish. Cut only as many ranges as partitions, a compacted store's three day files of
+/// ~126 MB became a whole file, two halves and a whole file, and one core read the last file
+/// alone (0.3 s of the hunting benchmark's 0.85 s `dcount`, at the same CPU). A range's file
+/// statistics are only bounds; the scan's own (the sum over whole files) stay exact.
+fn file_groups(
+    state: &dyn Session,
+    partitions: usize,
+    schema: &Schema,
+    files: Vec<PartitionedFile>,
+    metas: &[FileMeta],
+) -> Vec<FileGroup> {
+    let options = &state.config_options().optimizer;
+    if options.repartition_file_scans && partitions > 1 {
+        let ranges = FileGroupPartitioner::new()
+            .with_target_partitions(partitions * RANGES_PER_PARTITION)
+            .with_repartition_file_min_size(options.repartition_file_min_size)
+            .repartition_file_groups(&[FileGroup::new(files.clone())]);
+        if let Some(ranges) = ranges {
+            let mut groups = vec![Vec::new(); partitions];
+            for (i, range) in ranges.into_iter().enumerate() {
+                groups[i % partitions].extend(range.into_inner().into_iter().map(|mut file| {
+                    file.statistics = file
+                        .statistics
+                        .map(|s| Arc::new(s.as_ref().clone().to_inexact()));
+                    file
+                }));
+            }
+            return groups.into_iter().map(FileGroup::new).collect();
+        }
+    }
+    let slots = partitions.min(files.len()).max(1);
+    let mut dealt: Vec<(Vec<PartitionedFile>, Vec<&FileMeta>)> = vec![Default::default(); slots];
+    for (i, (file, meta)) in files.into_iter().zip(metas).enumerate() {
+        dealt[i % slots].0.push(file);
+        dealt[i % slots].1.push(meta);
+    }
+    dealt
+        .into_iter()
+        .map(|(files, metas)| {
+            let stats = files_statistics(schema, metas);
+            FileGroup::new(files).with_statistics(Arc::new(stats))
+        })
+        .collect()
 }
 
 /// The table as scans return it: `string` columns as `Utf8View`, the rest as stored. A view

@@ -876,7 +876,7 @@ fn a_flush_of_half_a_row_group_or_more_writes_clustered_row_groups_that_merges_c
 }
 
 #[test]
-fn a_scan_cuts_large_files_into_ranges_so_each_partition_reads_its_share() {
+fn a_scan_cuts_large_files_into_small_ranges_so_each_partition_reads_its_share() {
     let dir = scratch("ranges");
     // Row groups large enough for the rows, not the footer, to be most of the file's bytes.
     let config = StoreConfig {
@@ -951,14 +951,31 @@ fn a_scan_cuts_large_files_into_ranges_so_each_partition_reads_its_share() {
         scan(10 << 20),
         (vec![vec![None, None], vec![None]], all.clone())
     );
-    // Past it, each partition reads half of the bytes (a range reads the row groups whose
-    // first page it holds), and every row is read once.
+    // Past it, the files are cut into 8 ranges of equal bytes (a range reads the row groups
+    // whose first page it holds), 4 for each partition: small enough units for a partition
+    // that is done to take the other's ranges not yet opened. Every row is read once.
     let (ranges, ids) = scan(0);
-    let read: Vec<i64> = ranges
-        .iter()
-        .map(|g| g.iter().flatten().map(|(start, end)| end - start).sum())
-        .collect();
-    assert_eq!(read, [(bytes + 1) / 2, bytes / 2], "{ranges:?}");
+    let eighth = (bytes + 7) / 8;
+    for group in &ranges {
+        let pieces: Vec<i64> = group
+            .iter()
+            .flatten()
+            .map(|(start, end)| end - start)
+            .collect();
+        assert_eq!(
+            pieces.len(),
+            group.len(),
+            "every file of a group is a range: {ranges:?}"
+        );
+        assert!(pieces.len() >= 4, "{ranges:?}");
+        assert!(pieces.iter().all(|&p| p <= eighth), "{ranges:?}");
+        let read: i64 = pieces.iter().sum();
+        assert!(
+            (read - bytes / 2).abs() <= eighth,
+            "about half the bytes each: {ranges:?}"
+        );
+    }
+    assert_eq!(ranges.len(), 2);
     assert_eq!(ids, all);
 }
 
