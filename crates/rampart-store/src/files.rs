@@ -34,6 +34,13 @@ const INITIATING_PROCESS: &str = "InitiatingProcess";
 const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 /// Runs of rows in source order at least this long are written as slices, not copied.
 const MIN_SLICE_ROWS: usize = 256;
+/// Rows a clustered row group needs for merges to copy it as it is encoded (half a row
+/// group): flushes cluster partitions of this many rows, compaction copies such row groups,
+/// tiers smaller files by rows, and flushes hold smaller partitions in memory.
+pub(crate) fn copied_rows(row_group_rows: usize) -> usize {
+    row_group_rows.div_ceil(2)
+}
+
 /// Key-value metadata of a file each of whose row groups is clustered (what merges, and
 /// flushes of enough rows, write):
 /// a later merge copies such row groups as they are encoded instead of decoding them,
@@ -252,11 +259,10 @@ pub(crate) struct Written {
 /// Writes a flush's `rows` (in time order, all of one day, with their cluster keys) from
 /// `batches` to a new file at `path`, and fsyncs it. The file must not exist.
 ///
-/// Rows enough for row groups of at least half `max_row_group_row_count` (those a merge
-/// copies as they are encoded) are split into row groups of about equal size, each
-/// clustered, and the file is marked clustered: each such row is then encoded once, here,
-/// instead of here and again by the merge that would cluster it (in the ingest benchmark
-/// merges were a third of the store's CPU, more than flushes). Fewer rows are written in
+/// Rows enough for row groups a merge copies ([`copied_rows`]) are split into row groups of
+/// about equal size, each clustered, and the file is marked clustered: each such row is then
+/// encoded once, here, instead of here and again by the merge that would cluster it (in the
+/// ingest benchmark's profile merges took more CPU than flushes). Fewer rows are written in
 /// time order: a merge clusters them with others anyway.
 pub(crate) fn write_file(
     path: &Path,
@@ -266,7 +272,7 @@ pub(crate) fn write_file(
     rows: &[RowRef],
 ) -> Result<Written, StoreError> {
     let mut file = FileWriter::create(path, table, props)?;
-    if rows.len() < file.row_group_rows.div_ceil(2) {
+    if rows.len() < copied_rows(file.row_group_rows) {
         file.write_rows(batches, rows)?;
         return file.finish(false);
     }

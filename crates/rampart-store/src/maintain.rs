@@ -188,7 +188,7 @@ impl Inner {
         };
         let mut candidates = Vec::new();
         if budget > 0 {
-            let half_group = self.config.row_group_rows.div_ceil(2);
+            let half_group = files::copied_rows(self.config.row_group_rows);
             for (t, ((_, batches), rows)) in work.iter().zip(&ordered).enumerate() {
                 let bytes: usize = batches.iter().map(|b| b.bytes).sum();
                 for day_rows in rows.chunk_by(|a, b| a.day == b.day) {
@@ -376,7 +376,7 @@ impl Inner {
         } else {
             2
         };
-        let copyable_rows = self.config.row_group_rows.div_ceil(2) as u64;
+        let copyable_rows = files::copied_rows(self.config.row_group_rows) as u64;
         let fragment = |f: &FileMeta| tiered && f.rows < copyable_rows;
         // Sizes within a factor of `min_files` share a tier (the config keeps it at least 2).
         let tier = |f: &FileMeta| match tiered {

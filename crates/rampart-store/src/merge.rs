@@ -21,7 +21,8 @@ use rampart_schema::Table;
 
 use crate::StoreError;
 use crate::files::{
-    FileWriter, RowGroupCopy, TIMESTAMP, Written, cluster, is_clustered, parquet_err, time_order,
+    FileWriter, RowGroupCopy, TIMESTAMP, Written, cluster, copied_rows, is_clustered, parquet_err,
+    time_order,
 };
 use crate::io_err;
 
@@ -106,7 +107,7 @@ pub(crate) fn merge_files(
                 index,
             };
             let rows = usize::try_from(rg.num_rows()).unwrap_or(0);
-            if copyable && rows >= row_group_rows.div_ceil(2) {
+            if copyable && rows >= copied_rows(row_group_rows) {
                 copied.push(group);
             } else {
                 groups.push(group);

@@ -29,6 +29,7 @@ use datafusion::physical_plan::union::UnionExec;
 use rampart_schema::{KustoType, Table};
 
 use crate::Snapshot;
+use crate::files::DataFile;
 use crate::files::TIMESTAMP;
 use crate::manifest::FileMeta;
 
@@ -248,9 +249,8 @@ impl TableProvider for StoreTable {
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
             }
             let total = files_statistics(&schema, snapshot.files.iter().map(|f| &f.meta));
-            let metas: Vec<FileMeta> = snapshot.files.iter().map(|f| f.meta.clone()).collect();
             let mut files = Vec::with_capacity(snapshot.files.len());
-            for file in snapshot.files {
+            for file in &snapshot.files {
                 let location = ObjectPath::from_absolute_path(&file.path)
                     .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
                 let meta = ObjectMeta {
@@ -267,10 +267,10 @@ impl TableProvider for StoreTable {
                 files.push(
                     PartitionedFile::new_from_meta(meta)
                         .with_statistics(Arc::new(file_stats))
-                        .with_extension(file),
+                        .with_extension(Arc::clone(file)),
                 );
             }
-            let groups = file_groups(state, partitions, &schema, files, &metas);
+            let groups = file_groups(state, partitions, &schema, files, &snapshot.files);
             let config = FileScanConfigBuilder::new(url, Arc::new(source))
                 .with_file_groups(groups)
                 .with_statistics(total)
@@ -300,32 +300,35 @@ fn file_groups(
     partitions: usize,
     schema: &Schema,
     files: Vec<PartitionedFile>,
-    metas: &[FileMeta],
+    held: &[Arc<DataFile>],
 ) -> Vec<FileGroup> {
     let options = &state.config_options().optimizer;
-    if options.repartition_file_scans && partitions > 1 {
-        let ranges = FileGroupPartitioner::new()
-            .with_target_partitions(partitions * RANGES_PER_PARTITION)
-            .with_repartition_file_min_size(options.repartition_file_min_size)
-            .repartition_file_groups(&[FileGroup::new(files.clone())]);
-        if let Some(ranges) = ranges {
-            let mut groups = vec![Vec::new(); partitions];
-            for (i, range) in ranges.into_iter().enumerate() {
-                groups[i % partitions].extend(range.into_inner().into_iter().map(|mut file| {
-                    file.statistics = file
-                        .statistics
-                        .map(|s| Arc::new(s.as_ref().clone().to_inexact()));
-                    file
-                }));
-            }
-            return groups.into_iter().map(FileGroup::new).collect();
+    let all = FileGroup::new(files);
+    let ranges = (options.repartition_file_scans && partitions > 1)
+        .then(|| {
+            FileGroupPartitioner::new()
+                .with_target_partitions(partitions * RANGES_PER_PARTITION)
+                .with_repartition_file_min_size(options.repartition_file_min_size)
+                .repartition_file_groups(std::slice::from_ref(&all))
+        })
+        .flatten();
+    if let Some(ranges) = ranges {
+        let mut groups = vec![Vec::new(); partitions];
+        for (i, range) in ranges.into_iter().enumerate() {
+            groups[i % partitions].extend(range.into_inner().into_iter().map(|mut file| {
+                file.statistics = file
+                    .statistics
+                    .map(|s| Arc::new(s.as_ref().clone().to_inexact()));
+                file
+            }));
         }
+        return groups.into_iter().map(FileGroup::new).collect();
     }
-    let slots = partitions.min(files.len()).max(1);
+    let slots = partitions.min(held.len()).max(1);
     let mut dealt: Vec<(Vec<PartitionedFile>, Vec<&FileMeta>)> = vec![Default::default(); slots];
-    for (i, (file, meta)) in files.into_iter().zip(metas).enumerate() {
+    for (i, (file, data)) in all.into_inner().into_iter().zip(held).enumerate() {
         dealt[i % slots].0.push(file);
-        dealt[i % slots].1.push(meta);
+        dealt[i % slots].1.push(&data.meta);
     }
     dealt
         .into_iter()

@@ -114,6 +114,11 @@ fn provider_ids(
         }
         df.collect().await.unwrap()
     });
+    sorted_report_ids(&batches)
+}
+
+/// The ReportIds of `batches`, sorted.
+fn sorted_report_ids(batches: &[RecordBatch]) -> Vec<i64> {
     let mut ids: Vec<i64> = batches
         .iter()
         .flat_map(|b| {
@@ -931,17 +936,7 @@ fn a_scan_cuts_large_files_into_small_ranges_so_each_partition_reads_its_share()
             let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
                 .await
                 .unwrap();
-            let mut ids: Vec<i64> = batches
-                .iter()
-                .flat_map(|b| {
-                    let c = b
-                        .column_by_name("ReportId")
-                        .unwrap()
-                        .as_primitive::<Int64Type>();
-                    c.iter().flatten().collect::<Vec<_>>()
-                })
-                .collect();
-            ids.sort();
+            let ids = sorted_report_ids(&batches);
             (ranges, ids)
         })
     };
