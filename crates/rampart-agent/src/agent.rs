@@ -85,8 +85,13 @@ const SEND_INTERVAL: Duration = Duration::from_millis(250);
 /// the sender can take it (a longer wait makes larger blocks, which compress better).
 const SEAL_AFTER: Duration = Duration::from_millis(50);
 
-/// The sensor loop's shortest pass (batching events; adds at most this to their latency).
-const PASS: Duration = Duration::from_millis(10);
+/// The sensor loop's shortest pass (batching events; adds at most this to their latency). Each
+/// pass costs a wake-up and syscalls of its own (ring buffer, DNS capture, queue), a tenth of
+/// the agent's CPU under load when it was 10 ms.
+const PASS: Duration = Duration::from_millis(50);
+/// A pass that read this share of the ring buffer or more is followed by the next at once,
+/// without sleeping: a burst is read as fast as it comes.
+const BUSY_RING_SHARE: usize = 8;
 
 /// Set by SIGTERM / SIGINT.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -277,7 +282,6 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     lock(&shared.health)["dns"] = json!(dns.is_some());
     let (inventory_tx, inventory_rx) = mpsc::channel::<Vec<Row>>();
     let mut last_inventory: Option<(Instant, Option<std::time::SystemTime>)> = None;
-    let mut rows: Vec<Row> = Vec::new();
     let mut block = BlockBuilder::new(options.queue.max_record_bytes())?;
     let mut last_flush = Instant::now();
     let mut last_check = Instant::now();
@@ -310,7 +314,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
             }
         }
         while let Ok(blocked) = blocked_rx.try_recv() {
-            rows.push(mapper.blocked(&blocked));
+            push(&shared, mapper.blocked(&blocked), &mut block);
         }
         if last_snapshot.is_none_or(|t| t.elapsed() >= options.snapshot) {
             last_snapshot = Some(Instant::now());
@@ -318,22 +322,32 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
                 Source::Ebpf(_) => "Active",
                 Source::ProcConnector(..) | Source::None => "ImpairedCommunication",
             };
-            rows.push(snapshot::device_info(Utc::now(), mode, health));
-            rows.extend(snapshot::network_info(Utc::now()));
+            push(
+                &shared,
+                snapshot::device_info(Utc::now(), mode, health),
+                &mut block,
+            );
+            for row in snapshot::network_info(Utc::now()) {
+                push(&shared, row, &mut block);
+            }
         }
+        // Each row goes into the block as it is made: its buffer is reused, still in the cache,
+        // by the next.
         let mut events = 0u64;
         let mut sink = |event: crate::sensor::SensorEvent| {
             events += 1;
             if let Some(row) = mapper.event(&event) {
-                rows.push(row);
+                push(&shared, row, &mut block);
             }
         };
         let wait = Duration::from_millis(100);
+        let mut busy = false;
         match &mut source {
             Source::Ebpf(s) => {
                 if let Err(e) = s.poll(wait, &mut sink) {
                     warn!("sensor: {e}");
                 }
+                busy = s.last_read() >= options.ring_buffer_bytes / BUSY_RING_SHARE;
             }
             Source::ProcConnector(c, files) => {
                 if let Err(e) = c.poll_with(files.as_deref_mut(), wait, &mut sink) {
@@ -347,7 +361,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
             let mut resolved = 0;
             d.poll(&mut |x| {
                 resolved += enforcer.resolved(&x);
-                rows.push(mapper.dns(&x));
+                push(&shared, mapper.dns(&x), &mut block);
             });
             if resolved > 0 {
                 lock(&shared.health)["prevention"] = enforcer.health();
@@ -358,7 +372,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
                 .store(d.dropped() + d.lost(), Ordering::Relaxed);
         }
         while let Ok(logon) = logon_rx.try_recv() {
-            rows.push(mapper.logon(&logon));
+            push(&shared, mapper.logon(&logon), &mut block);
         }
         // Software inventory: at start, when the package database changes, and daily; read
         // off this thread (rpm can be slow). The database is looked at once a second (a `stat`
@@ -378,10 +392,10 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
             });
         }
         while let Ok(inventory) = inventory_rx.try_recv() {
-            rows.extend(inventory);
+            for row in inventory {
+                push(&shared, row, &mut block);
+            }
         }
-        block.refer = shared.server_takes_references.load(Ordering::Relaxed);
-        push(&shared, &mut rows, &mut block);
         if block.age() >= SEAL_AFTER {
             seal(&shared, &mut lock(&shared.queue), &mut block);
         }
@@ -405,13 +419,12 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
                 lock(&shared.health)["detached_programs"] = json!(detached);
             }
         }
-        if let Some(rest) = PASS.checked_sub(pass.elapsed()) {
+        if !busy && let Some(rest) = PASS.checked_sub(pass.elapsed()) {
             std::thread::sleep(rest);
         }
     }
     store_lost(&shared, &source);
     info!("stopping: flushing the queue");
-    push(&shared, &mut rows, &mut block);
     {
         let mut queue = lock(&shared.queue);
         seal(&shared, &mut queue, &mut block);
@@ -552,20 +565,20 @@ pub enum SensorMode {
     ProcConnector,
 }
 
-/// Adds `rows` to the open block, sealing it into the queue whenever it is full. The block is
-/// sealed once its first row is [`SEAL_AFTER`] old besides.
-fn push(shared: &Shared, rows: &mut Vec<Row>, block: &mut BlockBuilder) {
-    if rows.is_empty() {
-        return;
+/// Adds `row` to the open block, sealing the block into the queue first if it is full (it is
+/// sealed once its first row is [`SEAL_AFTER`] old besides). The queue is locked only then,
+/// and for the first row of a block.
+fn push(shared: &Shared, row: Row, block: &mut BlockBuilder) {
+    if !block.fits(&row) {
+        seal(shared, &mut lock(&shared.queue), block);
     }
-    let mut queue = lock(&shared.queue);
-    for row in rows.drain(..) {
-        if !block.fits(&row) {
-            seal(shared, &mut queue, block);
-        }
-        // The sequence number a block's first row gets: the queue's next.
-        block.add(row, || queue.stats().next_seq);
+    if block.rows() == 0 {
+        // Rows refer to shared InitiatingProcess* columns once the server says it takes them;
+        // a block is written one way throughout.
+        block.refer = shared.server_takes_references.load(Ordering::Relaxed);
     }
+    // The sequence number a block's first row gets: the queue's next.
+    block.add(row, || lock(&shared.queue).stats().next_seq);
 }
 
 /// Pushes the open block into the queue.

@@ -7,7 +7,6 @@
 //! compressed once, and the queue and the sender handle compressed bytes only, where they
 //! handled one JSON row per record.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,9 +39,10 @@ struct Batches {
     /// The table of the batch being written, if `open`.
     table: Vec<u8>,
     open: bool,
-    /// The open batch's `initiating` entries, and where each is in the list (by address).
+    /// The open batch's `initiating` entries, and where each is in the list (by address: a
+    /// fast hash, looked up for every row).
     shared: Vec<Arc<str>>,
-    shared_at: HashMap<usize, usize>,
+    shared_at: foldhash::HashMap<usize, usize>,
     /// Bytes the open batch's `initiating` list will add when it is closed.
     shared_bytes: usize,
 }

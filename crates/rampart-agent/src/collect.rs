@@ -438,15 +438,15 @@ fn processes() -> (Vec<u8>, HashMap<u32, String>) {
             "pid": p.pid,
             "ppid": p.ppid,
             "uid": p.uid,
-            "user": p.account,
-            "name": p.name,
-            "exe": p.path,
+            "user": &*p.account,
+            "name": &*p.name,
+            "exe": &*p.path,
             "exe_deleted": deleted,
-            "cmdline": p.command_line,
+            "cmdline": &*p.command_line,
             "start_time": p.created,
             "sha256": p.hashes.as_ref().map(|h| h.sha256.clone()),
         });
-        names.insert(pid, p.name.clone());
+        names.insert(pid, p.name.to_string());
         lines.extend(line.to_string().bytes());
         lines.push(b'\n');
     }

@@ -33,12 +33,13 @@ pub struct Process {
     /// Kernel start time (ns since boot): with `pid`, identifies the process.
     pub start_ns: u64,
     pub created: DateTime<Utc>,
-    /// The image's full path, and its file name.
-    pub path: String,
-    pub name: String,
-    pub command_line: String,
+    /// The image's full path, and its file name. Text is shared: a fork copies its parent's,
+    /// a thousand times a second under load.
+    pub path: Arc<str>,
+    pub name: Arc<str>,
+    pub command_line: Arc<str>,
     pub uid: u32,
-    pub account: String,
+    pub account: Arc<str>,
     pub sessionid: u32,
     pub hashes: Option<Arc<Hashes>>,
     /// The InitiatingProcess* columns of the rows this process causes, as JSON pairs, rendered
@@ -47,7 +48,8 @@ pub struct Process {
 }
 
 pub struct ProcessTable {
-    procs: HashMap<u32, Arc<Process>>,
+    /// By pid (the kernel's numbers: a fast hash; looked up for every event).
+    procs: foldhash::HashMap<u32, Arc<Process>>,
     exited: VecDeque<(Instant, u32, u64)>,
     /// Executable paths as run (joined to the working directory) and without links.
     resolved: HashMap<PathBuf, PathBuf>,
@@ -60,7 +62,7 @@ pub struct ProcessTable {
 impl ProcessTable {
     pub fn new(hashes: HashCache, clock: Clock) -> ProcessTable {
         ProcessTable {
-            procs: HashMap::new(),
+            procs: foldhash::HashMap::default(),
             exited: VecDeque::new(),
             resolved: HashMap::new(),
             users: Users::default(),
@@ -86,9 +88,9 @@ impl ProcessTable {
             ppid: task.ppid,
             start_ns: task.start_ns,
             created: self.clock.boot_to_utc(task.start_ns),
-            name: file_name(&path).to_string(),
-            path,
-            command_line: command_line(argv),
+            name: file_name(&path).into(),
+            path: path.into(),
+            command_line: command_line(argv).into(),
             uid: task.uid,
             account: self.users.user(task.uid),
             sessionid: task.sessionid,
@@ -202,11 +204,11 @@ impl ProcessTable {
                 ppid: 0,
                 start_ns: 0,
                 created: DateTime::<Utc>::UNIX_EPOCH,
-                path: String::new(),
-                name: child.comm.as_str().to_string(),
-                command_line: String::new(),
+                path: "".into(),
+                name: child.comm.as_str().into(),
+                command_line: "".into(),
                 uid: 0,
-                account: String::new(),
+                account: "".into(),
                 sessionid: 0,
                 hashes: None,
                 initiating: OnceLock::new(),
@@ -325,17 +327,17 @@ impl ProcessTable {
             start_ns,
             created: self.clock.boot_to_utc(start_ns),
             name: if path.is_empty() {
-                comm
+                comm.into()
             } else {
-                file_name(&path).to_string()
+                file_name(&path).into()
             },
             hashes: if path.is_empty() {
                 None
             } else {
                 self.hashes.of(Path::new(&exe))
             },
-            path,
-            command_line: command_line(&argv),
+            path: path.into(),
+            command_line: command_line(&argv).into(),
             uid,
             account: self.users.user(uid),
             sessionid,
@@ -431,18 +433,18 @@ mod tests {
         };
         std::os::unix::fs::symlink(&a, &link).unwrap();
         let first = exec(&mut table, &a, 5_000_001);
-        assert_eq!(Path::new(&first.path), a.canonicalize().unwrap());
+        assert_eq!(Path::new(&*first.path), a.canonicalize().unwrap());
         assert_eq!(first.hashes.as_ref().unwrap().size, 11);
         // The link now leads elsewhere: the remembered resolution is not the mapped file.
         std::fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(&b, &link).unwrap();
         let second = exec(&mut table, &b, 5_000_002);
-        assert_eq!(Path::new(&second.path), b.canonicalize().unwrap());
+        assert_eq!(Path::new(&*second.path), b.canonicalize().unwrap());
         assert_eq!(second.hashes.as_ref().unwrap().size, 20);
         assert_ne!(first.hashes, second.hashes);
         // A mapped file no name leads to any more: the name it was run by, unhashed.
         let gone = exec(&mut table, &a, 5_000_003);
-        assert_eq!(Path::new(&gone.path), b.canonicalize().unwrap());
+        assert_eq!(Path::new(&*gone.path), b.canonicalize().unwrap());
         assert!(gone.hashes.is_none());
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 const RECHECK: Duration = Duration::from_secs(5);
@@ -26,12 +27,13 @@ impl Users {
         }
     }
 
-    /// The user's name, or the id as text when no name is known (as `ls -l` shows it).
-    pub fn user(&mut self, uid: u32) -> String {
+    /// The user's name, or the id as text when no name is known (as `ls -l` shows it);
+    /// shared, as every process of the user holds it.
+    pub fn user(&mut self, uid: u32) -> Arc<str> {
         self.passwd.name(uid)
     }
 
-    pub fn group(&mut self, gid: u32) -> String {
+    pub fn group(&mut self, gid: u32) -> Arc<str> {
         self.group.name(gid)
     }
 }
@@ -39,7 +41,7 @@ impl Users {
 /// One `name:x:id:...` file.
 struct IdFile {
     path: PathBuf,
-    names: HashMap<u32, String>,
+    names: HashMap<u32, Arc<str>>,
     modified: Option<SystemTime>,
     checked: Option<Instant>,
 }
@@ -54,12 +56,12 @@ impl IdFile {
         }
     }
 
-    fn name(&mut self, id: u32) -> String {
+    fn name(&mut self, id: u32) -> Arc<str> {
         self.refresh();
         self.names
             .get(&id)
             .cloned()
-            .unwrap_or_else(|| id.to_string())
+            .unwrap_or_else(|| id.to_string().into())
     }
 
     fn refresh(&mut self) {
@@ -81,7 +83,7 @@ impl IdFile {
 }
 
 /// `name:password:id:...` lines; the first name of an id wins, as getpwuid answers.
-fn parse(text: &str) -> HashMap<u32, String> {
+fn parse(text: &str) -> HashMap<u32, Arc<str>> {
     let mut names = HashMap::new();
     for line in text.lines() {
         let mut fields = line.split(':');
@@ -92,7 +94,7 @@ fn parse(text: &str) -> HashMap<u32, String> {
             && !name.is_empty()
             && !name.starts_with('#')
         {
-            names.entry(id).or_insert_with(|| name.to_string());
+            names.entry(id).or_insert_with(|| name.into());
         }
     }
     names
@@ -107,8 +109,8 @@ mod tests {
         let names = parse(
             "root:x:0:0:root:/root:/bin/bash\n#c:x:5:5\nbad line\nalice:x:1000:1000::/home/alice:/bin/sh\ndup:x:0:0\n",
         );
-        assert_eq!(names.get(&0).map(String::as_str), Some("root"));
-        assert_eq!(names.get(&1000).map(String::as_str), Some("alice"));
+        assert_eq!(names.get(&0).map(|n| &**n), Some("root"));
+        assert_eq!(names.get(&1000).map(|n| &**n), Some("alice"));
         assert_eq!(names.len(), 2);
     }
 
@@ -118,9 +120,9 @@ mod tests {
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, "root:x:0:0::/:/bin/sh\n").unwrap();
         let mut users = Users::new(passwd.clone(), dir.path().join("group"));
-        assert_eq!(users.user(0), "root");
-        assert_eq!(users.user(4242), "4242");
-        assert_eq!(users.group(0), "0");
+        assert_eq!(&*users.user(0), "root");
+        assert_eq!(&*users.user(4242), "4242");
+        assert_eq!(&*users.group(0), "0");
         std::fs::write(
             &passwd,
             "root:x:0:0::/:/bin/sh\nbob:x:4242:4242::/:/bin/sh\n",
@@ -129,6 +131,6 @@ mod tests {
         // A changed file is read again once the recheck interval has passed.
         users.passwd.checked = None;
         users.passwd.modified = None;
-        assert_eq!(users.user(4242), "bob");
+        assert_eq!(&*users.user(4242), "bob");
     }
 }

@@ -14,7 +14,7 @@ use rampart_agent::mapping::{FileFilter, Mapper, Row};
 use rampart_agent::process::ProcessTable;
 use rampart_agent::sensor::{FILE_CREATED, Net, Protocol, SensorEvent, Task};
 use rampart_schema::{KustoType, Table};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn mapper() -> Mapper {
     Mapper {
@@ -126,6 +126,19 @@ fn exec_rows_carry_lineage_and_hashes() {
     assert!(f["InitiatingProcessParentFileName"].is_string());
     let extra: Value = serde_json::from_str(f["AdditionalFields"].as_str().unwrap()).unwrap();
     assert_eq!(extra["CurrentDirectory"], "/tmp");
+    assert_eq!(
+        (&extra["Uid"], &extra["Euid"], &extra["Gid"], &extra["Egid"]),
+        (&json!(t.uid), &json!(t.euid), &json!(t.gid), &json!(t.egid))
+    );
+    assert_eq!(extra["CgroupId"], t.cgroup_id);
+    assert_eq!(extra.get("LoginUid").is_some(), t.loginuid != u32::MAX);
+    for absent in [
+        "CommandLineTruncated",
+        "ExecutedFromDeletedFile",
+        "ExecutedFromMemory",
+    ] {
+        assert!(extra.get(absent).is_none(), "{absent}: {extra}");
+    }
 
     // The process table now knows it: a file event of that task names it as initiator.
     let file = tempfile::NamedTempFile::new().unwrap();

@@ -377,6 +377,8 @@ pub struct Sensor {
     file_paths: Vec<String>,
     /// The records of the previous poll, kept for their capacity.
     spare: Records,
+    /// Bytes of records the last poll read.
+    last_read: usize,
 }
 
 impl Sensor {
@@ -475,6 +477,7 @@ impl Sensor {
             decoder: Decoder::new(),
             file_paths: config.file_paths.clone(),
             spare: Records::default(),
+            last_read: 0,
         })
     }
 
@@ -490,6 +493,7 @@ impl Sensor {
             return Err(SensorError::Poll(std::io::Error::from_raw_os_error(-ret)));
         }
         std::mem::swap(&mut *lock(&self.records), &mut self.spare);
+        self.last_read = self.spare.bytes.len();
         let mut count = 0;
         let mut start = 0;
         for &end in &self.spare.ends {
@@ -504,6 +508,11 @@ impl Sensor {
         self.spare.bytes.clear();
         self.spare.ends.clear();
         Ok(count)
+    }
+
+    /// Bytes of records the last [`Sensor::poll`] read from the ring buffer (how full it was).
+    pub fn last_read(&self) -> usize {
+        self.last_read
     }
 
     /// Events the kernel side could not hand over (ring buffer full), by kind, since start.
