@@ -218,6 +218,7 @@ impl ProcConnector {
                     cwd,
                     inode: meta.as_ref().map_or(0, |m| m.ino()),
                     dev: meta.as_ref().map_or(0, |m| m.dev()),
+                    version: meta.as_ref().map(crate::hashes::FileVersion::of),
                 })
             }
             PROC_EVENT_FORK => {

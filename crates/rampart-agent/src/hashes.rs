@@ -26,21 +26,37 @@ pub struct Hashes {
     pub size: u64,
 }
 
-#[derive(Hash, PartialEq, Eq)]
-struct FileVersion {
+/// One version of a file: the same file (device, inode) with the same size and times. The
+/// change time is in it because no one can set it back: a binary rewritten in place with its
+/// size and modification time restored (`touch -d`) is still a new version.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct FileVersion {
     dev: u64,
     ino: u64,
     size: u64,
     mtime_ns: i128,
+    ctime_ns: i128,
 }
 
 impl FileVersion {
-    fn of(meta: &Metadata) -> FileVersion {
+    pub fn of(meta: &Metadata) -> FileVersion {
+        FileVersion::new(
+            (meta.dev(), meta.ino(), meta.size()),
+            (meta.mtime(), meta.mtime_nsec()),
+            (meta.ctime(), meta.ctime_nsec()),
+        )
+    }
+
+    /// From (device as `stat` gives it, inode, size) and the modification and change times as
+    /// (seconds, nanoseconds): what the kernel sensor reads of an executed image.
+    pub fn new((dev, ino, size): (u64, u64, u64), mtime: (i64, i64), ctime: (i64, i64)) -> Self {
+        let ns = |(sec, nsec): (i64, i64)| i128::from(sec) * 1_000_000_000 + i128::from(nsec);
         FileVersion {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            dev,
+            ino,
+            size,
+            mtime_ns: ns(mtime),
+            ctime_ns: ns(ctime),
         }
     }
 }
@@ -64,7 +80,6 @@ impl HashCache {
         self.of_file(&mut File::open(path).ok()?)
     }
 
-    /// The hashes of an open file, read from its start.
     /// The hashes of `path`, whose metadata the caller just read: a file hashed before costs
     /// no `open` (an exec's image is stat'ed anyway to check it is the file the kernel mapped).
     pub fn of_version(&mut self, path: &Path, meta: &Metadata) -> Option<Arc<Hashes>> {
@@ -74,6 +89,13 @@ impl HashCache {
         }
     }
 
+    /// The hashes of `version` if it was hashed (or found unhashable) before: `Some(None)`
+    /// for a file too large or unreadable then.
+    pub fn cached(&self, version: &FileVersion) -> Option<Option<Arc<Hashes>>> {
+        self.cache.get(version).cloned()
+    }
+
+    /// The hashes of an open file, read from its start.
     pub fn of_file(&mut self, file: &mut File) -> Option<Arc<Hashes>> {
         let meta = file.metadata().ok()?;
         if !meta.is_file() {

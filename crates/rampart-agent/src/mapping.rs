@@ -427,11 +427,14 @@ impl Mapper {
                 cwd,
                 inode,
                 dev,
+                version,
                 exe_deleted,
                 exe_memfd,
             } => {
                 let parent = self.procs.parent_of(task);
-                let process = self.procs.exec(task, filename, argv, cwd, (*inode, *dev));
+                let process = self
+                    .procs
+                    .exec(task, filename, argv, cwd, (*inode, *dev), *version);
                 let mut row = Row::new("DeviceProcessEvents", task.time, "ProcessCreated");
                 self.image(&mut row, "", &process);
                 row.set("ProcessId", process.pid);

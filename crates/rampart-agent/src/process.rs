@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::hashes::{HashCache, Hashes};
+use crate::hashes::{FileVersion, HashCache, Hashes};
 use crate::sensor::Task;
 use crate::users::Users;
 
@@ -47,12 +47,20 @@ pub struct Process {
     pub initiating: OnceLock<Arc<str>>,
 }
 
+/// Where an executable's name led when last resolved.
+struct Resolution {
+    /// The path without links.
+    path: PathBuf,
+    /// The file version found there when a `stat` last accepted it as an exec's image.
+    found: Option<FileVersion>,
+}
+
 pub struct ProcessTable {
     /// By pid (the kernel's numbers: a fast hash; looked up for every event).
     procs: foldhash::HashMap<u32, Arc<Process>>,
     exited: VecDeque<(Instant, u32, u64)>,
-    /// Executable paths as run (joined to the working directory) and without links.
-    resolved: HashMap<PathBuf, PathBuf>,
+    /// Executable paths as run (joined to the working directory) and where they led.
+    resolved: HashMap<PathBuf, Resolution>,
     pub users: Users,
     pub hashes: HashCache,
     clock: Clock,
@@ -73,7 +81,8 @@ impl ProcessTable {
     }
 
     /// Records an exec: the process (same pid) now runs `filename` with `argv`; `image` is
-    /// the (inode, device) of the executable the kernel mapped.
+    /// the (inode, device) of the executable the kernel mapped, and `version` its version
+    /// when the kernel gave it.
     pub fn exec(
         &mut self,
         task: &Task,
@@ -81,8 +90,12 @@ impl ProcessTable {
         argv: &[String],
         cwd: &str,
         image: (u64, u64),
+        version: Option<FileVersion>,
     ) -> Arc<Process> {
-        let (path, hashes) = self.image_of(task.tgid, filename, argv, cwd, image);
+        let (path, hashes) = match version.and_then(|v| self.known_image(cwd, filename, &v)) {
+            Some(known) => known,
+            None => self.image_of(task.tgid, filename, argv, cwd, image),
+        };
         let process = Arc::new(Process {
             pid: task.tgid,
             ppid: task.ppid,
@@ -99,6 +112,24 @@ impl ProcessTable {
         });
         self.insert(Arc::clone(&process));
         process
+    }
+
+    /// The path and hashes of the file version the kernel mapped, without a syscall, if the
+    /// name it was run by led to that very version (same file, size and times) when last
+    /// looked at, and its hashes are known: a program run a thousand times a second costs no
+    /// `stat` each time. Anything else goes to [`ProcessTable::image_of`].
+    fn known_image(
+        &self,
+        cwd: &str,
+        name: &str,
+        version: &FileVersion,
+    ) -> Option<(String, Option<Arc<Hashes>>)> {
+        let resolution = self.resolved.get(&Path::new(cwd).join(name))?;
+        if resolution.found.as_ref() != Some(version) {
+            return None;
+        }
+        let hashes = self.hashes.cached(version)?;
+        Some((resolution.path.to_string_lossy().into_owned(), hashes))
     }
 
     /// The executable's path and hashes. By the time the event is read the process may have
@@ -165,12 +196,14 @@ impl ProcessTable {
         is_image: impl Fn(&Path) -> Option<std::fs::Metadata>,
     ) -> (Option<PathBuf>, Option<std::fs::Metadata>) {
         let joined = Path::new(cwd).join(name);
-        let remembered = self.resolved.get(&joined);
-        if let Some(resolved) = remembered
-            && let Some(meta) = is_image(resolved)
-        {
-            return (Some(resolved.clone()), Some(meta));
+        let remembered = self.resolved.get_mut(&joined);
+        if let Some(resolution) = remembered {
+            if let Some(meta) = is_image(&resolution.path) {
+                resolution.found = Some(FileVersion::of(&meta));
+                return (Some(resolution.path.clone()), Some(meta));
+            }
         }
+        let remembered = self.resolved.get(&joined).map(|r| &r.path);
         let Ok(resolved) = std::fs::canonicalize(&joined) else {
             return (None, None);
         };
@@ -183,7 +216,14 @@ impl ProcessTable {
         if self.resolved.len() >= MAX_RESOLVED {
             self.resolved.clear();
         }
-        self.resolved.insert(joined, resolved.clone());
+        let found = meta.as_ref().map(FileVersion::of);
+        self.resolved.insert(
+            joined,
+            Resolution {
+                path: resolved.clone(),
+                found,
+            },
+        );
         (Some(resolved), meta)
     }
 
@@ -423,12 +463,14 @@ mod tests {
             // Run by a relative name from the directory; pids above the kernel's limit have no
             // /proc entry to read the image from.
             let cwd = dir.path().to_str().unwrap();
+            // The version as the kernel sensor reads it from the mapped inode.
             table.exec(
                 &task,
                 "./run",
                 &["./run".into()],
                 cwd,
                 (meta.ino(), meta.dev()),
+                Some(FileVersion::of(&meta)),
             )
         };
         std::os::unix::fs::symlink(&a, &link).unwrap();
@@ -446,6 +488,73 @@ mod tests {
         let gone = exec(&mut table, &a, 5_000_003);
         assert_eq!(Path::new(&*gone.path), b.canonicalize().unwrap());
         assert!(gone.hashes.is_none());
+    }
+
+    #[test]
+    fn a_known_version_costs_no_stat_and_a_rewritten_one_is_hashed_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().to_str().unwrap();
+        let path = dir.path().join("x");
+        let mut table = ProcessTable::new(HashCache::new(1 << 30), Clock::now());
+        let task = |pid: u32| Task {
+            pid,
+            tgid: pid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            loginuid: u32::MAX,
+            sessionid: u32::MAX,
+            cgroup_id: 1,
+            comm: "x".into(),
+            start_ns: 1,
+            parent_start_ns: 0,
+            time: Utc::now(),
+        };
+        // Pids above the kernel's limit: no /proc entry to fall back on.
+        let exec = |table: &mut ProcessTable, meta: &std::fs::Metadata, pid: u32| {
+            let version = Some(FileVersion::of(meta));
+            let image = (meta.ino(), meta.dev());
+            table.exec(&task(pid), "./x", &["./x".into()], cwd, image, version)
+        };
+        std::fs::write(&path, b"one").unwrap();
+        let first_meta = std::fs::metadata(&path).unwrap();
+        let first = exec(&mut table, &first_meta, 5_000_001);
+        let first_hashes = first.hashes.clone().expect("hashed");
+        // Gone from its name since: the version the kernel mapped is known, so neither the
+        // name nor the file is looked at again (a `stat` would find nothing).
+        std::fs::rename(&path, dir.path().join("y")).unwrap();
+        let again = exec(&mut table, &first_meta, 5_000_002);
+        assert_eq!(
+            Path::new(&*again.path),
+            dir.path().canonicalize().unwrap().join("x")
+        );
+        assert_eq!(again.hashes.as_deref(), Some(&*first_hashes));
+        // Rewritten in place, same size, its modification time put back: the change time makes
+        // it a new version, looked at and hashed again.
+        std::fs::rename(dir.path().join("y"), &path).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(&path, b"two").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(first_meta.modified().unwrap())
+            .unwrap();
+        let second_meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (
+                second_meta.ino(),
+                second_meta.size(),
+                second_meta.mtime_nsec()
+            ),
+            (first_meta.ino(), first_meta.size(), first_meta.mtime_nsec())
+        );
+        let second = exec(&mut table, &second_meta, 5_000_003);
+        let second_hashes = second.hashes.clone().expect("hashed");
+        assert_ne!(second_hashes.sha256, first_hashes.sha256);
     }
 
     #[test]

@@ -105,6 +105,7 @@ fn exec_rows_carry_lineage_and_hashes() {
             cwd: "/tmp".into(),
             inode: std::os::unix::fs::MetadataExt::ino(&image),
             dev: std::os::unix::fs::MetadataExt::dev(&image),
+            version: Some(rampart_agent::hashes::FileVersion::of(&image)),
             exe_deleted: false,
             exe_memfd: false,
         })

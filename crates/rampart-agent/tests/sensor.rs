@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use rampart_agent::hashes::FileVersion;
 use rampart_agent::sensor::{
     Decoder, FILE_CREATED, Net, Protocol, Sensor, SensorConfig, SensorEvent, Task,
 };
@@ -202,12 +203,15 @@ fn live_kernel_events_of_a_shell_script() {
                 cwd,
                 inode,
                 dev,
+                version,
                 ..
-            } if filename == "/bin/echo" => Some((task, argv, *argv_truncated, cwd, *inode, *dev)),
+            } if filename == "/bin/echo" => {
+                Some((task, argv, *argv_truncated, cwd, (*inode, *dev), *version))
+            }
             _ => None,
         })
         .unwrap_or_else(|| panic!("no exec of /bin/echo; got {events:#?}"));
-    let (echo_task, argv, truncated, cwd, inode, dev) = echo;
+    let (echo_task, argv, truncated, cwd, (inode, dev), version) = echo;
     assert_eq!(argv, &["/bin/echo", "one", "two words"]);
     assert!(!truncated);
     assert_eq!(cwd, &dir_s);
@@ -216,6 +220,8 @@ fn live_kernel_events_of_a_shell_script() {
     assert_eq!(echo_task.comm, "echo");
     let meta = std::fs::metadata("/bin/echo").expect("stat /bin/echo");
     assert_eq!((inode, dev), (meta.ino(), meta.dev()), "exe inode/dev");
+    // Size and times read from the mapped inode: the version a stat gives.
+    assert_eq!(version, Some(FileVersion::of(&meta)), "exe version");
     let age = chrono::Utc::now() - echo_task.time;
     assert!(
         age >= chrono::TimeDelta::zero() && age < chrono::TimeDelta::seconds(60),

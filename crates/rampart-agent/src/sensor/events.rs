@@ -3,6 +3,7 @@
 //! never a panic.
 
 use crate::clock::Clock;
+use crate::hashes::FileVersion;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
@@ -46,6 +47,7 @@ const SECT_WALKED: u16 = 4;
 const EXEC_ARGV_TRUNC: u32 = 1;
 const EXEC_DELETED: u32 = 2;
 const EXEC_MEMFD: u32 = 4;
+const EXEC_VERSION: u32 = 8;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u16 = 6;
@@ -134,6 +136,19 @@ impl Decoder {
                 let dev = kernel_dev_to_user(r.u64()?);
                 let _nlink = r.u32()?;
                 let flags = r.u32()?;
+                let size = r.u64()?;
+                // Seconds since the epoch, as the kernel's time64_t (signed).
+                let mtime_sec = r.u64()? as i64;
+                let ctime_sec = r.u64()? as i64;
+                let mtime_nsec = i64::from(r.u32()?);
+                let ctime_nsec = i64::from(r.u32()?);
+                let version = (flags & EXEC_VERSION != 0).then(|| {
+                    FileVersion::new(
+                        (dev, inode, size),
+                        (mtime_sec, mtime_nsec),
+                        (ctime_sec, ctime_nsec),
+                    )
+                });
                 let filename = r.section()?;
                 let argv_section = r.section()?;
                 let cwd = r.section()?.path();
@@ -146,6 +161,7 @@ impl Decoder {
                     cwd,
                     inode,
                     dev,
+                    version,
                     exe_deleted: flags & EXEC_DELETED != 0,
                     exe_memfd: flags & EXEC_MEMFD != 0,
                 }
@@ -528,7 +544,12 @@ mod tests {
         body.extend(7u64.to_ne_bytes());
         body.extend(((8u64 << 20) | 1).to_ne_bytes());
         body.extend(1u32.to_ne_bytes());
-        body.extend(EXEC_MEMFD.to_ne_bytes());
+        body.extend((EXEC_MEMFD | EXEC_VERSION).to_ne_bytes());
+        body.extend(4096u64.to_ne_bytes());
+        body.extend(1_700_000_000i64.to_ne_bytes());
+        body.extend(1_700_000_100i64.to_ne_bytes());
+        body.extend(5u32.to_ne_bytes());
+        body.extend(6u32.to_ne_bytes());
         let mut rec = record(1, &body);
         section(&mut rec, 0, b"./bin/tool");
         section(&mut rec, 0, b"tool\0-v\0a b\0");
@@ -548,6 +569,7 @@ mod tests {
             argv,
             cwd,
             dev,
+            version,
             exe_memfd,
             ..
         }) = d.decode(&rec)
@@ -562,6 +584,14 @@ mod tests {
         assert_eq!(argv, ["tool", "-v", "a b"]);
         assert_eq!(cwd, "/home/work");
         assert_eq!(dev, libc::makedev(8, 1));
+        assert_eq!(
+            version,
+            Some(FileVersion::new(
+                (libc::makedev(8, 1), 7, 4096),
+                (1_700_000_000, 5),
+                (1_700_000_100, 6)
+            ))
+        );
         assert!(exe_memfd);
         for len in 0..rec.len() {
             let mut short = rec[..len].to_vec();

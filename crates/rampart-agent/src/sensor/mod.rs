@@ -36,6 +36,8 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, PrintLevel, Program, RingBuffer};
 
 use events::KIND_NAMES;
+
+use crate::hashes::FileVersion;
 pub use events::{DecodeError, Decoder};
 
 /// What the sensor watches and how much it may buffer.
@@ -168,6 +170,8 @@ pub enum SensorEvent {
         cwd: String,
         inode: u64,
         dev: u64,
+        /// The image's version (size and times with the inode), when the kernel gave it.
+        version: Option<FileVersion>,
         exe_deleted: bool,
         exe_memfd: bool,
     },

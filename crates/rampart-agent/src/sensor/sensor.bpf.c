@@ -56,6 +56,7 @@ enum ev_kind {
 #define EXEC_ARGV_TRUNC 1
 #define EXEC_DELETED 2
 #define EXEC_MEMFD 4
+#define EXEC_VERSION 8 /* size, mtime and ctime of the image were read */
 
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
@@ -110,6 +111,13 @@ struct exec_body {
 	u64 dev;
 	u32 nlink;
 	u32 flags;
+	/* The image's version as stat gives it: with the inode, the agent knows a binary it
+	 * checked and hashed before without a stat of its own. */
+	u64 size;
+	s64 mtime_sec;
+	s64 ctime_sec;
+	u32 mtime_nsec;
+	u32 ctime_nsec;
 };
 struct exit_body {
 	u32 code;
@@ -481,6 +489,56 @@ static __always_inline u32 put_at_path(struct buf *b, u32 off, struct task_struc
 
 /* ---- process lifecycle ---- */
 
+/* Inode times before 6.11 (timespec64; renamed with a leading __ in 6.6 and 6.7). */
+struct inode___v67 {
+	struct timespec64 __i_mtime;
+	struct timespec64 __i_ctime;
+} __attribute__((preserve_access_index));
+struct inode___v66 {
+	struct timespec64 i_mtime;
+	struct timespec64 __i_ctime;
+} __attribute__((preserve_access_index));
+struct inode___v5 {
+	struct timespec64 i_mtime;
+	struct timespec64 i_ctime;
+} __attribute__((preserve_access_index));
+
+/* Size, mtime and ctime of `inode` into `body`; false if this kernel's inode has none of the
+ * layouts known here. */
+static __always_inline bool image_version(struct inode *inode, struct exec_body *body)
+{
+	struct inode___v67 *v67 = (void *)inode;
+	struct inode___v66 *v66 = (void *)inode;
+	struct inode___v5 *v5 = (void *)inode;
+
+	body->size = BPF_CORE_READ(inode, i_size);
+	if (bpf_core_field_exists(inode->i_mtime_sec)) {
+		body->mtime_sec = BPF_CORE_READ(inode, i_mtime_sec);
+		body->mtime_nsec = BPF_CORE_READ(inode, i_mtime_nsec);
+		body->ctime_sec = BPF_CORE_READ(inode, i_ctime_sec);
+		/* Since 6.13 the top bit says whether the time was queried (multigrain times). */
+		body->ctime_nsec = BPF_CORE_READ(inode, i_ctime_nsec) & ~(1U << 31);
+	} else if (bpf_core_field_exists(v67->__i_mtime)) {
+		body->mtime_sec = BPF_CORE_READ(v67, __i_mtime.tv_sec);
+		body->mtime_nsec = BPF_CORE_READ(v67, __i_mtime.tv_nsec);
+		body->ctime_sec = BPF_CORE_READ(v67, __i_ctime.tv_sec);
+		body->ctime_nsec = BPF_CORE_READ(v67, __i_ctime.tv_nsec);
+	} else if (bpf_core_field_exists(v66->__i_ctime)) {
+		body->mtime_sec = BPF_CORE_READ(v66, i_mtime.tv_sec);
+		body->mtime_nsec = BPF_CORE_READ(v66, i_mtime.tv_nsec);
+		body->ctime_sec = BPF_CORE_READ(v66, __i_ctime.tv_sec);
+		body->ctime_nsec = BPF_CORE_READ(v66, __i_ctime.tv_nsec);
+	} else if (bpf_core_field_exists(v5->i_mtime)) {
+		body->mtime_sec = BPF_CORE_READ(v5, i_mtime.tv_sec);
+		body->mtime_nsec = BPF_CORE_READ(v5, i_mtime.tv_nsec);
+		body->ctime_sec = BPF_CORE_READ(v5, i_ctime.tv_sec);
+		body->ctime_nsec = BPF_CORE_READ(v5, i_ctime.tv_nsec);
+	} else {
+		return false;
+	}
+	return true;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -498,6 +556,10 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	body->dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	body->nlink = BPF_CORE_READ(inode, i_nlink);
 	body->flags = body->nlink == 0 ? EXEC_DELETED : 0;
+	if (image_version(inode, body))
+		body->flags |= EXEC_VERSION;
+	else
+		body->size = body->mtime_sec = body->ctime_sec = body->mtime_nsec = body->ctime_nsec = 0;
 	bpf_probe_read_kernel(prefix, sizeof(prefix), BPF_CORE_READ(exe, f_path.dentry, d_name.name));
 	if (prefix[0] == 'm' && prefix[1] == 'e' && prefix[2] == 'm' && prefix[3] == 'f' &&
 	    prefix[4] == 'd' && prefix[5] == ':')
