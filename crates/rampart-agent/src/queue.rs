@@ -334,10 +334,15 @@ impl Cursor {
         ))
     }
 
-    /// The newest valid slot of a cursor file's contents.
-    fn decode_file(b: &[u8]) -> Option<(u64, Cursor)> {
-        let a = Cursor::decode(b);
-        let b = b.get(CURSOR_SLOT as usize..).and_then(Cursor::decode);
+    /// The newest valid slot of a cursor file's contents: its generation and cursor, and the
+    /// slot's offset.
+    fn decode_file(b: &[u8]) -> Option<(u64, Cursor, u64)> {
+        let with = |off: u64| move |(g, c)| (g, c, off);
+        let a = Cursor::decode(b).map(with(0));
+        let b = b
+            .get(CURSOR_SLOT as usize..)
+            .and_then(Cursor::decode)
+            .map(with(CURSOR_SLOT));
         match (a, b) {
             (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
             (a, b) => a.or(b),
@@ -350,6 +355,11 @@ struct CursorFile {
     file: File,
     path: PathBuf,
     generation: u64,
+    /// The slot of the newest durable store, never overwritten until a newer one is durable:
+    /// a machine that crashes finds it whatever became of later stores.
+    durable_slot: u64,
+    /// A store since the last durable one was not made durable.
+    lazy: bool,
 }
 
 impl CursorFile {
@@ -376,13 +386,32 @@ impl CursorFile {
             file: f,
             path,
             generation: 1,
+            durable_slot: 0,
+            lazy: false,
         })
     }
 
-    /// Stores `c` durably: overwrites the older slot and fdatasyncs.
+    /// Stores `c` durably: writes the slot the last durable store is not in, and fdatasyncs.
     fn store(&mut self, c: &Cursor) -> Result<(), QueueError> {
+        self.durable_slot = self.write(c)?;
+        self.lazy = false;
+        self.sync()
+    }
+
+    /// Stores `c` without waiting for the disk: it outlives the agent, not always the machine,
+    /// which may then find the last durable store. Only for acknowledgements, which a crash may
+    /// undo (the server skips rows it already stored), never for counts or for removing
+    /// segments.
+    fn store_lazily(&mut self, c: &Cursor) -> Result<(), QueueError> {
+        self.lazy = true;
+        self.write(c).map(|_| ())
+    }
+
+    /// Writes `c` as the next generation into the slot the last durable store is not in;
+    /// returns that slot.
+    fn write(&mut self, c: &Cursor) -> Result<u64, QueueError> {
         let generation = self.generation + 1;
-        let off = if generation.is_multiple_of(2) {
+        let off = if self.durable_slot == 0 {
             CURSOR_SLOT
         } else {
             0
@@ -390,11 +419,14 @@ impl CursorFile {
         self.file
             .write_all_at(&c.encode(generation), off)
             .map_err(|e| io_err(&self.path, Some(off), e))?;
+        self.generation = generation;
+        Ok(off)
+    }
+
+    fn sync(&mut self) -> Result<(), QueueError> {
         self.file
             .sync_data()
-            .map_err(|e| io_err(&self.path, None, e))?;
-        self.generation = generation;
-        Ok(())
+            .map_err(|e| io_err(&self.path, None, e))
     }
 }
 
@@ -707,14 +739,21 @@ fn load_cursor(dir: &Path) -> Result<CursorRead, QueueError> {
     }
     b.truncate(n);
     Ok(match Cursor::decode_file(&b) {
-        Some((generation, c)) => CursorRead::Ok(
-            CursorFile {
-                file,
-                path,
-                generation,
-            },
-            c,
-        ),
+        Some((generation, c, slot)) => {
+            // What was read may not be on the disk yet (stored lazily before the agent
+            // stopped): it is made durable before it counts as such.
+            file.sync_data().map_err(|e| io_err(&path, None, e))?;
+            CursorRead::Ok(
+                CursorFile {
+                    file,
+                    path,
+                    generation,
+                    durable_slot: slot,
+                    lazy: false,
+                },
+                c,
+            )
+        }
         None => CursorRead::Corrupt,
     })
 }
@@ -1436,7 +1475,14 @@ impl Queue {
             ..self.cursor
         };
         if c != self.cursor {
-            self.store_cursor(&c)?;
+            // Segments removed below and loss counted must survive a crash of the machine;
+            // acknowledgements alone may be undone by one (the rows are sent again, and the
+            // server skips rows it stored): no fdatasync for them, four a second under load.
+            if i > 0 || lost > 0 {
+                self.store_cursor(&c)?;
+            } else {
+                self.cfile.store_lazily(&c)?;
+            }
             self.cursor = c;
         }
         if lost > 0 {
@@ -1455,6 +1501,12 @@ impl Drop for Queue {
     fn drop(&mut self) {
         if let Err(e) = self.flush() {
             tracing::warn!("queue: flush on close failed: {e}");
+        }
+        // Acknowledgements stored lazily are kept: nothing is sent twice after a clean stop.
+        if self.cfile.lazy
+            && let Err(e) = self.cfile.store(&self.cursor)
+        {
+            tracing::warn!("queue: storing the cursor on close failed: {e}");
         }
     }
 }
@@ -1513,12 +1565,44 @@ mod tests {
         let mut file = vec![0u8; CURSOR_FILE_BYTES as usize];
         file[..64].copy_from_slice(&older.encode(8));
         file[512..].copy_from_slice(&b);
-        assert_eq!(Cursor::decode_file(&file), Some((9, c)));
+        assert_eq!(Cursor::decode_file(&file), Some((9, c, CURSOR_SLOT)));
         file[520] ^= 1;
-        assert_eq!(Cursor::decode_file(&file), Some((8, older)));
-        assert_eq!(Cursor::decode_file(&file[..64]), Some((8, older)));
+        assert_eq!(Cursor::decode_file(&file), Some((8, older, 0)));
+        assert_eq!(Cursor::decode_file(&file[..64]), Some((8, older, 0)));
         file[3] ^= 1;
         assert_eq!(Cursor::decode_file(&file), None);
+    }
+
+    #[test]
+    fn a_lazy_cursor_store_never_overwrites_the_last_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir_file = File::open(dir.path()).unwrap();
+        let at = |acked| Cursor {
+            acked,
+            ..Cursor::default()
+        };
+        let mut f = CursorFile::create(dir.path(), &dir_file, &at(1)).unwrap();
+        // The two slots' acknowledgements, slot 0 first.
+        let slots = || {
+            let b = std::fs::read(dir.path().join(CURSOR_FILE)).unwrap();
+            let acked = |s: &[u8]| Cursor::decode(s).map(|(_, c)| c.acked);
+            (acked(&b), acked(&b[CURSOR_SLOT as usize..]))
+        };
+        f.store_lazily(&at(2)).unwrap();
+        f.store_lazily(&at(3)).unwrap();
+        assert_eq!(slots(), (Some(1), Some(3)), "the durable 1 is kept");
+        f.store(&at(4)).unwrap();
+        assert_eq!(slots(), (Some(1), Some(4)));
+        f.store_lazily(&at(5)).unwrap();
+        assert_eq!(slots(), (Some(5), Some(4)), "now 4 is the one kept");
+        // Reopened: the newest is read, made durable, and kept in turn.
+        drop(f);
+        let CursorRead::Ok(mut f, c) = load_cursor(dir.path()).unwrap() else {
+            panic!("the cursor file does not load");
+        };
+        assert_eq!(c.acked, 5);
+        f.store_lazily(&at(6)).unwrap();
+        assert_eq!(slots(), (Some(5), Some(6)));
     }
 
     #[test]
