@@ -57,9 +57,12 @@ impl Default for Options {
             files: FileFilter::default(),
             file_paths_pinned: false,
             heartbeat: None,
-            // Under the benchmark's load a request carries ~2,000 rows (the queue is flushed
-            // every 200 ms); 5,000 took 3 more MiB of RSS when the sender caught up.
-            batch_rows: 2_000,
+            // Rows per request at most (and the bytes of `BATCH_BYTES`): each request costs an
+            // fdatasync of the queue, an HTTP exchange and TLS records, so fewer, fuller ones
+            // (2,000 a request were 5.5 requests a second under the benchmark's load). The
+            // sender writes a request's body from the queue's compressed blocks as they are, so
+            // a larger one no longer holds its rows as text.
+            batch_rows: 6_000,
             // ~3,700 records of ~560 bytes: a third of a second of the 11,000 events/s the
             // benchmark makes (no drops there), while the loop drains it every few
             // milliseconds. It counts twice in RSS (mapped twice): 8 MiB took 16 of 42 MiB.
@@ -79,7 +82,7 @@ const BATCH_BYTES: usize = 2 << 20;
 /// How long after a request the next one waits while less than a full batch is queued: fewer,
 /// fuller requests (each costs a queue fdatasync, a TLS request and a zstd frame) for at most
 /// this much more latency.
-const SEND_INTERVAL: Duration = Duration::from_millis(250);
+const SEND_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long a row waits in the open block at most before the block goes into the queue, where
 /// the sender can take it (a longer wait makes larger blocks, which compress better).
