@@ -196,12 +196,11 @@ impl ProcessTable {
         is_image: impl Fn(&Path) -> Option<std::fs::Metadata>,
     ) -> (Option<PathBuf>, Option<std::fs::Metadata>) {
         let joined = Path::new(cwd).join(name);
-        let remembered = self.resolved.get_mut(&joined);
-        if let Some(resolution) = remembered {
-            if let Some(meta) = is_image(&resolution.path) {
-                resolution.found = Some(FileVersion::of(&meta));
-                return (Some(resolution.path.clone()), Some(meta));
-            }
+        if let Some(resolution) = self.resolved.get_mut(&joined)
+            && let Some(meta) = is_image(&resolution.path)
+        {
+            resolution.found = Some(FileVersion::of(&meta));
+            return (Some(resolution.path.clone()), Some(meta));
         }
         let remembered = self.resolved.get(&joined).map(|r| &r.path);
         let Ok(resolved) = std::fs::canonicalize(&joined) else {
