@@ -64,8 +64,9 @@ impl Default for Options {
             // a larger one no longer holds its rows as text.
             batch_rows: 6_000,
             // ~3,700 records of ~560 bytes: a third of a second of the 11,000 events/s the
-            // benchmark makes (no drops there), while the loop drains it every few
-            // milliseconds. It counts twice in RSS (mapped twice): 8 MiB took 16 of 42 MiB.
+            // benchmark makes (no drops there), while the loop drains it every 50 ms (at once
+            // when a pass found it an eighth full). It counts twice in RSS (mapped twice): 8 MiB
+            // took 16 of 42 MiB.
             ring_buffer_bytes: 2 << 20,
             max_hash_bytes: crate::hashes::DEFAULT_MAX_FILE_BYTES,
             logons: true,
@@ -292,9 +293,9 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let mut last_snapshot: Option<Instant> = None;
     info!(device = %identity.enrollment.device_id, server = %identity.enrollment.server, "agent running");
     while !STOP.load(Ordering::Relaxed) {
-        // At most one pass every few milliseconds: under load the ring buffer wakes the loop
-        // for every few events, and each pass costs syscalls of its own (DNS, queue, checks);
-        // the ring buffer holds far more than a pass's worth.
+        // At most one pass every `PASS` unless the last was busy: under load the ring buffer
+        // would wake the loop for every few events, and each pass costs syscalls of its own
+        // (DNS, queue, checks); the ring buffer holds several passes' worth.
         let pass = Instant::now();
         if !options.file_paths_pinned
             && let Some(paths) = lock(&shared.policy_file_paths).take()

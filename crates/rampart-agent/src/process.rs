@@ -321,7 +321,7 @@ impl ProcessTable {
         // One lookup (a thousand exits a second, in a table too large for the cache).
         let tick = self.tick_ns();
         if let std::collections::hash_map::Entry::Occupied(entry) = self.procs.entry(pid)
-            && entry.get().start_ns / tick == start / tick
+            && same_tick(tick, entry.get().start_ns, start)
         {
             entry.remove();
         }
@@ -330,8 +330,7 @@ impl ProcessTable {
     /// Whether two start times are the same process's: /proc gives them in clock ticks, the
     /// kernel events in nanoseconds, so they are compared at tick precision.
     fn same_start(&self, a: u64, b: u64) -> bool {
-        let tick = self.tick_ns();
-        a / tick == b / tick
+        same_tick(self.tick_ns(), a, b)
     }
 
     fn tick_ns(&self) -> u64 {
@@ -389,6 +388,11 @@ impl ProcessTable {
     }
 }
 
+/// Whether two times in nanoseconds fall in the same clock tick of `tick` nanoseconds.
+fn same_tick(tick: u64, a: u64, b: u64) -> bool {
+    a / tick == b / tick
+}
+
 /// The arguments of a process from `/proc/PID/cmdline` (`dir` = `/proc/PID`); none when gone.
 pub(crate) fn read_cmdline(dir: &str) -> Vec<String> {
     std::fs::read(format!("{dir}/cmdline"))
@@ -425,6 +429,26 @@ pub(crate) fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
 mod tests {
     use super::*;
 
+    /// A task of process `pid` (its own thread group), started at 1 ns.
+    fn task(pid: u32, comm: &str) -> Task {
+        Task {
+            pid,
+            tgid: pid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            loginuid: u32::MAX,
+            sessionid: u32::MAX,
+            cgroup_id: 1,
+            comm: comm.into(),
+            start_ns: 1,
+            parent_start_ns: 0,
+            time: Utc::now(),
+        }
+    }
+
     #[test]
     fn stat_with_awkward_comm() {
         let stat =
@@ -447,22 +471,7 @@ mod tests {
         let mut table = ProcessTable::new(HashCache::new(1 << 30), Clock::now());
         let exec = |table: &mut ProcessTable, target: &Path, pid: u32| {
             let meta = std::fs::metadata(target).unwrap();
-            let task = Task {
-                pid,
-                tgid: pid,
-                ppid: 1,
-                uid: 0,
-                gid: 0,
-                euid: 0,
-                egid: 0,
-                loginuid: u32::MAX,
-                sessionid: u32::MAX,
-                cgroup_id: 1,
-                comm: "run".into(),
-                start_ns: 1,
-                parent_start_ns: 0,
-                time: Utc::now(),
-            };
+            let task = task(pid, "run");
             // Run by a relative name from the directory; pids above the kernel's limit have no
             // /proc entry to read the image from.
             let cwd = dir.path().to_str().unwrap();
@@ -500,27 +509,11 @@ mod tests {
         let cwd = dir.path().to_str().unwrap();
         let path = dir.path().join("x");
         let mut table = ProcessTable::new(HashCache::new(1 << 30), Clock::now());
-        let task = |pid: u32| Task {
-            pid,
-            tgid: pid,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            euid: 0,
-            egid: 0,
-            loginuid: u32::MAX,
-            sessionid: u32::MAX,
-            cgroup_id: 1,
-            comm: "x".into(),
-            start_ns: 1,
-            parent_start_ns: 0,
-            time: Utc::now(),
-        };
         // Pids above the kernel's limit: no /proc entry to fall back on.
         let exec = |table: &mut ProcessTable, meta: &std::fs::Metadata, pid: u32| {
             let version = Some(FileVersion::of(meta));
             let image = (meta.ino(), meta.dev());
-            table.exec(&task(pid), "./x", &["./x".into()], cwd, image, version)
+            table.exec(&task(pid, "x"), "./x", &["./x".into()], cwd, image, version)
         };
         std::fs::write(&path, b"one").unwrap();
         let first_meta = std::fs::metadata(&path).unwrap();
