@@ -66,7 +66,8 @@ count() {
 until [ "$(count "DeviceInfo | where DeviceName == 'bench-host'")" -gt 0 ]; do sleep 0.5; done
 # Steady state before measuring: the start-up software inventory is in, and the generator's
 # binary (the agent's own: ~54 MB with debug info) has been hashed, as every binary is once per
-# file version (~0.3 s of CPU for this one: a third of what the load costs in a 40 s run).
+# file version (a few tenths of a second of CPU for this one: coreutils' sha1sum, sha256sum
+# and md5sum of it take 0.42 s).
 until [ "$(count "DeviceTvmSoftwareInventory | where DeviceName == 'bench-host'")" -gt 0 ]; do sleep 0.5; done
 "$AGENT" --version >/dev/null
 until [ "$(count "DeviceProcessEvents | where DeviceName == 'bench-host' and ProcessCommandLine endswith ' --version' and FolderPath == '$(realpath "$AGENT")'")" -gt 0 ]; do sleep 0.5; done

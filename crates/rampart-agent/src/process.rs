@@ -435,17 +435,11 @@ mod tests {
             pid,
             tgid: pid,
             ppid: 1,
-            uid: 0,
-            gid: 0,
-            euid: 0,
-            egid: 0,
-            loginuid: u32::MAX,
-            sessionid: u32::MAX,
             cgroup_id: 1,
             comm: comm.into(),
             start_ns: 1,
-            parent_start_ns: 0,
             time: Utc::now(),
+            ..Task::default()
         }
     }
 

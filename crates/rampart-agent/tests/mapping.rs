@@ -33,17 +33,12 @@ fn task(pid: u32, ppid: u32, table: &mut ProcessTable) -> Task {
         pid,
         tgid: pid,
         ppid,
-        uid: 0,
-        gid: 0,
-        euid: 0,
-        egid: 0,
-        loginuid: u32::MAX,
-        sessionid: u32::MAX,
         cgroup_id: 1,
         comm: "x".into(),
         start_ns,
         parent_start_ns,
         time: Utc::now(),
+        ..Task::default()
     }
 }
 

@@ -91,6 +91,29 @@ pub struct Task {
     pub time: DateTime<Utc>,
 }
 
+impl Default for Task {
+    /// Nothing known: ids 0, no login uid or session (unset, as the kernel says it), no comm,
+    /// at the epoch.
+    fn default() -> Self {
+        Task {
+            pid: 0,
+            tgid: 0,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            loginuid: u32::MAX,
+            sessionid: u32::MAX,
+            cgroup_id: 0,
+            comm: Comm::from(""),
+            start_ns: 0,
+            parent_start_ns: 0,
+            time: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+}
+
 /// A task's `comm` (the kernel keeps at most 15 bytes), held inline: a `String` was an
 /// allocation for every event, and the allocator a measurable share of the agent's CPU. Bytes
 /// that are not UTF-8 are replaced as `String::from_utf8_lossy` replaces them.
