@@ -2,9 +2,13 @@
 # Agent benchmark (issue 5's overhead and no-loss figures): a `rampart server` on a fresh data
 # directory, `rampart-agent` (release) enrolled against it, then `rampart-agent loadgen` at
 # 1,000 execs/s + 10,000 file operations/s + 100 connections/s for 60 s. Reports, as one JSON
-# line: what was generated and what hunting holds (per kind), the drops the agent reported,
-# the agent's CPU (% of one core, user + system from /proc over the load; and per generated
-# event, which the machine's varying exec rate moves less) and peak RSS, and the
+# line: what was generated and what hunting holds (per kind) and how long after the load's end
+# it held all of it (polled every second: the agent's sending and the server's ingest), the
+# drops the agent reported,
+# the agent's CPU (user + system from /proc, from the load's start until hunting holds all it
+# made: in seconds, as a share of one core over the load's duration — what that rate of
+# events costs, the drain after it included — and per generated event) with the exec rate the
+# generator reached (this machine's varies: 500–1,000 a second), peak RSS, and the
 # latency from an exec to its row in hunting (p50/p95 of 40 probes).
 #
 #   bench/agent.sh                               # the issue's rates
@@ -74,9 +78,10 @@ until [ "$(count "DeviceProcessEvents | where DeviceName == 'bench-host' and Pro
 
 cpu() { awk '{print $14 + $15}' "/proc/$AGENT_PID/stat"; }
 TICKS=$(getconf CLK_TCK)
-CPU0=$(cpu); T0=$(date +%s.%N)
+CPU0=$(cpu)
 "$AGENT" loadgen --execs-per-sec "$EXECS" --file-ops-per-sec "$FILE_OPS" --connections-per-sec "$CONNS" \
   --seconds "$DURATION" --marker "bench-$$" --dir "$WORK" >"$WORK/generated.json"
+LOAD_END=$(date +%s.%N)
 # The agent's CPU includes draining what the load queued: wait until hunting holds it all.
 G="$WORK/generated.json"
 want() { jq -r ".$1" "$G"; }
@@ -91,7 +96,7 @@ for _ in $(seq 600); do
   [ "$(count "$Q_EXEC")" -ge "$(want execs)" ] && [ "$(count "$Q_DELETED")" -ge "$(want files_deleted)" ] && break
   sleep 1
 done
-CPU1=$(cpu); T1=$(date +%s.%N)
+CPU1=$(cpu); DRAINED=$(date +%s.%N)
 HWM=$(awk '/VmHWM/ {print $2}' "/proc/$AGENT_PID/status")
 # Of the resident memory: the agent's own heap and stacks vs. mapped shared pages (the eBPF
 # ring buffer is mapped from the kernel and counts in RSS once touched).
@@ -109,14 +114,17 @@ DEVICE=$(api "$URL/api/v1/devices?hostname=bench-host" | jq '.items[0]')
 jq -nc --argjson g "$(cat "$G")" --argjson device "$DEVICE" \
   --arg execs "$(count "$Q_EXEC")" --arg created "$(count "$Q_CREATED")" \
   --arg deleted "$(count "$Q_DELETED")" --arg conns "$(count "$Q_CONN")" \
-  --arg cpu "$(echo "($CPU1 - $CPU0) / $TICKS / ($T1 - $T0) * 100" | bc -l)" \
   --arg cpu_s "$(echo "($CPU1 - $CPU0) / $TICKS" | bc -l)" \
+  --arg drain "$(echo "$DRAINED - $LOAD_END" | bc -l)" \
   --arg hwm "$HWM" --arg anon "$ANON" --arg lat "$(printf '%s\n' "${LAT[@]}" | sort -n | tr '\n' ' ')" '
   ($lat | split(" ") | map(select(. != "") | tonumber)) as $l |
   {generated: {execs: $g.execs, files_created: $g.files_created, files_deleted: $g.files_deleted, connections: $g.connections, seconds: $g.seconds},
    in_hunting: {execs: ($execs|tonumber), files_created: ($created|tonumber), files_deleted: ($deleted|tonumber), connections: ($conns|tonumber)},
    agent_reported_dropped: $device.events_dropped,
-   agent_cpu_percent_of_a_core: ($cpu|tonumber*100|round/100),
+   in_hunting_after_load_s: ($drain|tonumber*10|round/10),
+   execs_per_sec: ($g.execs / $g.seconds | round),
+   agent_cpu_s: ($cpu_s|tonumber),
+   agent_cpu_percent_of_a_core: (($cpu_s|tonumber) / $g.seconds * 100 * 100 | round / 100),
    agent_cpu_us_per_event: (($cpu_s|tonumber) * 1e6 / ([$g.execs, $g.files_created, $g.files_deleted, $g.connections] | add) * 100 | round / 100),
    agent_peak_rss_mib: ($hwm|tonumber/1024*10|round/10),
    agent_rss_anon_mib: ($anon|tonumber/1024*10|round/10),

@@ -89,6 +89,11 @@ const SEND_INTERVAL: Duration = Duration::from_millis(500);
 /// the sender can take it (a longer wait makes larger blocks, which compress better).
 const SEAL_AFTER: Duration = Duration::from_millis(50);
 
+/// How long a queued row may wait before it is made durable (the rows a machine crash can take
+/// with it; a crash of the agent alone loses none). The sender's flushes count: a request
+/// carries durable rows only.
+const FLUSH_AFTER: Duration = Duration::from_millis(200);
+
 /// The sensor loop's shortest pass (batching events; adds at most this to their latency). Each
 /// pass costs a wake-up and syscalls of its own (ring buffer, DNS capture, queue): ~14 % of
 /// the agent's samples under load when it was 10 ms.
@@ -287,7 +292,6 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     let (inventory_tx, inventory_rx) = mpsc::channel::<Vec<Row>>();
     let mut last_inventory: Option<(Instant, Option<std::time::SystemTime>)> = None;
     let mut block = BlockBuilder::new(options.queue.max_record_bytes())?;
-    let mut last_flush = Instant::now();
     let mut last_check = Instant::now();
     let mut packages = package_database_time();
     let mut last_snapshot: Option<Instant> = None;
@@ -403,9 +407,11 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         if block.age() >= SEAL_AFTER {
             seal(&shared, &mut lock(&shared.queue), &mut block);
         }
-        if last_flush.elapsed() >= Duration::from_millis(200) {
-            last_flush = Instant::now();
-            if let Err(e) = lock(&shared.queue).flush() {
+        {
+            let mut queue = lock(&shared.queue);
+            if queue.unsynced_for() >= FLUSH_AFTER
+                && let Err(e) = queue.flush()
+            {
                 warn!("queue: {e}");
             }
         }

@@ -1,5 +1,5 @@
 //! Telemetry on its way to the server. Rows are gathered into blocks, each one zstd frame of
-//! `{"table":T,"rows":[...]},...` (consecutive rows of a table share a batch): a block is one
+//! `{"table":T,"rows":[...]},...` (a table's rows share a batch): a block is one
 //! record of the queue, holding one sequence number per row. A request body,
 //! `{"batches":[BLOCK,BLOCK,...]}`, is made of the blocks as they are: zstd frames one after
 //! another decompress to their contents one after another, so the body is the frames of
@@ -30,107 +30,141 @@ fn compressor() -> Result<zstd::bulk::Compressor<'static>> {
     Ok(z)
 }
 
-/// `{"table":T,"rows":[r1,r2]},{"table":U,"rows":[r3],"initiating":[{...}]}` text, rows
-/// appended in order; a row may refer to an entry of its batch's `initiating` list instead of
-/// carrying the InitiatingProcess* columns it shares with other rows.
+/// `{"table":T,"rows":[r1,r3]},{"table":U,"rows":[r2],"initiating":[{...}]}` text: one batch
+/// per table, in the order the tables first came to this builder, each holding its rows in the
+/// order they came. A row may refer to an entry of its batch's `initiating` list instead of
+/// carrying the InitiatingProcess* columns it shares with other rows. Rows are grouped by
+/// table, not only when consecutive: under load a process's file events come between the
+/// execs of its children, and every change of table used to start a batch that repeated the
+/// ~700 bytes of `initiating` entries of the process (a quarter of a block's text).
 #[derive(Default)]
 struct Batches {
+    /// The batches of every table seen (a table without rows in the open text is left out of
+    /// it, its buffers kept for the next).
+    tables: Vec<TableBatch>,
+    /// The table the last row went to.
+    last: usize,
+    /// Bytes of the text once finished, about.
+    len: usize,
+    /// The finished text.
     text: Vec<u8>,
-    /// The table of the batch being written, if `open`.
-    table: Vec<u8>,
-    open: bool,
-    /// The open batch's `initiating` entries, and where each is in the list (by address: a
-    /// fast hash, looked up for every row).
-    shared: Vec<Arc<str>>,
-    shared_at: foldhash::HashMap<usize, usize>,
-    /// Bytes the open batch's `initiating` list will add when it is closed.
-    shared_bytes: usize,
 }
 
+/// One table's rows of the open text, and the `initiating` entries they refer to.
+#[derive(Default)]
+struct TableBatch {
+    table: Vec<u8>,
+    /// The rows, comma-separated.
+    rows: Vec<u8>,
+    /// The `initiating` entries, and where each is in the list (by address: a fast hash,
+    /// looked up for every row).
+    shared: Vec<Arc<str>>,
+    shared_at: foldhash::HashMap<usize, usize>,
+}
+
+/// Bytes of a batch besides its rows and entries: `{"table":"","rows":[],"initiating":[]}`
+/// and a comma, and a table name.
+const BATCH_OVERHEAD: usize = 64;
+/// Tables whose emptied buffers are kept for the next text (the agent writes fewer).
+const KEEP_TABLES: usize = 16;
+
 impl Batches {
-    /// Makes the open batch `table`'s (closing another), ready for a row to be written.
-    fn next_row(&mut self, table: &[u8]) {
-        if self.open && self.table == table {
-            self.text.push(b',');
-            return;
+    /// The batch of `table`, ready for a row to be appended to its `rows`.
+    fn next_row(&mut self, table: &[u8]) -> &mut TableBatch {
+        if self.tables.get(self.last).is_none_or(|t| t.table != table) {
+            self.last = match self.tables.iter().position(|t| t.table == table) {
+                Some(at) => at,
+                None => {
+                    self.tables.push(TableBatch {
+                        table: table.to_vec(),
+                        ..TableBatch::default()
+                    });
+                    self.tables.len() - 1
+                }
+            };
         }
-        if self.open {
-            self.close();
-            self.text.push(b',');
+        let batch = &mut self.tables[self.last];
+        if batch.rows.is_empty() {
+            self.len += BATCH_OVERHEAD + table.len();
+        } else {
+            batch.rows.push(b',');
+            self.len += 1;
         }
-        self.text.extend_from_slice(b"{\"table\":\"");
-        self.text.extend_from_slice(table);
-        self.text.extend_from_slice(b"\",\"rows\":[");
-        self.table.clear();
-        self.table.extend_from_slice(table);
-        self.open = true;
+        batch
     }
 
     /// Adds a row `write` writes.
     fn push(&mut self, table: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
-        self.next_row(table);
-        write(&mut self.text);
+        let batch = self.next_row(table);
+        let before = batch.rows.len();
+        write(&mut batch.rows);
+        self.len += batch.rows.len() - before;
     }
 
     /// Adds `row`, referring to its shared InitiatingProcess* columns if `refer`.
     fn push_row(&mut self, row: &Row, refer: bool) {
-        self.next_row(row.table.as_bytes());
+        let batch = self.next_row(row.table.as_bytes());
+        let before = batch.rows.len();
+        let mut added = 0;
         match row.initiating.as_ref().filter(|_| refer) {
             Some(pairs) => {
                 let key = Arc::as_ptr(pairs).cast::<u8>() as usize;
-                let at = *self.shared_at.entry(key).or_insert_with(|| {
-                    self.shared.push(Arc::clone(pairs));
+                let at = *batch.shared_at.entry(key).or_insert_with(|| {
+                    batch.shared.push(Arc::clone(pairs));
                     // `{pairs}` and a comma.
-                    self.shared_bytes += pairs.len() + 2;
-                    self.shared.len() - 1
+                    added = pairs.len() + 2;
+                    batch.shared.len() - 1
                 });
-                row.write_referring(&mut self.text, at);
+                row.write_referring(&mut batch.rows, at);
             }
-            None => row.write_object(&mut self.text),
+            None => row.write_object(&mut batch.rows),
         }
+        self.len += batch.rows.len() - before + added;
     }
 
-    /// Ends the open batch: its rows, then its `initiating` list if it has one.
-    fn close(&mut self) {
-        self.text.push(b']');
-        if !self.shared.is_empty() {
-            self.text.extend_from_slice(b",\"initiating\":[");
-            for (k, pairs) in self.shared.drain(..).enumerate() {
-                if k > 0 {
-                    self.text.push(b',');
-                }
-                self.text.push(b'{');
-                self.text
-                    .extend_from_slice(pairs.trim_end_matches(',').as_bytes());
-                self.text.push(b'}');
-            }
-            self.text.push(b']');
-            self.shared_at.clear();
-            self.shared_bytes = 0;
-        }
-        self.text.push(b'}');
-        self.open = false;
-    }
-
-    /// The text, closed; [`Batches::clear`] before the next push.
+    /// The text of every batch with rows; [`Batches::clear`] before the next push.
     fn finish(&mut self) -> &[u8] {
-        if self.open {
-            self.close();
+        self.text.clear();
+        for batch in self.tables.iter().filter(|t| !t.rows.is_empty()) {
+            if !self.text.is_empty() {
+                self.text.push(b',');
+            }
+            self.text.extend_from_slice(b"{\"table\":\"");
+            self.text.extend_from_slice(&batch.table);
+            self.text.extend_from_slice(b"\",\"rows\":[");
+            self.text.extend_from_slice(&batch.rows);
+            self.text.push(b']');
+            if !batch.shared.is_empty() {
+                self.text.extend_from_slice(b",\"initiating\":[");
+                for (k, pairs) in batch.shared.iter().enumerate() {
+                    if k > 0 {
+                        self.text.push(b',');
+                    }
+                    self.text.push(b'{');
+                    self.text
+                        .extend_from_slice(pairs.trim_end_matches(',').as_bytes());
+                    self.text.push(b'}');
+                }
+                self.text.push(b']');
+            }
+            self.text.push(b'}');
         }
         &self.text
     }
 
     fn clear(&mut self) {
-        self.text.clear();
-        self.open = false;
-        self.shared.clear();
-        self.shared_at.clear();
-        self.shared_bytes = 0;
+        self.tables.truncate(KEEP_TABLES);
+        for batch in &mut self.tables {
+            batch.rows.clear();
+            batch.shared.clear();
+            batch.shared_at.clear();
+        }
+        self.len = 0;
     }
 
-    /// Bytes of the text once the open batch is closed (about: its `initiating` list's).
+    /// Bytes of the text once finished, about (at least).
     fn len(&self) -> usize {
-        self.text.len() + self.shared_bytes + 32
+        self.len
     }
 }
 
@@ -329,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn a_block_groups_consecutive_rows_by_table_and_numbers_them() {
+    fn a_block_groups_rows_by_table_and_numbers_them() {
         let mut block = BlockBuilder::new(1 << 20).unwrap();
         assert!(block.seal().is_none(), "an empty block is not sealed");
         for (table, x) in [("A", 1), ("A", 2), ("B", 3), ("A", 4)] {
@@ -349,20 +383,26 @@ mod tests {
         assert_eq!(
             v,
             json!([
-                {"table": "A", "rows": [{"x": 1, "ReportId": 71}, {"x": 2, "ReportId": 72}]},
+                {"table": "A", "rows": [
+                    {"x": 1, "ReportId": 71}, {"x": 2, "ReportId": 72}, {"x": 4, "ReportId": 74},
+                ]},
                 {"table": "B", "rows": [{"x": 3, "ReportId": 73}]},
-                {"table": "A", "rows": [{"x": 4, "ReportId": 74}]},
             ])
         );
         assert_eq!(block.rows(), 0);
-        // The next block starts afresh.
+        // The next block starts afresh: no batch of a table without rows.
         block.add(row("C", 5), || 75);
-        let (_, first, rows) = block.seal().unwrap().unwrap();
+        let (frame, first, rows) = block.seal().unwrap().unwrap();
         assert_eq!((first, rows), (75, 1));
+        let text = zstd::stream::decode_all(frame).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&text).unwrap(),
+            json!({"table": "C", "rows": [{"x": 5, "ReportId": 75}]})
+        );
     }
 
     #[test]
-    fn rows_refer_to_the_initiating_columns_they_share_once_per_batch() {
+    fn rows_refer_to_the_initiating_columns_they_share_once_per_table() {
         let p: Arc<str> =
             Arc::from("\"InitiatingProcessId\":42,\"InitiatingProcessFileName\":\"w\",");
         let q: Arc<str> = Arc::from("\"InitiatingProcessId\":7,");
@@ -401,9 +441,9 @@ mod tests {
                     {"x": 1, "ReportId": 1, "$i": 0},
                     {"x": 2, "ReportId": 2, "$i": 0},
                     {"x": 3, "ReportId": 3, "$i": 1},
+                    {"x": 5, "ReportId": 5},
                 ], "initiating": [pv, qv]},
                 {"table": "B", "rows": [{"x": 4, "ReportId": 4, "$i": 0}], "initiating": [pv]},
-                {"table": "A", "rows": [{"x": 5, "ReportId": 5}]},
             ])
         );
         // Without references (a server that does not take them), rows carry every column.

@@ -40,6 +40,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Bytes of the header at the start of every segment file.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
@@ -236,6 +237,8 @@ pub struct Queue {
     /// Bytes of the tail file known durable.
     synced: u64,
     wbuf: Vec<u8>,
+    /// When the oldest record not yet durable was pushed.
+    unsynced_since: Option<Instant>,
     /// A segment file was created since the directory was last fsynced.
     dir_dirty: bool,
     // Reader.
@@ -1041,6 +1044,7 @@ impl Queue {
             wfile,
             written,
             synced: 0,
+            unsynced_since: None,
             wbuf: Vec::with_capacity(WRITE_BUFFER),
             dir_dirty,
             head,
@@ -1108,6 +1112,7 @@ impl Queue {
         let crc = crc32fast::hash(&self.wbuf[start + 4..]);
         self.wbuf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
         self.next_seq += u64::from(count);
+        self.unsynced_since.get_or_insert_with(Instant::now);
         self.total_bytes += frame;
         if let Some(t) = self.segs.back_mut() {
             t.bytes += frame;
@@ -1115,9 +1120,16 @@ impl Queue {
         Ok(seq)
     }
 
+    /// How long the oldest record that is not durable yet has waited (zero if none): the agent
+    /// flushes when it reaches 200 ms, so a flush the sender made (it sends durable records
+    /// only) spares the next.
+    pub fn unsynced_for(&self) -> Duration {
+        self.unsynced_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
     /// Makes every pushed record durable (write + fdatasync; fsync of the directory when a
-    /// segment file was created). The agent calls it every ~200 ms and before exit; dropping
-    /// the queue flushes too.
+    /// segment file was created). The agent calls it when [`Queue::unsynced_for`] reaches
+    /// 200 ms and before exit; dropping the queue flushes too.
     pub fn flush(&mut self) -> Result<(), QueueError> {
         self.write_out()?;
         self.sync_tail()?;
@@ -1309,6 +1321,9 @@ impl Queue {
                 return Err(io_err(&self.seg_path(self.tail().first), None, e));
             }
             self.synced = self.written;
+        }
+        if self.wbuf.is_empty() {
+            self.unsynced_since = None;
         }
         Ok(())
     }
@@ -1603,6 +1618,27 @@ mod tests {
         assert_eq!(c.acked, 5);
         f.store_lazily(&at(6)).unwrap();
         assert_eq!(slots(), (Some(5), Some(6)));
+    }
+
+    #[test]
+    fn the_oldest_record_not_durable_is_timed_until_a_flush_or_a_peek() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(dir.path(), QueueLimits::default()).unwrap();
+        assert_eq!(q.unsynced_for(), Duration::ZERO);
+        q.push(b"a", 1).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        q.push(b"b", 1).unwrap();
+        assert!(
+            q.unsynced_for() >= Duration::from_millis(20),
+            "timed from the first record"
+        );
+        q.flush().unwrap();
+        assert_eq!(q.unsynced_for(), Duration::ZERO);
+        q.push(b"c", 1).unwrap();
+        assert!(q.unsynced_for() > Duration::ZERO);
+        // What the sender peeks is made durable first.
+        assert_eq!(q.peek(10, 1 << 20).unwrap().len(), 3);
+        assert_eq!(q.unsynced_for(), Duration::ZERO);
     }
 
     #[test]

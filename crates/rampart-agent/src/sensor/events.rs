@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 
-use super::{Comm, Net, Protocol, SensorEvent, Task};
+use super::{Comm, Net, Protocol, SensorEvent, Task, lossy};
 
 /// Record kinds, as `enum ev_kind` in sensor.bpf.c; index = kind, name used by `Lost`.
 pub(crate) const KIND_NAMES: [&str; 14] = [
@@ -397,7 +397,7 @@ struct Section<'a> {
 
 impl Section<'_> {
     fn text(&self) -> String {
-        String::from_utf8_lossy(self.data).into_owned()
+        lossy(self.data).into_owned()
     }
 
     /// Components arrive leaf first, NUL-terminated. A walk that ran out of depth or space
@@ -419,7 +419,7 @@ impl Section<'_> {
         if !self.data.is_empty() {
             for part in data.rsplit(|&b| b == 0) {
                 out.push('/');
-                out.push_str(&String::from_utf8_lossy(part));
+                out.push_str(&lossy(part));
             }
         }
         out
@@ -434,7 +434,7 @@ impl Section<'_> {
 /// an absolute path already in normal form is copied as it is; any other is folded into a
 /// string sized once.
 fn absolute(raw: &[u8], base: impl FnOnce() -> String) -> String {
-    let raw = String::from_utf8_lossy(raw);
+    let raw = lossy(raw);
     if raw.starts_with('/') {
         if is_normal(&raw) {
             return raw.into_owned();
@@ -453,13 +453,27 @@ fn absolute(raw: &[u8], base: impl FnOnce() -> String) -> String {
     folded(&[&base, &raw])
 }
 
-/// An absolute path without empty, "." or ".." components (nor a trailing "/").
+/// An absolute path without empty, "." or ".." components (nor a trailing "/"). One pass
+/// over the bytes (every exec and file event's path is checked).
 fn is_normal(path: &str) -> bool {
-    path.len() > 1
-        && path
-            .split('/')
-            .skip(1)
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+    let path = path.as_bytes();
+    if path.len() < 2 || path[0] != b'/' {
+        return false;
+    }
+    // The length of the component so far, and whether it is all dots.
+    let (mut len, mut dots) = (0usize, true);
+    for &b in &path[1..] {
+        if b == b'/' {
+            if len == 0 || (dots && len <= 2) {
+                return false;
+            }
+            (len, dots) = (0, true);
+        } else {
+            len += 1;
+            dots &= b == b'.';
+        }
+    }
+    len > 0 && !(dots && len <= 2)
 }
 
 /// `parts` joined by "/" (the first absolute), with empty and "." components dropped and
@@ -491,7 +505,7 @@ fn split_argv(data: &[u8]) -> Vec<String> {
         return Vec::new();
     }
     data.split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .map(|a| lossy(a).into_owned())
         .collect()
 }
 
@@ -622,6 +636,17 @@ mod tests {
         let long = "\u{1f600}".repeat(13);
         assert_eq!(Comm::from(long.as_str()).as_str(), "\u{1f600}".repeat(12));
         assert_eq!(Comm::from("run"), "run");
+    }
+
+    #[test]
+    fn a_normal_path_is_one_folding_leaves_as_it_is() {
+        for path in [
+            "/", "/a", "/a/b", "//a", "/a//b", "/a/", "/.", "/..", "/...", "/a/./b", "/a/../b",
+            "/a/.", "/a/..", "/.a", "/..a", "/a./b", "/a/.../b", "/a/b/.x", "/é/ü", "a/b", "",
+        ] {
+            let expected = path.starts_with('/') && folded(&["", path]) == path && path != "/";
+            assert_eq!(is_normal(path), expected, "{path:?}");
+        }
     }
 
     #[test]
