@@ -124,7 +124,7 @@ struct Counters {
 }
 
 /// Drops of earlier runs (the kernel's count restarts with the sensor).
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, PartialEq, Serialize, Deserialize)]
 struct DropHistory {
     kernel_lost: u64,
     rows_refused: u64,
@@ -445,7 +445,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
     if let Some(t) = logon_thread {
         let _ = t.join();
     }
-    save_history(&shared, state.path());
+    save_history(&shared, state.path(), &mut None);
     Ok(())
 }
 
@@ -653,6 +653,7 @@ fn send_loop(
     let mut last_heartbeat: Option<Instant> = None;
     let mut drops_reported = 0i64;
     let mut last_dropped = 0u64;
+    let mut saved_history = None;
     loop {
         let stopping = shared.stop.load(Ordering::Relaxed);
         let interval = Duration::from_secs(shared.heartbeat_secs.load(Ordering::Relaxed));
@@ -673,7 +674,7 @@ fn send_loop(
                 }
                 Err(e) => warn!("heartbeat: {e:#}"),
             }
-            save_history(shared, state);
+            save_history(shared, state, &mut saved_history);
         }
         if stopping {
             return;
@@ -914,17 +915,24 @@ fn command_loop(
     }
 }
 
-fn save_history(shared: &Shared, state: &std::path::Path) {
+/// Saves the drop counters unless they are what was `saved` last (the file is written
+/// atomically, with `fsync`s: not for every heartbeat).
+fn save_history(shared: &Shared, state: &std::path::Path, saved: &mut Option<DropHistory>) {
     let c = &shared.counters;
     let history = DropHistory {
         kernel_lost: shared.history.kernel_lost + c.kernel_lost.load(Ordering::Relaxed),
         rows_refused: shared.history.rows_refused + c.rows_refused.load(Ordering::Relaxed),
         dns_lost: shared.history.dns_lost + c.dns_lost.load(Ordering::Relaxed),
     };
-    if let Ok(json) = serde_json::to_vec(&history)
-        && let Err(e) = write_atomic(&state.join("drops.json"), &json, 0o600)
+    if saved.as_ref() == Some(&history) {
+        return;
+    }
+    match serde_json::to_vec(&history)
+        .map_err(anyhow::Error::from)
+        .and_then(|json| write_atomic(&state.join("drops.json"), &json, 0o600))
     {
-        warn!("cannot save drop counters: {e:#}");
+        Ok(()) => *saved = Some(history),
+        Err(e) => warn!("cannot save drop counters: {e:#}"),
     }
 }
 

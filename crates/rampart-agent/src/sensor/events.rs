@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 
-use super::{Comm, Net, Protocol, SensorEvent, Task, lossy};
+use super::{Comm, Net, Protocol, SensorEvent, Task};
 
 /// Record kinds, as `enum ev_kind` in sensor.bpf.c; index = kind, name used by `Lost`.
 pub(crate) const KIND_NAMES: [&str; 14] = [
@@ -397,7 +397,7 @@ struct Section<'a> {
 
 impl Section<'_> {
     fn text(&self) -> String {
-        lossy(self.data).into_owned()
+        String::from_utf8_lossy(self.data).into_owned()
     }
 
     /// Components arrive leaf first, NUL-terminated. A walk that ran out of depth or space
@@ -419,7 +419,7 @@ impl Section<'_> {
         if !self.data.is_empty() {
             for part in data.rsplit(|&b| b == 0) {
                 out.push('/');
-                out.push_str(&lossy(part));
+                out.push_str(&String::from_utf8_lossy(part));
             }
         }
         out
@@ -434,7 +434,7 @@ impl Section<'_> {
 /// an absolute path already in normal form is copied as it is; any other is folded into a
 /// string sized once.
 fn absolute(raw: &[u8], base: impl FnOnce() -> String) -> String {
-    let raw = lossy(raw);
+    let raw = String::from_utf8_lossy(raw);
     if raw.starts_with('/') {
         if is_normal(&raw) {
             return raw.into_owned();
@@ -505,7 +505,7 @@ fn split_argv(data: &[u8]) -> Vec<String> {
         return Vec::new();
     }
     data.split(|&b| b == 0)
-        .map(|a| lossy(a).into_owned())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect()
 }
 

@@ -114,16 +114,6 @@ impl Default for Task {
     }
 }
 
-/// `raw` as text, bytes that are not UTF-8 replaced as `String::from_utf8_lossy` replaces
-/// them. Valid text (nearly all) is checked by `str::from_utf8`, several times faster than
-/// `from_utf8_lossy`'s byte-at-a-time walk on the paths and names of every event.
-pub(crate) fn lossy(raw: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(raw) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(raw),
-    }
-}
-
 /// A task's `comm` (the kernel keeps at most 15 bytes), held inline: a `String` was an
 /// allocation for every event, and the allocator a measurable share of the agent's CPU. Bytes
 /// that are not UTF-8 are replaced as `String::from_utf8_lossy` replaces them.
@@ -137,7 +127,7 @@ pub struct Comm {
 impl Comm {
     pub fn new(raw: &[u8]) -> Comm {
         let raw = &raw[..raw.len().min(16)];
-        Comm::from(lossy(raw).as_ref())
+        Comm::from(String::from_utf8_lossy(raw).as_ref())
     }
 
     pub fn as_str(&self) -> &str {
