@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::mapping::Row;
+use crate::mapping::{Row, numbered};
 
 /// The magic number a zstd frame starts with (RFC 8878), little endian.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -56,6 +56,8 @@ struct TableBatch {
     table: Vec<u8>,
     /// The rows, comma-separated.
     rows: Vec<u8>,
+    /// Where each row starts in `rows`.
+    starts: Vec<usize>,
     /// The `initiating` entries, and where each is in the list (by address: a fast hash,
     /// looked up for every row).
     shared: Vec<Arc<str>>,
@@ -65,6 +67,8 @@ struct TableBatch {
 /// Bytes of a batch besides its rows and entries: `{"table":"","rows":[],"initiating":[]}`
 /// and a comma, and a table name.
 const BATCH_OVERHEAD: usize = 64;
+/// Bytes a row's `"ReportId":N,` takes at most.
+const REPORT_ID_BYTES: usize = 32;
 /// Tables whose emptied buffers are kept for the next text (the agent writes fewer).
 const KEEP_TABLES: usize = 16;
 
@@ -90,6 +94,8 @@ impl Batches {
             batch.rows.push(b',');
             self.len += 1;
         }
+        batch.starts.push(batch.rows.len());
+        self.len += REPORT_ID_BYTES;
         batch
     }
 
@@ -122,8 +128,12 @@ impl Batches {
         self.len += batch.rows.len() - before + added;
     }
 
-    /// The text of every batch with rows; [`Batches::clear`] before the next push.
-    fn finish(&mut self) -> &[u8] {
+    /// The text of every batch with rows; [`Batches::clear`] before the next push. With
+    /// `first`, rows of tables that have the column get `ReportId`s from it on, in the order
+    /// of the text: the server takes a request's rows to be numbered in their order (it skips
+    /// a prefix already stored, and a store that failed part-way kept a prefix), so the
+    /// numbers are given here, once rows are grouped by table, not as rows come.
+    fn finish(&mut self, mut first: Option<u64>) -> &[u8] {
         self.text.clear();
         for batch in self.tables.iter().filter(|t| !t.rows.is_empty()) {
             if !self.text.is_empty() {
@@ -132,7 +142,33 @@ impl Batches {
             self.text.extend_from_slice(b"{\"table\":\"");
             self.text.extend_from_slice(&batch.table);
             self.text.extend_from_slice(b"\",\"rows\":[");
-            self.text.extend_from_slice(&batch.rows);
+            match first.as_mut().filter(|_| numbered(&batch.table)) {
+                Some(seq) => {
+                    let mut number = itoa::Buffer::new();
+                    for (k, &start) in batch.starts.iter().enumerate() {
+                        let end = batch.starts.get(k + 1).map_or(batch.rows.len(), |&e| e - 1);
+                        // `{...}`: the number goes first; `{}` takes it alone.
+                        let row = &batch.rows[start..end];
+                        if k > 0 {
+                            self.text.push(b',');
+                        }
+                        self.text.extend_from_slice(b"{\"ReportId\":");
+                        self.text.extend_from_slice(number.format(*seq).as_bytes());
+                        *seq += 1;
+                        if row.len() > 2 {
+                            self.text.push(b',');
+                        }
+                        self.text
+                            .extend_from_slice(row.get(1..).unwrap_or_default());
+                    }
+                }
+                None => {
+                    if let Some(seq) = first.as_mut() {
+                        *seq += batch.starts.len() as u64;
+                    }
+                    self.text.extend_from_slice(&batch.rows);
+                }
+            }
             self.text.push(b']');
             if !batch.shared.is_empty() {
                 self.text.extend_from_slice(b",\"initiating\":[");
@@ -156,6 +192,7 @@ impl Batches {
         self.tables.truncate(KEEP_TABLES);
         for batch in &mut self.tables {
             batch.rows.clear();
+            batch.starts.clear();
             batch.shared.clear();
             batch.shared_at.clear();
         }
@@ -222,14 +259,14 @@ impl BlockBuilder {
         }
     }
 
-    /// Adds `row` as the number after the block's last, or, to an empty block, as `next_seq()`
-    /// (the queue's next sequence number); sets its `ReportId` to that number.
-    pub fn add(&mut self, mut row: Row, next_seq: impl FnOnce() -> u64) {
+    /// Adds `row` to the block; an empty block takes its first sequence number from
+    /// `next_seq()` (the queue's next). Rows are numbered (`ReportId`) from it as the block is
+    /// sealed, in the order they are written in (grouped by table).
+    pub fn add(&mut self, row: Row, next_seq: impl FnOnce() -> u64) {
         if self.rows == 0 {
             self.first_seq = next_seq();
             self.opened = Instant::now();
         }
-        row.set_report_id(self.first_seq + u64::from(self.rows));
         self.batches.push_row(&row, self.refer);
         self.rows += 1;
     }
@@ -241,7 +278,7 @@ impl BlockBuilder {
             return None;
         }
         let rows = std::mem::take(&mut self.rows);
-        let text = self.batches.finish();
+        let text = self.batches.finish(Some(self.first_seq));
         self.out.clear();
         self.out
             .reserve(zstd::zstd_safe::compress_bound(text.len()));
@@ -315,7 +352,10 @@ impl RequestBody {
             self.legacy.push(&record[..nul], |out| {
                 out.extend_from_slice(&record[nul + 1..])
             });
-            self.legacy_frame = self.zstd.compress(self.legacy.finish()).context("zstd")?;
+            self.legacy_frame = self
+                .zstd
+                .compress(self.legacy.finish(None))
+                .context("zstd")?;
             &self.legacy_frame
         };
         if self.records > 0 {
@@ -384,9 +424,29 @@ mod tests {
             v,
             json!([
                 {"table": "A", "rows": [
-                    {"x": 1, "ReportId": 71}, {"x": 2, "ReportId": 72}, {"x": 4, "ReportId": 74},
+                    {"x": 1, "ReportId": 71}, {"x": 2, "ReportId": 72}, {"x": 4, "ReportId": 73},
                 ]},
-                {"table": "B", "rows": [{"x": 3, "ReportId": 73}]},
+                {"table": "B", "rows": [{"x": 3, "ReportId": 74}]},
+            ]),
+            "numbered in the order written: the server takes a request's rows in order"
+        );
+        // The software inventory has no ReportId but its rows count; an empty row takes the
+        // number alone.
+        block.add(row("DeviceTvmSoftwareInventory", 1), || 10);
+        block.add(Row::from_map("C", &Default::default()), || 0);
+        block.add(row("DeviceTvmSoftwareInventory", 2), || 0);
+        block.add(row("D", 3), || 0);
+        let (frame, first, rows) = block.seal().unwrap().unwrap();
+        assert_eq!((first, rows), (10, 4));
+        let mut wrapped = zstd::stream::decode_all(frame).unwrap();
+        wrapped.insert(0, b'[');
+        wrapped.push(b']');
+        assert_eq!(
+            serde_json::from_slice::<Value>(&wrapped).unwrap(),
+            json!([
+                {"table": "DeviceTvmSoftwareInventory", "rows": [{"x": 1}, {"x": 2}]},
+                {"table": "C", "rows": [{"ReportId": 12}]},
+                {"table": "D", "rows": [{"x": 3, "ReportId": 13}]},
             ])
         );
         assert_eq!(block.rows(), 0);
@@ -441,9 +501,9 @@ mod tests {
                     {"x": 1, "ReportId": 1, "$i": 0},
                     {"x": 2, "ReportId": 2, "$i": 0},
                     {"x": 3, "ReportId": 3, "$i": 1},
-                    {"x": 5, "ReportId": 5},
+                    {"x": 5, "ReportId": 4},
                 ], "initiating": [pv, qv]},
-                {"table": "B", "rows": [{"x": 4, "ReportId": 4, "$i": 0}], "initiating": [pv]},
+                {"table": "B", "rows": [{"x": 4, "ReportId": 5, "$i": 0}], "initiating": [pv]},
             ])
         );
         // Without references (a server that does not take them), rows carry every column.

@@ -289,14 +289,6 @@ impl Row {
         }
     }
 
-    /// Defender's `ReportId`: the row's sequence number in the agent's queue. The software
-    /// inventory table has no such column.
-    pub fn set_report_id(&mut self, seq: u64) {
-        if !self.table.starts_with("DeviceTvm") {
-            self.set("ReportId", seq);
-        }
-    }
-
     /// Bytes of the row's JSON object at most (with its shared pairs).
     pub fn text_len(&self) -> usize {
         self.json.len() + self.initiating.as_deref().map_or(0, str::len) + 2
@@ -338,6 +330,13 @@ impl Row {
         out.extend_from_slice(itoa::Buffer::new().format(reference).as_bytes());
         out.push(b'}');
     }
+}
+
+/// Whether rows of `table` carry Defender's `ReportId` (the row's sequence number in the
+/// agent's queue, written in as a block is sealed): the software inventory table has no such
+/// column.
+pub fn numbered(table: &[u8]) -> bool {
+    !table.starts_with(b"DeviceTvm")
 }
 
 /// Which file events become rows.
