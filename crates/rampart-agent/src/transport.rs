@@ -3,11 +3,13 @@
 //! so a batch the server already stored (answer lost, agent restarted) is not stored twice.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::state::Identity;
 
@@ -174,12 +176,63 @@ pub fn http_agent(ca_pem: &str, client: Option<(&str, &str)>) -> Result<ureq::Ag
             .to_owned();
         tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
     }
-    Ok(ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .tls_config(tls.build())
         .http_status_as_error(false)
         .timeout_global(Some(TIMEOUT))
-        .build()
-        .new_agent())
+        .build();
+    Ok(ureq::Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        CachingResolver::new(DefaultResolver::default()),
+    ))
+}
+
+/// How long a resolution of the server's name is used.
+const RESOLVED_FOR: Duration = Duration::from_secs(60);
+
+/// The last resolution of a name, used for [`RESOLVED_FOR`]: ureq resolves the server's name
+/// before it looks for a pooled connection, and with a timeout set it spawns a thread for each
+/// resolution, so every telemetry request, heartbeat and long poll cost a thread.
+#[derive(Debug)]
+struct CachingResolver<R> {
+    inner: R,
+    last: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+}
+
+impl<R> CachingResolver<R> {
+    fn new(inner: R) -> Self {
+        CachingResolver {
+            inner,
+            last: Mutex::new(None),
+        }
+    }
+}
+
+impl<R: Resolver> Resolver for CachingResolver<R> {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        // Scheme and authority: what the address depends on.
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((name, at, addrs)) = last.as_ref()
+            && *name == key
+            && at.elapsed() < RESOLVED_FOR
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *last = Some((key, Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
 }
 
 /// `https://HOST:PORT[/]` → (HOST, PORT); IPv6 hosts without brackets.
@@ -207,4 +260,70 @@ pub fn problem_detail(answer: &Value) -> String {
         .as_str()
         .or_else(|| answer["title"].as_str())
         .map_or_else(|| answer.to_string(), str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Answers 127.0.0.1:PORT, counting the calls.
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    impl Resolver for Counting {
+        fn resolve(
+            &self,
+            uri: &ureq::http::Uri,
+            _: &ureq::config::Config,
+            _: NextTimeout,
+        ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            let mut addrs = self.empty();
+            addrs.push(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                uri.port_u16().unwrap_or(443),
+            )));
+            Ok(addrs)
+        }
+    }
+
+    #[test]
+    fn a_name_is_resolved_once_while_its_resolution_is_fresh() {
+        let resolver = CachingResolver::new(Counting::default());
+        let config = ureq::config::Config::default();
+        let resolve = |uri: &str| {
+            let uri: ureq::http::Uri = uri.parse().unwrap();
+            let addrs = resolver
+                .resolve(&uri, &config, NextTimeout::default())
+                .unwrap();
+            addrs.iter().map(|a| a.port()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            resolve("https://server:8443/api/v1/agents/telemetry"),
+            [8443]
+        );
+        assert_eq!(
+            resolve("https://server:8443/api/v1/agents/heartbeat"),
+            [8443]
+        );
+        assert_eq!(
+            resolver.inner.0.load(Ordering::Relaxed),
+            1,
+            "the path does not matter"
+        );
+        assert_eq!(resolve("https://other:9443/"), [9443]);
+        assert_eq!(
+            resolver.inner.0.load(Ordering::Relaxed),
+            2,
+            "another name is resolved"
+        );
+        // A stale resolution is renewed.
+        if let Some((_, at, _)) = resolver.last.lock().unwrap().as_mut() {
+            *at = at.checked_sub(RESOLVED_FOR).expect("a minute of uptime");
+        }
+        assert_eq!(resolve("https://other:9443/"), [9443]);
+        assert_eq!(resolver.inner.0.load(Ordering::Relaxed), 3);
+    }
 }
