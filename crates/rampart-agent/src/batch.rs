@@ -246,8 +246,9 @@ impl BlockBuilder {
 
     /// Whether `row` fits in the open block (always, in an empty one): if not, seal it first.
     pub fn fits(&self, row: &Row) -> bool {
-        self.rows == 0
-            || (self.rows < BLOCK_ROWS && self.batches.len() + row.text_len() <= self.limit)
+        // The row, its number and, at most, a new batch for it.
+        let adds = row.text_len() + REPORT_ID_BYTES + BATCH_OVERHEAD + row.table.len();
+        self.rows == 0 || (self.rows < BLOCK_ROWS && self.batches.len() + adds <= self.limit)
     }
 
     /// How long the open block's first row has waited (zero when it is empty).
@@ -565,6 +566,12 @@ mod tests {
         assert!(k > 2, "{k} rows");
         let (frame, _, _) = block.seal().unwrap().unwrap();
         assert!(frame.len() <= max_record, "{} bytes", frame.len());
+        // The text itself, numbers included, stays within the bound `fits` keeps.
+        let text = zstd::stream::decode_all(frame).unwrap().len();
+        assert!(
+            text <= max_record - max_record / 256 - 128,
+            "{text} bytes of text"
+        );
     }
 
     #[test]
