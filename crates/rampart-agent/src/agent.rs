@@ -89,9 +89,9 @@ const SEND_INTERVAL: Duration = Duration::from_millis(500);
 /// the sender can take it (a longer wait makes larger blocks, which compress better).
 const SEAL_AFTER: Duration = Duration::from_millis(50);
 
-/// How long a queued row may wait before it is made durable (the rows a machine crash can take
-/// with it; a crash of the agent alone loses none). The sender's flushes count: a request
-/// carries durable rows only.
+/// How long a queued row may wait before it is made durable: the rows a crash can take with it
+/// (the queue buffers pushed records in memory until a flush writes them out). The sender's
+/// flushes count: a request carries durable rows only.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
 
 /// The sensor loop's shortest pass (batching events; adds at most this to their latency). Each
