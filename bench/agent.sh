@@ -15,6 +15,7 @@
 #   SECONDS_=10 EXECS=200 FILE_OPS=2000 bench/agent.sh
 #   SERVER_PROFILE=release bench/agent.sh        # the server built in release too (slow build)
 #   AGENT=/tmp/old-agent SERVER=target/debug/rampart bench/agent.sh   # given binaries, no build
+#   AGENT_LOG=/tmp/agent.log bench/agent.sh      # keep the agent's log (it is removed with the run)
 # Needs root (eBPF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +62,7 @@ TOKEN=$(curl -sf --cacert "$CA" "$URL/api/v1/auth/login" -H 'content-type: appli
   -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | jq -r .token)
 ENROLL=$(api "$URL/api/v1/enrollment-tokens" -d '{"name":"bench"}' | jq -r .token)
 "$AGENT" enroll --server "$URL" --token "$ENROLL" --state-dir "$WORK/agent" --hostname bench-host >&2
-RAMPART_LOG=warn "$AGENT" run --state-dir "$WORK/agent" --heartbeat-secs 2 --no-logons 2>"$WORK/agent.log" &
+RAMPART_LOG=warn "$AGENT" run --state-dir "$WORK/agent" --heartbeat-secs 2 --no-logons 2>"${AGENT_LOG:-$WORK/agent.log}" &
 AGENT_PID=$!
 PIDS+=($AGENT_PID)
 count() {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
-use crate::batch::{BlockBuilder, RequestBody};
+use crate::batch::{BlockBuilder, Format, RequestBody};
 use crate::clock::Clock;
 use crate::fanotify::FileWatch;
 use crate::hashes::HashCache;
@@ -64,7 +64,7 @@ impl Default for Options {
             // a larger one no longer holds its rows as text.
             batch_rows: 6_000,
             // ~3,700 records of ~560 bytes: a third of a second of the 11,000 events/s the
-            // benchmark makes (no drops there), while the loop drains it every 50 ms (at once
+            // benchmark makes (no drops there), while the loop drains it every 100 ms (at once
             // when a pass found it an eighth full). It counts twice in RSS (mapped twice): 8 MiB
             // took 16 of 42 MiB.
             ring_buffer_bytes: 2 << 20,
@@ -87,7 +87,7 @@ const SEND_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long a row waits in the open block at most before the block goes into the queue, where
 /// the sender can take it (a longer wait makes larger blocks, which compress better).
-const SEAL_AFTER: Duration = Duration::from_millis(50);
+const SEAL_AFTER: Duration = Duration::from_millis(100);
 
 /// How long a queued row may wait before it is made durable: the rows a crash can take with it
 /// (the queue buffers pushed records in memory until a flush writes them out). The sender's
@@ -95,9 +95,9 @@ const SEAL_AFTER: Duration = Duration::from_millis(50);
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
 
 /// The sensor loop's shortest pass (batching events; adds at most this to their latency). Each
-/// pass costs a wake-up and syscalls of its own (ring buffer, DNS capture, queue): ~14 % of
-/// the agent's samples under load when it was 10 ms.
-const PASS: Duration = Duration::from_millis(50);
+/// pass costs a wake-up and syscalls of its own (ring buffer, DNS capture, queue), and seals a
+/// block: ~14 % of the agent's samples under load when it was 10 ms, ~7 % at 50 ms.
+const PASS: Duration = Duration::from_millis(100);
 /// A pass that read this share of the ring buffer or more is followed by the next at once,
 /// without sleeping: a burst is read as fast as it comes.
 const BUSY_RING_SHARE: usize = 8;
@@ -144,9 +144,9 @@ struct Shared {
     policy_file_paths: Mutex<Option<Vec<String>>>,
     /// The policy's block indicators, until the sensor loop takes them.
     policy_block: Mutex<Option<Value>>,
-    /// The server takes rows that refer to shared InitiatingProcess* columns (its policy says
-    /// so; an older server's does not).
-    server_takes_references: AtomicBool,
+    /// What the server's telemetry endpoint takes besides rows with every column (its policy
+    /// says; an older server's says less).
+    telemetry_format: Mutex<Format>,
     /// The agent's own executable as it started, to notice it being replaced.
     image: Option<SelfImage>,
 }
@@ -213,7 +213,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         heartbeat_secs: AtomicU64::new(options.heartbeat.map_or(30, |d| d.as_secs())),
         policy_file_paths: Mutex::new(None),
         policy_block: Mutex::new(saved_block.clone()),
-        server_takes_references: AtomicBool::new(false),
+        telemetry_format: Mutex::new(Format::default()),
         image: SelfImage::current(),
     });
 
@@ -269,6 +269,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
         files: options.files.clone(),
         host: hostname,
         dns_askers: Default::default(),
+        file_name_from_path: false,
     };
     let (blocked_tx, blocked_rx) = mpsc::channel();
     let server_addresses = crate::transport::host_port(&identity.enrollment.server)
@@ -311,6 +312,7 @@ pub fn run(state: &StateDir, options: &Options) -> Result<()> {
                 files.set_filter(mapper.files.clone());
             }
         }
+        mapper.file_name_from_path = lock(&shared.telemetry_format).file_name_from_path;
         if let Some(block) = lock(&shared.policy_block).take() {
             let health = enforcer.apply(&block);
             lock(&shared.health)["prevention"] = health;
@@ -583,9 +585,8 @@ fn push(shared: &Shared, row: Row, block: &mut BlockBuilder) {
         seal(shared, &mut lock(&shared.queue), block);
     }
     if block.rows() == 0 {
-        // Rows refer to shared InitiatingProcess* columns once the server says it takes them;
-        // a block is written one way throughout.
-        block.refer = shared.server_takes_references.load(Ordering::Relaxed);
+        // Rows are written as the server takes them; a block one way throughout.
+        block.format = *lock(&shared.telemetry_format);
     }
     // The sequence number a block's first row gets: the queue's next.
     block.add(row, || lock(&shared.queue).stats().next_seq);
@@ -870,10 +871,7 @@ fn apply_policy(shared: &Shared, options: &Options, policy: &Value) {
         *lock(&shared.policy_block) = Some(block.clone());
     }
     if !policy.is_null() {
-        let refer = policy["telemetry"]["initiating"].as_bool() == Some(true);
-        shared
-            .server_takes_references
-            .store(refer, Ordering::Relaxed);
+        *lock(&shared.telemetry_format) = Format::of_policy(&policy["telemetry"]);
     }
 }
 

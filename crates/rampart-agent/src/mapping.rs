@@ -375,6 +375,9 @@ pub struct Mapper {
     /// Who connected a UDP socket to a DNS server, by the socket's local address: the asker of
     /// the queries captured from it.
     pub dns_askers: DnsAskers,
+    /// File events leave out their `FileName`, the last component of their `FolderPath`: the
+    /// server writes it in (its policy says it does). A tenth of a file event's text.
+    pub file_name_from_path: bool,
 }
 
 /// Recent UDP connects to port 53, by local address; bounded, oldest forgotten first.
@@ -649,7 +652,9 @@ impl Mapper {
 
     fn file_row_unfiltered(&mut self, task: &Task, action: &str, path: &str) -> Row {
         let mut row = Row::new("DeviceFileEvents", task.time, action);
-        row.set("FileName", file_name(path));
+        if !self.file_name_from_path {
+            row.set("FileName", file_name(path));
+        }
         row.set("FolderPath", path);
         self.initiating_task(&mut row, task);
         row

@@ -47,10 +47,20 @@ pub struct Process {
     pub initiating: OnceLock<Arc<str>>,
 }
 
+/// An exec's image as its process describes it.
+struct Image {
+    path: Arc<str>,
+    name: Arc<str>,
+    hashes: Option<Arc<Hashes>>,
+}
+
 /// Where an executable's name led when last resolved.
 struct Resolution {
-    /// The path without links.
+    /// The path without links, and as text with its file name: shared by the processes that
+    /// run it (a thousand execs a second of one program need no copy each).
     path: PathBuf,
+    text: Arc<str>,
+    name: Arc<str>,
     /// The file version found there when a `stat` last accepted it as an exec's image.
     found: Option<FileVersion>,
 }
@@ -92,17 +102,25 @@ impl ProcessTable {
         image: (u64, u64),
         version: Option<FileVersion>,
     ) -> Arc<Process> {
-        let (path, hashes) = match version.and_then(|v| self.known_image(cwd, filename, &v)) {
-            Some(known) => known,
-            None => self.image_of(task.tgid, filename, argv, cwd, image),
-        };
+        let Image { path, name, hashes } =
+            match version.and_then(|v| self.known_image(cwd, filename, &v)) {
+                Some(known) => known,
+                None => {
+                    let (path, hashes) = self.image_of(task.tgid, filename, argv, cwd, image);
+                    Image {
+                        name: file_name(&path).into(),
+                        path: path.into(),
+                        hashes,
+                    }
+                }
+            };
         let process = Arc::new(Process {
             pid: task.tgid,
             ppid: task.ppid,
             start_ns: task.start_ns,
             created: self.clock.boot_to_utc(task.start_ns),
-            name: file_name(&path).into(),
-            path: path.into(),
+            name,
+            path,
             command_line: command_line(argv).into(),
             uid: task.uid,
             account: self.users.user(task.uid),
@@ -118,18 +136,25 @@ impl ProcessTable {
     /// name it was run by led to that very version (same file, size and times) when last
     /// looked at, and its hashes are known: a program run a thousand times a second costs no
     /// `stat` each time. Anything else goes to [`ProcessTable::image_of`].
-    fn known_image(
-        &self,
-        cwd: &str,
-        name: &str,
-        version: &FileVersion,
-    ) -> Option<(String, Option<Arc<Hashes>>)> {
-        let resolution = self.resolved.get(&Path::new(cwd).join(name))?;
+    fn known_image(&self, cwd: &str, name: &str, version: &FileVersion) -> Option<Image> {
+        // Most programs are run by their absolute path: no joined copy to look it up.
+        let joined;
+        let key = if name.starts_with('/') {
+            Path::new(name)
+        } else {
+            joined = Path::new(cwd).join(name);
+            &joined
+        };
+        let resolution = self.resolved.get(key)?;
         if resolution.found.as_ref() != Some(version) {
             return None;
         }
         let hashes = self.hashes.cached(version)?;
-        Some((resolution.path.to_string_lossy().into_owned(), hashes))
+        Some(Image {
+            path: Arc::clone(&resolution.text),
+            name: Arc::clone(&resolution.name),
+            hashes,
+        })
     }
 
     /// The executable's path and hashes. By the time the event is read the process may have
@@ -216,10 +241,13 @@ impl ProcessTable {
             self.resolved.clear();
         }
         let found = meta.as_ref().map(FileVersion::of);
+        let text: Arc<str> = resolved.to_string_lossy().into();
         self.resolved.insert(
             joined,
             Resolution {
                 path: resolved.clone(),
+                name: file_name(&text).into(),
+                text,
                 found,
             },
         );

@@ -22,6 +22,7 @@ fn mapper() -> Mapper {
         files: FileFilter::default(),
         host: "testhost".into(),
         dns_askers: Default::default(),
+        file_name_from_path: false,
     }
 }
 
@@ -197,6 +198,20 @@ fn file_network_and_other_events() {
         .unwrap();
     check_schema(&renamed);
     assert_eq!(renamed.fields()["PreviousFileName"], "a.txt");
+    assert_eq!(renamed.fields()["FileName"], "b.txt");
+    // A server that writes in a file's name from its path is sent the path alone.
+    m.file_name_from_path = true;
+    let renamed = m
+        .event(&SensorEvent::FileRename {
+            task: t.clone(),
+            from: "/tmp/a.txt".into(),
+            to: "/tmp/b.txt".into(),
+        })
+        .unwrap();
+    assert_eq!(renamed.fields().get("FileName"), None);
+    assert_eq!(renamed.fields()["FolderPath"], "/tmp/b.txt");
+    assert_eq!(renamed.fields()["PreviousFileName"], "a.txt");
+    m.file_name_from_path = false;
     let chmod = m
         .event(&SensorEvent::FileChmod {
             task: t.clone(),

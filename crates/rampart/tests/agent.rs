@@ -275,6 +275,19 @@ fn agent_telemetry_reaches_hunting_with_lineage_and_hashes() {
     );
     assert_eq!(rows[0]["ActionType"], "FileCreated", "{}", rows[0]);
     assert_eq!(rows[0]["InitiatingProcessId"], bash_pid);
+    // The agent leaves out what the server writes back in: the name (the path's last
+    // component) and the number (from its batch's first).
+    assert_eq!(
+        rows[0]["FileName"].as_str(),
+        file.file_name().and_then(|n| n.to_str()),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[0]["ReportId"].as_i64().is_some_and(|n| n > 0),
+        "{}",
+        rows[0]
+    );
 
     // bash's connection, and the accept on this side.
     let (rows, net_latency) = wait_rows(

@@ -883,6 +883,44 @@ fn agents_report_for_their_own_tenant_and_device_only() {
         ),
         1
     );
+
+    // A batch may number its rows from its `first` (a row's own ReportId wins), and a row may
+    // leave out a FileName that is its FolderPath's last component.
+    let numbered = json!({"batches": [{"table": "DeviceFileEvents", "first": 900, "rows": [
+        {"Timestamp": "2026-12-01T12:02:00Z", "ActionType": "FileCreated", "FolderPath": "/srv/numbered-a"},
+        {"Timestamp": "2026-12-01T12:02:01Z", "ActionType": "FileCreated", "FolderPath": "/srv/numbered-b", "FileName": "own-name"},
+        {"Timestamp": "2026-12-01T12:02:02Z", "ActionType": "FileCreated", "FolderPath": "/srv/numbered-c", "ReportId": 5},
+        {"Timestamp": "2026-12-01T12:02:03Z", "ActionType": "FileCreated", "FolderPath": "/srv/"},
+    ]}]});
+    let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &numbered);
+    assert_eq!(status, 200, "{answer}");
+    let rows = server.hunt(
+        &admin,
+        "DeviceFileEvents | where FolderPath startswith '/srv/' | order by Timestamp asc | project FileName, ReportId",
+    );
+    assert_eq!(
+        rows["rows"],
+        json!([
+            ["numbered-a", 900],
+            ["own-name", 901],
+            ["numbered-c", 5],
+            ["", 903]
+        ]),
+        "{rows}"
+    );
+    let overflow = json!({"batches": [{"table": "DeviceFileEvents", "first": i64::MAX, "rows": [
+        {"Timestamp": "2026-12-01T12:03:00Z", "ActionType": "FileCreated", "FolderPath": "/srv/x"},
+        {"Timestamp": "2026-12-01T12:03:01Z", "ActionType": "FileCreated", "FolderPath": "/srv/y"},
+    ]}]});
+    let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &overflow);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("batches[0].first"),
+        "{answer}"
+    );
 }
 
 /// Indicators scoped to device groups alert only on devices of those groups; an `allow`
@@ -1017,7 +1055,7 @@ fn agents_get_actions_by_long_poll_and_their_policy_by_heartbeat() {
     let nothing_blocked = json!({"files": [], "addresses": [], "domains": []});
     assert_eq!(
         hb,
-        json!({"actions": [], "policy": {"heartbeat_secs": 7, "file_paths": ["/etc", "/srv/www"], "logons": false, "block": nothing_blocked, "telemetry": {"initiating": true}}})
+        json!({"actions": [], "policy": {"heartbeat_secs": 7, "file_paths": ["/etc", "/srv/www"], "logons": false, "block": nothing_blocked, "telemetry": {"initiating": true, "first": true, "file_name_from_path": true}}})
     );
 
     // Block indicators reach the agents they apply to: everyone's and their device group's,

@@ -164,7 +164,7 @@ pub async fn heartbeat(
         .await?
         .blocklist(device.group_id.as_deref());
     // What this server's telemetry endpoint understands beyond plain rows.
-    policy["telemetry"] = json!({"initiating": true});
+    policy["telemetry"] = json!({"initiating": true, "first": true, "file_name_from_path": true});
     Ok(json(&json!({"actions": actions, "policy": policy})))
 }
 
@@ -277,21 +277,55 @@ pub struct TelemetryBatch {
     /// of most rows, and a process causes rows by the thousand.
     #[serde(default)]
     initiating: Vec<Map<String, Value>>,
+    /// The `ReportId` of the batch's first row, the next rows numbered on from it: an agent's
+    /// rows are numbered in order, so a number per row (a tenth of a file event's text) need
+    /// not be sent. A row's own `ReportId` wins.
+    #[serde(default)]
+    first: Option<u64>,
 }
 
 /// The key of a row's reference into its batch's `initiating` list.
 const SHARED_COLUMNS_KEY: &str = "$i";
 
 impl TelemetryBatch {
-    /// The rows with the shared columns they refer to written in; `index` is the batch's place
-    /// in the request (for errors).
-    fn expanded(self, index: usize) -> Result<Vec<Map<String, Value>>, Problem> {
+    /// The rows of `table` with what they leave out written in: the shared columns they refer
+    /// to, their number from the batch's `first`, and a `FileName` that is the last component
+    /// of their `FolderPath`; `index` is the batch's place in the request (for errors).
+    fn expanded(self, index: usize, table: Table) -> Result<Vec<Map<String, Value>>, Problem> {
         let TelemetryBatch {
             mut rows,
             initiating,
+            first,
             ..
         } = self;
+        let first = first.filter(|_| table.column("ReportId").is_some());
+        let file_names = table.column("FileName").is_some() && table.column("FolderPath").is_some();
         for (r, row) in rows.iter_mut().enumerate() {
+            if let Some(first) = first
+                && !row.contains_key("ReportId")
+            {
+                // Stored as a long.
+                let number = i64::try_from(first)
+                    .ok()
+                    .and_then(|f| f.checked_add(i64::try_from(r).ok()?))
+                    .ok_or_else(|| {
+                    Problem::bad_request(format!(
+                        "batches[{index}].first: {first} numbers row {r} past the largest ReportId"
+                    ))
+                    })?;
+                row.insert("ReportId".into(), number.into());
+            }
+            if file_names && !row.contains_key("FileName") {
+                let name = row
+                    .get("FolderPath")
+                    .and_then(Value::as_str)
+                    .and_then(|path| path.rsplit('/').next())
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_string);
+                if let Some(name) = name {
+                    row.insert("FileName".into(), name.into());
+                }
+            }
             let Some(reference) = row.remove(SHARED_COLUMNS_KEY) else {
                 continue;
             };
@@ -356,7 +390,7 @@ pub async fn telemetry(
         received.push(Received {
             index,
             table,
-            rows: batch.expanded(index)?,
+            rows: batch.expanded(index, table)?,
         });
     }
     let (mut first_record, mut skipped) = (1, 0);
