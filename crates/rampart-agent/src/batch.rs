@@ -445,6 +445,14 @@ mod tests {
         serde_json::from_slice(&text).expect("JSON")
     }
 
+    /// A block's batches (its text is a list of them without the brackets).
+    fn batches_of(frame: &[u8]) -> Value {
+        let mut text = b"[".to_vec();
+        text.extend(zstd::stream::decode_all(frame).expect("zstd frame"));
+        text.push(b']');
+        serde_json::from_slice(&text).expect("JSON")
+    }
+
     #[test]
     fn a_block_groups_rows_by_table_and_numbers_them() {
         let mut block = BlockBuilder::new(1 << 20).unwrap();
@@ -459,10 +467,7 @@ mod tests {
             (71, 4),
             "numbered from the queue's next at the first row"
         );
-        let mut wrapped = zstd::stream::decode_all(frame).unwrap();
-        wrapped.insert(0, b'[');
-        wrapped.push(b']');
-        let v: Value = serde_json::from_slice(&wrapped).unwrap();
+        let v = batches_of(frame);
         assert_eq!(
             v,
             json!([
@@ -481,11 +486,8 @@ mod tests {
         block.add(row("D", 3), || 0);
         let (frame, first, rows) = block.seal().unwrap().unwrap();
         assert_eq!((first, rows), (10, 4));
-        let mut wrapped = zstd::stream::decode_all(frame).unwrap();
-        wrapped.insert(0, b'[');
-        wrapped.push(b']');
         assert_eq!(
-            serde_json::from_slice::<Value>(&wrapped).unwrap(),
+            batches_of(frame),
             json!([
                 {"table": "DeviceTvmSoftwareInventory", "rows": [{"x": 1}, {"x": 2}]},
                 {"table": "C", "rows": [{"ReportId": 12}]},
@@ -529,10 +531,7 @@ mod tests {
             block.add(r, || 1);
         }
         let (frame, _, _) = block.seal().unwrap().unwrap();
-        let mut wrapped = zstd::stream::decode_all(frame).unwrap();
-        wrapped.insert(0, b'[');
-        wrapped.push(b']');
-        let v: Value = serde_json::from_slice(&wrapped).unwrap();
+        let v = batches_of(frame);
         let (pv, qv) = (
             json!({"InitiatingProcessId": 42, "InitiatingProcessFileName": "w"}),
             json!({"InitiatingProcessId": 7}),
@@ -577,10 +576,7 @@ mod tests {
         }
         let (frame, first, rows) = block.seal().unwrap().unwrap();
         assert_eq!((first, rows), (10, 4));
-        let mut wrapped = zstd::stream::decode_all(frame).unwrap();
-        wrapped.insert(0, b'[');
-        wrapped.push(b']');
-        let v: Value = serde_json::from_slice(&wrapped).unwrap();
+        let v = batches_of(frame);
         // In the order of the text: A's two rows are 10 and 11, the inventory's row (which has
         // no ReportId) takes 12, B's row 13.
         assert_eq!(

@@ -189,25 +189,18 @@ fn file_network_and_other_events() {
         })
         .is_none()
     );
-    let renamed = m
-        .event(&SensorEvent::FileRename {
-            task: t.clone(),
-            from: "/tmp/a.txt".into(),
-            to: "/tmp/b.txt".into(),
-        })
-        .unwrap();
+    let rename = SensorEvent::FileRename {
+        task: t.clone(),
+        from: "/tmp/a.txt".into(),
+        to: "/tmp/b.txt".into(),
+    };
+    let renamed = m.event(&rename).unwrap();
     check_schema(&renamed);
     assert_eq!(renamed.fields()["PreviousFileName"], "a.txt");
     assert_eq!(renamed.fields()["FileName"], "b.txt");
     // A server that writes in a file's name from its path is sent the path alone.
     m.file_name_from_path = true;
-    let renamed = m
-        .event(&SensorEvent::FileRename {
-            task: t.clone(),
-            from: "/tmp/a.txt".into(),
-            to: "/tmp/b.txt".into(),
-        })
-        .unwrap();
+    let renamed = m.event(&rename).unwrap();
     assert_eq!(renamed.fields().get("FileName"), None);
     assert_eq!(renamed.fields()["FolderPath"], "/tmp/b.txt");
     assert_eq!(renamed.fields()["PreviousFileName"], "a.txt");
