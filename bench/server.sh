@@ -10,6 +10,7 @@
 #   CLIENTS=8 BATCH=5000 ENCODING=gzip bench/server.sh
 #   ORIGINAL_TIMES=1 bench/server.sh         # replay the records at their recorded times
 #   RAMPART_BIN=/tmp/old/rampart bench/server.sh   # another build (e.g. before a change), no build
+#   CONFIG=server.toml bench/server.sh       # the server with a configuration file
 #   PERF=1 bench/server.sh                   # also `perf record` the server (perf.data in $PWD)
 #   PERF=1 PERF_FREQ=97 bench/server.sh      # fewer samples: a DWARF report of 30 s stays quick
 set -euo pipefail
@@ -22,6 +23,8 @@ CLIENTS="${CLIENTS:-4}"
 BATCH="${BATCH:-1000}"
 ENCODING="${ENCODING:-zstd}"
 TIMES=()
+CONFIG_ARGS=()
+[ -n "${CONFIG:-}" ] && CONFIG_ARGS=(--config "$(realpath "$CONFIG")")
 [ -n "${ORIGINAL_TIMES:-}" ] && TIMES=(--original-times)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rampart/target}"
 [ -d "$SAMPLES" ] || { echo "no samples at $SAMPLES (set RAMPART_DATA_DIR)" >&2; exit 1; }
@@ -46,7 +49,7 @@ cleanup() {
 trap cleanup EXIT
 
 RAMPART_ADMIN_PASSWORD="$PASSWORD" RAMPART_LOG=warn "$BIN" server --data-dir "$WORK/data" \
-  --listen 127.0.0.1:0 --insecure-http --rules "$RULES" >"$WORK/stdout" 2>"$WORK/stderr" &
+  --listen 127.0.0.1:0 --insecure-http --rules "$RULES" "${CONFIG_ARGS[@]}" >"$WORK/stdout" 2>"$WORK/stderr" &
 SERVER_PID=$!
 for _ in $(seq 600); do
   URL="$(sed -n 's/^Rampart server listening on //p' "$WORK/stdout" | head -1)"

@@ -99,6 +99,13 @@ pub struct Hunting {
 pub struct Store {
     /// Days of events kept; older days are dropped whole (investigation packages too).
     pub retention_days: u32,
+    /// Rows held in memory (visible to hunting, in the log) before a flush writes them: a
+    /// flush starts at half of it, and an append that finds all of it taken waits.
+    pub memory_limit_mib: usize,
+    /// Rows per Parquet row group. A flush writes a table's day clustered (row groups that
+    /// compaction copies instead of encoding again) once it has half a row group of rows,
+    /// so with many busy tables smaller row groups spare compaction work.
+    pub row_group_rows: usize,
 }
 
 /// The policy every agent is given in each heartbeat's answer, serialised as it is sent.
@@ -175,7 +182,12 @@ impl Default for Hunting {
 
 impl Default for Store {
     fn default() -> Store {
-        Store { retention_days: 30 }
+        let store = rampart_store::StoreConfig::default();
+        Store {
+            retention_days: 30,
+            memory_limit_mib: store.memory_limit_bytes >> 20,
+            row_group_rows: store.row_group_rows,
+        }
     }
 }
 
@@ -286,6 +298,15 @@ impl Config {
         }
         if self.store.retention_days == 0 {
             return invalid("store.retention_days", "must be at least 1");
+        }
+        if !(16..=1 << 20).contains(&self.store.memory_limit_mib) {
+            return invalid(
+                "store.memory_limit_mib",
+                "must be between 16 and 1048576 (1 TiB)",
+            );
+        }
+        if !(1024..=1 << 20).contains(&self.store.row_group_rows) {
+            return invalid("store.row_group_rows", "must be between 1024 and 1048576");
         }
         if self.limits.max_failures == 0
             || self.limits.failure_window_secs == 0
@@ -401,6 +422,37 @@ mod tests {
         };
         let err = Config::load(None, bad).unwrap_err();
         assert!(err.to_string().starts_with("listen:"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn store_limits_are_read_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("rampart-config-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.toml");
+        let defaults = Config::load(None, Overrides::default()).unwrap().store;
+        assert_eq!(defaults.memory_limit_mib, 256);
+        assert_eq!(defaults.row_group_rows, 128 * 1024);
+
+        std::fs::write(
+            &file,
+            "[store]\nmemory_limit_mib = 512\nrow_group_rows = 32768\n",
+        )
+        .unwrap();
+        let store = Config::load(Some(&file), Overrides::default())
+            .unwrap()
+            .store;
+        assert_eq!((store.memory_limit_mib, store.row_group_rows), (512, 32768));
+
+        for (text, key) in [
+            ("memory_limit_mib = 8", "store.memory_limit_mib"),
+            ("row_group_rows = 10", "store.row_group_rows"),
+            ("row_group_rows = 2000000", "store.row_group_rows"),
+        ] {
+            std::fs::write(&file, format!("[store]\n{text}\n")).unwrap();
+            let err = Config::load(Some(&file), Overrides::default()).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

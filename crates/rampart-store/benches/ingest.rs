@@ -6,7 +6,7 @@
 //! synthetic fleet the benchmarks share (`rampart_testdata::fleet`: ~1,000 devices, ~300
 //! executables, ~2,000 accounts, process trees, command lines from templates with varying
 //! arguments), over one day in time order. `RAMPART_BENCH_ZSTD` overrides the Parquet zstd
-//! level.
+//! level, `RAMPART_BENCH_ROW_GROUP_ROWS` the rows per row group.
 
 use std::path::Path;
 use std::time::Instant;
@@ -42,6 +42,12 @@ fn run(
         .and_then(|v| v.parse().ok())
     {
         config.zstd_level = level;
+    }
+    if let Some(rows) = std::env::var("RAMPART_BENCH_ROW_GROUP_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.row_group_rows = rows;
     }
     let store = match Store::open(dir, config) {
         Ok(s) => s,
