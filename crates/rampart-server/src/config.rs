@@ -99,8 +99,9 @@ pub struct Hunting {
 pub struct Store {
     /// Days of events kept; older days are dropped whole (investigation packages too).
     pub retention_days: u32,
-    /// Rows held in memory (visible to hunting, in the log) before a flush writes them: a
-    /// flush starts at half of it, and an append that finds all of it taken waits.
+    /// Memory (MiB) for acknowledged rows not yet in Parquet (already visible to hunting,
+    /// and in the log): a flush starts once they take half of it, and an append that finds
+    /// all of it taken waits for the flush.
     pub memory_limit_mib: usize,
     /// Rows per Parquet row group. A flush writes a table's day clustered (row groups that
     /// compaction copies instead of encoding again) once it has half a row group of rows,
