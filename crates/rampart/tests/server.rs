@@ -36,6 +36,15 @@ fn is_problem(body: &Value, status: u16) -> bool {
     body["status"].as_u64() == Some(u64::from(status)) && body["title"].is_string()
 }
 
+/// A request refused as bad input (400) whose problem names where: `at` is in its detail.
+fn assert_refused_at(status: u16, answer: &Value, at: &str) {
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["detail"].as_str().unwrap_or_default().contains(at),
+        "{answer}"
+    );
+}
+
 #[test]
 fn every_route_refuses_calls_without_a_valid_token() {
     let dir = scratch("unauth");
@@ -857,14 +866,7 @@ fn agents_report_for_their_own_tenant_and_device_only() {
         ], "initiating": [{"InitiatingProcessFileName": "writer", "InitiatingProcessId": 42}]}]})
     };
     let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &shared(1));
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("batches[0].rows[1].$i"),
-        "{answer}"
-    );
+    assert_refused_at(status, &answer, "batches[0].rows[1].$i");
     let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &shared(0));
     assert_eq!(status, 200, "{answer}");
     let writer = "DeviceFileEvents | where FileName startswith 'shared-' and InitiatingProcessFileName == 'writer'";
@@ -913,14 +915,7 @@ fn agents_report_for_their_own_tenant_and_device_only() {
         {"Timestamp": "2026-12-01T12:03:01Z", "ActionType": "FileCreated", "FolderPath": "/srv/y"},
     ]}]});
     let (status, answer) = agent_post(&server, &web01, "/api/v1/agents/telemetry", &overflow);
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("batches[0].first"),
-        "{answer}"
-    );
+    assert_refused_at(status, &answer, "batches[0].first");
 }
 
 /// Indicators scoped to device groups alert only on devices of those groups; an `allow`
