@@ -9,6 +9,7 @@
 #   SECONDS_=600 bench/server.sh             # the 10-minute run
 #   CLIENTS=8 BATCH=5000 ENCODING=gzip bench/server.sh
 #   ORIGINAL_TIMES=1 bench/server.sh         # replay the records at their recorded times
+#   REPEAT_RECORDS=1 bench/server.sh         # send each record unchanged every time (no new ids, times)
 #   RAMPART_BIN=/tmp/old/rampart bench/server.sh   # another build (e.g. before a change), no build
 #   CONFIG=server.toml bench/server.sh       # the server with a configuration file
 #   PERF=1 bench/server.sh                   # also `perf record` the server (perf.data in $PWD)
@@ -26,6 +27,7 @@ TIMES=()
 CONFIG_ARGS=()
 [ -n "${CONFIG:-}" ] && CONFIG_ARGS=(--config "$(realpath "$CONFIG")")
 [ -n "${ORIGINAL_TIMES:-}" ] && TIMES=(--original-times)
+[ -n "${REPEAT_RECORDS:-}" ] && TIMES+=(--repeat-records)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rampart/target}"
 [ -d "$SAMPLES" ] || { echo "no samples at $SAMPLES (set RAMPART_DATA_DIR)" >&2; exit 1; }
 

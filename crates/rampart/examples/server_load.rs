@@ -7,6 +7,13 @@
 //! batches, so each batch is a realistic mix of Sysmon, Security, System, PowerShell and
 //! Defender records.
 //!
+//! A fleet never sends the same record twice: each replay of a record is given its own
+//! `EventRecordID` (the original plus a billion per replay) and, with the times moved to now,
+//! a time that advances with the clock (its moved time plus the time since the generator
+//! started), so its stored text (`AdditionalFields`) is its own too. `--repeat-records` sends
+//! the records unchanged every time instead (as earlier builds of this benchmark did). Bodies
+//! are built and compressed as they are sent, in both modes.
+//!
 //! A fleet forwards what just happened, so by default each file's records are moved in time
 //! (the gaps between them kept) to end when the generator starts: the store then writes the
 //! few day partitions a live server writes, and alert deduplication and incident windows see
@@ -16,7 +23,7 @@
 //! ```text
 //! server_load --url http://127.0.0.1:8080 --password P --pid PID --samples DIR
 //!             [--clients 4] [--batch 1000] [--seconds 60] [--encoding zstd|gzip|none]
-//!             [--original-times]
+//!             [--original-times] [--repeat-records]
 //! ```
 //!
 //! "Per core" divides by the server process's CPU seconds (user + system, from
@@ -42,6 +49,7 @@ struct Args {
     seconds: u64,
     encoding: String,
     original_times: bool,
+    repeat_records: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -55,11 +63,16 @@ fn parse_args() -> Result<Args> {
         seconds: 60,
         encoding: "zstd".into(),
         original_times: false,
+        repeat_records: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--original-times" {
             args.original_times = true;
+            continue;
+        }
+        if flag == "--repeat-records" {
+            args.repeat_records = true;
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -81,19 +94,25 @@ fn parse_args() -> Result<Args> {
     if args.clients == 0 || args.batch == 0 {
         bail!("--clients and --batch must be at least 1");
     }
+    if !matches!(args.encoding.as_str(), "none" | "zstd" | "gzip") {
+        bail!("unknown encoding {}", args.encoding);
+    }
     Ok(args)
 }
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    let lines = sample_lines(&args.samples, !args.original_times)?;
-    let batches = make_batches(&lines, args.batch, &args.encoding)?;
-    let raw_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    let records = sample_records(&args.samples, !args.original_times)?;
+    let raw_bytes: usize = records.iter().map(Template::len).sum();
     eprintln!(
-        "{} records ({:.1} MB of JSON lines) in {} distinct batches of {} ({}), {} clients, {} s",
-        lines.len(),
+        "{} records ({:.1} MB of JSON lines), {}, in batches of {} ({}), {} clients, {} s",
+        records.len(),
         raw_bytes as f64 / 1e6,
-        batches.len(),
+        if args.repeat_records {
+            "each sent unchanged every time"
+        } else {
+            "each replay with its own record id and time"
+        },
         args.batch,
         args.encoding,
         args.clients,
@@ -114,13 +133,13 @@ fn main() -> Result<()> {
     let refused = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let batches = Arc::new(batches);
+    let records = Arc::new(records);
 
     let cpu_start = cpu_seconds(args.pid)?;
     let started = Instant::now();
     let clients: Vec<_> = (0..args.clients)
         .map(|_| {
-            let (http, stop, next, events, detections, refused, latencies, failures, batches) = (
+            let (http, stop, next, events, detections, refused, latencies, failures, records) = (
                 http.clone(),
                 stop.clone(),
                 next.clone(),
@@ -129,15 +148,35 @@ fn main() -> Result<()> {
                 refused.clone(),
                 latencies.clone(),
                 failures.clone(),
-                batches.clone(),
+                records.clone(),
             );
             let url = format!("{}/api/v1/ingest/events?name=bench", args.url);
             let auth = format!("Bearer {token}");
             let encoding = args.encoding.clone();
+            let (batch, repeat) = (args.batch, args.repeat_records);
             std::thread::spawn(move || {
+                let mut text = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize % batches.len();
-                    let (body, count) = &batches[i];
+                    let first = next.fetch_add(batch as u64, Ordering::Relaxed);
+                    let moved = if repeat {
+                        Duration::ZERO
+                    } else {
+                        started.elapsed()
+                    };
+                    text.clear();
+                    for n in first..first + batch as u64 {
+                        let (replay, i) = (n / records.len() as u64, n % records.len() as u64);
+                        let replay = if repeat { 0 } else { replay };
+                        records[i as usize].render(replay, moved, &mut text);
+                    }
+                    let count = batch as u64;
+                    let body = match encode(&text, &encoding) {
+                        Ok(body) => body,
+                        Err(e) => {
+                            failures.lock().unwrap().push(e.to_string());
+                            break;
+                        }
+                    };
                     let mut req = http
                         .post(&url)
                         .header("Authorization", &auth)
@@ -150,13 +189,13 @@ fn main() -> Result<()> {
                         Ok(mut r) if r.status() == 200 => {
                             let took = sent.elapsed();
                             let answer: Value = r.body_mut().read_json().unwrap_or(Value::Null);
-                            if answer["records"].as_u64() != Some(*count) {
+                            if answer["records"].as_u64() != Some(count) {
                                 failures
                                     .lock()
                                     .unwrap()
                                     .push(format!("short ack: {answer}"));
                             }
-                            events.fetch_add(*count, Ordering::Relaxed);
+                            events.fetch_add(count, Ordering::Relaxed);
                             let found = answer["detections"].as_u64().unwrap_or(0);
                             detections.fetch_add(found, Ordering::Relaxed);
                             latencies.lock().unwrap().push(took);
@@ -223,6 +262,7 @@ fn main() -> Result<()> {
         "batch": args.batch,
         "encoding": args.encoding,
         "original_times": args.original_times,
+        "repeat_records": args.repeat_records,
         "seconds": wall,
         "requests": latencies.len(),
         "events": events,
@@ -278,7 +318,99 @@ fn login(http: &ureq::Agent, args: &Args) -> Result<String> {
 /// Every record below `dir` as one JSON line, in a fixed pseudo-random order (so that a batch
 /// mixes files, as a forwarder's would mix channels); with `recent`, each file's records moved
 /// to end now.
-fn sample_lines(dir: &Path, recent: bool) -> Result<Vec<String>> {
+/// One sample record as a JSON line, with holes for its record id and time.
+struct Template {
+    /// The line's text between the holes.
+    pieces: Vec<String>,
+    /// What goes in each hole, in order.
+    holes: Vec<Hole>,
+    record_id: u64,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Clone, Copy)]
+enum Hole {
+    RecordId,
+    Time,
+}
+
+/// Marks a hole in the rendered record: no record holds these strings.
+const RECORD_ID_MARK: &str = "\u{1}rampart-record-id\u{1}";
+const TIME_MARK: &str = "\u{1}rampart-time\u{1}";
+
+/// Added to a record's id per replay: replays never share ids (the samples' are far smaller).
+const IDS_PER_REPLAY: u64 = 1_000_000_000;
+
+impl Template {
+    fn new(mut record: Value) -> Template {
+        let system = &mut record["Event"]["System"];
+        let record_id = system["EventRecordID"].as_u64();
+        let time = written(&record);
+        let system = &mut record["Event"]["System"];
+        if record_id.is_some() {
+            system["EventRecordID"] = json!(RECORD_ID_MARK);
+        }
+        if time.is_some() {
+            system["TimeCreated_attributes"]["SystemTime"] = json!(TIME_MARK);
+        }
+        let text = record.to_string();
+        let (id_mark, time_mark) = (
+            json!(RECORD_ID_MARK).to_string(),
+            json!(TIME_MARK).to_string(),
+        );
+        let mut pieces = Vec::new();
+        let mut holes = Vec::new();
+        let mut rest = text.as_str();
+        loop {
+            let next = [
+                (rest.find(&id_mark), Hole::RecordId, id_mark.len()),
+                (rest.find(&time_mark), Hole::Time, time_mark.len()),
+            ]
+            .into_iter()
+            .filter_map(|(at, hole, len)| Some((at?, hole, len)))
+            .min_by_key(|(at, ..)| *at);
+            let Some((at, hole, len)) = next else { break };
+            pieces.push(rest[..at].to_string());
+            holes.push(hole);
+            rest = &rest[at + len..];
+        }
+        pieces.push(rest.to_string());
+        Template {
+            pieces,
+            holes,
+            record_id: record_id.unwrap_or(0),
+            time,
+        }
+    }
+
+    /// Bytes of one rendering, about.
+    fn len(&self) -> usize {
+        self.pieces.iter().map(String::len).sum::<usize>() + 40 * self.holes.len() + 1
+    }
+
+    /// Appends the `replay`-th sending of the record, its time moved on by `moved`, as a line.
+    fn render(&self, replay: u64, moved: Duration, out: &mut Vec<u8>) {
+        for (i, piece) in self.pieces.iter().enumerate() {
+            out.extend_from_slice(piece.as_bytes());
+            match self.holes.get(i) {
+                Some(Hole::RecordId) => {
+                    let id = self.record_id + replay * IDS_PER_REPLAY;
+                    out.extend_from_slice(id.to_string().as_bytes());
+                }
+                Some(Hole::Time) => {
+                    let t = self.time.unwrap_or_default()
+                        + chrono::Duration::from_std(moved).unwrap_or_default();
+                    let text = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    out.extend_from_slice(json!(text).to_string().as_bytes());
+                }
+                None => {}
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+fn sample_records(dir: &Path, recent: bool) -> Result<Vec<Template>> {
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_map(|e| e.ok())
@@ -291,7 +423,7 @@ fn sample_lines(dir: &Path, recent: bool) -> Result<Vec<String>> {
     files.sort();
     let settings = evtx::ParserSettings::new().separate_json_attributes(true);
     let now = chrono::Utc::now();
-    let mut lines = Vec::new();
+    let mut templates = Vec::new();
     for file in &files {
         let Ok(parser) = evtx::EvtxParser::from_path(file) else {
             continue;
@@ -313,20 +445,20 @@ fn sample_lines(dir: &Path, recent: bool) -> Result<Vec<String>> {
                 }
             }
         }
-        lines.extend(records.iter().map(Value::to_string));
+        templates.extend(records.into_iter().map(Template::new));
     }
-    if lines.is_empty() {
+    if templates.is_empty() {
         bail!("no records below {}", dir.display());
     }
     // xorshift: deterministic, no dependency.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..lines.len()).rev() {
+    for i in (1..templates.len()).rev() {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        lines.swap(i, (state % (i as u64 + 1)) as usize);
+        templates.swap(i, (state % (i as u64 + 1)) as usize);
     }
-    Ok(lines)
+    Ok(templates)
 }
 
 /// When a record was written (`System.TimeCreated_attributes.SystemTime`).
@@ -337,30 +469,17 @@ fn written(record: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.to_utc())
 }
 
-/// Consecutive windows of `batch` lines over the records repeated, encoded once: (body, events).
-fn make_batches(lines: &[String], batch: usize, encoding: &str) -> Result<Vec<(Vec<u8>, u64)>> {
-    let count = lines.len().div_ceil(batch).max(1);
-    (0..count)
-        .map(|b| {
-            let mut text = Vec::new();
-            for i in 0..batch {
-                text.extend_from_slice(lines[(b * batch + i) % lines.len()].as_bytes());
-                text.push(b'\n');
-            }
-            let body = match encoding {
-                "none" => text,
-                "zstd" => zstd::encode_all(&text[..], 3)?,
-                "gzip" => {
-                    let mut e =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    e.write_all(&text)?;
-                    e.finish()?
-                }
-                other => bail!("unknown encoding {other}"),
-            };
-            Ok((body, batch as u64))
-        })
-        .collect()
+/// A request body: JSON lines, compressed as `encoding` says (checked by `parse_args`).
+fn encode(text: &[u8], encoding: &str) -> Result<Vec<u8>> {
+    Ok(match encoding {
+        "zstd" => zstd::encode_all(text, 3)?,
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(text)?;
+            e.finish()?
+        }
+        _ => text.to_vec(),
+    })
 }
 
 /// User + system CPU seconds of a process so far.
