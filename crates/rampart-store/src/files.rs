@@ -16,7 +16,9 @@ use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{KeyValue, ParquetMetaData};
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::properties::{
+    EnabledStatistics, WriterProperties, WriterPropertiesBuilder, WriterVersion,
+};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use rampart_schema::{KustoType, Table};
@@ -200,9 +202,30 @@ pub(crate) fn timestamps(
         .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
 }
 
-/// How files are written: zstd, dictionaries, row-group statistics for numbers and times, and
-/// page statistics for Timestamp (what time filters prune on: row groups, and in a file in
-/// time order, pages).
+/// How a table's files are written: [`TableProps::kept`] for the files meant to last, and
+/// [`TableProps::fragment`] for a flush's small partitions, which a merge decodes and encodes
+/// again (see [`write_file`]).
+pub(crate) struct TableProps {
+    pub(crate) kept: WriterProperties,
+    pub(crate) fragment: WriterProperties,
+}
+
+impl TableProps {
+    pub(crate) fn new(
+        table: Table,
+        zstd_level: i32,
+        row_group_rows: usize,
+    ) -> Result<TableProps, StoreError> {
+        Ok(TableProps {
+            kept: writer_properties(table, zstd_level, row_group_rows)?,
+            fragment: fragment_properties(table, row_group_rows),
+        })
+    }
+}
+
+/// How files meant to last are written: zstd, dictionaries, row-group statistics for numbers
+/// and times, and page statistics for Timestamp (what time filters prune on: row groups, and
+/// in a file in time order, pages).
 pub(crate) fn writer_properties(
     table: Table,
     zstd_level: i32,
@@ -210,12 +233,11 @@ pub(crate) fn writer_properties(
 ) -> Result<WriterProperties, StoreError> {
     let level = ZstdLevel::try_new(zstd_level)
         .map_err(|e| StoreError::Config(format!("zstd level {zstd_level}: {e}")))?;
-    let mut props = WriterProperties::builder()
+    let mut props = statistics(table, WriterProperties::builder())
         // Version 2 falls back from a full dictionary to delta encodings rather than plain.
         .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_compression(Compression::ZSTD(level))
         .set_dictionary_enabled(true)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)));
     for c in table.columns() {
         let path = || ColumnPath::from(c.name);
@@ -231,19 +253,45 @@ pub(crate) fn writer_properties(
                     .set_column_dictionary_enabled(path(), false)
                     .set_column_encoding(path(), Encoding::DELTA_BINARY_PACKED);
             }
-            // A row group's string range spans nearly everything, so it would prune nothing;
-            // computing it was a third of the time spent writing.
-            KustoType::String | KustoType::Dynamic => {
-                props = props.set_column_statistics_enabled(path(), EnabledStatistics::None);
-            }
             _ => {}
+        }
+    }
+    Ok(props.build())
+}
+
+/// How a flush writes a partition too small to cluster: the merge that gathers it with
+/// others into row groups decodes every value and encodes it again, so it is written for a
+/// cheap write and read: plain values (no dictionary to look every value up in: on the
+/// server's benchmark, the dictionaries' lookups were ~40 % of a flush), LZ4. It is still a
+/// file queries read like any other, with the same statistics; a partition that stays small
+/// has its fragments merged by row tier (`Inner::compact`), into files written to last.
+fn fragment_properties(table: Table, row_group_rows: usize) -> WriterProperties {
+    statistics(table, WriterProperties::builder())
+        // Version 1 falls back to plain values where version 2 would compute deltas.
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(Compression::LZ4_RAW)
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .build()
+}
+
+/// Row-group statistics for numbers and times, page statistics for Timestamp, none for
+/// strings.
+fn statistics(table: Table, mut props: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
+    props = props.set_statistics_enabled(EnabledStatistics::Chunk);
+    for c in table.columns() {
+        // A row group's string range spans nearly everything, so it would prune nothing;
+        // computing it was a third of the time spent writing.
+        if matches!(c.kind, KustoType::String | KustoType::Dynamic) {
+            props = props
+                .set_column_statistics_enabled(ColumnPath::from(c.name), EnabledStatistics::None);
         }
     }
     if table.column(TIMESTAMP).is_some() {
         props = props
             .set_column_statistics_enabled(ColumnPath::from(TIMESTAMP), EnabledStatistics::Page);
     }
-    Ok(props.build())
+    props
 }
 
 /// What writing a file gave.
@@ -262,20 +310,23 @@ pub(crate) struct Written {
 /// Rows enough for row groups a merge copies ([`copied_rows`]) are split into row groups of
 /// about equal size, each clustered, and the file is marked clustered: each such row is then
 /// encoded once, here, instead of here and again by the merge that would cluster it (in the
-/// ingest benchmark's profile merges took more CPU than flushes). Fewer rows are written in
-/// time order: a merge clusters them with others anyway.
+/// ingest benchmark's profile merges took more CPU than flushes). Fewer rows are a fragment,
+/// written in time order with [`TableProps::fragment`]: a merge clusters them with others and
+/// encodes them for good.
 pub(crate) fn write_file(
     path: &Path,
     table: Table,
-    props: &WriterProperties,
+    props: &TableProps,
     batches: &[&RecordBatch],
     rows: &[RowRef],
 ) -> Result<Written, StoreError> {
-    let mut file = FileWriter::create(path, table, props)?;
-    if rows.len() < copied_rows(file.row_group_rows) {
+    let row_group_rows = props.kept.max_row_group_row_count().unwrap_or(usize::MAX);
+    if rows.len() < copied_rows(row_group_rows) {
+        let mut file = FileWriter::create(path, table, &props.fragment)?;
         file.write_rows(batches, rows)?;
         return file.finish(false);
     }
+    let mut file = FileWriter::create(path, table, &props.kept)?;
     let group_rows = rows
         .len()
         .div_ceil(rows.len().div_ceil(file.row_group_rows));

@@ -16,6 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::prelude::{Expr, SessionContext, ident, lit};
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::basic::Compression;
 use parquet::file::metadata::PageIndexPolicy;
 use rampart_schema::{DeviceProcessEvents, DeviceTvmSoftwareInventory, Row, Table};
 use rampart_store::{DEFAULT_TENANT, Store, StoreConfig, StoreError, StoreReader};
@@ -155,6 +156,22 @@ fn parquet_files(dir: &Path) -> Vec<String> {
 /// after the previous one's), and within a row group the rows of one initiating process file
 /// name together, within them those of one file name, within them those of one device, and
 /// those in time order (nulls first). Returns the number of row groups.
+/// How a file's columns are compressed, and whether any has a dictionary.
+fn encoding_of(path: &Path) -> (Compression, bool) {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let columns: Vec<_> = reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .flat_map(|g| g.columns().iter())
+        .collect();
+    let compression = columns[0].compression();
+    assert!(columns.iter().all(|c| c.compression() == compression));
+    let dictionary = columns.iter().any(|c| c.dictionary_page_offset().is_some());
+    (compression, dictionary)
+}
+
 fn assert_clustered(path: &Path) -> usize {
     let open = || {
         let file = std::fs::File::open(path).unwrap();
@@ -318,7 +335,9 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
         "tenants are apart"
     );
 
-    // Each file: sorted by Timestamp, zstd, statistics per row group and per page.
+    // Each file: sorted by Timestamp, statistics per row group and per page; written as a
+    // fragment (fewer rows than half a row group: a merge encodes them again), so LZ4 and
+    // plain values.
     for f in &files {
         let file = std::fs::File::open(dir.join(f)).unwrap();
         let reader =
@@ -334,12 +353,12 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
             assert_eq!(names.null_count(), 0, "strings are never null");
         }
         assert!(times.is_sorted(), "{f} is sorted by Timestamp, nulls first");
-        let rg = meta.row_group(0);
-        let column = rg.column(0);
-        assert!(
-            matches!(column.compression(), parquet::basic::Compression::ZSTD(_)),
+        assert_eq!(
+            encoding_of(&dir.join(f)),
+            (Compression::LZ4_RAW, false),
             "{f}"
         );
+        let rg = meta.row_group(0);
         if f.contains("DeviceProcessEvents") {
             let ts = rg.column(0);
             assert_eq!(ts.column_path().string(), "Timestamp");
@@ -855,6 +874,14 @@ fn a_flush_of_half_a_row_group_or_more_writes_clustered_row_groups_that_merges_c
             .collect::<Vec<_>>()
     };
     assert_eq!(sizes(&dir.join(&flushed[0])), [100, 100, 100]);
+    let zstd = |path: &Path| {
+        let (compression, dictionary) = encoding_of(path);
+        matches!(compression, Compression::ZSTD(_)) && dictionary
+    };
+    assert!(
+        zstd(&dir.join(&flushed[0])),
+        "written to last: zstd, dictionaries"
+    );
 
     // 64 rows (half of 128): one clustered row group; 63: in time order.
     append(300..364);
@@ -873,6 +900,7 @@ fn a_flush_of_half_a_row_group_or_more_writes_clustered_row_groups_that_merges_c
     assert_eq!(merged.len(), 1);
     assert_eq!(assert_clustered(&dir.join(&merged[0])), 5);
     assert_eq!(sizes(&dir.join(&merged[0])), [100, 100, 100, 64, 63]);
+    assert!(zstd(&dir.join(&merged[0])), "a merge writes to last");
     let all: Vec<i64> = (0..427).collect();
     assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
     drop(store);
