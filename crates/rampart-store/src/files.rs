@@ -211,15 +211,20 @@ pub(crate) struct TableProps {
 }
 
 impl TableProps {
+    /// With `fragments` false, small partitions are written to last too: when no compaction
+    /// may follow (the store closing, `rampart ingest` done).
     pub(crate) fn new(
         table: Table,
         zstd_level: i32,
         row_group_rows: usize,
+        fragments: bool,
     ) -> Result<TableProps, StoreError> {
-        Ok(TableProps {
-            kept: writer_properties(table, zstd_level, row_group_rows)?,
-            fragment: fragment_properties(table, row_group_rows),
-        })
+        let kept = writer_properties(table, zstd_level, row_group_rows)?;
+        let fragment = match fragments {
+            true => fragment_properties(table, row_group_rows),
+            false => kept.clone(),
+        };
+        Ok(TableProps { kept, fragment })
     }
 }
 

@@ -217,8 +217,12 @@ impl Inner {
         let mut folders = BTreeSet::new();
         let now = Utc::now().timestamp_micros();
         for (t, ((tenant, table), batches)) in work.iter().enumerate() {
-            let props =
-                files::TableProps::new(*table, self.config.zstd_level, self.config.row_group_rows)?;
+            let props = files::TableProps::new(
+                *table,
+                self.config.zstd_level,
+                self.config.row_group_rows,
+                how == Flush::Routine,
+            )?;
             let sources: Vec<&RecordBatch> = batches.iter().map(|b| &b.batch).collect();
             for day_rows in ordered[t].chunk_by(|a, b| a.day == b.day) {
                 let day = day_rows.first().map_or(0, |r| r.day);

@@ -335,9 +335,7 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
         "tenants are apart"
     );
 
-    // Each file: sorted by Timestamp, statistics per row group and per page; written as a
-    // fragment (fewer rows than half a row group: a merge encodes them again), so LZ4 and
-    // plain values.
+    // Each file: sorted by Timestamp, zstd, statistics per row group and per page.
     for f in &files {
         let file = std::fs::File::open(dir.join(f)).unwrap();
         let reader =
@@ -353,12 +351,12 @@ fn files_are_partitioned_by_tenant_table_and_day_and_sorted_by_time() {
             assert_eq!(names.null_count(), 0, "strings are never null");
         }
         assert!(times.is_sorted(), "{f} is sorted by Timestamp, nulls first");
-        assert_eq!(
-            encoding_of(&dir.join(f)),
-            (Compression::LZ4_RAW, false),
+        let rg = meta.row_group(0);
+        let column = rg.column(0);
+        assert!(
+            matches!(column.compression(), parquet::basic::Compression::ZSTD(_)),
             "{f}"
         );
-        let rg = meta.row_group(0);
         if f.contains("DeviceProcessEvents") {
             let ts = rg.column(0);
             assert_eq!(ts.column_path().string(), "Timestamp");
@@ -636,6 +634,66 @@ fn compactions_and_appends_at_the_memory_limit_run_side_by_side() {
     store.compact().unwrap();
     store.close().unwrap();
     let store = limited_store(&dir, 64 << 10);
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
+    store.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A flush the memory limit calls for writes a partition too small to cluster as a fragment
+/// (plain values, LZ4: a merge encodes its rows again); merges, and the flush of a store that
+/// closes (no merge may follow), write files to last (zstd, dictionaries).
+#[test]
+fn routine_flushes_write_fragments_that_merges_and_closing_write_to_last() {
+    let dir = scratch("fragments");
+    let store = limited_store(&dir, 64 << 10);
+    let at = |id| Some(day("2024-05-01") + Duration::seconds(id));
+    let append = |ids: Range<i64>| {
+        store
+            .append(DEFAULT_TENANT, Table::DeviceProcessEvents, rows(ids, at))
+            .unwrap()
+    };
+    for i in 0..4i64 {
+        append(i * 500..(i + 1) * 500);
+    }
+    let fragments = parquet_files(&dir);
+    assert!(
+        fragments.len() >= 2,
+        "the memory limit flushed: {fragments:?}"
+    );
+    for f in &fragments {
+        assert_eq!(
+            encoding_of(&dir.join(f)),
+            (Compression::LZ4_RAW, false),
+            "{f}"
+        );
+    }
+    let report = store.compact().unwrap();
+    assert_eq!(
+        (report.files_merged, report.files_written),
+        (fragments.len(), 1)
+    );
+    let to_last = |path: &Path| {
+        let (compression, dictionary) = encoding_of(path);
+        matches!(compression, Compression::ZSTD(_)) && dictionary
+    };
+    // The merge's file, and fragments of rows that waited past the flush mark while it ran.
+    let merged = parquet_files(&dir);
+    assert!(merged.iter().all(|f| !fragments.contains(f)));
+    let kept: Vec<&String> = merged.iter().filter(|f| to_last(&dir.join(f))).collect();
+    assert_eq!(kept.len(), 1, "{merged:?}");
+
+    append(2000..2100);
+    store.close().unwrap();
+    let closed: Vec<String> = parquet_files(&dir)
+        .into_iter()
+        .filter(|f| !merged.contains(f))
+        .collect();
+    assert!(!closed.is_empty());
+    for f in &closed {
+        assert!(to_last(&dir.join(f)), "{f}");
+    }
+    let store = limited_store(&dir, 64 << 10);
+    let all: Vec<i64> = (0..2100).collect();
     assert_eq!(report_ids(&store, DEFAULT_TENANT, None), all);
     store.close().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
