@@ -154,11 +154,13 @@ fn main() -> Result<()> {
             let auth = format!("Bearer {token}");
             let encoding = args.encoding.clone();
             let (batch, repeat) = (args.batch, args.repeat_records);
+            // Recorded times stay as recorded; moved ones move on with the clock.
+            let still = repeat || args.original_times;
             std::thread::spawn(move || {
                 let mut text = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let first = next.fetch_add(batch as u64, Ordering::Relaxed);
-                    let moved = if repeat {
+                    let moved = if still {
                         Duration::ZERO
                     } else {
                         started.elapsed()
