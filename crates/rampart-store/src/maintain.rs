@@ -36,8 +36,8 @@ const FRAGMENTS: u32 = 1 << 16;
 /// A tier of fragments waits for this many times `compact_min_files` files: each merge of a
 /// tier encodes its rows once more, and they are encoded again when the partition's fragments
 /// fill half a row group. On the server benchmark (150 s runs) four times as many fragments
-/// per tier took rows encoded again per flushed row from 1.45 to 1.0 and merges' CPU by a
-/// third, for twice as many files at the end.
+/// per tier took rows encoded again per flushed row from 1.45 to 1.0 and merges' CPU down by a
+/// quarter to a third, for twice as many files at the end.
 const FRAGMENT_TIER_FACTOR: usize = 4;
 
 /// Which rows a flush writes.

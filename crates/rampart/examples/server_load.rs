@@ -317,9 +317,6 @@ fn login(http: &ureq::Agent, args: &Args) -> Result<String> {
         .with_context(|| format!("login failed: {body}"))
 }
 
-/// Every record below `dir` as one JSON line, in a fixed pseudo-random order (so that a batch
-/// mixes files, as a forwarder's would mix channels); with `recent`, each file's records moved
-/// to end now.
 /// One sample record as a JSON line, with holes for its record id and time.
 struct Template {
     /// The line's text between the holes.
@@ -345,8 +342,7 @@ const IDS_PER_REPLAY: u64 = 1_000_000_000;
 
 impl Template {
     fn new(mut record: Value) -> Template {
-        let system = &mut record["Event"]["System"];
-        let record_id = system["EventRecordID"].as_u64();
+        let record_id = record["Event"]["System"]["EventRecordID"].as_u64();
         let time = written(&record);
         let system = &mut record["Event"]["System"];
         if record_id.is_some() {
@@ -412,6 +408,9 @@ impl Template {
     }
 }
 
+/// Every record below `dir` as a JSON line template, in a fixed pseudo-random order (so that a
+/// batch mixes files, as a forwarder's would mix channels); with `recent`, each file's records
+/// moved to end now.
 fn sample_records(dir: &Path, recent: bool) -> Result<Vec<Template>> {
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .into_iter()
