@@ -27,6 +27,11 @@ str_enum! {
 /// Deduplication keys per lookup statement (a bound on its parameters).
 pub const KEYS_PER_LOOKUP: usize = 500;
 
+/// Alerts with their activity (events' count and time range, kept apart: see the migration
+/// `0006_alert_activity.sql`), for reading; no column name is in both tables.
+pub(crate) const WITH_ACTIVITY: &str =
+    "alerts JOIN alert_activity ON alert_activity.alert_id = alerts.id";
+
 /// An unresolved alert, as a deduplication lookup finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenAlert {
@@ -150,10 +155,12 @@ impl Alert {
 }
 
 impl FromRow for Alert {
+    /// Read from [`WITH_ACTIVITY`].
     const COLUMNS: &'static str = "id, tenant_id, rule_id, rule_title, rule_kind, title, description, severity, \
         status, classification, determination, assigned_to, tactics, techniques, device_id, device_name, \
         first_event_time, last_event_time, event_count, dedup_key, evidence, trigger_event, matched_fields, \
-        incident_id, created_at, updated_at";
+        incident_id, created_at, \
+        CASE WHEN activity_at > updated_at THEN activity_at ELSE updated_at END AS updated_at";
     fn from_row(r: &Cols<'_>) -> Result<Self> {
         let rule = match (r.opt_str("rule_title")?, r.opt_parse("rule_kind")?) {
             (Some(title), Some(kind)) => Some(RuleRef {
@@ -316,11 +323,12 @@ impl StateDb {
             limits::JSON_MAX_BYTES,
         )?;
         let rule = alert.rule.as_ref();
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO alerts (id, tenant_id, rule_id, rule_title, rule_kind, title, description, severity, status, \
-             tactics, techniques, device_id, device_name, first_event_time, last_event_time, event_count, dedup_key, \
+             tactics, techniques, device_id, device_name, dedup_key, \
              evidence, trigger_event, matched_fields, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $17, $18, $19, $20, $20)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
         )
         .bind(alert.id.clone())
         .bind(alert.tenant_id.clone())
@@ -335,15 +343,24 @@ impl StateDb {
         .bind(to_json(&alert.techniques))
         .bind(alert.device_id.clone())
         .bind(alert.device_name.clone())
-        .bind(micros(alert.first_event_time))
-        .bind(micros(alert.last_event_time))
         .bind(alert.dedup_key.clone())
         .bind(evidence)
         .bind(trigger)
         .bind(matched)
         .bind(micros(at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO alert_activity (alert_id, first_event_time, last_event_time, event_count, \
+             activity_at) VALUES ($1, $2, $3, 1, $4)",
+        )
+        .bind(alert.id.clone())
+        .bind(micros(alert.first_event_time))
+        .bind(micros(alert.last_event_time))
+        .bind(micros(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         if let Some(device) = &alert.device_id {
             self.refresh_device_risk(tenant, device).await?;
         }
@@ -361,8 +378,9 @@ impl StateDb {
     ) -> Result<HashMap<String, OpenAlert>> {
         let mut found: HashMap<String, OpenAlert> = HashMap::new();
         for chunk in keys.chunks(KEYS_PER_LOOKUP) {
-            let mut sql =
-                Sql::new("SELECT dedup_key, id, last_event_time FROM alerts WHERE tenant_id = ");
+            let mut sql = Sql::new(&format!(
+                "SELECT dedup_key, id, last_event_time FROM {WITH_ACTIVITY} WHERE tenant_id = "
+            ));
             sql.bind(tenant.to_owned())
                 .and_in("dedup_key", chunk)
                 .push(" AND status <> ")
@@ -411,25 +429,30 @@ impl StateDb {
         let alerts: Vec<(&str, (i64, i64, i64))> = alerts.into_iter().collect();
         let mut incidents: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for chunk in alerts.chunks(KEYS_PER_LOOKUP) {
+            // The tenant's alerts among them, with their incidents: every alert must be found
+            // (an unknown one fails the call, and nothing is kept).
+            let mut sql = Sql::new("SELECT id, incident_id FROM alerts WHERE tenant_id = ");
+            sql.bind(tenant.to_owned()).and_in(
+                "id",
+                &chunk.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
+            );
+            let rows = sql.query()?.fetch_all(&mut *tx).await?;
+            if rows.len() < chunk.len() {
+                return Err(Error::NotFound("alert"));
+            }
             let mut sql = Sql::new(
-                "UPDATE alerts SET event_count = event_count + v.column2, \
+                "UPDATE alert_activity SET event_count = event_count + v.column2, \
                  last_event_time = CASE WHEN last_event_time < v.column3 THEN v.column3 \
                  ELSE last_event_time END, \
                  first_event_time = CASE WHEN first_event_time > v.column4 THEN v.column4 \
-                 ELSE first_event_time END, updated_at = ",
+                 ELSE first_event_time END, activity_at = ",
             );
             sql.bind(updated_at).push(" FROM (VALUES ");
             for (i, (alert, (count, first, last))) in chunk.iter().enumerate() {
                 sql.values_row(i == 0, alert, &[*count, *last, *first]);
             }
-            sql.push(") AS v WHERE alerts.tenant_id = ")
-                .bind(tenant.to_owned())
-                .push(" AND alerts.id = v.column1 RETURNING id, incident_id");
-            let rows = sql.query()?.fetch_all(&mut *tx).await?;
-            // Every alert must be found (an unknown one fails the call, and nothing is kept).
-            if rows.len() < chunk.len() {
-                return Err(Error::NotFound("alert"));
-            }
+            sql.push(") AS v WHERE alert_activity.alert_id = v.column1");
+            sql.query()?.execute(&mut *tx).await?;
             let ranges: HashMap<&str, (i64, i64)> = chunk
                 .iter()
                 .map(|(alert, (_, first, last))| (*alert, (*first, *last)))
@@ -467,7 +490,7 @@ impl StateDb {
     }
 
     pub async fn get_alert(&self, tenant: &str, scope: &Scope, id: &str) -> Result<Alert> {
-        let mut sql = Self::select::<Alert>("alerts", tenant);
+        let mut sql = Self::select::<Alert>(WITH_ACTIVITY, tenant);
         sql.and_eq("id", Some(id.to_owned()))
             .and_device_scope(tenant, "device_id", scope);
         self.fetch_one(sql, "alert").await
@@ -480,7 +503,7 @@ impl StateDb {
         filter: &AlertFilter,
         page: &PageRequest,
     ) -> Result<Page<Alert>> {
-        let mut sql = Self::select::<Alert>("alerts", tenant);
+        let mut sql = Self::select::<Alert>(WITH_ACTIVITY, tenant);
         sql.and_device_scope(tenant, "device_id", &filter.scope)
             .and_eq("status", filter.status.map(AlertStatus::as_str))
             .and_eq("severity", filter.severity.map(Severity::as_str))
@@ -526,8 +549,13 @@ impl StateDb {
             .push(" AND id = ")
             .bind(id.to_owned())
             .and_device_scope(tenant, "device_id", scope)
-            .push(&format!(" RETURNING {}", Alert::COLUMNS));
-        let alert: Alert = self.fetch_one(sql, "alert").await?;
+            .push(" RETURNING id");
+        sql.query()?
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("alert"))?;
+        // Read back with its activity.
+        let alert = self.get_alert(tenant, scope, id).await?;
         if let (Some(_), Some(device)) = (update.status, &alert.device_id) {
             self.refresh_device_risk(tenant, device).await?;
         }

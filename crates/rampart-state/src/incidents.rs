@@ -222,9 +222,11 @@ async fn incident_in_tx(tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident>
 
 /// Re-derives an incident's severity, activity range and alert count from its alerts.
 async fn recompute(tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident> {
-    let rows = sqlx::query(
-        "SELECT severity, first_event_time, last_event_time FROM alerts WHERE tenant_id = $1 AND incident_id = $2",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT severity, first_event_time, last_event_time FROM {} \
+         WHERE tenant_id = $1 AND incident_id = $2",
+        crate::alerts::WITH_ACTIVITY
+    )))
     .bind(tenant.to_owned())
     .bind(id.to_owned())
     .fetch_all(&mut **tx)

@@ -126,6 +126,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "device risk",
         include_str!("../migrations/0005_device_risk.sql"),
     ),
+    (
+        6,
+        "alert activity",
+        include_str!("../migrations/0006_alert_activity.sql"),
+    ),
 ];
 
 /// Which database engine a [`StateDb`] talks to.
@@ -172,6 +177,10 @@ impl StateDb {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
+                    // Pages read in place from the mapped file: each write by one connection
+                    // empties the page caches of the others, which then read every page they
+                    // touch again; mapped, that is no read call and no copy.
+                    conn.execute("PRAGMA mmap_size = 268435456").await?;
                     Ok(())
                 })
             });

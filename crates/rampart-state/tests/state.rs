@@ -176,6 +176,51 @@ async fn sqlite_file_reopens_in_wal_mode() {
     assert_invalid(StateDb::connect("mysql://localhost/x").await, "url");
 }
 
+/// Migration 6 moves each alert's activity (event count and time range) to a table of its own:
+/// an alert stored before it keeps its figures, and the columns left the alerts table. The
+/// migrations' own SQL, run in order on a SQLite file (both backends run it in every test).
+#[tokio::test]
+async fn alert_activity_moves_to_its_own_table_with_its_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v5.db").display());
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for sql in [
+        include_str!("../migrations/0001_initial.sql"),
+        include_str!("../migrations/0002_telemetry_sequence.sql"),
+        include_str!("../migrations/0003_action_packages.sql"),
+        include_str!("../migrations/0004_hunting_queries.sql"),
+        include_str!("../migrations/0005_device_risk.sql"),
+        "INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0); \
+         INSERT INTO alerts (id, tenant_id, title, description, severity, status, tactics, \
+           techniques, first_event_time, last_event_time, event_count, dedup_key, evidence, \
+           matched_fields, created_at, updated_at) \
+         VALUES ('alr_1', 't', 'x', '', 'high', 'new', '[]', '[]', 1000, 2000, 7, 'k', '[]', \
+           '{}', 500, 3000)",
+        include_str!("../migrations/0006_alert_activity.sql"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let row = sqlx::query(
+        "SELECT alert_id, first_event_time, last_event_time, event_count, activity_at \
+         FROM alert_activity",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    use sqlx::Row as _;
+    let got: (String, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(got, ("alr_1".to_string(), 1000, 2000, 7, 3000));
+    let gone = sqlx::query("SELECT event_count FROM alerts")
+        .fetch_all(&mut conn)
+        .await;
+    assert!(gone.is_err(), "event_count is still a column of alerts");
+}
+
 #[track_caller]
 fn assert_invalid<T: std::fmt::Debug>(r: Result<T>, expected_field: &str) {
     match r {

@@ -248,7 +248,17 @@ impl Encoding {
                 ),
             ),
         };
-        let mut text = Vec::new();
+        // Sized from the size the body declares (zstd's frame header, gzip's trailer), within
+        // the limit: growing the buffer by doubling copied the text over and over.
+        let declared = match self {
+            Encoding::Zstd => zstd::zstd_safe::get_frame_content_size(&raw).ok().flatten(),
+            Encoding::Gzip => raw
+                .last_chunk::<4>()
+                .map(|size| u64::from(u32::from_le_bytes(*size))),
+            Encoding::Identity => None,
+        };
+        let mut text =
+            Vec::with_capacity(declared.unwrap_or(0).min(limit.saturating_add(1)) as usize);
         reader
             .take(limit.saturating_add(1))
             .read_to_end(&mut text)
