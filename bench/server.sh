@@ -14,6 +14,9 @@
 #   CONFIG=server.toml bench/server.sh       # the server with a configuration file
 #   PERF=1 bench/server.sh                   # also `perf record` the server (perf.data in $PWD)
 #   PERF=1 PERF_FREQ=97 bench/server.sh      # fewer samples: a DWARF report of 30 s stays quick
+#   CALLGRIND=1 bench/server.sh              # the server under callgrind, REQUESTS=30 batches:
+#                                            # its instructions per event, which a noisy machine
+#                                            # does not move (a second JSON line; slow: minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${RAMPART_DATA_DIR:-../shared}"
@@ -50,10 +53,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RAMPART_ADMIN_PASSWORD="$PASSWORD" RAMPART_LOG=warn "$BIN" server --data-dir "$WORK/data" \
+# Under callgrind the server is instrumented only while the load runs (not its start-up).
+WRAP=()
+LOAD_ARGS=()
+if [ -n "${CALLGRIND:-}" ]; then
+  command -v valgrind >/dev/null || { echo "CALLGRIND=1 needs valgrind" >&2; exit 1; }
+  WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out")
+  LOAD_ARGS=(--requests "${REQUESTS:-30}")
+  DURATION="${SECONDS_:-3600}"
+fi
+RAMPART_ADMIN_PASSWORD="$PASSWORD" RAMPART_LOG=warn "${WRAP[@]}" "$BIN" server --data-dir "$WORK/data" \
   --listen 127.0.0.1:0 --insecure-http --rules "$RULES" "${CONFIG_ARGS[@]}" >"$WORK/stdout" 2>"$WORK/stderr" &
 SERVER_PID=$!
-for _ in $(seq 600); do
+for _ in $(seq 3000); do
   URL="$(sed -n 's/^Rampart server listening on //p' "$WORK/stdout" | head -1)"
   [ -n "$URL" ] && break
   kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/stderr" >&2; exit 1; }
@@ -64,7 +76,22 @@ if [ -n "${PERF:-}" ]; then
   perf record -F "${PERF_FREQ:-499}" -g --call-graph dwarf,16384 -o perf.data -p "$SERVER_PID" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
+[ -n "${CALLGRIND:-}" ] && callgrind_control -i on "$SERVER_PID" >/dev/null
 echo "server pid $SERVER_PID at $URL, RSS after start: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$SERVER_PID/status)" >&2
 
 "$LOAD" --url "$URL" --password "$PASSWORD" --pid "$SERVER_PID" --samples "$SAMPLES" \
-  --clients "$CLIENTS" --batch "$BATCH" --seconds "$DURATION" --encoding "$ENCODING" "${TIMES[@]}"
+  --clients "$CLIENTS" --batch "$BATCH" --seconds "$DURATION" --encoding "$ENCODING" "${TIMES[@]}" \
+  "${LOAD_ARGS[@]}" | tee "$WORK/summary.json"
+if [ -n "${CALLGRIND:-}" ]; then
+  # The load's instructions, every thread's (the dump at exit, the shutdown's, is left out).
+  callgrind_control -d "$SERVER_PID" >/dev/null
+  python3 - "$WORK" <<'PY'
+import glob, json, sys
+work = sys.argv[1]
+events = json.load(open(f"{work}/summary.json"))["events"]
+ir = sum(int(line.split()[1]) for f in glob.glob(f"{work}/callgrind.out.*")
+         for line in open(f) if line.startswith("totals:"))
+print(json.dumps({"callgrind_instructions": ir, "events": events,
+                  "instructions_per_event": round(ir / max(events, 1))}))
+PY
+fi

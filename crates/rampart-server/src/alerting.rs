@@ -97,7 +97,7 @@ pub async fn raise(
     let sigma = ingested
         .hits
         .iter()
-        .map(|hit| sigma_candidate(rules, &hit.detection, Some(&hit.row)));
+        .map(|hit| sigma_candidate(rules, &hit.detection, Some(hit.row.as_ref())));
     let indicators = ingested.indicator_drafts.iter().map(|draft| Candidate {
         draft: draft.clone(),
         rule_id: None,

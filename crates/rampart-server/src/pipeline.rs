@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::compute::concat_batches;
@@ -31,7 +31,8 @@ pub const DEFAULT_BATCH_ROWS: usize = 8192;
 #[derive(Debug, Clone)]
 pub struct Hit {
     pub detection: Detection,
-    pub row: Row,
+    /// Shared by the detections of one record.
+    pub row: Arc<Row>,
 }
 
 /// What reading some inputs (files, or one request's lines) gave.
@@ -164,20 +165,24 @@ impl Ingest<'_> {
                 }
             }
             shard.held.extend(held);
-            shard
-                .hits
-                .extend(detections.into_iter().map(|detection| Hit {
-                    detection,
-                    row: row.clone(),
-                }));
             let builder = shard
                 .builders
                 .entry(table)
                 .or_insert_with(|| table.batch_builder());
             // The builder is the row's own table's: this cannot fail.
             let _ = builder.append(&row);
-            if builder.len() >= self.batch_rows {
-                let mut full = std::mem::replace(builder, table.batch_builder());
+            let full = (builder.len() >= self.batch_rows)
+                .then(|| std::mem::replace(builder, table.batch_builder()));
+            if !detections.is_empty() {
+                let row = Arc::new(row);
+                shard
+                    .hits
+                    .extend(detections.into_iter().map(|detection| Hit {
+                        detection,
+                        row: row.clone(),
+                    }));
+            }
+            if let Some(mut full) = full {
                 // Appended without the shard's lock: the thread's next record must not wait
                 // for the fsync of this batch.
                 drop(shard);
@@ -286,7 +291,7 @@ fn correlate(rules: &RuleSet, mut held: Vec<CorrelationInput>, hits: &mut Vec<Hi
     let mut correlator = rules.correlator();
     let mut found = Vec::new();
     for input in held {
-        let row = map_event(&input.event);
+        let row = Arc::new(map_event(&input.event));
         correlator.feed(input, &mut found);
         hits.extend(found.drain(..).map(|detection| Hit {
             detection,

@@ -104,7 +104,10 @@ impl WinEvent {
     /// only to be emptied again (that was a sixth of the server's time per event). A key
     /// repeated within an object keeps its last value, as with a parsed `Value`.
     pub fn from_forwarded_slice(source: Arc<Path>, text: &[u8]) -> Result<WinEvent, String> {
-        let Root(parts) = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        // Checked once, word by word: parsed from bytes, every string was checked on its own.
+        let text = std::str::from_utf8(text)
+            .map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to() + 1))?;
+        let Root(parts) = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let (system, rest) = parts.ok_or(NO_EVENT)?;
         let fields = flatten(system, rest);
         Ok(WinEvent::from_fields(source, 0, DateTime::UNIX_EPOCH, fields).forwarded()?)
@@ -655,6 +658,14 @@ mod tests {
             }
         }
         assert!(records > 5000, "{records} records");
+    }
+
+    #[test]
+    fn forwarded_text_that_is_not_utf8_is_refused_with_its_place() {
+        let source: Arc<Path> = Arc::from(Path::new("fwd"));
+        let line = b"{\"Event\": {\"System\": {\"Computer\": \"ws\xff1\"}}}";
+        let err = WinEvent::from_forwarded_slice(source, line).unwrap_err();
+        assert_eq!(err, "not UTF-8 text (byte 38)");
     }
 
     #[test]

@@ -23,8 +23,11 @@
 //! ```text
 //! server_load --url http://127.0.0.1:8080 --password P --pid PID --samples DIR
 //!             [--clients 4] [--batch 1000] [--seconds 60] [--encoding zstd|gzip|none]
-//!             [--original-times] [--repeat-records]
+//!             [--original-times] [--repeat-records] [--requests N]
 //! ```
+//!
+//! `--requests N` stops once N batches were sent (within `--seconds`): a fixed amount of work,
+//! for counting the server's instructions under callgrind (`CALLGRIND=1 bench/server.sh`).
 //!
 //! "Per core" divides by the server process's CPU seconds (user + system, from
 //! `/proc/PID/stat`) over the run, so it does not depend on how many cores the machine has or
@@ -50,6 +53,8 @@ struct Args {
     encoding: String,
     original_times: bool,
     repeat_records: bool,
+    /// Batches to send in all (0: as many as `seconds` allow).
+    requests: u64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -64,6 +69,7 @@ fn parse_args() -> Result<Args> {
         encoding: "zstd".into(),
         original_times: false,
         repeat_records: false,
+        requests: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,6 +91,7 @@ fn parse_args() -> Result<Args> {
             "--batch" => args.batch = value.parse()?,
             "--seconds" => args.seconds = value.parse()?,
             "--encoding" => args.encoding = value,
+            "--requests" => args.requests = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -154,12 +161,19 @@ fn main() -> Result<()> {
             let auth = format!("Bearer {token}");
             let encoding = args.encoding.clone();
             let (batch, repeat) = (args.batch, args.repeat_records);
+            let last = match args.requests {
+                0 => u64::MAX,
+                n => n.saturating_mul(batch as u64),
+            };
             // Recorded times stay as recorded; moved ones move on with the clock.
             let still = repeat || args.original_times;
             std::thread::spawn(move || {
                 let mut text = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let first = next.fetch_add(batch as u64, Ordering::Relaxed);
+                    if first >= last {
+                        break;
+                    }
                     let moved = if still {
                         Duration::ZERO
                     } else {
@@ -224,7 +238,7 @@ fn main() -> Result<()> {
     let mut rss = Vec::new();
     let deadline = started + Duration::from_secs(args.seconds);
     let mut last_report = Instant::now();
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !clients.iter().all(|c| c.is_finished()) {
         std::thread::sleep(Duration::from_secs(1));
         rss.push((started.elapsed().as_secs_f64(), rss_kib(args.pid)?));
         if last_report.elapsed() >= Duration::from_secs(30) {
