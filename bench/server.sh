@@ -17,6 +17,7 @@
 #   CALLGRIND=1 bench/server.sh              # the server under callgrind, REQUESTS=30 batches:
 #                                            # its instructions per event, which a noisy machine
 #                                            # does not move (a second JSON line; slow: minutes)
+#   CALLGRIND=1 CALLGRIND_OUT=cg.out bench/server.sh   # and keep the dump (callgrind_annotate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${RAMPART_DATA_DIR:-../shared}"
@@ -85,6 +86,7 @@ echo "server pid $SERVER_PID at $URL, RSS after start: $(awk '/VmRSS/ {print $2/
 if [ -n "${CALLGRIND:-}" ]; then
   # The load's instructions, every thread's (the dump at exit, the shutdown's, is left out).
   callgrind_control -d "$SERVER_PID" >/dev/null
+  [ -n "${CALLGRIND_OUT:-}" ] && cp "$WORK"/callgrind.out.* "$CALLGRIND_OUT"
   python3 - "$WORK" <<'PY'
 import glob, json, sys
 work = sys.argv[1]

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::ipc::reader::StreamReader;
-use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use datafusion::arrow::ipc::writer::StreamWriter;
 use rampart_schema::{KustoType, Table};
 
 use crate::files::{day_of_micros, timestamps};
@@ -107,6 +106,13 @@ fn empty_for_null(column: &ArrayRef) -> Result<ArrayRef, StoreError> {
     Ok(Arc::new(filled))
 }
 
+/// Set in the byte of the tenant's length (tenants are at most 64 bytes): the Arrow IPC
+/// stream after the table's name is one LZ4 block, its uncompressed size first. One block per
+/// record, not one LZ4 frame per column buffer (a frame each with its own buffers and hash
+/// table, most of the log's CPU for the small batches of a server request). Records written
+/// before kept their buffers framed inside the stream, which the IPC reader still reads.
+const PACKED: u8 = 0x80;
+
 /// Where a held partition's record has the ingestion time of others (no clock says i64::MIN;
 /// logs written before held records existed have none).
 const HELD: i64 = i64::MIN;
@@ -126,6 +132,12 @@ pub(crate) fn encode(
     compress: bool,
     held: Option<u64>,
 ) -> Result<Vec<u8>, StoreError> {
+    let stream = |out: &mut Vec<u8>| -> Result<(), StoreError> {
+        let mut writer = StreamWriter::try_new(out, &batch.schema())?;
+        writer.write(batch)?;
+        writer.finish()?;
+        Ok(())
+    };
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
     if let Some(covers) = held {
         out.extend_from_slice(&HELD.to_le_bytes());
@@ -134,17 +146,31 @@ pub(crate) fn encode(
     let name = table.name();
     out.extend_from_slice(&ingest_us.to_le_bytes());
     // Both are at most 64 bytes: tenants are validated, table names are ours.
-    out.push(tenant.len() as u8);
+    out.push(tenant.len() as u8 | if compress { PACKED } else { 0 });
     out.extend_from_slice(tenant.as_bytes());
     out.push(name.len() as u8);
     out.extend_from_slice(name.as_bytes());
-    let options = IpcWriteOptions::default()
-        .try_with_compression(compress.then_some(CompressionType::LZ4_FRAME))?;
-    let mut writer = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
-    writer.write(batch)?;
-    writer.finish()?;
-    drop(writer);
+    if compress {
+        let mut ipc = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+        stream(&mut ipc)?;
+        out.extend_from_slice(&lz4_flex::block::compress_prepend_size(&ipc));
+    } else {
+        stream(&mut out)?;
+    }
     Ok(out)
+}
+
+/// The IPC stream of a [`PACKED`] record.
+fn unpack(block: &[u8]) -> Result<Vec<u8>, String> {
+    let (size, body) = lz4_flex::block::uncompressed_size(block).map_err(|e| e.to_string())?;
+    // LZ4 expands at most ~255 times: a larger size is not this record's.
+    if size > body.len().saturating_mul(255).saturating_add(16) {
+        return Err(format!(
+            "a block of {} bytes cannot hold {size}",
+            body.len()
+        ));
+    }
+    lz4_flex::block::decompress(body, size).map_err(|e| e.to_string())
 }
 
 /// A log record read back.
@@ -177,11 +203,19 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Decoded, String> {
     };
     let (ingest, rest) = read_u64(payload).ok_or_else(short)?;
     let ingest_us = ingest as i64;
-    let (tenant, rest) = take_name(rest).ok_or_else(short)?;
+    let (&tenant_len, rest) = rest.split_first().ok_or_else(short)?;
+    let (tenant, rest) = take_str(rest, tenant_len & !PACKED).ok_or_else(short)?;
     let (table, rest) = take_name(rest).ok_or_else(short)?;
     validate_tenant(tenant).map_err(|e| e.to_string())?;
     let table = Table::from_name(table).ok_or_else(|| format!("unknown table '{table}'"))?;
-    let reader = StreamReader::try_new(Cursor::new(rest), None).map_err(|e| e.to_string())?;
+    let unpacked;
+    let stream = if tenant_len & PACKED != 0 {
+        unpacked = unpack(rest)?;
+        &unpacked[..]
+    } else {
+        rest
+    };
+    let reader = StreamReader::try_new(Cursor::new(stream), None).map_err(|e| e.to_string())?;
     let batches = reader
         .map(|b| {
             let b = b.map_err(|e| e.to_string())?;
@@ -204,7 +238,11 @@ fn read_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
 
 fn take_name(bytes: &[u8]) -> Option<(&str, &[u8])> {
     let (&len, rest) = bytes.split_first()?;
-    let (name, rest) = rest.split_at_checked(usize::from(len))?;
+    take_str(rest, len)
+}
+
+fn take_str(bytes: &[u8], len: u8) -> Option<(&str, &[u8])> {
+    let (name, rest) = bytes.split_at_checked(usize::from(len))?;
     Some((std::str::from_utf8(name).ok()?, rest))
 }
 
@@ -282,6 +320,46 @@ mod tests {
             assert!(!d.counts(8) && d.counts(9) && d.counts(10));
             assert!(decode(&held[..12]).is_err());
         }
+    }
+
+    /// A record as builds before packed records wrote it: each buffer an LZ4 frame inside the
+    /// stream (a log written by them is read after an upgrade).
+    #[test]
+    fn records_with_framed_buffers_still_read() {
+        use datafusion::arrow::ipc::CompressionType;
+        use datafusion::arrow::ipc::writer::IpcWriteOptions;
+        let b = conform(Table::DeviceProcessEvents, batch()).unwrap();
+        let mut old = 42i64.to_le_bytes().to_vec();
+        old.extend_from_slice(b"\x04acme");
+        old.push(Table::DeviceProcessEvents.name().len() as u8);
+        old.extend_from_slice(Table::DeviceProcessEvents.name().as_bytes());
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut old, &b.schema(), options).unwrap();
+        writer.write(&b).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let d = decode(&old).unwrap();
+        assert_eq!((d.tenant.as_str(), d.ingest_us), ("acme", 42));
+        assert_eq!(d.batches, vec![b.clone()]);
+        // A packed record is smaller than its stream, and a size its block cannot hold is
+        // refused rather than allocated.
+        let packed = encode("acme", Table::DeviceProcessEvents, 42, &b, true, None).unwrap();
+        let plain = encode("acme", Table::DeviceProcessEvents, 42, &b, false, None).unwrap();
+        assert!(
+            packed.len() < plain.len(),
+            "{} >= {}",
+            packed.len(),
+            plain.len()
+        );
+        let at = 8 + 1 + 4 + 1 + Table::DeviceProcessEvents.name().len();
+        let mut bogus = packed[..at].to_vec();
+        bogus.extend_from_slice(&u32::MAX.to_le_bytes());
+        bogus.extend_from_slice(&packed[at + 4..]);
+        let err = decode(&bogus).err().unwrap();
+        assert!(err.contains("cannot hold"), "{err}");
     }
 
     #[test]
