@@ -409,9 +409,11 @@ impl StateDb {
 
     /// Folds repeated matching events into their alerts, in one transaction: each alert counts
     /// its repeats and widens its event time range, and so does the activity range of the
-    /// incident it is in (once per incident). One statement per [`KEYS_PER_LOOKUP`] alerts or
-    /// incidents (`UPDATE … FROM (VALUES …)`, which SQLite and PostgreSQL both read), not one
-    /// each: every statement is a round trip to the database's thread or server.
+    /// incident it is in (once per incident). Per [`KEYS_PER_LOOKUP`] alerts, one lookup of
+    /// their tenant and incidents (a covering index) and one update of their activity rows;
+    /// one update per as many incidents (`UPDATE … FROM (VALUES …)`, which SQLite and
+    /// PostgreSQL both read), not one each: every statement is a round trip to the database's
+    /// thread or server.
     pub async fn record_duplicates(&self, tenant: &str, repeats: &[Repeats]) -> Result<()> {
         let mut tx = self.begin().await?;
         let updated_at = micros(now());

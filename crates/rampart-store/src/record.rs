@@ -160,7 +160,8 @@ pub(crate) fn encode(
     Ok(out)
 }
 
-/// The IPC stream of a [`PACKED`] record.
+/// The IPC stream of a [`PACKED`] record. Records are decoded only once the log's CRC has
+/// matched: lz4_flex is built as arrow-ipc builds it, without its checked decoding.
 fn unpack(block: &[u8]) -> Result<Vec<u8>, String> {
     let (size, body) = lz4_flex::block::uncompressed_size(block).map_err(|e| e.to_string())?;
     // LZ4 expands at most ~255 times: a larger size is not this record's.
