@@ -138,7 +138,12 @@ pub(crate) fn encode(
         writer.finish()?;
         Ok(())
     };
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    // A packed record's block is appended whole: the header alone is written first.
+    let mut out = Vec::with_capacity(if compress {
+        128
+    } else {
+        batch.get_array_memory_size() / 2 + 1024
+    });
     if let Some(covers) = held {
         out.extend_from_slice(&HELD.to_le_bytes());
         out.extend_from_slice(&covers.to_le_bytes());

@@ -249,7 +249,8 @@ impl Encoding {
             ),
         };
         // Sized from the size the body declares (zstd's frame header, gzip's trailer), within
-        // the limit: growing the buffer by doubling copied the text over and over.
+        // the limit and 64 times the body (a header that lies reserves no more): growing the
+        // buffer by doubling copied the text over and over.
         let declared = match self {
             Encoding::Zstd => zstd::zstd_safe::get_frame_content_size(&raw).ok().flatten(),
             Encoding::Gzip => raw
@@ -257,8 +258,10 @@ impl Encoding {
                 .map(|size| u64::from(u32::from_le_bytes(*size))),
             Encoding::Identity => None,
         };
-        let mut text =
-            Vec::with_capacity(declared.unwrap_or(0).min(limit.saturating_add(1)) as usize);
+        let bound = limit
+            .saturating_add(1)
+            .min((raw.len() as u64).saturating_mul(64));
+        let mut text = Vec::with_capacity(declared.unwrap_or(0).min(bound) as usize);
         reader
             .take(limit.saturating_add(1))
             .read_to_end(&mut text)
