@@ -16,7 +16,10 @@
 #   PERF=1 PERF_FREQ=97 bench/server.sh      # fewer samples: a DWARF report of 30 s stays quick
 #   CALLGRIND=1 bench/server.sh              # the server under callgrind, REQUESTS=30 batches:
 #                                            # its instructions per event, which a noisy machine
-#                                            # does not move (a second JSON line; slow: minutes)
+#                                            # does not move (a second JSON line; slow: minutes).
+#                                            # WARMUP=30 batches go first, not counted: by then
+#                                            # the samples' alerts are raised and detections are
+#                                            # repeats, as on a server that has run a while
 #   CALLGRIND=1 CALLGRIND_OUT=cg.out bench/server.sh   # and keep the dump (callgrind_annotate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +63,8 @@ LOAD_ARGS=()
 if [ -n "${CALLGRIND:-}" ]; then
   command -v valgrind >/dev/null || { echo "CALLGRIND=1 needs valgrind" >&2; exit 1; }
   WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out")
-  LOAD_ARGS=(--requests "${REQUESTS:-30}")
+  WARMUP="${WARMUP:-30}"
+  LOAD_ARGS=(--requests "${REQUESTS:-30}" --skip "$WARMUP" --token-file "$WORK/token")
   DURATION="${SECONDS_:-3600}"
 fi
 RAMPART_ADMIN_PASSWORD="$PASSWORD" RAMPART_LOG=warn "${WRAP[@]}" "$BIN" server --data-dir "$WORK/data" \
@@ -77,7 +81,15 @@ if [ -n "${PERF:-}" ]; then
   perf record -F "${PERF_FREQ:-499}" -g --call-graph dwarf,16384 -o perf.data -p "$SERVER_PID" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
-[ -n "${CALLGRIND:-}" ] && callgrind_control -i on "$SERVER_PID" >/dev/null
+if [ -n "${CALLGRIND:-}" ]; then
+  if [ "$WARMUP" -gt 0 ]; then
+    echo "warm-up: $WARMUP batches, not counted" >&2
+    "$LOAD" --url "$URL" --password "$PASSWORD" --pid "$SERVER_PID" --samples "$SAMPLES" \
+      --clients "$CLIENTS" --batch "$BATCH" --seconds "$DURATION" --encoding "$ENCODING" "${TIMES[@]}" \
+      --requests "$WARMUP" --token-file "$WORK/token" >/dev/null
+  fi
+  callgrind_control -i on "$SERVER_PID" >/dev/null
+fi
 echo "server pid $SERVER_PID at $URL, RSS after start: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$SERVER_PID/status)" >&2
 
 "$LOAD" --url "$URL" --password "$PASSWORD" --pid "$SERVER_PID" --samples "$SAMPLES" \

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rampart_sources::WinEvent;
+use rampart_sources::winevent::Fields as RecordFields;
 use rsigma_eval::event::{Event, EventValue};
 use serde_json::{Map, Value};
 
@@ -57,7 +58,7 @@ pub struct SigmaEvent<'a> {
 
 enum Fields<'a> {
     /// A Windows record's flat fields, already under Sigma's names.
-    Flat(&'a Map<String, Value>),
+    Flat(&'a RecordFields),
     /// A telemetry row's columns, read under the Sigma name of each `(sigma, column)` pair.
     Mapped(
         &'a Map<String, Value>,

@@ -449,11 +449,14 @@ impl StateDb {
                  first_event_time = CASE WHEN first_event_time > v.column4 THEN v.column4 \
                  ELSE first_event_time END, activity_at = ",
             );
-            sql.bind(updated_at).push(" FROM (VALUES ");
-            for (i, (alert, (count, first, last))) in chunk.iter().enumerate() {
-                sql.values_row(i == 0, alert, &[*count, *last, *first]);
-            }
-            sql.push(") AS v WHERE alert_activity.alert_id = v.column1");
+            let values: Vec<(&str, [i64; 3])> = chunk
+                .iter()
+                .map(|(alert, (count, first, last))| (*alert, [*count, *last, *first]))
+                .collect();
+            sql.bind(updated_at)
+                .push(" FROM (VALUES ")
+                .values_rows(&values)
+                .push(") AS v WHERE alert_activity.alert_id = v.column1");
             sql.query()?.execute(&mut *tx).await?;
             let ranges: HashMap<&str, (i64, i64)> = chunk
                 .iter()
@@ -479,10 +482,12 @@ impl StateDb {
                  first_activity = CASE WHEN first_activity > v.column3 THEN v.column3 \
                  ELSE first_activity END FROM (VALUES ",
             );
-            for (i, (incident, (first, last))) in chunk.iter().enumerate() {
-                sql.values_row(i == 0, incident, &[*last, *first]);
-            }
-            sql.push(") AS v WHERE incidents.tenant_id = ")
+            let rows: Vec<(&str, [i64; 2])> = chunk
+                .iter()
+                .map(|(incident, (first, last))| (incident.as_str(), [*last, *first]))
+                .collect();
+            sql.values_rows(&rows)
+                .push(") AS v WHERE incidents.tenant_id = ")
                 .bind(tenant.to_owned())
                 .push(" AND incidents.id = v.column1");
             sql.query()?.execute(&mut *tx).await?;

@@ -124,11 +124,11 @@ impl Sql {
         self
     }
 
-    /// Appends `(v1, v2, …)` with one placeholder per value. Callers never pass an empty list
-    /// (an empty `IN ()` is not valid SQL); they skip the condition instead.
+    /// Appends `(v1, v2, …)` with one placeholder per value, [padded](padded). Callers never
+    /// pass an empty list (an empty `IN ()` is not valid SQL); they skip the condition instead.
     pub(crate) fn bind_list(&mut self, values: &[String]) -> &mut Self {
         self.push("(");
-        for (i, v) in values.iter().enumerate() {
+        for (i, v) in padded(values).enumerate() {
             if i > 0 {
                 self.push(", ");
             }
@@ -137,15 +137,20 @@ impl Sql {
         self.push(")")
     }
 
-    /// Appends one row of a `VALUES` list, `(key, n1, n2, …)`, after a comma unless it is the
-    /// first: a text key and numbers, each a placeholder.
-    pub(crate) fn values_row(&mut self, first: bool, key: &str, numbers: &[i64]) -> &mut Self {
-        self.push(if first { "(" } else { ", (" })
-            .bind(key.to_owned());
-        for n in numbers {
-            self.push(", ").bind(*n);
+    /// Appends the rows of a `VALUES` list, each `(key, n1, n2, …)`: a text key and numbers,
+    /// each a placeholder; [padded](padded). Only for statements that a repeated row leaves
+    /// unchanged, such as an `UPDATE … FROM (VALUES …)` keyed on the first column (both
+    /// engines update a target row once, from one of its identical matches).
+    pub(crate) fn values_rows<const N: usize>(&mut self, rows: &[(&str, [i64; N])]) -> &mut Self {
+        for (i, (key, numbers)) in padded(rows).enumerate() {
+            self.push(if i == 0 { "(" } else { ", (" })
+                .bind(key.to_string());
+            for n in numbers {
+                self.push(", ").bind(*n);
+            }
+            self.push(")");
         }
-        self.push(")")
+        self
     }
 
     /// `AND col = value`, when a filter value is given.
@@ -240,6 +245,18 @@ impl Sql {
             None => Ok(sqlx::query_with(AssertSqlSafe(self.text), self.args)),
         }
     }
+}
+
+/// `items`, then its last item repeated up to the next power of two: lists of any length then
+/// share a few statement texts, which each pooled connection prepares once and keeps in its
+/// statement cache. A text per length was prepared anew at almost every batch's alert and device
+/// lookups: ~1.7 M instructions each on SQLite for a few hundred placeholders, 2.7 % of the
+/// server's work under load. (Hibernate pads `IN` lists the same way.)
+fn padded<T>(items: &[T]) -> impl Iterator<Item = &T> {
+    let pad = items.len().next_power_of_two() - items.len();
+    items
+        .iter()
+        .chain(items.last().into_iter().cycle().take(pad))
 }
 
 /// The device groups a user may see; empty means every group (and devices in no group).

@@ -131,6 +131,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alert activity",
         include_str!("../migrations/0006_alert_activity.sql"),
     ),
+    (
+        7,
+        "rules by kind",
+        include_str!("../migrations/0007_rules_by_kind.sql"),
+    ),
 ];
 
 /// Which database engine a [`StateDb`] talks to.

@@ -221,6 +221,36 @@ async fn alert_activity_moves_to_its_own_table_with_its_figures() {
     assert!(gone.is_err(), "event_count is still a column of alerts");
 }
 
+/// The scheduler's listing of a tenant's enabled KQL rules, in title order, reads the
+/// `rules_kind` index (migration 7) instead of every rule of the tenant.
+#[tokio::test]
+async fn kql_rules_are_listed_through_their_index() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("state.db").display()
+    );
+    StateDb::connect(&url).await.unwrap().close().await;
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let plan = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT id, source FROM rules \
+         WHERE tenant_id = 't' AND kind = 'kql' AND enabled = 1 ORDER BY title ASC, id ASC LIMIT 501",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    use sqlx::Row as _;
+    let detail: Vec<String> = plan.iter().map(|r| r.get::<String, _>(3)).collect();
+    assert!(
+        detail.iter().any(|d| d.contains("USING INDEX rules_kind")),
+        "plan: {detail:?}"
+    );
+    assert!(
+        !detail.iter().any(|d| d.contains("TEMP B-TREE")),
+        "sorted again: {detail:?}"
+    );
+}
+
 #[track_caller]
 fn assert_invalid<T: std::fmt::Debug>(r: Result<T>, expected_field: &str) {
     match r {

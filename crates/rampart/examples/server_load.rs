@@ -23,11 +23,16 @@
 //! ```text
 //! server_load --url http://127.0.0.1:8080 --password P --pid PID --samples DIR
 //!             [--clients 4] [--batch 1000] [--seconds 60] [--encoding zstd|gzip|none]
-//!             [--original-times] [--repeat-records] [--requests N]
+//!             [--original-times] [--repeat-records] [--requests N] [--skip N]
+//!             [--token-file FILE]
 //! ```
 //!
 //! `--requests N` stops once N batches were sent (within `--seconds`): a fixed amount of work,
 //! for counting the server's instructions under callgrind (`CALLGRIND=1 bench/server.sh`).
+//! `--skip N` starts where a run of N batches stopped (the same replays, ids and alerts'
+//! repeats follow on), so a counted run can follow a warm-up run. `--token-file FILE` keeps
+//! the session token there: a run that finds one does not log in (a login's password hash is
+//! ~100 M instructions, which a short counted run should not carry).
 //!
 //! "Per core" divides by the server process's CPU seconds (user + system, from
 //! `/proc/PID/stat`) over the run, so it does not depend on how many cores the machine has or
@@ -55,6 +60,10 @@ struct Args {
     repeat_records: bool,
     /// Batches to send in all (0: as many as `seconds` allow).
     requests: u64,
+    /// Batches of the replay sequence to pass over before the first sent.
+    skip: u64,
+    /// Where the session token is kept between runs.
+    token_file: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -70,6 +79,8 @@ fn parse_args() -> Result<Args> {
         original_times: false,
         repeat_records: false,
         requests: 0,
+        skip: 0,
+        token_file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,6 +103,8 @@ fn parse_args() -> Result<Args> {
             "--seconds" => args.seconds = value.parse()?,
             "--encoding" => args.encoding = value,
             "--requests" => args.requests = value.parse()?,
+            "--skip" => args.skip = value.parse()?,
+            "--token-file" => args.token_file = Some(value.into()),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -134,7 +147,8 @@ fn main() -> Result<()> {
     let token = login(&http, &args)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicU64::new(0));
+    let start = args.skip.saturating_mul(args.batch as u64);
+    let next = Arc::new(AtomicU64::new(start));
     let events = Arc::new(AtomicU64::new(0));
     let detections = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -163,7 +177,7 @@ fn main() -> Result<()> {
             let (batch, repeat) = (args.batch, args.repeat_records);
             let last = match args.requests {
                 0 => u64::MAX,
-                n => n.saturating_mul(batch as u64),
+                n => start.saturating_add(n.saturating_mul(batch as u64)),
             };
             // Recorded times stay as recorded; moved ones move on with the clock.
             let still = repeat || args.original_times;
@@ -321,14 +335,25 @@ fn store_work(http: &ureq::Agent, url: &str, token: &str) -> Result<Value> {
 }
 
 fn login(http: &ureq::Agent, args: &Args) -> Result<String> {
+    let kept = args
+        .token_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok());
+    if let Some(token) = kept.filter(|t| !t.trim().is_empty()) {
+        return Ok(token.trim().to_string());
+    }
     let mut r = http
         .post(&format!("{}/api/v1/auth/login", args.url))
         .send_json(json!({"username": "admin", "password": args.password}))?;
     let body: Value = r.body_mut().read_json()?;
-    body["token"]
+    let token = body["token"]
         .as_str()
         .map(str::to_string)
-        .with_context(|| format!("login failed: {body}"))
+        .with_context(|| format!("login failed: {body}"))?;
+    if let Some(file) = &args.token_file {
+        std::fs::write(file, &token).with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(token)
 }
 
 /// One sample record as a JSON line, with holes for its record id and time.

@@ -397,7 +397,11 @@ pub(crate) const ADDED_KEYS: &[&str] = &[
 
 /// The record's fields (plus the mapper's extras) as the `AdditionalFields` object.
 pub(crate) fn raw_fields(ev: &WinEvent, extras: Extras) -> Map<String, Value> {
-    let mut map = ev.fields.clone();
+    let mut map: Map<String, Value> = ev
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (key, value) in added(ev, extras) {
         map.insert(key.to_string(), value.clone());
     }
@@ -748,7 +752,7 @@ mod tests {
 
     #[test]
     fn additional_fields_keep_the_record_and_add_the_first_of_each_extra() {
-        let mut fields = Map::new();
+        let mut fields = crate::winevent::Fields::default();
         fields.insert("EventID".into(), Value::from(4104));
         fields.insert("Command".into(), Value::from("record's"));
         let ev = WinEvent::from_fields(

@@ -198,12 +198,12 @@ impl Columns<'_> {
 // ---------------------------------------------------------------------------------------------
 
 fn with_additional_fields(row: &Columns, source: &Arc<Path>) -> Option<WinEvent> {
-    let fields = match row.0.get("AdditionalFields")? {
+    let fields: crate::winevent::Fields = match row.0.get("AdditionalFields")? {
         Value::String(text) => match serde_json::from_str(text).ok()? {
-            Value::Object(map) => map,
+            Value::Object(map) => map.into_iter().collect(),
             _ => return None,
         },
-        Value::Object(map) => map.clone(),
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         _ => return None,
     };
     if !fields.contains_key("Channel") {
@@ -232,7 +232,7 @@ fn unsigned(v: &Value) -> Option<u64> {
 fn without_added_keys(mut event: WinEvent) -> WinEvent {
     let present: Vec<(String, Value)> = ADDED_KEYS
         .iter()
-        .filter_map(|key| event.fields.remove_entry(*key))
+        .filter_map(|key| event.fields.shift_remove_entry(*key))
         .collect();
     if present.is_empty() {
         return event;
@@ -271,12 +271,12 @@ fn additional_fields(row: &Row) -> Option<Map<String, Value>> {
 // ---------------------------------------------------------------------------------------------
 
 /// A record's fields, System block first, as `WinEvent::from_json` orders them.
-struct Fields(Map<String, Value>);
+struct Fields(crate::winevent::Fields);
 
 impl Fields {
     /// The System fields of a record of `provider`/`channel`/`event_id` stored as `row`.
     fn system(row: &Columns, provider: &str, channel: &str, event_id: u32) -> Fields {
-        let mut f = Fields(Map::new());
+        let mut f = Fields(Default::default());
         f.put("Provider_Name", Some(provider.into()));
         f.put("EventID", Some(event_id.into()));
         f.put("Channel", Some(channel.into()));
