@@ -386,7 +386,7 @@ impl StateDb {
                 .push(" AND status <> ")
                 .bind(AlertStatus::Resolved.as_str())
                 .and_range("last_event_time", Some(since), None);
-            for row in sql.query()?.fetch_all(&self.pool).await? {
+            for row in sql.query(self.backend)?.fetch_all(&self.pool).await? {
                 let r = Cols(&row);
                 let open = OpenAlert {
                     id: r.str("id")?,
@@ -438,7 +438,7 @@ impl StateDb {
                 "id",
                 &chunk.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
             );
-            let rows = sql.query()?.fetch_all(&mut *tx).await?;
+            let rows = sql.query(self.backend)?.fetch_all(&mut *tx).await?;
             if rows.len() < chunk.len() {
                 return Err(Error::NotFound("alert"));
             }
@@ -457,7 +457,7 @@ impl StateDb {
                 .push(" FROM (VALUES ")
                 .values_rows(&values)
                 .push(") AS v WHERE alert_activity.alert_id = v.column1");
-            sql.query()?.execute(&mut *tx).await?;
+            sql.query(self.backend)?.execute(&mut *tx).await?;
             let ranges: HashMap<&str, (i64, i64)> = chunk
                 .iter()
                 .map(|(alert, (_, first, last))| (*alert, (*first, *last)))
@@ -490,7 +490,7 @@ impl StateDb {
                 .push(") AS v WHERE incidents.tenant_id = ")
                 .bind(tenant.to_owned())
                 .push(" AND incidents.id = v.column1");
-            sql.query()?.execute(&mut *tx).await?;
+            sql.query(self.backend)?.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -557,7 +557,7 @@ impl StateDb {
             .bind(id.to_owned())
             .and_device_scope(tenant, "device_id", scope)
             .push(" RETURNING id");
-        sql.query()?
+        sql.query(self.backend)?
             .fetch_optional(&self.pool)
             .await?
             .ok_or(Error::NotFound("alert"))?;

@@ -85,13 +85,17 @@ macro_rules! str_enum {
 }
 pub(crate) use str_enum;
 
-/// A SQL statement under construction whose bind placeholders are numbered `$1, $2, …` as they
-/// are pushed. `$n` is understood by both PostgreSQL and SQLite (as a numbered parameter), which
-/// is what lets one statement text serve both backends; sqlx's own `QueryBuilder<Any>` emits `?`.
+/// A SQL statement under construction, one text for both backends: its bind placeholders are
+/// written when it is run ([`Sql::query`]), in each backend's own form. PostgreSQL numbers them
+/// (`$1, $2, …`); SQLite gets anonymous `?`, bound by position, since it looks a named or numbered
+/// one (`$1`, `?1`) up in a list, once when preparing and once per bind: the square of the
+/// count, ~2 M string comparisons per run of a statement with a few hundred of them.
 pub(crate) struct Sql {
+    /// The text without placeholders.
     text: String,
+    /// Where in `text` each placeholder goes, in binding order.
+    places: Vec<usize>,
     args: AnyArguments,
-    bound: usize,
     error: Option<sqlx::error::BoxDynError>,
 }
 
@@ -99,8 +103,8 @@ impl Sql {
     pub(crate) fn new(text: &str) -> Self {
         Sql {
             text: text.to_owned(),
+            places: Vec::new(),
             args: AnyArguments::default(),
-            bound: 0,
             error: None,
         }
     }
@@ -115,9 +119,7 @@ impl Sql {
     where
         T: Encode<'static, Any> + Type<Any>,
     {
-        self.bound += 1;
-        // Writing to a String cannot fail.
-        let _ = write!(self.text, "${}", self.bound);
+        self.places.push(self.text.len());
         if let Err(e) = self.args.add(value) {
             self.error.get_or_insert(e);
         }
@@ -239,11 +241,36 @@ impl Sql {
 
     /// The finished statement. Binding our value types (integers, strings) cannot fail, but a
     /// failure would surface here rather than as a panic.
-    pub(crate) fn query(self) -> Result<sqlx::query::Query<'static, Any, AnyArguments>> {
-        match self.error {
-            Some(e) => Err(Error::Internal(format!("binding a parameter: {e}"))),
-            None => Ok(sqlx::query_with(AssertSqlSafe(self.text), self.args)),
+    pub(crate) fn query(
+        self,
+        backend: Backend,
+    ) -> Result<sqlx::query::Query<'static, Any, AnyArguments>> {
+        if let Some(e) = self.error {
+            return Err(Error::Internal(format!("binding a parameter: {e}")));
         }
+        Ok(sqlx::query_with(
+            AssertSqlSafe(self.text(backend)),
+            self.args,
+        ))
+    }
+
+    /// The statement's text with `backend`'s placeholders.
+    fn text(&self, backend: Backend) -> String {
+        let mut out = String::with_capacity(self.text.len() + 4 * self.places.len());
+        let mut from = 0;
+        for (i, &at) in self.places.iter().enumerate() {
+            out.push_str(&self.text[from..at]);
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                // Writing to a String cannot fail.
+                Backend::Postgres => {
+                    let _ = write!(out, "${}", i + 1);
+                }
+            }
+            from = at;
+        }
+        out.push_str(&self.text[from..]);
+        out
     }
 }
 
@@ -457,7 +484,7 @@ impl StateDb {
         let limit = page.effective_limit() as usize;
         sql.push(&format!(" ORDER BY {col} {dir}, id {dir} LIMIT "))
             .bind(limit as i64 + 1);
-        let rows = sql.query()?.fetch_all(&self.pool).await?;
+        let rows = sql.query(self.backend)?.fetch_all(&self.pool).await?;
         let next = if rows.len() > limit {
             Some(encode_cursor(order, &Cols(&rows[limit - 1]))?)
         } else {
@@ -473,7 +500,7 @@ impl StateDb {
 
     /// Runs `sql` and maps every row (for small, bounded result sets).
     pub(crate) async fn fetch_all<T: FromRow>(&self, sql: Sql) -> Result<Vec<T>> {
-        let rows = sql.query()?.fetch_all(&self.pool).await?;
+        let rows = sql.query(self.backend)?.fetch_all(&self.pool).await?;
         rows.iter().map(|r| T::from_row(&Cols(r))).collect()
     }
 
@@ -484,7 +511,7 @@ impl StateDb {
 
     /// Like [`StateDb::fetch_one`], with absence as `None`.
     pub(crate) async fn fetch_optional<T: FromRow>(&self, sql: Sql) -> Result<Option<T>> {
-        sql.query()?
+        sql.query(self.backend)?
             .fetch_optional(&self.pool)
             .await?
             .map(|row| T::from_row(&Cols(&row)))
@@ -516,7 +543,13 @@ impl StateDb {
             .bind(tenant.to_owned())
             .push(" AND id = ")
             .bind(id.to_owned());
-        if sql.query()?.execute(&self.pool).await?.rows_affected() == 0 {
+        if sql
+            .query(self.backend)?
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 0
+        {
             return Err(Error::NotFound(what));
         }
         Ok(())
@@ -545,7 +578,7 @@ impl StateDb {
         sql.bind(tenant.to_owned())
             .push(" AND id = ")
             .bind(id.to_owned());
-        match sql.query()?.fetch_optional(&self.pool).await? {
+        match sql.query(self.backend)?.fetch_optional(&self.pool).await? {
             Some(_) => Ok(()),
             None => Err(Error::NotFound(what)),
         }
@@ -564,7 +597,7 @@ impl StateDb {
         let mut sql = Sql::new("SELECT id FROM device_groups WHERE tenant_id = ");
         sql.bind(tenant.to_owned()).and_in("id", groups);
         let found: Vec<String> = sql
-            .query()?
+            .query(self.backend)?
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -577,5 +610,40 @@ impl StateDb {
             )),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One statement, each backend's placeholders, in binding order; lists padded with their
+    /// last value to a power of two.
+    #[test]
+    fn placeholders_are_written_per_backend_and_lists_padded() {
+        let mut sql = Sql::new("SELECT id FROM alerts WHERE tenant_id = ");
+        sql.bind("t".to_string())
+            .and_in("id", &["a".into(), "b".into(), "c".into()])
+            .push(" AND n = ")
+            .bind(7_i64);
+        assert_eq!(
+            sql.text(Backend::Postgres),
+            "SELECT id FROM alerts WHERE tenant_id = $1 AND id IN ($2, $3, $4, $5) AND n = $6"
+        );
+        assert_eq!(
+            sql.text(Backend::Sqlite),
+            "SELECT id FROM alerts WHERE tenant_id = ? AND id IN (?, ?, ?, ?) AND n = ?"
+        );
+        assert_eq!(padded(&[1, 2, 3]).collect::<Vec<_>>(), [&1, &2, &3, &3]);
+        assert_eq!(padded(&[1, 2, 3, 4]).count(), 4);
+        assert_eq!(padded(&[1]).count(), 1);
+        assert_eq!(padded::<u8>(&[]).count(), 0);
+
+        let mut values = Sql::new("VALUES ");
+        values.values_rows(&[("k1", [1, 2]), ("k2", [3, 4]), ("k3", [5, 6])]);
+        assert_eq!(
+            values.text(Backend::Postgres),
+            "VALUES ($1, $2, $3), ($4, $5, $6), ($7, $8, $9), ($10, $11, $12)"
+        );
     }
 }

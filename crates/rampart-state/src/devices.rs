@@ -365,7 +365,7 @@ impl StateDb {
             .push(" AND id = ")
             .bind(id.to_owned());
         let done = sql
-            .query()?
+            .query(self.backend)?
             .execute(&self.pool)
             .await
             .map_err(Error::from)
@@ -436,7 +436,7 @@ impl StateDb {
         );
         sql.push(&format!(" RETURNING {}", Device::COLUMNS));
         let row = sql
-            .query()?
+            .query(self.backend)?
             .fetch_one(&self.pool)
             .await
             .map_err(Error::from)
@@ -623,7 +623,7 @@ impl StateDb {
         for chunk in names.chunks(crate::alerts::KEYS_PER_LOOKUP) {
             let mut sql = Sql::new("SELECT hostname, id FROM devices WHERE tenant_id = ");
             sql.bind(tenant.to_owned()).and_in("hostname", chunk);
-            for row in sql.query()?.fetch_all(&self.pool).await? {
+            for row in sql.query(self.backend)?.fetch_all(&self.pool).await? {
                 let r = Cols(&row);
                 found.push((r.str("hostname")?, r.str("id")?));
             }
@@ -700,7 +700,7 @@ impl StateDb {
             .push(" AND id = ")
             .bind(id.to_owned());
         let row = sql
-            .query()?
+            .query(self.backend)?
             .fetch_optional(&self.pool)
             .await?
             .ok_or(Error::NotFound("device"))?;

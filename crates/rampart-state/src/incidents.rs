@@ -14,8 +14,8 @@ use crate::db::{
 use crate::devices::double_option;
 use crate::validate::{json, limits, line, tags};
 use crate::{
-    Alert, AlertFilter, AlertSource, Classification, Error, Result, RuleKind, Severity, StateDb,
-    ids,
+    Alert, AlertFilter, AlertSource, Backend, Classification, Error, Result, RuleKind, Severity,
+    StateDb, ids,
 };
 
 str_enum! {
@@ -204,10 +204,10 @@ fn and_incident_scope(sql: &mut Sql, tenant: &str, scope: &Scope) {
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-async fn incident_in_tx(tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident> {
+async fn incident_in_tx(backend: Backend, tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident> {
     let mut sql = StateDb::select::<Incident>("incidents", tenant);
     sql.and_eq("id", Some(id.to_owned()));
-    let row = sql.query()?.fetch_optional(&mut **tx).await?;
+    let row = sql.query(backend)?.fetch_optional(&mut **tx).await?;
     let incident = row
         .map(|r| Incident::from_row(&Cols(&r)))
         .transpose()?
@@ -221,7 +221,7 @@ async fn incident_in_tx(tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident>
 }
 
 /// Re-derives an incident's severity, activity range and alert count from its alerts.
-async fn recompute(tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident> {
+async fn recompute(backend: Backend, tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT severity, first_event_time, last_event_time FROM {} \
          WHERE tenant_id = $1 AND incident_id = $2",
@@ -256,7 +256,7 @@ async fn recompute(tx: &mut Tx, tenant: &str, id: &str) -> Result<Incident> {
         .push(" AND id = ")
         .bind(id.to_owned())
         .push(&format!(" RETURNING {}", Incident::COLUMNS));
-    let row = sql.query()?.fetch_one(&mut **tx).await?;
+    let row = sql.query(backend)?.fetch_one(&mut **tx).await?;
     Incident::from_row(&Cols(&row))
 }
 
@@ -313,7 +313,7 @@ impl StateDb {
     ) -> Result<Incident> {
         let reason = json("reason", reason, limits::JSON_MAX_BYTES)?;
         let mut tx = self.begin().await?;
-        let incident = incident_in_tx(&mut tx, tenant, incident_id).await?;
+        let incident = incident_in_tx(self.backend, &mut tx, tenant, incident_id).await?;
         let current: Option<Option<String>> =
             sqlx::query("SELECT incident_id FROM alerts WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.to_owned())
@@ -354,7 +354,7 @@ impl StateDb {
         .bind(alert_id.to_owned())
         .execute(&mut *tx)
         .await?;
-        let incident = recompute(&mut tx, tenant, incident_id).await?;
+        let incident = recompute(self.backend, &mut tx, tenant, incident_id).await?;
         tx.commit().await?;
         Ok(incident)
     }
@@ -374,9 +374,9 @@ impl StateDb {
             ));
         }
         let mut tx = self.begin().await?;
-        let mut into = incident_in_tx(&mut tx, tenant, target).await?;
+        let mut into = incident_in_tx(self.backend, &mut tx, tenant, target).await?;
         for source in sources {
-            let s = incident_in_tx(&mut tx, tenant, source).await?;
+            let s = incident_in_tx(self.backend, &mut tx, tenant, source).await?;
             for t in s.tags {
                 if into.tags.len() < limits::TAGS_MAX && !into.tags.contains(&t) {
                     into.tags.push(t);
@@ -390,7 +390,7 @@ impl StateDb {
                 .push(" WHERE tenant_id = ")
                 .bind(tenant.to_owned())
                 .and_in("incident_id", sources);
-            sql.query()?.execute(&mut *tx).await?;
+            sql.query(self.backend)?.execute(&mut *tx).await?;
         }
         let mut sql = Sql::new("UPDATE incidents SET status = ");
         sql.bind(IncidentStatus::Merged.as_str())
@@ -401,14 +401,14 @@ impl StateDb {
             .push(" WHERE tenant_id = ")
             .bind(tenant.to_owned())
             .and_in("id", sources);
-        sql.query()?.execute(&mut *tx).await?;
+        sql.query(self.backend)?.execute(&mut *tx).await?;
         sqlx::query("UPDATE incidents SET tags = $1 WHERE tenant_id = $2 AND id = $3")
             .bind(to_json(&into.tags))
             .bind(tenant.to_owned())
             .bind(target.to_owned())
             .execute(&mut *tx)
             .await?;
-        let merged = recompute(&mut tx, tenant, target).await?;
+        let merged = recompute(self.backend, &mut tx, tenant, target).await?;
         tx.commit().await?;
         Ok(merged)
     }
@@ -610,7 +610,7 @@ impl StateDb {
             sources: BTreeSet<AlertSource>,
         }
         let mut by_incident: HashMap<String, Names> = HashMap::new();
-        for row in sql.query()?.fetch_all(&self.pool).await? {
+        for row in sql.query(self.backend)?.fetch_all(&self.pool).await? {
             let r = Cols(&row);
             let names = by_incident.entry(r.str("incident_id")?).or_default();
             if let Some(device) = r.opt_str("device_name")? {

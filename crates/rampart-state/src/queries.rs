@@ -165,7 +165,7 @@ impl StateDb {
              updated_at = excluded.updated_at RETURNING {}",
             SavedQuery::COLUMNS
         ));
-        let row = sql.query()?.fetch_one(&mut *tx).await?;
+        let row = sql.query(self.backend)?.fetch_one(&mut *tx).await?;
         let saved = SavedQuery::from_row(&Cols(&row))?;
         tx.commit().await?;
         Ok(saved)

@@ -269,7 +269,11 @@ impl StateDb {
             .bind(user_id.to_owned())
             .push(" AND revoked_at IS NULL")
             .and_eq("kind", kind.map(TokenKind::as_str));
-        Ok(sql.query()?.execute(&self.pool).await?.rows_affected())
+        Ok(sql
+            .query(self.backend)?
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// Resolves a bearer secret (`rpt_…` or `rps_…`) to the calling principal; `None` if it is

@@ -241,7 +241,13 @@ impl StateDb {
             .bind(tenant.to_owned())
             .push(" AND id = ")
             .bind(id.to_owned());
-        if sql.query()?.execute(&self.pool).await?.rows_affected() == 0 {
+        if sql
+            .query(self.backend)?
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 0
+        {
             return Err(Error::NotFound("user"));
         }
         if update.password.is_some() {

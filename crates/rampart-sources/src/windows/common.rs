@@ -409,24 +409,89 @@ pub(crate) fn raw_fields(ev: &WinEvent, extras: Extras) -> Map<String, Value> {
 }
 
 /// [`raw_fields`] as JSON text, written from the record as it is (no copy of its fields):
-/// most rows store it so, once per event on the server's ingest path.
+/// most rows store it so, once per event on the server's ingest path. The same text
+/// `serde_json` writes, but its strings escaped eight bytes at a time ([`push_json_str`]):
+/// through `serde_json`'s serializer this was ~8 % of the server's work.
 pub(crate) fn raw_fields_json(ev: &WinEvent, extras: Extras) -> String {
-    struct Raw<'a>(&'a WinEvent, Extras<'a>);
-    impl serde::Serialize for Raw<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            use serde::ser::SerializeMap;
-            let mut map = s.serialize_map(None)?;
-            for (key, value) in self.0.fields.iter() {
-                map.serialize_entry(key, value)?;
+    let mut out = Vec::with_capacity(1024);
+    out.push(b'{');
+    let own = ev.fields.iter().map(|(k, v)| (k.as_str(), v));
+    for (i, (key, value)) in own.chain(added(ev, extras)).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(&mut out, key);
+        out.push(b':');
+        match value {
+            Value::String(text) => push_json_str(&mut out, text),
+            // Numbers, lists: rarer, and written into memory, which does not fail.
+            other => {
+                let _ = serde_json::to_writer(&mut out, other);
             }
-            for (key, value) in added(self.0, self.1) {
-                map.serialize_entry(key, value)?;
-            }
-            map.end()
         }
     }
-    // Serializing a JSON value into memory does not fail.
-    serde_json::to_string(&Raw(ev, extras)).unwrap_or_default()
+    out.push(b'}');
+    // Only UTF-8 text and ASCII were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `text` as a JSON string, escaped as `serde_json` escapes it (`\"`, `\\`, `\n`,
+/// `\r`, `\t`, `\b`, `\f`, other control characters as `\u00xx`). Runs of eight bytes
+/// that need no escape are passed over a word at a time, then copied at once.
+fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of `w` below `n` (n ≤ 0x80). Above a flagged byte, a byte may be
+    // flagged wrongly; the lowest flagged byte is always right.
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGHS;
+    let bytes = text.as_bytes();
+    out.push(b'"');
+    let (mut copied, mut i) = (0, 0);
+    while i < bytes.len() {
+        if let Some(word) = bytes
+            .get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        {
+            let w = u64::from_le_bytes(word);
+            let flagged = below(w, 0x20)
+                | below(w ^ (ONES * u64::from(b'"')), 1)
+                | below(w ^ (ONES * u64::from(b'\\')), 1);
+            if flagged == 0 {
+                i += 8;
+                continue;
+            }
+            // Straight to the first byte to escape (a path's backslashes are frequent).
+            i += (flagged.trailing_zeros() / 8) as usize;
+        }
+        let b = bytes[i];
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => &[],
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[copied..i]);
+        if escaped.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escaped);
+        }
+        i += 1;
+        copied = i;
+    }
+    out.extend_from_slice(&bytes[copied..]);
+    out.push(b'"');
 }
 
 /// The extras `AdditionalFields` adds to the record's fields: those with a value whose key the
@@ -773,6 +838,38 @@ mod tests {
             r#"{"EventID":4104,"Command":"record's","ThreatName":"first"}"#
         );
         assert_eq!(json, Value::Object(raw_fields(&ev, extras)).to_string());
+    }
+
+    /// Every control character, quotes and backslashes at every offset of a word, and text
+    /// beyond ASCII: written as `serde_json` writes them.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = (0u8..0x80).map(|b| (b as char).to_string()).collect();
+        for special in [
+            "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "é", "€", "😀",
+        ] {
+            for at in 0..17 {
+                let mut text = "C:\\Windows\\System32"
+                    .chars()
+                    .cycle()
+                    .take(at)
+                    .collect::<String>();
+                text.push_str(special);
+                text.push_str("abcdefghijklmnop");
+                cases.push(text);
+            }
+        }
+        cases.push(String::new());
+        cases.push("plain text of more than eight bytes".into());
+        for text in cases {
+            let mut out = Vec::new();
+            push_json_str(&mut out, &text);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&text).unwrap(),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
