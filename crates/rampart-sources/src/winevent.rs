@@ -402,7 +402,8 @@ impl<'de> serde::de::Visitor<'de> for SystemVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::new();
+        // A `System` block has ~15 entries.
+        let mut entries = Vec::with_capacity(16);
         while let Some(key) = map.next_key::<String>()? {
             entries.push((key, map.next_value_seed(PartSeed)?));
         }
@@ -429,7 +430,8 @@ impl<'de> serde::de::Visitor<'de> for PartSeed {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Part, A::Error> {
-        let mut entries: Vec<(String, Value)> = Vec::new();
+        // Sized for a usual `EventData`: growing from empty reallocated it four times.
+        let mut entries: Vec<(String, Value)> = Vec::with_capacity(32);
         while let Some((key, value)) = map.next_entry::<String, Value>()? {
             entries.push((key, value));
         }

@@ -73,7 +73,9 @@ pub(crate) fn map(ev: &WinEvent) -> Option<Row> {
 /// A process Sysmon names by `{prefix}Image`, `{prefix}ProcessId`, `{prefix}ProcessGuid`
 /// (or `GUID`), `{prefix}CommandLine` and `{prefix}User`.
 fn process(ev: &WinEvent, prefix: &str) -> Proc {
-    let key = |name: &str| format!("{prefix}{name}");
+    // Joined, not `format!`ed: six names per record, where the formatting machinery cost more
+    // than the lookups.
+    let key = |name: &str| [prefix, name].concat();
     let guid = first_text(ev, &[&key("ProcessGuid"), &key("ProcessGUID")]);
     Proc {
         id: ev.get_i64(&key("ProcessId")),
