@@ -241,9 +241,11 @@ impl Entity {
     ///   `registry_value:<host>:<key>\<name>`, `mailbox:<address>`, `cloud_app:<id or name>`.
     pub fn keys(&self) -> Vec<String> {
         let host = |d: &Option<String>| d.as_deref().map(host_name).unwrap_or_default();
+        // Joined rather than `format!`ed where there is nothing to format: keys are made for
+        // every detection, and the formatting machinery cost more than the rest.
         let mut keys = Vec::new();
         match &self.data {
-            EntityData::Device { name, .. } => keys.push(format!("device:{}", host_name(name))),
+            EntityData::Device { name, .. } => keys.push(["device:", &host_name(name)].concat()),
             EntityData::Account {
                 name,
                 domain,
@@ -251,19 +253,21 @@ impl Entity {
                 upn,
             } => {
                 if let Some(sid) = sid {
-                    keys.push(format!("account:sid:{}", sid.to_uppercase()));
+                    keys.push(["account:sid:", &sid.to_uppercase()].concat());
                 }
                 if let Some(upn) = upn {
-                    keys.push(format!("account:upn:{}", upn.to_lowercase()));
+                    keys.push(["account:upn:", &upn.to_lowercase()].concat());
                 }
                 if let Some(name) = name {
                     keys.push(match domain {
-                        Some(domain) => format!(
-                            "account:name:{}\\{}",
-                            host_name(domain),
-                            name.to_lowercase()
-                        ),
-                        None => format!("account:name:{}", name.to_lowercase()),
+                        Some(domain) => [
+                            "account:name:",
+                            &host_name(domain),
+                            "\\",
+                            &name.to_lowercase(),
+                        ]
+                        .concat(),
+                        None => ["account:name:", &name.to_lowercase()].concat(),
                     });
                 }
             }
@@ -300,17 +304,21 @@ impl Entity {
             } => {
                 for (algo, hash) in [("sha256", sha256), ("sha1", sha1), ("md5", md5)] {
                     if let Some(hash) = hash {
-                        keys.push(format!("file:{algo}:{}", hash.to_lowercase()));
+                        keys.push(["file:", algo, ":", &hash.to_lowercase()].concat());
                     }
                 }
                 let path = folder_path.as_deref().or(name.as_deref());
-                keys.push(format!(
-                    "file:path:{}:{}",
-                    host(device),
-                    path.unwrap_or_default().to_lowercase()
-                ));
+                keys.push(
+                    [
+                        "file:path:",
+                        &host(device),
+                        ":",
+                        &path.unwrap_or_default().to_lowercase(),
+                    ]
+                    .concat(),
+                );
             }
-            EntityData::Ip { address } => keys.push(format!("ip:{}", address.to_lowercase())),
+            EntityData::Ip { address } => keys.push(["ip:", &address.to_lowercase()].concat()),
             EntityData::Url { url } => keys.push(format!("url:{url}")),
             EntityData::Domain { name } => keys.push(format!(
                 "domain:{}",

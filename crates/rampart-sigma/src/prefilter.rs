@@ -179,7 +179,11 @@ impl Prefilter {
                 }
             });
         }
-        let mut scratch = Scratch::default();
+        // Room for most values: grown from empty, the folded copy was reallocated value by value.
+        let mut scratch = Scratch {
+            seen: Vec::new(),
+            folded: String::with_capacity(512),
+        };
         for (field, literals) in &self.fields {
             event.visit_field_text(field, &mut |value, text| {
                 literals.find(value, text, &mut hit, &mut scratch)
@@ -224,7 +228,6 @@ enum Inner {
 const ANY_CLAUSES: usize = 4;
 
 /// What the search of one record reuses from value to value.
-#[derive(Default)]
 struct Scratch {
     /// Which literals of an [`Inner::Each`] have been found in the value.
     seen: Vec<u64>,
