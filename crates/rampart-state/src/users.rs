@@ -237,19 +237,7 @@ impl StateDb {
             sql.push(", password_hash = ")
                 .bind(hash_password(new_password.clone()).await?);
         }
-        sql.push(" WHERE tenant_id = ")
-            .bind(tenant.to_owned())
-            .push(" AND id = ")
-            .bind(id.to_owned());
-        if sql
-            .query(self.backend)?
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-            == 0
-        {
-            return Err(Error::NotFound("user"));
-        }
+        self.execute_on_id(sql, tenant, id, "user").await?;
         if update.password.is_some() {
             self.revoke_user_tokens(tenant, id, Some(TokenKind::Session))
                 .await?;
