@@ -69,6 +69,8 @@ pub struct Prefilter {
     /// Per rule, the clauses of its witness that a record must satisfy, one bit each: none
     /// for a rule without a witness, which is evaluated on every record.
     need: Vec<u8>,
+    /// The rules without a witness.
+    always: Vec<u32>,
 }
 
 /// A clause of a rule's witness, `rule << 3 | clause`: what finding a needle marks.
@@ -83,13 +85,34 @@ fn target(rule: usize, clause: usize) -> Target {
     (rule << 3 | clause) as Target
 }
 
-/// Marks a clause as satisfied.
-fn mark(hit: &mut [u8], t: Target) {
-    hit[(t >> 3) as usize] |= 1 << (t & 7);
+/// The clauses a record satisfies, one bit each per rule, and the rules with any: a record
+/// marks a few dozen of a route's thousand rules, so candidates are read from those rather
+/// than from every rule's bits (that scan was a tenth of the index's work).
+struct Hits {
+    bits: Vec<u8>,
+    touched: Vec<u32>,
 }
 
-fn marked(hit: &[u8], t: Target) -> bool {
-    hit[(t >> 3) as usize] & (1 << (t & 7)) != 0
+impl Hits {
+    fn new(rules: usize) -> Hits {
+        Hits {
+            bits: vec![0; rules],
+            touched: Vec::new(),
+        }
+    }
+
+    /// Marks a clause as satisfied.
+    fn mark(&mut self, t: Target) {
+        let rule = (t >> 3) as usize;
+        if self.bits[rule] == 0 {
+            self.touched.push(rule as u32);
+        }
+        self.bits[rule] |= 1 << (t & 7);
+    }
+
+    fn marked(&self, t: Target) -> bool {
+        self.bits[(t >> 3) as usize] & (1 << (t & 7)) != 0
+    }
 }
 
 /// Adds `t` to a list of targets once (the needles of a clause are added one after another).
@@ -141,40 +164,40 @@ impl Prefilter {
             .map(|(field, literals)| Some((field, literals.build()?)))
             .collect();
         let keywords = keywords.map(LiteralsBuilder::build);
-        match (fields, keywords) {
-            (Some(fields), None) => Prefilter {
-                fields,
-                keywords: None,
-                numbers: numbers.into_iter().collect(),
-                need,
-            },
-            (Some(fields), Some(Some(keywords))) => Prefilter {
-                fields,
-                keywords: Some(keywords),
-                numbers: numbers.into_iter().collect(),
-                need,
-            },
+        let (fields, keywords, numbers) = match (fields, keywords) {
+            (Some(fields), None) => (fields, None, numbers.into_iter().collect()),
+            (Some(fields), Some(Some(keywords))) => {
+                (fields, Some(keywords), numbers.into_iter().collect())
+            }
             // An automaton could not be built: every rule is a candidate (slower, never wrong).
-            _ => Prefilter {
-                fields: Vec::new(),
-                keywords: None,
-                numbers: Vec::new(),
-                need: vec![0; rules.len()],
-            },
+            _ => {
+                need.fill(0);
+                (Vec::new(), None, Vec::new())
+            }
+        };
+        let always = (0..need.len() as u32)
+            .filter(|&i| need[i as usize] == 0)
+            .collect();
+        Prefilter {
+            fields,
+            keywords,
+            numbers,
+            need,
+            always,
         }
     }
 
     /// The rules a record can match, in rule order: those whose every indexed clause has a
     /// needle the record shows.
     pub fn candidates(&self, event: &SigmaEvent<'_>) -> Vec<u32> {
-        let mut hit = vec![0u8; self.need.len()];
+        let mut hit = Hits::new(self.need.len());
         for (field, by_number) in &self.numbers {
             event.visit_field_numbers(field, &mut |n| {
                 // A number a witness holds is an integer below `EXACT_INTEGER`: one equal to
                 // it is too.
                 if n.fract() == 0.0 && n.abs() < EXACT_INTEGER {
                     for &t in by_number.get(&(n as i64)).into_iter().flatten() {
-                        mark(&mut hit, t);
+                        hit.mark(t);
                     }
                 }
             });
@@ -190,15 +213,19 @@ impl Prefilter {
             });
         }
         if let Some(keywords) = &self.keywords {
-            // Keywords are matched against text values only (numbers never match them).
-            event.visit_string_values(&mut |value| {
-                keywords.find(value, true, &mut hit, &mut scratch)
-            });
+            keywords.find_in_values(event, &mut hit, &mut scratch);
         }
-        (0..self.need.len())
-            .filter(|&i| hit[i] & self.need[i] == self.need[i])
-            .map(|i| i as u32)
-            .collect()
+        let Hits { bits, touched } = hit;
+        let mut out: Vec<u32> = touched
+            .into_iter()
+            .filter(|&i| {
+                let need = self.need[i as usize];
+                need != 0 && bits[i as usize] & need == need
+            })
+            .chain(self.always.iter().copied())
+            .collect();
+        out.sort_unstable();
+        out
     }
 }
 
@@ -212,6 +239,8 @@ struct Literals {
     tails: Trie,
     /// `contains` literals.
     inner: Option<Inner>,
+    /// No `contains` literal holds a NUL: values can be searched joined by NULs.
+    joinable: bool,
 }
 
 /// `contains` literals, searched for in the folded value.
@@ -238,25 +267,49 @@ impl Literals {
     /// Marks the rules of the literals `value` shows where they must stand. A number or
     /// boolean (`text` false) is rendered by the evaluator in its own way: a literal anywhere
     /// in it counts, whatever its place.
-    fn find(&self, value: &str, text: bool, hit: &mut [u8], scratch: &mut Scratch) {
+    fn find(&self, value: &str, text: bool, hit: &mut Hits, scratch: &mut Scratch) {
         if value.len() < MIN_NEEDLE_BYTES {
             return;
         }
         // The walks fold ASCII as they go; the automata take the folded value.
         let Scratch { seen, folded } = scratch;
-        let ascii = value.is_ascii();
-        let bytes = if ascii && self.inner.is_none() {
+        let bytes = if value.is_ascii() && self.inner.is_none() {
             value.as_bytes()
         } else {
             folded.clear();
-            if ascii {
-                folded.push_str(value);
-                folded.make_ascii_lowercase();
-            } else {
-                folded.extend(value.chars().flat_map(char::to_lowercase));
-            }
+            fold_into(value, folded);
             folded.as_bytes()
         };
+        self.walk(bytes, text, hit);
+        self.search(bytes, hit, seen);
+    }
+
+    /// [`Literals::find`] in every text value of `event` (numbers never match keywords), with
+    /// one search of the automaton over all of them: each value folded and followed by a NUL,
+    /// which no literal holds (checked at build), so no literal is found across two values.
+    /// Searched value by value, the automaton's set-up was most of the cost of a record's
+    /// thirty-odd short values.
+    fn find_in_values(&self, event: &SigmaEvent<'_>, hit: &mut Hits, scratch: &mut Scratch) {
+        if !self.joinable {
+            event.visit_string_values(&mut |value| self.find(value, true, hit, scratch));
+            return;
+        }
+        let Scratch { seen, folded } = scratch;
+        folded.clear();
+        event.visit_string_values(&mut |value| {
+            if value.len() < MIN_NEEDLE_BYTES {
+                return;
+            }
+            let start = folded.len();
+            fold_into(value, folded);
+            self.walk(&folded.as_bytes()[start..], true, hit);
+            folded.push('\0');
+        });
+        self.search(folded.as_bytes(), hit, seen);
+    }
+
+    /// Marks the clauses of the anchored literals `bytes` (a folded value) shows.
+    fn walk(&self, bytes: &[u8], text: bool, hit: &mut Hits) {
         if text {
             self.heads.walk(bytes.iter().copied(), false, hit);
             self.tails.walk(bytes.iter().rev().copied(), false, hit);
@@ -267,6 +320,10 @@ impl Literals {
                     .walk(bytes[..=at].iter().rev().copied(), true, hit);
             }
         }
+    }
+
+    /// Marks the clauses of the `contains` literals found in `bytes` (folded).
+    fn search(&self, bytes: &[u8], hit: &mut Hits, seen: &mut Vec<u64>) {
         match &self.inner {
             None => {}
             Some(Inner::Each(ac, rules)) => {
@@ -279,20 +336,31 @@ impl Literals {
                     if seen[word] & bit == 0 {
                         seen[word] |= bit;
                         for &t in &rules[p] {
-                            mark(hit, t);
+                            hit.mark(t);
                         }
                     }
                 }
             }
             Some(Inner::Any(ac, rules))
-                if rules.iter().any(|&t| !marked(hit, t)) && ac.is_match(bytes) =>
+                if rules.iter().any(|&t| !hit.marked(t)) && ac.is_match(bytes) =>
             {
                 for &t in rules {
-                    mark(hit, t);
+                    hit.mark(t);
                 }
             }
             Some(Inner::Any(..)) => {}
         }
+    }
+}
+
+/// Appends `value` case-folded, as the literals are.
+fn fold_into(value: &str, out: &mut String) {
+    if value.is_ascii() {
+        let start = out.len();
+        out.push_str(value);
+        out[start..].make_ascii_lowercase();
+    } else {
+        out.extend(value.chars().flat_map(char::to_lowercase));
     }
 }
 
@@ -316,6 +384,7 @@ impl LiteralsBuilder {
 
     /// `None` when the automaton cannot be built.
     fn build(self) -> Option<Literals> {
+        let joinable = !self.inner.keys().any(|k| k.contains('\0'));
         let mut targets: Vec<Target> = self.inner.values().flatten().copied().collect();
         targets.sort_unstable();
         targets.dedup();
@@ -341,6 +410,7 @@ impl LiteralsBuilder {
             heads: self.heads.build(),
             tails: self.tails.build(),
             inner,
+            joinable,
         })
     }
 }
@@ -368,13 +438,13 @@ impl Trie {
     /// Walks `bytes` (ASCII folded on the way) from the root, marking the clauses of every
     /// literal they start with, and of the whole-value literal they are. With `anywhere`, the
     /// whole-value literals they start with are marked too.
-    fn walk(&self, bytes: impl Iterator<Item = u8>, anywhere: bool, hit: &mut [u8]) {
+    fn walk(&self, bytes: impl Iterator<Item = u8>, anywhere: bool, hit: &mut Hits) {
         let Some(mut node) = self.nodes.first() else {
             return;
         };
         let mut mark_all = |range: (u32, u32)| {
             for &t in &self.targets[range.0 as usize..range.1 as usize] {
-                mark(hit, t);
+                hit.mark(t);
             }
         };
         for b in bytes {
@@ -900,6 +970,57 @@ mod tests {
             ),
             ["keyword"]
         );
+    }
+
+    #[test]
+    fn keywords_are_found_in_one_value_never_across_two() {
+        use serde_json::json;
+        // Three keyword rules share an `Any` search (a find marks them all); six need an
+        // `Each` (a find marks its own). One keyword has a wildcard: a regex, searched for by
+        // its literal start.
+        let few = ["ab cd", "zz-top"];
+        let many = ["ab cd", "zz-top", "k3a", "k3b", "k3c"];
+        for (keywords, each) in [(&few[..], false), (&many[..], true)] {
+            let mut rules: Vec<String> = keywords
+                .iter()
+                .map(|k| {
+                    rule(
+                        k,
+                        &format!("  keywords:\n    - '{k}'\n  condition: keywords"),
+                    )
+                })
+                .collect();
+            rules.push(rule(
+                "wildcard",
+                "  keywords:\n    - 'start-here*x'\n  condition: keywords",
+            ));
+            let (set, key) = process_creation_route(&rules.join("---\n"));
+            let prefilter = &set.routes[&key].prefilter;
+            let literals = prefilter.keywords.as_ref().unwrap();
+            assert!(literals.joinable);
+            assert_eq!(matches!(literals.inner, Some(Inner::Each(..))), each);
+            let found = |data: serde_json::Value| -> Vec<String> {
+                prefilter
+                    .candidates(&SigmaEvent::new(&sysmon_process(data)))
+                    .into_iter()
+                    .map(|i| set.routes[&key].rules[i as usize].title.clone())
+                    .collect()
+            };
+            // Split over two values (in either order): nothing.
+            assert!(found(json!({"A": "x ab", "B": "cd y", "C": "zz-", "D": "top"})).is_empty());
+            assert!(found(json!({"A": "cd", "B": "x ab "})).is_empty());
+            assert!(found(json!({"A": "x start", "B": "-here"})).is_empty());
+            // Whole in a later value, folded; two in one value.
+            let later = found(json!({"A": "nothing", "B": 12, "C": "1 AB CD 2"}));
+            let both = found(json!({"A": "x", "B": "Ünïcode ZZ-Top start-HERE"}));
+            if each {
+                assert_eq!(later, ["ab cd"]);
+                assert_eq!(both, ["zz-top", "wildcard"]);
+            } else {
+                assert_eq!(later, ["ab cd", "zz-top", "wildcard"]);
+                assert_eq!(both, later);
+            }
+        }
     }
 
     #[test]
