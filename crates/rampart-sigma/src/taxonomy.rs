@@ -9,6 +9,8 @@
 //! reads both.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use rampart_sources::WinEvent;
 use serde_json::Value;
@@ -262,24 +264,62 @@ pub fn route(
 pub fn routes_of(event: &WinEvent, out: &mut Vec<RouteKey>) {
     out.clear();
     out.push(RouteKey::AnyWindows);
-    for (name, channels) in SERVICES {
-        if channels
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(&event.channel))
-        {
-            out.push(RouteKey::Service(name));
+    // Channels compare without ASCII case: the record's is folded (on the stack) and looked
+    // up once, instead of compared with every channel of every service and category.
+    let channel = event.channel.as_bytes();
+    let mut folded = [0u8; MAX_CHANNEL];
+    let Some(folded) = folded.get_mut(..channel.len()) else {
+        return;
+    };
+    folded.copy_from_slice(channel);
+    folded.make_ascii_lowercase();
+    let Some(routes) = std::str::from_utf8(folded)
+        .ok()
+        .and_then(|c| channel_routes().get(c))
+    else {
+        return;
+    };
+    for (key, ids) in routes {
+        if ids.is_empty() || ids.contains(&event.event_id) {
+            out.push(*key);
         }
     }
-    for (name, sources) in CATEGORIES {
-        if sources.iter().any(|(channels, ids)| {
-            ids.contains(&event.event_id)
-                && channels
-                    .iter()
-                    .any(|c| c.eq_ignore_ascii_case(&event.channel))
-        }) {
-            out.push(RouteKey::Category(name));
+}
+
+/// The longest channel the taxonomy names is shorter: a longer one is in no route but
+/// [`RouteKey::AnyWindows`].
+const MAX_CHANNEL: usize = 96;
+
+/// Per channel (ASCII-lowercased), its routes in the order of [`SERVICES`] then
+/// [`CATEGORIES`], each with the event ids it takes (none: every record of the channel).
+type ChannelRoutes = HashMap<String, Vec<(RouteKey, Vec<u32>)>>;
+
+fn channel_routes() -> &'static ChannelRoutes {
+    static ROUTES: OnceLock<ChannelRoutes> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let mut routes: ChannelRoutes = HashMap::new();
+        for (name, channels) in SERVICES {
+            for c in *channels {
+                routes
+                    .entry(c.to_ascii_lowercase())
+                    .or_default()
+                    .push((RouteKey::Service(name), Vec::new()));
+            }
         }
-    }
+        for (name, sources) in CATEGORIES {
+            for (channels, ids) in *sources {
+                for c in *channels {
+                    let list = routes.entry(c.to_ascii_lowercase()).or_default();
+                    let key = RouteKey::Category(name);
+                    match list.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, known)) => known.extend_from_slice(ids),
+                        None => list.push((key, ids.to_vec())),
+                    }
+                }
+            }
+        }
+        routes
+    })
 }
 
 /// Fields a record must also answer to under Sysmon's names, for the categories it is in.
@@ -414,6 +454,64 @@ mod tests {
     use super::*;
     use std::path::Path;
     use std::sync::Arc;
+
+    /// `routes_of` by comparing the record with every service and category in turn.
+    fn routes_by_scan(event: &WinEvent) -> Vec<RouteKey> {
+        let on = |c: &&str| c.eq_ignore_ascii_case(&event.channel);
+        let mut out = vec![RouteKey::AnyWindows];
+        for (name, channels) in SERVICES {
+            if channels.iter().any(on) {
+                out.push(RouteKey::Service(name));
+            }
+        }
+        for (name, sources) in CATEGORIES {
+            if sources
+                .iter()
+                .any(|(channels, ids)| ids.contains(&event.event_id) && channels.iter().any(on))
+            {
+                out.push(RouteKey::Category(name));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn routes_are_those_of_every_service_and_category_the_record_is_in() {
+        let mut channels: Vec<String> = SERVICES
+            .iter()
+            .flat_map(|(_, c)| c.iter())
+            .chain(
+                CATEGORIES
+                    .iter()
+                    .flat_map(|(_, s)| s.iter().flat_map(|(c, _)| c.iter())),
+            )
+            .flat_map(|c| [c.to_string(), c.to_uppercase(), c.to_lowercase()])
+            .collect();
+        assert!(channels.iter().all(|c| c.len() < MAX_CHANNEL));
+        channels.extend([
+            "".into(),
+            "Other".into(),
+            "x".repeat(MAX_CHANNEL + 1),
+            "Sécurité".into(),
+        ]);
+        let ids: Vec<u32> = CATEGORIES
+            .iter()
+            .flat_map(|(_, s)| s.iter().flat_map(|(_, ids)| ids.iter().copied()))
+            .chain([0, 2, 7, 4624, 99_999])
+            .collect();
+        let mut routes = Vec::new();
+        let mut checked = 0;
+        for channel in &channels {
+            for &id in &ids {
+                let e = event(channel, id, serde_json::json!({}));
+                routes_of(&e, &mut routes);
+                assert_eq!(routes, routes_by_scan(&e), "{channel} {id}");
+                checked += usize::from(routes.len() > 2);
+            }
+        }
+        // Some records are in a service and a category.
+        assert!(checked > 0);
+    }
 
     fn event(channel: &str, id: u32, data: Value) -> WinEvent {
         let json = serde_json::json!({"Event": {

@@ -50,13 +50,7 @@ impl WinEvent {
         timestamp: DateTime<Utc>,
         mut json: Value,
     ) -> Option<WinEvent> {
-        let event = json.get_mut("Event")?.as_object_mut()?;
-        let system = match event.remove("System") {
-            Some(Value::Object(system)) => Some(system.into_iter().map(Part::of).collect()),
-            _ => None,
-        };
-        let rest = std::mem::take(event).into_iter().map(Part::of).collect();
-        let fields = flatten(system, rest);
+        let fields = fields_of_json(&mut json)?;
         Some(WinEvent::from_fields(source, record_id, timestamp, fields))
     }
 
@@ -69,14 +63,25 @@ impl WinEvent {
         timestamp: DateTime<Utc>,
         fields: Fields,
     ) -> WinEvent {
+        WinEvent::timed(source, record_id, timestamp, fields).0
+    }
+
+    /// [`WinEvent::from_fields`], and whether the time was read from the fields.
+    fn timed(
+        source: Arc<Path>,
+        record_id: u64,
+        timestamp: DateTime<Utc>,
+        fields: Fields,
+    ) -> (WinEvent, bool) {
         let event_id = fields.get("EventID").and_then(as_u64).unwrap_or(0) as u32;
         // The rendered System time is what Windows shows; the record header's copy is only a
         // fallback.
-        let timestamp = fields
+        let rendered = fields
             .get("TimeCreated_SystemTime")
             .and_then(Value::as_str)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or(timestamp, |t| t.to_utc());
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let timed = rendered.is_some();
+        let timestamp = rendered.map_or(timestamp, |t| t.to_utc());
         let text = |k: &str| {
             fields
                 .get(k)
@@ -84,7 +89,7 @@ impl WinEvent {
                 .unwrap_or_default()
                 .to_string()
         };
-        WinEvent {
+        let event = WinEvent {
             source,
             record_id,
             timestamp,
@@ -93,15 +98,19 @@ impl WinEvent {
             provider: text("Provider_Name"),
             computer: text("Computer"),
             fields,
-        }
+        };
+        (event, timed)
     }
 
     /// Builds an event from a forwarded record: the same JSON rendering, but with no file
     /// header to fall back on, so the record id is the rendering's `EventRecordID` (0 when
     /// absent) and the time must be there (`System.TimeCreated_attributes.SystemTime`, RFC 3339).
-    pub fn from_forwarded_json(source: Arc<Path>, json: Value) -> Result<WinEvent, &'static str> {
-        let event = WinEvent::from_json(source, 0, DateTime::UNIX_EPOCH, json).ok_or(NO_EVENT)?;
-        event.forwarded()
+    pub fn from_forwarded_json(
+        source: Arc<Path>,
+        mut json: Value,
+    ) -> Result<WinEvent, &'static str> {
+        let fields = fields_of_json(&mut json).ok_or(NO_EVENT)?;
+        WinEvent::forwarded(source, fields)
     }
 
     /// [`WinEvent::from_forwarded_json`] of a record's JSON text, read straight into the flat
@@ -115,17 +124,13 @@ impl WinEvent {
         let Root(parts) = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let (system, rest) = parts.ok_or(NO_EVENT)?;
         let fields = flatten(system, rest);
-        Ok(WinEvent::from_fields(source, 0, DateTime::UNIX_EPOCH, fields).forwarded()?)
+        Ok(WinEvent::forwarded(source, fields)?)
     }
 
-    /// Checks a forwarded record's time and takes its record id from the rendering.
-    fn forwarded(mut self) -> Result<WinEvent, &'static str> {
-        let event = &mut self;
-        let timed = event
-            .fields
-            .get("TimeCreated_SystemTime")
-            .and_then(Value::as_str)
-            .is_some_and(|t| DateTime::parse_from_rfc3339(t).is_ok());
+    /// A forwarded record of `fields`: its time must be there, its record id is the
+    /// rendering's.
+    fn forwarded(source: Arc<Path>, fields: Fields) -> Result<WinEvent, &'static str> {
+        let (mut event, timed) = WinEvent::timed(source, 0, DateTime::UNIX_EPOCH, fields);
         if !timed {
             return Err("no RFC 3339 time in Event.System.TimeCreated_attributes.SystemTime");
         }
@@ -134,7 +139,7 @@ impl WinEvent {
             .get("EventRecordID")
             .and_then(as_u64)
             .unwrap_or(0);
-        Ok(self)
+        Ok(event)
     }
 
     /// A field's value as text (numbers and booleans are rendered), `None` when absent or empty.
@@ -183,6 +188,17 @@ fn as_u64(v: &Value) -> Option<u64> {
 }
 
 const NO_EVENT: &str = "not a Windows event: no \"Event\" object";
+
+/// The flat fields of a record's parsed JSON (`None` without an `Event` object).
+fn fields_of_json(json: &mut Value) -> Option<Fields> {
+    let event = json.get_mut("Event")?.as_object_mut()?;
+    let system = match event.remove("System") {
+        Some(Value::Object(system)) => Some(system.into_iter().map(Part::of).collect()),
+        _ => None,
+    };
+    let rest = std::mem::take(event).into_iter().map(Part::of).collect();
+    Some(flatten(system, rest))
+}
 
 /// A value of the `Event` object as flattening takes it: an object's entries in order (no map
 /// is built for them), or any other value.
