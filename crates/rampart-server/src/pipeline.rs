@@ -71,14 +71,17 @@ pub struct Ingest<'a> {
     pub batch_rows: usize,
 }
 
+/// Small maps looked up once or twice per record: foldhash rather than SipHash.
+type Fast = foldhash::fast::RandomState;
+
 /// One reading thread's rows being batched, and what it found.
 #[derive(Default)]
 struct Shard {
-    builders: HashMap<Table, BatchBuilder>,
+    builders: HashMap<Table, BatchBuilder, Fast>,
     appended: BTreeMap<Table, u64>,
     hits: Vec<Hit>,
     held: Vec<CorrelationInput>,
-    computers: HashMap<String, DateTime<Utc>>,
+    computers: HashMap<String, DateTime<Utc>, Fast>,
 }
 
 impl Ingest<'_> {

@@ -292,12 +292,12 @@ const MAX_CHANNEL: usize = 96;
 
 /// Per channel (ASCII-lowercased), its routes in the order of [`SERVICES`] then
 /// [`CATEGORIES`], each with the event ids it takes (none: every record of the channel).
-type ChannelRoutes = HashMap<String, Vec<(RouteKey, Vec<u32>)>>;
+type ChannelRoutes = HashMap<String, Vec<(RouteKey, Vec<u32>)>, foldhash::fast::FixedState>;
 
 fn channel_routes() -> &'static ChannelRoutes {
     static ROUTES: OnceLock<ChannelRoutes> = OnceLock::new();
     ROUTES.get_or_init(|| {
-        let mut routes: ChannelRoutes = HashMap::new();
+        let mut routes = ChannelRoutes::default();
         for (name, channels) in SERVICES {
             for c in *channels {
                 routes
