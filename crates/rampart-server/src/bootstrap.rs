@@ -58,6 +58,7 @@ pub async fn run(
         retention: chrono::Duration::days(i64::from(config.store.retention_days)),
         memory_limit_bytes: config.store.memory_limit_mib << 20,
         row_group_rows: config.store.row_group_rows,
+        sources: crate::forwarded::sources(),
         ..StoreConfig::default()
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_config))

@@ -17,6 +17,7 @@ pub mod auth;
 mod bootstrap;
 pub mod config;
 mod custom;
+pub mod forwarded;
 pub mod indicators;
 pub mod listener;
 mod local_agent;

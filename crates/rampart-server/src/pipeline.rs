@@ -69,6 +69,10 @@ pub struct Ingest<'a> {
     /// Matched against every batch before it is stored, when given.
     pub indicators: Option<&'a Indicators>,
     pub batch_rows: usize,
+    /// The source input (kind, input) the rows are made of, logged by the store instead of
+    /// the rows ([`Store::append_source`]): the rows of every table are then appended at the
+    /// end, at once.
+    pub logged_as: Option<(&'a str, &'a [u8])>,
 }
 
 /// Small maps looked up once or twice per record: foldhash rather than SipHash.
@@ -121,6 +125,8 @@ impl Ingest<'_> {
         // across the append: appends from several threads then wait for the store together and
         // share its group commit (one fsync), instead of one fsync each in turn.
         let indicator_drafts: Mutex<Vec<AlertDraft>> = Mutex::default();
+        // With `logged_as`, the batches waiting for the one append of them all.
+        let collected: Mutex<Vec<(Table, RecordBatch)>> = Mutex::default();
         let store = |table: Table, batch: RecordBatch| -> Option<u64> {
             if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                 return None;
@@ -139,6 +145,14 @@ impl Ingest<'_> {
                 }
             }
             let rows = batch.num_rows() as u64;
+            if self.logged_as.is_some() {
+                // Counted once appended.
+                collected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((table, batch));
+                return None;
+            }
             match self.store.append(self.tenant, table, batch) {
                 Ok(()) => Some(rows),
                 Err(e) => {
@@ -267,6 +281,18 @@ impl Ingest<'_> {
         }
         if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
+        }
+        if let Some((kind, input)) = self.logged_as {
+            let batches = collected.into_inner().unwrap_or_else(|p| p.into_inner());
+            let counts: Vec<(Table, u64)> = batches
+                .iter()
+                .map(|(table, b)| (*table, b.num_rows() as u64))
+                .collect();
+            self.store
+                .append_source(self.tenant, kind, input, batches)?;
+            for (table, n) in counts {
+                *out.per_table.entry(table).or_default() += n;
+            }
         }
         out.indicator_drafts = indicator_drafts
             .into_inner()

@@ -73,6 +73,7 @@ mod manifest;
 mod merge;
 mod provider;
 mod record;
+mod source;
 mod wal;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -95,7 +96,8 @@ use crate::files::DataFile;
 use crate::maintain::Flush;
 use crate::manifest::Manifest;
 use crate::provider::{Snapshots, StoreTable, TimeRange};
-use crate::record::MemBatch;
+use crate::record::{MemBatch, Undecodable};
+pub use crate::source::{MAX_SOURCE_KIND_LEN, SourceDecoder, Sources};
 use crate::wal::Wal;
 
 /// The tenant of a single-tenant installation.
@@ -146,6 +148,9 @@ pub struct StoreConfig {
     pub max_held_bytes: usize,
     /// How long a flush holds a partition's rows in memory at most (5 minutes).
     pub max_hold: Duration,
+    /// The sources whose input [`Store::append_source`] logs (none). Opening a store whose
+    /// log holds records of a source not given here fails.
+    pub sources: Sources,
 }
 
 impl Default for StoreConfig {
@@ -163,6 +168,7 @@ impl Default for StoreConfig {
             wal_compression: true,
             max_held_bytes: 64 << 20,
             max_hold: Duration::from_secs(300),
+            sources: Sources::default(),
         }
     }
 }
@@ -244,6 +250,13 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// The log holds the input of a source this program was not given the decoder of
+    /// ([`StoreConfig::sources`]), or an append names such a source.
+    #[error(
+        "the store's log holds the input of source '{0}', which this program does not read: \
+         open it with the program that wrote it (rampart), which replays it"
+    )]
+    UnknownSource(String),
     /// Another process (or another `Store` in this one) has the store open.
     #[error("the store at {} is open in another process", .0.display())]
     Locked(PathBuf),
@@ -563,8 +576,9 @@ impl State {
 
 /// An append waiting for the log writer.
 struct Pending {
-    key: Key,
-    batch: MemBatch,
+    /// The batches the record holds: one for [`Store::append`], a table's each for
+    /// [`Store::append_source`].
+    batches: Vec<(Key, MemBatch)>,
     payload: Vec<u8>,
     reply: SyncSender<Result<(), StoreError>>,
 }
@@ -679,8 +693,15 @@ impl Snapshots for StoreReader {
 }
 
 impl StoreReader {
-    /// Opens a view of the store in `dir`, which must exist.
+    /// Opens a view of the store in `dir`, which must exist, whose log holds no source's
+    /// input ([`StoreReader::open_with`]).
     pub fn open(dir: &Path) -> Result<Arc<StoreReader>, StoreError> {
+        StoreReader::open_with(dir, &Sources::default())
+    }
+
+    /// Opens a view of the store in `dir`, which must exist, reading the log records of
+    /// `sources` ([`StoreConfig::sources`]).
+    pub fn open_with(dir: &Path, sources: &Sources) -> Result<Arc<StoreReader>, StoreError> {
         let dir = std::fs::canonicalize(dir).map_err(|e| io_err(dir, e))?;
         let load = || {
             manifest::load(&dir)?.ok_or_else(|| StoreError::Corrupt {
@@ -693,7 +714,7 @@ impl StoreReader {
         // still across both.
         let mut manifest = load()?;
         for _ in 0..READER_ATTEMPTS {
-            let state = Self::read(&dir, &manifest)?;
+            let state = Self::read(&dir, &manifest, sources)?;
             let after = load()?;
             if after == manifest {
                 return Ok(Arc::new(StoreReader { dir, state }));
@@ -707,7 +728,7 @@ impl StoreReader {
     }
 
     /// The files `manifest` names and the log records after them.
-    fn read(dir: &Path, manifest: &Manifest) -> Result<State, StoreError> {
+    fn read(dir: &Path, manifest: &Manifest, sources: &Sources) -> Result<State, StoreError> {
         let mut state = State {
             parts: BTreeMap::new(),
             applied_seq: manifest.wal_seq,
@@ -721,20 +742,29 @@ impl StoreReader {
             state.part(&meta.tenant, table).files.push(Arc::new(file));
         }
         let wal_dir = dir.join(WAL_DIR);
+        let mut unknown = None;
         if wal_dir.is_dir() {
             wal::read_only(&wal_dir, manifest.wal_seq, |_, payload| {
-                // A record that does not decode is skipped here; the writer reports it.
-                if let Ok(d) = record::decode(payload)
-                    && d.counts(manifest.wal_seq)
-                {
-                    for batch in d.batches {
-                        let batch = MemBatch::new(batch, d.table, d.ingest_us);
-                        state.part(&d.tenant, d.table).active.push(batch);
+                match record::decode(payload, sources) {
+                    Ok(d) if d.counts(manifest.wal_seq) => {
+                        for (table, batch) in d.batches {
+                            let batch = MemBatch::new(batch, table, d.ingest_us);
+                            state.part(&d.tenant, table).active.push(batch);
+                        }
+                    }
+                    Ok(_) => {}
+                    // Skipped here; the writer reports it.
+                    Err(Undecodable::Damaged(_)) => {}
+                    Err(Undecodable::UnknownSource(kind)) => {
+                        unknown.get_or_insert(kind);
                     }
                 }
             })?;
         }
-        Ok(state)
+        match unknown {
+            Some(kind) => Err(StoreError::UnknownSource(kind)),
+            None => Ok(state),
+        }
     }
 
     /// One table of one tenant, for DataFusion.
@@ -833,26 +863,33 @@ impl Store {
         remove_orphans(&dir.join(TABLES_DIR), &live, &mut recovery.orphans_removed)?;
 
         let mut memory = 0usize;
+        let mut unknown = None;
         let opened =
             wal::open(
                 &dir.join(WAL_DIR),
                 manifest.wal_seq,
-                |seq, payload| match record::decode(payload) {
+                |seq, payload| match record::decode(payload, &config.sources) {
                     Ok(d) if !d.counts(manifest.wal_seq) => recovery.superseded_records += 1,
                     Ok(d) => {
                         recovery.replayed_records += 1;
-                        for batch in d.batches {
+                        for (table, batch) in d.batches {
                             recovery.replayed_rows += batch.num_rows() as u64;
-                            let batch = MemBatch::new(batch, d.table, d.ingest_us);
+                            let batch = MemBatch::new(batch, table, d.ingest_us);
                             memory += batch.bytes;
-                            state.part(&d.tenant, d.table).active.push(batch);
+                            state.part(&d.tenant, table).active.push(batch);
                         }
                     }
-                    Err(why) => recovery
+                    Err(Undecodable::Damaged(why)) => recovery
                         .skipped_records
                         .push(format!("record {seq}: {why}")),
+                    Err(Undecodable::UnknownSource(kind)) => {
+                        unknown.get_or_insert(kind);
+                    }
                 },
             )?;
+        if let Some(kind) = unknown {
+            return Err(StoreError::UnknownSource(kind));
+        }
         recovery.torn = opened.torn;
         state.applied_seq = opened.wal.last_seq();
 
@@ -914,14 +951,7 @@ impl Store {
     pub fn append(&self, tenant: &str, table: Table, batch: RecordBatch) -> Result<(), StoreError> {
         validate_tenant(tenant)?;
         self.inner.check_failed()?;
-        let bytes = batch.get_array_memory_size();
-        if bytes > self.inner.config.max_batch_bytes {
-            return Err(StoreError::BatchTooLarge {
-                bytes,
-                limit: self.inner.config.max_batch_bytes,
-            });
-        }
-        let batch = record::conform(table, batch)?;
+        let batch = self.conformed(table, batch)?;
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -935,13 +965,64 @@ impl Store {
             None,
         )?;
         let batch = MemBatch::new(batch, table, now);
+        self.submit(vec![((tenant.to_string(), table), batch)], payload)
+    }
+
+    /// Appends the rows a source made of `input`, logging `input` itself rather than the
+    /// rows: one record, far smaller than the rows' own encoding, that the source's decoder
+    /// ([`StoreConfig::sources`], `kind`) turns into the same rows when the log is replayed.
+    /// The rows of every table are acknowledged together (one record, one fsync), as
+    /// [`Store::append`] acknowledges one batch.
+    pub fn append_source(
+        &self,
+        tenant: &str,
+        kind: &str,
+        input: &[u8],
+        batches: Vec<(Table, RecordBatch)>,
+    ) -> Result<(), StoreError> {
+        validate_tenant(tenant)?;
+        self.inner.check_failed()?;
+        if self.inner.config.sources.get(kind).is_none() {
+            return Err(StoreError::UnknownSource(kind.to_string()));
+        }
+        let now = Utc::now().timestamp_micros();
+        let mut parts = Vec::with_capacity(batches.len());
+        for (table, batch) in batches {
+            let batch = self.conformed(table, batch)?;
+            if batch.num_rows() > 0 {
+                parts.push((
+                    (tenant.to_string(), table),
+                    MemBatch::new(batch, table, now),
+                ));
+            }
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let payload = record::encode_source(tenant, kind, now, input);
+        self.submit(parts, payload)
+    }
+
+    /// `batch` checked against the size limit and `table`'s schema.
+    fn conformed(&self, table: Table, batch: RecordBatch) -> Result<RecordBatch, StoreError> {
+        let bytes = batch.get_array_memory_size();
+        if bytes > self.inner.config.max_batch_bytes {
+            return Err(StoreError::BatchTooLarge {
+                bytes,
+                limit: self.inner.config.max_batch_bytes,
+            });
+        }
+        record::conform(table, batch)
+    }
+
+    /// Hands a record to the log writer and waits until it is durable.
+    fn submit(&self, batches: Vec<(Key, MemBatch)>, payload: Vec<u8>) -> Result<(), StoreError> {
         self.inner.wait_for_memory()?;
         let (reply, done) = sync_channel(1);
         {
             let mut queue = lock(&self.inner.queue);
             queue.pending.push(Pending {
-                key: (tenant.to_string(), table),
-                batch,
+                batches,
                 payload,
                 reply,
             });
@@ -1137,11 +1218,10 @@ impl Inner {
         for pending in batch {
             replies.push(pending.reply);
             if written.is_ok() {
-                added += pending.batch.bytes;
-                state
-                    .part(&pending.key.0, pending.key.1)
-                    .active
-                    .push(pending.batch);
+                for ((tenant, table), batch) in pending.batches {
+                    added += batch.bytes;
+                    state.part(&tenant, table).active.push(batch);
+                }
             }
         }
         written?;

@@ -11,7 +11,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use rampart_schema::{KustoType, Table};
 
 use crate::files::{day_of_micros, timestamps};
-use crate::{StoreError, validate_tenant};
+use crate::{Sources, StoreError, validate_tenant};
 
 /// A batch as the store keeps it in memory.
 #[derive(Debug, Clone)]
@@ -113,6 +113,10 @@ fn empty_for_null(column: &ArrayRef) -> Result<ArrayRef, StoreError> {
 /// before kept their buffers framed inside the stream, which the IPC reader still reads.
 const PACKED: u8 = 0x80;
 
+/// Set in the byte of the tenant's length: the record is a source's input (see
+/// [`crate::Sources`]), its kind's name after the tenant instead of a table's, then the input.
+const SOURCE: u8 = 0x40;
+
 /// Where a held partition's record has the ingestion time of others (no clock says i64::MIN;
 /// logs written before held records existed have none).
 const HELD: i64 = i64::MIN;
@@ -165,6 +169,19 @@ pub(crate) fn encode(
     Ok(out)
 }
 
+/// A log record of a source's input: ingestion time (µs), tenant, the source's kind, the input
+/// as it came. `kind` is valid ([`crate::source::valid_kind`]).
+pub(crate) fn encode_source(tenant: &str, kind: &str, ingest_us: i64, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 2 + tenant.len() + kind.len() + input.len());
+    out.extend_from_slice(&ingest_us.to_le_bytes());
+    out.push(tenant.len() as u8 | SOURCE);
+    out.extend_from_slice(tenant.as_bytes());
+    out.push(kind.len() as u8);
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(input);
+    out
+}
+
 /// The IPC stream of a [`PACKED`] record. Records are decoded only once the log's CRC has
 /// matched: lz4_flex is built as arrow-ipc builds it, without its checked decoding.
 fn unpack(block: &[u8]) -> Result<Vec<u8>, String> {
@@ -182,9 +199,8 @@ fn unpack(block: &[u8]) -> Result<Vec<u8>, String> {
 /// A log record read back.
 pub(crate) struct Decoded {
     pub(crate) tenant: String,
-    pub(crate) table: Table,
     pub(crate) ingest_us: i64,
-    pub(crate) batches: Vec<RecordBatch>,
+    pub(crate) batches: Vec<(Table, RecordBatch)>,
     /// A held partition's record: the last record it copies rows from.
     pub(crate) covers: Option<u64>,
 }
@@ -197,7 +213,23 @@ impl Decoded {
     }
 }
 
-pub(crate) fn decode(payload: &[u8]) -> Result<Decoded, String> {
+/// Why a record that passed its checksum gives no rows.
+#[derive(Debug)]
+pub(crate) enum Undecodable {
+    /// It does not decode (skipped and reported).
+    Damaged(String),
+    /// It holds the input of a source there is no decoder for: the store must not be read
+    /// without it.
+    UnknownSource(String),
+}
+
+impl From<String> for Undecodable {
+    fn from(why: String) -> Undecodable {
+        Undecodable::Damaged(why)
+    }
+}
+
+pub(crate) fn decode(payload: &[u8], sources: &Sources) -> Result<Decoded, Undecodable> {
     let short = || "record too short".to_string();
     let (first, _) = read_u64(payload).ok_or_else(short)?;
     let (covers, payload) = if first as i64 == HELD {
@@ -210,9 +242,25 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Decoded, String> {
     let (ingest, rest) = read_u64(payload).ok_or_else(short)?;
     let ingest_us = ingest as i64;
     let (&tenant_len, rest) = rest.split_first().ok_or_else(short)?;
-    let (tenant, rest) = take_str(rest, tenant_len & !PACKED).ok_or_else(short)?;
+    let (tenant, rest) = take_str(rest, tenant_len & !(PACKED | SOURCE)).ok_or_else(short)?;
     let (table, rest) = take_name(rest).ok_or_else(short)?;
     validate_tenant(tenant).map_err(|e| e.to_string())?;
+    if tenant_len & SOURCE != 0 {
+        let decoder = sources
+            .get(table)
+            .ok_or_else(|| Undecodable::UnknownSource(table.to_string()))?;
+        let batches = decoder
+            .decode(rest)?
+            .into_iter()
+            .map(|(table, b)| Ok((table, conform(table, b).map_err(|e| e.to_string())?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        return Ok(Decoded {
+            tenant: tenant.to_string(),
+            ingest_us,
+            batches,
+            covers,
+        });
+    }
     let table = Table::from_name(table).ok_or_else(|| format!("unknown table '{table}'"))?;
     let unpacked;
     let stream = if tenant_len & PACKED != 0 {
@@ -225,12 +273,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Decoded, String> {
     let batches = reader
         .map(|b| {
             let b = b.map_err(|e| e.to_string())?;
-            conform(table, b).map_err(|e| e.to_string())
+            Ok((table, conform(table, b).map_err(|e| e.to_string())?))
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Decoded {
         tenant: tenant.to_string(),
-        table,
         ingest_us,
         batches,
         covers,
@@ -256,6 +303,61 @@ fn take_str(bytes: &[u8], len: u8) -> Option<(&str, &[u8])> {
 mod tests {
     use super::*;
     use rampart_schema::{DeviceProcessEvents, Row};
+
+    fn none() -> Sources {
+        Sources::default()
+    }
+
+    /// Input: one file name per line, each a process row.
+    struct Names;
+
+    impl crate::SourceDecoder for Names {
+        fn decode(&self, input: &[u8]) -> Result<Vec<(Table, RecordBatch)>, String> {
+            let text = std::str::from_utf8(input).map_err(|e| e.to_string())?;
+            let mut b = Table::DeviceProcessEvents.batch_builder();
+            for name in text.lines() {
+                let row = DeviceProcessEvents {
+                    file_name: Some(name.into()),
+                    ..Default::default()
+                };
+                b.append(&Row::from(row)).map_err(|e| e.to_string())?;
+            }
+            Ok(vec![(Table::DeviceProcessEvents, b.finish())])
+        }
+    }
+
+    #[test]
+    fn a_source_record_holds_the_input_and_needs_its_decoder() {
+        let bytes = encode_source("acme", "names", 42, b"cmd.exe\nwhoami.exe");
+        assert!(bytes.ends_with(b"cmd.exe\nwhoami.exe"));
+        let sources = Sources::default().with("names", Names);
+        let d = decode(&bytes, &sources).unwrap();
+        assert_eq!(
+            (d.tenant.as_str(), d.ingest_us, d.covers),
+            ("acme", 42, None)
+        );
+        let [(table, batch)] = &d.batches[..] else {
+            panic!("{} batches", d.batches.len())
+        };
+        assert_eq!(*table, Table::DeviceProcessEvents);
+        let names = batch.column_by_name("FileName").unwrap().as_string::<i32>();
+        assert_eq!(
+            names.iter().flatten().collect::<Vec<_>>(),
+            ["cmd.exe", "whoami.exe"]
+        );
+        // Strings the decoder left null are conformed, as appended batches are.
+        let commands = batch.column_by_name("ProcessCommandLine").unwrap();
+        assert_eq!(commands.null_count(), 0);
+        assert!(matches!(
+            decode(&bytes, &none()),
+            Err(Undecodable::UnknownSource(kind)) if kind == "names"
+        ));
+        let bad = encode_source("acme", "names", 42, b"\xff");
+        assert!(matches!(
+            decode(&bad, &sources),
+            Err(Undecodable::Damaged(_))
+        ));
+    }
 
     fn batch() -> RecordBatch {
         let mut b = Table::DeviceProcessEvents.batch_builder();
@@ -304,14 +406,11 @@ mod tests {
         let b = conform(Table::DeviceProcessEvents, batch()).unwrap();
         for compress in [false, true] {
             let bytes = encode("acme", Table::DeviceProcessEvents, 42, &b, compress, None).unwrap();
-            let d = decode(&bytes).unwrap();
-            assert_eq!(
-                (d.tenant.as_str(), d.table, d.ingest_us),
-                ("acme", Table::DeviceProcessEvents, 42)
-            );
-            assert_eq!(d.batches, vec![b.clone()]);
+            let d = decode(&bytes, &none()).unwrap();
+            assert_eq!((d.tenant.as_str(), d.ingest_us), ("acme", 42));
+            assert_eq!(d.batches, vec![(Table::DeviceProcessEvents, b.clone())]);
             assert!(d.counts(0), "an appended batch always counts");
-            assert!(decode(&bytes[..20]).is_err());
+            assert!(decode(&bytes[..20], &none()).is_err());
             let held = encode(
                 "acme",
                 Table::DeviceProcessEvents,
@@ -321,10 +420,10 @@ mod tests {
                 Some(9),
             )
             .unwrap();
-            let d = decode(&held).unwrap();
+            let d = decode(&held, &none()).unwrap();
             assert_eq!((d.covers, d.ingest_us, d.batches.len()), (Some(9), 42, 1));
             assert!(!d.counts(8) && d.counts(9) && d.counts(10));
-            assert!(decode(&held[..12]).is_err());
+            assert!(decode(&held[..12], &none()).is_err());
         }
     }
 
@@ -347,9 +446,9 @@ mod tests {
         writer.write(&b).unwrap();
         writer.finish().unwrap();
         drop(writer);
-        let d = decode(&old).unwrap();
+        let d = decode(&old, &none()).unwrap();
         assert_eq!((d.tenant.as_str(), d.ingest_us), ("acme", 42));
-        assert_eq!(d.batches, vec![b.clone()]);
+        assert_eq!(d.batches, vec![(Table::DeviceProcessEvents, b.clone())]);
         // A packed record is smaller than its stream, and a size its block cannot hold is
         // refused rather than allocated.
         let packed = encode("acme", Table::DeviceProcessEvents, 42, &b, true, None).unwrap();
@@ -364,8 +463,11 @@ mod tests {
         let mut bogus = packed[..at].to_vec();
         bogus.extend_from_slice(&u32::MAX.to_le_bytes());
         bogus.extend_from_slice(&packed[at + 4..]);
-        let err = decode(&bogus).err().unwrap();
-        assert!(err.contains("cannot hold"), "{err}");
+        let err = decode(&bogus, &none()).err().unwrap();
+        assert!(
+            matches!(&err, Undecodable::Damaged(why) if why.contains("cannot hold")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderB
 use parquet::basic::Compression;
 use parquet::file::metadata::PageIndexPolicy;
 use rampart_schema::{DeviceProcessEvents, DeviceTvmSoftwareInventory, Row, Table};
-use rampart_store::{DEFAULT_TENANT, Store, StoreConfig, StoreError, StoreReader};
+use rampart_store::{
+    DEFAULT_TENANT, SourceDecoder, Sources, Store, StoreConfig, StoreError, StoreReader,
+};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rampart-store-{}-{name}", std::process::id()));
@@ -1703,6 +1705,91 @@ fn a_reader_sees_what_the_writer_acknowledged_without_blocking_it() {
     let table = again.table_provider(DEFAULT_TENANT, Table::DeviceProcessEvents);
     assert_eq!(provider_ids(table, None).len(), 20);
     assert!(StoreReader::open(&dir.join("nope")).is_err());
+}
+
+/// A source's input, `FIRST..LAST`: the process rows of those ReportIds (what a source that
+/// logs its input, such as forwarded events, makes of it).
+struct IdRange;
+
+impl SourceDecoder for IdRange {
+    fn decode(&self, input: &[u8]) -> Result<Vec<(Table, RecordBatch)>, String> {
+        let text = std::str::from_utf8(input).map_err(|e| e.to_string())?;
+        let (first, last) = text.split_once("..").ok_or("no '..'")?;
+        let ids = first.parse().map_err(|_| "first")?..last.parse().map_err(|_| "last")?;
+        Ok(vec![(
+            Table::DeviceProcessEvents,
+            rows(ids, |_| Some(day("2024-05-01"))),
+        )])
+    }
+}
+
+#[test]
+fn a_source_logged_by_its_input_is_replayed_by_its_decoder() {
+    let dir = scratch("source");
+    let sources = Sources::default().with("ids", IdRange);
+    let with_ids = StoreConfig {
+        sources: sources.clone(),
+        ..config()
+    };
+    let store = Store::open(&dir, with_ids.clone()).unwrap();
+    let decoded = |input: &[u8]| IdRange.decode(input).unwrap();
+    // A source the store has no decoder for is refused: its rows could not come back.
+    let refused = store.append_source(DEFAULT_TENANT, "other", b"0..5", decoded(b"0..5"));
+    assert!(matches!(refused, Err(StoreError::UnknownSource(k)) if k == "other"));
+    let before = store.stats().wal_bytes;
+    store
+        .append_source(DEFAULT_TENANT, "ids", b"0..100", decoded(b"0..100"))
+        .unwrap();
+    let source_record = store.stats().wal_bytes - before;
+    store
+        .append(
+            DEFAULT_TENANT,
+            Table::DeviceProcessEvents,
+            rows(100..200, |_| Some(day("2024-05-01"))),
+        )
+        .unwrap();
+    let rows_record = store.stats().wal_bytes - before - source_record;
+    // The log holds the input (a few bytes and the record's header), not the 100 rows.
+    assert!(source_record < 64, "{source_record} bytes");
+    assert!(rows_record > 10 * source_record, "{rows_record} bytes");
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..200).collect::<Vec<_>>()
+    );
+    drop(store); // a crash: nothing flushed
+
+    // Without the decoder neither the store nor a reader opens, rather than lose the rows.
+    for opened in [
+        Store::open(&dir, config()).err(),
+        StoreReader::open(&dir).err(),
+    ] {
+        assert!(
+            matches!(&opened, Some(StoreError::UnknownSource(k)) if k == "ids"),
+            "{opened:?}"
+        );
+    }
+    let reader = StoreReader::open_with(&dir, &sources).unwrap();
+    assert_eq!(
+        provider_ids(
+            reader.table_provider(DEFAULT_TENANT, Table::DeviceProcessEvents),
+            None
+        ),
+        (0..200).collect::<Vec<_>>()
+    );
+    let store = Store::open(&dir, with_ids).unwrap();
+    let recovery = store.recovery();
+    assert_eq!(
+        (recovery.replayed_records, recovery.replayed_rows),
+        (2, 200)
+    );
+    assert_eq!(
+        report_ids(&store, DEFAULT_TENANT, None),
+        (0..200).collect::<Vec<_>>()
+    );
+    // Once flushed, the log no longer holds the input: the store opens without the decoder.
+    store.close().unwrap();
+    let store = Store::open(&dir, config()).unwrap();
+    assert_eq!(report_ids(&store, DEFAULT_TENANT, None).len(), 200);
 }
 
 /// A count reads no column: rows in memory and in files are counted all the same (a scan of

@@ -96,7 +96,8 @@ fn open_engine(data: &Path, tenant: &str) -> Result<Engine> {
     }
     rampart_store::validate_tenant(tenant)?;
     // A read-only view: hunting never waits for (or blocks) an ingest in progress.
-    let store = StoreReader::open(data)
+    // A server's store logs forwarded events by their input: replayed here as there.
+    let store = StoreReader::open_with(data, &rampart_server::forwarded::sources())
         .with_context(|| format!("cannot open the store at {}", data.display()))?;
     Ok(Engine::new(TenantCatalog::of_reader(store, tenant)))
 }

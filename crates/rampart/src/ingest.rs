@@ -75,7 +75,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let started = Instant::now();
     rampart_store::validate_tenant(&args.tenant)?;
-    let store = Store::open(data, StoreConfig::default())
+    let config = StoreConfig {
+        sources: rampart_server::forwarded::sources(),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(data, config)
         .with_context(|| format!("cannot open the store at {}", data.display()))?;
     for torn in &store.recovery().torn {
         eprintln!("warning: store log: {torn}");
@@ -101,6 +105,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         rules: None,
         indicators: None,
         batch_rows: args.batch_rows as usize,
+        logged_as: None,
     };
     let ingested = ingest.run(&files, on_file);
     bar.finish_and_clear();

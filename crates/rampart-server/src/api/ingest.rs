@@ -5,7 +5,6 @@
 //! acknowledged once its rows are durable and its alerts stored.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -13,7 +12,7 @@ use std::time::Instant;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use futures::StreamExt;
 use rampart_sources::jsonl;
 use rampart_state::Principal;
@@ -22,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::spool::Spool;
 use crate::app::{App, TenantRules};
+use crate::forwarded::{self, Encoding};
 use crate::pipeline::{DEFAULT_BATCH_ROWS, Ingest, Ingested};
 use crate::problem::{ApiResult, Problem, Query, json};
 
@@ -69,6 +69,7 @@ pub async fn evtx(
             rules: Some(&compiled.set),
             indicators: Some(&indicators),
             batch_rows: DEFAULT_BATCH_ROWS,
+            logged_as: None,
         }
         .run(std::slice::from_ref(&path), |_, _| {})
     })
@@ -128,7 +129,7 @@ pub async fn events(
     let tenant = p.tenant_id.clone();
     let source = name.clone();
     let ingested = tokio::task::spawn_blocking(move || {
-        let text = encoding.decode(raw, max_bytes)?;
+        let text = encoding.decode(&raw, max_bytes)?;
         let lines = jsonl::lines(&text);
         if lines.is_empty() {
             return Err(Problem::bad_request(
@@ -144,12 +145,17 @@ pub async fn events(
                 ),
             ));
         }
+        // The body a request of the usual size came as is what the log keeps (one record);
+        // a larger one's rows are appended batch by batch as they fill, as a file's are.
+        let log_body =
+            (lines.len() <= DEFAULT_BATCH_ROWS).then(|| forwarded::input(encoding, &raw));
         Ingest {
             store: &store,
             tenant: &tenant,
             rules: Some(&compiled.set),
             indicators: Some(&indicators),
             batch_rows: DEFAULT_BATCH_ROWS,
+            logged_as: log_body.as_ref().map(|input| (forwarded::KIND, &input[..])),
         }
         .run_lines(Path::new(&source), &lines)
         .map_err(Problem::internal)
@@ -200,79 +206,6 @@ async fn answer(
     body.insert("detections".into(), json!(ingested.hits.len()));
     body.insert("alerts".into(), json!(outcome));
     Ok(body)
-}
-
-/// How a body of events is compressed (`Content-Encoding`).
-#[derive(Clone, Copy)]
-enum Encoding {
-    Identity,
-    Gzip,
-    Zstd,
-}
-
-impl Encoding {
-    /// The request's encoding; 415 for one the server does not read (or a list of several).
-    fn of(headers: &HeaderMap) -> Result<Encoding, Problem> {
-        let Some(value) = headers.get(header::CONTENT_ENCODING) else {
-            return Ok(Encoding::Identity);
-        };
-        let value = value.to_str().unwrap_or_default().trim();
-        if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("x-gzip") {
-            Ok(Encoding::Gzip)
-        } else if value.eq_ignore_ascii_case("zstd") {
-            Ok(Encoding::Zstd)
-        } else if value.eq_ignore_ascii_case("identity") || value.is_empty() {
-            Ok(Encoding::Identity)
-        } else {
-            Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Encoding '{value}' is not read: use gzip, zstd or none"),
-            ))
-        }
-    }
-
-    /// The body as sent, decompressed; 413 as soon as it expands past `limit` bytes (only
-    /// `limit + 1` bytes are ever produced), 400 when it is not valid for its encoding.
-    fn decode(self, raw: Vec<u8>, limit: u64) -> Result<Vec<u8>, Problem> {
-        let (name, reader): (&str, Box<dyn Read + '_>) = match self {
-            Encoding::Identity => return Ok(raw),
-            Encoding::Gzip => (
-                "gzip",
-                Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
-            ),
-            Encoding::Zstd => (
-                "zstd",
-                Box::new(
-                    zstd::stream::read::Decoder::with_buffer(&raw[..])
-                        .map_err(|e| Problem::bad_request(format!("not valid zstd: {e}")))?,
-                ),
-            ),
-        };
-        // Sized from the size the body declares (zstd's frame header, gzip's trailer), within
-        // the limit and 64 times the body (a header that lies reserves no more): growing the
-        // buffer by doubling copied the text over and over.
-        let declared = match self {
-            Encoding::Zstd => zstd::zstd_safe::get_frame_content_size(&raw).ok().flatten(),
-            Encoding::Gzip => raw
-                .last_chunk::<4>()
-                .map(|size| u64::from(u32::from_le_bytes(*size))),
-            Encoding::Identity => None,
-        };
-        let bound = limit
-            .saturating_add(1)
-            .min((raw.len() as u64).saturating_mul(64));
-        let mut text = Vec::with_capacity(declared.unwrap_or(0).min(bound) as usize);
-        reader
-            .take(limit.saturating_add(1))
-            .read_to_end(&mut text)
-            .map_err(|e| Problem::bad_request(format!("the body is not valid {name}: {e}")))?;
-        if text.len() as u64 > limit {
-            return Err(too_large(format!(
-                "events are limited to {limit} bytes decompressed"
-            )));
-        }
-        Ok(text)
-    }
 }
 
 fn too_large(detail: String) -> Problem {
