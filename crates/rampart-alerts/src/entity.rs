@@ -285,10 +285,12 @@ impl Entity {
                     .unwrap_or_default()
                     .to_lowercase();
                 keys.push(match (pid, creation_time) {
+                    // `2024-05-01T10:00:00Z`, as `format("%Y-%m-%dT%H:%M:%SZ")` writes it
+                    // without parsing a format string for every detection.
                     (Some(pid), Some(t)) => format!(
                         "process:{}:{pid}@{}",
                         host(device),
-                        t.format("%Y-%m-%dT%H:%M:%SZ")
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                     ),
                     (Some(pid), None) => format!("process:{}:{pid}:{image}", host(device)),
                     (None, _) => format!("process:{}:{image}", host(device)),

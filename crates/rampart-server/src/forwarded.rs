@@ -141,6 +141,15 @@ impl Encoding {
         let bound = limit
             .saturating_add(1)
             .min((raw.len() as u64).saturating_mul(64));
+        // A zstd body that declares its size (a single frame, as clients send) is decompressed
+        // in one call into a buffer of that size: streaming decompressed it into the
+        // decoder's window and copied it out, into a buffer zeroed first. A body larger than
+        // it declares (more frames, or a lying header) fails here and is streamed below.
+        if let (Encoding::Zstd, Some(size)) = (self, declared.filter(|d| *d < bound))
+            && let Ok(text) = zstd::bulk::decompress(raw, size as usize)
+        {
+            return Ok(Cow::Owned(text));
+        }
         let mut text = Vec::with_capacity(declared.unwrap_or(0).min(bound) as usize);
         reader
             .take(limit.saturating_add(1))

@@ -222,6 +222,10 @@ fn visit_numbers(v: &Value, visit: &mut dyn FnMut(f64)) {
 fn visit_text(v: &Value, visit: &mut dyn FnMut(&str, bool)) {
     match v {
         Value::String(s) => visit(s, true),
+        // Integers (ids, levels, ports: a dozen a record) without `Display`'s machinery and
+        // its allocation; fractions are rare.
+        Value::Number(n) if let Some(u) = n.as_u64() => visit(itoa::Buffer::new().format(u), false),
+        Value::Number(n) if let Some(i) = n.as_i64() => visit(itoa::Buffer::new().format(i), false),
         Value::Number(n) => visit(&n.to_string(), false),
         Value::Bool(b) => visit(if *b { "true" } else { "false" }, false),
         Value::Array(a) => a.iter().for_each(|x| visit_text(x, visit)),

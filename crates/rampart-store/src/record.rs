@@ -99,7 +99,13 @@ fn empty_for_null(column: &ArrayRef) -> Result<ArrayRef, StoreError> {
         .zip(nulls.iter())
         .all(|(w, valid)| valid || w[0] == w[1]);
     let filled = if nulls_are_empty {
-        StringArray::try_new(strings.offsets().clone(), strings.values().clone(), None)?
+        // Not `try_new`, which checks every value is UTF-8 again (~1 % of the server's
+        // instructions per forwarded event).
+        // SAFETY: the offsets and values of a valid string array, unchanged; only the
+        // validity bitmap goes, and a string array's values need none.
+        unsafe {
+            StringArray::new_unchecked(strings.offsets().clone(), strings.values().clone(), None)
+        }
     } else {
         strings.iter().map(|v| Some(v.unwrap_or(""))).collect()
     };
