@@ -267,4 +267,36 @@ mod tests {
         cut.truncate(cut.len() / 2);
         assert!(Forwarded.decode(&cut).is_err());
     }
+
+    /// A zstd body that declares its size is read in one call; one larger than it declares
+    /// (two frames) or past the limit is read as a stream, with the same answers.
+    #[test]
+    fn zstd_bodies_declared_or_not_read_the_same_within_the_limit() {
+        let text = "line one\nline two\n".repeat(50);
+        let declared = zstd::bulk::compress(text.as_bytes(), 3).unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&declared).unwrap(),
+            Some(text.len() as u64)
+        );
+        let streamed = encoded(Encoding::Zstd, text.as_bytes());
+        let mut two_frames = declared.clone();
+        two_frames.extend_from_slice(&declared);
+        let limit = 10_000;
+        for (body, want) in [
+            (&declared, text.clone()),
+            (&streamed, text.clone()),
+            (&two_frames, text.repeat(2)),
+        ] {
+            let got = Encoding::Zstd.decode(body, limit).unwrap();
+            assert_eq!(got.as_ref(), want.as_bytes());
+        }
+        let over = Encoding::Zstd
+            .decode(&declared, text.len() as u64 - 1)
+            .unwrap_err();
+        assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let over = Encoding::Zstd
+            .decode(&two_frames, text.len() as u64 + 1)
+            .unwrap_err();
+        assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
 }
