@@ -59,6 +59,9 @@ pub async fn run(
         memory_limit_bytes: config.store.memory_limit_mib << 20,
         row_group_rows: config.store.row_group_rows,
         sources: crate::forwarded::sources(),
+        // Every body the events route takes can be logged as it came.
+        max_batch_bytes: (config.limits.max_events_bytes as usize)
+            .max(StoreConfig::default().max_batch_bytes),
         ..StoreConfig::default()
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_config))

@@ -288,6 +288,12 @@ impl Config {
                 "max_events_bytes and max_events_per_request must be at least 1",
             );
         }
+        if self.limits.max_events_bytes > crate::forwarded::MAX_REPLAYED_BYTES {
+            return invalid(
+                "limits.max_events_bytes",
+                "must be at most 1073741824 (1 GiB): the store's log keeps bodies whole",
+            );
+        }
         if self.limits.ingest_concurrency == 0 || self.limits.max_connections == 0 {
             return invalid(
                 "limits",
@@ -423,6 +429,12 @@ mod tests {
         };
         let err = Config::load(None, bad).unwrap_err();
         assert!(err.to_string().starts_with("listen:"), "{err}");
+
+        std::fs::write(&file, "[limits]\nmax_events_bytes = 1073741825\n").unwrap();
+        let err = Config::load(Some(&file), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("limits.max_events_bytes"), "{err}");
+        std::fs::write(&file, "[limits]\nmax_events_bytes = 1073741824\n").unwrap();
+        assert!(Config::load(Some(&file), Overrides::default()).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -116,7 +116,8 @@ pub struct StoreConfig {
     /// take half of it (held rows come on top); appends wait at the limit. Also the
     /// budget of one compaction (half of it).
     pub memory_limit_bytes: usize,
-    /// Largest batch one append takes, in Arrow memory bytes (64 MiB; at most 1 GiB).
+    /// Largest batch one append takes, in Arrow memory bytes, and largest input
+    /// [`Store::append_source`] logs (64 MiB; at most 1 GiB).
     pub max_batch_bytes: usize,
     /// Flush rows that have waited in memory this long (5 minutes), which bounds the log
     /// replayed after a crash. `None`: only on memory pressure, [`Store::flush`] and close.
@@ -216,7 +217,7 @@ pub enum StoreError {
     /// A batch above [`StoreConfig::max_batch_bytes`].
     #[error("a batch of {bytes} bytes is more than the {limit} bytes one append takes")]
     BatchTooLarge {
-        /// The batch's Arrow size.
+        /// The batch's Arrow size (a source's input: its length).
         bytes: usize,
         /// The most one append takes.
         limit: usize,
@@ -984,6 +985,13 @@ impl Store {
         self.inner.check_failed()?;
         if self.inner.config.sources.get(kind).is_none() {
             return Err(StoreError::UnknownSource(kind.to_string()));
+        }
+        // The input is held to the bound of a batch: a record's length is 32 bits.
+        if input.len() > self.inner.config.max_batch_bytes {
+            return Err(StoreError::BatchTooLarge {
+                bytes: input.len(),
+                limit: self.inner.config.max_batch_bytes,
+            });
         }
         let now = Utc::now().timestamp_micros();
         let mut parts = Vec::with_capacity(batches.len());

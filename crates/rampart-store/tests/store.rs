@@ -1736,6 +1736,23 @@ fn a_source_logged_by_its_input_is_replayed_by_its_decoder() {
     // A source the store has no decoder for is refused: its rows could not come back.
     let refused = store.append_source(DEFAULT_TENANT, "other", b"0..5", decoded(b"0..5"));
     assert!(matches!(refused, Err(StoreError::UnknownSource(k)) if k == "other"));
+    // An input past the batch bound is refused too: its record could not be written.
+    let small = Store::open(
+        &scratch("source-small"),
+        StoreConfig {
+            max_batch_bytes: 4,
+            ..with_ids.clone()
+        },
+    )
+    .unwrap();
+    let refused = small.append_source(DEFAULT_TENANT, "ids", b"0..50", vec![]);
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::BatchTooLarge { bytes: 5, limit: 4 })
+        ),
+        "{refused:?}"
+    );
     let before = store.stats().wal_bytes;
     store
         .append_source(DEFAULT_TENANT, "ids", b"0..100", decoded(b"0..100"))
