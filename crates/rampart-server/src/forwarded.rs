@@ -141,7 +141,8 @@ impl Encoding {
         let bound = limit
             .saturating_add(1)
             .min((raw.len() as u64).saturating_mul(64));
-        // A zstd body that declares its size (a single frame, as clients send) is decompressed
+        // A zstd body that declares its size (a single frame, as `zstd::bulk` and the
+        // benchmark's load generator write it) is decompressed
         // in one call into a buffer of that size: streaming decompressed it into the
         // decoder's window and copied it out, into a buffer zeroed first. A body larger than
         // it declares (more frames, or a lying header) fails here and is streamed below.

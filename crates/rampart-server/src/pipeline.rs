@@ -236,17 +236,7 @@ impl Ingest<'_> {
         }
         // What is left in the shards goes as few batches of at most `batch_rows` per table
         // (fewer, larger log records and files), and every table at once (one group commit).
-        // Logged as their input, they are one record whatever their number: not copied into
-        // fewer batches first.
         let mut packed: Vec<(Table, Vec<RecordBatch>)> = Vec::new();
-        if self.logged_as.is_some() {
-            for (table, batches) in std::mem::take(&mut rest) {
-                for batch in batches {
-                    // Collected for the one append below.
-                    let _ = store(table, batch);
-                }
-            }
-        }
         for (table, batches) in rest {
             let mut rows = 0;
             for batch in batches {

@@ -99,7 +99,7 @@ fn empty_for_null(column: &ArrayRef) -> Result<ArrayRef, StoreError> {
         .zip(nulls.iter())
         .all(|(w, valid)| valid || w[0] == w[1]);
     let filled = if nulls_are_empty {
-        // Not `try_new`, which checks every value is UTF-8 again (~1 % of the server's
+        // Not `try_new`, which checks every value is UTF-8 again (0.4 % of the server's
         // instructions per forwarded event).
         // SAFETY: the offsets and values of a valid string array, unchanged; only the
         // validity bitmap goes, and a string array's values need none.
@@ -249,12 +249,13 @@ pub(crate) fn decode(payload: &[u8], sources: &Sources) -> Result<Decoded, Undec
     let ingest_us = ingest as i64;
     let (&tenant_len, rest) = rest.split_first().ok_or_else(short)?;
     let (tenant, rest) = take_str(rest, tenant_len & !(PACKED | SOURCE)).ok_or_else(short)?;
-    let (table, rest) = take_name(rest).ok_or_else(short)?;
+    // A table's name, or a source's kind.
+    let (name, rest) = take_name(rest).ok_or_else(short)?;
     validate_tenant(tenant).map_err(|e| e.to_string())?;
     if tenant_len & SOURCE != 0 {
         let decoder = sources
-            .get(table)
-            .ok_or_else(|| Undecodable::UnknownSource(table.to_string()))?;
+            .get(name)
+            .ok_or_else(|| Undecodable::UnknownSource(name.to_string()))?;
         let batches = decoder
             .decode(rest)?
             .into_iter()
@@ -267,7 +268,7 @@ pub(crate) fn decode(payload: &[u8], sources: &Sources) -> Result<Decoded, Undec
             covers,
         });
     }
-    let table = Table::from_name(table).ok_or_else(|| format!("unknown table '{table}'"))?;
+    let table = Table::from_name(name).ok_or_else(|| format!("unknown table '{name}'"))?;
     let unpacked;
     let stream = if tenant_len & PACKED != 0 {
         unpacked = unpack(rest)?;
