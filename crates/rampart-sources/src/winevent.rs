@@ -6,13 +6,13 @@
 //! are lifted to the top level by their own names, as Hayabusa and Chainsaw do, so a rule on
 //! `SubjectUserName` of a 1102 "log cleared" record works.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+
+mod direct;
 
 /// A record's flat fields, in record order. An `IndexMap` as serde_json's own ordered `Map` is,
 /// but hashed with foldhash (seeded per process): every record's ~25 fields are inserted and
@@ -114,17 +114,19 @@ impl WinEvent {
     }
 
     /// [`WinEvent::from_forwarded_json`] of a record's JSON text, read straight into the flat
-    /// fields: no map is built for `Event`, `System`, `EventData` and the attribute objects
-    /// only to be emptied again (that was a sixth of the server's time per event). A key
-    /// repeated within an object keeps its last value, as with a parsed `Value`.
+    /// fields: no map or list is built for `Event`, `System`, `EventData` and the attribute
+    /// objects only to be emptied again (that was a sixth of the server's time per event).
+    /// Records of an unusual shape (`System` not first, a key given twice where that changes
+    /// what is kept) and malformed text are read through a parsed `Value`, which decides.
     pub fn from_forwarded_slice(source: Arc<Path>, text: &[u8]) -> Result<WinEvent, String> {
         // Checked once, word by word: parsed from bytes, every string was checked on its own.
         let text = std::str::from_utf8(text)
             .map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to() + 1))?;
-        let Root(parts) = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let (system, rest) = parts.ok_or(NO_EVENT)?;
-        let fields = flatten(system, rest);
-        Ok(WinEvent::forwarded(source, fields)?)
+        if let Some(fields) = direct::fields(text) {
+            return Ok(WinEvent::forwarded(source, fields)?);
+        }
+        let json: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Ok(WinEvent::from_forwarded_json(source, json)?)
     }
 
     /// A forwarded record of `fields`: its time must be there, its record id is the
@@ -192,7 +194,8 @@ const NO_EVENT: &str = "not a Windows event: no \"Event\" object";
 /// The flat fields of a record's parsed JSON (`None` without an `Event` object).
 fn fields_of_json(json: &mut Value) -> Option<Fields> {
     let event = json.get_mut("Event")?.as_object_mut()?;
-    let system = match event.remove("System") {
+    // Shifted out, not swapped: the other parts keep their record order.
+    let system = match event.shift_remove("System") {
         Some(Value::Object(system)) => Some(system.into_iter().map(Part::of).collect()),
         _ => None,
     };
@@ -241,22 +244,25 @@ fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Fi
         system.as_deref().map_or(0, entries) + entries(&rest),
         Default::default(),
     );
-    if let Some(system) = system {
-        flatten_system(system, &mut fields);
+    for (key, part) in system.into_iter().flatten() {
+        match (key.strip_suffix("_attributes"), part) {
+            (Some(element), Part::Entries(attrs)) => {
+                for (attr, value) in attrs {
+                    insert_attribute(&mut fields, element, &attr, value);
+                }
+            }
+            (Some(_), Part::Value(_)) => {}
+            (None, part) => insert_system(&mut fields, key, part.into_value()),
+        }
     }
     for (key, part) in rest {
         match (key.as_str(), part) {
-            ("EventData", Part::Entries(data)) => flatten_data(data, &mut fields),
-            ("UserData", Part::Entries(data)) => lift_leaves(data, &mut fields),
-            // Some providers render their payload as bare text (`EventData: "..."`).
-            ("EventData", Part::Value(Value::String(text))) => {
-                fields.insert("Data".into(), Value::String(text));
+            ("EventData", Part::Entries(data)) => {
+                for (key, value) in data {
+                    insert_data(&mut fields, key, value);
+                }
             }
-            (_, Part::Value(Value::Null)) => {}
-            (other, part) if !other.ends_with("_attributes") => {
-                fields.insert(key, part.into_value());
-            }
-            _ => {}
+            (_, part) => insert_part(&mut fields, key, part.into_value()),
         }
     }
     fields
@@ -264,53 +270,59 @@ fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Fi
 
 /// System block: plain elements keep their names; attribute-only elements become
 /// `Element_Attribute` (`Provider_Name`, `Security_UserID`, `Execution_ProcessID`), except the
-/// time, which Sigma calls `TimeCreated_SystemTime` as well.
-fn flatten_system(system: Vec<(String, Part)>, out: &mut Fields) {
-    for (key, part) in system {
-        if let Some(element) = key.strip_suffix("_attributes") {
-            if let Part::Entries(attrs) = part {
-                for (attr, v) in attrs {
-                    // Not `format!`: its machinery cost more than the map insert, per attribute.
-                    let mut name = String::with_capacity(element.len() + 1 + attr.len());
-                    name.push_str(element);
-                    name.push('_');
-                    name.push_str(&attr);
-                    out.insert(name, v);
-                }
-            }
-            continue;
-        }
-        match part {
-            // `<Correlation/>` and friends: empty elements carry nothing.
-            Part::Value(Value::Null) => {}
-            Part::Entries(entries) if entries.is_empty() => {}
-            other => {
-                out.insert(key, other.into_value());
-            }
+/// time, which Sigma calls `TimeCreated_SystemTime` as well. This is an attribute's.
+fn insert_attribute(out: &mut Fields, element: &str, attr: &str, value: Value) {
+    // Not `format!`: its machinery cost more than the map insert, per attribute.
+    let mut name = String::with_capacity(element.len() + 1 + attr.len());
+    name.push_str(element);
+    name.push('_');
+    name.push_str(attr);
+    out.insert(name, value);
+}
+
+/// A plain element of the System block. `<Correlation/>` and friends: empty elements carry
+/// nothing.
+fn insert_system(out: &mut Fields, key: String, value: Value) {
+    match value {
+        Value::Null => {}
+        Value::Object(map) if map.is_empty() => {}
+        value => {
+            out.insert(key, value);
         }
     }
 }
 
-/// EventData: named items by name; unnamed `<Data>` items as `Data` (one value or a list).
-/// Names lose their spaces (Defender's `Threat Name` is Sigma's `ThreatName`).
-fn flatten_data(data: Vec<(String, Value)>, out: &mut Fields) {
-    for (key, value) in data {
-        if key.ends_with("_attributes") {
-            continue;
+/// An EventData item: named items by name; unnamed `<Data>` items as `Data` (one value or a
+/// list). Names lose their spaces (Defender's `Threat Name` is Sigma's `ThreatName`).
+fn insert_data(out: &mut Fields, key: String, value: Value) {
+    if key.ends_with("_attributes") {
+        return;
+    }
+    let key = if key.contains(' ') {
+        key.replace(' ', "")
+    } else {
+        key
+    };
+    let value = match value {
+        Value::Null => Value::String(String::new()),
+        other => other,
+    };
+    out.insert(key, value);
+}
+
+/// A part of the `Event` object other than `System` and an `EventData` object.
+fn insert_part(out: &mut Fields, key: String, value: Value) {
+    match (key.as_str(), value) {
+        ("UserData", Value::Object(data)) => lift_leaves(data, out),
+        // Some providers render their payload as bare text (`EventData: "..."`).
+        ("EventData", Value::String(text)) => {
+            out.insert("Data".into(), Value::String(text));
         }
-        let key = if key.contains(' ') {
-            key.replace(' ', "")
-        } else {
-            key
-        };
-        match value {
-            Value::Null => {
-                out.insert(key, Value::String(String::new()));
-            }
-            other => {
-                out.insert(key, other);
-            }
+        (_, Value::Null) => {}
+        (other, value) if !other.ends_with("_attributes") => {
+            out.insert(key, value);
         }
+        _ => {}
     }
 }
 
@@ -335,220 +347,6 @@ fn lift_leaves(data: impl IntoIterator<Item = (String, Value)>, out: &mut Fields
         } else {
             out.insert(key, leaf);
         }
-    }
-}
-
-/// A forwarded record's JSON: the parts of its `Event` object (`System` apart), or `None` when
-/// it has no `Event` object. Other top-level keys are skipped, as [`WinEvent::from_json`]
-/// skips them.
-struct Root(Option<EventParts>);
-
-type EventParts = (Option<Vec<(String, Part)>>, Vec<(String, Part)>);
-
-impl<'de> serde::Deserialize<'de> for Root {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Root, D::Error> {
-        d.deserialize_any(Skipping(RootVisitor)).map(Root)
-    }
-}
-
-struct RootVisitor;
-
-impl<'de> serde::de::Visitor<'de> for RootVisitor {
-    type Value = Option<EventParts>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut event = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == "Event" {
-                event = map.next_value_seed(Skipping(EventVisitor))?;
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(event)
-    }
-}
-
-/// The `Event` object: `System` and the rest, each object value as its entries. A key given
-/// twice keeps its first place and its last value, as in a parsed `Value`.
-struct EventVisitor;
-
-impl<'de> serde::de::Visitor<'de> for EventVisitor {
-    type Value = Option<EventParts>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("the Event object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut system = None;
-        let mut rest: Vec<(String, Part)> = Vec::new();
-        let mut places: HashMap<String, usize> = HashMap::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "System" {
-                system = map.next_value_seed(Skipping(SystemVisitor))?;
-                continue;
-            }
-            let part = map.next_value_seed(PartSeed)?;
-            // Found by hash: a forged record with many keys must not cost their square.
-            match places.entry(key) {
-                Entry::Occupied(place) => rest[*place.get()].1 = part,
-                Entry::Vacant(place) => {
-                    rest.push((place.key().clone(), part));
-                    place.insert(rest.len() - 1);
-                }
-            }
-        }
-        Ok(Some((system, rest)))
-    }
-}
-
-/// The `System` object's entries, its attribute objects as their entries.
-struct SystemVisitor;
-
-impl<'de> serde::de::Visitor<'de> for SystemVisitor {
-    type Value = Option<Vec<(String, Part)>>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("the System object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // A `System` block has ~15 entries.
-        let mut entries = Vec::with_capacity(16);
-        while let Some(key) = map.next_key::<String>()? {
-            entries.push((key, map.next_value_seed(PartSeed)?));
-        }
-        Ok(Some(entries))
-    }
-}
-
-/// Any JSON value, an object as its entries in order.
-struct PartSeed;
-
-impl<'de> serde::de::DeserializeSeed<'de> for PartSeed {
-    type Value = Part;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Part, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for PartSeed {
-    type Value = Part;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Part, A::Error> {
-        // Sized for a usual `EventData`: growing from empty reallocated it four times.
-        let mut entries: Vec<(String, Value)> = Vec::with_capacity(32);
-        while let Some((key, value)) = map.next_entry::<String, Value>()? {
-            entries.push((key, value));
-        }
-        Ok(Part::Entries(entries))
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Part, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Value>()? {
-            items.push(item);
-        }
-        Ok(Part::Value(Value::Array(items)))
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Part, E> {
-        Ok(Part::Value(Value::Bool(v)))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Part, E> {
-        Ok(Part::Value(Value::from(v)))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Part, E> {
-        Ok(Part::Value(Value::from(v)))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Part, E> {
-        // As serde_json's own `Value` does: a float JSON cannot hold is null.
-        Ok(Part::Value(
-            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
-        ))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Part, E> {
-        Ok(Part::Value(Value::String(v.to_string())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Part, E> {
-        Ok(Part::Value(Value::String(v)))
-    }
-
-    fn visit_unit<E>(self) -> Result<Part, E> {
-        Ok(Part::Value(Value::Null))
-    }
-}
-
-/// A visitor of objects that takes any other JSON value as `None` (read and skipped).
-struct Skipping<V>(V);
-
-impl<'de, V, T> serde::de::DeserializeSeed<'de> for Skipping<V>
-where
-    V: serde::de::Visitor<'de, Value = Option<T>>,
-{
-    type Value = Option<T>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, V, T> serde::de::Visitor<'de> for Skipping<V>
-where
-    V: serde::de::Visitor<'de, Value = Option<T>>,
-{
-    type Value = Option<T>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.0.expecting(f)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
-        self.0.visit_map(map)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Option<T>, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Option<T>, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Option<T>, E> {
-        Ok(None)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Option<T>, E> {
-        Ok(None)
     }
 }
 
@@ -684,11 +482,79 @@ mod tests {
             };
             let mut parser = parser.with_configuration(settings.clone());
             for record in parser.records_json_value().flatten() {
-                same(&record.data.to_string());
+                let line = record.data.to_string();
+                same(&line);
+                // Every record as the evtx crate renders it takes the direct read.
+                assert!(direct::fields(&line).is_some(), "{line}");
                 records += 1;
             }
         }
         assert!(records > 5000, "{records} records");
+    }
+
+    /// Shapes the direct read takes, and those it leaves to the parsed `Value`; each reads as
+    /// its `Value` does.
+    #[test]
+    fn forwarded_shapes_are_read_directly_or_left_to_the_value() {
+        let t = r#""TimeCreated_attributes": {"SystemTime": "2024-05-01T10:00:00Z"}"#;
+        let direct = [
+            // Repeats where the last value wins either way, parts after `EventData` in
+            // record order, `EventData` as text or null.
+            format!(
+                r#"{{"Event": {{"System": {{{t}, "Execution_attributes": {{"ProcessID": 1, "ThreadID": 2, "ProcessID": 3}}}}, "EventData": {{"A": 1, "B B": null, "A": 2, "BB": 3, "C_attributes": 1}}, "RenderingInfo": {{"Message": "m"}}, "Last": 5, "UserData": {{"U": {{"Channel": "c", "V": 1, "V": 2}}}}}}}}"#
+            ),
+            format!(r#"{{"Event": {{"System": {{{t}}}, "EventData": "text"}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}}}, "EventData": null, "Z": null}}}}"#),
+        ];
+        let valued = [
+            // A repeat in System that changes what is kept, an attribute object that is not
+            // one, `EventData` that is a list, `System` not first, `Event` twice.
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": 4, "Level": null}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": null, "Task": 1, "Level": 4}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Security_attributes": "x"}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}}}, "EventData": [1, 2]}}}}"#),
+            format!(r#"{{"Event": {{"EventData": {{"A": 1}}, "System": {{{t}}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}}}}}, "Event": {{"System": {{{t}}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}}}}}}} trailing"#),
+        ];
+        let source: Arc<Path> = Arc::from(Path::new("fwd"));
+        for (line, taken) in direct
+            .iter()
+            .map(|l| (l, true))
+            .chain(valued.iter().map(|l| (l, false)))
+        {
+            assert_eq!(direct::fields(line).is_some(), taken, "{line}");
+            let parsed = serde_json::from_str(line)
+                .map_err(|e| e.to_string())
+                .and_then(|json| {
+                    WinEvent::from_forwarded_json(source.clone(), json).map_err(str::to_string)
+                });
+            assert_eq!(
+                WinEvent::from_forwarded_slice(source.clone(), line.as_bytes()),
+                parsed,
+                "{line}"
+            );
+        }
+        // Parts after `EventData` keep their record order, read either way.
+        let fields = direct::fields(&direct[0]).unwrap();
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "TimeCreated_SystemTime",
+                "Execution_ProcessID",
+                "Execution_ThreadID",
+                "A",
+                "BB",
+                "RenderingInfo",
+                "Last",
+                "Channel",
+                "V"
+            ]
+        );
+        assert_eq!(fields["Execution_ProcessID"], json!(3));
+        assert_eq!(fields["A"], json!(2));
+        assert_eq!(fields["BB"], json!(3));
     }
 
     #[test]
