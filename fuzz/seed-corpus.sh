@@ -12,7 +12,8 @@ done
 EVTX=corpus/evtx_mapper
 RULES=corpus/rule_loader
 KQL=corpus/kql_parser
-mkdir -p "$EVTX" "$RULES" "$KQL"
+LINES=corpus/forwarded_lines
+mkdir -p "$EVTX" "$RULES" "$KQL" "$LINES"
 
 # EVTX seeds. A chunk is 64 KiB after a 4 KiB file header: every attack sample cut to its first
 # chunk (69632 bytes), the ones with more used chunks also to their first two (135168 bytes),
@@ -30,7 +31,7 @@ find "$DATA/datasets/sigma-regression" -name '*.evtx' -exec cp {} "$EVTX/" \;
 
 # JSON seeds (the target's second mode): the regression records as `evtx` renders them
 # (`#attributes`), and the same records in the separated-attributes form `read_file` uses.
-python3 - "$DATA/datasets/sigma-regression" "$EVTX" <<'PY'
+python3 - "$DATA/datasets/sigma-regression" "$EVTX" "$LINES" <<'PY'
 import json, pathlib, sys
 
 def separate(value):
@@ -51,7 +52,7 @@ def separate(value):
             out[key] = separate(child)
     return out
 
-source, target = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+source, target, lines = (pathlib.Path(a) for a in sys.argv[1:4])
 decoder = json.JSONDecoder()
 n = 0
 for path in sorted(source.rglob("*.json")):
@@ -67,6 +68,9 @@ for path in sorted(source.rglob("*.json")):
         (target / f"record-{n}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
         separated = json.dumps(separate(record), indent=1)
         (target / f"record-{n}-separated.json").write_text(separated, encoding="utf-8")
+        # As a forwarder posts it: one line.
+        line = json.dumps(separate(record), separators=(",", ":"))
+        (lines / f"record-{n}.jsonl").write_text(line, encoding="utf-8")
 PY
 
 # Rule seeds: every Sigma rule of the SigmaHQ repository, one file each.
@@ -92,4 +96,4 @@ for path in sorted(source.rglob("*")):
         (target / f"query-{n}.kql").write_text(block, encoding="utf-8")
 PY
 
-echo "$(ls "$EVTX" | wc -l) seeds in $EVTX, $(ls "$RULES" | wc -l) in $RULES, $(ls "$KQL" | wc -l) in $KQL"
+echo "$(ls "$EVTX" | wc -l) seeds in $EVTX, $(ls "$RULES" | wc -l) in $RULES, $(ls "$KQL" | wc -l) in $KQL, $(ls "$LINES" | wc -l) in $LINES"
