@@ -391,7 +391,7 @@ impl LiteralsBuilder {
         // Literals and values are folded: the automata compare bytes. Which kind of automaton
         // is the crate's choice: a DFA for a few literals, a contiguous NFA for the thousands
         // of a command line's (a DFA of those would take tens of MiB: +89 MiB of the server's
-        // memory for an eighth less of the search's instructions). The crate's prefilter for
+        // memory for an eighth less of the search's instructions, measured with the prefilter). The crate's prefilter for
         // many literals looks for their rarest bytes, which folded command lines and paths
         // are full of: it was restarted at nearly every byte, and the search without it takes
         // half the instructions (172 M → 86 M on the server's benchmark).

@@ -6,6 +6,7 @@
 //! are lifted to the top level by their own names, as Hayabusa and Chainsaw do, so a rule on
 //! `SubjectUserName` of a 1102 "log cleared" record works.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -252,7 +253,7 @@ fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Fi
                 }
             }
             (Some(_), Part::Value(_)) => {}
-            (None, part) => insert_system(&mut fields, key, part.into_value()),
+            (None, part) => insert_system(&mut fields, key.into(), part.into_value()),
         }
     }
     for (key, part) in rest {
@@ -262,7 +263,7 @@ fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Fi
                     insert_data(&mut fields, key, value);
                 }
             }
-            (_, part) => insert_part(&mut fields, key, part.into_value()),
+            (_, part) => insert_part(&mut fields, key.into(), part.into_value()),
         }
     }
     fields
@@ -270,7 +271,7 @@ fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Fi
 
 /// System block: plain elements keep their names; attribute-only elements become
 /// `Element_Attribute` (`Provider_Name`, `Security_UserID`, `Execution_ProcessID`), except the
-/// time, which Sigma calls `TimeCreated_SystemTime` as well. This is an attribute's.
+/// time, which Sigma calls `TimeCreated_SystemTime` as well. This inserts one attribute.
 fn insert_attribute(out: &mut Fields, element: &str, attr: &str, value: Value) {
     // Not `format!`: its machinery cost more than the map insert, per attribute.
     let mut name = String::with_capacity(element.len() + 1 + attr.len());
@@ -281,13 +282,13 @@ fn insert_attribute(out: &mut Fields, element: &str, attr: &str, value: Value) {
 }
 
 /// A plain element of the System block. `<Correlation/>` and friends: empty elements carry
-/// nothing.
-fn insert_system(out: &mut Fields, key: String, value: Value) {
+/// nothing. The key is owned only once kept.
+fn insert_system(out: &mut Fields, key: Cow<'_, str>, value: Value) {
     match value {
         Value::Null => {}
         Value::Object(map) if map.is_empty() => {}
         value => {
-            out.insert(key, value);
+            out.insert(key.into_owned(), value);
         }
     }
 }
@@ -311,8 +312,8 @@ fn insert_data(out: &mut Fields, key: String, value: Value) {
 }
 
 /// A part of the `Event` object other than `System` and an `EventData` object.
-fn insert_part(out: &mut Fields, key: String, value: Value) {
-    match (key.as_str(), value) {
+fn insert_part(out: &mut Fields, key: Cow<'_, str>, value: Value) {
+    match (&*key, value) {
         ("UserData", Value::Object(data)) => lift_leaves(data, out),
         // Some providers render their payload as bare text (`EventData: "..."`).
         ("EventData", Value::String(text)) => {
@@ -320,7 +321,7 @@ fn insert_part(out: &mut Fields, key: String, value: Value) {
         }
         (_, Value::Null) => {}
         (other, value) if !other.ends_with("_attributes") => {
-            out.insert(key, value);
+            out.insert(key.into_owned(), value);
         }
         _ => {}
     }

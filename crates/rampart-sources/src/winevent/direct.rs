@@ -29,6 +29,28 @@ fn unusual<E: de::Error>() -> E {
     E::custom("a record of another shape")
 }
 
+/// A visitor of an object, as the seed of a value that must be one.
+struct Object<V>(V);
+
+impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for Object<V> {
+    type Value = V::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        d.deserialize_map(self.0)
+    }
+}
+
+/// A visitor of any value, as the seed of a value of any type.
+struct Any<V>(V);
+
+impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for Any<V> {
+    type Value = V::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        d.deserialize_any(self.0)
+    }
+}
+
 /// An object key, borrowed from the text unless it holds an escape.
 struct Key<'de>(Cow<'de, str>);
 
@@ -76,7 +98,7 @@ impl<'de> Visitor<'de> for Root {
             if key != "Event" {
                 map.next_value::<IgnoredAny>()?;
             } else if fields.is_none() {
-                fields = Some(map.next_value_seed(Event)?);
+                fields = Some(map.next_value_seed(Object(Event))?);
             } else {
                 return Err(unusual());
             }
@@ -87,14 +109,6 @@ impl<'de> Visitor<'de> for Root {
 
 /// The `Event` object: `System` first, then each other part once.
 struct Event;
-
-impl<'de> DeserializeSeed<'de> for Event {
-    type Value = Fields;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Fields, D::Error> {
-        d.deserialize_map(self)
-    }
-}
 
 impl<'de> Visitor<'de> for Event {
     type Value = Fields;
@@ -107,7 +121,9 @@ impl<'de> Visitor<'de> for Event {
         // A record has ~25 fields: grown from fewer, the map was rehashed at each doubling.
         let mut fields = Fields::with_capacity_and_hasher(32, Default::default());
         match map.next_key::<Key>()? {
-            Some(Key(key)) if key == "System" => map.next_value_seed(System(&mut fields))?,
+            Some(Key(key)) if key == "System" => {
+                map.next_value_seed(Object(System(&mut fields)))?
+            }
             _ => return Err(unusual()),
         }
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
@@ -116,9 +132,9 @@ impl<'de> Visitor<'de> for Event {
                 return Err(unusual());
             }
             if key == "EventData" {
-                map.next_value_seed(Data(&mut fields))?;
+                map.next_value_seed(Any(Data(&mut fields)))?;
             } else {
-                insert_part(&mut fields, key.to_string(), map.next_value()?);
+                insert_part(&mut fields, key.clone(), map.next_value()?);
             }
             seen.push(key);
         }
@@ -128,14 +144,6 @@ impl<'de> Visitor<'de> for Event {
 
 /// The `System` object, its plain elements and attribute objects.
 struct System<'a>(&'a mut Fields);
-
-impl<'de> DeserializeSeed<'de> for System<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
 
 impl<'de> Visitor<'de> for System<'_> {
     type Value = ();
@@ -152,11 +160,11 @@ impl<'de> Visitor<'de> for System<'_> {
                 return Err(unusual());
             }
             match key.strip_suffix("_attributes") {
-                Some(element) => map.next_value_seed(Attributes {
+                Some(element) => map.next_value_seed(Object(Attributes {
                     element,
                     out: &mut *self.0,
-                })?,
-                None => insert_system(self.0, key.to_string(), map.next_value()?),
+                }))?,
+                None => insert_system(self.0, key.clone(), map.next_value()?),
             }
             seen.push(key);
         }
@@ -168,14 +176,6 @@ impl<'de> Visitor<'de> for System<'_> {
 struct Attributes<'a> {
     element: &'a str,
     out: &'a mut Fields,
-}
-
-impl<'de> DeserializeSeed<'de> for Attributes<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
 }
 
 impl<'de> Visitor<'de> for Attributes<'_> {
@@ -195,14 +195,6 @@ impl<'de> Visitor<'de> for Attributes<'_> {
 
 /// `EventData`: an object's items, or a provider's bare text.
 struct Data<'a>(&'a mut Fields);
-
-impl<'de> DeserializeSeed<'de> for Data<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
 
 impl<'de> Visitor<'de> for Data<'_> {
     type Value = ();
@@ -228,7 +220,7 @@ impl<'de> Visitor<'de> for Data<'_> {
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
-        insert_part(self.0, "EventData".into(), Value::String(v));
+        insert_part(self.0, Cow::Borrowed("EventData"), Value::String(v));
         Ok(())
     }
 
