@@ -83,6 +83,15 @@ fn main() {
         )
         .unwrap();
     }
+    out.push_str("        }\n    }\n\n");
+    out.push_str("    /// One record batch of `rows`, rows of this table, built in buffers sized for them (no\n    /// buffer grows, no batches are concatenated); a row of another table is refused.\n    pub fn batch_of(self, rows: &[&Row]) -> Result<RecordBatch, WrongTable> {\n        match self {\n");
+    for t in &order {
+        writeln!(
+            out,
+            "            Table::{t} => {{\n                let rows = rows\n                    .iter()\n                    .map(|r| match r {{\n                        Row::{t}(r) => Ok(&**r),\n                        other => Err(WrongTable {{ expected: self, found: other.table() }}),\n                    }})\n                    .collect::<Result<Vec<_>, _>>()?;\n                let mut b = {t}Builder::with_capacity_for(&rows);\n                for r in rows {{\n                    b.append(r);\n                }}\n                Ok(b.finish())\n            }}"
+        )
+        .unwrap();
+    }
     out.push_str("        }\n    }\n}\n\n");
 
     // Column lists.
@@ -126,6 +135,27 @@ fn main() {
         }
         out.push_str("}\n\n");
         writeln!(out, "impl {t}Builder {{").unwrap();
+        out.push_str("    /// A builder with room for exactly these rows: their strings' bytes are summed first,\n    /// so that appending them never grows (and copies) a buffer. `Dynamic` cells are\n    /// serialised while appending, so their room is a guess.\n");
+        writeln!(
+            out,
+            "    pub fn with_capacity_for(rows: &[&{t}]) -> {t}Builder {{"
+        )
+        .unwrap();
+        out.push_str("        let n = rows.len();\n");
+        writeln!(out, "        {t}Builder {{\n            rows: 0,").unwrap();
+        for c in cols {
+            let f = field(&c.name);
+            let b = builder_type(c.kind);
+            let expr = match c.kind {
+                "String" => format!(
+                    "{b}::with_capacity(n, rows.iter().map(|r| r.{f}.as_ref().map_or(0, String::len)).sum())"
+                ),
+                "Dynamic" => format!("{b}::with_capacity(n, n * 16)"),
+                _ => format!("{b}::with_capacity(n)"),
+            };
+            writeln!(out, "            {f}: {expr},").unwrap();
+        }
+        out.push_str("        }\n    }\n\n");
         out.push_str("    /// Appends one row.\n");
         writeln!(out, "    pub fn append(&mut self, row: &{t}) {{").unwrap();
         out.push_str("        self.rows += 1;\n");

@@ -386,6 +386,57 @@ mod tests {
         }
     }
 
+    /// `batch_of` builds the batch a builder fed the same rows builds; a row of another table
+    /// makes it fail.
+    #[test]
+    fn batches_of_rows_are_the_builders() {
+        let rows: Vec<Row> = (0..5)
+            .map(|i| {
+                DeviceNetworkEvents {
+                    remote_ip: (i % 2 == 0).then(|| format!("203.0.113.{i}")),
+                    remote_port: Some(4444 + i),
+                    initiating_process_command_line: Some("x".repeat(100 * i as usize)),
+                    additional_fields: (i == 3).then(|| r#"{"Tty":"pts/0"}"#.to_string()),
+                    ..Default::default()
+                }
+                .into()
+            })
+            .collect();
+        let dynamic: Vec<Row> = (0..40)
+            .map(|i| {
+                IdentityLogonEvents {
+                    additional_fields: Some(serde_json::json!({ "Text": "y".repeat(i) })),
+                    ..Default::default()
+                }
+                .into()
+            })
+            .collect();
+        for rows in [&rows, &dynamic] {
+            let table = rows[0].table();
+            let mut b = table.batch_builder();
+            for r in rows {
+                b.append(r).unwrap();
+            }
+            let refs: Vec<&Row> = rows.iter().collect();
+            assert_eq!(table.batch_of(&refs).unwrap(), b.finish());
+        }
+        let refs: Vec<&Row> = rows.iter().collect();
+        assert_eq!(
+            Table::DeviceNetworkEvents.batch_of(&[]).unwrap().num_rows(),
+            0
+        );
+        let other = Row::from(DeviceEvents::default());
+        assert_eq!(
+            Table::DeviceNetworkEvents
+                .batch_of(&[refs[0], &other])
+                .unwrap_err(),
+            WrongTable {
+                expected: Table::DeviceNetworkEvents,
+                found: Table::DeviceEvents
+            }
+        );
+    }
+
     #[test]
     fn a_row_of_another_table_is_refused() {
         let mut b = Table::DeviceEvents.batch_builder();
