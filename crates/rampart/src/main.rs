@@ -1,5 +1,6 @@
 //! `rampart`: the Rampart command line.
 
+mod allocator;
 mod hunt;
 mod ingest;
 mod output;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 /// Rampart: open-source XDR.
 ///
