@@ -250,19 +250,13 @@ impl Ingest<'_> {
         // What is left in the shards goes as few batches of at most `batch_rows` per table
         // (fewer, larger log records and files), and every table at once (one group commit).
         let most = self.batch_rows.max(1);
-        let mut packed: Vec<(Table, Vec<Arc<Row>>)> = Vec::new();
-        for (table, mut rows) in rest {
-            while rows.len() > most {
-                let tail = rows.split_off(most);
-                packed.push((table, std::mem::replace(&mut rows, tail)));
-            }
-            if !rows.is_empty() {
-                packed.push((table, rows));
-            }
-        }
+        let packed: Vec<(Table, &[Arc<Row>])> = rest
+            .iter()
+            .flat_map(|(table, rows)| rows.chunks(most).map(move |chunk| (*table, chunk)))
+            .collect();
         let stored: Vec<(Table, u64)> = packed
             .into_par_iter()
-            .filter_map(|(table, rows)| Some((table, store(table, batch_of(table, &rows)?)?)))
+            .filter_map(|(table, rows)| Some((table, store(table, batch_of(table, rows)?)?)))
             .collect();
         for (table, n) in stored {
             *out.per_table.entry(table).or_default() += n;
