@@ -11,6 +11,7 @@
 //!   row whose `ActionType` names its provider and event id, so no record is dropped.
 
 pub mod evtx;
+mod json;
 pub mod jsonl;
 pub mod windows;
 pub mod winevent;

@@ -21,7 +21,7 @@ mod direct;
 pub type Fields = indexmap::IndexMap<String, Value, foldhash::fast::RandomState>;
 
 /// One Windows event record, parsed and flattened.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct WinEvent {
     /// The file the record came from.
     pub source: Arc<Path>,
@@ -39,6 +39,36 @@ pub struct WinEvent {
     pub computer: String,
     /// Every field by its flat name: the System ones, then the event's data in record order.
     pub fields: Fields,
+    /// `fields` as the members of a JSON object (`"name":value,...`, no braces), each value as
+    /// the forwarded record's text has it: what `AdditionalFields` then copies instead of
+    /// escaping every string again. `None` but for records read from forwarded text, and
+    /// cleared by whatever changes `fields` in this crate (outside it, `fields` is only read).
+    fields_json: Option<String>,
+}
+
+/// Events are equal by what they hold: `fields_json` is one way to write `fields`.
+impl PartialEq for WinEvent {
+    fn eq(&self, other: &WinEvent) -> bool {
+        let WinEvent {
+            source,
+            record_id,
+            timestamp,
+            event_id,
+            channel,
+            provider,
+            computer,
+            fields,
+            fields_json: _,
+        } = self;
+        *source == other.source
+            && *record_id == other.record_id
+            && *timestamp == other.timestamp
+            && *event_id == other.event_id
+            && *channel == other.channel
+            && *provider == other.provider
+            && *computer == other.computer
+            && *fields == other.fields
+    }
 }
 
 impl WinEvent {
@@ -99,6 +129,7 @@ impl WinEvent {
             provider: text("Provider_Name"),
             computer: text("Computer"),
             fields,
+            fields_json: None,
         };
         (event, timed)
     }
@@ -123,8 +154,10 @@ impl WinEvent {
         // Checked once, word by word: parsed from bytes, every string was checked on its own.
         let text = std::str::from_utf8(text)
             .map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to() + 1))?;
-        if let Some(fields) = direct::fields(text) {
-            return Ok(WinEvent::forwarded(source, fields)?);
+        if let Some(direct::Read { fields, members }) = direct::fields(text) {
+            let mut event = WinEvent::forwarded(source, fields)?;
+            event.fields_json = members;
+            return Ok(event);
         }
         let json: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         Ok(WinEvent::from_forwarded_json(source, json)?)
@@ -143,6 +176,16 @@ impl WinEvent {
             .and_then(as_u64)
             .unwrap_or(0);
         Ok(event)
+    }
+
+    /// [`WinEvent::fields_json`]: the fields as JSON object members, when read from text.
+    pub(crate) fn fields_json(&self) -> Option<&str> {
+        self.fields_json.as_deref()
+    }
+
+    /// Forgets [`WinEvent::fields_json`]: for whatever changes `fields`.
+    pub(crate) fn fields_changed(&mut self) {
+        self.fields_json = None;
     }
 
     /// A field's value as text (numbers and booleans are rendered), `None` when absent or empty.
@@ -253,7 +296,9 @@ fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Fi
                 }
             }
             (Some(_), Part::Value(_)) => {}
-            (None, part) => insert_system(&mut fields, key.into(), part.into_value()),
+            (None, part) => {
+                insert_system(&mut fields, key.into(), part.into_value());
+            }
         }
     }
     for (key, part) in rest {
@@ -263,7 +308,9 @@ fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Fi
                     insert_data(&mut fields, key, value);
                 }
             }
-            (_, part) => insert_part(&mut fields, key.into(), part.into_value()),
+            (_, part) => {
+                insert_part(&mut fields, key.into(), part.into_value());
+            }
         }
     }
     fields
@@ -272,32 +319,32 @@ fn flatten(system: Option<Vec<(String, Part)>>, rest: Vec<(String, Part)>) -> Fi
 /// System block: plain elements keep their names; attribute-only elements become
 /// `Element_Attribute` (`Provider_Name`, `Security_UserID`, `Execution_ProcessID`), except the
 /// time, which Sigma calls `TimeCreated_SystemTime` as well. This inserts one attribute.
-fn insert_attribute(out: &mut Fields, element: &str, attr: &str, value: Value) {
+///
+/// These `insert_*` return whether the value replaced one of the same name.
+fn insert_attribute(out: &mut Fields, element: &str, attr: &str, value: Value) -> bool {
     // Not `format!`: its machinery cost more than the map insert, per attribute.
     let mut name = String::with_capacity(element.len() + 1 + attr.len());
     name.push_str(element);
     name.push('_');
     name.push_str(attr);
-    out.insert(name, value);
+    out.insert(name, value).is_some()
 }
 
 /// A plain element of the System block. `<Correlation/>` and friends: empty elements carry
 /// nothing. The key is owned only once kept.
-fn insert_system(out: &mut Fields, key: Cow<'_, str>, value: Value) {
+fn insert_system(out: &mut Fields, key: Cow<'_, str>, value: Value) -> bool {
     match value {
-        Value::Null => {}
-        Value::Object(map) if map.is_empty() => {}
-        value => {
-            out.insert(key.into_owned(), value);
-        }
+        Value::Null => false,
+        Value::Object(map) if map.is_empty() => false,
+        value => out.insert(key.into_owned(), value).is_some(),
     }
 }
 
 /// An EventData item: named items by name; unnamed `<Data>` items as `Data` (one value or a
 /// list). Names lose their spaces (Defender's `Threat Name` is Sigma's `ThreatName`).
-fn insert_data(out: &mut Fields, key: String, value: Value) {
+fn insert_data(out: &mut Fields, key: String, value: Value) -> bool {
     if key.ends_with("_attributes") {
-        return;
+        return false;
     }
     let key = if key.contains(' ') {
         key.replace(' ', "")
@@ -308,22 +355,26 @@ fn insert_data(out: &mut Fields, key: String, value: Value) {
         Value::Null => Value::String(String::new()),
         other => other,
     };
-    out.insert(key, value);
+    out.insert(key, value).is_some()
 }
 
 /// A part of the `Event` object other than `System` and an `EventData` object.
-fn insert_part(out: &mut Fields, key: Cow<'_, str>, value: Value) {
+/// `UserData`'s leaves are lifted whatever they replace (`false`).
+fn insert_part(out: &mut Fields, key: Cow<'_, str>, value: Value) -> bool {
     match (&*key, value) {
-        ("UserData", Value::Object(data)) => lift_leaves(data, out),
+        ("UserData", Value::Object(data)) => {
+            lift_leaves(data, out);
+            false
+        }
         // Some providers render their payload as bare text (`EventData: "..."`).
         ("EventData", Value::String(text)) => {
-            out.insert("Data".into(), Value::String(text));
+            out.insert("Data".into(), Value::String(text)).is_some()
         }
-        (_, Value::Null) => {}
+        (_, Value::Null) => false,
         (other, value) if !other.ends_with("_attributes") => {
-            out.insert(key.into_owned(), value);
+            out.insert(key.into_owned(), value).is_some()
         }
-        _ => {}
+        _ => false,
     }
 }
 
@@ -428,6 +479,35 @@ mod tests {
         );
     }
 
+    /// A map's entries in order.
+    fn entries(fields: &Fields) -> Vec<(String, Value)> {
+        fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// The members of an object's text, in order, repeats included.
+    fn members_of(members: &str) -> Vec<(String, Value)> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Vec<(String, Value)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(out)
+            }
+        }
+        let text = format!("{{{members}}}");
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde::Deserializer::deserialize_map(&mut de, Entries).expect("members are JSON")
+    }
+
     /// The forwarded text reads as its parsed `Value` does: every record of the shared samples
     /// as the evtx crate renders it, and odd shapes.
     #[test]
@@ -441,6 +521,13 @@ mod tests {
                     WinEvent::from_forwarded_json(source.clone(), json).map_err(str::to_string)
                 });
             assert_eq!(direct, parsed, "{line}");
+            if let Some(direct::Read {
+                fields,
+                members: Some(members),
+            }) = direct::fields(line)
+            {
+                assert_eq!(members_of(&members), entries(&fields), "{line}");
+            }
         };
         let t = r#""TimeCreated_attributes": {"SystemTime": "2024-05-01T10:00:00Z"}"#;
         for line in [
@@ -462,6 +549,47 @@ mod tests {
             format!(
                 r#"{{"Event": {{"System": {{{t}}}}}, "Event": {{"System": {{{t}, "EventID": 9}}}}}}"#
             ),
+            // Escapes, numbers and layouts of every kind, valid or not.
+            format!(
+                r#"{{"Event":{{"System":{{{t},"Computer":"a\"b\\c\/d\b\f\n\r\t\u00e9\u20AC\ud83d\ude00 e"}},"EventData":{{"P":"C:\\Windows\\x.exe","N":-5,"Z":0,"M":-0,"F":1.5e3,"G":2E-2,"H":18446744073709551615,"I":18446744073709551616,"J":1234567890123456789,"T":true,"U":false,"S":"","E":{{}},"L":[]}}}}}}"#
+            ),
+            format!(
+                "{{\n\t\"Event\" :\r\n{{ \"System\" : {{ {t} }} , \"EventData\" : {{ \"A\" : 1 }} }} \n}}\n "
+            ),
+            format!(r#"{{"Event": {{"System": {{{t}, "Computer": "\ud83d"}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Computer": "\ude00"}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Computer": "\ud83d\u0041"}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Computer": "\u00g1"}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Computer": "\u+0041"}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Computer": "\x"}}}}}}"#),
+            format!("{{\"Event\": {{\"System\": {{{t}, \"Computer\": \"a\tb\"}}}}}}"),
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": 01}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": 1.}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": 1e}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": -}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": +1}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": tru}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t}, "Level": nulls}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t},}}}}}}"#),
+            format!(r#"{{"Event": {{"System": {{{t} "Level": 1}}}}}}"#),
+            format!(
+                r#"{{"Event": {{"System": {{{t}, "Level": 1}}, "EventData": {{"A": [1, 2}}}}}}"#
+            ),
+            format!(r#"{{"Event": {{"System": {{{t}, "Computer": "unterminated}}}}}}"#),
+            format!(
+                r#"{{"Event": {{"System": {{{t}, "Comp\u0075ter": "escaped key"}}, "Event\u0044ata": {{"A\"B": 1}}}}}}"#
+            ),
+            // Values skipped unread must still be JSON; deep nesting is serde_json's to refuse.
+            format!(r#"{{"x": [1,], "Event": {{"System": {{{t}}}}}}}"#),
+            format!(r#"{{"x": {{"a" 1}}, "Event": {{"System": {{{t}}}}}}}"#),
+            format!(
+                r#"{{"x": [[], {{}}, "a\"", -1.5, null], "Event": {{"System": {{{t}}}, "EventData": {{"A_attributes": [nul]}}}}}}"#
+            ),
+            format!(
+                r#"{{"x": {}1{}, "Event": {{"System": {{{t}}}}}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            ),
             r#"{"Event": 1}"#.to_string(),
             r#"{"Event": {"System": {"EventID": 1}}}"#.to_string(),
             r#"[{"Event": {}}]"#.to_string(),
@@ -476,6 +604,9 @@ mod tests {
         };
         let (files, _) = crate::evtx::collect_files(&[samples]);
         let settings = evtx::ParserSettings::new().separate_json_attributes(true);
+        // Records without their values' text though they have no UserData: a data item named
+        // as a System element (Sysmon 4's `Version`) replaces its value; 6 of the samples.
+        let mut repeats = 0;
         let mut records = 0;
         for file in &files {
             let Ok(parser) = evtx::EvtxParser::from_path(file) else {
@@ -485,12 +616,22 @@ mod tests {
             for record in parser.records_json_value().flatten() {
                 let line = record.data.to_string();
                 same(&line);
-                // Every record as the evtx crate renders it takes the direct read.
-                assert!(direct::fields(&line).is_some(), "{line}");
+                // Every record as the evtx crate renders it takes the direct read, and keeps
+                // its values' text unless its UserData leaves were lifted.
+                let read = direct::fields(&line);
+                assert!(read.is_some(), "{line}");
+                let members = read.and_then(|r| r.members);
+                if members.is_none() && !line.contains(r#""UserData":"#) {
+                    repeats += 1;
+                }
                 records += 1;
             }
         }
         assert!(records > 5000, "{records} records");
+        assert!(
+            repeats * 100 < records,
+            "{repeats} of {records} records without their text"
+        );
     }
 
     /// Shapes the direct read takes, and those it leaves to the parsed `Value`; each reads as
@@ -537,7 +678,7 @@ mod tests {
             );
         }
         // Parts after `EventData` keep their record order, read either way.
-        let fields = direct::fields(&direct[0]).unwrap();
+        let fields = direct::fields(&direct[0]).unwrap().fields;
         let names: Vec<&str> = fields.keys().map(String::as_str).collect();
         assert_eq!(
             names,

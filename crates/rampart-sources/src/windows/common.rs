@@ -15,6 +15,7 @@ use rampart_schema::{
 };
 use serde_json::{Map, Value};
 
+use crate::json;
 use crate::winevent::{WinEvent, parse_int};
 
 /// Extra `AdditionalFields` entries a mapper adds under Defender's names. The raw record's
@@ -418,106 +419,55 @@ pub(crate) fn raw_fields(ev: &WinEvent, extras: Extras) -> Map<String, Value> {
 }
 
 /// [`raw_fields`] as JSON text, written from the record as it is (no copy of its fields):
-/// most rows store it so, once per event on the server's ingest path. The same text
-/// `serde_json` writes, but its strings escaped eight bytes at a time ([`push_json_str`]):
+/// most rows store it so, once per event on the server's ingest path. A forwarded record's
+/// fields come as the text they were read from ([`WinEvent::fields_json`]); others are written
+/// as `serde_json` writes them, their strings escaped eight bytes at a time ([`json::push_str`]):
 /// through `serde_json`'s serializer this was ~8 % of the server's work.
 pub(crate) fn raw_fields_json(ev: &WinEvent, extras: Extras) -> String {
-    // Room for a record of about the average size (a forwarded line is ~1.1 KB): grown from
-    // less, the text was copied on the way.
-    let mut out = String::with_capacity(2048);
-    out.push('{');
-    let own = ev.fields.iter().map(|(k, v)| (k.as_str(), v));
-    for (i, (key, value)) in own.chain(added(ev, extras)).enumerate() {
-        if i > 0 {
-            out.push(',');
+    let mut out;
+    match ev.fields_json() {
+        Some(members) => {
+            out = String::with_capacity(members.len() + 128);
+            out.push('{');
+            out.push_str(members);
         }
-        push_json_str(&mut out, key);
-        out.push(':');
-        match value {
-            Value::String(text) => push_json_str(&mut out, text),
-            // Ids, levels, versions: about ten integers a record, written by `itoa` (through
-            // `Display` they were 2 % of the server's instructions in one build).
-            Value::Number(n) if let Some(u) = n.as_u64() => {
-                out.push_str(itoa::Buffer::new().format(u));
+        None => {
+            // Room for a record of about the average size (a forwarded line is ~1.1 KB):
+            // grown from less, the text was copied on the way.
+            out = String::with_capacity(2048);
+            out.push('{');
+            for (key, value) in &ev.fields {
+                push_member(&mut out, key, value);
             }
-            Value::Number(n) if let Some(i) = n.as_i64() => {
-                out.push_str(itoa::Buffer::new().format(i));
-            }
-            // Fractions, lists, booleans: rare.
-            other => out.push_str(&other.to_string()),
         }
+    }
+    for (key, value) in added(ev, extras) {
+        push_member(&mut out, key, value);
     }
     out.push('}');
     out
 }
 
-/// Appends `text` as a JSON string, escaped as `serde_json` escapes it (`\"`, `\\`, `\n`,
-/// `\r`, `\t`, `\b`, `\f`, other control characters as `\u00xx`). Eight bytes are checked at
-/// once, in one load: the last few of a longer string as the eight that end it (the ones already
-/// checked shifted out), those of a shorter one (names like `EventID`) gathered byte by byte;
-/// runs that need no escape are copied at once. Called ~40 times per record, for strings of
-/// ~20 bytes: what each call costs besides the words counts as much as the words.
-fn push_json_str(out: &mut String, text: &str) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const SPACES: u64 = ONES * b' ' as u64;
-    // The high bit of each byte of `w` below `n` (n ≤ 0x80). Above a flagged byte, a byte may be
-    // flagged wrongly; the lowest flagged byte is always right.
-    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGHS;
-    let word = |eight: &[u8]| <[u8; 8]>::try_from(eight).map_or(SPACES, u64::from_le_bytes);
-    let bytes = text.as_bytes();
-    // The text and its quotes at once; escapes grow it as they come.
-    out.reserve(bytes.len() + 2);
-    out.push('"');
-    let (mut copied, mut i) = (0, 0);
-    while i < bytes.len() {
-        let left = bytes.len() - i;
-        let (w, n) = if left >= 8 {
-            (word(&bytes[i..i + 8]), 8)
-        } else if bytes.len() >= 8 {
-            // The eight bytes that end the text, those before `i` replaced by spaces.
-            let seen = 8 * (8 - left) as u32;
-            let last = word(&bytes[bytes.len() - 8..]);
-            ((last >> seen) | (SPACES << (64 - seen)), left)
-        } else {
-            let w = bytes[i..]
-                .iter()
-                .rev()
-                .fold(SPACES, |w, &b| w << 8 | u64::from(b));
-            (w, left)
-        };
-        let flagged = below(w, 0x20)
-            | below(w ^ (ONES * u64::from(b'"')), 1)
-            | below(w ^ (ONES * u64::from(b'\\')), 1);
-        if flagged == 0 {
-            i += n;
-            continue;
-        }
-        // Straight to the first byte to escape (a path's backslashes are frequent). It is an
-        // ASCII byte, so the text before it ends on a character boundary.
-        i += (flagged.trailing_zeros() / 8) as usize;
-        let b = bytes[i];
-        out.push_str(&text[copied..i]);
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x08 => out.push_str("\\b"),
-            0x0c => out.push_str("\\f"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
-            }
-        }
-        i += 1;
-        copied = i;
+/// Appends `"key":value` to the members of an object begun in `out`.
+fn push_member(out: &mut String, key: &str, value: &Value) {
+    if !out.ends_with('{') {
+        out.push(',');
     }
-    out.push_str(&text[copied..]);
-    out.push('"');
+    json::push_str(out, key);
+    out.push(':');
+    match value {
+        Value::String(text) => json::push_str(out, text),
+        // Ids, levels, versions: about ten integers a record, written by `itoa` (through
+        // `Display` they were 2 % of the server's instructions in one build).
+        Value::Number(n) if let Some(u) = n.as_u64() => {
+            out.push_str(itoa::Buffer::new().format(u));
+        }
+        Value::Number(n) if let Some(i) = n.as_i64() => {
+            out.push_str(itoa::Buffer::new().format(i));
+        }
+        // Fractions, lists, booleans: rare.
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// The extras `AdditionalFields` adds to the record's fields: those with a value whose key the
@@ -885,61 +835,30 @@ mod tests {
         );
     }
 
-    /// Every control character, quotes and backslashes at every offset of a word, and text
-    /// beyond ASCII: written as `serde_json` writes them.
+    /// A forwarded record's `AdditionalFields` copies its values' text (escapes as they came)
+    /// and reads as the same object as the one written from its fields, extras included.
     #[test]
-    fn strings_are_escaped_as_serde_json_escapes_them() {
-        let mut cases: Vec<String> = (0u8..0x80).map(|b| (b as char).to_string()).collect();
-        for special in [
-            "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "é", "€", "😀",
-        ] {
-            for at in 0..17 {
-                let mut text = "C:\\Windows\\System32"
-                    .chars()
-                    .cycle()
-                    .take(at)
-                    .collect::<String>();
-                text.push_str(special);
-                text.push_str("abcdefghijklmnop");
-                cases.push(text);
-            }
-            // At every place of strings up to two words long: in a short string's gathered
-            // word, and in the last word of a longer one, where earlier bytes are shifted out.
-            for len in 0..16 {
-                for at in 0..=len {
-                    cases.push(format!(
-                        "{}{special}{}",
-                        "x".repeat(at),
-                        "\\".repeat(len - at)
-                    ));
-                }
-            }
-        }
-        // Specials in a string's last few bytes, and short strings.
-        let mut short = Vec::new();
-        for text in &cases {
-            for tail in 0..9 {
-                short.push(
-                    text.chars()
-                        .rev()
-                        .skip(16)
-                        .collect::<String>()
-                        .chars()
-                        .rev()
-                        .chain("é_xyzabc".chars().take(tail))
-                        .collect::<String>(),
-                );
-            }
-        }
-        cases.extend(short);
-        cases.push(String::new());
-        cases.push("plain text of more than eight bytes".into());
-        cases.push("Ünïcode ☃ \u{7f}\u{80}".into());
-        for text in cases {
-            let mut out = String::new();
-            push_json_str(&mut out, &text);
-            assert_eq!(out, serde_json::to_string(&text).unwrap(), "{text:?}");
-        }
+    fn additional_fields_of_forwarded_text_copy_its_values() {
+        let line = r#"{"Event": {"System": {"EventID": 4104, "TimeCreated_attributes": {"SystemTime": "2024-05-01T10:00:00Z"}, "Computer": "ws\/1"}, "EventData": {"Command": "a\\b \u00e9", "Empty": null, "Big": 1.5e20, "Threat Name": "t", "List": [1, "x"]}}}"#;
+        let mut ev = WinEvent::from_forwarded_slice(
+            std::sync::Arc::from(std::path::Path::new("fwd")),
+            line.as_bytes(),
+        )
+        .unwrap();
+        assert!(ev.fields_json().is_some());
+        let extras: Extras = &[
+            ("Command", Value::from("mapper's")),
+            ("ThreatName", Value::from("mapper's")),
+            ("ServiceAccount", Value::from("added")),
+        ];
+        let json = raw_fields_json(&ev, extras);
+        assert!(json.contains(r#""Computer":"ws\/1""#), "{json}");
+        assert!(json.contains(r#""Empty":"""#), "{json}");
+        assert!(json.ends_with(r#","ServiceAccount":"added"}"#), "{json}");
+        let object = Value::Object(raw_fields(&ev, extras));
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), object);
+        ev.fields_changed();
+        assert_eq!(raw_fields_json(&ev, extras), object.to_string());
     }
 
     #[test]

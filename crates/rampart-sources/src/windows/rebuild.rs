@@ -230,6 +230,7 @@ fn unsigned(v: &Value) -> Option<u64> {
 /// The record less the keys its mapper added to `AdditionalFields`: a key of [`ADDED_KEYS`] is
 /// the mapper's when mapping the record without it gives it back with the same value.
 fn without_added_keys(mut event: WinEvent) -> WinEvent {
+    event.fields_changed();
     let present: Vec<(String, Value)> = ADDED_KEYS
         .iter()
         .filter_map(|key| event.fields.shift_remove_entry(*key))
