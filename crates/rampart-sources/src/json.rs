@@ -180,7 +180,11 @@ mod tests {
         // Past the first sixteen bytes, and in the last sixteen of longer strings.
         for special in ["\"", "\\", "\u{0}", "\u{1f}", "\u{7f}", "\u{80}", " "] {
             for at in 0..48 {
-                cases.push(format!("{}{special}{}", "a".repeat(at), "é".repeat(48 - at)));
+                cases.push(format!(
+                    "{}{special}{}",
+                    "a".repeat(at),
+                    "é".repeat(48 - at)
+                ));
             }
         }
         cases.push(String::new());
@@ -196,7 +200,11 @@ mod tests {
                     .find(|&i| is_special(bytes[i]))
                     .unwrap_or(bytes.len());
                 assert_eq!(plain_run(bytes, from), expected, "{text:?} from {from}");
-                assert_eq!(plain_run_swar(bytes, from), expected, "{text:?} from {from}");
+                assert_eq!(
+                    plain_run_swar(bytes, from),
+                    expected,
+                    "{text:?} from {from}"
+                );
             }
         }
     }

@@ -172,13 +172,18 @@ pub(crate) fn hashes(text: &str) -> Hashes {
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
         }
-        let value = Some(value.to_ascii_lowercase());
-        match algo.trim().to_ascii_uppercase().as_str() {
-            "SHA1" => h.sha1 = value,
-            "SHA256" => h.sha256 = value,
-            "MD5" => h.md5 = value,
-            _ => {}
-        }
+        // Named without an upper-cased copy: that was a third of this, on every Sysmon record.
+        let algo = algo.trim();
+        let slot = if algo.eq_ignore_ascii_case("SHA1") {
+            &mut h.sha1
+        } else if algo.eq_ignore_ascii_case("SHA256") {
+            &mut h.sha256
+        } else if algo.eq_ignore_ascii_case("MD5") {
+            &mut h.md5
+        } else {
+            continue;
+        };
+        *slot = Some(value.to_ascii_lowercase());
     }
     h
 }
