@@ -634,6 +634,62 @@ mod tests {
         );
     }
 
+    /// Records damaged at random — bytes replaced by JSON's own punctuation, escapes, digits,
+    /// control and non-ASCII characters, dropped or repeated — read as their parsed `Value`
+    /// does (the same event, or an error either way), and their members' text matches their
+    /// fields: the direct read never accepts what `serde_json` refuses.
+    #[test]
+    fn damaged_forwarded_records_read_as_their_parsed_value() {
+        let source: Arc<Path> = Arc::from(Path::new("fwd"));
+        let records = [
+            r#"{"Event_attributes":{"xmlns":"x"},"Event":{"System":{"Provider_attributes":{"Name":"Microsoft-Windows-Sysmon"},"EventID":1,"Version":5,"TimeCreated_attributes":{"SystemTime":"2024-05-01T10:00:00.1234567Z"},"EventRecordID":42,"Correlation":null,"Execution_attributes":{"ProcessID":3192,"ThreadID":3288},"Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"ws1"},"EventData":{"Image":"C:\\Windows\\System32\\cmd.exe","CommandLine":"cmd /c \"echo \u00e9\"","ProcessId":-12,"Ratio":1.5e3,"Flag":true,"List":[1,"a"],"Empty":null,"Name With Space":"x"}}}"#,
+            r#"{"Event":{"System":{"EventID":104,"TimeCreated_attributes":{"SystemTime":"2024-05-01T10:00:00Z"},"Channel":"System"},"UserData":{"LogFileCleared":{"Channel":"Security","SubjectUserName":"bob"}}}}"#,
+        ];
+        let alphabet: &[&[u8]] = &[
+            b"\"", b"\\", b"{", b"}", b"[", b"]", b":", b",", b" ", b"0", b"-", b"e", b".",
+            b"\\u", b"\\ud83d", b"\\n", b"\t", b"\x01", b"n", b"t", "\u{e9}".as_bytes(), b"",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let mut direct_reads = 0;
+        for _ in 0..4000 {
+            let mut line = records[next(records.len())].as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(line.len());
+                let len = next(4).min(line.len() - at);
+                let with = alphabet[next(alphabet.len())];
+                line.splice(at..at + len, with.iter().copied());
+            }
+            let direct = WinEvent::from_forwarded_slice(source.clone(), &line);
+            let parsed = std::str::from_utf8(&line)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+                .and_then(|json| {
+                    WinEvent::from_forwarded_json(source.clone(), json).map_err(str::to_string)
+                });
+            let text = String::from_utf8_lossy(&line);
+            assert_eq!(direct.is_ok(), parsed.is_ok(), "{text}");
+            if let (Ok(direct), Ok(parsed)) = (&direct, &parsed) {
+                assert_eq!(direct, parsed, "{text}");
+            }
+            if let Ok(text) = std::str::from_utf8(&line)
+                && let Some(read) = direct::fields(text)
+            {
+                direct_reads += 1;
+                if let Some(members) = &read.members {
+                    assert_eq!(members_of(members), entries(&read.fields), "{text}");
+                }
+            }
+        }
+        // Most damage leaves a record the direct read takes (a value changed, not the shape).
+        assert!(direct_reads > 1000, "{direct_reads} direct reads");
+    }
+
     /// Shapes the direct read takes, and those it leaves to the parsed `Value`; each reads as
     /// its `Value` does.
     #[test]
