@@ -646,8 +646,28 @@ mod tests {
             r#"{"Event":{"System":{"EventID":104,"TimeCreated_attributes":{"SystemTime":"2024-05-01T10:00:00Z"},"Channel":"System"},"UserData":{"LogFileCleared":{"Channel":"Security","SubjectUserName":"bob"}}}}"#,
         ];
         let alphabet: &[&[u8]] = &[
-            b"\"", b"\\", b"{", b"}", b"[", b"]", b":", b",", b" ", b"0", b"-", b"e", b".",
-            b"\\u", b"\\ud83d", b"\\n", b"\t", b"\x01", b"n", b"t", "\u{e9}".as_bytes(), b"",
+            b"\"",
+            b"\\",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b":",
+            b",",
+            b" ",
+            b"0",
+            b"-",
+            b"e",
+            b".",
+            b"\\u",
+            b"\\ud83d",
+            b"\\n",
+            b"\t",
+            b"\x01",
+            b"n",
+            b"t",
+            "\u{e9}".as_bytes(),
+            b"",
         ];
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = move |below: usize| {

@@ -208,7 +208,10 @@ impl Out {
 }
 
 /// Whether a string read from the text had no escape: then it holds nothing JSON escapes.
-#[expect(clippy::ptr_arg, reason = "whether the text was borrowed is the question")]
+#[expect(
+    clippy::ptr_arg,
+    reason = "whether the text was borrowed is the question"
+)]
 fn is_plain(text: &Cow<'_, str>) -> bool {
     matches!(text, Cow::Borrowed(_))
 }
