@@ -590,6 +590,56 @@ mod tests {
                 "[".repeat(200),
                 "]".repeat(200)
             ),
+            format!(
+                r#"{{"x": {}1{}, "Event": {{"System": {{{t}}}}}}}"#,
+                "[".repeat(125),
+                "]".repeat(125)
+            ),
+            format!(
+                r#"{{"x": {}1{}, "Event": {{"System": {{{t}}}}}}}"#,
+                "[".repeat(126),
+                "]".repeat(126)
+            ),
+            format!(
+                r#"{{"x": {}1{}, "Event": {{"System": {{{t}}}}}}}"#,
+                "[".repeat(127),
+                "]".repeat(127)
+            ),
+            format!(
+                r#"{{"Event": {{"System": {{{t}}}, "EventData": {{"A": {}1{}, "B_attributes": {}1{}}}}}}}"#,
+                "[".repeat(118),
+                "]".repeat(118),
+                "[".repeat(118),
+                "]".repeat(118)
+            ),
+            format!(
+                r#"{{"Event": {{"System": {{{t}}}, "EventData": {{"A": {}1{}, "B_attributes": {}1{}}}}}}}"#,
+                "[".repeat(119),
+                "]".repeat(119),
+                "[".repeat(119),
+                "]".repeat(119)
+            ),
+            format!(
+                r#"{{"Event": {{"System": {{{t}}}, "EventData": {{"A": {}1{}, "B_attributes": {}1{}}}}}}}"#,
+                "[".repeat(123),
+                "]".repeat(123),
+                "[".repeat(123),
+                "]".repeat(123)
+            ),
+            format!(
+                r#"{{"Event": {{"System": {{{t}}}, "EventData": {{"A": {}1{}, "B_attributes": {}1{}}}}}}}"#,
+                "[".repeat(124),
+                "]".repeat(124),
+                "[".repeat(124),
+                "]".repeat(124)
+            ),
+            format!(
+                r#"{{"Event": {{"System": {{{t}}}, "EventData": {{"A": {}1{}, "B_attributes": {}1{}}}}}}}"#,
+                "[".repeat(125),
+                "]".repeat(125),
+                "[".repeat(125),
+                "]".repeat(125)
+            ),
             r#"{"Event": 1}"#.to_string(),
             r#"{"Event": {"System": {"EventID": 1}}}"#.to_string(),
             r#"[{"Event": {}}]"#.to_string(),

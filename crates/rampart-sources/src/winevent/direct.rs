@@ -42,7 +42,7 @@ pub(super) fn fields(text: &str) -> Option<Read> {
     while let Some(key) = s.next_key(first)? {
         first = false;
         if key != "Event" {
-            s.skip(0)?;
+            s.skip(1)?;
         } else if read.is_none() {
             s.ws();
             s.expect(b'{')?;
@@ -144,7 +144,7 @@ fn data(s: &mut Scanner<'_>, out: &mut Out) -> Option<()> {
                 first = false;
                 // Dropped whatever they hold.
                 if key.ends_with("_attributes") {
-                    s.skip(0)?;
+                    s.skip(3)?;
                     continue;
                 }
                 let (value, raw) = s.value()?;
@@ -160,7 +160,7 @@ fn data(s: &mut Scanner<'_>, out: &mut Out) -> Option<()> {
             let replaced = insert_part(&mut out.fields, Cow::Borrowed("EventData"), value);
             out.kept(before, replaced, true, raw);
         }
-        b'n' => s.skip(0)?,
+        b'n' => s.skip(2)?,
         _ => return None,
     }
     Some(())
@@ -216,8 +216,22 @@ fn is_plain(text: &Cow<'_, str>) -> bool {
     matches!(text, Cow::Borrowed(_))
 }
 
-/// Deepest nesting `serde_json` reads: a value nested deeper is left to it, which refuses it.
-const MAX_DEPTH: usize = 128;
+/// Most objects and lists `serde_json` reads nested in one another: a value nested deeper is
+/// left to it, which refuses it.
+const MAX_DEPTH: usize = 127;
+
+/// Most objects and lists around a value this reader builds (an attribute's: the record,
+/// `Event`, `System` and the attribute object).
+const MAX_ENCLOSING: usize = 4;
+
+/// How many objects and lists `value` nests, itself included.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
 
 /// A cursor over a record's text.
 struct Scanner<'a> {
@@ -289,11 +303,12 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// Past a value that is not kept, checked as `serde_json` checks what it ignores.
+    /// Past a value that is not kept, inside `depth` objects and lists, checked as
+    /// `serde_json` checks what it ignores.
     fn skip(&mut self, depth: usize) -> Option<()> {
         self.ws();
         match self.peek()? {
-            _ if depth >= MAX_DEPTH => None,
+            b'{' | b'[' if depth >= MAX_DEPTH => None,
             b'{' => {
                 self.at += 1;
                 let mut first = true;
@@ -328,10 +343,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An object or a list (rare in a record's fields): `serde_json` reads it.
+    /// An object or a list (rare in a record's fields): `serde_json` reads it, but one nested
+    /// deeper than the whole record's reading would allow is left to that reading.
     fn nested(&mut self) -> Option<Value> {
         let mut values = serde_json::Deserializer::from_str(&self.text[self.at..]).into_iter();
         let value = values.next()?.ok()?;
+        (depth(&value) + MAX_ENCLOSING <= MAX_DEPTH).then_some(())?;
         self.at += values.byte_offset();
         Some(value)
     }
