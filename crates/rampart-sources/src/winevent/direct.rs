@@ -6,9 +6,10 @@
 //! forwarders send: an `Event` object with `System` first, and no key of `Event` or `System`
 //! given twice (a repeat there can change what is kept: a later `null` drops an earlier value).
 //! Anything else, malformed text included, ends the read with `None`: the caller then reads
-//! the text through a `Value`, which decides. So this reader refuses whatever it does not
-//! read exactly as `serde_json` would (a lone surrogate escape, a number that is not a plain
-//! integer is handed to `serde_json` itself), and never accepts text `serde_json` refuses.
+//! the text through a `Value`, which decides. So this reader leaves to it whatever it would
+//! not read exactly as `serde_json` does (a lone surrogate escape, nesting near the limit; a
+//! number other than a plain integer is read by `serde_json` itself), and never accepts text
+//! `serde_json` refuses.
 //! The per-entry rules are the parent's, shared with the flattening of a `Value`.
 //!
 //! Ours rather than a visitor over `serde_json`'s deserializer (the reader before this one):
