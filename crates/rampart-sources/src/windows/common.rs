@@ -172,7 +172,7 @@ pub(crate) fn hashes(text: &str) -> Hashes {
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
         }
-        // Named without an upper-cased copy: that was a third of this, on every Sysmon record.
+        // Named without an upper-cased copy of the name: an allocation per algorithm, per record.
         let algo = algo.trim();
         let slot = if algo.eq_ignore_ascii_case("SHA1") {
             &mut h.sha1

@@ -84,10 +84,7 @@ fn event(s: &mut Scanner<'_>) -> Option<Read> {
                 out.members = None;
             }
             let (value, raw) = s.value()?;
-            let before = out.fields.len();
-            let clean = is_plain(&key);
-            let replaced = insert_part(&mut out.fields, key.clone(), value);
-            out.kept(before, replaced, clean, raw);
+            out.keep(is_plain(&key), raw, |f| insert_part(f, key.clone(), value));
         }
         seen.push(key);
     }
@@ -115,18 +112,15 @@ fn system(s: &mut Scanner<'_>, out: &mut Out) -> Option<()> {
                 while let Some(attr) = s.next_key(first)? {
                     first = false;
                     let (value, raw) = s.value()?;
-                    let before = out.fields.len();
                     let clean = is_plain(&key) && is_plain(&attr);
-                    let replaced = insert_attribute(&mut out.fields, element, &attr, value);
-                    out.kept(before, replaced, clean, raw);
+                    out.keep(clean, raw, |f| insert_attribute(f, element, &attr, value));
                 }
             }
             None => {
                 let (value, raw) = s.value()?;
-                let before = out.fields.len();
-                let clean = is_plain(&key);
-                let replaced = insert_system(&mut out.fields, key.clone(), value);
-                out.kept(before, replaced, clean, raw);
+                out.keep(is_plain(&key), raw, |f| {
+                    insert_system(f, key.clone(), value)
+                });
             }
         }
         seen.push(key);
@@ -149,17 +143,16 @@ fn data(s: &mut Scanner<'_>, out: &mut Out) -> Option<()> {
                     continue;
                 }
                 let (value, raw) = s.value()?;
-                let before = out.fields.len();
-                let clean = is_plain(&key);
-                let replaced = insert_data(&mut out.fields, key.into_owned(), value);
-                out.kept(before, replaced, clean, raw);
+                out.keep(is_plain(&key), raw, |f| {
+                    insert_data(f, key.into_owned(), value)
+                });
             }
         }
         b'"' => {
             let (value, raw) = s.value()?;
-            let before = out.fields.len();
-            let replaced = insert_part(&mut out.fields, Cow::Borrowed("EventData"), value);
-            out.kept(before, replaced, true, raw);
+            out.keep(true, raw, |f| {
+                insert_part(f, Cow::Borrowed("EventData"), value)
+            });
         }
         b'n' => s.skip(2)?,
         _ => return None,
@@ -174,10 +167,13 @@ struct Out {
 }
 
 impl Out {
-    /// After an insert into `fields` that had `before` entries: the new entry's member, its
-    /// value's text `raw` as the record has it; `clean`: its name was made of text with
-    /// nothing to escape, and is copied as it is.
-    fn kept(&mut self, before: usize, replaced: bool, clean: bool, raw: &str) {
+    /// Inserts into `fields` (`insert` says whether it replaced a value), then writes the new
+    /// entry's member: its value's text `raw` as the record has it; `clean`: its name was made
+    /// of text with nothing to escape, and is copied as it is. An insert that added more than
+    /// one entry or replaced one leaves no members.
+    fn keep(&mut self, clean: bool, raw: &str, insert: impl FnOnce(&mut Fields) -> bool) {
+        let before = self.fields.len();
+        let replaced = insert(&mut self.fields);
         let Some(members) = &mut self.members else {
             return;
         };
