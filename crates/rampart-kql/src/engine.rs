@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::{ExecutionPlan, displayable};
@@ -13,6 +14,7 @@ use futures::StreamExt;
 use rampart_kql_syntax::KqlError;
 
 use crate::catalog::Catalog;
+use crate::join_keys::PackJoinKeys;
 use crate::planner::{self, Plan, clean_message};
 
 /// Stack of the threads that parse, plan and run queries. The parser bounds nesting and tree
@@ -81,9 +83,14 @@ impl Engine {
             .with_information_schema(false)
             // Kusto compares names case-sensitively; so must the engine.
             .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(PackJoinKeys))
+            .build();
         Engine {
             catalog,
-            ctx: SessionContext::new_with_config(config),
+            ctx: SessionContext::new_with_state(state),
         }
     }
 

@@ -3,7 +3,9 @@
 //! - [`rampart_kql_syntax`] turns text into a syntax tree (re-exported as [`syntax`]);
 //! - [`planner`] turns the tree into a DataFusion [`LogicalPlan`](datafusion::logical_expr::LogicalPlan):
 //!   tables come from a [`Catalog`], scalar meaning from [`rampart_kql_functions`];
-//! - [`Engine`] runs plans with a row limit and a timeout.
+//! - [`Engine`] runs plans with a row limit and a timeout; DataFusion's physical plans get
+//!   one rule of ours, `join_keys` (joins on several keys, one of them text, join on one
+//!   packed key).
 //!
 //! ```
 //! # rampart_kql::runtime().unwrap().block_on(async {
@@ -16,6 +18,7 @@
 
 mod catalog;
 mod engine;
+mod join_keys;
 mod naming;
 pub mod planner;
 pub mod results;

@@ -590,6 +590,47 @@ fn join_on_left_and_right_columns() {
     assert_eq!(rows(&q), vec![vec![json!(3)]]);
 }
 
+/// Joins on a text key and a number, as hunting joins on `DeviceId` and a process id: the
+/// engine joins them on one packed key (`PackedKeysExec` in the plan), with the same rows.
+#[test]
+fn joins_on_text_and_number_keys() {
+    let tables = "let P = datatable(d: string, pid: long, a: long)\
+        ['x', 1, 1, 'x', 2, 2, 'y', 1, 3, '', 1, 4, 'X', 1, 5, 'x', 1, 6];\
+        let N = datatable(d: string, pid: long, b: long)\
+        ['x', 1, 10, 'x', 1, 11, 'y', 2, 20, 'z', 1, 30, '', 1, 40, 'x', 3, 50];";
+    let join = |kind: &str| {
+        rows(&format!(
+            "{tables} P | join kind={kind} N on d, pid | project a, b | order by a asc, b asc"
+        ))
+    };
+    let pairs = |p: &[(i64, i64)]| -> Vec<Vec<Value>> {
+        p.iter().map(|&(a, b)| vec![json!(a), json!(b)]).collect()
+    };
+    // Case-sensitive on the text, exact on the number; "" equals "".
+    assert_eq!(
+        join("inner"),
+        pairs(&[(1, 10), (1, 11), (4, 40), (6, 10), (6, 11)])
+    );
+    let outer = join("leftouter");
+    assert_eq!(outer.len(), 8);
+    assert!(outer.contains(&vec![json!(5), Value::Null]));
+    assert_eq!(
+        rows(&format!(
+            "{tables} N | join kind=leftanti P on d, pid | project b | order by b asc"
+        )),
+        vec![vec![json!(20)], vec![json!(30)], vec![json!(50)]]
+    );
+    // innerunique: one left row per key (of 'x' 1, either of a = 1 and a = 6).
+    assert_eq!(
+        rows(&format!("{tables} P | join N on d, pid | count")),
+        vec![vec![json!(3)]]
+    );
+    let plan = runtime()
+        .block_on(engine().explain(&format!("{tables} P | join kind=inner N on d, pid")))
+        .unwrap();
+    assert!(plan.contains("PackedKeysExec"), "{plan}");
+}
+
 #[test]
 fn lookup_drops_the_right_keys() {
     let q = format!(

@@ -1,0 +1,955 @@
+//! Hash joins on several keys, one of them text, joined on one packed key instead.
+//!
+//! DataFusion's hash join compares the keys of every candidate pair column by column through
+//! a general comparator (a dynamic call per column and pair); only a single key column of a
+//! plain type takes its typed loop. Hunting joins are mostly on a device's 40-character
+//! `DeviceId` and a process id, so that comparison, and the cache misses of reading the
+//! build side's strings again for every match, were a fifth of such a join's time.
+//!
+//! [`PackJoinKeys`] rewrites such a join so that each side carries one more column, its keys
+//! packed into one integer ([`PackedKeysExec`]): a text key becomes the number of its value
+//! in an interner, other keys their bits, side by side, so that two packed keys are equal
+//! exactly when every key is. The join then hashes and compares one `UInt64` or `Decimal128`
+//! column with its typed loop.
+//!
+//! Numbers are exact, not hashes: each partition of the join has an interner, filled by the
+//! build side as the join reads it (rows with equal keys are in the same partition on both
+//! sides: the join's inputs are partitioned on the original keys) and only read by the probe
+//! side, which the join reads once the build side is done; a probe value the build side
+//! never held gets a number no build row has. The interner holds each distinct build value
+//! once and counts against the query's memory pool like the join's own table.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, RecordBatch, UInt64Array,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::datatypes::{ArrowNativeType, DataType, Field, Schema, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, NullEquality, Result, internal_err};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::JoinType;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::{Stream, StreamExt};
+
+/// The name of the packed key column each side of a rewritten join gets.
+const KEY_COLUMN: &str = "__rampart_join_key";
+
+/// Packed keys wider than this are not packed: `Decimal128` of precision 38 holds integers
+/// below 10^38, a little over 2^126.
+const MAX_KEY_BITS: u32 = 126;
+
+/// A text key's number, 32 bits; this one is never given, so that a probe value the build
+/// side never held matches nothing.
+const NOT_INTERNED: u32 = u32::MAX;
+
+/// Memory counted for an interned value beyond its bytes (the map's entry and the box).
+const ENTRY_OVERHEAD: usize = 48;
+
+/// The physical optimiser rule; it runs last, on the plan DataFusion's rules have settled.
+#[derive(Debug, Default)]
+pub struct PackJoinKeys;
+
+impl PhysicalOptimizerRule for PackJoinKeys {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            Ok(match packed_join(join)? {
+                Some(packed) => Transformed::yes(packed),
+                None => Transformed::no(node),
+            })
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "pack_join_keys"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// How one key enters the packed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Text, as its interned number.
+    Text,
+    /// A fixed-width integer (or a time, a date, a duration: an integer underneath) of this
+    /// many bytes, as its bits.
+    Bits(usize),
+}
+
+impl Part {
+    fn of(t: &DataType) -> Option<Part> {
+        match t {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(Part::Text),
+            // Floats are left alone: bit equality is not their equality (0.0 and -0.0, NaN).
+            t if t.is_integer()
+                || matches!(
+                    t,
+                    DataType::Timestamp(..)
+                        | DataType::Date32
+                        | DataType::Date64
+                        | DataType::Duration(_)
+                ) =>
+            {
+                t.primitive_width().map(Part::Bits)
+            }
+            _ => None,
+        }
+    }
+
+    fn bits(self) -> u32 {
+        match self {
+            Part::Text => 32,
+            Part::Bits(bytes) => 8 * bytes as u32,
+        }
+    }
+}
+
+/// The join with its keys packed, or `None` when it is not one to pack: fewer than two keys,
+/// none of them text, a key type without exact bits, keys too wide together, or a join whose
+/// rows with equal keys are not known to meet in one partition.
+fn packed_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let (left, right) = (join.left(), join.right());
+    let shared = match join.partition_mode() {
+        // Rows of equal keys meet in one partition: both sides hash-partitioned alike (the
+        // join checked), or one partition each.
+        PartitionMode::Partitioned => {
+            match (left.output_partitioning(), right.output_partitioning()) {
+                (Partitioning::Hash(_, a), Partitioning::Hash(_, b)) if a == b => false,
+                (l, r) if l.partition_count() == 1 && r.partition_count() == 1 => false,
+                _ => return Ok(None),
+            }
+        }
+        PartitionMode::CollectLeft => true,
+        PartitionMode::Auto => return Ok(None),
+    };
+    if join.on.len() < 2
+        || join.null_equality() != NullEquality::NullEqualsNothing
+        || HashJoinExec::probe_side() != datafusion::common::JoinSide::Right
+        || !handled(join.join_type)
+    {
+        return Ok(None);
+    }
+    let mut parts = Vec::with_capacity(join.on.len());
+    for (l, r) in &join.on {
+        let lt = l.data_type(&left.schema())?;
+        if lt != r.data_type(&right.schema())? {
+            return Ok(None);
+        }
+        match Part::of(&lt) {
+            Some(p) => parts.push(p),
+            None => return Ok(None),
+        }
+    }
+    if !parts.contains(&Part::Text) || parts.iter().map(|p| p.bits()).sum::<u32>() > MAX_KEY_BITS {
+        return Ok(None);
+    }
+
+    let slots = if shared {
+        1
+    } else {
+        left.output_partitioning().partition_count()
+    };
+    let interners = Arc::new(Interners::new(slots));
+    let build = Arc::new(PackedKeysExec::new(
+        Arc::clone(left),
+        join.on.iter().map(|(l, _)| Arc::clone(l)).collect(),
+        parts.clone(),
+        Side::Build,
+        Arc::clone(&interners),
+    ));
+    let probe = Arc::new(PackedKeysExec::new(
+        Arc::clone(right),
+        join.on.iter().map(|(_, r)| Arc::clone(r)).collect(),
+        parts,
+        if shared {
+            Side::SharedProbe
+        } else {
+            Side::Probe
+        },
+        interners,
+    ));
+    let (l_cols, r_cols) = (left.schema().fields().len(), right.schema().fields().len());
+    let on = vec![(
+        Arc::new(Column::new(KEY_COLUMN, l_cols)) as Arc<dyn PhysicalExpr>,
+        Arc::new(Column::new(KEY_COLUMN, r_cols)) as Arc<dyn PhysicalExpr>,
+    )];
+    // The join's output columns stay those it had: its projection is mapped past the key
+    // columns now at the end of each side.
+    let unprojected = join_output_len(join.join_type, l_cols, r_cols);
+    let projection: Vec<usize> = match join.projection.as_deref() {
+        Some(p) => p.to_vec(),
+        None => (0..unprojected).collect(),
+    }
+    .into_iter()
+    .map(|i| shifted(join.join_type, i, l_cols, r_cols))
+    .collect();
+    let new = join
+        .builder()
+        .with_new_children(vec![build, probe])?
+        .with_on(on)
+        .with_projection(Some(projection))
+        .reset_state()
+        .build()?;
+    if new.schema().fields() != join.schema().fields() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(new)))
+}
+
+/// The join types whose output columns [`shifted`] knows.
+fn handled(t: JoinType) -> bool {
+    matches!(
+        t,
+        JoinType::Inner
+            | JoinType::Left
+            | JoinType::Right
+            | JoinType::Full
+            | JoinType::LeftSemi
+            | JoinType::LeftAnti
+            | JoinType::RightSemi
+            | JoinType::RightAnti
+    )
+}
+
+/// Columns of a join's output before its projection.
+fn join_output_len(t: JoinType, left: usize, right: usize) -> usize {
+    match t {
+        JoinType::LeftSemi | JoinType::LeftAnti => left,
+        JoinType::RightSemi | JoinType::RightAnti => right,
+        _ => left + right,
+    }
+}
+
+/// Where output column `i` of the join before packing is in the join's output after it.
+fn shifted(t: JoinType, i: usize, left: usize, _right: usize) -> usize {
+    match t {
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full if i >= left => i + 1,
+        _ => i,
+    }
+}
+
+/// The interners of a join, one per partition of its build side.
+#[derive(Debug)]
+struct Interners {
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    interner: RwLock<Interner>,
+    /// Set when the build side of this partition is read to its end.
+    built: AtomicBool,
+}
+
+impl Interners {
+    fn new(n: usize) -> Interners {
+        Interners {
+            slots: (0..n.max(1)).map(|_| Slot::default()).collect(),
+        }
+    }
+}
+
+/// Distinct values and their numbers, in the order first seen.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    reservation: Option<MemoryReservation>,
+}
+
+impl Interner {
+    fn intern(&mut self, value: &[u8]) -> Result<u32> {
+        if let Some(&id) = self.ids.get(value) {
+            return Ok(id);
+        }
+        let id = u32::try_from(self.ids.len())
+            .ok()
+            .filter(|&id| id != NOT_INTERNED)
+            .ok_or_else(|| {
+                DataFusionError::ResourcesExhausted(
+                    "a join key column has more than 4,294,967,294 distinct values".into(),
+                )
+            })?;
+        if let Some(r) = &mut self.reservation {
+            r.try_grow(value.len() + ENTRY_OVERHEAD)?;
+        }
+        self.ids.insert(value.into(), id);
+        Ok(id)
+    }
+
+    fn find(&self, value: &[u8]) -> u32 {
+        self.ids.get(value).copied().unwrap_or(NOT_INTERNED)
+    }
+}
+
+/// Which side of the join a [`PackedKeysExec`] feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Interns the values of its partition.
+    Build,
+    /// Looks values up in its partition's interner.
+    Probe,
+    /// Looks values up in the one interner (the build side is read whole, once).
+    SharedProbe,
+}
+
+/// Passes its input's rows on with one more column: their join keys packed.
+#[derive(Debug)]
+pub struct PackedKeysExec {
+    input: Arc<dyn ExecutionPlan>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    parts: Vec<Part>,
+    side: Side,
+    interners: Arc<Interners>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl PackedKeysExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        parts: Vec<Part>,
+        side: Side,
+        interners: Arc<Interners>,
+    ) -> PackedKeysExec {
+        let key_type = if parts.iter().map(|p| p.bits()).sum::<u32>() <= 64 {
+            DataType::UInt64
+        } else {
+            DataType::Decimal128(38, 0)
+        };
+        let mut fields: Vec<_> = input.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(KEY_COLUMN, key_type, true)));
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields.clone(),
+            input.schema().metadata().clone(),
+        ));
+        // The input's columns keep their places, so its partitioning still describes the rows.
+        // Each side of a partitioned join is partitioned on its original keys, with rows of
+        // equal keys in the same partition on both sides: rows of equal packed keys too, which
+        // is what the join checks its inputs for.
+        let partitioning = match (side, input.output_partitioning()) {
+            (Side::Build | Side::Probe, Partitioning::Hash(_, n)) => Partitioning::Hash(
+                vec![Arc::new(Column::new(KEY_COLUMN, fields.len() - 1))],
+                *n,
+            ),
+            (_, p) => p.clone(),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            partitioning,
+            input.pipeline_behavior(),
+            input.boundedness(),
+        );
+        PackedKeysExec {
+            input,
+            keys,
+            parts,
+            side,
+            interners,
+            schema,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for PackedKeysExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
+        let side = match self.side {
+            Side::Build => "build",
+            Side::Probe | Side::SharedProbe => "probe",
+        };
+        write!(f, "PackedKeysExec: {side}, keys=[{}]", keys.join(", "))
+    }
+}
+
+impl ExecutionPlan for PackedKeysExec {
+    fn name(&self) -> &str {
+        "PackedKeysExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for k in &self.keys {
+            if f(k)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("PackedKeysExec takes one input, not {}", children.len());
+        }
+        Ok(Arc::new(PackedKeysExec::new(
+            children.swap_remove(0),
+            self.keys.clone(),
+            self.parts.clone(),
+            self.side,
+            Arc::clone(&self.interners),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let slot = match self.side {
+            Side::SharedProbe => 0,
+            Side::Build | Side::Probe => partition,
+        };
+        if slot >= self.interners.slots.len() {
+            return internal_err!("PackedKeysExec has no interner for partition {partition}");
+        }
+        if self.side == Side::Build {
+            let mut interner = self.interners.slots[slot]
+                .interner
+                .write()
+                .map_err(|_| poisoned())?;
+            if interner.reservation.is_none() {
+                interner.reservation = Some(
+                    MemoryConsumer::new(format!("PackedKeysExec[{partition}]"))
+                        .register(context.memory_pool()),
+                );
+            }
+        }
+        Ok(Box::pin(PackedKeysStream {
+            input: self.input.execute(partition, context)?,
+            keys: self.keys.clone(),
+            parts: self.parts.clone(),
+            side: self.side,
+            interners: Arc::clone(&self.interners),
+            slot,
+            schema: Arc::clone(&self.schema),
+        }))
+    }
+}
+
+struct PackedKeysStream {
+    input: SendableRecordBatchStream,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    parts: Vec<Part>,
+    side: Side,
+    interners: Arc<Interners>,
+    slot: usize,
+    schema: SchemaRef,
+}
+
+impl PackedKeysStream {
+    fn pack(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        if self.side != Side::Build
+            && !self.interners.slots[self.slot]
+                .built
+                .load(Ordering::Acquire)
+        {
+            // The join reads its probe side once the build side is done; anything else would
+            // leave values not yet interned unmatched.
+            return internal_err!("PackedKeysExec: probe rows before the build side was read");
+        }
+        let mut values = Vec::with_capacity(self.keys.len());
+        let mut nulls: Option<NullBuffer> = None;
+        for key in &self.keys {
+            let v = key.evaluate(&batch)?.into_array(rows)?;
+            nulls = NullBuffer::union(nulls.as_ref(), v.logical_nulls().as_ref());
+            values.push(v);
+        }
+        let key: ArrayRef = if self.parts.iter().map(|p| p.bits()).sum::<u32>() <= 64 {
+            Arc::new(UInt64Array::new(
+                self.lanes::<u64>(&values, rows)?.into(),
+                nulls,
+            ))
+        } else {
+            Arc::new(
+                Decimal128Array::new(self.lanes::<i128>(&values, rows)?.into(), nulls)
+                    .with_precision_and_scale(38, 0)?,
+            )
+        };
+        let mut columns = batch.columns().to_vec();
+        columns.push(key);
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// Each row's keys packed, first key in the highest bits (whatever where a key is null).
+    fn lanes<T: Lane>(&self, values: &[ArrayRef], rows: usize) -> Result<Vec<T>> {
+        let slot = &self.interners.slots[self.slot];
+        let mut packed = vec![T::default(); rows];
+        for (values, part) in values.iter().zip(&self.parts) {
+            match part {
+                Part::Text => {
+                    let put = |i: usize, id: u32| {
+                        packed[i] = packed[i].shift_in(u64::from(id), 32);
+                    };
+                    if self.side == Side::Build {
+                        let mut interner = slot.interner.write().map_err(|_| poisoned())?;
+                        numbers(values, |v| interner.intern(v), put)?;
+                    } else {
+                        let interner = slot.interner.read().map_err(|_| poisoned())?;
+                        numbers(values, |v| Ok(interner.find(v)), put)?;
+                    }
+                }
+                Part::Bits(bytes) => shift_in(&mut packed, values, *bytes)?,
+            }
+        }
+        Ok(packed)
+    }
+}
+
+fn poisoned() -> DataFusionError {
+    DataFusionError::Internal("a join key interner was poisoned".into())
+}
+
+/// The integer packed keys are built in: `u64` when they fit, else `i128` (a `Decimal128`).
+trait Lane: ArrowNativeType {
+    /// The key so far with `width` more bits, `bits`, below it.
+    fn shift_in(self, bits: u64, width: u32) -> Self;
+}
+
+impl Lane for u64 {
+    fn shift_in(self, bits: u64, width: u32) -> u64 {
+        // A 64-bit key is the only one: nothing to shift.
+        self.checked_shl(width).unwrap_or(0) | bits
+    }
+}
+
+impl Lane for i128 {
+    fn shift_in(self, bits: u64, width: u32) -> i128 {
+        self << width | i128::from(bits)
+    }
+}
+
+/// Hands each text value's number to `put` with its row (null rows are skipped: the packed
+/// key is null there).
+fn numbers(
+    values: &ArrayRef,
+    mut number: impl FnMut(&[u8]) -> Result<u32>,
+    mut put: impl FnMut(usize, u32),
+) -> Result<()> {
+    match values.data_type() {
+        DataType::Utf8View => {
+            let a = values.as_string_view();
+            // Equal views are equal values (a long value's view names its bytes' place),
+            // and runs of one value are common (rows come clustered by device).
+            let mut last: Option<(u128, u32)> = None;
+            for (i, &view) in a.views().iter().enumerate() {
+                if a.is_null(i) {
+                    continue;
+                }
+                let id = match last {
+                    Some((v, id)) if v == view => id,
+                    _ => {
+                        let id = number(a.value(i).as_bytes())?;
+                        last = Some((view, id));
+                        id
+                    }
+                };
+                put(i, id);
+            }
+            Ok(())
+        }
+        DataType::Utf8 => strings(values.as_string::<i32>().iter(), number, put),
+        DataType::LargeUtf8 => strings(values.as_string::<i64>().iter(), number, put),
+        t => internal_err!("PackedKeysExec: {t} is not text"),
+    }
+}
+
+fn strings<'a>(
+    values: impl Iterator<Item = Option<&'a str>>,
+    mut number: impl FnMut(&[u8]) -> Result<u32>,
+    mut put: impl FnMut(usize, u32),
+) -> Result<()> {
+    let mut last: Option<(&str, u32)> = None;
+    for (i, v) in values.enumerate() {
+        let Some(v) = v else { continue };
+        let id = match last {
+            Some((l, id)) if v == l => id,
+            _ => {
+                let id = number(v.as_bytes())?;
+                last = Some((v, id));
+                id
+            }
+        };
+        put(i, id);
+    }
+    Ok(())
+}
+
+/// Shifts each row's bits of a fixed-width key into its packed key.
+fn shift_in<T: Lane>(packed: &mut [T], values: &ArrayRef, bytes: usize) -> Result<()> {
+    let data = values.to_data();
+    let width = 8 * bytes as u32;
+    macro_rules! shift {
+        ($t:ty) => {
+            for (p, v) in packed.iter_mut().zip(data.buffer::<$t>(0)) {
+                *p = p.shift_in(u64::from(*v), width);
+            }
+        };
+    }
+    match bytes {
+        1 => shift!(u8),
+        2 => shift!(u16),
+        4 => shift!(u32),
+        8 => shift!(u64),
+        _ => return internal_err!("PackedKeysExec: a {bytes}-byte key"),
+    }
+    Ok(())
+}
+
+impl Stream for PackedKeysStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.input.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(batch))) => Poll::Ready(Some(self.pack(batch))),
+            Poll::Ready(None) => {
+                if self.side == Side::Build {
+                    self.interners.slots[self.slot]
+                        .built
+                        .store(true, Ordering::Release);
+                }
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
+impl RecordBatchStream for PackedKeysStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use datafusion::arrow::array::{Int32Array, Int64Array, StringArray, StringViewArray};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
+
+    /// A small deterministic generator (the test needs no statistical quality).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    const WORDS: [&str; 6] = [
+        "",
+        "a",
+        "3f2a9c7e5b1d40f8a6c2e9b7d5f3a1c8e6b4d2f0",
+        "3f2a9c7e5b1d40f8a6c2e9b7d5f3a1c8e6b4d2f1",
+        "short",
+        "ÄÖü",
+    ];
+
+    /// A table of text, long, int and payload columns, with nulls, in batches of `batch`.
+    /// Table 2's text also takes values table 1 never has (ones the build side of a join
+    /// may not have interned).
+    fn table(rng: &mut Rng, rows: usize, batch: usize, view: bool, tag: i64) -> MemTable {
+        let words: Vec<&str> = match tag {
+            2 => WORDS.iter().chain(&["only in r", "also only in r"]).copied().collect(),
+            _ => WORDS.to_vec(),
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "s",
+                if view {
+                    DataType::Utf8View
+                } else {
+                    DataType::Utf8
+                },
+                true,
+            ),
+            Field::new("n", DataType::Int64, true),
+            Field::new("i", DataType::Int32, true),
+            Field::new("t", DataType::Utf8, true),
+            Field::new("payload", DataType::Int64, false),
+        ]));
+        let mut batches = Vec::new();
+        let mut row = 0;
+        while row < rows {
+            let len = batch.min(rows - row);
+            let mut s = Vec::new();
+            let mut n = Vec::new();
+            let mut i = Vec::new();
+            let mut t = Vec::new();
+            let mut payload = Vec::new();
+            let mut word = WORDS[0];
+            for _ in 0..len {
+                // Runs of one value, as clustered rows have.
+                if rng.below(3) == 0 {
+                    word = words[rng.below(words.len() as u64) as usize];
+                }
+                s.push((rng.below(10) != 0).then_some(word));
+                n.push((rng.below(10) != 0).then(|| rng.below(5) as i64 - 2));
+                i.push((rng.below(10) != 0).then(|| rng.below(3) as i32 - 1));
+                t.push((rng.below(10) != 0).then_some(words[rng.below(3) as usize]));
+                payload.push(tag * 1_000_000 + row as i64);
+                row += 1;
+            }
+            let s: ArrayRef = if view {
+                Arc::new(StringViewArray::from(s))
+            } else {
+                Arc::new(StringArray::from(s))
+            };
+            batches.push(
+                RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![
+                        s,
+                        Arc::new(Int64Array::from(n)),
+                        Arc::new(Int32Array::from(i)),
+                        Arc::new(StringArray::from(t)),
+                        Arc::new(Int64Array::from(payload)),
+                    ],
+                )
+                .unwrap(),
+            );
+        }
+        MemTable::try_new(schema, vec![batches]).unwrap()
+    }
+
+    fn context(pack: bool, partitioned: bool) -> SessionContext {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(3)
+            .with_batch_size(64);
+        if partitioned {
+            let options = config.options_mut();
+            options.optimizer.hash_join_single_partition_threshold = 0;
+            options.optimizer.hash_join_single_partition_threshold_rows = 0;
+        }
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
+        if pack {
+            state = state.with_physical_optimizer_rule(Arc::new(PackJoinKeys));
+        }
+        SessionContext::new_with_state(state.build())
+    }
+
+    /// An equality per key: a column of both tables, or `payload % 3` (a computed key).
+    fn condition(keys: &[&str]) -> Vec<Expr> {
+        keys.iter()
+            .map(|&k| match k {
+                "payload % 3" => (col("l.payload") % lit(3i64)).eq(col("r.payload") % lit(3i64)),
+                k => col(format!("l.{k}")).eq(col(format!("r.{k}"))),
+            })
+            .collect()
+    }
+
+    /// The joined rows, sorted, as text; and the physical plan that produced them.
+    async fn run(ctx: &SessionContext, kind: JoinType, keys: &[&str]) -> (String, String) {
+        let columns = match kind {
+            JoinType::LeftSemi | JoinType::LeftAnti => vec![col("l.payload"), col("l.s")],
+            JoinType::RightSemi | JoinType::RightAnti => vec![col("r.payload"), col("r.s")],
+            _ => vec![
+                col("l.payload"),
+                col("l.s"),
+                col("r.payload").alias("rp"),
+                col("r.n"),
+            ],
+        };
+        let order = columns.iter().map(|c| c.clone().sort(true, true)).collect();
+        let left = ctx.table("l").await.unwrap();
+        let right = ctx.table("r").await.unwrap();
+        let df = left
+            .join_on(right, kind, condition(keys))
+            .unwrap()
+            .select(columns)
+            .unwrap()
+            .sort(order)
+            .unwrap();
+        let plan = df.clone().create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        let batches = df.collect().await.unwrap();
+        (pretty_format_batches(&batches).unwrap().to_string(), shown)
+    }
+
+    /// Every join kind, both partition modes, keys of text with longs, ints, text and a
+    /// computed key: the packed join returns exactly what DataFusion's own returns.
+    #[tokio::test]
+    async fn packed_joins_return_what_unpacked_joins_do() {
+        let kinds = [
+            JoinType::Inner,
+            JoinType::Left,
+            JoinType::Right,
+            JoinType::Full,
+            JoinType::LeftSemi,
+            JoinType::LeftAnti,
+            JoinType::RightSemi,
+            JoinType::RightAnti,
+        ];
+        let conditions: [&[&str]; 5] = [
+            // 96 bits: a Decimal128 key.
+            &["s", "n"],
+            &["i", "s", "t"],
+            // 64 bits: a UInt64 key.
+            &["s", "t"],
+            &["i", "s"],
+            &["s", "payload % 3"],
+        ];
+        for round in 0..2 {
+            let view = round == 0;
+            for partitioned in [true, false] {
+                let plain = context(false, partitioned);
+                let packed = context(true, partitioned);
+                for ctx in [&plain, &packed] {
+                    // The same tables in both contexts.
+                    let mut seed = Rng(round * 7 + 1);
+                    ctx.register_table("l", Arc::new(table(&mut seed, 700, 97, view, 1)))
+                        .unwrap();
+                    ctx.register_table("r", Arc::new(table(&mut seed, 500, 61, view, 2)))
+                        .unwrap();
+                }
+                for kind in kinds {
+                    for keys in conditions {
+                        let (want, _) = run(&plain, kind, keys).await;
+                        let (got, shown) = run(&packed, kind, keys).await;
+                        let what =
+                            format!("{kind} on {keys:?} (partitioned {partitioned}, views {view})");
+                        assert!(
+                            shown.contains("PackedKeysExec"),
+                            "not packed: {what}\n{shown}"
+                        );
+                        assert_eq!(got, want, "{what}\n{shown}");
+                        assert!(want.lines().count() > 8, "{what}: too few rows to tell");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Joins that packing does not help, or could get wrong, are left as they are.
+    #[tokio::test]
+    async fn joins_without_text_or_with_one_key_are_left_alone() {
+        let ctx = context(true, true);
+        let mut seed = Rng(5);
+        ctx.register_table("l", Arc::new(table(&mut seed, 100, 50, true, 1)))
+            .unwrap();
+        ctx.register_table("r", Arc::new(table(&mut seed, 100, 50, true, 2)))
+            .unwrap();
+        // One key; no text; 128 bits, past what a Decimal128 holds.
+        let conditions: [&[&str]; 3] = [&["s"], &["n", "i"], &["n", "s", "i"]];
+        for keys in conditions {
+            let (_, shown) = run(&ctx, JoinType::Inner, keys).await;
+            assert!(!shown.contains("PackedKeysExec"), "{keys:?}\n{shown}");
+        }
+    }
+
+    /// The interner counts against the query's memory pool: a pool too small for the build
+    /// side's distinct values fails the query with a resources error naming it.
+    #[tokio::test]
+    async fn the_interner_counts_against_the_memory_pool() {
+        let mut rng = Rng(11);
+        let rows = 2_000;
+        let values: Vec<String> = (0..rows)
+            .map(|i| format!("{i:0>200}{}", rng.below(9)))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8View, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringViewArray::from_iter_values(values.iter())),
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            ],
+        )
+        .unwrap();
+        let input: Arc<dyn ExecutionPlan> =
+            datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+                &[vec![batch]],
+                Arc::clone(&schema),
+                None,
+            )
+            .unwrap();
+        let exec = PackedKeysExec::new(
+            input,
+            vec![
+                Arc::new(Column::new("s", 0)) as Arc<dyn PhysicalExpr>,
+                Arc::new(Column::new("n", 1)),
+            ],
+            vec![Part::Text, Part::Bits(8)],
+            Side::Build,
+            Arc::new(Interners::new(1)),
+        );
+        let pool = Arc::new(datafusion::execution::memory_pool::GreedyMemoryPool::new(
+            100_000,
+        ));
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .build_arc()
+            .unwrap();
+        let task = Arc::new(TaskContext::default().with_runtime(runtime));
+        let mut stream = exec.execute(0, task).unwrap();
+        let mut error = None;
+        while let Some(batch) = stream.next().await {
+            if let Err(e) = batch {
+                error = Some(e);
+                break;
+            }
+        }
+        let error = error.expect("2,000 values of 200 bytes fit in 100 kB");
+        assert!(
+            matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)),
+            "{error}"
+        );
+        assert!(error.to_string().contains("PackedKeysExec"), "{error}");
+    }
+}
