@@ -1,4 +1,4 @@
-//! Hash joins on several keys, one of them text, joined on one packed key instead.
+//! Hash joins on several keys, one of them text, joined on one numbered key instead.
 //!
 //! DataFusion's hash join compares the keys of every candidate pair column by column through
 //! a general comparator (a dynamic call per column and pair); only a single key column of a
@@ -6,18 +6,20 @@
 //! `DeviceId` and a process id, so that comparison, and the cache misses of reading the
 //! build side's strings again for every match, were a fifth of such a join's time.
 //!
-//! [`PackJoinKeys`] rewrites such a join so that each side carries one more column, its keys
-//! packed into one integer ([`PackedKeysExec`]): a text key becomes the number of its value
-//! in an interner, other keys their bits, side by side, so that two packed keys are equal
-//! exactly when every key is. The join then hashes and compares one `UInt64` or `Decimal128`
-//! column with its typed loop.
+//! [`PackJoinKeys`] rewrites such a join so that each side carries one more column
+//! ([`PackedKeysExec`]): its keys packed into one 128-bit integer — a text key as the number
+//! of its value in an interner, other keys as their bits, side by side, so that two packed
+//! keys are equal exactly when every key is — and that integer numbered in turn, in the
+//! order the build side first shows it. The join then has one `UInt32` key whose values are
+//! dense, `0..distinct keys`: DataFusion indexes its build rows by them in an array (its
+//! "perfect hash" join) instead of a hash table, and compares no keys.
 //!
 //! Numbers are exact, not hashes: each partition of the join has an interner, filled by the
 //! build side as the join reads it (rows with equal keys are in the same partition on both
 //! sides: the join's inputs are partitioned on the original keys) and only read by the probe
-//! side, which the join reads once the build side is done; a probe value the build side
-//! never held gets a number no build row has. The interner holds each distinct build value
-//! once and counts against the query's memory pool like the join's own table.
+//! side, which the join reads once the build side is done; a probe value or key the build
+//! side never held gets a number no build row has. The interner holds each distinct build
+//! value and key once and counts against the query's memory pool like the join's own table.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,11 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, RecordBatch, UInt64Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::datatypes::{ArrowNativeType, DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, NullEquality, Result, internal_err};
@@ -50,16 +50,18 @@ use futures::{Stream, StreamExt};
 /// The name of the packed key column each side of a rewritten join gets.
 const KEY_COLUMN: &str = "__rampart_join_key";
 
-/// Packed keys wider than this are not packed: `Decimal128` of precision 38 holds integers
-/// below 10^38, a little over 2^126.
-const MAX_KEY_BITS: u32 = 126;
+/// Keys wider than this together are not packed (into an `i128`).
+const MAX_KEY_BITS: u32 = 128;
 
-/// A text key's number, 32 bits; this one is never given, so that a probe value the build
-/// side never held matches nothing.
+/// A number (of a text value, 32 bits, or of a packed key) never given, so that a probe
+/// value or key the build side never held matches nothing.
 const NOT_INTERNED: u32 = u32::MAX;
 
 /// Memory counted for an interned value beyond its bytes (the map's entry and the box).
 const ENTRY_OVERHEAD: usize = 48;
+
+/// Memory counted for a numbered packed key (the map's entry, its control byte and room).
+const KEY_ENTRY_BYTES: usize = 48;
 
 /// The physical optimiser rule; it runs last, on the plan DataFusion's rules have settled.
 #[derive(Debug, Default)]
@@ -275,35 +277,84 @@ impl Interners {
     }
 }
 
-/// Distinct values and their numbers, in the order first seen.
+/// Distinct text values and packed keys, each numbered in the order first seen.
 #[derive(Debug, Default)]
 struct Interner {
-    ids: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    texts: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    /// Keys as two halves: entries of 24 bytes rather than an `i128`'s 32 (its alignment),
+    /// a quarter less memory for probes to miss in.
+    keys: HashMap<(u64, u64), u32, foldhash::fast::RandomState>,
     reservation: Option<MemoryReservation>,
 }
 
-impl Interner {
-    fn intern(&mut self, value: &[u8]) -> Result<u32> {
-        if let Some(&id) = self.ids.get(value) {
+/// The next number of a map of `len` entries, counting `bytes` more against the pool.
+fn next_number(
+    len: usize,
+    reservation: &mut Option<MemoryReservation>,
+    bytes: usize,
+) -> Result<u32> {
+    let id = u32::try_from(len)
+        .ok()
+        .filter(|&id| id != NOT_INTERNED)
+        .ok_or_else(|| {
+            DataFusionError::ResourcesExhausted(
+                "a join's build side has more than 4,294,967,294 distinct keys".into(),
+            )
+        })?;
+    if let Some(r) = reservation {
+        r.try_grow(bytes)?;
+    }
+    Ok(id)
+}
+
+fn halves(packed: i128) -> (u64, u64) {
+    ((packed >> 64) as u64, packed as u64)
+}
+
+/// How a side numbers text values and packed keys: the build side interns them, the probe
+/// side looks them up.
+trait Numbering {
+    fn text(&mut self, value: &[u8]) -> Result<u32>;
+    fn key(&mut self, packed: i128) -> Result<u32>;
+}
+
+impl Numbering for &mut Interner {
+    fn text(&mut self, value: &[u8]) -> Result<u32> {
+        if let Some(&id) = self.texts.get(value) {
             return Ok(id);
         }
-        let id = u32::try_from(self.ids.len())
-            .ok()
-            .filter(|&id| id != NOT_INTERNED)
-            .ok_or_else(|| {
-                DataFusionError::ResourcesExhausted(
-                    "a join key column has more than 4,294,967,294 distinct values".into(),
-                )
-            })?;
-        if let Some(r) = &mut self.reservation {
-            r.try_grow(value.len() + ENTRY_OVERHEAD)?;
-        }
-        self.ids.insert(value.into(), id);
+        let id = next_number(
+            self.texts.len(),
+            &mut self.reservation,
+            value.len() + ENTRY_OVERHEAD,
+        )?;
+        self.texts.insert(value.into(), id);
         Ok(id)
     }
 
-    fn find(&self, value: &[u8]) -> u32 {
-        self.ids.get(value).copied().unwrap_or(NOT_INTERNED)
+    fn key(&mut self, packed: i128) -> Result<u32> {
+        let len = self.keys.len();
+        match self.keys.entry(halves(packed)) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let id = next_number(len, &mut self.reservation, KEY_ENTRY_BYTES)?;
+                Ok(*e.insert(id))
+            }
+        }
+    }
+}
+
+impl Numbering for &Interner {
+    fn text(&mut self, value: &[u8]) -> Result<u32> {
+        Ok(self.texts.get(value).copied().unwrap_or(NOT_INTERNED))
+    }
+
+    fn key(&mut self, packed: i128) -> Result<u32> {
+        Ok(self
+            .keys
+            .get(&halves(packed))
+            .copied()
+            .unwrap_or(NOT_INTERNED))
     }
 }
 
@@ -338,13 +389,8 @@ impl PackedKeysExec {
         side: Side,
         interners: Arc<Interners>,
     ) -> PackedKeysExec {
-        let key_type = if parts.iter().map(|p| p.bits()).sum::<u32>() <= 64 {
-            DataType::UInt64
-        } else {
-            DataType::Decimal128(38, 0)
-        };
         let mut fields: Vec<_> = input.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(KEY_COLUMN, key_type, true)));
+        fields.push(Arc::new(Field::new(KEY_COLUMN, DataType::UInt32, true)));
         let schema = Arc::new(Schema::new_with_metadata(
             fields.clone(),
             input.schema().metadata().clone(),
@@ -483,11 +529,8 @@ struct PackedKeysStream {
 impl PackedKeysStream {
     fn pack(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let rows = batch.num_rows();
-        if self.side != Side::Build
-            && !self.interners.slots[self.slot]
-                .built
-                .load(Ordering::Acquire)
-        {
+        let slot = &self.interners.slots[self.slot];
+        if self.side != Side::Build && !slot.built.load(Ordering::Acquire) {
             // The join reads its probe side once the build side is done; anything else would
             // leave values not yet interned unmatched.
             return internal_err!("PackedKeysExec: probe rows before the build side was read");
@@ -499,44 +542,54 @@ impl PackedKeysStream {
             nulls = NullBuffer::union(nulls.as_ref(), v.logical_nulls().as_ref());
             values.push(v);
         }
-        let key: ArrayRef = if self.parts.iter().map(|p| p.bits()).sum::<u32>() <= 64 {
-            Arc::new(UInt64Array::new(
-                self.lanes::<u64>(&values, rows)?.into(),
-                nulls,
-            ))
+        let numbers = if self.side == Side::Build {
+            let mut interner = slot.interner.write().map_err(|_| poisoned())?;
+            self.numbers(&values, nulls.as_ref(), rows, &mut &mut *interner)?
         } else {
-            Arc::new(
-                Decimal128Array::new(self.lanes::<i128>(&values, rows)?.into(), nulls)
-                    .with_precision_and_scale(38, 0)?,
-            )
+            let interner = slot.interner.read().map_err(|_| poisoned())?;
+            self.numbers(&values, nulls.as_ref(), rows, &mut &*interner)?
         };
         let mut columns = batch.columns().to_vec();
-        columns.push(key);
+        columns.push(Arc::new(UInt32Array::new(numbers.into(), nulls)));
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
-    /// Each row's keys packed, first key in the highest bits (whatever where a key is null).
-    fn lanes<T: Lane>(&self, values: &[ArrayRef], rows: usize) -> Result<Vec<T>> {
-        let slot = &self.interners.slots[self.slot];
-        let mut packed = vec![T::default(); rows];
+    /// Each row's keys packed into one integer, first key in the highest bits, and that
+    /// integer's number (whatever where a key is null).
+    fn numbers(
+        &self,
+        values: &[ArrayRef],
+        nulls: Option<&NullBuffer>,
+        rows: usize,
+        numbering: &mut impl Numbering,
+    ) -> Result<Vec<u32>> {
+        let mut packed = vec![0i128; rows];
         for (values, part) in values.iter().zip(&self.parts) {
             match part {
-                Part::Text => {
-                    let put = |i: usize, id: u32| {
-                        packed[i] = packed[i].shift_in(u64::from(id), 32);
-                    };
-                    if self.side == Side::Build {
-                        let mut interner = slot.interner.write().map_err(|_| poisoned())?;
-                        numbers(values, |v| interner.intern(v), put)?;
-                    } else {
-                        let interner = slot.interner.read().map_err(|_| poisoned())?;
-                        numbers(values, |v| Ok(interner.find(v)), put)?;
-                    }
-                }
+                Part::Text => texts(values, &mut *numbering, |i, id| {
+                    packed[i] = packed[i] << 32 | i128::from(id);
+                })?,
                 Part::Bits(bytes) => shift_in(&mut packed, values, *bytes)?,
             }
         }
-        Ok(packed)
+        let mut numbers = Vec::with_capacity(rows);
+        let mut last: Option<(i128, u32)> = None;
+        for (i, &p) in packed.iter().enumerate() {
+            if nulls.is_some_and(|n| n.is_null(i)) {
+                numbers.push(0);
+                continue;
+            }
+            let id = match last {
+                Some((l, id)) if l == p => id,
+                _ => {
+                    let id = numbering.key(p)?;
+                    last = Some((p, id));
+                    id
+                }
+            };
+            numbers.push(id);
+        }
+        Ok(numbers)
     }
 }
 
@@ -544,30 +597,11 @@ fn poisoned() -> DataFusionError {
     DataFusionError::Internal("a join key interner was poisoned".into())
 }
 
-/// The integer packed keys are built in: `u64` when they fit, else `i128` (a `Decimal128`).
-trait Lane: ArrowNativeType {
-    /// The key so far with `width` more bits, `bits`, below it.
-    fn shift_in(self, bits: u64, width: u32) -> Self;
-}
-
-impl Lane for u64 {
-    fn shift_in(self, bits: u64, width: u32) -> u64 {
-        // A 64-bit key is the only one: nothing to shift.
-        self.checked_shl(width).unwrap_or(0) | bits
-    }
-}
-
-impl Lane for i128 {
-    fn shift_in(self, bits: u64, width: u32) -> i128 {
-        self << width | i128::from(bits)
-    }
-}
-
 /// Hands each text value's number to `put` with its row (null rows are skipped: the packed
 /// key is null there).
-fn numbers(
+fn texts(
     values: &ArrayRef,
-    mut number: impl FnMut(&[u8]) -> Result<u32>,
+    numbering: &mut impl Numbering,
     mut put: impl FnMut(usize, u32),
 ) -> Result<()> {
     match values.data_type() {
@@ -583,7 +617,7 @@ fn numbers(
                 let id = match last {
                     Some((v, id)) if v == view => id,
                     _ => {
-                        let id = number(a.value(i).as_bytes())?;
+                        let id = numbering.text(a.value(i).as_bytes())?;
                         last = Some((view, id));
                         id
                     }
@@ -592,15 +626,15 @@ fn numbers(
             }
             Ok(())
         }
-        DataType::Utf8 => strings(values.as_string::<i32>().iter(), number, put),
-        DataType::LargeUtf8 => strings(values.as_string::<i64>().iter(), number, put),
+        DataType::Utf8 => strings(values.as_string::<i32>().iter(), numbering, put),
+        DataType::LargeUtf8 => strings(values.as_string::<i64>().iter(), numbering, put),
         t => internal_err!("PackedKeysExec: {t} is not text"),
     }
 }
 
 fn strings<'a>(
     values: impl Iterator<Item = Option<&'a str>>,
-    mut number: impl FnMut(&[u8]) -> Result<u32>,
+    numbering: &mut impl Numbering,
     mut put: impl FnMut(usize, u32),
 ) -> Result<()> {
     let mut last: Option<(&str, u32)> = None;
@@ -609,7 +643,7 @@ fn strings<'a>(
         let id = match last {
             Some((l, id)) if v == l => id,
             _ => {
-                let id = number(v.as_bytes())?;
+                let id = numbering.text(v.as_bytes())?;
                 last = Some((v, id));
                 id
             }
@@ -620,13 +654,13 @@ fn strings<'a>(
 }
 
 /// Shifts each row's bits of a fixed-width key into its packed key.
-fn shift_in<T: Lane>(packed: &mut [T], values: &ArrayRef, bytes: usize) -> Result<()> {
+fn shift_in(packed: &mut [i128], values: &ArrayRef, bytes: usize) -> Result<()> {
     let data = values.to_data();
-    let width = 8 * bytes as u32;
+    let width = 8 * bytes;
     macro_rules! shift {
         ($t:ty) => {
             for (p, v) in packed.iter_mut().zip(data.buffer::<$t>(0)) {
-                *p = p.shift_in(u64::from(*v), width);
+                *p = *p << width | i128::from(*v);
             }
         };
     }
@@ -702,7 +736,11 @@ mod tests {
     /// may not have interned).
     fn table(rng: &mut Rng, rows: usize, batch: usize, view: bool, tag: i64) -> MemTable {
         let words: Vec<&str> = match tag {
-            2 => WORDS.iter().chain(&["only in r", "also only in r"]).copied().collect(),
+            2 => WORDS
+                .iter()
+                .chain(&["only in r", "also only in r"])
+                .copied()
+                .collect(),
             _ => WORDS.to_vec(),
         };
         let schema = Arc::new(Schema::new(vec![
@@ -834,13 +872,13 @@ mod tests {
             JoinType::RightSemi,
             JoinType::RightAnti,
         ];
-        let conditions: [&[&str]; 5] = [
-            // 96 bits: a Decimal128 key.
+        let conditions: [&[&str]; 6] = [
             &["s", "n"],
             &["i", "s", "t"],
-            // 64 bits: a UInt64 key.
             &["s", "t"],
             &["i", "s"],
+            // 128 bits, all an i128 holds.
+            &["n", "s", "i"],
             &["s", "payload % 3"],
         ];
         for round in 0..2 {
@@ -883,8 +921,8 @@ mod tests {
             .unwrap();
         ctx.register_table("r", Arc::new(table(&mut seed, 100, 50, true, 2)))
             .unwrap();
-        // One key; no text; 128 bits, past what a Decimal128 holds.
-        let conditions: [&[&str]; 3] = [&["s"], &["n", "i"], &["n", "s", "i"]];
+        // One key; no text; 160 bits, past what an i128 holds.
+        let conditions: [&[&str]; 3] = [&["s"], &["n", "i"], &["n", "s", "payload"]];
         for keys in conditions {
             let (_, shown) = run(&ctx, JoinType::Inner, keys).await;
             assert!(!shown.contains("PackedKeysExec"), "{keys:?}\n{shown}");
