@@ -1,17 +1,18 @@
-//! Hash joins on several keys, one of them text, joined on one numbered key instead.
+//! Hash joins on text keys (alone or with others) joined on one numbered key instead.
 //!
 //! DataFusion's hash join compares the keys of every candidate pair column by column through
 //! a general comparator (a dynamic call per column and pair); only a single key column of a
 //! plain type takes its typed loop. Hunting joins are mostly on a device's 40-character
 //! `DeviceId` and a process id, so that comparison, and the cache misses of reading the
-//! build side's strings again for every match, were a fifth of such a join's time.
+//! build side's strings again for every match, were a fifth of such a join's time; a text
+//! key alone is hashed and compared whole, however long (a command line, a path).
 //!
 //! [`PackJoinKeys`] rewrites such a join so that each side carries one more column
 //! ([`PackedKeysExec`]): its keys packed into one 128-bit integer — a text key as the number
 //! of its value in an interner, other keys as their bits, side by side, so that two packed
 //! keys are equal exactly when every key is — and that integer numbered in turn, in the
-//! order the build side first shows it. The join then has one `UInt32` key whose values are
-//! dense, `0..distinct keys`: DataFusion indexes its build rows by them in an array (its
+//! order the build side first shows it (a lone text key's numbers are that already). The
+//! join then has one `UInt32` key whose values are dense, `0..distinct keys`: DataFusion indexes its build rows by them in an array (its
 //! "perfect hash" join) instead of a hash table, and compares no keys.
 //!
 //! Numbers are exact, not hashes: each partition of the join has an interner, filled by the
@@ -132,9 +133,9 @@ impl Part {
     }
 }
 
-/// The join with its keys packed, or `None` when it is not one to pack: fewer than two keys,
-/// none of them text, a key type without exact bits, keys too wide together, or a join whose
-/// rows with equal keys are not known to meet in one partition.
+/// The join with its keys packed, or `None` when it is not one to pack: no text key, a key
+/// type without exact bits, keys too wide together, or a join whose rows with equal keys are
+/// not known to meet in one partition.
 fn packed_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let (left, right) = (join.left(), join.right());
     let shared = match join.partition_mode() {
@@ -150,8 +151,7 @@ fn packed_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         PartitionMode::CollectLeft => true,
         PartitionMode::Auto => return Ok(None),
     };
-    if join.on.len() < 2
-        || join.null_equality() != NullEquality::NullEqualsNothing
+    if join.null_equality() != NullEquality::NullEqualsNothing
         || HashJoinExec::probe_side() != datafusion::common::JoinSide::Right
         || !handled(join.join_type)
     {
@@ -563,6 +563,12 @@ impl PackedKeysStream {
         rows: usize,
         numbering: &mut impl Numbering,
     ) -> Result<Vec<u32>> {
+        if let [Part::Text] = self.parts[..] {
+            // One text key: its values' numbers are already dense.
+            let mut numbers = vec![0; rows];
+            texts(&values[0], numbering, |i, id| numbers[i] = id)?;
+            return Ok(numbers);
+        }
         let mut packed = vec![0i128; rows];
         for (values, part) in values.iter().zip(&self.parts) {
             match part {
@@ -757,6 +763,7 @@ mod tests {
             Field::new("i", DataType::Int32, true),
             Field::new("t", DataType::Utf8, true),
             Field::new("payload", DataType::Int64, false),
+            Field::new("u", DataType::Utf8View, true),
         ]));
         let mut batches = Vec::new();
         let mut row = 0;
@@ -767,6 +774,7 @@ mod tests {
             let mut i = Vec::new();
             let mut t = Vec::new();
             let mut payload = Vec::new();
+            let mut u = Vec::new();
             let mut word = WORDS[0];
             for _ in 0..len {
                 // Runs of one value, as clustered rows have.
@@ -778,6 +786,11 @@ mod tests {
                 i.push((rng.below(10) != 0).then(|| rng.below(3) as i32 - 1));
                 t.push((rng.below(10) != 0).then_some(words[rng.below(3) as usize]));
                 payload.push(tag * 1_000_000 + row as i64);
+                // Many values, long ones: a selective lone key. Table 2 has some table 1 has not.
+                let many = if tag == 2 { 240 } else { 200 };
+                u.push(
+                    (rng.below(10) != 0).then(|| format!("{}-{:03}", WORDS[2], rng.below(many))),
+                );
                 row += 1;
             }
             let s: ArrayRef = if view {
@@ -794,6 +807,7 @@ mod tests {
                         Arc::new(Int32Array::from(i)),
                         Arc::new(StringArray::from(t)),
                         Arc::new(Int64Array::from(payload)),
+                        Arc::new(StringViewArray::from(u)),
                     ],
                 )
                 .unwrap(),
@@ -872,7 +886,8 @@ mod tests {
             JoinType::RightSemi,
             JoinType::RightAnti,
         ];
-        let conditions: [&[&str]; 6] = [
+        let conditions: [&[&str]; 7] = [
+            &["u"],
             &["s", "n"],
             &["i", "s", "t"],
             &["s", "t"],
@@ -914,15 +929,15 @@ mod tests {
 
     /// Joins that packing does not help, or could get wrong, are left as they are.
     #[tokio::test]
-    async fn joins_without_text_or_with_one_key_are_left_alone() {
+    async fn joins_without_text_or_too_wide_are_left_alone() {
         let ctx = context(true, true);
         let mut seed = Rng(5);
         ctx.register_table("l", Arc::new(table(&mut seed, 100, 50, true, 1)))
             .unwrap();
         ctx.register_table("r", Arc::new(table(&mut seed, 100, 50, true, 2)))
             .unwrap();
-        // One key; no text; 160 bits, past what an i128 holds.
-        let conditions: [&[&str]; 3] = [&["s"], &["n", "i"], &["n", "s", "payload"]];
+        // No text; 160 bits, past what an i128 holds.
+        let conditions: [&[&str]; 3] = [&["n"], &["n", "i"], &["n", "s", "payload"]];
         for keys in conditions {
             let (_, shown) = run(&ctx, JoinType::Inner, keys).await;
             assert!(!shown.contains("PackedKeysExec"), "{keys:?}\n{shown}");
