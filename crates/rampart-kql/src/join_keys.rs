@@ -134,8 +134,8 @@ impl Part {
 }
 
 /// The join with its keys packed, or `None` when it is not one to pack: no text key, a key
-/// type without exact bits, keys too wide together, or a join whose rows with equal keys are
-/// not known to meet in one partition.
+/// type without exact bits, keys too wide together, nulls that equal nulls, a null-aware anti
+/// join, or a join whose rows with equal keys are not known to meet in one partition.
 fn packed_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let (left, right) = (join.left(), join.right());
     let shared = match join.partition_mode() {
@@ -151,7 +151,9 @@ fn packed_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         PartitionMode::CollectLeft => true,
         PartitionMode::Auto => return Ok(None),
     };
+    // A null-aware anti join (`NOT IN`) is left alone: its null handling is not tested here.
     if join.null_equality() != NullEquality::NullEqualsNothing
+        || join.null_aware
         || HashJoinExec::probe_side() != datafusion::common::JoinSide::Right
         || !handled(join.join_type)
     {
@@ -369,7 +371,7 @@ enum Side {
     SharedProbe,
 }
 
-/// Passes its input's rows on with one more column: their join keys packed.
+/// Passes its input's rows on with one more column: their join keys as one number.
 #[derive(Debug)]
 pub struct PackedKeysExec {
     input: Arc<dyn ExecutionPlan>,
