@@ -58,10 +58,12 @@ const MAX_KEY_BITS: u32 = 128;
 /// value or key the build side never held matches nothing.
 const NOT_INTERNED: u32 = u32::MAX;
 
-/// Memory counted for an interned value beyond its bytes (the map's entry and the box).
+/// Memory counted for an interned value beyond its bytes (the map's entry and the box; an
+/// estimate, not measured).
 const ENTRY_OVERHEAD: usize = 48;
 
-/// Memory counted for a numbered packed key (the map's entry, its control byte and room).
+/// Memory counted for a numbered packed key (the map's entry, its control byte and room;
+/// an estimate, not measured).
 const KEY_ENTRY_BYTES: usize = 48;
 
 /// The physical optimiser rule; it runs last, on the plan DataFusion's rules have settled.
@@ -211,7 +213,7 @@ fn packed_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         None => (0..unprojected).collect(),
     }
     .into_iter()
-    .map(|i| shifted(join.join_type, i, l_cols, r_cols))
+    .map(|i| shifted(join.join_type, i, l_cols))
     .collect();
     let new = join
         .builder()
@@ -251,7 +253,7 @@ fn join_output_len(t: JoinType, left: usize, right: usize) -> usize {
 }
 
 /// Where output column `i` of the join before packing is in the join's output after it.
-fn shifted(t: JoinType, i: usize, left: usize, _right: usize) -> usize {
+fn shifted(t: JoinType, i: usize, left: usize) -> usize {
     match t {
         JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full if i >= left => i + 1,
         _ => i,

@@ -4,8 +4,7 @@
 //! - [`planner`] turns the tree into a DataFusion [`LogicalPlan`](datafusion::logical_expr::LogicalPlan):
 //!   tables come from a [`Catalog`], scalar meaning from [`rampart_kql_functions`];
 //! - [`Engine`] runs plans with a row limit and a timeout; DataFusion's physical plans get
-//!   one rule of ours, `join_keys` (joins on several keys, one of them text, join on one
-//!   packed key).
+//!   one rule of ours, `join_keys` (joins with a text key join on one numbered key).
 //!
 //! ```
 //! # rampart_kql::runtime().unwrap().block_on(async {
