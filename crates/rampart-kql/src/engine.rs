@@ -14,6 +14,7 @@ use futures::StreamExt;
 use rampart_kql_syntax::KqlError;
 
 use crate::catalog::Catalog;
+use crate::group_keys::PackGroupKeys;
 use crate::join_keys::PackJoinKeys;
 use crate::planner::{self, Plan, clean_message};
 
@@ -87,6 +88,7 @@ impl Engine {
             .with_config(config)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(PackJoinKeys))
+            .with_physical_optimizer_rule(Arc::new(PackGroupKeys))
             .build();
         Engine {
             catalog,

@@ -570,15 +570,19 @@ impl PackedKeysStream {
         if let [Part::Text] = self.parts[..] {
             // One text key: its values' numbers are already dense.
             let mut numbers = vec![0; rows];
-            texts(&values[0], numbering, |i, id| numbers[i] = id)?;
+            texts(&values[0], |v| numbering.text(v), |i, id| numbers[i] = id)?;
             return Ok(numbers);
         }
         let mut packed = vec![0i128; rows];
         for (values, part) in values.iter().zip(&self.parts) {
             match part {
-                Part::Text => texts(values, &mut *numbering, |i, id| {
-                    packed[i] = packed[i] << 32 | i128::from(id);
-                })?,
+                Part::Text => texts(
+                    values,
+                    |v| numbering.text(v),
+                    |i, id| {
+                        packed[i] = packed[i] << 32 | i128::from(id);
+                    },
+                )?,
                 Part::Bits(bytes) => shift_in(&mut packed, values, *bytes)?,
             }
         }
@@ -607,11 +611,11 @@ fn poisoned() -> DataFusionError {
     DataFusionError::Internal("a join key interner was poisoned".into())
 }
 
-/// Hands each text value's number to `put` with its row (null rows are skipped: the packed
-/// key is null there).
-fn texts(
+/// Hands each text value's number (what `number` gives it) to `put` with its row; null rows
+/// are skipped.
+pub(crate) fn texts(
     values: &ArrayRef,
-    numbering: &mut impl Numbering,
+    mut number: impl FnMut(&[u8]) -> Result<u32>,
     mut put: impl FnMut(usize, u32),
 ) -> Result<()> {
     match values.data_type() {
@@ -627,7 +631,7 @@ fn texts(
                 let id = match last {
                     Some((v, id)) if v == view => id,
                     _ => {
-                        let id = numbering.text(a.value(i).as_bytes())?;
+                        let id = number(a.value(i).as_bytes())?;
                         last = Some((view, id));
                         id
                     }
@@ -636,15 +640,15 @@ fn texts(
             }
             Ok(())
         }
-        DataType::Utf8 => strings(values.as_string::<i32>().iter(), numbering, put),
-        DataType::LargeUtf8 => strings(values.as_string::<i64>().iter(), numbering, put),
+        DataType::Utf8 => strings(values.as_string::<i32>().iter(), number, put),
+        DataType::LargeUtf8 => strings(values.as_string::<i64>().iter(), number, put),
         t => internal_err!("PackedKeysExec: {t} is not text"),
     }
 }
 
 fn strings<'a>(
     values: impl Iterator<Item = Option<&'a str>>,
-    numbering: &mut impl Numbering,
+    mut number: impl FnMut(&[u8]) -> Result<u32>,
     mut put: impl FnMut(usize, u32),
 ) -> Result<()> {
     let mut last: Option<(&str, u32)> = None;
@@ -653,7 +657,7 @@ fn strings<'a>(
         let id = match last {
             Some((l, id)) if v == l => id,
             _ => {
-                let id = numbering.text(v.as_bytes())?;
+                let id = number(v.as_bytes())?;
                 last = Some((v, id));
                 id
             }
@@ -710,7 +714,7 @@ impl RecordBatchStream for PackedKeysStream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use datafusion::arrow::array::{Int32Array, Int64Array, StringArray, StringViewArray};
@@ -720,11 +724,11 @@ mod tests {
     use datafusion::physical_plan::displayable;
     use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
 
-    /// A small deterministic generator (the test needs no statistical quality).
-    struct Rng(u64);
+    /// A small deterministic generator (the tests need no statistical quality).
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;

@@ -4,7 +4,8 @@
 //! - [`planner`] turns the tree into a DataFusion [`LogicalPlan`](datafusion::logical_expr::LogicalPlan):
 //!   tables come from a [`Catalog`], scalar meaning from [`rampart_kql_functions`];
 //! - [`Engine`] runs plans with a row limit and a timeout; DataFusion's physical plans get
-//!   one rule of ours, `join_keys` (joins with a text key join on one numbered key).
+//!   two rules of ours, `join_keys` (joins with a text key join on one numbered key) and
+//!   `group_keys` (group-bys on several text keys group on one packed integer).
 //!
 //! ```
 //! # rampart_kql::runtime().unwrap().block_on(async {
@@ -17,6 +18,7 @@
 
 mod catalog;
 mod engine;
+mod group_keys;
 mod join_keys;
 mod naming;
 pub mod planner;

@@ -632,6 +632,40 @@ fn joins_on_text_and_number_keys() {
 }
 
 #[test]
+fn summarizes_by_several_text_keys() {
+    let t = "let T = datatable(d: string, f: string, a: string, n: long)\
+        ['x', 'cmd.exe', 'u1', 1, 'x', 'cmd.exe', 'u2', 2, 'x', 'CMD.EXE', 'u1', 3, \
+         'y', 'cmd.exe', 'u1', 4, '', 'cmd.exe', 'u3', 5, '', '', 'u1', 6, 'x', 'cmd.exe', 'u1', 7];";
+    // Case-sensitive on each key; "" is a value; the keys come back as they were.
+    assert_eq!(
+        rows(&format!(
+            "{t} T | summarize c = count(), s = sum(n), u = dcount(a) by d, f | order by s asc"
+        )),
+        vec![
+            vec![json!("x"), json!("CMD.EXE"), json!(1), json!(3), json!(1)],
+            vec![json!("y"), json!("cmd.exe"), json!(1), json!(4), json!(1)],
+            vec![json!(""), json!("cmd.exe"), json!(1), json!(5), json!(1)],
+            vec![json!(""), json!(""), json!(1), json!(6), json!(1)],
+            vec![json!("x"), json!("cmd.exe"), json!(3), json!(10), json!(2)],
+        ]
+    );
+    // Three keys, and a key computed from a column.
+    assert_eq!(
+        rows(&format!(
+            "{t} T | summarize c = count() by d, tolower(f), a | where d == 'x' | order by c desc, a asc"
+        )),
+        vec![
+            vec![json!("x"), json!("cmd.exe"), json!("u1"), json!(3)],
+            vec![json!("x"), json!("cmd.exe"), json!("u2"), json!(1)],
+        ]
+    );
+    let plan = runtime()
+        .block_on(engine().explain(&format!("{t} T | summarize count() by d, f")))
+        .unwrap();
+    assert!(plan.contains("PackedGroupsExec"), "{plan}");
+}
+
+#[test]
 fn lookup_drops_the_right_keys() {
     let q = format!(
         "{LEFT} let D = datatable(k: string, label: string)['x', 'ex', 'y', 'why']; L | lookup D on k"

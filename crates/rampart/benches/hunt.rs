@@ -11,7 +11,12 @@
 //!    thread time is subtracted, the store's background threads count); then a full
 //!    compaction, and the stored bytes per process event (Parquet bytes of the table over its
 //!    rows) before and after it.
-//! 2. **Queries.** Five hunting queries, each run `RAMPART_BENCH_RUNS` times (default 3) with
+//! 2. **DuckDB's write, for reference.** DuckDB writes the first `RAMPART_BENCH_WRITE_ROWS`
+//!    (default 2,000,000) of the stored process events, held in memory as Arrow, to a Parquet
+//!    file with zstd (`bench/hunt_duckdb.py`, `write`), in the order read and ordered by
+//!    Timestamp: rows per CPU second of its process, and the store's ingest rate as a ratio
+//!    of it (DuckDB keeps no log and does not fsync; the store does both).
+//! 3. **Queries.** Five hunting queries, each run `RAMPART_BENCH_RUNS` times (default 3) with
 //!    `rampart hunt` and with DuckDB (`bench/hunt_duckdb.py`, the equivalent SQL over the
 //!    store's Parquet files) alternately, so both meet the same page cache. The times are
 //!    in-process (Rampart: planning + execution as `hunt` prints it; DuckDB:
@@ -117,7 +122,9 @@ fn run() -> Result<bool> {
         }
     };
     println!("store: {}", dir.display());
-    ingest(&dir, rows)?;
+    let ingested = ingest(&dir, rows)?;
+    let write_rows = env_number("RAMPART_BENCH_WRITE_ROWS", 2_000_000)?.min(rows);
+    duckdb_write(&dir, &script, write_rows, ingested.as_ref())?;
 
     let before = parquet_files(&dir);
     let agreed = queries(&dir, &script, runs)?;
@@ -284,8 +291,9 @@ fn bytes_per_row(store: &Store, table: Table) -> String {
 }
 
 /// Fills the store at `dir` with `rows` process events and their connections (unless it
-/// already holds them), reporting ingest speed and size.
-fn ingest(dir: &Path, rows: usize) -> Result<()> {
+/// already holds them), reporting ingest speed and size. Returns what ingesting the process
+/// events took, if they were ingested.
+fn ingest(dir: &Path, rows: usize) -> Result<Option<Ingested>> {
     let store = Store::open(dir, StoreConfig::default())
         .with_context(|| format!("cannot open a store at {}", dir.display()))?;
     let stats = store.stats();
@@ -297,7 +305,8 @@ fn ingest(dir: &Path, rows: usize) -> Result<()> {
              DeviceProcessEvents {}",
             bytes_per_row(&store, Table::DeviceProcessEvents)
         );
-        return store.close().context("closing the store");
+        store.close().context("closing the store")?;
+        return Ok(None);
     }
     if have > 0 || connections > 0 || stats.rows() > 0 {
         bail!(
@@ -342,7 +351,55 @@ fn ingest(dir: &Path, rows: usize) -> Result<()> {
         bytes_per_row(&store, Table::DeviceNetworkEvents),
         peak_rss_mib()
     );
-    store.close().context("closing the store")
+    store.close().context("closing the store")?;
+    Ok(Some(process))
+}
+
+/// DuckDB writing `rows` of the store's process events to Parquet (`bench/hunt_duckdb.py`,
+/// `write`): the reference for the store's ingest, compared per CPU second with `ingested`.
+fn duckdb_write(dir: &Path, script: &Path, rows: usize, ingested: Option<&Ingested>) -> Result<()> {
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .arg("write")
+        .arg(rows.to_string())
+        .output()
+        .context("cannot run python3")?;
+    if !out.status.success() {
+        bail!(
+            "DuckDB failed to write Parquet:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let run: Value = serde_json::from_str(line)
+            .with_context(|| format!("DuckDB's script printed no JSON: {line}"))?;
+        let field = |name: &str| {
+            run[name]
+                .as_f64()
+                .with_context(|| format!("no {name} in DuckDB's {line}"))
+        };
+        let (written, cpu, wall, bytes) = (
+            field("rows")?,
+            field("cpu")?,
+            field("wall")?,
+            field("bytes")?,
+        );
+        let per_cpu = written / cpu;
+        let ratio = ingested.map_or_else(String::new, |i| {
+            format!(
+                "; Rampart's ingest of process events {:.2}x that per CPU second",
+                i.rows as f64 / i.cpu / per_cpu
+            )
+        });
+        println!(
+            "DuckDB writes {written} of these process events from Arrow to Parquet (zstd, {}): \
+             {wall:.2} s wall, {cpu:.2} CPU s = {per_cpu:.0} rows per CPU second, {:.1} B/row{ratio}",
+            run["order"].as_str().unwrap_or("?"),
+            bytes / written,
+        );
+    }
+    Ok(())
 }
 
 /// The Parquet files below `dir`.
