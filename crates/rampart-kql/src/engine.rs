@@ -83,7 +83,12 @@ impl Engine {
         let config = SessionConfig::new()
             .with_information_schema(false)
             // Kusto compares names case-sensitively; so must the engine.
-            .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
+            // The store's row groups are clustered by file and device, not sorted by time, so
+            // their pages' time ranges span the row group's and prune next to nothing; reading
+            // and parsing every column's page index cost ~10 % of a filter + count over 10 M
+            // rows (73–84 against 69–77 ms without; a 5-minute window 12–19 against 9–15).
+            .set_bool("datafusion.execution.parquet.enable_page_index", false);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
