@@ -8,7 +8,7 @@
 //!
 //! [`PackGroupKeys`] rewrites the first (partial) aggregation of such a group-by: the rows
 //! get one more column ([`PackedGroupsExec`]), their text keys each numbered in an interner
-//! of the partition (few distinct values: its table stays in cache) and the numbers packed
+//! of the partition (hunting's keys have few distinct values: a small table) and the numbers packed
 //! side by side into one integer (`UInt64` for two keys, a 128-bit decimal's bits for three
 //! or four), which the aggregation groups by in DataFusion's table for one primitive column;
 //! [`UnpackGroupsExec`] turns each group's integer back into its text values from the same
@@ -23,13 +23,13 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Array, LargeStringArray, RecordBatch, StringArray,
     StringViewArray, UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::expressions::Column;
@@ -41,6 +41,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use crate::join_keys::texts;
+use crate::key_column::{apply_to_keys, only_child, properties, with_key_column};
 
 /// The name of the packed key column.
 const KEY_COLUMN: &str = "__rampart_group_key";
@@ -221,19 +222,6 @@ fn poisoned() -> DataFusionError {
     DataFusionError::Internal("a group key interner was poisoned".into())
 }
 
-fn properties(
-    schema: &SchemaRef,
-    partitioning: Partitioning,
-    input: &Arc<dyn ExecutionPlan>,
-) -> Arc<PlanProperties> {
-    Arc::new(PlanProperties::new(
-        EquivalenceProperties::new(Arc::clone(schema)),
-        partitioning,
-        input.pipeline_behavior(),
-        input.boundedness(),
-    ))
-}
-
 /// Passes its input's rows on with one more column: their text keys' numbers packed into one
 /// integer, first key in the highest bits.
 #[derive(Debug)]
@@ -251,16 +239,7 @@ impl PackedGroupsExec {
         keys: Vec<Arc<dyn PhysicalExpr>>,
         interners: Arc<Interners>,
     ) -> PackedGroupsExec {
-        let mut fields: Vec<_> = input.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(
-            KEY_COLUMN,
-            packed_type(keys.len()),
-            false,
-        )));
-        let schema = Arc::new(Schema::new_with_metadata(
-            fields,
-            input.schema().metadata().clone(),
-        ));
+        let schema = with_key_column(&input.schema(), KEY_COLUMN, packed_type(keys.len()), false);
         // The input's columns keep their places: its partitioning still describes the rows.
         let properties = properties(&schema, input.output_partitioning().clone(), &input);
         PackedGroupsExec {
@@ -301,23 +280,15 @@ impl ExecutionPlan for PackedGroupsExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for k in &self.keys {
-            if f(k)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        apply_to_keys(&self.keys, f)
     }
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("PackedGroupsExec takes one input, not {}", children.len());
-        }
         Ok(Arc::new(PackedGroupsExec::new(
-            children.swap_remove(0),
+            only_child("PackedGroupsExec", children)?,
             self.keys.clone(),
             Arc::clone(&self.interners),
         )))
@@ -450,13 +421,10 @@ impl ExecutionPlan for UnpackGroupsExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("UnpackGroupsExec takes one input, not {}", children.len());
-        }
         Ok(Arc::new(UnpackGroupsExec::new(
-            children.swap_remove(0),
+            only_child("UnpackGroupsExec", children)?,
             self.types.clone(),
             Arc::clone(&self.interners),
             Arc::clone(&self.schema),
@@ -480,16 +448,17 @@ impl ExecutionPlan for UnpackGroupsExec {
         let unpacked = input.map(move |batch| {
             let batch = batch?;
             let interner = interners.slot(partition)?.read().map_err(|_| poisoned())?;
-            let packed: Vec<u128> = match batch.column(0).data_type() {
-                DataType::UInt64 => batch
-                    .column(0)
+            let Some(key) = batch.columns().first() else {
+                return internal_err!("UnpackGroupsExec: a batch without its key");
+            };
+            let packed: Vec<u128> = match key.data_type() {
+                DataType::UInt64 => key
                     .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
                     .values()
                     .iter()
                     .map(|&p| u128::from(p))
                     .collect(),
-                DataType::Decimal128(..) => batch
-                    .column(0)
+                DataType::Decimal128(..) => key
                     .as_primitive::<Decimal128Type>()
                     .values()
                     .iter()
@@ -530,6 +499,7 @@ mod tests {
     use super::*;
 
     use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;

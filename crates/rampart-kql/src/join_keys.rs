@@ -31,14 +31,14 @@ use std::task::{Context, Poll};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, NullEquality, Result, internal_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::JoinType;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
@@ -47,6 +47,8 @@ use datafusion::physical_plan::{
     PlanProperties,
 };
 use futures::{Stream, StreamExt};
+
+use crate::key_column::{apply_to_keys, only_child, properties, with_key_column};
 
 /// The name of the packed key column each side of a rewritten join gets.
 const KEY_COLUMN: &str = "__rampart_join_key";
@@ -393,29 +395,19 @@ impl PackedKeysExec {
         side: Side,
         interners: Arc<Interners>,
     ) -> PackedKeysExec {
-        let mut fields: Vec<_> = input.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(KEY_COLUMN, DataType::UInt32, true)));
-        let schema = Arc::new(Schema::new_with_metadata(
-            fields.clone(),
-            input.schema().metadata().clone(),
-        ));
+        let schema = with_key_column(&input.schema(), KEY_COLUMN, DataType::UInt32, true);
         // The input's columns keep their places, so its partitioning still describes the rows.
         // Each side of a partitioned join is partitioned on its original keys, with rows of
         // equal keys in the same partition on both sides: rows of equal packed keys too, which
         // is what the join checks its inputs for.
         let partitioning = match (side, input.output_partitioning()) {
             (Side::Build | Side::Probe, Partitioning::Hash(_, n)) => Partitioning::Hash(
-                vec![Arc::new(Column::new(KEY_COLUMN, fields.len() - 1))],
+                vec![Arc::new(Column::new(KEY_COLUMN, schema.fields().len() - 1))],
                 *n,
             ),
             (_, p) => p.clone(),
         };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            partitioning,
-            input.pipeline_behavior(),
-            input.boundedness(),
-        );
+        let properties = properties(&schema, partitioning, &input);
         PackedKeysExec {
             input,
             keys,
@@ -423,7 +415,7 @@ impl PackedKeysExec {
             side,
             interners,
             schema,
-            properties: Arc::new(properties),
+            properties,
         }
     }
 }
@@ -460,23 +452,15 @@ impl ExecutionPlan for PackedKeysExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for k in &self.keys {
-            if f(k)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        apply_to_keys(&self.keys, f)
     }
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("PackedKeysExec takes one input, not {}", children.len());
-        }
         Ok(Arc::new(PackedKeysExec::new(
-            children.swap_remove(0),
+            only_child("PackedKeysExec", children)?,
             self.keys.clone(),
             self.parts.clone(),
             self.side,
@@ -718,6 +702,7 @@ pub(crate) mod tests {
     use super::*;
 
     use datafusion::arrow::array::{Int32Array, Int64Array, StringArray, StringViewArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;

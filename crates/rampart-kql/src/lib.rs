@@ -20,6 +20,7 @@ mod catalog;
 mod engine;
 mod group_keys;
 mod join_keys;
+mod key_column;
 mod naming;
 pub mod planner;
 pub mod results;
