@@ -49,6 +49,7 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt};
 
 use crate::key_column::{apply_to_keys, only_child, properties, with_key_column};
+use crate::key_table::{KeyTable, NOT_INTERNED};
 
 /// The name of the packed key column each side of a rewritten join gets.
 const KEY_COLUMN: &str = "__rampart_join_key";
@@ -56,17 +57,9 @@ const KEY_COLUMN: &str = "__rampart_join_key";
 /// Keys wider than this together are not packed (into an `i128`).
 const MAX_KEY_BITS: u32 = 128;
 
-/// A number (of a text value, 32 bits, or of a packed key) never given, so that a probe
-/// value or key the build side never held matches nothing.
-const NOT_INTERNED: u32 = u32::MAX;
-
 /// Memory counted for an interned value beyond its bytes (the map's entry and the box; an
 /// estimate, not measured).
 const ENTRY_OVERHEAD: usize = 48;
-
-/// Memory counted for a numbered packed key (the map's entry, its control byte and room;
-/// an estimate, not measured).
-const KEY_ENTRY_BYTES: usize = 48;
 
 /// The physical optimiser rule; it runs last, on the plan DataFusion's rules have settled.
 #[derive(Debug, Default)]
@@ -287,41 +280,24 @@ impl Interners {
 #[derive(Debug, Default)]
 struct Interner {
     texts: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
-    /// Keys as two halves: entries of 24 bytes rather than an `i128`'s 32 (its alignment),
-    /// a quarter less memory for probes to miss in.
-    keys: HashMap<(u64, u64), u32, foldhash::fast::RandomState>,
+    keys: KeyTable,
     reservation: Option<MemoryReservation>,
 }
 
-/// The next number of a map of `len` entries, counting `bytes` more against the pool.
-fn next_number(
-    len: usize,
-    reservation: &mut Option<MemoryReservation>,
-    bytes: usize,
-) -> Result<u32> {
-    let id = u32::try_from(len)
-        .ok()
-        .filter(|&id| id != NOT_INTERNED)
-        .ok_or_else(|| {
-            DataFusionError::ResourcesExhausted(
-                "a join's build side has more than 4,294,967,294 distinct keys".into(),
-            )
-        })?;
-    if let Some(r) = reservation {
-        r.try_grow(bytes)?;
+/// Counts `bytes` more of an interner against the pool.
+fn reserve(reservation: &mut Option<MemoryReservation>, bytes: usize) -> Result<()> {
+    match reservation {
+        Some(r) => r.try_grow(bytes),
+        None => Ok(()),
     }
-    Ok(id)
-}
-
-fn halves(packed: i128) -> (u64, u64) {
-    ((packed >> 64) as u64, packed as u64)
 }
 
 /// How a side numbers text values and packed keys: the build side interns them, the probe
 /// side looks them up.
 trait Numbering {
     fn text(&mut self, value: &[u8]) -> Result<u32>;
-    fn key(&mut self, packed: i128) -> Result<u32>;
+    /// Numbers a batch's packed keys (`out`); null rows' numbers are whatever.
+    fn keys(&mut self, packed: &[i128], nulls: Option<&NullBuffer>, out: &mut [u32]) -> Result<()>;
 }
 
 impl Numbering for &mut Interner {
@@ -329,24 +305,23 @@ impl Numbering for &mut Interner {
         if let Some(&id) = self.texts.get(value) {
             return Ok(id);
         }
-        let id = next_number(
-            self.texts.len(),
-            &mut self.reservation,
-            value.len() + ENTRY_OVERHEAD,
-        )?;
+        let id = u32::try_from(self.texts.len())
+            .ok()
+            .filter(|&id| id != NOT_INTERNED)
+            .ok_or_else(|| {
+                DataFusionError::ResourcesExhausted(
+                    "a join's build side has more than 4,294,967,294 distinct values".into(),
+                )
+            })?;
+        reserve(&mut self.reservation, value.len() + ENTRY_OVERHEAD)?;
         self.texts.insert(value.into(), id);
         Ok(id)
     }
 
-    fn key(&mut self, packed: i128) -> Result<u32> {
-        let len = self.keys.len();
-        match self.keys.entry(halves(packed)) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(*e.get()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let id = next_number(len, &mut self.reservation, KEY_ENTRY_BYTES)?;
-                Ok(*e.insert(id))
-            }
-        }
+    fn keys(&mut self, packed: &[i128], nulls: Option<&NullBuffer>, out: &mut [u32]) -> Result<()> {
+        let reservation = &mut self.reservation;
+        self.keys
+            .intern(packed, nulls, out, |bytes| reserve(reservation, bytes))
     }
 }
 
@@ -355,12 +330,9 @@ impl Numbering for &Interner {
         Ok(self.texts.get(value).copied().unwrap_or(NOT_INTERNED))
     }
 
-    fn key(&mut self, packed: i128) -> Result<u32> {
-        Ok(self
-            .keys
-            .get(&halves(packed))
-            .copied()
-            .unwrap_or(NOT_INTERNED))
+    fn keys(&mut self, packed: &[i128], _: Option<&NullBuffer>, out: &mut [u32]) -> Result<()> {
+        self.keys.find(packed, out);
+        Ok(())
     }
 }
 
@@ -570,23 +542,8 @@ impl PackedKeysStream {
                 Part::Bits(bytes) => shift_in(&mut packed, values, *bytes)?,
             }
         }
-        let mut numbers = Vec::with_capacity(rows);
-        let mut last: Option<(i128, u32)> = None;
-        for (i, &p) in packed.iter().enumerate() {
-            if nulls.is_some_and(|n| n.is_null(i)) {
-                numbers.push(0);
-                continue;
-            }
-            let id = match last {
-                Some((l, id)) if l == p => id,
-                _ => {
-                    let id = numbering.key(p)?;
-                    last = Some((p, id));
-                    id
-                }
-            };
-            numbers.push(id);
-        }
+        let mut numbers = vec![0; rows];
+        numbering.keys(&packed, nulls, &mut numbers)?;
         Ok(numbers)
     }
 }
@@ -605,18 +562,20 @@ pub(crate) fn texts(
     match values.data_type() {
         DataType::Utf8View => {
             let a = values.as_string_view();
-            // Equal views are equal values (a long value's view names its bytes' place),
-            // and runs of one value are common (rows come clustered by device).
-            let mut last: Option<(u128, u32)> = None;
+            // Equal views of one array are equal values (a long value's view names its
+            // bytes' place), and a column read from a Parquet dictionary repeats the view of
+            // each of its values: a small cache of views seen spares hashing and comparing
+            // the bytes of most rows (a device's 40-character id, say).
+            let mut seen = ViewCache::new();
             for (i, &view) in a.views().iter().enumerate() {
                 if a.is_null(i) {
                     continue;
                 }
-                let id = match last {
-                    Some((v, id)) if v == view => id,
-                    _ => {
+                let id = match seen.get(view) {
+                    Some(id) => id,
+                    None => {
                         let id = number(a.value(i).as_bytes())?;
-                        last = Some((view, id));
+                        seen.put(view, id);
                         id
                     }
                 };
@@ -627,6 +586,42 @@ pub(crate) fn texts(
         DataType::Utf8 => strings(values.as_string::<i32>().iter(), number, put),
         DataType::LargeUtf8 => strings(values.as_string::<i64>().iter(), number, put),
         t => internal_err!("PackedKeysExec: {t} is not text"),
+    }
+}
+
+/// The numbers of views lately seen in one array, each in the one place its view hashes to.
+struct ViewCache {
+    views: Vec<u128>,
+    ids: Vec<u32>,
+}
+
+impl ViewCache {
+    /// Places: enough for the distinct values of a batch's device ids in a large fleet;
+    /// small enough that clearing them per batch costs nothing beside the batch.
+    const BITS: u32 = 11;
+
+    fn new() -> ViewCache {
+        // No view is all ones: it would name buffer 4,294,967,295 of its array.
+        ViewCache {
+            views: vec![u128::MAX; 1 << Self::BITS],
+            ids: vec![0; 1 << Self::BITS],
+        }
+    }
+
+    fn place(view: u128) -> usize {
+        let mixed = (view as u64) ^ ((view >> 64) as u64).rotate_left(29);
+        (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::BITS)) as usize
+    }
+
+    fn get(&self, view: u128) -> Option<u32> {
+        let at = Self::place(view);
+        (self.views[at] == view).then(|| self.ids[at])
+    }
+
+    fn put(&mut self, view: u128, id: u32) {
+        let at = Self::place(view);
+        self.views[at] = view;
+        self.ids[at] = id;
     }
 }
 
@@ -701,7 +696,9 @@ impl RecordBatchStream for PackedKeysStream {
 pub(crate) mod tests {
     use super::*;
 
-    use datafusion::arrow::array::{Int32Array, Int64Array, StringArray, StringViewArray};
+    use datafusion::arrow::array::{
+        Int32Array, Int64Array, StringArray, StringViewArray, StringViewBuilder,
+    };
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
@@ -867,6 +864,53 @@ pub(crate) mod tests {
 
     /// Every join kind, both partition modes, keys of text with longs, ints, text and a
     /// computed key: the packed join returns exactly what DataFusion's own returns.
+    /// Views that repeat (as a column read from a Parquet dictionary has them) are numbered
+    /// by their values, most of them without their bytes being looked up again; more distinct
+    /// values than the cache has places, so that places are taken over.
+    #[test]
+    fn repeated_views_are_numbered_by_their_values() {
+        let mut rng = Rng(7);
+        let distinct: Vec<String> = (0..5_000)
+            .map(|i| format!("device-{i:034}"))
+            .chain(["a".into(), "".into()])
+            .collect();
+        let mut builder = StringViewBuilder::new().with_deduplicate_strings();
+        let mut rows = Vec::new();
+        for _ in 0..60_000 {
+            // A few values are common, as a fleet's busiest devices are.
+            let pick = match rng.below(4) {
+                0 => rng.below(distinct.len() as u64),
+                _ => rng.below(40),
+            };
+            let value = (rng.below(50) != 0).then(|| distinct[pick as usize].as_str());
+            builder.append_option(value);
+            rows.push(value);
+        }
+        let array: ArrayRef = Arc::new(builder.finish());
+        let mut numbers: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut looked_up = 0;
+        let mut got = vec![None; rows.len()];
+        texts(
+            &array,
+            |v| {
+                looked_up += 1;
+                let next = numbers.len() as u32;
+                Ok(*numbers.entry(v.to_vec()).or_insert(next))
+            },
+            |i, id| got[i] = Some(id),
+        )
+        .unwrap();
+        for (row, (value, id)) in rows.iter().zip(&got).enumerate() {
+            let want = value.map(|v| numbers[v.as_bytes()]);
+            assert_eq!(*id, want, "row {row}: {value:?}");
+        }
+        assert!(
+            looked_up < rows.len() / 3,
+            "{looked_up} lookups for {} rows",
+            rows.len()
+        );
+    }
+
     #[tokio::test]
     async fn packed_joins_return_what_unpacked_joins_do() {
         let kinds = [

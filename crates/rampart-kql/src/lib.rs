@@ -21,6 +21,7 @@ mod engine;
 mod group_keys;
 mod join_keys;
 mod key_column;
+mod key_table;
 mod naming;
 pub mod planner;
 pub mod results;
