@@ -862,8 +862,6 @@ pub(crate) mod tests {
         (pretty_format_batches(&batches).unwrap().to_string(), shown)
     }
 
-    /// Every join kind, both partition modes, keys of text with longs, ints, text and a
-    /// computed key: the packed join returns exactly what DataFusion's own returns.
     /// Views that repeat (as a column read from a Parquet dictionary has them) are numbered
     /// by their values, most of them without their bytes being looked up again; more distinct
     /// values than the cache has places, so that places are taken over.
@@ -911,6 +909,8 @@ pub(crate) mod tests {
         );
     }
 
+    /// Every join kind, both partition modes, keys of text with longs, ints, text and a
+    /// computed key: the packed join returns exactly what DataFusion's own returns.
     #[tokio::test]
     async fn packed_joins_return_what_unpacked_joins_do() {
         let kinds = [
