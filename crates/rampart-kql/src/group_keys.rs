@@ -15,7 +15,6 @@
 //! interner, so the final aggregation, and everything after it, sees what it saw before.
 //! Numbers are exact, not hashes; a null value has a number of its own.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
@@ -40,8 +39,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::join_keys::texts;
 use crate::key_column::{apply_to_keys, only_child, properties, with_key_column};
+use crate::key_table::{NOT_INTERNED, TextTable, texts};
 
 /// The name of the packed key column.
 const KEY_COLUMN: &str = "__rampart_group_key";
@@ -50,11 +49,7 @@ const KEY_COLUMN: &str = "__rampart_group_key";
 const MAX_KEYS: usize = 4;
 
 /// The number of a null value (never given to a value).
-const NULL_ID: u32 = u32::MAX;
-
-/// Memory counted for an interned value beyond its bytes (the map's entry, the list's and
-/// the shared allocation's header; an estimate, not measured).
-const ENTRY_OVERHEAD: usize = 64;
+const NULL_ID: u32 = NOT_INTERNED;
 
 /// The physical optimiser rule; it runs last, on the plan DataFusion's rules have settled.
 #[derive(Debug, Default)]
@@ -178,38 +173,24 @@ impl Interners {
 /// Distinct text values of every key column, numbered in the order first seen.
 #[derive(Debug, Default)]
 struct Interner {
-    ids: HashMap<Arc<[u8]>, u32, foldhash::fast::RandomState>,
-    values: Vec<Arc<[u8]>>,
+    texts: TextTable,
     reservation: Option<MemoryReservation>,
 }
 
 impl Interner {
     fn id(&mut self, value: &[u8]) -> Result<u32> {
-        if let Some(&id) = self.ids.get(value) {
-            return Ok(id);
-        }
-        let id = u32::try_from(self.values.len())
-            .ok()
-            .filter(|&id| id != NULL_ID)
-            .ok_or_else(|| {
-                DataFusionError::ResourcesExhausted(
-                    "a group-by has more than 4,294,967,294 distinct text values".into(),
-                )
-            })?;
-        if let Some(r) = &mut self.reservation {
-            r.try_grow(value.len() + ENTRY_OVERHEAD)?;
-        }
-        let value: Arc<[u8]> = value.into();
-        self.ids.insert(Arc::clone(&value), id);
-        self.values.push(value);
-        Ok(id)
+        let reservation = &mut self.reservation;
+        self.texts.intern(value, |bytes| match reservation {
+            Some(r) => r.try_grow(bytes),
+            None => Ok(()),
+        })
     }
 
     fn value(&self, id: u32) -> Result<Option<&str>> {
         if id == NULL_ID {
             return Ok(None);
         }
-        let Some(bytes) = self.values.get(id as usize) else {
+        let Some(bytes) = self.texts.value(id) else {
             return internal_err!("packed group keys: no value numbered {id}");
         };
         std::str::from_utf8(bytes)

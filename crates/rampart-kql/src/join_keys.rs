@@ -22,14 +22,13 @@
 //! side never held gets a number no build row has. The interner holds each distinct build
 //! value and key once and counts against the query's memory pool like the join's own table.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
@@ -49,17 +48,13 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt};
 
 use crate::key_column::{apply_to_keys, only_child, properties, with_key_column};
-use crate::key_table::{KeyTable, NOT_INTERNED};
+use crate::key_table::{KeyTable, TextTable, texts};
 
 /// The name of the packed key column each side of a rewritten join gets.
 const KEY_COLUMN: &str = "__rampart_join_key";
 
 /// Keys wider than this together are not packed (into an `i128`).
 const MAX_KEY_BITS: u32 = 128;
-
-/// Memory counted for an interned value beyond its bytes (the map's entry and the box; an
-/// estimate, not measured).
-const ENTRY_OVERHEAD: usize = 48;
 
 /// The physical optimiser rule; it runs last, on the plan DataFusion's rules have settled.
 #[derive(Debug, Default)]
@@ -279,7 +274,7 @@ impl Interners {
 /// Distinct text values and packed keys, each numbered in the order first seen.
 #[derive(Debug, Default)]
 struct Interner {
-    texts: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    texts: TextTable,
     keys: KeyTable,
     reservation: Option<MemoryReservation>,
 }
@@ -302,20 +297,9 @@ trait Numbering {
 
 impl Numbering for &mut Interner {
     fn text(&mut self, value: &[u8]) -> Result<u32> {
-        if let Some(&id) = self.texts.get(value) {
-            return Ok(id);
-        }
-        let id = u32::try_from(self.texts.len())
-            .ok()
-            .filter(|&id| id != NOT_INTERNED)
-            .ok_or_else(|| {
-                DataFusionError::ResourcesExhausted(
-                    "a join's build side has more than 4,294,967,294 distinct values".into(),
-                )
-            })?;
-        reserve(&mut self.reservation, value.len() + ENTRY_OVERHEAD)?;
-        self.texts.insert(value.into(), id);
-        Ok(id)
+        let reservation = &mut self.reservation;
+        self.texts
+            .intern(value, |bytes| reserve(reservation, bytes))
     }
 
     fn keys(&mut self, packed: &[i128], nulls: Option<&NullBuffer>, out: &mut [u32]) -> Result<()> {
@@ -327,7 +311,7 @@ impl Numbering for &mut Interner {
 
 impl Numbering for &Interner {
     fn text(&mut self, value: &[u8]) -> Result<u32> {
-        Ok(self.texts.get(value).copied().unwrap_or(NOT_INTERNED))
+        Ok(self.texts.find(value))
     }
 
     fn keys(&mut self, packed: &[i128], _: Option<&NullBuffer>, out: &mut [u32]) -> Result<()> {
@@ -552,101 +536,6 @@ fn poisoned() -> DataFusionError {
     DataFusionError::Internal("a join key interner was poisoned".into())
 }
 
-/// Hands each text value's number (what `number` gives it) to `put` with its row; null rows
-/// are skipped.
-pub(crate) fn texts(
-    values: &ArrayRef,
-    mut number: impl FnMut(&[u8]) -> Result<u32>,
-    mut put: impl FnMut(usize, u32),
-) -> Result<()> {
-    match values.data_type() {
-        DataType::Utf8View => {
-            let a = values.as_string_view();
-            // Equal views of one array are equal values (a long value's view names its
-            // bytes' place), and a column read from a Parquet dictionary repeats the view of
-            // each of its values: a small cache of views seen spares hashing and comparing
-            // the bytes of most rows (a device's 40-character id, say).
-            let mut seen = ViewCache::new();
-            for (i, &view) in a.views().iter().enumerate() {
-                if a.is_null(i) {
-                    continue;
-                }
-                let id = match seen.get(view) {
-                    Some(id) => id,
-                    None => {
-                        let id = number(a.value(i).as_bytes())?;
-                        seen.put(view, id);
-                        id
-                    }
-                };
-                put(i, id);
-            }
-            Ok(())
-        }
-        DataType::Utf8 => strings(values.as_string::<i32>().iter(), number, put),
-        DataType::LargeUtf8 => strings(values.as_string::<i64>().iter(), number, put),
-        t => internal_err!("PackedKeysExec: {t} is not text"),
-    }
-}
-
-/// The numbers of views lately seen in one array, each in the one place its view hashes to.
-struct ViewCache {
-    views: Vec<u128>,
-    ids: Vec<u32>,
-}
-
-impl ViewCache {
-    /// Places: 2,048, twice the distinct device ids of a batch of the bench's 1,000-device
-    /// fleet (a larger fleet's batches hit less often, never wrongly); small enough that
-    /// filling them per batch costs little beside the batch's 8,192 rows.
-    const BITS: u32 = 11;
-
-    fn new() -> ViewCache {
-        // No view is all ones: it would name buffer 4,294,967,295 of its array.
-        ViewCache {
-            views: vec![u128::MAX; 1 << Self::BITS],
-            ids: vec![0; 1 << Self::BITS],
-        }
-    }
-
-    fn place(view: u128) -> usize {
-        let mixed = (view as u64) ^ ((view >> 64) as u64).rotate_left(29);
-        (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::BITS)) as usize
-    }
-
-    fn get(&self, view: u128) -> Option<u32> {
-        let at = Self::place(view);
-        (self.views[at] == view).then(|| self.ids[at])
-    }
-
-    fn put(&mut self, view: u128, id: u32) {
-        let at = Self::place(view);
-        self.views[at] = view;
-        self.ids[at] = id;
-    }
-}
-
-fn strings<'a>(
-    values: impl Iterator<Item = Option<&'a str>>,
-    mut number: impl FnMut(&[u8]) -> Result<u32>,
-    mut put: impl FnMut(usize, u32),
-) -> Result<()> {
-    let mut last: Option<(&str, u32)> = None;
-    for (i, v) in values.enumerate() {
-        let Some(v) = v else { continue };
-        let id = match last {
-            Some((l, id)) if v == l => id,
-            _ => {
-                let id = number(v.as_bytes())?;
-                last = Some((v, id));
-                id
-            }
-        };
-        put(i, id);
-    }
-    Ok(())
-}
-
 /// Shifts each row's bits of a fixed-width key into its packed key.
 fn shift_in(packed: &mut [i128], values: &ArrayRef, bytes: usize) -> Result<()> {
     let data = values.to_data();
@@ -697,9 +586,7 @@ impl RecordBatchStream for PackedKeysStream {
 pub(crate) mod tests {
     use super::*;
 
-    use datafusion::arrow::array::{
-        Int32Array, Int64Array, StringArray, StringViewArray, StringViewBuilder,
-    };
+    use datafusion::arrow::array::{Int32Array, Int64Array, StringArray, StringViewArray};
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
@@ -861,53 +748,6 @@ pub(crate) mod tests {
         let shown = displayable(plan.as_ref()).indent(true).to_string();
         let batches = df.collect().await.unwrap();
         (pretty_format_batches(&batches).unwrap().to_string(), shown)
-    }
-
-    /// Views that repeat (as a column read from a Parquet dictionary has them) are numbered
-    /// by their values, most of them without their bytes being looked up again; more distinct
-    /// values than the cache has places, so that places are taken over.
-    #[test]
-    fn repeated_views_are_numbered_by_their_values() {
-        let mut rng = Rng(7);
-        let distinct: Vec<String> = (0..5_000)
-            .map(|i| format!("device-{i:034}"))
-            .chain(["a".into(), "".into()])
-            .collect();
-        let mut builder = StringViewBuilder::new().with_deduplicate_strings();
-        let mut rows = Vec::new();
-        for _ in 0..60_000 {
-            // A few values are common, as a fleet's busiest devices are.
-            let pick = match rng.below(4) {
-                0 => rng.below(distinct.len() as u64),
-                _ => rng.below(40),
-            };
-            let value = (rng.below(50) != 0).then(|| distinct[pick as usize].as_str());
-            builder.append_option(value);
-            rows.push(value);
-        }
-        let array: ArrayRef = Arc::new(builder.finish());
-        let mut numbers: HashMap<Vec<u8>, u32> = HashMap::new();
-        let mut looked_up = 0;
-        let mut got = vec![None; rows.len()];
-        texts(
-            &array,
-            |v| {
-                looked_up += 1;
-                let next = numbers.len() as u32;
-                Ok(*numbers.entry(v.to_vec()).or_insert(next))
-            },
-            |i, id| got[i] = Some(id),
-        )
-        .unwrap();
-        for (row, (value, id)) in rows.iter().zip(&got).enumerate() {
-            let want = value.map(|v| numbers[v.as_bytes()]);
-            assert_eq!(*id, want, "row {row}: {value:?}");
-        }
-        assert!(
-            looked_up < rows.len() / 3,
-            "{looked_up} lookups for {} rows",
-            rows.len()
-        );
     }
 
     /// Every join kind, both partition modes, keys of text with longs, ints, text and a
