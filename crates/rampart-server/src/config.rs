@@ -101,7 +101,7 @@ pub struct Store {
     pub retention_days: u32,
     /// Memory (MiB) for acknowledged rows not yet in Parquet (already visible to hunting,
     /// and in the log): a flush starts once they take half of it, and an append that finds
-    /// all of it taken waits for the flush. 1024 by default ([`SERVER_MEMORY_LIMIT_MIB`]).
+    /// all of it taken waits for the flush. 1024 by default.
     pub memory_limit_mib: usize,
     /// Rows per Parquet row group. A flush writes a table's day clustered (row groups that
     /// compaction copies instead of encoding again) once it has half a row group of rows,
@@ -184,9 +184,9 @@ impl Default for Hunting {
 /// The server's store memory (MiB) by default: four times the store's own default. A server
 /// takes in a steady stream spread over many tables; the longer its rows wait in memory, the
 /// more of a table's day a flush writes as full row groups (encoded once) rather than as
-/// fragments that compaction reads and encodes again. On the server benchmark (180 s runs),
-/// 1 GiB against 256 MiB: the store's CPU per flushed row 0.60×, events per server CPU
-/// second 1.16×, RSS max 1,267 against 1,166 MiB.
+/// fragments that compaction reads and encodes again. On the server benchmark (10-minute
+/// runs), 1 GiB against 256 MiB: the store's CPU per flushed row 0.63×, events per server
+/// CPU second 1.14×, RSS max 1,292 against 1,081 MiB.
 const SERVER_MEMORY_LIMIT_MIB: usize = 1024;
 
 impl Default for Store {
@@ -452,7 +452,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("server.toml");
         let defaults = Config::load(None, Overrides::default()).unwrap().store;
-        assert_eq!(defaults.memory_limit_mib, SERVER_MEMORY_LIMIT_MIB);
+        assert_eq!(defaults.memory_limit_mib, 1024);
         assert_eq!(defaults.row_group_rows, 128 * 1024);
 
         std::fs::write(
