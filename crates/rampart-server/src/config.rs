@@ -181,7 +181,7 @@ impl Default for Hunting {
     }
 }
 
-/// The server's store memory (MiB) by default: four times the store's own default. A server
+/// The server's store memory (MiB) by default (the store's own default is smaller). A server
 /// takes in a steady stream spread over many tables; the longer its rows wait in memory, the
 /// more of a table's day a flush writes as full row groups (encoded once) rather than as
 /// fragments that compaction reads and encodes again. On the server benchmark (10-minute
