@@ -4,9 +4,11 @@
 //! of which every match satisfies, each a set of *needles* of which the match shows one — a
 //! literal in the field it was written for, at its place in the value (anywhere for
 //! `contains`, at the start for `startswith`, at the end for `endswith`, the whole value for
-//! an exact match; the literals a regex's matches start with), or a number a field equals
-//! (`EventID: 4624`). `Image|endswith: '\cmd.exe'` and `CommandLine|contains: ' del '` are two
-//! clauses; a list of values is one clause of several needles.
+//! an exact match; for a regex, the literals its matches start with or, past a part that can
+//! be anything, go on with: `werfaultsecure.exe` of `\.exe\s+.*werfaultsecure\.exe`), or a
+//! number a field equals (`EventID: 4624`). `Image|endswith: '\cmd.exe'` and
+//! `CommandLine|contains: ' del '` are two clauses; a list of values is one clause of several
+//! needles.
 //!
 //! Each field a witness names has its own literals, by place: those that must start the value
 //! or be all of it in a trie walked from the value's first byte, those that must end it in one
@@ -14,8 +16,9 @@
 //! Aho-Corasick scan of the whole value, with that field's literals alone. Keywords are looked
 //! for in every text value. A rule is a candidate once a needle of each of its clauses is
 //! found — `\cmd.exe` at the end of `Image`, not in the middle of `CommandLine`. The few rules
-//! without a witness (negations, ranges, regexes with no literal start) are evaluated on every
-//! record. A record's other fields (GUIDs, times, most hashes) are never read.
+//! without a witness (negations, ranges, regexes with no literal of two bytes or one rare one)
+//! are evaluated on every record. A record's other fields (GUIDs, times, most hashes) are never
+//! read.
 //!
 //! Ours rather than rsigma's `Engine` index because that one builds a case-insensitive DFA per
 //! field: ~135 MiB for SigmaHQ's Windows rules, most of triage's memory. Tries and automata of
@@ -33,6 +36,18 @@ use crate::event::SigmaEvent;
 /// Literals shorter than this are not worth indexing: nearly every record holds them (an
 /// ASCII character); one non-ASCII character (an emoji, a right-to-left override) is rare.
 const MIN_NEEDLE_BYTES: usize = 2;
+
+/// ASCII characters rare enough alone to index: the escapes obfuscated command lines are
+/// full of and others hardly use (PowerShell's backtick, cmd's caret). A rule's regex may
+/// have no longer literal (`\w+`(?:\w+|-|.)`` of PowerShell token obfuscation): without
+/// these it was evaluated on every process creation.
+const RARE_BYTES: &[u8] = b"`^";
+
+/// Whether a folded literal is worth indexing (see [`MIN_NEEDLE_BYTES`], [`RARE_BYTES`]).
+fn indexable(folded: &str) -> bool {
+    folded.len() >= MIN_NEEDLE_BYTES
+        || (folded.len() == 1 && RARE_BYTES.contains(&folded.as_bytes()[0]))
+}
 
 /// Where in a value a literal must stand for its matcher to match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -241,6 +256,9 @@ struct Literals {
     inner: Option<Inner>,
     /// No `contains` literal holds a NUL: values can be searched joined by NULs.
     joinable: bool,
+    /// Shorter values hold none of the literals: 1 when a literal is one (rare) byte, else
+    /// [`MIN_NEEDLE_BYTES`] (a shorter value is ASCII, and folds to as many bytes).
+    shortest_value: usize,
 }
 
 /// `contains` literals, searched for in the folded value.
@@ -268,7 +286,7 @@ impl Literals {
     /// boolean (`text` false) is rendered by the evaluator in its own way: a literal anywhere
     /// in it counts, whatever its place.
     fn find(&self, value: &str, text: bool, hit: &mut Hits, scratch: &mut Scratch) {
-        if value.len() < MIN_NEEDLE_BYTES {
+        if value.len() < self.shortest_value {
             return;
         }
         // The walks fold ASCII as they go; the automata take the folded value.
@@ -297,7 +315,7 @@ impl Literals {
         let Scratch { seen, folded } = scratch;
         folded.clear();
         event.visit_string_values(&mut |value| {
-            if value.len() < MIN_NEEDLE_BYTES {
+            if value.len() < self.shortest_value {
                 return;
             }
             let start = folded.len();
@@ -369,10 +387,13 @@ struct LiteralsBuilder {
     heads: TrieBuilder,
     tails: TrieBuilder,
     inner: BTreeMap<String, Vec<Target>>,
+    /// A literal is one byte long.
+    single: bool,
 }
 
 impl LiteralsBuilder {
     fn add(&mut self, literal: &str, anchor: Anchor, t: Target) {
+        self.single |= literal.len() == 1;
         let bytes = literal.bytes();
         match anchor {
             Anchor::Start => self.heads.add(bytes, t, false),
@@ -416,6 +437,7 @@ impl LiteralsBuilder {
             tails: self.tails.build(),
             inner,
             joinable,
+            shortest_value: if self.single { 1 } else { MIN_NEEDLE_BYTES },
         })
     }
 }
@@ -582,8 +604,7 @@ fn detection_witness(d: &CompiledDetection) -> Option<Witness> {
 fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Witness> {
     let literal = |v: &str, anchor: Anchor| {
         let f = fold(v);
-        (f.len() >= MIN_NEEDLE_BYTES)
-            .then(|| vec![vec![(field.map(str::to_string), Shows::Text(f, anchor))]])
+        indexable(&f).then(|| vec![vec![(field.map(str::to_string), Shows::Text(f, anchor))]])
     };
     let within = |m: &CompiledMatcher| matcher_witness(field, m);
     match m {
@@ -613,17 +634,75 @@ fn matcher_witness(field: Option<&str>, m: &CompiledMatcher) -> Option<Witness> 
     }
 }
 
-/// The literals a match of `pattern` (searched anywhere in the value, as rsigma does) starts
-/// with: regex-syntax's prefix extraction, sound for any regex it parses — every match begins
-/// with one of them, or the set is infinite, or holds one too short to index (`None`).
+/// Literals every match of `pattern` (searched anywhere in the value, as rsigma does) holds:
+/// regex-syntax's prefix extraction, sound for any regex it parses — every match of a part
+/// begins with one of the part's literals, or the set is infinite, or holds one too short to
+/// index. The parts are the regex itself and, where it is a sequence, each of its tails: a
+/// match of `.*\x{fe0f}\x{20e3}` or `\.exe\s+.*werfaultsecure\.exe` holds its last
+/// literal, which its start (none, or `.exe`) does not say.
 fn regex_witness(field: Option<&str>, pattern: &str) -> Option<Witness> {
+    hir_witness(field, &folded_hir(&regex_syntax::parse(pattern).ok()?))
+}
+
+/// `hir` with each class of one character's cases (`(?i)` makes `[Ww]` of `w`) the literal of
+/// its folded character: a match, folded, then holds the folded literals. The extractor gives
+/// up on the cases of long literals (2^n spellings): `(?i)werfault` was `werfaul` at most.
+fn folded_hir(hir: &regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
+    use regex_syntax::hir::{Capture, Class, Hir, HirKind, Repetition};
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(class)) => {
+            let mut chars = class.iter().flat_map(|r| r.start()..=r.end());
+            let folded = chars.next().map(|c| fold(c.encode_utf8(&mut [0; 4])));
+            match folded {
+                Some(f)
+                    if class.iter().map(|r| r.len()).sum::<usize>() <= 4
+                        && f.chars().count() == 1
+                        && chars.all(|c| fold(c.encode_utf8(&mut [0; 4])) == f) =>
+                {
+                    Hir::literal(f.into_bytes())
+                }
+                _ => hir.clone(),
+            }
+        }
+        HirKind::Repetition(r) => Hir::repetition(Repetition {
+            sub: Box::new(folded_hir(&r.sub)),
+            ..r.clone()
+        }),
+        HirKind::Capture(c) => Hir::capture(Capture {
+            sub: Box::new(folded_hir(&c.sub)),
+            ..c.clone()
+        }),
+        HirKind::Concat(parts) => Hir::concat(parts.iter().map(folded_hir).collect()),
+        HirKind::Alternation(parts) => Hir::alternation(parts.iter().map(folded_hir).collect()),
+        _ => hir.clone(),
+    }
+}
+
+/// At most this many tails of a sequence are looked at (each is extracted on its own).
+const MAX_TAILS: usize = 64;
+
+fn hir_witness(field: Option<&str>, hir: &regex_syntax::hir::Hir) -> Option<Witness> {
+    use regex_syntax::hir::{Hir, HirKind};
+    match hir.kind() {
+        HirKind::Capture(capture) => hir_witness(field, &capture.sub),
+        HirKind::Alternation(branches) => any_of(branches.iter().map(|b| hir_witness(field, b))),
+        // Every match holds a match of each tail: each tail's literals are a clause.
+        HirKind::Concat(parts) => all_of(
+            (0..parts.len().min(MAX_TAILS))
+                .map(|at| prefix_witness(field, &Hir::concat(parts[at..].to_vec()))),
+        ),
+        _ => prefix_witness(field, hir),
+    }
+}
+
+/// The literals every match of `hir` starts with, as one clause.
+fn prefix_witness(field: Option<&str>, hir: &regex_syntax::hir::Hir) -> Option<Witness> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::parse(pattern).ok()?;
-    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
     let mut needles: Vec<Needle> = Vec::new();
     for literal in prefixes.literals()? {
         let folded = fold(std::str::from_utf8(literal.as_bytes()).ok()?);
-        if folded.len() < MIN_NEEDLE_BYTES {
+        if !indexable(&folded) {
             return None;
         }
         let needle = (
@@ -694,7 +773,8 @@ fn any_of(parts: impl Iterator<Item = Option<Witness>>) -> Option<Witness> {
 
 /// Clauses the most selective first, each once, at most `MAX_CLAUSES`; `None` when there are
 /// none. A clause is as selective as its most common needle; of two alike, the one with fewer
-/// needles (fewer to look for).
+/// needles (fewer to look for). A clause that one already taken implies is left out: it would
+/// be looked for and found whenever that one is (a regex's tails `werfault`, `erfault`, ...).
 fn ordered(mut clauses: Witness) -> Option<Witness> {
     clauses.retain(|c| !c.is_empty());
     let key = |c: &Vec<Needle>| {
@@ -704,11 +784,27 @@ fn ordered(mut clauses: Witness) -> Option<Witness> {
     clauses.sort_by_key(key);
     let mut out: Witness = Vec::new();
     for clause in clauses {
-        if !out.contains(&clause) && out.len() < MAX_CLAUSES {
+        if out.len() < MAX_CLAUSES && !out.iter().any(|taken| implies(taken, &clause)) {
             out.push(clause);
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// Whether every record that shows a needle of clause `a` shows one of clause `b`: each needle
+/// of `a` is one of `b`'s, or holds one of `b`'s `Anywhere` literals in the same field.
+fn implies(a: &[Needle], b: &[Needle]) -> bool {
+    a.iter().all(|(field, shows)| {
+        b.iter().any(|(other_field, other)| {
+            field == other_field
+                && match (shows, other) {
+                    (Shows::Text(lit, _), Shows::Text(inner, Anchor::Anywhere)) => {
+                        lit.contains(inner.as_str())
+                    }
+                    _ => shows == other,
+                }
+        })
+    })
 }
 
 /// How rarely a needle shows, as the length of a literal about as rare: an event id or a
@@ -833,8 +929,19 @@ mod tests {
         assert_eq!(re("(?i)WhoAmI.*>"), Some("whoami".into()));
         assert_eq!(re("(ab|cd)e+"), Some("abe|cde".into()));
         assert_eq!(re("x.*y"), None);
-        assert_eq!(re("\\w+`"), None);
         assert_eq!(re("(?:)"), None);
+        // A sequence's later literals count too, the most selective kept; a tail's literals
+        // that a longer one holds are left out.
+        assert_eq!(re(".*\u{fe0f}\u{20e3}"), Some("\u{fe0f}\u{20e3}".into()));
+        assert_eq!(re("ipconfig.*\\|.*find"), Some("find & ipconfig".into()));
+        assert_eq!(
+            re("(?i)\\.EXE\\s+[^\"]{0,64}WerFault\\.exe\\s+\\d{2,10}"),
+            Some("werfault.exe".into())
+        );
+        assert_eq!(re("(a|b)cd|xy(zz|ww)"), Some("acd|bcd|xyww|xyzz".into()));
+        // One rare ASCII character (PowerShell's escape) is enough; a common one is not.
+        assert_eq!(re("\\w+`(?:\\w+|-|.)`[\\w+|\\s]"), Some("`".into()));
+        assert_eq!(re("\\w+;\\w+"), None);
         // One non-ASCII character is rare enough to index.
         let w = witness("  a:\n    CommandLine|contains: '\u{202e}'\n  condition: a");
         assert_eq!(w, Some("\u{202e}".into()));
@@ -844,6 +951,11 @@ mod tests {
         );
         let w = witness("  keywords:\n    - 'Invoke-Mimikatz'\n  condition: keywords");
         assert_eq!(w, Some("invoke-mimikatz".into()));
+        // A clause another implies adds nothing: `del` is found wherever `del /f` is.
+        let w = witness(
+            "  a:\n    CommandLine|contains|all: ['del /f', 'del']\n    Image|endswith: 'cmd.exe'\n  condition: a",
+        );
+        assert_eq!(w, Some("cmd.exe & del /f".into()));
     }
 
     /// Sysmon process creations of the rules `yaml` (one document per rule) and their index.
