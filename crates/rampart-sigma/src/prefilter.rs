@@ -737,6 +737,21 @@ fn all_of(parts: impl Iterator<Item = Option<Witness>>) -> Option<Witness> {
 /// that makes at most `MAX_CLAUSES`; past that, each alternative's most selective clause.
 fn any_of(parts: impl Iterator<Item = Option<Witness>>) -> Option<Witness> {
     let mut parts: Vec<Witness> = parts.collect::<Option<_>>()?;
+    // A clause of the first alternative that a clause of every other one implies holds
+    // whichever alternative matched: `find` of `ipconfig*|*find`, `net*|*find`, ... (kept
+    // whole, where the choices below may keep only `ipconfig` of one and `net` of another).
+    let shared: Witness = match parts.split_first() {
+        Some((first, others)) if !others.is_empty() => first
+            .iter()
+            .filter(|clause| {
+                others
+                    .iter()
+                    .all(|other| other.iter().any(|o| implies(o, clause)))
+            })
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
     let choices = parts.iter().fold(1usize, |n, p| n.saturating_mul(p.len()));
     if choices > MAX_CLAUSES {
         for p in &mut parts {
@@ -764,6 +779,7 @@ fn any_of(parts: impl Iterator<Item = Option<Witness>>) -> Option<Witness> {
                 .collect();
         }
     }
+    out.extend(shared);
     for clause in &mut out {
         clause.sort();
         clause.dedup();
@@ -934,6 +950,11 @@ mod tests {
         // that a longer one holds are left out.
         assert_eq!(re(".*\u{fe0f}\u{20e3}"), Some("\u{fe0f}\u{20e3}".into()));
         assert_eq!(re("ipconfig.*\\|.*find"), Some("find & ipconfig".into()));
+        // What every alternative holds is a clause of their OR.
+        let w = witness(
+            "  a:\n    CommandLine|contains:\n      - 'ipconfig*|*find'\n      - 'net*|*find'\n      - 'whoami*|*find'\n  condition: a",
+        );
+        assert_eq!(w, Some("find".into()));
         assert_eq!(
             re("(?i)\\.EXE\\s+[^\"]{0,64}WerFault\\.exe\\s+\\d{2,10}"),
             Some("werfault.exe".into())
