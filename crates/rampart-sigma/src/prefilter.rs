@@ -38,10 +38,11 @@ use crate::event::SigmaEvent;
 const MIN_NEEDLE_BYTES: usize = 2;
 
 /// ASCII characters rare enough alone to index: the escapes obfuscated command lines are
-/// full of and others hardly use (PowerShell's backtick, cmd's caret). A rule's regex may
-/// have no longer literal (`\w+`(?:\w+|-|.)`` of PowerShell token obfuscation): without
-/// these it was evaluated on every process creation.
-const RARE_BYTES: &[u8] = b"`^";
+/// full of and others hardly use (PowerShell's backtick, cmd's caret), and cmd's input
+/// redirection. A rule may have no longer literal (`\w+`(?:\w+|-|.)`` of PowerShell token
+/// obfuscation, `CommandLine|contains: '<'`): without these it was evaluated on every process
+/// creation, or on every shell's.
+const RARE_BYTES: &[u8] = b"`^<";
 
 /// Whether a folded literal is worth indexing (see [`MIN_NEEDLE_BYTES`], [`RARE_BYTES`]).
 fn indexable(folded: &str) -> bool {
@@ -793,9 +794,15 @@ fn any_of(parts: impl Iterator<Item = Option<Witness>>) -> Option<Witness> {
 /// be looked for and found whenever that one is (a regex's tails `werfault`, `erfault`, ...).
 fn ordered(mut clauses: Witness) -> Option<Witness> {
     clauses.retain(|c| !c.is_empty());
+    // Past 8 characters a literal is rare whatever its length: fewer needles come first, then
+    // longer literals (`\servers\stable-` before `\cmd.exe`, which every shell shows).
     let key = |c: &Vec<Needle>| {
         let commonest = c.iter().map(|(_, shows)| rarity(shows)).min().unwrap_or(0);
-        (std::cmp::Reverse(commonest.min(8)), c.len())
+        (
+            std::cmp::Reverse(commonest.min(8)),
+            c.len(),
+            std::cmp::Reverse(commonest),
+        )
     };
     clauses.sort_by_key(key);
     let mut out: Witness = Vec::new();
@@ -950,6 +957,12 @@ mod tests {
         // that a longer one holds are left out.
         assert_eq!(re(".*\u{fe0f}\u{20e3}"), Some("\u{fe0f}\u{20e3}".into()));
         assert_eq!(re("ipconfig.*\\|.*find"), Some("find & ipconfig".into()));
+        assert_eq!(re("cmd.*<"), Some("< & cmd".into()));
+        // Of an alternative's clauses, past 8 characters the longer literal stands for it.
+        let w = witness(
+            "  sel_a:\n    Image|endswith: '\\cmd.exe'\n    CommandLine|contains: '\\servers\\Stable-'\n  sel_b:\n    CommandLine|endswith: '.exe tunnel'\n    Image|endswith: 'code.exe'\n  condition: 1 of sel_*",
+        );
+        assert_eq!(w, Some(".exe tunnel|\\servers\\stable-".into()));
         // What every alternative holds is a clause of their OR.
         let w = witness(
             "  a:\n    CommandLine|contains:\n      - 'ipconfig*|*find'\n      - 'net*|*find'\n      - 'whoami*|*find'\n  condition: a",
