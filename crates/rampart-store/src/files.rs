@@ -351,8 +351,7 @@ pub(crate) fn write_file(
 /// or row groups of other files copied as they are encoded.
 pub(crate) struct FileWriter {
     path: PathBuf,
-    writer: SerializedFileWriter<File>,
-    factory: ArrowRowGroupWriterFactory,
+    writer: Writer,
     schema: SchemaRef,
     row_group_rows: usize,
     /// The row group being encoded, and its rows so far.
@@ -375,15 +374,10 @@ impl FileWriter {
             .create_new(true)
             .open(path)
             .map_err(|e| io_err(path, e))?;
-        let schema = table.arrow_schema();
-        let (writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
-            .and_then(ArrowWriter::into_serialized_writer)
-            .map_err(|e| parquet_err(path, e))?;
         Ok(FileWriter {
             path: path.to_path_buf(),
-            writer,
-            factory,
-            schema,
+            writer: Writer::Pending(file, props.clone()),
+            schema: table.arrow_schema(),
             row_group_rows: props.max_row_group_row_count().unwrap_or(usize::MAX).max(1),
             open: None,
             rows: 0,
@@ -393,12 +387,38 @@ impl FileWriter {
         })
     }
 
+    /// The Parquet writer, opened if it is not yet: with the properties the file was created
+    /// with, but plain values for the string columns that `first` (the batches of its first
+    /// rows, if any) holds only empty strings in (see [`plain_when_empty`]).
+    fn open(
+        &mut self,
+        first: &[&RecordBatch],
+    ) -> Result<(&mut SerializedFileWriter<File>, &ArrowRowGroupWriterFactory), StoreError> {
+        if let Writer::Pending(..) = self.writer
+            && let Writer::Pending(file, props) = std::mem::replace(&mut self.writer, Writer::Gone)
+        {
+            let props = plain_when_empty(props, &self.schema, first);
+            let (writer, factory) = ArrowWriter::try_new(file, self.schema.clone(), Some(props))
+                .and_then(ArrowWriter::into_serialized_writer)
+                .map_err(|e| parquet_err(&self.path, e))?;
+            self.writer = Writer::Open(Box::new(writer), factory);
+        }
+        match &mut self.writer {
+            Writer::Open(writer, factory) => Ok((writer, factory)),
+            _ => Err(StoreError::Parquet {
+                path: self.path.clone(),
+                message: "the Parquet writer could not be opened".to_string(),
+            }),
+        }
+    }
+
     /// Appends `rows` of `batches`, in that order.
     pub(crate) fn write_rows(
         &mut self,
         batches: &[&RecordBatch],
         rows: &[RowRef],
     ) -> Result<(), StoreError> {
+        self.open(batches)?;
         let mut gathered: Vec<(usize, usize)> =
             Vec::with_capacity(WRITE_CHUNK_ROWS.min(rows.len()));
         // Rows that follow each other in one source batch are written as slices of it,
@@ -436,10 +456,17 @@ impl FileWriter {
             let (columns, held) = match &mut self.open {
                 Some(open) => open,
                 None => {
-                    let index = self.writer.flushed_row_groups().len();
-                    let columns = self
-                        .factory
-                        .create_column_writers(index)
+                    let (writer, factory) = match &self.writer {
+                        Writer::Open(writer, factory) => (writer, factory),
+                        _ => {
+                            return Err(StoreError::Parquet {
+                                path: self.path.clone(),
+                                message: "rows written before the file was opened".to_string(),
+                            });
+                        }
+                    };
+                    let columns = factory
+                        .create_column_writers(writer.flushed_row_groups().len())
                         .map_err(|e| parquet_err(&self.path, e))?;
                     self.open.insert((columns, 0))
                 }
@@ -474,8 +501,9 @@ impl FileWriter {
         let Some((columns, _)) = self.open.take() else {
             return Ok(());
         };
-        let located = |e| parquet_err(&self.path, e);
-        let mut group = self.writer.next_row_group().map_err(located)?;
+        let path = self.path.clone();
+        let located = |e| parquet_err(&path, e);
+        let mut group = self.open(&[])?.0.next_row_group().map_err(located)?;
         for column in columns {
             column
                 .close()
@@ -490,10 +518,11 @@ impl FileWriter {
     /// row groups written so far.
     pub(crate) fn copy_row_group(&mut self, copy: &RowGroupCopy<'_>) -> Result<(), StoreError> {
         self.end_row_group()?;
-        let located = |e| parquet_err(&self.path, e);
+        let path = self.path.clone();
+        let located = |e| parquet_err(&path, e);
         let group = copy.meta.row_group(copy.index);
         let rows = u64::try_from(group.num_rows()).unwrap_or(0);
-        let mut out = self.writer.next_row_group().map_err(located)?;
+        let mut out = self.open(&[])?.0.next_row_group().map_err(located)?;
         for (column, chunk) in group.columns().iter().enumerate() {
             let close = ColumnCloseResult {
                 bytes_written: u64::try_from(chunk.compressed_size()).unwrap_or(0),
@@ -524,17 +553,21 @@ impl FileWriter {
     /// groups is clustered ([`CLUSTERED_KEY`]).
     pub(crate) fn finish(mut self, clustered: bool) -> Result<Written, StoreError> {
         self.end_row_group()?;
+        let writer = self.open(&[])?.0;
         if clustered {
-            self.writer.append_key_value_metadata(KeyValue::new(
+            writer.append_key_value_metadata(KeyValue::new(
                 CLUSTERED_KEY.to_string(),
                 "1".to_string(),
             ));
         }
         let path = self.path;
-        let file = self
-            .writer
-            .into_inner()
-            .map_err(|e| parquet_err(&path, e))?;
+        let Writer::Open(writer, _) = self.writer else {
+            return Err(StoreError::Parquet {
+                path,
+                message: "the Parquet writer could not be opened".to_string(),
+            });
+        };
+        let file = writer.into_inner().map_err(|e| parquet_err(&path, e))?;
         file.sync_all().map_err(|e| io_err(&path, e))?;
         let bytes = file.metadata().map_err(|e| io_err(&path, e))?.len();
         Ok(Written {
@@ -545,6 +578,57 @@ impl FileWriter {
             max_ts: self.max_ts,
         })
     }
+}
+
+/// A [`FileWriter`]'s Parquet writer: opened at the first rows (or row group, or the end), when
+/// the columns they leave empty are known.
+enum Writer {
+    Pending(File, WriterProperties),
+    Open(Box<SerializedFileWriter<File>>, ArrowRowGroupWriterFactory),
+    /// Its opening failed.
+    Gone,
+}
+
+/// `props` with plain values, no dictionary, for each string column that every one of
+/// `batches` holds only empty strings (or nulls) in: Kusto's strings are never null, so a
+/// column no source fills is `""` on every row (most of a Windows event's row: ~80 % of its
+/// strings), and a dictionary looked each one up — Parquet's interner, hashing and comparing
+/// them, was the store's largest item in the server's profile. Plain empty strings are a
+/// zero length each, which zstd makes nothing of. `props` as they are without batches.
+fn plain_when_empty(
+    props: WriterProperties,
+    schema: &SchemaRef,
+    batches: &[&RecordBatch],
+) -> WriterProperties {
+    if batches.is_empty() {
+        return props;
+    }
+    let empty: Vec<ColumnPath> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| (i, ColumnPath::from(field.name().as_str())))
+        .filter(|(i, path)| {
+            props.dictionary_enabled(path)
+                && batches.iter().all(|b| {
+                    b.column(*i).as_string_opt::<i32>().is_some_and(|s| {
+                        let offsets = s.offsets();
+                        offsets.first() == offsets.last()
+                    })
+                })
+        })
+        .map(|(_, path)| path)
+        .collect();
+    if empty.is_empty() {
+        return props;
+    }
+    empty
+        .into_iter()
+        .fold(props.into_builder(), |b, path| {
+            b.set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::PLAIN)
+        })
+        .build()
 }
 
 /// A row group of another file to copy into a merged one without decoding it.
@@ -574,6 +658,63 @@ pub(crate) fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use rampart_schema::{DeviceProcessEvents, Row};
+
+    /// A column no row fills is written plain; one that rows fill keeps its dictionary; the
+    /// file reads back the same, empty strings as empty strings.
+    #[test]
+    fn string_columns_no_row_fills_are_written_plain() {
+        let table = Table::DeviceProcessEvents;
+        let mut builder = table.batch_builder();
+        for id in 0..100 {
+            let row = DeviceProcessEvents {
+                timestamp: chrono::DateTime::from_timestamp(1_700_000_000 + id, 0),
+                report_id: Some(id),
+                process_command_line: Some(format!("tool --run {}", id % 4)),
+                ..Default::default()
+            };
+            builder.append(&Row::from(row)).unwrap();
+        }
+        let batch = crate::record::conform(table, builder.finish()).unwrap();
+        let props = writer_properties(table, 3, 1024).unwrap();
+        let dir = std::env::temp_dir().join(format!("rampart-plain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.parquet");
+        let _ = std::fs::remove_file(&path);
+        let mut file = FileWriter::create(&path, table, &props).unwrap();
+        file.open(&[&batch]).unwrap();
+        file.write_batch(&batch).unwrap();
+        file.finish(false).unwrap();
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let group = reader.metadata().row_group(0);
+        let chunk = |name: &str| {
+            group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap()
+        };
+        assert!(chunk("FolderPath").dictionary_page_offset().is_none());
+        assert!(
+            chunk("ProcessCommandLine")
+                .dictionary_page_offset()
+                .is_some()
+        );
+        let read: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        let read = datafusion::arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
+        assert_eq!(read.num_rows(), 100);
+        for name in ["FolderPath", "ProcessCommandLine"] {
+            let (before, after) = (batch.column_by_name(name), read.column_by_name(name));
+            assert_eq!(before.unwrap().as_ref(), after.unwrap().as_ref(), "{name}");
+        }
+        assert_eq!(read.column_by_name("FolderPath").unwrap().null_count(), 0);
+        // Without rows to look at (a merge that copies a row group first), as they were.
+        let same = plain_when_empty(props.clone(), &table.arrow_schema(), &[]);
+        assert!(same.dictionary_enabled(&ColumnPath::from("FolderPath")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn days_and_paths() {
