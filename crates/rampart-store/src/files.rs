@@ -376,7 +376,7 @@ impl FileWriter {
             .map_err(|e| io_err(path, e))?;
         Ok(FileWriter {
             path: path.to_path_buf(),
-            writer: Writer::Pending(file, props.clone()),
+            writer: Writer::Pending(file, Box::new(props.clone())),
             schema: table.arrow_schema(),
             row_group_rows: props.max_row_group_row_count().unwrap_or(usize::MAX).max(1),
             open: None,
@@ -397,7 +397,7 @@ impl FileWriter {
         if let Writer::Pending(..) = self.writer
             && let Writer::Pending(file, props) = std::mem::replace(&mut self.writer, Writer::Gone)
         {
-            let props = plain_when_empty(props, &self.schema, first);
+            let props = plain_when_empty(*props, &self.schema, first);
             let (writer, factory) = ArrowWriter::try_new(file, self.schema.clone(), Some(props))
                 .and_then(ArrowWriter::into_serialized_writer)
                 .map_err(|e| parquet_err(&self.path, e))?;
@@ -583,7 +583,7 @@ impl FileWriter {
 /// A [`FileWriter`]'s Parquet writer: opened at the first rows (or row group, or the end), when
 /// the columns they leave empty are known.
 enum Writer {
-    Pending(File, WriterProperties),
+    Pending(File, Box<WriterProperties>),
     Open(Box<SerializedFileWriter<File>>, ArrowRowGroupWriterFactory),
     /// Its opening failed.
     Gone,
