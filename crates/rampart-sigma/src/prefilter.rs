@@ -37,9 +37,9 @@ use crate::event::SigmaEvent;
 /// ASCII character); one non-ASCII character (an emoji, a right-to-left override) is rare.
 const MIN_NEEDLE_BYTES: usize = 2;
 
-/// ASCII characters rare enough alone to index: the escapes obfuscated command lines are
-/// full of and others hardly use (PowerShell's backtick, cmd's caret), and cmd's input
-/// redirection. A rule may have no longer literal (`\w+`(?:\w+|-|.)`` of PowerShell token
+/// ASCII characters taken as rare enough alone to index (a judgement, not a measured
+/// frequency): the escapes obfuscated command lines use (PowerShell's backtick, cmd's caret),
+/// and cmd's input redirection. A rule may have no longer literal (`\w+`(?:\w+|-|.)`` of PowerShell token
 /// obfuscation, `CommandLine|contains: '<'`): without these it was evaluated on every process
 /// creation, or on every shell's.
 const RARE_BYTES: &[u8] = b"`^<";
